@@ -1,0 +1,55 @@
+# kmesh: `make run` brings up a demo lab, `make test` runs the whole suite.
+# Both install what is missing first (system packages via apt when root).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.kmesh-installed
+APT_PKGS := iproute2 iptables nftables conntrack etcd-server etcd-client dnsutils dnsperf dnsmasq-base \
+            containernetworking-plugins iperf3 haproxy wrk procps
+PYTEST_ARGS ?=
+
+.PHONY: run test deps system-deps python-deps down clean bench
+
+run: deps
+	$(BIN)/kmesh up --demo
+
+down:
+	$(BIN)/kmesh down
+
+test: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: deps
+	$(BIN)/python benchmarks/api.py
+
+deps: system-deps python-deps
+
+# Installs only the packages that are missing; needs root (skipped otherwise).
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	  command -v $(PYTHON) >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3 python3-venv python3-pip"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	  if ! command -v kubectl >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl 2>/dev/null || \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; \
+	  fi; \
+	else \
+	  echo "not root (or no apt): skipping system packages"; \
+	fi
+
+python-deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

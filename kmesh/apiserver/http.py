@@ -1,0 +1,436 @@
+"""The API server's HTTP face: an ASGI app mapping Kubernetes REST paths to the registry."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, unquote
+
+import trio
+import yaml
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from kmesh.api import errors as E
+from kmesh.api import tables
+from kmesh.api.kinds import Kind, by_resource
+from kmesh.apiserver import discovery, openapi
+from kmesh.apiserver.registry import ListOptions, Registry, WatchEvent
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
+
+
+@dataclass
+class Request:
+    """What a handler needs of one HTTP request."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def flag(self, name: str) -> bool:
+        """A boolean query parameter (``watch=1``, ``watch=true``)."""
+        return self.query.get(name, "").lower() in ("1", "true", "yes")
+
+    def int_param(self, name: str) -> int | None:
+        """An integer query parameter, 400 if malformed."""
+        raw = self.query.get(name)
+        if raw in (None, ""):
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise E.bad_request(f"invalid value for {name}: {raw!r}") from None
+
+
+class Metrics:
+    """The API server's Prometheus metrics, named after kube-apiserver's."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "apiserver_request_total", "Requests by verb, resource and HTTP code.",
+            ["verb", "resource", "code"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "apiserver_request_duration_seconds", "Request latency by verb and resource.",
+            ["verb", "resource"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _wants_table(accept: str) -> bool:
+    return any("as=Table" in part for part in accept.split(","))
+
+
+def _list_doc(kind: Kind, items: list[dict[str, Any]], rv: int, cont: str) -> dict[str, Any]:
+    md: dict[str, Any] = {"resourceVersion": str(rv)}
+    if cont:
+        md["continue"] = cont
+    return {"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": md, "items": items}
+
+
+class APIApp:
+    """ASGI application serving the Kubernetes API from a Registry."""
+
+    def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443") -> None:
+        self.registry = registry
+        self.token = token
+        self.server_address = server_address
+        self.metrics = Metrics()
+        self.min_request_timeout = 1800
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True).items()}
+        path = scope["path"]
+        started = time.perf_counter()
+        verb, resource = scope["method"].lower(), ""
+        try:
+            if path not in PUBLIC_PATHS and not self._authorized(headers):
+                raise E.APIError(401, "Unauthorized", "Unauthorized")
+            body = b""
+            if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+                body = await self._read_body(receive)
+            req = Request(scope["method"], path, query, headers, body)
+            verb, resource = await self._dispatch(req, receive, send)
+            code = 200
+        except E.APIError as exc:
+            code = exc.code
+            extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
+            await self._send(send, exc.code, _json(exc.status()), extra_headers=extra)
+        except Exception as exc:  # noqa: BLE001 - the server must answer, not crash
+            code = 500
+            err = E.APIError(500, "InternalError", f"Internal error occurred: {exc!r}")
+            await self._send(send, 500, _json(err.status()))
+        if verb != "watch":
+            self.metrics.requests.labels(verb, resource, str(code)).inc()
+            self.metrics.duration.labels(verb, resource).observe(time.perf_counter() - started)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise E.bad_request("client went away")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise E.APIError(413, "RequestEntityTooLarge", "the request body is too large")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _send(
+        send: Send, status: int, body: bytes, content_type: str = "application/json",
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        headers += extra_headers or []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # ---------------------------------------------------------------- routing
+
+    async def _dispatch(self, req: Request, receive: Receive, send: Send) -> tuple[str, str]:
+        path = req.path.rstrip("/") or "/"
+        if path in ("/healthz", "/livez", "/readyz"):
+            await self._send(send, 200, b"ok", "text/plain")
+            return "get", ""
+        if path == "/metrics":
+            await self._send(send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+            return "get", ""
+        if path == "/version":
+            await self._send(send, 200, _json(discovery.version()))
+            return "get", ""
+        if path == "/api":
+            await self._send(send, 200, _json(discovery.api_versions(self.server_address)))
+            return "get", ""
+        if path == "/apis":
+            await self._send(send, 200, _json(discovery.api_group_list()))
+            return "get", ""
+        if path == "/openapi/v3":
+            await self._send(send, 200, _json(openapi.index()))
+            return "get", ""
+        if path.startswith("/openapi/v3/"):
+            gv = path[len("/openapi/v3/"):].split("/")
+            doc = None
+            if len(gv) == 2 and gv[0] == "api":
+                doc = openapi.gv_document("", gv[1])
+            elif len(gv) == 3 and gv[0] == "apis":
+                doc = openapi.gv_document(gv[1], gv[2])
+            if doc is None:
+                raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+            await self._send(send, 200, _json(doc))
+            return "get", ""
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[0] == "api" and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 2:
+            if len(parts) == 2:
+                doc = discovery.api_group(parts[1])
+                if doc is None:
+                    raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+                await self._send(send, 200, _json(doc))
+                return "get", ""
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            doc = discovery.resource_list(group, version)
+            if doc is None:
+                raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+            await self._send(send, 200, _json(doc))
+            return "get", ""
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        kind = by_resource(group, rest[0])
+        if kind is None or kind.version != version or len(rest) > 3:
+            raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) >= 2 else None
+        sub = rest[2] if len(rest) == 3 else None
+        if sub is not None and sub not in kind.subresources:
+            raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+        if name is not None and kind.namespaced and namespace is None:
+            raise E.APIError(404, "NotFound", "the server could not find the requested resource")
+        if name is None:
+            return await self._collection(req, kind, namespace, receive, send)
+        return await self._item(req, kind, namespace, name, sub, send)
+
+    # ------------------------------------------------------------- collection
+
+    def _list_options(self, req: Request) -> ListOptions:
+        return ListOptions(
+            label_selector=req.query.get("labelSelector", ""),
+            field_selector=req.query.get("fieldSelector", ""),
+            limit=req.int_param("limit") or 0,
+            continue_token=req.query.get("continue", ""),
+            resource_version=req.query.get("resourceVersion", ""),
+        )
+
+    async def _collection(
+        self, req: Request, kind: Kind, namespace: str | None, receive: Receive, send: Send
+    ) -> tuple[str, str]:
+        r = self.registry
+        if req.method == "GET":
+            if req.flag("watch"):
+                await self._watch(req, kind, namespace, receive, send)
+                return "watch", kind.plural
+            page = await r.list(kind, namespace, self._list_options(req))
+            if _wants_table(req.headers.get("accept", "")):
+                doc = tables.table(
+                    kind, page.items, include_object=req.query.get("includeObject", "Metadata"),
+                    resource_version=str(page.revision), continue_token=page.continue_token,
+                )
+            else:
+                items = []
+                for obj in page.items:
+                    item = dict(obj)
+                    item.pop("apiVersion", None)
+                    item.pop("kind", None)
+                    items.append(item)
+                doc = _list_doc(kind, items, page.revision, page.continue_token)
+            await self._send(send, 200, _json(doc))
+            return "list", kind.plural
+        if req.method == "POST":
+            obj = self._decode(req)
+            created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req))
+            await self._send(send, 201, _json(created))
+            return "create", kind.plural
+        if req.method == "DELETE":
+            opts = self._delete_options(req)
+            gone = await r.delete_collection(kind, namespace, self._list_options(req), opts.get("gracePeriodSeconds"))
+            await self._send(send, 200, _json(_list_doc(kind, gone, 0, "")))
+            return "deletecollection", kind.plural
+        raise E.APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+
+    # ------------------------------------------------------------------- item
+
+    async def _item(
+        self, req: Request, kind: Kind, namespace: str | None, name: str, sub: str | None, send: Send
+    ) -> tuple[str, str]:
+        r = self.registry
+        res = kind.plural + (f"/{sub}" if sub else "")
+        dry = self._dry_run(req)
+        if req.method == "GET":
+            obj = await (r.get_scale(kind, namespace, name) if sub == "scale" else r.get(kind, namespace, name))
+            if sub is None and _wants_table(req.headers.get("accept", "")):
+                obj = tables.table(kind, [obj], include_object=req.query.get("includeObject", "Metadata"))
+            await self._send(send, 200, _json(obj))
+            return "get", res
+        if req.method == "PUT":
+            obj = self._decode(req)
+            if sub == "scale":
+                out = await r.update_scale(kind, namespace, name, obj)
+            else:
+                out = await r.update(kind, namespace, name, obj, subresource=sub, dry_run=dry)
+            await self._send(send, 200, _json(out))
+            return "update", res
+        if req.method == "PATCH":
+            out = await r.patch(
+                kind, namespace, name, req.headers.get("content-type", ""), req.body, subresource=sub, dry_run=dry
+            )
+            await self._send(send, 200, _json(out))
+            return "patch", res
+        if req.method == "DELETE" and sub is None:
+            opts = self._delete_options(req)
+            obj, gone = await r.delete(
+                kind, namespace, name,
+                grace_period=opts.get("gracePeriodSeconds"),
+                preconditions=opts.get("preconditions"),
+                dry_run=dry,
+            )
+            if gone and kind.kind not in ("Pod",):
+                md = obj.get("metadata", {})
+                status = {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": kind.group, "kind": kind.plural, "uid": md.get("uid")},
+                }
+                await self._send(send, 200, _json(status))
+            else:
+                await self._send(send, 200, _json(obj))
+            return "delete", res
+        raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    # ------------------------------------------------------------------ watch
+
+    async def _watch(self, req: Request, kind: Kind, namespace: str | None, receive: Receive, send: Send) -> None:
+        opts = self._list_options(req)
+        opts.filter(kind)  # selector errors are answered before the stream starts
+        as_table = _wants_table(req.headers.get("accept", ""))
+        include = req.query.get("includeObject", "Metadata")
+        timeout = req.int_param("timeoutSeconds")
+        if timeout is None or timeout <= 0:
+            timeout = int(self.min_request_timeout * (1 + random.random()))
+        bookmarks = req.flag("allowWatchBookmarks")
+        started = False
+        sent_columns = False
+
+        async def start() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send({
+                    "type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+                })
+
+        async def emit(ev: WatchEvent) -> None:
+            nonlocal sent_columns
+            obj = ev.obj
+            if as_table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
+                obj = tables.table(kind, [obj], include_object=include)
+                if sent_columns:
+                    obj["columnDefinitions"] = []
+                sent_columns = True
+            await start()
+            line = _json({"type": ev.type, "object": obj}) + b"\n"
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+
+        gone = False
+
+        async def until_disconnect(cancel: trio.CancelScope) -> None:
+            nonlocal gone
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    gone = True
+                    cancel.cancel()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_disconnect, nursery.cancel_scope)
+            with trio.move_on_after(timeout):
+                try:
+                    await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
+                except E.APIError as exc:
+                    if not started:
+                        raise
+                    await emit(WatchEvent("ERROR", exc.status()))
+            nursery.cancel_scope.cancel()
+        if gone:
+            return
+        await start()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    # ---------------------------------------------------------------- parsing
+
+    @staticmethod
+    def _decode(req: Request) -> dict[str, Any]:
+        ct = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        try:
+            if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
+                obj = yaml.safe_load(req.body)
+            elif ct in ("application/json", ""):
+                obj = json.loads(req.body or b"null")
+            elif ct == "application/vnd.kubernetes.protobuf":
+                from kmesh.api import protobuf
+
+                obj = protobuf.decode(req.body)
+            else:
+                raise E.APIError(
+                    415, "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: "
+                    f"application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                )
+        except (ValueError, yaml.YAMLError) as exc:
+            raise E.bad_request(f"error decoding request body: {exc}") from None
+        if not isinstance(obj, dict):
+            raise E.bad_request("the request body must be an object")
+        return obj
+
+    @staticmethod
+    def _dry_run(req: Request) -> bool:
+        value = req.query.get("dryRun", "")
+        if value and value != "All":
+            raise E.bad_request(f'invalid dryRun value {value!r}: supported values: "All"')
+        return value == "All"
+
+    def _delete_options(self, req: Request) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if req.body.strip():
+            try:
+                parsed: Any = self._decode(req)
+            except E.APIError as exc:
+                raise E.bad_request(f"error decoding DeleteOptions: {exc.message}") from None
+            if isinstance(parsed, dict):
+                opts = parsed
+        grace = req.int_param("gracePeriodSeconds")
+        if grace is not None:
+            opts["gracePeriodSeconds"] = grace
+        return opts
+

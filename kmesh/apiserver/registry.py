@@ -1,0 +1,689 @@
+"""Server-side REST semantics over a Store: what each verb does to objects.
+
+The HTTP layer parses requests and calls a ``Registry``; the registry applies
+defaults, validation, metadata rules, admission hooks, graceful deletion and
+namespace life cycle, and translates store errors to API errors. Nothing is
+written when a step fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+import trio
+
+from kmesh.api import defaults, meta, patch, selectors, validation
+from kmesh.api import errors as E
+from kmesh.api.kinds import KINDS, Kind, get as kind_named
+from kmesh.store import base as S
+from kmesh.store.base import Obj, Store
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class Admission(Protocol):
+    """A hook that can mutate or refuse writes of one kind (e.g. IP allocation)."""
+
+    async def on_create(self, kind: Kind, obj: Obj) -> None: ...
+    async def on_update(self, kind: Kind, new: Obj, old: Obj) -> None: ...
+    async def on_delete(self, kind: Kind, obj: Obj) -> None: ...
+    async def on_create_failed(self, kind: Kind, obj: Obj) -> None: ...
+
+
+@dataclass
+class ListOptions:
+    """Parsed list/watch query parameters."""
+
+    label_selector: str = ""
+    field_selector: str = ""
+    limit: int = 0
+    continue_token: str = ""
+    resource_version: str = ""
+
+    def filter(self, kind: Kind) -> Callable[[Obj], bool] | None:
+        """A predicate for the selectors, or None when nothing is filtered."""
+        ls = selectors.parse_label_selector(self.label_selector) if self.label_selector else None
+        fs = selectors.parse_field_selector(self.field_selector, kind) if self.field_selector else None
+        if ls is None and fs is None:
+            return None
+
+        def match(obj: Obj) -> bool:
+            if ls is not None and not ls.matches((obj.get("metadata") or {}).get("labels") or {}):
+                return False
+            return fs is None or fs.matches(obj)
+
+        return match
+
+
+@dataclass
+class ListPage:
+    """A page of a list: items, the revision, and the continue token."""
+
+    items: list[Obj]
+    revision: int
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+@dataclass
+class WatchEvent:
+    """One event on an API watch stream (type ADDED/MODIFIED/DELETED/BOOKMARK/ERROR)."""
+
+    type: str
+    obj: Obj
+
+
+@dataclass
+class Registry:
+    """REST verbs for every served kind, backed by one store."""
+
+    store: Store
+    admission: dict[str, list[Admission]] = field(default_factory=dict)
+    nursery: trio.Nursery | None = None
+    loopback_ok: bool = False  # the sim runtime's endpoints live on 127.0.0.0/8
+
+    # ---------------------------------------------------------------- helpers
+
+    def _err(self, kind: Kind, exc: S.StoreError, name: str) -> E.APIError:
+        if isinstance(exc, S.NotFound):
+            return E.not_found(kind.plural, name, kind.group)
+        if isinstance(exc, S.AlreadyExists):
+            return E.already_exists(kind.plural, name, kind.group)
+        if isinstance(exc, S.Conflict):
+            return E.conflict(kind.plural, name, kind.group)
+        if isinstance(exc, S.Gone):
+            return E.APIError(410, "Expired", "too old resource version: " + str(exc))
+        if isinstance(exc, S.Unavailable):
+            return E.APIError(503, "ServiceUnavailable", f"storage unavailable: {exc}", retry_after=1)
+        return E.APIError(500, "InternalError", str(exc))
+
+    async def _hooks(self, kind: Kind, event: str, *args: Obj) -> None:
+        for hook in self.admission.get(kind.kind, []):
+            await getattr(hook, event)(kind, *args)
+
+    async def _get_raw(self, kind: Kind, namespace: str | None, name: str) -> Obj:
+        try:
+            return await self.store.get(kind.key(namespace, name))
+        except S.StoreError as exc:
+            raise self._err(kind, exc, name) from None
+
+    async def _check_namespace(self, kind: Kind, namespace: str | None) -> None:
+        if not kind.namespaced:
+            return
+        ns_kind = kind_named("Namespace")
+        try:
+            ns = await self.store.get(ns_kind.key(None, namespace or ""))
+        except S.NotFound:
+            raise E.not_found("namespaces", namespace or "") from None
+        except S.StoreError as exc:
+            raise self._err(ns_kind, exc, namespace or "") from None
+        if ns.get("metadata", {}).get("deletionTimestamp"):
+            raise E.APIError(
+                403,
+                "Forbidden",
+                f'{kind.plural} "..." is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
+                kind=kind.plural,
+            )
+
+    @staticmethod
+    def _check_type(kind: Kind, obj: Obj) -> None:
+        if not isinstance(obj, dict):
+            raise E.bad_request("the request body must be a JSON object")
+        api_version = obj.get("apiVersion")
+        if api_version and api_version != kind.api_version:
+            raise E.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version ({kind.api_version})"
+            )
+        k = obj.get("kind")
+        if k and k != kind.kind:
+            raise E.bad_request(f"the kind in the data ({k}) does not match the expected kind ({kind.kind})")
+        md = obj.get("metadata")
+        if md is not None and not isinstance(md, dict):
+            raise E.bad_request("metadata must be an object")
+
+    def _validate(self, kind: Kind, obj: Obj, old: Obj | None = None, subresource: str | None = None) -> None:
+        if old is None:
+            causes = validation.validate(kind, obj, loopback_ok=self.loopback_ok)
+        else:
+            causes = validation.validate_update(kind, obj, old, subresource=subresource, loopback_ok=self.loopback_ok)
+        if causes:
+            raise E.invalid_object(kind.kind, meta.name(obj), kind.group, causes)
+
+    # ------------------------------------------------------------------ verbs
+
+    async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """Create an object; 409 if the name is taken, 422 if it is invalid."""
+        self._check_type(kind, obj)
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"] = kind.api_version
+        obj["kind"] = kind.kind
+        md = obj.setdefault("metadata", {})
+        if kind.namespaced:
+            body_ns = md.get("namespace")
+            if body_ns and namespace and body_ns != namespace:
+                raise E.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            namespace = namespace or body_ns or "default"
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        defaults.apply_defaults(kind, obj)
+        meta.prepare_create(kind, obj, namespace)
+        self._validate(kind, obj)
+        await self._check_namespace(kind, namespace)
+        await self._hooks(kind, "on_create", obj)
+        if dry_run:
+            await self._hooks(kind, "on_create_failed", obj)
+            return obj
+        try:
+            return await self.store.create(kind.key(namespace, meta.name(obj)), obj)
+        except S.StoreError as exc:
+            await self._hooks(kind, "on_create_failed", obj)
+            raise self._err(kind, exc, meta.name(obj)) from None
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
+        """One object; 404 if absent."""
+        return await self._get_raw(kind, namespace, name)
+
+    async def list(self, kind: Kind, namespace: str | None, opts: ListOptions) -> ListPage:
+        """A filtered, optionally paged list at one revision."""
+        match = opts.filter(kind)
+        prefix = kind.prefix(namespace)
+        revision: int | None = None
+        start_after: str | None = None
+        if opts.continue_token:
+            revision, start_after = _decode_continue(opts.continue_token)
+        limit = opts.limit if opts.limit and opts.limit > 0 else None
+        items: list[Obj] = []
+        more = False
+        last_key: str | None = None
+        try:
+            while True:
+                if limit is None:
+                    page_size = None
+                elif match is None:
+                    page_size = limit - len(items)
+                else:
+                    page_size = max(limit, 100)
+                res = await self.store.list(prefix, revision=revision, start_after=start_after, limit=page_size)
+                revision = res.revision
+                for obj in res.items:
+                    if limit is not None and len(items) >= limit:
+                        more = True
+                        break
+                    last_key = _key(kind, obj)
+                    if match is None or match(obj):
+                        items.append(obj)
+                if more or not res.more:
+                    break
+                if limit is not None and len(items) >= limit:
+                    more = True
+                    break
+                start_after = last_key
+        except S.Gone:
+            raise E.APIError(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. "
+                "You can start a new list without the continue parameter.",
+            ) from None
+        except S.StoreError as exc:
+            raise self._err(kind, exc, "") from None
+        token = ""
+        if more and last_key is not None:
+            token = _encode_continue(revision or 0, last_key)
+        return ListPage(items, revision or 0, token)
+
+    async def update(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        obj: Obj,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Replace an object (or its status); 409 on a stale resourceVersion."""
+        self._check_type(kind, obj)
+        md = obj.get("metadata") or {}
+        if md.get("name") and md["name"] != name:
+            raise E.bad_request(
+                f"the name of the object ({md['name']}) does not match the name on the URL ({name})"
+            )
+        if kind.namespaced and md.get("namespace") and md["namespace"] != namespace:
+            raise E.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        expected = _parse_rv(md.get("resourceVersion"))
+        old = await self._get_raw(kind, namespace, name)
+        return await self._write(kind, namespace, name, obj, old, expected, subresource, dry_run)
+
+    async def _write(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        obj: Obj,
+        old: Obj,
+        expected: int | None,
+        subresource: str | None,
+        dry_run: bool,
+    ) -> Obj:
+        new = copy.deepcopy(obj)
+        new["apiVersion"] = kind.api_version
+        new["kind"] = kind.kind
+        nmd = new.setdefault("metadata", {})
+        nmd["name"] = name
+        if kind.namespaced:
+            nmd["namespace"] = namespace
+        if subresource != "status":
+            defaults.apply_defaults(kind, new)
+        meta.prepare_update(kind, new, old, subresource)
+        self._validate(kind, new, old, subresource)
+        await self._hooks(kind, "on_update", new, old)
+        if dry_run:
+            return new
+        if _finalized(new):
+            return await self._remove(kind, namespace, name, _parse_rv(old["metadata"]["resourceVersion"]))
+        try:
+            return await self.store.update(kind.key(namespace, name), new, expected)
+        except S.StoreError as exc:
+            raise self._err(kind, exc, name) from None
+
+    async def patch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        body: bytes,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Apply a JSON, merge or strategic-merge patch, retrying on races."""
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError as exc:
+            raise E.bad_request(f"error decoding patch: {exc}") from None
+        for _ in range(8):
+            old = await self._get_raw(kind, namespace, name)
+            current = _scale_of(kind, old) if subresource == "scale" else old
+            patched = apply_patch(kind, current, content_type, doc)
+            if subresource == "scale":
+                return await self._write_scale(kind, namespace, name, patched, old, dry_run)
+            pmd = patched.get("metadata") or {}
+            expected = _parse_rv(pmd.get("resourceVersion"))
+            if expected is not None and pmd.get("resourceVersion") != old["metadata"]["resourceVersion"]:
+                raise E.conflict(kind.plural, name, kind.group)
+            try:
+                return await self._write(
+                    kind, namespace, name, patched, old,
+                    _parse_rv(old["metadata"]["resourceVersion"]), subresource, dry_run,
+                )
+            except E.APIError as exc:
+                if exc.reason == "Conflict" and expected is None:
+                    continue
+                raise
+        raise E.conflict(kind.plural, name, kind.group)
+
+    async def delete(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        *,
+        grace_period: int | None = None,
+        preconditions: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> tuple[Obj, bool]:
+        """Delete (or start deleting) an object; returns (object, gone_now)."""
+        old = await self._get_raw(kind, namespace, name)
+        md = old["metadata"]
+        pre = preconditions or {}
+        if pre.get("uid") and pre["uid"] != md.get("uid"):
+            raise E.APIError(
+                409, "Conflict",
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {md.get('uid')}",
+                kind=kind.plural, name=name, group=kind.group,
+            )
+        rv = _parse_rv(md.get("resourceVersion"))
+        if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
+            raise E.conflict(kind.plural, name, kind.group)
+        if dry_run:
+            return old, False
+        if kind.kind == "Namespace":
+            return await self._delete_namespace(old), False
+        grace = self._grace(kind, old, grace_period)
+        finalizers = md.get("finalizers")
+        if not grace and not finalizers:
+            return await self._remove(kind, namespace, name, rv), True
+        if md.get("deletionTimestamp"):
+            # Already terminating: only a shorter grace period changes anything.
+            cur = md.get("deletionGracePeriodSeconds") or 0
+            if not grace or grace >= cur:
+                return old, False
+        new = copy.deepcopy(old)
+        nmd = new["metadata"]
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=grace or 0)
+        nmd["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        nmd["deletionGracePeriodSeconds"] = grace or 0
+        try:
+            return await self.store.update(kind.key(namespace, name), new, rv), False
+        except S.StoreError as exc:
+            raise self._err(kind, exc, name) from None
+
+    @staticmethod
+    def _grace(kind: Kind, obj: Obj, requested: int | None) -> int | None:
+        """Pods bound to a node terminate gracefully; everything else goes at once."""
+        if kind.kind != "Pod":
+            return None
+        spec = obj.get("spec") or {}
+        phase = (obj.get("status") or {}).get("phase")
+        if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+            return None
+        if requested is None:
+            requested = spec.get("terminationGracePeriodSeconds", 30)
+        grace = int(requested)
+        return grace if grace > 0 else None
+
+    async def _remove(self, kind: Kind, namespace: str | None, name: str, rv: int | None) -> Obj:
+        try:
+            gone = await self.store.delete(kind.key(namespace, name), rv)
+        except S.StoreError as exc:
+            raise self._err(kind, exc, name) from None
+        await self._hooks(kind, "on_delete", gone)
+        return gone
+
+    async def delete_collection(
+        self, kind: Kind, namespace: str | None, opts: ListOptions, grace_period: int | None = None
+    ) -> list[Obj]:
+        """Delete every object matching the selectors."""
+        page = await self.list(kind, namespace, opts)
+        out = []
+        for obj in page.items:
+            try:
+                gone, _ = await self.delete(kind, meta.namespace(obj) or None, meta.name(obj), grace_period=grace_period)
+                out.append(gone)
+            except E.APIError as exc:
+                if exc.code != 404:
+                    raise
+        return out
+
+    # ------------------------------------------------------------ namespaces
+
+    async def _delete_namespace(self, ns: Obj) -> Obj:
+        name = meta.name(ns)
+        md = ns["metadata"]
+        if not md.get("deletionTimestamp"):
+            new = copy.deepcopy(ns)
+            new["metadata"]["deletionTimestamp"] = meta.now()
+            new.setdefault("status", {})["phase"] = "Terminating"
+            kind = kind_named("Namespace")
+            try:
+                ns = await self.store.update(kind.key(None, name), new, _parse_rv(md.get("resourceVersion")))
+            except S.StoreError as exc:
+                raise self._err(kind, exc, name) from None
+        if self.nursery is not None:
+            self.nursery.start_soon(self.finish_namespace, name)
+        else:
+            await self.finish_namespace(name)
+        return ns
+
+    async def finish_namespace(self, name: str) -> None:
+        """Remove everything in a terminating namespace, then the namespace itself."""
+        ns_kind = kind_named("Namespace")
+        for _ in range(100):
+            left = 0
+            for kind in KINDS:
+                if not kind.namespaced:
+                    continue
+                res = await self.store.list(kind.prefix(name))
+                for obj in res.items:
+                    left += 1
+                    try:
+                        await self.delete(kind, name, meta.name(obj), grace_period=0)
+                    except E.APIError as exc:
+                        if exc.code != 404:
+                            raise
+            if not left:
+                break
+            await trio.sleep(0.2)
+        try:
+            await self.store.delete(ns_kind.key(None, name))
+        except S.NotFound:
+            pass
+
+    async def resume_terminating_namespaces(self) -> None:
+        """Finish namespace deletions that a restart interrupted."""
+        res = await self.store.list(kind_named("Namespace").prefix())
+        for ns in res.items:
+            if ns["metadata"].get("deletionTimestamp"):
+                assert self.nursery is not None
+                self.nursery.start_soon(self.finish_namespace, meta.name(ns))
+
+    async def ensure_default_namespaces(self) -> None:
+        """Create default, kube-system, kube-public and kube-node-lease if missing."""
+        kind = kind_named("Namespace")
+        for name in DEFAULT_NAMESPACES:
+            try:
+                await self.create(kind, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            except E.APIError as exc:
+                if exc.code != 409:
+                    raise
+
+    # ----------------------------------------------------------------- scale
+
+    async def get_scale(self, kind: Kind, namespace: str | None, name: str) -> Obj:
+        """The autoscaling/v1 Scale of a Deployment or ReplicaSet."""
+        return _scale_of(kind, await self._get_raw(kind, namespace, name))
+
+    async def update_scale(self, kind: Kind, namespace: str | None, name: str, scale: Obj) -> Obj:
+        """Set replicas through the scale subresource."""
+        old = await self._get_raw(kind, namespace, name)
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise E.conflict(kind.plural, name, kind.group)
+        return await self._write_scale(kind, namespace, name, scale, old, False)
+
+    async def _write_scale(self, kind: Kind, namespace: str | None, name: str, scale: Obj, old: Obj, dry_run: bool) -> Obj:
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise E.invalid_object(
+                "Scale", name, "autoscaling",
+                [E.invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
+            )
+        new = copy.deepcopy(old)
+        new.setdefault("spec", {})["replicas"] = replicas
+        written = await self._write(
+            kind, namespace, name, new, old, _parse_rv(old["metadata"]["resourceVersion"]), None, dry_run
+        )
+        return _scale_of(kind, written)
+
+    # ----------------------------------------------------------------- watch
+
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        opts: ListOptions,
+        emit: Callable[[WatchEvent], Awaitable[None]],
+        *,
+        bookmarks: bool = False,
+        bookmark_interval: float = 60.0,
+    ) -> None:
+        """Send events for matching objects to ``emit``, from resourceVersion (or a fresh list).
+
+        Returns when the store ends the stream; the caller bounds it with a
+        cancel scope (timeoutSeconds, client gone).
+        """
+        match = opts.filter(kind)
+        prefix = kind.prefix(namespace)
+        rv = opts.resource_version
+        seen: set[str] | None = None
+        initial: list[Obj] = []
+        try:
+            if rv in ("", "0"):
+                res = await self.store.list(prefix)
+                start = res.revision
+                initial = [o for o in res.items if match is None or match(o)]
+                if match is not None:
+                    seen = {_key(kind, o) for o in initial}
+            else:
+                start = _parse_rv(rv)
+                if start is None:
+                    raise E.bad_request(f"invalid resourceVersion {rv!r}")
+                if match is not None:
+                    res = await self.store.list(prefix, revision=start) if start else await self.store.list(prefix)
+                    seen = {_key(kind, o) for o in res.items if match(o)}
+        except S.Gone:
+            await emit(WatchEvent("ERROR", _gone_status(rv)))
+            return
+        except S.StoreError as exc:
+            raise self._err(kind, exc, "") from None
+        for obj in initial:
+            await emit(WatchEvent("ADDED", obj))
+        last = start
+        try:
+            async with self.store.watch(prefix, start) as events:
+                it = events.__aiter__()
+                while True:
+                    ev: S.Event | None = None
+                    with trio.move_on_after(bookmark_interval if bookmarks else math.inf):
+                        ev = await it.__anext__()
+                    if ev is None:
+                        await emit(WatchEvent("BOOKMARK", _bookmark(kind, last)))
+                        continue
+                    last = ev.revision
+                    out = _filter_event(kind, ev, match, seen)
+                    if out is not None:
+                        await emit(out)
+        except StopAsyncIteration:
+            return
+        except S.Gone:
+            await emit(WatchEvent("ERROR", _gone_status(rv)))
+
+
+def _key(kind: Kind, obj: Obj) -> str:
+    return kind.key(meta.namespace(obj) or None, meta.name(obj))
+
+
+def _filter_event(kind: Kind, ev: S.Event, match: Callable[[Obj], bool] | None, seen: set[str] | None) -> WatchEvent | None:
+    if match is None or seen is None:
+        return WatchEvent(ev.type, ev.obj)
+    key = ev.key
+    if ev.type == "DELETED":
+        if key in seen:
+            seen.discard(key)
+            return WatchEvent("DELETED", ev.obj)
+        return None
+    if match(ev.obj):
+        if key in seen:
+            return WatchEvent("MODIFIED", ev.obj)
+        seen.add(key)
+        return WatchEvent("ADDED", ev.obj)
+    if key in seen:
+        seen.discard(key)
+        return WatchEvent("DELETED", ev.obj)
+    return None
+
+
+def _bookmark(kind: Kind, revision: int) -> Obj:
+    return {
+        "kind": kind.kind,
+        "apiVersion": kind.api_version,
+        "metadata": {"resourceVersion": str(revision)},
+    }
+
+
+def _gone_status(rv: str) -> Obj:
+    return E.APIError(410, "Expired", f"too old resource version: {rv}").status()
+
+
+def _parse_rv(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise E.bad_request(f"invalid resourceVersion {value!r}") from None
+
+
+def _finalized(obj: Obj) -> bool:
+    md = obj.get("metadata") or {}
+    return bool(md.get("deletionTimestamp")) and not md.get("finalizers") and not md.get("deletionGracePeriodSeconds")
+
+
+def _encode_continue(revision: int, key: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": revision, "start": key}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError):
+        raise E.bad_request("continue key is not valid: incorrect encoded start resourceVersion") from None
+
+
+def _scale_of(kind: Kind, obj: Obj) -> Obj:
+    md = obj["metadata"]
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    sel = spec.get("selector") or {}
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for expr in sel.get("matchExpressions") or []:
+        op, key, vals = expr.get("operator"), expr.get("key"), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(vals)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(vals)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": md["name"],
+            "namespace": md.get("namespace"),
+            "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"),
+            "creationTimestamp": md.get("creationTimestamp"),
+        },
+        "spec": {"replicas": spec.get("replicas", 1)},
+        "status": {"replicas": status.get("replicas", 0), "selector": ",".join(parts)},
+    }
+
+
+def apply_patch(kind: Kind, current: Obj, content_type: str, doc: Any) -> Obj:
+    """The object after applying a patch document of the given content type."""
+    ct = content_type.split(";")[0].strip().lower()
+    if ct == "application/json-patch+json":
+        if not isinstance(doc, list):
+            raise E.bad_request("json patch must be a list of operations")
+        return patch.json_patch(current, doc)
+    if not isinstance(doc, dict):
+        raise E.bad_request("patch must be a JSON object")
+    if ct == "application/merge-patch+json":
+        return patch.merge_patch(current, doc)
+    if ct == "application/strategic-merge-patch+json":
+        return patch.strategic_merge_patch(current, doc, kind)
+    if ct == "application/apply-patch+yaml":
+        raise E.APIError(
+            415, "UnsupportedMediaType",
+            "server-side apply is not supported by kmesh; use client-side apply (kubectl apply without --server-side)",
+        )
+    raise E.APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")

@@ -1,0 +1,84 @@
+"""Run the API server: store, registry, compactor and the HTTPS listeners in one nursery."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from kmesh.apiserver.http import APIApp
+from kmesh.apiserver.pki import PKI, ensure_pki
+from kmesh.apiserver.registry import Admission, Registry
+from kmesh.store import open_store
+from kmesh.store.compactor import run_compactor
+
+log = logging.getLogger("kmesh.apiserver")
+
+
+@dataclass
+class ServerConfig:
+    """What ``kmesh server`` needs to run."""
+
+    data_dir: Path
+    store_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 6443
+    extra_sans: list[str] = field(default_factory=list)
+    extra_sockets: list[socket.socket] = field(default_factory=list)
+    compact_interval: float = 300.0
+    loopback_ok: bool = False  # accept 127.x endpoint addresses (sim runtime)
+
+    def resolved_store_url(self) -> str:
+        """The store URL, defaulting to SQLite in the data dir."""
+        return self.store_url or f"sqlite://{self.data_dir / 'store.db'}"
+
+
+@dataclass
+class RunningServer:
+    """Handed to the caller once the server listens."""
+
+    url: str
+    pki: PKI
+    registry: Registry
+    binds: list[str]
+
+
+async def run_server(
+    cfg: ServerConfig,
+    *,
+    admission: dict[str, list[Admission]] | None = None,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API until cancelled; ``task_status`` gets the URL when ready."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    pki = ensure_pki(cfg.data_dir, [cfg.host, *cfg.extra_sans])
+    async with open_store(cfg.resolved_store_url()) as store, trio.open_nursery() as nursery:
+        registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
+        await registry.ensure_default_namespaces()
+        await registry.resume_terminating_namespaces()
+        nursery.start_soon(run_compactor, store, cfg.compact_interval)
+        hc = HypercornConfig()
+        hc.bind = [f"{cfg.host}:{cfg.port}"] + [f"fd://{s.fileno()}" for s in cfg.extra_sockets]
+        hc.certfile = str(pki.server_cert)
+        hc.keyfile = str(pki.server_key)
+        hc.accesslog = None
+        hc.errorlog = log
+        hc.keep_alive_timeout = 120
+        hc.graceful_timeout = 1
+        hc.h11_max_incomplete_size = 64 * 1024
+        app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}")
+        binds = await nursery.start(serve, app, hc)  # type: ignore[arg-type]
+        port = _port_of(binds[0]) if binds else cfg.port
+        url = f"https://{cfg.host}:{port}"
+        app.server_address = f"{cfg.host}:{port}"
+        log.info("API server listening on %s", ", ".join(binds))
+        task_status.started(RunningServer(url, pki, registry, list(binds)))
+
+
+def _port_of(bind: str) -> int:
+    return int(bind.rsplit(":", 1)[1])

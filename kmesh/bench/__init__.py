@@ -1,0 +1,1 @@
+"""kmesh.bench."""

@@ -1,0 +1,233 @@
+"""The ``kmesh`` command: bring labs up and down, and run single components in the foreground."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kmesh.lab.datadir import DataDir, default_data_dir
+
+console = Console()
+err_console = Console(stderr=True)
+
+RUNTIMES = ("netns", "sim")
+PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")
+BACKENDS = ("vxlan", "host-gw", "udp")
+STORES = ("sqlite", "etcd", "memory")
+
+
+def _data_dir_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--data-dir", type=click.Path(path_type=Path), default=None,
+        help="Where the lab keeps its files (default /var/lib/kmesh as root, else ~/.local/share/kmesh).",
+    )(f)
+
+
+def _resolve(data_dir: Path | None) -> DataDir:
+    return DataDir((data_dir or default_data_dir()).expanduser().absolute())
+
+
+def _default_runtime() -> str:
+    from kmesh.lab.netns_check import netns_usable
+
+    return "netns" if netns_usable() else "sim"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """kmesh: a Kubernetes networking lab on one Linux machine."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@main.command()
+@_data_dir_option
+@click.option("--port", type=int, default=6443, show_default=True, help="API server port on 127.0.0.1 (0 picks a free one).")
+@click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True, help="Number of nodes.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="netns (root) or sim; default: netns when possible.")
+@click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default=None, help="kube-proxy mode (sim: userspace only).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="Overlay backend.")
+@click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True)
+@click.option("--store", type=click.Choice(STORES), default="sqlite", show_default=True, help="API storage backend.")
+@click.option("--etcd", "etcd_url", default="", help="Use this etcd (http://host:port) instead of starting one.")
+@click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes every namespace, link and rule.")
+@click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
+def up(
+    data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, backend: str,
+    subnet_manager: str, store: str, etcd_url: str, name: str, demo: bool,
+) -> None:
+    """Start a lab in the background and return when it is ready."""
+    from kmesh.lab.supervisor import UpOptions
+
+    dd = _resolve(data_dir)
+    pid = dd.supervisor_pid()
+    if pid is not None:
+        raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid}); run `kmesh down` first")
+    runtime = runtime or _default_runtime()
+    if runtime == "netns" and os.geteuid() != 0:
+        raise click.BadParameter("the netns runtime needs root; use --runtime sim", param_hint="--runtime")
+    if runtime == "sim" and proxy_mode not in (None, "userspace"):
+        raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
+    proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
+    if store == "etcd" and not etcd_url and shutil.which("etcd") is None:
+        raise click.BadParameter("no etcd on PATH; install etcd-server or pass --etcd URL", param_hint="--store")
+    dd.root.mkdir(parents=True, exist_ok=True)
+    dd.log_dir.mkdir(exist_ok=True)
+    opts = UpOptions(
+        data_dir=str(dd.root), name=name, port=port, nodes=nodes, runtime=runtime, proxy_mode=proxy_mode,
+        backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
+    )
+    opts.save(dd.config_file)
+    log_path = dd.log_dir / "kmesh.log"
+    r, w = os.pipe()
+    env = dict(os.environ, KMESH_READY_FD=str(w))
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kmesh.cli", "supervise", "--data-dir", str(dd.root)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            env=env, pass_fds=(w,), start_new_session=True,
+        )
+    os.close(w)
+    line = b""
+    with console.status(f"[bold]Starting lab {name!r}[/] ({runtime} runtime, {nodes} node(s), store {store})…"):
+        deadline = time.monotonic() + 120
+        while b"\n" not in line:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            line += chunk
+    os.close(r)
+    if b"\n" not in line:
+        if proc.poll() is None:
+            proc.terminate()
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
+        err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
+        for t in tail:
+            err_console.print("  " + t, markup=False, highlight=False)
+        raise SystemExit(1)
+    info = dd.read_cluster()
+    assert info is not None
+    console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}")
+    console.print(f"  export KUBECONFIG={dd.kubeconfig}")
+    console.print("  kubectl get namespaces")
+    console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
+
+
+@main.command()
+@_data_dir_option
+def down(data_dir: Path | None) -> None:
+    """Stop the lab and remove everything it made. Running it twice is fine."""
+    from kmesh.lab.teardown import teardown
+
+    dd = _resolve(data_dir)
+    removed = teardown(dd)
+    if not removed:
+        console.print(f"nothing to remove in {dd.root}")
+        return
+    for what in removed:
+        console.print(f"[green]removed[/] {what}")
+
+
+@main.command()
+@_data_dir_option
+def status(data_dir: Path | None) -> None:
+    """Show the lab's API, nodes and pods."""
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    pid = dd.supervisor_pid()
+    if info is None or pid is None:
+        console.print(f"no lab is running in {dd.root}")
+        raise SystemExit(1)
+    import trio
+
+    from kmesh.client.api import APIUnavailable, Client
+
+    async def fetch() -> tuple[dict, list, list]:
+        async with Client.from_kubeconfig(info.kubeconfig) as c:
+            ver = await c.request("GET", "/version")
+            nodes, _ = await c.list_all("Node")
+            pods, _ = await c.list_all("Pod")
+            return ver, nodes, pods
+
+    try:
+        ver, nodes, pods = trio.run(fetch)
+    except APIUnavailable as exc:
+        console.print(f"[red]lab {info.name} (pid {pid}): API {info.api} does not answer[/]: {exc}")
+        raise SystemExit(1) from None
+    console.print(
+        f"lab [bold]{info.name}[/] pid {pid}: API {info.api} ({ver['gitVersion']}), runtime {info.runtime}, "
+        f"proxy {info.proxyMode}, services {info.serviceCIDR}, pods {info.clusterCIDR}"
+    )
+    t = Table("NODE", "IP", "POD CIDR", "NETNS", "PODS")
+    by_node: dict[str, int] = {}
+    for p in pods:
+        n = (p.get("spec") or {}).get("nodeName") or ""
+        by_node[n] = by_node.get(n, 0) + 1
+    listed = {n.name: n for n in info.nodes}
+    for node in nodes:
+        name = node["metadata"]["name"]
+        ni = listed.get(name)
+        t.add_row(name, ni.ip if ni else "", (node.get("spec") or {}).get("podCIDR", ""),
+                  (ni.netns or "-") if ni else "-", str(by_node.get(name, 0)))
+    console.print(t)
+    console.print(f"{len(pods)} pod(s); kubeconfig {info.kubeconfig}")
+
+
+@main.command()
+@_data_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=6443, show_default=True)
+@click.option("--store", "store_url", default="", help="memory:// | sqlite:///path.db | etcd://host:port (default: SQLite in the data dir).")
+@click.option("--name", default="kmesh", show_default=True, help="Cluster name in the kubeconfig.")
+def server(data_dir: Path | None, host: str, port: int, store_url: str, name: str) -> None:
+    """Run the API server in the foreground (writes D/kubeconfig.yaml)."""
+    import trio
+
+    from kmesh.apiserver.server import ServerConfig, run_server
+    from kmesh.client.kubeconfig import Credentials, write_kubeconfig
+
+    dd = _resolve(data_dir)
+    dd.root.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            srv = await nursery.start(run_server, ServerConfig(data_dir=dd.root, store_url=store_url, host=host, port=port))
+            write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
+            console.print(f"API server on {srv.url}; export KUBECONFIG={dd.kubeconfig}", highlight=False)
+            sys.stdout.flush()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command(hidden=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+def supervise(data_dir: Path) -> None:
+    """Run a lab described by D/up.json (started by `kmesh up`)."""
+    from kmesh.lab.supervisor import supervise as run
+
+    logging.getLogger().setLevel(logging.INFO)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    run(data_dir)
+
+
+if __name__ == "__main__":
+    main()

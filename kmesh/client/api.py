@@ -1,0 +1,222 @@
+"""Async client of the Kubernetes API (kmesh's own or any real one) over httpx."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Literal
+
+import httpx
+
+from kmesh.api import errors as E
+from kmesh.api.kinds import Kind, get as kind_named
+from kmesh.client.kubeconfig import Credentials, load_kubeconfig
+
+Obj = dict[str, Any]
+PatchType = Literal["merge", "strategic", "json"]
+PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+class APIUnavailable(Exception):
+    """The API server could not be reached (connection refused, reset, timed out)."""
+
+
+def _kind(kind: Kind | str) -> Kind:
+    return kind if isinstance(kind, Kind) else kind_named(kind)
+
+
+def _error(resp: httpx.Response) -> E.APIError:
+    try:
+        st = resp.json()
+    except ValueError:
+        st = {}
+    if not isinstance(st, dict) or st.get("kind") != "Status":
+        return E.APIError(resp.status_code, "Unknown", resp.text[:500] or resp.reason_phrase)
+    d = st.get("details") or {}
+    return E.APIError(
+        int(st.get("code") or resp.status_code),
+        st.get("reason") or "Unknown",
+        st.get("message") or "",
+        kind=d.get("kind", ""),
+        name=d.get("name", ""),
+        group=d.get("group", ""),
+        causes=d.get("causes") or [],
+        retry_after=d.get("retryAfterSeconds"),
+    )
+
+
+class Client:
+    """CRUD, patch and watch against one API server."""
+
+    def __init__(self, creds: Credentials, *, timeout: float = 30.0) -> None:
+        ctx = ssl.create_default_context(cadata=creds.ca_pem.decode())
+        self.creds = creds
+        self._http = httpx.AsyncClient(
+            base_url=creds.server,
+            verify=ctx,
+            headers={"Authorization": f"Bearer {creds.token}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path, **kw: Any) -> "Client":
+        """A client for the current context of a kubeconfig file."""
+        return cls(load_kubeconfig(Path(path)), **kw)
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        body: Any = None, content_type: str = "application/json",
+    ) -> Obj:
+        """One request; the decoded JSON answer, or APIError / APIUnavailable."""
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type} if content is not None else None
+        try:
+            resp = await self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise APIUnavailable(f"{method} {path}: {exc!r}") from exc
+        if resp.status_code >= 400:
+            raise _error(resp)
+        return resp.json()
+
+    # -------------------------------------------------------------- the verbs
+
+    async def get(self, kind: Kind | str, name: str, namespace: str | None = None) -> Obj:
+        """One object."""
+        k = _kind(kind)
+        return await self.request("GET", k.path(namespace, name))
+
+    async def list(
+        self, kind: Kind | str, namespace: str | None = None, *, label_selector: str = "",
+        field_selector: str = "", limit: int = 0, continue_token: str = "", resource_version: str = "",
+    ) -> Obj:
+        """A list document (items carry kind and apiVersion filled in)."""
+        k = _kind(kind)
+        params = {
+            "labelSelector": label_selector, "fieldSelector": field_selector,
+            "limit": limit or None, "continue": continue_token, "resourceVersion": resource_version,
+        }
+        doc = await self.request("GET", k.path(namespace), params={p: v for p, v in params.items() if v})
+        for item in doc.get("items") or []:
+            item.setdefault("apiVersion", k.api_version)
+            item.setdefault("kind", k.kind)
+        return doc
+
+    async def list_all(self, kind: Kind | str, namespace: str | None = None, *, page: int = 500, **kw: Any) -> tuple[list[Obj], str]:
+        """Every object, following continue tokens; returns (items, resourceVersion)."""
+        items: list[Obj] = []
+        token = ""
+        while True:
+            doc = await self.list(kind, namespace, limit=page, continue_token=token, **kw)
+            items.extend(doc.get("items") or [])
+            token = doc["metadata"].get("continue", "")
+            if not token:
+                return items, doc["metadata"]["resourceVersion"]
+
+    async def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+        """Create ``obj`` (kind from its apiVersion/kind)."""
+        k = _kind_of(obj)
+        ns = namespace or (obj.get("metadata") or {}).get("namespace") or ("default" if k.namespaced else None)
+        return await self.request("POST", k.path(ns), body=obj)
+
+    async def update(self, obj: Obj, *, subresource: str | None = None) -> Obj:
+        """Replace ``obj`` (optimistic concurrency on its resourceVersion)."""
+        k = _kind_of(obj)
+        md = obj["metadata"]
+        path = k.path(md.get("namespace"), md["name"]) + (f"/{subresource}" if subresource else "")
+        return await self.request("PUT", path, body=obj)
+
+    async def update_status(self, obj: Obj) -> Obj:
+        """Replace the status of ``obj``."""
+        return await self.update(obj, subresource="status")
+
+    async def patch(
+        self, kind: Kind | str, name: str, patch: Any, namespace: str | None = None, *,
+        patch_type: PatchType = "merge", subresource: str | None = None,
+    ) -> Obj:
+        """Patch one object (merge, strategic or JSON patch)."""
+        k = _kind(kind)
+        path = k.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        return await self.request("PATCH", path, body=patch, content_type=PATCH_TYPES[patch_type])
+
+    async def delete(
+        self, kind: Kind | str, name: str, namespace: str | None = None, *,
+        grace_period: int | None = None, uid: str | None = None,
+    ) -> Obj:
+        """Delete one object (optionally with a grace period and a UID precondition)."""
+        k = _kind(kind)
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period is not None:
+            body["gracePeriodSeconds"] = grace_period
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        return await self.request("DELETE", k.path(namespace, name), body=body)
+
+    @asynccontextmanager
+    async def watch(
+        self, kind: Kind | str, namespace: str | None = None, *, resource_version: str = "",
+        label_selector: str = "", field_selector: str = "", timeout_seconds: int | None = None,
+        bookmarks: bool = True,
+    ) -> AsyncIterator[AsyncIterator[tuple[str, Obj]]]:
+        """A watch stream of (type, object); ERROR events raise APIError (410 → re-list)."""
+        k = _kind(kind)
+        params: dict[str, Any] = {"watch": "1"}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        if timeout_seconds:
+            params["timeoutSeconds"] = timeout_seconds
+        if bookmarks:
+            params["allowWatchBookmarks"] = "true"
+        try:
+            async with self._http.stream(
+                "GET", k.path(namespace), params=params, timeout=httpx.Timeout(None, connect=5.0)
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise _error(resp)
+                yield _events(resp, k)
+        except httpx.TransportError as exc:
+            raise APIUnavailable(f"watch {k.plural}: {exc!r}") from exc
+
+
+async def _events(resp: httpx.Response, k: Kind) -> AsyncIterator[tuple[str, Obj]]:
+    async for line in resp.aiter_lines():
+        if not line.strip():
+            continue
+        ev = json.loads(line)
+        if ev.get("type") == "ERROR":
+            st = ev.get("object") or {}
+            raise E.APIError(int(st.get("code") or 500), st.get("reason") or "Unknown", st.get("message") or "")
+        obj = ev.get("object") or {}
+        obj.setdefault("apiVersion", k.api_version)
+        obj.setdefault("kind", k.kind)
+        yield ev["type"], obj
+
+
+def _kind_of(obj: Obj) -> Kind:
+    from kmesh.api.kinds import by_kind
+
+    k = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if k is None:
+        raise ValueError(f"kmesh does not serve {obj.get('apiVersion')}/{obj.get('kind')}")
+    return k

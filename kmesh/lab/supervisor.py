@@ -1,0 +1,124 @@
+"""The background process ``kmesh up`` leaves running: it owns every component of one lab.
+
+All components run as tasks of one nursery; SIGTERM or SIGINT cancels it, and
+every component cleans up on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+from kmesh.client.kubeconfig import Credentials, write_kubeconfig
+from kmesh.lab.datadir import (
+    CLUSTER_CIDR,
+    SERVICE_CIDR,
+    SIM_CLUSTER_CIDR,
+    SIM_SERVICE_CIDR,
+    ClusterInfo,
+    DataDir,
+)
+
+log = logging.getLogger("kmesh.lab")
+
+
+@dataclass
+class UpOptions:
+    """The options of ``kmesh up``, saved as up.json for the supervisor."""
+
+    data_dir: str
+    name: str = "kmesh"
+    port: int = 6443
+    nodes: int = 1
+    runtime: str = "sim"
+    proxy_mode: str = "userspace"
+    backend: str = "vxlan"
+    subnet_manager: str = "kube"
+    store: str = "sqlite"
+    etcd: str = ""
+    demo: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write the options as JSON."""
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "UpOptions":
+        """Read options written by ``save``."""
+        return cls(**json.loads(path.read_text()))
+
+
+def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
+    """The store URL the API server should use."""
+    if opts.store == "memory":
+        return "memory://"
+    if opts.store == "etcd":
+        assert etcd_url
+        return etcd_url
+    return f"sqlite://{dd.root / 'store.db'}"
+
+
+async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | None = None) -> None:
+    """Run the lab until SIGTERM/SIGINT; ``on_ready`` is called once it answers."""
+    dd = DataDir(Path(opts.data_dir))
+    dd.root.mkdir(parents=True, exist_ok=True)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            etcd_url = opts.etcd or None
+            if opts.store == "etcd" and not etcd_url:
+                from kmesh.store.etcd_server import run_etcd
+
+                etcd_url = await nursery.start(run_etcd, dd.root / "etcd")
+            cfg = ServerConfig(data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port)
+            srv: RunningServer = await nursery.start(run_server, cfg)
+            write_kubeconfig(dd.kubeconfig, opts.name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
+            sim = opts.runtime == "sim"
+            info = ClusterInfo(
+                name=opts.name,
+                api=srv.url,
+                kubeconfig=str(dd.kubeconfig),
+                dns=None,
+                runtime=opts.runtime,
+                proxyMode=opts.proxy_mode,
+                serviceCIDR=SIM_SERVICE_CIDR if sim else SERVICE_CIDR,
+                clusterCIDR=SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR,
+                nodes=[],
+            )
+            dd.write_cluster(info)
+            if on_ready is not None:
+                on_ready(info)
+            async for sig in signals:
+                log.info("signal %s: shutting down", sig)
+                break
+            nursery.cancel_scope.cancel()
+
+
+def supervise(data_dir: Path) -> None:
+    """Entry of the background process: run the lab described by up.json."""
+    dd = DataDir(data_dir)
+    opts = UpOptions.load(dd.config_file)
+    dd.pid_file.write_text(f"{os.getpid()}\n")
+    ready_fd = int(os.environ.pop("KMESH_READY_FD", "-1"))
+
+    def ready(info: ClusterInfo) -> None:
+        if ready_fd >= 0:
+            os.write(ready_fd, (json.dumps({"api": info.api}) + "\n").encode())
+            os.close(ready_fd)
+
+    try:
+        trio.run(run_lab, opts, ready)
+    finally:
+        try:
+            if dd.pid_file.read_text().strip() == str(os.getpid()):
+                dd.pid_file.unlink()
+        except FileNotFoundError:
+            pass

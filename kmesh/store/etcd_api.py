@@ -1,0 +1,205 @@
+"""A minimal client for etcd's v3 JSON gRPC gateway (etcd >= 3.4).
+
+Only what the store needs: unary POSTs (``/v3/kv/range``, ``put``, ``txn``,
+``deleterange``, ``compaction``) and the streaming ``/v3/watch``. Keys and
+values travel base64-encoded; 64-bit integers come back as strings. Errors
+map onto the store's: a compacted revision is Gone, a future one
+RevisionTooLarge, an unreachable server Unavailable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+import httpx
+
+from kmesh.store.base import Gone, RevisionTooLarge, StoreError, Unavailable
+from kmesh.store.etcd_transport import LeanTransport
+
+Json = dict[str, Any]
+
+_KV_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+_WATCH_TIMEOUT = httpx.Timeout(15.0, connect=5.0, read=None)
+_GRPC_UNAVAILABLE = 14
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+def b64(data: bytes) -> str:
+    """The gateway's encoding of a key or value."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """The bytes of a gateway-encoded key or value."""
+    return base64.b64decode(text)
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The etcd ``range_end`` that selects every key starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b"\0"  # every key
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def split_endpoints(url: str | Sequence[str]) -> list[str]:
+    """``"etcd://a:2379,b:2379"`` or a list → ``["http://a:2379", "http://b:2379"]``."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    out = []
+    for part in parts:
+        part = part.strip().rstrip("/")
+        if not part:
+            continue
+        if part.startswith("etcd://"):
+            part = "http://" + part[len("etcd://") :]
+        elif "://" not in part:
+            part = "http://" + part
+        out.append(part)
+    if not out:
+        raise ValueError(f"no etcd endpoint in {url!r}")
+    return out
+
+
+def error_from(status: int, body: bytes) -> StoreError:
+    """The store error for a gateway error response."""
+    try:
+        doc = json.loads(body)
+        message = str(doc.get("message") or doc.get("error") or body[:200])
+        code = int(doc.get("code", 0))
+    except (ValueError, AttributeError):
+        message, code = body[:200].decode("utf-8", "replace"), 0
+    return error_for(message, code, status)
+
+
+def error_for(message: str, code: int = 0, status: int = 0) -> StoreError:
+    """The store error for an etcd error message / gRPC code."""
+    if "required revision has been compacted" in message:
+        return Gone(message)
+    if "required revision is a future revision" in message:
+        return RevisionTooLarge(message)
+    if code == _GRPC_UNAVAILABLE or status in (502, 503, 504):
+        return Unavailable(f"etcd: {message}")
+    return StoreError(f"etcd: {message}")
+
+
+class EtcdClient:
+    """POSTs to the gateway of the first reachable endpoint (fails over on refusal)."""
+
+    def __init__(self, url: str | Sequence[str]) -> None:
+        self.endpoints = split_endpoints(url)
+        self._current = 0
+        # LeanTransport: a fraction of httpcore's CPU per request, and no pool
+        # limit, so watches holding their connection open never block others.
+        self._kv = httpx.AsyncClient(timeout=_KV_TIMEOUT, transport=LeanTransport())
+        self._watch = httpx.AsyncClient(timeout=_WATCH_TIMEOUT, transport=LeanTransport(max_idle=0))
+
+    async def call(self, path: str, body: Json) -> Json:
+        """POST ``body`` to ``path`` (e.g. ``/v3/kv/range``) and return the JSON answer."""
+        last: Exception | None = None
+        for _ in range(len(self.endpoints)):
+            base = self.endpoints[self._current]
+            try:
+                resp = await self._kv.post(base + path, content=json.dumps(body), headers=_JSON_HEADERS)
+            except httpx.ConnectError as e:  # nothing was sent: safe to try the next one
+                last = e
+                self._current = (self._current + 1) % len(self.endpoints)
+                continue
+            except httpx.TransportError as e:
+                raise Unavailable(f"etcd {base}: {e!r}") from e
+            if resp.status_code != 200:
+                raise error_from(resp.status_code, resp.content)
+            return json.loads(resp.content)
+        raise Unavailable(f"etcd unreachable at {', '.join(self.endpoints)}: {last!r}") from last
+
+    @asynccontextmanager
+    async def watch(self, create_request: Json) -> AsyncIterator[AsyncIterator[Json]]:
+        """Open one watch stream; iterate its ``result`` messages.
+
+        Raises Unavailable when the stream cannot be opened or breaks.
+        """
+        stream = WatchStream(self, create_request)
+        try:
+            await stream.open()
+            yield stream
+        finally:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self._kv.aclose()
+        await self._watch.aclose()
+
+
+class WatchStream:
+    """One open ``/v3/watch`` stream, read message by message.
+
+    Usable without ``async with`` across awaits of a consumer (no cancel
+    scope is held): ``open()``, then ``__anext__``, then ``aclose()``.
+    """
+
+    def __init__(self, client: EtcdClient, create_request: Json) -> None:
+        self._client = client
+        self._request = create_request
+        self._resp: httpx.Response | None = None
+        self._lines: AsyncIterator[str] | None = None
+
+    async def open(self) -> None:
+        """Connect (failing over between endpoints like ``call``)."""
+        client = self._client
+        last: Exception | None = None
+        for _ in range(len(client.endpoints)):
+            base = client.endpoints[client._current]
+            req = client._watch.build_request("POST", base + "/v3/watch", json={"create_request": self._request})
+            try:
+                resp = await client._watch.send(req, stream=True)
+            except httpx.ConnectError as e:
+                last = e
+                client._current = (client._current + 1) % len(client.endpoints)
+                continue
+            except httpx.TransportError as e:
+                raise Unavailable(f"etcd {base}: {e!r}") from e
+            if resp.status_code != 200:
+                body = await resp.aread()
+                await resp.aclose()
+                raise error_from(resp.status_code, body)
+            self._resp = resp
+            self._lines = resp.aiter_lines()
+            return
+        raise Unavailable(f"etcd unreachable at {', '.join(client.endpoints)}: {last!r}") from last
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> Json:
+        assert self._lines is not None, "open() first"
+        while True:
+            try:
+                line = await self._lines.__anext__()
+            except StopAsyncIteration:
+                raise Unavailable("etcd closed the watch stream") from None
+            except httpx.TransportError as e:
+                raise Unavailable(f"etcd watch stream broke: {e!r}") from e
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            if "error" in doc:
+                err = doc["error"]
+                raise error_for(str(err.get("message", err)), int(err.get("grpc_code", err.get("code", 0))))
+            result: Json = doc.get("result", {})
+            if result.get("canceled"):
+                if int(result.get("compact_revision", 0)):
+                    raise Gone(f"etcd watch: revision compacted (oldest is {result['compact_revision']})")
+                raise Unavailable(f"etcd canceled the watch: {result.get('cancel_reason', '')}")
+            return result
+
+    async def aclose(self) -> None:
+        """Drop the connection."""
+        lines, self._lines = self._lines, None
+        resp, self._resp = self._resp, None
+        if lines is not None:
+            await lines.aclose()  # type: ignore[attr-defined]
+        if resp is not None:
+            await resp.aclose()

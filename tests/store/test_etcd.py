@@ -1,0 +1,169 @@
+"""etcd specifics: other writers, lost streams, unreachable members, the test server itself."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from typing import Iterator
+
+import httpx
+import pytest
+import trio
+
+from kmesh.store import Unavailable, open_store
+from kmesh.store.etcd_server import EtcdServer, free_ports
+from tests.conftest import require_binary
+from tests.store.conftest import SHM
+from tests.store.helpers import PREFIX, cm, key, rv, summary, take
+
+pytestmark = pytest.mark.etcd
+
+
+def prefix() -> str:
+    return f"/kmesh-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[EtcdServer]:
+    """An etcd of this test's own, to stop and restart."""
+    require_binary("etcd")
+    server = EtcdServer(tmp_root=SHM, die_with_parent=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+async def etcd_watchers(url: str) -> int:
+    """How many watches etcd is serving (its own metric)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(url + "/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("etcd_debugging_mvcc_watcher_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("etcd has no watcher metric")
+
+
+async def wait_watchers(url: str, n: int) -> None:
+    """Poll etcd's metric until it shows ``n`` watches (etcd updates it asynchronously)."""
+    with trio.fail_after(10):
+        while await etcd_watchers(url) != n:
+            await trio.sleep(0.02)
+
+
+async def test_other_clients_writes_reach_watchers(etcd_server: EtcdServer) -> None:
+    p = prefix()
+    async with open_store(etcd_server.url, prefix=p) as mine, open_store(etcd_server.url, prefix=p) as theirs:
+        start = await mine.current_revision()
+        async with mine.watch(PREFIX, start) as events:
+            a = await theirs.create(key("a"), cm("a"))
+            # A writer that is not kmesh at all: a plain gateway put.
+            raw = json.dumps(cm("b")).encode()
+            async with httpx.AsyncClient() as http:
+                resp = await http.post(
+                    etcd_server.url + "/v3/kv/put",
+                    json={"key": base64.b64encode((p + key("b")).encode()).decode(), "value": base64.b64encode(raw).decode()},
+                )
+            b_rev = int(resp.json()["header"]["revision"])
+            got = await take(events, 2)
+        assert summary(got) == [("ADDED", key("a"), rv(a)), ("ADDED", key("b"), b_rev)]
+        assert got[1].obj["metadata"]["resourceVersion"] == str(b_rev)
+        assert (await mine.get(key("b")))["metadata"]["name"] == "b"
+
+
+async def test_watch_survives_an_etcd_restart(own_etcd: EtcdServer) -> None:
+    async with open_store(own_etcd.url, prefix=prefix()) as store:
+        start = await store.current_revision()
+        async with store.watch(PREFIX, start) as events:
+            before = [rv(await store.create(key(f"a{i}"), cm(f"a{i}"))) for i in range(3)]
+            assert [ev.revision for ev in await take(events, 3)] == before
+            own_etcd.kill()
+            with pytest.raises(Unavailable):
+                await store.create(key("down"), cm("down"))
+            await own_etcd.astart()
+            after = [rv(await store.create(key(f"b{i}"), cm(f"b{i}"))) for i in range(3)]
+            assert [ev.revision for ev in await take(events, 3)] == after
+        # The history survived too.
+        async with store.watch(PREFIX, start) as events:
+            assert [ev.revision for ev in await take(events, 6)] == before + after
+
+
+async def test_cancelled_history_watch_closes_its_etcd_stream(etcd_server: EtcdServer) -> None:
+    url = etcd_server.url
+    baseline = await etcd_watchers(url)
+    async with open_store(url, prefix=prefix()) as store, open_store(url, prefix=prefix()) as elsewhere:
+        start = await store.current_revision()
+        a = await store.create(key("a"), cm("a"))
+        await elsewhere.create(key("x"), cm("x"))  # etcd's revision moves on, not under our prefix
+        got: list[int] = []
+
+        async def consume() -> None:
+            async with store.watch(PREFIX, start) as events:
+                async for ev in events:
+                    got.append(ev.revision)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            # The shared feed plus this watcher's own history stream.
+            await wait_watchers(url, baseline + 2)
+            with trio.fail_after(10):
+                while not got:
+                    await trio.sleep(0.01)
+            assert got == [rv(a)]
+            assert getattr(store, "open_readers") == 1  # still on history: nothing newer under the prefix yet
+            nursery.cancel_scope.cancel()
+        assert getattr(store, "open_readers") == 0
+        await wait_watchers(url, baseline + 1)
+    await wait_watchers(url, baseline)
+
+
+async def test_unreachable_etcd_is_unavailable() -> None:
+    (port,) = free_ports(1)
+    async with open_store(f"etcd://127.0.0.1:{port}") as store:
+        with pytest.raises(Unavailable):
+            await store.create(key("a"), cm("a"))
+        with pytest.raises(Unavailable):
+            async with store.watch(PREFIX, 0):
+                pass
+
+
+async def test_endpoint_list_fails_over(etcd_server: EtcdServer) -> None:
+    (dead,) = free_ports(1)
+    url = f"etcd://127.0.0.1:{dead},{etcd_server.url.removeprefix('http://')}"
+    async with open_store(url, prefix=prefix()) as store:
+        a = await store.create(key("a"), cm("a"))
+        async with store.watch(PREFIX, rv(a) - 1) as events:
+            assert summary(await take(events, 1)) == [("ADDED", key("a"), rv(a))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_etcd_server_starts_on_loopback_and_stops_by_pid() -> None:
+    require_binary("etcd")
+    server = EtcdServer(tmp_root=SHM, die_with_parent=True)
+    with server:
+        pid = server.pid
+        assert pid is not None and _alive(pid)
+        assert server.url.startswith("http://127.0.0.1:")
+        assert httpx.get(server.url + "/health").json()["health"] == "true"
+        data_dir = server.data_dir
+        assert data_dir is not None and data_dir.exists()
+    assert not _alive(pid)
+    assert not data_dir.exists()  # a temporary data dir goes with it
+
+
+async def test_etcd_server_from_trio() -> None:
+    require_binary("etcd")
+    async with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
+        pid = server.pid
+        async with open_store(server.url) as store:
+            assert rv(await store.create(key("a"), cm("a"))) > 0
+    assert pid is not None and not _alive(pid)

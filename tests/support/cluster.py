@@ -1,0 +1,52 @@
+"""An in-process API server for tests, and the real kubectl pointed at it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+from kmesh.client.api import Client
+from kmesh.client.kubeconfig import Credentials, write_kubeconfig
+from tests.conftest import require_binary
+
+
+@dataclass
+class Cluster:
+    """A running API server, its kubeconfig and a client."""
+
+    server: RunningServer
+    kubeconfig: Path
+    client: Client
+    data_dir: Path
+
+    async def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this server; returns its result (text)."""
+        kubectl = require_binary("kubectl")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
+        res = await trio.run_process(
+            [kubectl, *args],
+            stdin=stdin.encode() if stdin is not None else b"",
+            capture_stdout=True, capture_stderr=True, check=False, env=env,
+        )
+        out = subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{out.stderr}{out.stdout}")
+        return out
+
+
+async def start_cluster(nursery: trio.Nursery, data_dir: Path, store_url: str = "memory://") -> Cluster:
+    """Start an API server on a free loopback port inside ``nursery``."""
+    srv: RunningServer = await nursery.start(
+        run_server, ServerConfig(data_dir=data_dir, store_url=store_url, port=0)
+    )
+    kc = data_dir / "kubeconfig.yaml"
+    creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
+    write_kubeconfig(kc, "test", creds)
+    return Cluster(srv, kc, Client(creds), data_dir)
+
+
