@@ -61,43 +61,29 @@ class Result:
         return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def start_server(data_dir: Path, store_url: str) -> tuple[trio.Process, str, httpx.AsyncClient]:
-    port = free_port()
-    kmesh = [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", str(port), "--store", store_url]
-    proc = await trio.lowlevel.open_process(kmesh, stdout=subprocess.DEVNULL, stderr=open(data_dir / "server.log", "wb"))
-    kc = data_dir / "kubeconfig.yaml"
-    url = f"https://127.0.0.1:{port}"
+    """Start `kmesh server` on a free port; return once it prints its URL."""
+    cmd = [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", "0"]
+    if store_url:
+        cmd += ["--store", store_url]
+    proc = await trio.lowlevel.open_process(
+        cmd, stdout=subprocess.PIPE, stderr=open(data_dir / "server.log", "wb"), env=dict(os.environ, COLUMNS="300")
+    )
+    assert proc.stdout is not None
+    buf = b""
     with trio.fail_after(60):
-        while True:
-            if kc.exists():
-                creds = load_kubeconfig(kc)
-                if creds.server == url:
-                    break
-            if proc.poll() is not None:
+        while b"API server on" not in buf:
+            chunk = await proc.stdout.receive_some()
+            if not chunk:
                 raise RuntimeError("kmesh server exited: " + (data_dir / "server.log").read_text()[-2000:])
-            await trio.sleep(0.05)
+            buf += chunk
+    creds = load_kubeconfig(data_dir / "kubeconfig.yaml")
     ctx = ssl.create_default_context(cadata=creds.ca_pem.decode())
     http = httpx.AsyncClient(
-        base_url=url, verify=ctx, headers={"Authorization": f"Bearer {creds.token}"},
+        base_url=creds.server, verify=ctx, headers={"Authorization": f"Bearer {creds.token}"},
         limits=httpx.Limits(max_connections=None), timeout=httpx.Timeout(60.0),
     )
-    with trio.fail_after(30):
-        while True:
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.05)
-    return proc, url, http
+    return proc, creds.server, http
 
 
 async def run_store(label: str, store_url: str, n: int, writers: int, watchers: int, progress: Progress) -> Result:

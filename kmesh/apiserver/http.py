@@ -372,14 +372,13 @@ class APIApp:
                     cancel.cancel()
                     return
 
+        await start()  # headers go out at once, as kube-apiserver flushes them
         async with trio.open_nursery() as nursery:
             nursery.start_soon(until_disconnect, nursery.cancel_scope)
             with trio.move_on_after(timeout):
                 try:
                     await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
                 except E.APIError as exc:
-                    if not started:
-                        raise
                     await emit(WatchEvent("ERROR", exc.status()))
             nursery.cancel_scope.cancel()
         if gone:

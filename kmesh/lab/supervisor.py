@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -72,12 +73,13 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
     dd = DataDir(Path(opts.data_dir))
     dd.root.mkdir(parents=True, exist_ok=True)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             etcd_url = opts.etcd or None
             if opts.store == "etcd" and not etcd_url:
-                from kmesh.store.etcd_server import run_etcd
+                from kmesh.store.etcd_server import EtcdServer
 
-                etcd_url = await nursery.start(run_etcd, dd.root / "etcd")
+                etcd = await stack.enter_async_context(EtcdServer(dd.root / "etcd" / "data", die_with_parent=True))
+                etcd_url = etcd.url
             cfg = ServerConfig(data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port)
             srv: RunningServer = await nursery.start(run_server, cfg)
             write_kubeconfig(dd.kubeconfig, opts.name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))

@@ -8,7 +8,10 @@ from kmesh.lab.datadir import DataDir
 from kmesh.lab.procs import stop_pid
 
 # Everything `kmesh up` creates in a data dir, and nothing else.
-MADE_FILES = ("kubeconfig.yaml", "cluster.json", "up.json", "kmesh.pid", "store.db", "store.db-wal", "store.db-shm")
+MADE_FILES = (
+    "kubeconfig.yaml", "cluster.json", "up.json", "kmesh.pid",
+    "store.db", "store.db-wal", "store.db-shm", "store.db-lock",
+)
 MADE_DIRS = ("pki", "logs", "etcd", "nodes", "run")
 
 

@@ -10,6 +10,8 @@ backend's own history instead — the SQLite log table, the memory store's
 history, or a dedicated etcd watch — until it has caught up with the window,
 then switches back. Both sources are indexed by revision and the switch
 happens at a revision both cover, so no event is lost or repeated.
+
+Watchers share the Event objects in the window: treat them as read-only.
 """
 
 from __future__ import annotations

@@ -24,12 +24,13 @@ import trio
 from kmesh.store.base import (
     AlreadyExists,
     Conflict,
-    Gone,
     Event,
+    Gone,
     ListResult,
     NotFound,
     Obj,
     StoreError,
+    Unavailable,
 )
 from kmesh.store.broadcast import DEFAULT_WINDOW, Broadcaster
 from kmesh.store.codec import decode, encode
@@ -48,7 +49,7 @@ class EtcdStore:
         self._nursery: trio.Nursery | None = None
         self._bc: Broadcaster | None = None
         self._feed_lock = trio.Lock()
-        self._feed_scope = trio.CancelScope()
+        self._feed_scope: trio.CancelScope | None = None
         self._closed = False
 
     # -- lifetime ---------------------------------------------------------
@@ -75,7 +76,8 @@ class EtcdStore:
         self._closed = True
         if self._bc is not None:
             self._bc.close()
-        self._feed_scope.cancel()
+        if self._feed_scope is not None:
+            self._feed_scope.cancel()
         with trio.CancelScope(shield=True):
             await self.client.aclose()
 
@@ -176,7 +178,7 @@ class EtcdStore:
             if revision < 1:  # before the first write: nothing (as the local stores say)
                 return ListResult([], revision)
             body["revision"] = revision
-        if limit is not None:
+        if limit is not None and limit > 0:  # 0: no limit, as in Kubernetes and etcd
             body["limit"] = limit
         resp = await self.client.call("/v3/kv/range", body)
         kvs = resp.get("kvs", [])
@@ -210,7 +212,9 @@ class EtcdStore:
         """The shared window, starting the feeding etcd watch on first use."""
         async with self._feed_lock:
             if self._bc is None:
-                if self._nursery is None or self._closed:
+                if self._closed:
+                    raise Unavailable("store is closed")
+                if self._nursery is None:
                     raise RuntimeError("EtcdStore watches need `async with EtcdStore(...)` (or open_store)")
                 history = EtcdHistory(self.client, self.prefix)
                 floor = await self.current_revision()
@@ -220,5 +224,5 @@ class EtcdStore:
             return self._bc
 
     async def _feed(self, bc: Broadcaster, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with self._feed_scope:
+        with trio.CancelScope() as self._feed_scope:
             await run_feed(self.client, self.prefix, bc, task_status=task_status)

@@ -94,10 +94,17 @@ class EtcdClient:
         # LeanTransport: a fraction of httpcore's CPU per request, and no pool
         # limit, so watches holding their connection open never block others.
         self._kv = httpx.AsyncClient(timeout=_KV_TIMEOUT, transport=LeanTransport())
-        self._watch = httpx.AsyncClient(timeout=_WATCH_TIMEOUT, transport=LeanTransport(max_idle=0))
+        # Watch streams talk to their transport directly: httpx's response
+        # iterators are async generators, which a stream dropped half-way
+        # would leave to the garbage collector.
+        self._streaming = LeanTransport(max_idle=0)
+        self._streams: set[WatchStream] = set()
+        self.closed = False
 
     async def call(self, path: str, body: Json) -> Json:
         """POST ``body`` to ``path`` (e.g. ``/v3/kv/range``) and return the JSON answer."""
+        if self.closed:
+            raise Unavailable("etcd client is closed")
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
             base = self.endpoints[self._current]
@@ -111,7 +118,8 @@ class EtcdClient:
                 raise Unavailable(f"etcd {base}: {e!r}") from e
             if resp.status_code != 200:
                 raise error_from(resp.status_code, resp.content)
-            return json.loads(resp.content)
+            answer: Json = json.loads(resp.content)
+            return answer
         raise Unavailable(f"etcd unreachable at {', '.join(self.endpoints)}: {last!r}") from last
 
     @asynccontextmanager
@@ -128,60 +136,92 @@ class EtcdClient:
             await stream.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection."""
+        """Close every connection, open watch streams included (their readers get Unavailable)."""
+        self.closed = True
+        for stream in list(self._streams):
+            await stream.aclose()
         await self._kv.aclose()
-        await self._watch.aclose()
+        await self._streaming.aclose()
 
 
 class WatchStream:
     """One open ``/v3/watch`` stream, read message by message.
 
     Usable without ``async with`` across awaits of a consumer (no cancel
-    scope is held): ``open()``, then ``__anext__``, then ``aclose()``.
+    scope is held): ``open()``, then ``__anext__``, then ``aclose()`` —
+    which another task may call to end a blocked reader with Unavailable.
     """
 
     def __init__(self, client: EtcdClient, create_request: Json) -> None:
         self._client = client
         self._request = create_request
-        self._resp: httpx.Response | None = None
-        self._lines: AsyncIterator[str] | None = None
+        self._body: httpx.AsyncByteStream | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._buf = bytearray()
 
     async def open(self) -> None:
         """Connect (failing over between endpoints like ``call``)."""
         client = self._client
+        if client.closed:
+            raise Unavailable("etcd client is closed")
+        content = json.dumps({"create_request": self._request})
         last: Exception | None = None
         for _ in range(len(client.endpoints)):
             base = client.endpoints[client._current]
-            req = client._watch.build_request("POST", base + "/v3/watch", json={"create_request": self._request})
+            request = httpx.Request(
+                "POST",
+                base + "/v3/watch",
+                content=content,
+                headers=_JSON_HEADERS,
+                extensions={"timeout": _WATCH_TIMEOUT.as_dict()},
+            )
             try:
-                resp = await client._watch.send(req, stream=True)
+                resp = await client._streaming.handle_async_request(request)
             except httpx.ConnectError as e:
                 last = e
                 client._current = (client._current + 1) % len(client.endpoints)
                 continue
             except httpx.TransportError as e:
                 raise Unavailable(f"etcd {base}: {e!r}") from e
+            body = resp.stream
+            assert isinstance(body, httpx.AsyncByteStream)
             if resp.status_code != 200:
-                body = await resp.aread()
-                await resp.aclose()
-                raise error_from(resp.status_code, body)
-            self._resp = resp
-            self._lines = resp.aiter_lines()
+                try:
+                    content_bytes = b"".join([chunk async for chunk in body])
+                except httpx.TransportError as e:
+                    raise Unavailable(f"etcd {base}: {e!r}") from e
+                finally:
+                    await body.aclose()
+                raise error_from(resp.status_code, content_bytes)
+            self._body = body
+            self._chunks = body.__aiter__()
+            client._streams.add(self)
             return
         raise Unavailable(f"etcd unreachable at {', '.join(client.endpoints)}: {last!r}") from last
 
     def __aiter__(self) -> WatchStream:
         return self
 
-    async def __anext__(self) -> Json:
-        assert self._lines is not None, "open() first"
+    async def _line(self) -> bytes:
         while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line
+            if self._body is None or self._chunks is None:
+                raise Unavailable("etcd watch stream is closed")
             try:
-                line = await self._lines.__anext__()
+                chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 raise Unavailable("etcd closed the watch stream") from None
             except httpx.TransportError as e:
                 raise Unavailable(f"etcd watch stream broke: {e!r}") from e
+            self._buf += chunk
+
+    async def __anext__(self) -> Json:
+        while True:
+            line = await self._line()
             if not line.strip():
                 continue
             doc = json.loads(line)
@@ -196,10 +236,8 @@ class WatchStream:
             return result
 
     async def aclose(self) -> None:
-        """Drop the connection."""
-        lines, self._lines = self._lines, None
-        resp, self._resp = self._resp, None
-        if lines is not None:
-            await lines.aclose()  # type: ignore[attr-defined]
-        if resp is not None:
-            await resp.aclose()
+        """Drop the connection (also from another task than the reader's)."""
+        self._client._streams.discard(self)
+        body, self._body = self._body, None
+        if body is not None:
+            await body.aclose()

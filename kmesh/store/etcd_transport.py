@@ -11,8 +11,6 @@ and timeouts stay httpx's.
 
 from __future__ import annotations
 
-from typing import AsyncIterator
-
 import h11
 import httpx
 import trio
@@ -100,7 +98,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
         )
 
-    async def _exchange(self, conn: _Connection, request: h11.Request, body: bytes, timeout: float | None) -> h11.Response:
+    async def _exchange(
+        self, conn: _Connection, request: h11.Request, body: bytes, timeout: float | None
+    ) -> h11.Response:
         try:
             out = conn.h11.send(request)
             out += conn.h11.send(h11.Data(data=body)) if body else b""
@@ -139,36 +139,46 @@ class _StaleConnection(Exception):
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body read from its connection, which is then reused or closed."""
+    """A response body read from its connection, which is then reused or closed.
 
-    def __init__(self, transport: LeanTransport, key: tuple[str, int], conn: _Connection, timeout: float | None) -> None:
+    A plain iterator class, not an async generator: a watch stream that is
+    dropped half-way leaves no generator for the garbage collector.
+    """
+
+    def __init__(
+        self, transport: LeanTransport, key: tuple[str, int], conn: _Connection, timeout: float | None
+    ) -> None:
         self._transport = transport
         self._key = key
         self._conn: _Connection | None = conn
         self._timeout = timeout
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            while True:
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            conn = self._conn
+            if conn is None:
+                raise StopAsyncIteration
+            try:
                 event = await conn.next_event(self._timeout)
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise httpx.RemoteProtocolError("etcd closed the connection mid-response")
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-            raise httpx.ReadError(f"connection to etcd broke: {e!r}") from e
-        except h11.RemoteProtocolError as e:
-            raise httpx.RemoteProtocolError(str(e)) from e
-        self._conn = None
-        if not self._transport._release(self._key, conn):
-            await conn.aclose()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise httpx.ReadError(f"connection to etcd broke: {e!r}") from e
+            except h11.RemoteProtocolError as e:
+                raise httpx.RemoteProtocolError(str(e)) from e
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                self._conn = None
+                if not self._transport._release(self._key, conn):
+                    await conn.aclose()
+                raise StopAsyncIteration
+            if isinstance(event, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError("etcd closed the connection mid-response")
 
     async def aclose(self) -> None:
+        """Close the connection unless the body was read to its end (then it is reused)."""
         conn, self._conn = self._conn, None
-        if conn is not None:  # not read to the end: the connection cannot be reused
+        if conn is not None:
             await conn.aclose()

@@ -85,6 +85,8 @@ class ResumableWatch:
                 break
             except Unavailable as e:
                 await self._drop()
+                if self._client.closed:
+                    raise
                 log.info("etcd watch from %d interrupted (%s); retrying in %.2fs", self.after + 1, e, backoff)
                 await trio.sleep(backoff)  # a retry delay: there is no event to wait for
                 backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import AsyncIterator, Iterator, Protocol
+from typing import AsyncIterator, Callable, Iterator, Protocol
 
 import trio
 
@@ -87,7 +87,8 @@ class LocalStore:
 
     def __init__(self, engine: Engine, *, window: int = DEFAULT_WINDOW) -> None:
         self._engine = engine
-        self._bc = Broadcaster(_LocalHistory(engine), floor=engine.revision, capacity=window)
+        history = _LocalHistory(engine, lambda: self._bc.closed)
+        self._bc = Broadcaster(history, floor=engine.revision, capacity=window)
 
     @property
     def active_watches(self) -> int:
@@ -168,6 +169,8 @@ class LocalStore:
         """Objects under ``prefix``, now or as of ``revision`` (see Store.list)."""
         await trio.lowlevel.checkpoint()
         engine = self._open_engine()
+        if limit is not None and limit <= 0:  # as in Kubernetes: no limit
+            limit = None
         if revision is not None and revision > engine.revision:
             raise RevisionTooLarge(f"revision {revision} is newer than {engine.revision}")
         if revision is not None and revision < engine.compacted:
@@ -217,26 +220,30 @@ class LocalStore:
 class _LocalHistory:
     """Serves watchers behind the window from the engine's change log."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, closed: Callable[[], bool]) -> None:
         self._engine = engine
+        self._closed = closed
 
     async def check(self, revision: int) -> None:
         await trio.lowlevel.checkpoint()
         _check_compacted(self._engine, revision)
 
     def reader(self, prefix: str, after: int) -> _LocalReader:
-        return _LocalReader(self._engine, prefix, after)
+        return _LocalReader(self._engine, self._closed, prefix, after)
 
 
 class _LocalReader:
-    def __init__(self, engine: Engine, prefix: str, after: int) -> None:
+    def __init__(self, engine: Engine, closed: Callable[[], bool], prefix: str, after: int) -> None:
         self._engine = engine
+        self._closed = closed
         self._prefix = prefix
         self._end = prefix_end(prefix)
         self._pos = after
 
     async def next_batch(self) -> tuple[list[Event], int]:
         await trio.lowlevel.checkpoint()
+        if self._closed():
+            raise Unavailable("store is closed")
         engine = self._engine
         _check_compacted(engine, self._pos)
         upto = min(self._pos + _HISTORY_SPAN, engine.revision)

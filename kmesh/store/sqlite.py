@@ -93,7 +93,8 @@ class SqliteEngine:
             raise
 
     def get(self, key: str) -> tuple[str, int] | None:
-        return self._db.execute("SELECT value, rev FROM kv WHERE key = ?", (key,)).fetchone()
+        row: tuple[str, int] | None = self._db.execute("SELECT value, rev FROM kv WHERE key = ?", (key,)).fetchone()
+        return row
 
     def write(self, key: str, type: EventType, value: str) -> int:
         rev = self.revision + 1

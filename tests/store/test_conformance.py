@@ -209,22 +209,21 @@ async def test_cancelled_watch_releases_everything(store: Store) -> None:
     old = await store.current_revision()
     await store.create(key("a"), cm("a"))
     now = await store.current_revision()
-    for start in (now, old):  # blocked on the window, and reading history
-        got: list[int] = []
 
-        async def consume(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            async with store.watch(PREFIX, start) as events:
-                task_status.started()
-                async for ev in events:
-                    got.append(ev.revision)
+    async def consume(start: int, first: trio.Event, *, task_status: trio.TaskStatus[None]) -> None:
+        async with store.watch(PREFIX, start) as events:
+            task_status.started()
+            async for _ in events:
+                first.set()
 
+    for start in (now, old):  # blocked on the window, and after reading history
+        first = trio.Event()
         async with trio.open_nursery() as nursery:
-            await nursery.start(consume)
+            await nursery.start(consume, start, first)
             assert getattr(store, "active_watches") == 1
             if start == old:
                 with trio.fail_after(10):
-                    while not got:
-                        await trio.sleep(0.01)
+                    await first.wait()
             nursery.cancel_scope.cancel()
         assert getattr(store, "active_watches") == 0
         assert getattr(store, "open_readers") == 0

@@ -1,0 +1,145 @@
+"""`kmesh up / status / down / server` as a user runs them, with the real kubectl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from kmesh.client.api import Client
+from kmesh.lab.datadir import DataDir
+from tests.conftest import require_binary
+
+
+async def kmesh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the kmesh CLI; returns its (text) result."""
+    res = await trio.run_process(
+        [sys.executable, "-m", "kmesh.cli", *args], capture_stdout=True, capture_stderr=True, check=False,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    out = subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
+    if check and out.returncode != 0:
+        raise AssertionError(f"kmesh {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+async def kubectl(kubeconfig: Path, *args: str) -> str:
+    res = await trio.run_process(
+        [require_binary("kubectl"), *args], capture_stdout=True, capture_stderr=True,
+        env=dict(os.environ, KUBECONFIG=str(kubeconfig)),
+    )
+    return res.stdout.decode()
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+async def test_up_status_down(tmp_path: Path, store: str) -> None:
+    if store == "etcd":
+        require_binary("etcd")
+    d = tmp_path / "lab"
+    try:
+        out = await kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim", "--store", store)
+        assert "is up" in out.stdout
+        info = json.loads((d / "cluster.json").read_text())
+        assert info["runtime"] == "sim" and info["api"].startswith("https://127.0.0.1:")
+        assert info["serviceCIDR"] == "127.96.0.0/16" and info["clusterCIDR"] == "127.244.0.0/16"
+        assert info["kubeconfig"] == str(d / "kubeconfig.yaml")
+        names = (await kubectl(d / "kubeconfig.yaml", "get", "ns", "-o", "name")).split()
+        assert "namespace/default" in names and "namespace/kube-system" in names
+
+        again = await kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim", check=False)
+        assert again.returncode != 0 and "already running" in again.stderr
+
+        st = await kmesh("status", "--data-dir", str(d))
+        assert info["api"] in st.stdout.replace("\n", "")
+    finally:
+        down = await kmesh("down", "--data-dir", str(d))
+    assert "lab supervisor" in down.stdout
+    assert not d.exists()
+    twice = await kmesh("down", "--data-dir", str(d))
+    assert "nothing to remove" in twice.stdout
+
+
+async def test_bad_arguments_are_named(tmp_path: Path) -> None:
+    out = await kmesh("up", "--data-dir", str(tmp_path), "--nodes", "0", check=False)
+    assert out.returncode == 2 and "--nodes" in out.stderr
+    out = await kmesh("up", "--data-dir", str(tmp_path), "--runtime", "sim", "--proxy-mode", "iptables", check=False)
+    assert out.returncode == 2 and "--proxy-mode" in out.stderr
+    out = await kmesh("up", "--data-dir", str(tmp_path), "--store", "bogus", check=False)
+    assert out.returncode == 2 and "--store" in out.stderr
+    assert not (tmp_path / "cluster.json").exists()
+
+
+async def _start_server(data_dir: Path, port: int) -> tuple[trio.Process, str]:
+    """Start `kmesh server` and return once it prints its URL."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, COLUMNS="300"),
+    )
+    buf = b""
+    assert proc.stdout is not None
+    with trio.fail_after(30):
+        while b"API server on" not in buf:
+            chunk = await proc.stdout.receive_some()
+            if not chunk:
+                raise AssertionError("kmesh server exited: " + buf.decode())
+            buf += chunk
+    url = buf.decode().split("API server on ", 1)[1].split(";")[0].strip()
+    return proc, url
+
+
+@pytest.mark.slow
+async def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    proc, url = await _start_server(tmp_path, 0)
+    port = int(url.rsplit(":", 1)[1])
+    acked: list[str] = []
+    enough = trio.Event()
+    client = Client.from_kubeconfig(tmp_path / "kubeconfig.yaml")
+    try:
+        async def writer(w: int) -> None:
+            i = 0
+            while True:
+                name = f"w{w}-{i}"
+                await client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"i": str(i)}})
+                acked.append(name)
+                if len(acked) >= 300:
+                    enough.set()
+                i += 1
+
+        async with trio.open_nursery() as nursery:
+            for w in range(4):
+                nursery.start_soon(writer, w)
+            with trio.fail_after(60):
+                await enough.wait()
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            nursery.cancel_scope.cancel()
+    except* Exception as eg:  # the writers fail once the server is gone; that is expected
+        if not all("Unavailable" in type(e).__name__ or "Transport" in type(e).__name__ for e in eg.exceptions):
+            raise
+    finally:
+        await client.aclose()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    proc2, _ = await _start_server(tmp_path, port)
+    try:
+        async with Client.from_kubeconfig(tmp_path / "kubeconfig.yaml") as c:
+            items, _ = await c.list_all("ConfigMap", "default")
+        stored = {o["metadata"]["name"] for o in items}
+        missing = [n for n in acked if n not in stored]
+        assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+    finally:
+        proc2.terminate()
+        await proc2.wait()
+
+
+def test_data_dir_paths(tmp_path: Path) -> None:
+    dd = DataDir(tmp_path)
+    assert dd.kubeconfig.name == "kubeconfig.yaml" and dd.cluster_json.name == "cluster.json"
+    assert dd.read_cluster() is None and dd.supervisor_pid() is None
