@@ -12,6 +12,7 @@ KUBE_MAJOR, KUBE_MINOR = "1", "32"
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
+    "binding": ["create"],
 }
 
 
@@ -107,7 +108,7 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
                         "name": f"{k.plural}/{sub}",
                         "singularName": "",
                         "namespaced": k.namespaced,
-                        "kind": k.kind,
+                        "kind": "Binding" if sub == "binding" else k.kind,
                         "verbs": SUBRESOURCE_VERBS[sub],
                     }
                 )

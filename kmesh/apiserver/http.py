@@ -292,6 +292,12 @@ class APIApp:
                 obj = tables.table(kind, [obj], include_object=req.query.get("includeObject", "Metadata"))
             await self._send(send, 200, _json(obj))
             return "get", res
+        if sub == "binding" and req.method != "POST":
+            raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if req.method == "POST" and sub == "binding" and namespace is not None:
+            out = await r.bind(namespace, name, self._decode(req))
+            await self._send(send, 201, _json(out))
+            return "create", res
         if req.method == "PUT":
             obj = self._decode(req)
             if sub == "scale":

@@ -481,6 +481,44 @@ class Registry:
                 if exc.code != 409:
                     raise
 
+    # --------------------------------------------------------------- binding
+
+    async def bind(self, namespace: str, name: str, binding: Obj) -> Obj:
+        """Assign a pod to a node (pods/binding), as the scheduler does; 409 if already bound."""
+        kind = kind_named("Pod")
+        target = binding.get("target") or {}
+        node = target.get("name")
+        if not node:
+            raise E.invalid_object("Binding", name, "", [E.required("target.name")])
+        if (target.get("kind") or "Node") != "Node":
+            raise E.invalid_object("Binding", name, "", [E.not_supported("target.kind", target.get("kind"), ["Node"])])
+        for _ in range(8):
+            old = await self._get_raw(kind, namespace, name)
+            uid = (binding.get("metadata") or {}).get("uid")
+            if uid and uid != old["metadata"].get("uid"):
+                raise E.APIError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": UID mismatch')
+            if old["metadata"].get("deletionTimestamp"):
+                raise E.APIError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host')
+            spec = old.get("spec") or {}
+            if spec.get("nodeName"):
+                raise E.APIError(
+                    409, "Conflict",
+                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{spec["nodeName"]}"',
+                )
+            new = copy.deepcopy(old)
+            new["spec"]["nodeName"] = node
+            conds = [c for c in (new.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": meta.now()})
+            new.setdefault("status", {})["conditions"] = conds
+            try:
+                await self.store.update(kind.key(namespace, name), new, _parse_rv(old["metadata"]["resourceVersion"]))
+            except S.Conflict:
+                continue
+            except S.StoreError as exc:
+                raise self._err(kind, exc, name) from None
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+        raise E.conflict("pods", name)
+
     # ----------------------------------------------------------------- scale
 
     async def get_scale(self, kind: Kind, namespace: str | None, name: str) -> Obj:

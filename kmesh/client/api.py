@@ -168,6 +168,15 @@ class Client:
             body["preconditions"] = {"uid": uid}
         return await self.request("DELETE", k.path(namespace, name), body=body)
 
+    async def bind(self, namespace: str, name: str, node: str, uid: str | None = None) -> Obj:
+        """Bind a pod to a node through pods/binding (what a scheduler does)."""
+        body: Obj = {
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, **({"uid": uid} if uid else {})},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        return await self.request("POST", _kind("Pod").path(namespace, name) + "/binding", body=body)
+
     @asynccontextmanager
     async def watch(
         self, kind: Kind | str, namespace: str | None = None, *, resource_version: str = "",

@@ -219,3 +219,22 @@ async def test_api_resources_and_version(cluster: Cluster) -> None:
         assert want in names
     ver = json.loads((await cluster.kubectl("version", "-o", "json")).stdout)
     assert ver["serverVersion"]["major"] == "1"
+
+
+async def test_binding_assigns_a_pod_once(cluster: Cluster) -> None:
+    from kmesh.api.errors import APIError
+
+    c = cluster.client
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "kmesh/echo"}]}}
+    created = await c.create(pod)
+    await c.bind("default", "p", "node-1", uid=created["metadata"]["uid"])
+    got = await c.get("Pod", "p", "default")
+    assert got["spec"]["nodeName"] == "node-1"
+    assert any(cd["type"] == "PodScheduled" and cd["status"] == "True" for cd in got["status"]["conditions"])
+    try:
+        await c.bind("default", "p", "node-2")
+    except APIError as exc:
+        assert exc.code == 409 and "already assigned" in exc.message
+    else:
+        raise AssertionError("second binding accepted")

@@ -6,6 +6,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -39,10 +40,12 @@ class Cluster:
         return out
 
 
-async def start_cluster(nursery: trio.Nursery, data_dir: Path, store_url: str = "memory://") -> Cluster:
-    """Start an API server on a free loopback port inside ``nursery``."""
+async def start_cluster(
+    nursery: trio.Nursery, data_dir: Path, store_url: str = "memory://", **config: Any
+) -> Cluster:
+    """Start an API server on a free loopback port inside ``nursery`` (extra ServerConfig fields in ``config``)."""
     srv: RunningServer = await nursery.start(
-        run_server, ServerConfig(data_dir=data_dir, store_url=store_url, port=0)
+        run_server, ServerConfig(data_dir=data_dir, store_url=store_url, port=0, **config)
     )
     kc = data_dir / "kubeconfig.yaml"
     creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
