@@ -39,10 +39,13 @@ def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
 
+NETNS_READY = False  # the netns runtime (issue 5) is not built yet
+
+
 def _default_runtime() -> str:
     from kmesh.lab.netns_check import netns_usable
 
-    return "netns" if netns_usable() else "sim"
+    return "netns" if NETNS_READY and netns_usable() else "sim"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,6 +80,8 @@ def up(
     if pid is not None:
         raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid}); run `kmesh down` first")
     runtime = runtime or _default_runtime()
+    if runtime == "netns" and not NETNS_READY:
+        raise click.BadParameter("the netns runtime is not available yet; use --runtime sim", param_hint="--runtime")
     if runtime == "netns" and os.geteuid() != 0:
         raise click.BadParameter("the netns runtime needs root; use --runtime sim", param_hint="--runtime")
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
@@ -123,10 +128,38 @@ def up(
         raise SystemExit(1)
     info = dd.read_cluster()
     assert info is not None
-    console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}")
+    if demo:
+        with console.status("[bold]Waiting for the demo Deployment `web` to be available…"):
+            _wait_demo(dd)
+    console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}, {len(info.nodes)} node(s)")
+    for n in info.nodes:
+        console.print(f"  node {n.name}: {n.ip}, pods {n.podCIDR}", highlight=False)
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
-    console.print("  kubectl get namespaces")
+    console.print("  kubectl get nodes,pods,services,endpointslices -o wide")
     console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
+
+
+def _wait_demo(dd: DataDir, timeout: float = 120.0) -> None:
+    import trio
+
+    from kmesh.client.api import Client
+    from kmesh.client.informer import Informer
+
+    async def wait() -> None:
+        async with Client.from_kubeconfig(dd.kubeconfig) as c, trio.open_nursery() as n:
+            deploys = Informer(c, "Deployment", namespace="default")
+            await n.start(deploys.run)
+
+            def available(inf: Informer) -> bool:
+                d = inf.get("web", "default") or {}
+                st = d.get("status") or {}
+                return st.get("availableReplicas", 0) >= (d.get("spec") or {}).get("replicas", 1)
+
+            with trio.move_on_after(timeout):
+                await deploys.wait_for(available)
+            n.cancel_scope.cancel()
+
+    trio.run(wait)
 
 
 @main.command()
@@ -195,7 +228,11 @@ def status(data_dir: Path | None) -> None:
 @click.option("--port", type=int, default=6443, show_default=True)
 @click.option("--store", "store_url", default="", help="memory:// | sqlite:///path.db | etcd://host:port (default: SQLite in the data dir).")
 @click.option("--name", default="kmesh", show_default=True, help="Cluster name in the kubeconfig.")
-def server(data_dir: Path | None, host: str, port: int, store_url: str, name: str) -> None:
+@click.option("--service-cidr", default="10.96.0.0/12", show_default=True, help="Range ClusterIPs come from.")
+@click.option("--loopback-ok", is_flag=True, help="Accept 127.x endpoint addresses (the sim runtime's pods).")
+def server(
+    data_dir: Path | None, host: str, port: int, store_url: str, name: str, service_cidr: str, loopback_ok: bool
+) -> None:
     """Run the API server in the foreground (writes D/kubeconfig.yaml)."""
     import trio
 
@@ -207,9 +244,75 @@ def server(data_dir: Path | None, host: str, port: int, store_url: str, name: st
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(run_server, ServerConfig(data_dir=dd.root, store_url=store_url, host=host, port=port))
+            cfg = ServerConfig(
+                data_dir=dd.root, store_url=store_url, host=host, port=port,
+                service_cidr=service_cidr, loopback_ok=loopback_ok,
+            )
+            srv = await nursery.start(run_server, cfg)
             write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
             console.print(f"API server on {srv.url}; export KUBECONFIG={dd.kubeconfig}", highlight=False)
+            sys.stdout.flush()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
+_kubeconfig_option = click.option(
+    "--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+    help="kubeconfig of the API server to use.",
+)
+
+
+@main.command()
+@_kubeconfig_option
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="Pod network; nodes get /24s of it.")
+@click.option("--service-cidr", default="10.96.0.0/12", show_default=True)
+@click.option("--node-grace-period", type=click.FloatRange(min=1), default=40.0, show_default=True,
+              help="Seconds without a lease renewal before a node is NotReady.")
+def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_grace_period: float) -> None:
+    """Run the controllers (endpoints, deployments, scheduler, node IPAM/lifecycle) in the foreground."""
+    import trio
+
+    from kmesh.client.api import Client
+    from kmesh.controllers.manager import ControllerConfig, run_controllers
+
+    async def run() -> None:
+        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
+            cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period)
+            await nursery.start(run_controllers, client, cfg)
+            console.print("controllers running", highlight=False)
+            sys.stdout.flush()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@_kubeconfig_option
+@click.option("--node", "node_name", required=True, help="Node name to register.")
+@click.option("--node-ip", required=True, help="The node's IP (sim: a 127.x address).")
+@click.option("--runtime", type=click.Choice(("sim",)), default="sim", show_default=True)
+@_data_dir_option
+def agent(kubeconfig: Path, node_name: str, node_ip: str, runtime: str, data_dir: Path | None) -> None:
+    """Run one node agent (kubelet-lite) in the foreground."""
+    import trio
+
+    from kmesh.client.api import Client
+    from kmesh.node.agent import AgentConfig, run_agent
+    from kmesh.node.sim import SimRuntime
+
+    node_dir = _resolve(data_dir).root / "nodes" / node_name
+    node_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
+            cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir)
+            await nursery.start(run_agent, client, cfg)
+            console.print(f"agent {node_name} running", highlight=False)
             sys.stdout.flush()
 
     try:

@@ -6,6 +6,7 @@ import hmac
 import json
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
@@ -26,6 +27,30 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
+WATCH_BUFFER = 10_000  # encoded events a slow watcher may fall behind before it is slowed down
+
+
+class EncodedEvents:
+    """Watch-event lines encoded once and shared by every watcher that sends the same event."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._lines: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
+        self._size = size
+
+    def line(self, ev: WatchEvent) -> bytes:
+        """The JSON line of ``ev`` (cached by type, resourceVersion and object identity)."""
+        md = ev.obj.get("metadata") or {}
+        rv = md.get("resourceVersion") or ""
+        if ev.type in ("ERROR", "BOOKMARK") or not rv:
+            return _json({"type": ev.type, "object": ev.obj}) + b"\n"
+        key = (ev.type, rv, md.get("namespace") or "", md.get("name") or "")
+        line = self._lines.get(key)
+        if line is None:
+            line = _json({"type": ev.type, "object": ev.obj}) + b"\n"
+            self._lines[key] = line
+            if len(self._lines) > self._size:
+                self._lines.popitem(last=False)
+        return line
 
 
 @dataclass
@@ -93,6 +118,7 @@ class APIApp:
         self.server_address = server_address
         self.metrics = Metrics()
         self.min_request_timeout = 1800
+        self._encoded = EncodedEvents()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -343,29 +369,31 @@ class APIApp:
         if timeout is None or timeout <= 0:
             timeout = int(self.min_request_timeout * (1 + random.random()))
         bookmarks = req.flag("allowWatchBookmarks")
-        started = False
         sent_columns = False
-
-        async def start() -> None:
-            nonlocal started
-            if not started:
-                started = True
-                await send({
-                    "type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
-                })
+        lines_in, lines_out = trio.open_memory_channel[bytes](WATCH_BUFFER)
 
         async def emit(ev: WatchEvent) -> None:
             nonlocal sent_columns
-            obj = ev.obj
             if as_table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
-                obj = tables.table(kind, [obj], include_object=include)
+                obj = tables.table(kind, [ev.obj], include_object=include)
                 if sent_columns:
                     obj["columnDefinitions"] = []
                 sent_columns = True
-            await start()
-            line = _json({"type": ev.type, "object": obj}) + b"\n"
-            await send({"type": "http.response.body", "body": line, "more_body": True})
+                line = _json({"type": ev.type, "object": obj}) + b"\n"
+            else:
+                line = self._encoded.line(ev)
+            await lines_in.send(line)
+
+        async def sender() -> None:
+            # Everything queued while the last write was in flight goes out as one chunk.
+            async for first in lines_out:
+                chunks = [first]
+                while True:
+                    try:
+                        chunks.append(lines_out.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
 
         gone = False
 
@@ -378,19 +406,24 @@ class APIApp:
                     cancel.cancel()
                     return
 
-        await start()  # headers go out at once, as kube-apiserver flushes them
+        # Headers go out at once, as kube-apiserver flushes them.
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        })
         async with trio.open_nursery() as nursery:
             nursery.start_soon(until_disconnect, nursery.cancel_scope)
-            with trio.move_on_after(timeout):
-                try:
-                    await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
-                except E.APIError as exc:
-                    await emit(WatchEvent("ERROR", exc.status()))
+            async with trio.open_nursery() as streaming:
+                streaming.start_soon(sender)
+                async with lines_in:
+                    with trio.move_on_after(timeout):
+                        try:
+                            await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
+                        except E.APIError as exc:
+                            await emit(WatchEvent("ERROR", exc.status()))
             nursery.cancel_scope.cancel()
-        if gone:
-            return
-        await start()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # ---------------------------------------------------------------- parsing
 

@@ -18,6 +18,10 @@ from typing import Callable
 import trio
 
 from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+from kmesh.client.api import Client
+from kmesh.controllers.manager import ControllerConfig, run_controllers
+from kmesh.lab.demo import apply_demo
+from kmesh.lab.simnodes import start_sim_nodes
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
@@ -80,10 +84,21 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
 
                 etcd = await stack.enter_async_context(EtcdServer(dd.root / "etcd" / "data", die_with_parent=True))
                 etcd_url = etcd.url
-            cfg = ServerConfig(data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port)
-            srv: RunningServer = await nursery.start(run_server, cfg)
-            write_kubeconfig(dd.kubeconfig, opts.name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
             sim = opts.runtime == "sim"
+            service_cidr = SIM_SERVICE_CIDR if sim else SERVICE_CIDR
+            cluster_cidr = SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR
+            cfg = ServerConfig(
+                data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port,
+                service_cidr=service_cidr, loopback_ok=sim,
+            )
+            srv: RunningServer = await nursery.start(run_server, cfg)
+            creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
+            write_kubeconfig(dd.kubeconfig, opts.name, creds)
+            client = await stack.enter_async_context(Client(creds))
+            await nursery.start(
+                run_controllers, client, ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
+            )
+            nodes = await start_sim_nodes(nursery, client, opts, dd) if sim else []
             info = ClusterInfo(
                 name=opts.name,
                 api=srv.url,
@@ -91,11 +106,13 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
                 dns=None,
                 runtime=opts.runtime,
                 proxyMode=opts.proxy_mode,
-                serviceCIDR=SIM_SERVICE_CIDR if sim else SERVICE_CIDR,
-                clusterCIDR=SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR,
-                nodes=[],
+                serviceCIDR=service_cidr,
+                clusterCIDR=cluster_cidr,
+                nodes=nodes,
             )
             dd.write_cluster(info)
+            if opts.demo:
+                await apply_demo(client)
             if on_ready is not None:
                 on_ready(info)
             async for sig in signals:

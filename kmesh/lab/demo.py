@@ -1,0 +1,61 @@
+"""The sample `kmesh up --demo` applies: Deployment `web` (3 agnhost serve-hostname) and Service `web`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kmesh.api import errors as E
+from kmesh.client.api import Client
+
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
+
+DEMO: list[dict[str, Any]] = [
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": AGNHOST,
+                            "args": ["serve-hostname", "--udp"],
+                            "ports": [
+                                {"name": "http", "containerPort": 9376, "protocol": "TCP"},
+                                {"name": "udp", "containerPort": 9376, "protocol": "UDP"},
+                            ],
+                            "readinessProbe": {"tcpSocket": {"port": 9376}, "periodSeconds": 2},
+                        }
+                    ]
+                },
+            },
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "selector": {"app": "web"},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                {"name": "udp", "port": 80, "targetPort": "udp", "protocol": "UDP"},
+            ],
+        },
+    },
+]
+
+
+async def apply_demo(client: Client) -> None:
+    """Create the demo objects (existing ones are left as they are)."""
+    for obj in DEMO:
+        try:
+            await client.create(obj)
+        except E.APIError as exc:
+            if exc.code != 409:
+                raise

@@ -1,0 +1,51 @@
+"""The sim runtime's nodes: N node agents as tasks of the supervisor, pods on loopback addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from kmesh.client.api import Client
+from kmesh.client.informer import Informer
+from kmesh.lab.datadir import DataDir, NodeInfo
+
+if TYPE_CHECKING:
+    from kmesh.lab.supervisor import UpOptions
+
+SIM_NODE_NET = ipaddress.ip_network("127.1.0.0/24")
+
+
+def sim_node_name(i: int) -> str:
+    """The name of the i-th node (0-based): node-1, node-2, …"""
+    return f"node-{i + 1}"
+
+
+def sim_node_ip(i: int) -> str:
+    """The loopback address standing for the i-th node's IP."""
+    return str(SIM_NODE_NET.network_address + i + 1)
+
+
+async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: "UpOptions", dd: DataDir) -> list[NodeInfo]:
+    """Start one agent per node in ``nursery``; return once every node has its pod CIDR."""
+    from kmesh.node.agent import AgentConfig, run_agent
+    from kmesh.node.sim import SimRuntime
+
+    names = [sim_node_name(i) for i in range(opts.nodes)]
+    for i, name in enumerate(names):
+        node_dir = dd.root / "nodes" / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        cfg = AgentConfig(node_name=name, node_ip=sim_node_ip(i), runtime=SimRuntime(Path(node_dir)), data_dir=Path(node_dir))
+        await nursery.start(run_agent, client, cfg)
+    nodes = Informer(client, "Node")
+    async with trio.open_nursery() as watch:
+        await watch.start(nodes.run)
+        with trio.fail_after(60):
+            await nodes.wait_for(lambda inf: all((inf.get(n) or {}).get("spec", {}).get("podCIDR") for n in names))
+        watch.cancel_scope.cancel()
+    return [
+        NodeInfo(name=n, ip=sim_node_ip(i), podCIDR=(nodes.get(n) or {})["spec"]["podCIDR"], netns=None)
+        for i, n in enumerate(names)
+    ]

@@ -1,0 +1,168 @@
+"""Built-in images: apps that run as tasks of the agent instead of container images.
+
+The registry maps an image name (without tag or digest; ``docker.io/`` and
+``library/`` dropped) to an app's main function, or to a lazy
+``"module:function"`` path imported on first use, so later components (the
+cluster DNS app, ``kmesh/dns``) can plug in without the agent importing them
+up front. Extend it with ``register_app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from kmesh.node.runtime import Sandbox
+
+Obj = dict[str, Any]
+log = logging.getLogger("kmesh.node.apps")
+
+
+@dataclass
+class AppContext:
+    """What a built-in app gets: its pod, container, argv, network (through the sandbox) and a log."""
+
+    pod: Obj
+    container: Obj
+    args: list[str]
+    env: dict[str, str]
+    sandbox: Sandbox
+    log_path: Path
+    hostname: str
+    sigterm: trio.Event = field(default_factory=trio.Event)
+    handles_sigterm: bool = False
+    exit_code: int | None = None
+    _scope: trio.CancelScope | None = field(default=None, repr=False)
+    _log_file: Any = field(default=None, repr=False)
+
+    def exit(self, code: int) -> None:
+        """End the app now with ``code`` (like a process calling exit)."""
+        self.exit_code = code
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def host(self) -> str:
+        """The address to bind (the pod IP in the sim runtime)."""
+        return self.sandbox.bind_host
+
+    def container_ports(self, protocol: str = "TCP") -> list[int]:
+        """The container's declared ports of one protocol."""
+        return [
+            int(p["containerPort"]) for p in self.container.get("ports") or []
+            if (p.get("protocol") or "TCP") == protocol and p.get("containerPort")
+        ]
+
+    def log(self, msg: str) -> None:
+        """Append a line to the container's log file."""
+        if self._log_file is None:
+            self._log_file = open(self.log_path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        self._log_file.write(msg.rstrip("\n") + "\n")
+
+    def close(self) -> None:
+        """Close the log file."""
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    async def listen_tcp(self, port: int) -> trio.SocketListener:
+        """A TCP listener on ``host:port`` in the pod's network."""
+        sock = self.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            await sock.bind((self.host, port))
+            sock.listen(512)
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketListener(sock)
+
+    async def bind_udp(self, port: int) -> trio.socket.SocketType:
+        """A UDP socket bound to ``host:port`` in the pod's network."""
+        sock = self.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        try:
+            await sock.bind((self.host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+AppMain = Callable[[AppContext], Awaitable[int | None]]
+"""An app: runs until it returns its exit code (None means 0), calls ``ctx.exit`` or is stopped.
+
+Stopping sets ``ctx.sigterm``. An app that set ``ctx.handles_sigterm`` gets
+the grace period to finish by itself; any other app is cancelled at once and
+exits 0 (agnhost's servers exit cleanly on SIGTERM). An app still running when
+the grace period ends is cancelled and exits 137, like a SIGKILLed process.
+"""
+
+
+@dataclass(frozen=True)
+class App:
+    """One built-in image: its main and the entrypoint names that mean "run the app" in ``command``."""
+
+    main: AppMain | str
+    entrypoints: tuple[str, ...] = ()
+
+    def resolve(self) -> AppMain:
+        """The main function (importing a lazy ``module:function`` path)."""
+        if not isinstance(self.main, str):
+            return self.main
+        module, _, attr = self.main.partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+APPS: dict[str, App] = {}
+"""Built-in images by normalized image name."""
+
+
+def register_app(image: str, main: AppMain | str, entrypoints: tuple[str, ...] = ()) -> None:
+    """Make ``image`` a built-in app (``main`` may be a lazy ``"module:function"`` path)."""
+    APPS[image_name(image)] = App(main, entrypoints)
+
+
+def image_name(image: str) -> str:
+    """An image reference without tag or digest, with Docker Hub's implicit prefixes dropped."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    if name.startswith("library/"):
+        name = name[len("library/"):]
+    return name
+
+
+def lookup(image: str) -> App | None:
+    """The built-in app of ``image``, if it is one."""
+    return APPS.get(image_name(image or ""))
+
+
+def app_args(app: App, container: Obj) -> list[str] | None:
+    """The app's argv when ``container`` runs the app, None when its ``command`` runs something else."""
+    command = list(container.get("command") or [])
+    args = list(container.get("args") or [])
+    if not command:
+        return args
+    if command[0].rsplit("/", 1)[-1] in app.entrypoints:
+        return command[1:] + args
+    return None
+
+
+def _register_builtins() -> None:
+    register_app("registry.k8s.io/e2e-test-images/agnhost", "kmesh.node.apps.agnhost:main", ("agnhost",))
+    register_app("kmesh/echo", "kmesh.node.apps.echo:main", ("kmesh-echo",))
+    # The cluster DNS app arrives with its own issue; it must provide main(ctx).
+    register_app("kmesh/dns", "kmesh.dns.app:main", ("kmesh-dns",))
+
+
+_register_builtins()

@@ -1,0 +1,121 @@
+"""Reading a pod spec the way a kubelet does: hostname, env, $(VAR) expansion, named ports, log paths."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_FIELD_RE = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+_VAR_RE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def pod_key(pod: Obj) -> str:
+    """``namespace/name`` of a pod."""
+    md = pod.get("metadata") or {}
+    return f"{md.get('namespace', '')}/{md.get('name', '')}"
+
+
+def pod_uid(pod: Obj) -> str:
+    """The pod's UID."""
+    return (pod.get("metadata") or {}).get("uid", "")
+
+
+def pod_hostname(pod: Obj) -> str:
+    """The hostname a container of the pod sees: ``spec.hostname`` or the pod name, at most 63 chars."""
+    name = (pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name", "")
+    return name[:63].rstrip("-.")
+
+
+def field_value(pod: Obj, path: str, pod_ip: str, host_ip: str) -> str:
+    """The value of a downward-API ``fieldRef.fieldPath``."""
+    md = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    simple = {
+        "metadata.name": md.get("name", ""),
+        "metadata.namespace": md.get("namespace", ""),
+        "metadata.uid": md.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
+    }
+    if path in simple:
+        return str(simple[path])
+    m = _FIELD_RE.match(path)
+    if m:
+        return str((md.get(m.group(1)) or {}).get(m.group(2), ""))
+    return ""
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: known vars replaced, unknown left as is, ``$$`` → ``$``."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR_RE.sub(sub, text)
+
+
+def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str) -> dict[str, str]:
+    """The environment of a container process: PATH, HOSTNAME, HOME, then the container's ``env``.
+
+    Literal values and ``fieldRef`` are resolved; ConfigMap/Secret/resource
+    references are not served by kmesh and resolve to "".
+    """
+    env: dict[str, str] = {
+        "PATH": os.environ.get("PATH", DEFAULT_PATH),
+        "HOSTNAME": pod_hostname(pod),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    for var in container.get("env") or []:
+        name = var.get("name")
+        if not name:
+            continue
+        if "value" in var:
+            env[name] = expand(str(var.get("value") or ""), env)
+            continue
+        ref = (var.get("valueFrom") or {}).get("fieldRef") or {}
+        env[name] = field_value(pod, ref.get("fieldPath", ""), pod_ip, host_ip) if ref else ""
+    return env
+
+
+def container_argv(container: Obj, env: dict[str, str]) -> list[str]:
+    """``command`` + ``args`` with ``$(VAR)`` expanded."""
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    return [expand(str(a), env) for a in argv]
+
+
+def resolve_port(container: Obj, port: Any) -> int:
+    """A probe/hook port: an int, a numeric string, or a named ``containerPort``; ValueError otherwise."""
+    if isinstance(port, int):
+        return port
+    text = str(port)
+    if text.isdigit():
+        return int(text)
+    for p in container.get("ports") or []:
+        if p.get("name") == text:
+            return int(p["containerPort"])
+    raise ValueError(f"port {text!r} not found in container {container.get('name')!r}")
+
+
+def log_path(data_dir: Path, pod: Obj, container: str, restart: int) -> Path:
+    """Where a container's output goes: ``pods/<ns>_<name>_<uid>/<container>/<restart>.log`` (as upstream)."""
+    md = pod.get("metadata") or {}
+    d = data_dir / "pods" / f"{md.get('namespace')}_{md.get('name')}_{md.get('uid')}" / container
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{restart}.log"
+
+
+def pod_log_dir(data_dir: Path, pod: Obj) -> Path:
+    """The directory holding every log of one pod."""
+    md = pod.get("metadata") or {}
+    return data_dir / "pods" / f"{md.get('namespace')}_{md.get('name')}_{md.get('uid')}"
