@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import shutil
 import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +32,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmesh.client.kubeconfig import load_kubeconfig  # noqa: E402
+from kmesh.lab.procs import start_until, stop_process  # noqa: E402
 from kmesh.store.etcd_server import EtcdServer  # noqa: E402
 
 console = Console()
@@ -62,21 +60,11 @@ class Result:
 
 
 async def start_server(data_dir: Path, store_url: str) -> tuple[trio.Process, str, httpx.AsyncClient]:
-    """Start `kmesh server` on a free port; return once it prints its URL."""
+    """Start `kmesh server` on a free port; return it with an HTTP client for it."""
     cmd = [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", "0"]
     if store_url:
         cmd += ["--store", store_url]
-    proc = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=open(data_dir / "server.log", "wb"), env=dict(os.environ, COLUMNS="300")
-    )
-    assert proc.stdout is not None
-    buf = b""
-    with trio.fail_after(60):
-        while b"API server on" not in buf:
-            chunk = await proc.stdout.receive_some()
-            if not chunk:
-                raise RuntimeError("kmesh server exited: " + (data_dir / "server.log").read_text()[-2000:])
-            buf += chunk
+    proc = await start_until(cmd, b"API server on", data_dir / "server.log")
     creds = load_kubeconfig(data_dir / "kubeconfig.yaml")
     ctx = ssl.create_default_context(cadata=creds.ca_pem.decode())
     http = httpx.AsyncClient(
@@ -145,12 +133,7 @@ async def run_store(label: str, store_url: str, n: int, writers: int, watchers: 
             return Result(label, n, elapsed, [a for a in arrivals if a >= 0], missing)
         finally:
             await http.aclose()
-            proc.terminate()
-            with trio.move_on_after(10):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc)
 
 
 async def etcd_put_rate(endpoint: str, n: int, writers: int, progress: Progress) -> Result:

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,34 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmesh.client.api import Client  # noqa: E402
 from kmesh.lab.datadir import SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR  # noqa: E402
+from kmesh.lab.procs import start_until, stop_process  # noqa: E402
 
 console = Console()
 UPSTREAM_P50_BOUND = 20.0
-
-
-async def start(cmd: list[str], log: Path, marker: bytes) -> trio.Process:
-    """Start a kmesh component and return once it prints ``marker``."""
-    proc = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=open(log, "wb"), env=dict(os.environ, COLUMNS="300")
-    )
-    assert proc.stdout is not None
-    buf = b""
-    with trio.fail_after(120):
-        while marker not in buf:
-            chunk = await proc.stdout.receive_some()
-            if not chunk:
-                raise RuntimeError(f"{cmd[3]} exited: {log.read_text()[-2000:]}")
-            buf += chunk
-    return proc
-
-
-async def stop(proc: trio.Process) -> None:
-    proc.terminate()
-    with trio.move_on_after(10):
-        await proc.wait()
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
 
 
 def pod(name: str, app: str, node: str) -> dict:
@@ -98,18 +71,18 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="kmesh-bench-ctrl-") as tmp:
         d = Path(tmp)
         py = [sys.executable, "-m", "kmesh.cli"]
-        server = await start(py + ["server", "--data-dir", str(d), "--port", "0", "--service-cidr", SIM_SERVICE_CIDR,
-                                   "--loopback-ok"], d / "server.log", b"API server on")
+        server = await start_until(py + ["server", "--data-dir", str(d), "--port", "0", "--service-cidr", SIM_SERVICE_CIDR,
+                                   "--loopback-ok"], b"API server on", d / "server.log")
         ctrl = None
         try:
-            ctrl = await start(py + ["controllers", "--kubeconfig", str(d / "kubeconfig.yaml"), "--cluster-cidr",
-                                     SIM_CLUSTER_CIDR, "--service-cidr", SIM_SERVICE_CIDR], d / "ctrl.log", b"controllers running")
+            ctrl = await start_until(py + ["controllers", "--kubeconfig", str(d / "kubeconfig.yaml"), "--cluster-cidr",
+                                     SIM_CLUSTER_CIDR, "--service-cidr", SIM_SERVICE_CIDR], b"controllers running", d / "ctrl.log")
             async with Client.from_kubeconfig(d / "kubeconfig.yaml") as c:
                 await run_bench(c, args)
         finally:
             if ctrl is not None:
-                await stop(ctrl)
-            await stop(server)
+                await stop_process(ctrl)
+            await stop_process(server)
 
 
 async def run_bench(c: Client, args: argparse.Namespace) -> None:

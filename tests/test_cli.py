@@ -14,6 +14,7 @@ import trio
 
 from kmesh.client.api import Client
 from kmesh.lab.datadir import DataDir
+from kmesh.lab.procs import start_until, stop_process
 from tests.conftest import require_binary
 
 
@@ -77,19 +78,10 @@ async def test_bad_arguments_are_named(tmp_path: Path) -> None:
 
 async def _start_server(data_dir: Path, port: int) -> tuple[trio.Process, str]:
     """Start `kmesh server` and return once it prints its URL."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, COLUMNS="300"),
+    proc = await start_until(
+        [sys.executable, "-m", "kmesh.cli", "server", "--data-dir", str(data_dir), "--port", str(port)], b"API server on"
     )
-    buf = b""
-    assert proc.stdout is not None
-    with trio.fail_after(30):
-        while b"API server on" not in buf:
-            chunk = await proc.stdout.receive_some()
-            if not chunk:
-                raise AssertionError("kmesh server exited: " + buf.decode())
-            buf += chunk
-    url = buf.decode().split("API server on ", 1)[1].split(";")[0].strip()
+    url = proc.startup_output.decode().split("API server on ", 1)[1].split(";")[0].strip()  # type: ignore[attr-defined]
     return proc, url
 
 
@@ -135,8 +127,7 @@ async def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
         missing = [n for n in acked if n not in stored]
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
     finally:
-        proc2.terminate()
-        await proc2.wait()
+        await stop_process(proc2)
 
 
 def test_data_dir_paths(tmp_path: Path) -> None:

@@ -302,7 +302,7 @@ class APIApp:
             gone = await r.delete_collection(kind, namespace, self._list_options(req), opts.get("gracePeriodSeconds"))
             await self._send(send, 200, _json(_list_doc(kind, gone, 0, "")))
             return "deletecollection", kind.plural
-        raise E.APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     # ------------------------------------------------------------------- item
 
@@ -442,8 +442,8 @@ class APIApp:
             else:
                 raise E.APIError(
                     415, "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format - accepted media types include: "
-                    f"application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json, application/yaml, application/vnd.kubernetes.protobuf",
                 )
         except (ValueError, yaml.YAMLError) as exc:
             raise E.bad_request(f"error decoding request body: {exc}") from None

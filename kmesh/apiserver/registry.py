@@ -35,6 +35,11 @@ class Admission(Protocol):
     async def on_delete(self, kind: Kind, obj: Obj) -> None: ...
     async def on_create_failed(self, kind: Kind, obj: Obj) -> None: ...
 
+    # Optional (looked up with getattr): after an update was stored, or when it was not
+    # (store error, dry run), so a hook can release or give back what on_update took.
+    # async def on_updated(self, kind: Kind, new: Obj, old: Obj) -> None: ...
+    # async def on_update_failed(self, kind: Kind, new: Obj, old: Obj) -> None: ...
+
 
 @dataclass
 class ListOptions:
@@ -105,7 +110,9 @@ class Registry:
 
     async def _hooks(self, kind: Kind, event: str, *args: Obj) -> None:
         for hook in self.admission.get(kind.kind, []):
-            await getattr(hook, event)(kind, *args)
+            fn = getattr(hook, event, None)
+            if fn is not None:
+                await fn(kind, *args)
 
     async def _get_raw(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         try:
@@ -290,14 +297,18 @@ class Registry:
         meta.prepare_update(kind, new, old, subresource)
         self._validate(kind, new, old, subresource)
         await self._hooks(kind, "on_update", new, old)
-        if dry_run:
-            return new
-        if _finalized(new):
+        if dry_run or _finalized(new):
+            await self._hooks(kind, "on_update_failed", new, old)
+            if dry_run:
+                return new
             return await self._remove(kind, namespace, name, _parse_rv(old["metadata"]["resourceVersion"]))
         try:
-            return await self.store.update(kind.key(namespace, name), new, expected)
+            stored = await self.store.update(kind.key(namespace, name), new, expected)
         except S.StoreError as exc:
+            await self._hooks(kind, "on_update_failed", new, old)
             raise self._err(kind, exc, name) from None
+        await self._hooks(kind, "on_updated", new, old)
+        return stored
 
     async def patch(
         self,
@@ -724,4 +735,4 @@ def apply_patch(kind: Kind, current: Obj, content_type: str, doc: Any) -> Obj:
             415, "UnsupportedMediaType",
             "server-side apply is not supported by kmesh; use client-side apply (kubectl apply without --server-side)",
         )
-    raise E.APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+    raise E.APIError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")

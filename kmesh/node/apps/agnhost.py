@@ -11,12 +11,12 @@ import datetime as dt
 import json
 from typing import Any
 
-import httpx
+import h11
 import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
-from kmesh.node.apps.http import CloseConnection, Request, Response, serve_connection
+from kmesh.node.apps.http import CloseConnection, Request, Response, http_get, serve_connection
 
 SUBCOMMANDS = ("serve-hostname", "netexec", "pause")
 
@@ -212,7 +212,7 @@ class _Netexec:
                     else:
                         responses.append(await self._dial_udp(host, int(port), request))
                 ok = True
-            except (trio.TooSlowError, OSError, httpx.HTTPError) as exc:
+            except (trio.TooSlowError, OSError, h11.ProtocolError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 ok = False
         out: dict[str, list[str]] = {}
@@ -223,9 +223,13 @@ class _Netexec:
         return Response(status=200 if ok else 417, body=json.dumps(out), content_type="application/json")
 
     async def _dial_http(self, host: str, port: int, request: str) -> str:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            resp = await client.get(f"http://{host}:{port}/{request.lstrip('/')}")
-            return resp.text
+        sock = self.ctx.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        with sock:
+            await sock.bind((self.ctx.host, 0))
+            status, body = await http_get(sock, host, port, "/" + request.lstrip("/"))
+        if status >= 400:
+            raise OSError(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+        return body.decode(errors="replace")
 
     async def _dial_udp(self, host: str, port: int, request: str) -> str:
         sock = self.ctx.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)

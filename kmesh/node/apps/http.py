@@ -133,3 +133,26 @@ async def serve_http(listener: trio.SocketListener, handler: Handler, *, close_e
         await trio.serve_listeners(
             lambda s: serve_connection(s, handler, close_each=close_each), [listener]  # type: ignore[arg-type]
         )
+
+
+async def http_get(sock: trio.socket.SocketType, host: str, port: int, target: str) -> tuple[int, bytes]:
+    """One GET over an unconnected TCP socket (already bound where the caller wants its source address)."""
+    await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
+    conn = h11.Connection(h11.CLIENT)
+    async with stream:
+        req = h11.Request(method="GET", target=target or "/", headers=[("Host", f"{host}:{port}"), ("Connection", "close")])
+        await stream.send_all(conn.send(req) + conn.send(h11.EndOfMessage()))
+        status = 0
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return status, bytes(body)

@@ -1,0 +1,216 @@
+"""Container handles shared by runtimes: a built-in app as a trio task, a command as a process.
+
+Each start function runs a supervising task in the caller's nursery, so a
+cancelled nursery (the agent stopping) always ends the container: an app task
+is cancelled, a process group gets SIGKILL and is reaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import trio
+
+from kmesh.node.apps import AppContext, AppMain
+from kmesh.node.runtime import StartError, exit_code_of, new_container_id
+
+log = logging.getLogger("kmesh.node.containers")
+SIGKILLED = 137
+
+
+class AppContainer:
+    """A built-in app running as a task; see ``kmesh.node.apps.AppMain`` for its stop semantics."""
+
+    def __init__(self, main: AppMain, ctx: AppContext) -> None:
+        self.id = new_container_id()
+        self.pid: int | None = None
+        self.ctx = ctx
+        self._main = main
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+        self.exit_code: int | None = None
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        ctx = self.ctx
+        ctx._scope = self._scope
+        code: int | None = None
+        try:
+            with self._scope:
+                task_status.started()
+                try:
+                    code = await self._main(ctx)
+                    code = 0 if code is None else int(code)
+                except Exception as exc:  # noqa: BLE001 - an app's crash is its container's exit, not the agent's
+                    ctx.log(f"{type(exc).__name__}: {exc}")
+                    log.info("app %s exited with an error: %r", ctx.container.get("name"), exc)
+                    code = 1
+        finally:
+            if code is None:  # cancelled: by ctx.exit, by stop, or the agent is going away
+                if ctx.exit_code is not None:
+                    code = ctx.exit_code
+                elif ctx.sigterm.is_set() and not ctx.handles_sigterm and not self._killed:
+                    code = 0
+                else:
+                    code = SIGKILLED
+            self.exit_code = code
+            ctx.close()
+            self._done.set()
+
+    _killed = False
+
+    async def wait(self) -> int:
+        """The exit code once the app has returned or was stopped."""
+        await self._done.wait()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    async def stop(self, grace: float) -> int:
+        """Signal ``sigterm``; an app that handles it gets ``grace`` seconds, others are cancelled now."""
+        self.ctx.sigterm.set()
+        if self.ctx.handles_sigterm:
+            with trio.move_on_after(max(grace, 0)):
+                return await self.wait()
+            self._killed = True
+        self._scope.cancel()
+        return await self.wait()
+
+
+async def start_app(nursery: trio.Nursery, main: AppMain, ctx: AppContext) -> AppContainer:
+    """Run ``main(ctx)`` as a container task in ``nursery``."""
+    c = AppContainer(main, ctx)
+    await nursery.start(c._run)
+    return c
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class ProcessContainer:
+    """A container command running as a process (its own process group, killed with the agent)."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.id = new_container_id()
+        self.proc = proc
+        self.pid: int | None = proc.pid
+        self._done = trio.Event()
+        self.exit_code: int | None = None
+
+    async def _supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            rc = await self.proc.wait()
+        except BaseException:
+            _killpg(self.proc.pid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                rc = await self.proc.wait()
+            raise
+        finally:
+            # The rest of the group dies with its main process, as in a container's PID namespace.
+            _killpg(self.proc.pid, signal.SIGKILL)
+            self.exit_code = exit_code_of(self.proc.returncode if self.proc.returncode is not None else -9)
+            self._done.set()
+
+    async def wait(self) -> int:
+        """The exit code once the process has exited (128+N for signal N)."""
+        await self._done.wait()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    async def stop(self, grace: float) -> int:
+        """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL."""
+        if not self._done.is_set():
+            _killpg(self.proc.pid, signal.SIGTERM)
+            with trio.move_on_after(max(grace, 0)):
+                return await self.wait()
+            _killpg(self.proc.pid, signal.SIGKILL)
+        return await self.wait()
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def _with_pdeathsig(argv: list[str]) -> list[str]:
+    """Make the process die with the agent even if the agent is SIGKILLed (util-linux setpriv)."""
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
+
+def resolve_executable(argv0: str, env: dict[str, str]) -> str:
+    """The executable ``argv0`` names, looked up on the container's PATH; StartError if none."""
+    if "/" in argv0:
+        if os.access(argv0, os.X_OK) and not os.path.isdir(argv0):
+            return argv0
+    else:
+        found = shutil.which(argv0, path=env.get("PATH"))
+        if found:
+            return found
+    raise StartError(
+        f'failed to create containerd task: exec: "{argv0}": executable file not found in $PATH', exit_code=128
+    )
+
+
+async def start_process(
+    nursery: trio.Nursery, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path,
+) -> ProcessContainer:
+    """Start ``argv`` with stdout/stderr appended to ``log_path``; its supervisor runs in ``nursery``."""
+    if not argv:
+        raise StartError("no command given")
+    exe = resolve_executable(argv[0], env)
+    if cwd and not os.path.isdir(cwd):
+        raise StartError(f"failed to create containerd task: chdir to cwd ({cwd!r}) set in config.json failed: no such file or directory")
+    with open(log_path, "ab") as out:
+        try:
+            proc = await trio.lowlevel.open_process(
+                _with_pdeathsig([exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            raise StartError(f"failed to start {argv[0]!r}: {exc}") from None
+    c = ProcessContainer(proc)
+    await nursery.start(c._supervise)
+    return c
+
+
+async def run_command(
+    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float
+) -> tuple[int, bytes, bool]:
+    """Run ``argv`` to completion within ``timeout``: (exit code, output, timed out). Killed on timeout."""
+    try:
+        exe = resolve_executable(argv[0], env) if argv else ""
+    except StartError as exc:
+        return 126, exc.message.encode(), False
+    if not exe:
+        return 126, b"no command", False
+    try:
+        proc = await trio.lowlevel.open_process(
+            _with_pdeathsig([exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    except OSError as exc:
+        return 126, str(exc).encode(), False
+    output = bytearray()
+    timed_out = False
+    try:
+        assert proc.stdout is not None
+        with trio.move_on_after(timeout) as scope:
+            async with proc.stdout:
+                while chunk := await proc.stdout.receive_some(65536):
+                    if len(output) < 1 << 16:
+                        output += chunk
+            await proc.wait()
+        timed_out = scope.cancelled_caught
+    finally:
+        _killpg(proc.pid, signal.SIGKILL)
+        with trio.CancelScope(shield=True):
+            await proc.wait()
+    return exit_code_of(proc.returncode or 0) if not timed_out else 137, bytes(output), timed_out
