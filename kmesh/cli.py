@@ -53,6 +53,9 @@ def main(verbose: int) -> None:
     """kmesh: a Kubernetes networking lab on one Linux machine."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if verbose < 2:
+        for noisy in ("httpx", "httpcore", "hypercorn.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @main.command()

@@ -11,9 +11,11 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from kmesh.apiserver.bootstrap import ensure_kubernetes_service
 from kmesh.apiserver.http import APIApp
 from kmesh.apiserver.pki import PKI, ensure_pki
 from kmesh.apiserver.registry import Admission, Registry
+from kmesh.controllers.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
 from kmesh.store.compactor import run_compactor
 
@@ -32,6 +34,9 @@ class ServerConfig:
     extra_sockets: list[socket.socket] = field(default_factory=list)
     compact_interval: float = 300.0
     loopback_ok: bool = False  # accept 127.x endpoint addresses (sim runtime)
+    service_cidr: str = "10.96.0.0/12"  # ClusterIPs; the sim runtime uses 127.96.0.0/16
+    node_port_range: tuple[int, int] = (30000, 32767)
+    advertise_address: str = ""  # where the kubernetes Service's endpoints point; default: host
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to SQLite in the data dir."""
@@ -54,11 +59,24 @@ async def run_server(
     admission: dict[str, list[Admission]] | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the API until cancelled; ``task_status`` gets the URL when ready."""
+    """Serve the API until cancelled; ``task_status`` gets the URL when ready.
+
+    ``admission`` defaults to the Service IP/NodePort allocator for
+    ``cfg.service_cidr``; hooks with a ``repair(store)`` method are repaired
+    from the store before the server answers.
+    """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if admission is None:
+        admission = {"Service": [ServiceIPAllocator(cfg.service_cidr, cfg.node_port_range)]}
+    allocator = next((h for h in admission.get("Service", []) if isinstance(h, ServiceIPAllocator)), None)
     pki = ensure_pki(cfg.data_dir, [cfg.host, *cfg.extra_sans])
     async with open_store(cfg.resolved_store_url()) as store, trio.open_nursery() as nursery:
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
+        for hooks in registry.admission.values():
+            for hook in hooks:
+                repair = getattr(hook, "repair", None)
+                if repair is not None:
+                    await repair(store)
         await registry.ensure_default_namespaces()
         await registry.resume_terminating_namespaces()
         nursery.start_soon(run_compactor, store, cfg.compact_interval)
@@ -76,6 +94,9 @@ async def run_server(
         port = _port_of(binds[0]) if binds else cfg.port
         url = f"https://{cfg.host}:{port}"
         app.server_address = f"{cfg.host}:{port}"
+        if allocator is not None:
+            advertise = cfg.advertise_address or (cfg.host if cfg.host not in ("0.0.0.0", "") else "127.0.0.1")
+            await ensure_kubernetes_service(registry, allocator.first_ip(), advertise, port)
         log.info("API server listening on %s", ", ".join(binds))
         task_status.started(RunningServer(url, pki, registry, list(binds)))
 

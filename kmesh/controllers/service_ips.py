@@ -64,7 +64,8 @@ class Bitmap:
 
     def take_random(self, owner: str) -> int:
         """A free offset (upper band first, random start then scan), held for ``owner``."""
-        for lo, hi in ((self.band, self.size), (0, self.band)):
+        band = min(self.band, self.size)
+        for lo, hi in ((band, self.size), (0, band)):
             if hi <= lo:
                 continue
             start = random.randrange(lo, hi)

@@ -24,11 +24,8 @@ DEMO: list[dict[str, Any]] = [
                         {
                             "name": "web",
                             "image": AGNHOST,
-                            "args": ["serve-hostname", "--udp"],
-                            "ports": [
-                                {"name": "http", "containerPort": 9376, "protocol": "TCP"},
-                                {"name": "udp", "containerPort": 9376, "protocol": "UDP"},
-                            ],
+                            "args": ["serve-hostname"],
+                            "ports": [{"name": "http", "containerPort": 9376, "protocol": "TCP"}],
                             "readinessProbe": {"tcpSocket": {"port": 9376}, "periodSeconds": 2},
                         }
                     ]
@@ -42,10 +39,7 @@ DEMO: list[dict[str, Any]] = [
         "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
         "spec": {
             "selector": {"app": "web"},
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-                {"name": "udp", "port": 80, "targetPort": "udp", "protocol": "UDP"},
-            ],
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     },
 ]

@@ -33,6 +33,7 @@ class AppContainer:
         self._main = main
         self._scope = trio.CancelScope()
         self._done = trio.Event()
+        self._killed = False
         self.exit_code: int | None = None
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -60,8 +61,6 @@ class AppContainer:
             self.exit_code = code
             ctx.close()
             self._done.set()
-
-    _killed = False
 
     async def wait(self) -> int:
         """The exit code once the app has returned or was stopped."""
@@ -107,11 +106,11 @@ class ProcessContainer:
     async def _supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            rc = await self.proc.wait()
+            await self.proc.wait()
         except BaseException:
             _killpg(self.proc.pid, signal.SIGKILL)
             with trio.CancelScope(shield=True):
-                rc = await self.proc.wait()
+                await self.proc.wait()
             raise
         finally:
             # The rest of the group dies with its main process, as in a container's PID namespace.
@@ -168,7 +167,7 @@ async def start_process(
     exe = resolve_executable(argv[0], env)
     if cwd and not os.path.isdir(cwd):
         raise StartError(f"failed to create containerd task: chdir to cwd ({cwd!r}) set in config.json failed: no such file or directory")
-    with open(log_path, "ab") as out:
+    with open(log_path, "ab") as out:  # noqa: ASYNC230 - opening a local log file does not block for long
         try:
             proc = await trio.lowlevel.open_process(
                 _with_pdeathsig([exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,

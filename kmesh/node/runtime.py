@@ -5,6 +5,10 @@ The kubelet never touches sockets, processes or namespaces itself: it asks a
 where sockets are opened and processes run), starts containers in it, execs
 commands for probes and hooks, and removes it.
 
+The pod objects the kubelet hands over carry ``status.podIP`` and
+``status.hostIP`` already (what the downward API resolves to), even before
+that status is written to the API server.
+
 Containers are owned by the caller's nursery: ``start_container`` is given the
 nursery its supervising task runs in, so cancelling that nursery (the agent
 stopping) kills the container, and a ``ContainerHandle`` lets the kubelet wait
@@ -57,7 +61,7 @@ class Sandbox:
     sim runtime, where "localhost" between containers of one pod is the pod IP;
     a netns runtime may use 0.0.0.0 inside the namespace). ``socket`` opens a
     socket in the pod's network (the netns runtime opens it inside the pod
-    namespace and hands it back).
+    namespace in a worker thread and hands it back).
     """
 
     pod_uid: str
@@ -69,8 +73,8 @@ class Sandbox:
     hostname: str
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> trio.socket.SocketType:
-        """A new trio socket in the pod's network."""
+    async def open_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> trio.socket.SocketType:
+        """A new trio socket in the pod's network (a netns runtime creates it inside the pod namespace)."""
         return trio.socket.socket(family, type)
 
 

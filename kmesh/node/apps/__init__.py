@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -72,7 +73,7 @@ class AppContext:
 
     async def listen_tcp(self, port: int) -> trio.SocketListener:
         """A TCP listener on ``host:port`` in the pod's network."""
-        sock = self.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        sock = await self.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
         try:
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
             await sock.bind((self.host, port))
@@ -84,7 +85,7 @@ class AppContext:
 
     async def bind_udp(self, port: int) -> trio.socket.SocketType:
         """A UDP socket bound to ``host:port`` in the pod's network."""
-        sock = self.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        sock = await self.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         try:
             await sock.bind((self.host, port))
         except BaseException:
@@ -135,10 +136,8 @@ def image_name(image: str) -> str:
     if colon > slash:
         name = name[:colon]
     for prefix in ("docker.io/", "index.docker.io/"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    if name.startswith("library/"):
-        name = name[len("library/"):]
+        name = name.removeprefix(prefix)
+    name = name.removeprefix("library/")
     return name
 
 

@@ -16,7 +16,13 @@ import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
-from kmesh.node.apps.http import CloseConnection, Request, Response, http_get, serve_connection
+from kmesh.node.apps.http import (
+    CloseConnection,
+    Request,
+    Response,
+    http_get,
+    serve_connection,
+)
 
 SUBCOMMANDS = ("serve-hostname", "netexec", "pause")
 
@@ -223,7 +229,7 @@ class _Netexec:
         return Response(status=200 if ok else 417, body=json.dumps(out), content_type="application/json")
 
     async def _dial_http(self, host: str, port: int, request: str) -> str:
-        sock = self.ctx.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        sock = await self.ctx.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
         with sock:
             await sock.bind((self.ctx.host, 0))
             status, body = await http_get(sock, host, port, "/" + request.lstrip("/"))
@@ -232,7 +238,7 @@ class _Netexec:
         return body.decode(errors="replace")
 
     async def _dial_udp(self, host: str, port: int, request: str) -> str:
-        sock = self.ctx.sandbox.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        sock = await self.ctx.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         with sock:
             await sock.bind((self.ctx.host, 0))
             await sock.connect((host, port))

@@ -1,0 +1,78 @@
+"""Prometheus metrics of one agent (upstream kubelet names), served at ``http://<node IP>:<port>/metrics``.
+
+Each agent has its own registry, so several agents in one process (the sim
+lab) do not mix their numbers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from kmesh.node.apps.http import Request, Response, serve_http
+
+if TYPE_CHECKING:
+    from kmesh.node.kubelet import Kubelet
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class KubeletCollector:
+    """Reads the kubelet's state at scrape time."""
+
+    def __init__(self, kubelet: Kubelet) -> None:
+        self.kubelet = kubelet
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families."""
+        k = self.kubelet
+        yield GaugeMetricFamily("kubelet_running_pods", "Number of pods that have a running pod sandbox", value=k.running_pods())
+        states: Counter[str] = Counter()
+        for w in list(k.workers.values()):
+            for r in w.inits + w.runners:
+                st = r.state.state
+                states["running" if "running" in st else "exited" if "terminated" in st else "created"] += 1
+        g = GaugeMetricFamily("kubelet_running_containers", "Number of containers currently running", labels=["container_state"])
+        for state in ("running", "exited", "created"):
+            g.add_metric([state], states[state])
+        yield g
+        c = CounterMetricFamily("kubelet_started_containers", "Cumulative number of containers started", labels=["container_type"])
+        c.add_metric(["container"], k.started_containers)
+        yield c
+        e = CounterMetricFamily("kubelet_started_containers_errors", "Cumulative number of errors when starting containers",
+                                labels=["code", "container_type"])
+        for code, n in sorted(k.start_errors.items()):
+            e.add_metric([code, "container"], n)
+        yield e
+        n = GaugeMetricFamily("kubelet_node_name", "The node's name. The count is always 1.", labels=["node"])
+        n.add_metric([k.cfg.node_name], 1)
+        yield n
+
+
+def registry_for(kubelet: Kubelet) -> CollectorRegistry:
+    """A registry holding this kubelet's metrics."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(KubeletCollector(kubelet))  # type: ignore[arg-type]
+    return reg
+
+
+async def serve_metrics(kubelet: Kubelet, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``/metrics`` on ``host:port`` until cancelled; ``task_status`` gets the bound port."""
+    reg = registry_for(kubelet)
+
+    async def handle(req: Request) -> Response:
+        if req.path != "/metrics":
+            return Response(status=404, body="not found\n")
+        return Response(body=generate_latest(reg), content_type=CONTENT_TYPE)
+
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    await sock.bind((host, port))
+    sock.listen(64)
+    task_status.started(sock.getsockname()[1])
+    await serve_http(trio.SocketListener(sock), handle)
