@@ -28,6 +28,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmesh.client.api import Client  # noqa: E402
+from kmesh.client.informer import Informer  # noqa: E402
 from kmesh.lab.datadir import SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR  # noqa: E402
 from kmesh.lab.procs import start_until, stop_process  # noqa: E402
 
@@ -104,7 +105,20 @@ async def run_bench(c: Client, args: argparse.Namespace) -> None:
                                               subresource="status"), args.concurrency, progress, "pod IPs (not ready)")
 
         # Wait for the slices to hold every pod (not ready), then flip a sample to Ready one at a time.
-        _, rv = await c.list_all("EndpointSlice", "default", page=1000)
+        slices = Informer(c, "EndpointSlice", namespace="default")
+        synced = progress.add_task("slices hold every pod", total=len(plan))
+
+        def count(inf: Informer) -> bool:
+            n = sum(len(s.get("endpoints") or []) for s in inf.list() if s["metadata"]["name"] != "kubernetes")
+            progress.update(synced, completed=n)
+            return n >= len(plan)
+
+        async with trio.open_nursery() as n:
+            await n.start(slices.run)
+            with trio.fail_after(600):
+                await slices.wait_for(count)
+            n.cancel_scope.cancel()
+        rv = slices.resource_version
         sample = plan[:: max(1, len(plan) // args.sample)][: args.sample]
         task = progress.add_task("readiness flips", total=len(sample))
         waiting: dict[str, trio.Event] = {}

@@ -391,7 +391,7 @@ class APIApp:
                 while True:
                     try:
                         chunks.append(lines_out.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
 

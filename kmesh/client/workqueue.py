@@ -115,8 +115,11 @@ class WorkQueue(Generic[K]):
                 key = await self.get()
                 try:
                     await handler(key)
-                except Exception:  # noqa: BLE001 - a failed key is retried, the worker lives on
-                    log.warning("retrying %r", key, exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - a failed key is retried, the worker lives on
+                    n = self.failures(key)
+                    if n in (0, 5) or n % 50 == 0:
+                        log.warning("retrying %r after failure %d: %s", key, n + 1, exc)
+                    log.debug("failure of %r", key, exc_info=True)
                     self.add_rate_limited(key)
                 else:
                     self.forget(key)

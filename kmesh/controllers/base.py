@@ -81,15 +81,13 @@ class Controller(Generic[K]):
             start = time.perf_counter()
             try:
                 await self.sync(key)
-            except (Retry, APIUnavailable) as exc:
-                log.debug("%s: retrying %r: %s", self.name, key, exc)
-                self._retry(key)
-            except E.APIError as exc:
-                level = logging.DEBUG if exc.code in (404, 409, 429, 503) else logging.WARNING
-                log.log(level, "%s: retrying %r: %s", self.name, key, exc.message)
-                self._retry(key)
-            except Exception:  # one bad key must not stop the controller
-                log.warning("%s: retrying %r", self.name, key, exc_info=True)
+            except Exception as exc:  # one bad key must not stop the controller
+                if _expected(exc):
+                    log.debug("%s: retrying %r: %s", self.name, key, exc)
+                elif isinstance(exc, E.APIError):
+                    log.warning("%s: retrying %r: %s", self.name, key, exc.message)
+                else:
+                    log.warning("%s: retrying %r", self.name, key, exc_info=True)
                 self._retry(key)
             else:
                 q.forget(key)
@@ -100,3 +98,12 @@ class Controller(Generic[K]):
     def _retry(self, key: K) -> None:
         self._retries.inc()
         self.queue.add_rate_limited(key)
+
+
+def _expected(exc: BaseException) -> bool:
+    """Failures that are part of normal operation (stale cache, object gone, server away), also grouped."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_expected(e) for e in exc.exceptions)
+    if isinstance(exc, (Retry, APIUnavailable)):
+        return True
+    return isinstance(exc, E.APIError) and exc.code in (404, 409, 429, 503)

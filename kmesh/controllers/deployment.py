@@ -102,8 +102,7 @@ class DeploymentController(Controller[Key]):
         if (d.get("spec") or {}).get("paused"):
             await self._scale_sync(d, rs_list)
             return
-        scaling, d = await self._is_scaling_event(d, rs_list)
-        if scaling:
+        if self._is_scaling_event(d, rs_list):
             await self._scale_sync(d, rs_list)
             return
         if ((d.get("spec") or {}).get("strategy") or {}).get("type") == "Recreate":
@@ -117,13 +116,18 @@ class DeploymentController(Controller[Key]):
 
     # ------------------------------------------------------ ReplicaSets
 
-    async def _get_all(self, d: Obj, rs_list: list[Obj], *, create: bool) -> tuple[Obj, Obj | None, list[Obj]]:
-        """(deployment, new ReplicaSet or None, old ReplicaSets), syncing revisions; creates the new one if asked."""
+    @staticmethod
+    def _split(d: Obj, rs_list: list[Obj]) -> tuple[Obj | None, list[Obj]]:
+        """(the ReplicaSet of the current template -- the oldest if several -- or None, the others)."""
         tmpl = (d.get("spec") or {}).get("template") or {}
         matching = sorted((rs for rs in rs_list if U.equal_ignore_hash(rs["spec"].get("template") or {}, tmpl)),
                           key=U.created)
         new_rs = matching[0] if matching else None
-        old = [rs for rs in rs_list if rs is not new_rs]
+        return new_rs, [rs for rs in rs_list if rs is not new_rs]
+
+    async def _get_all(self, d: Obj, rs_list: list[Obj], *, create: bool) -> tuple[Obj, Obj | None, list[Obj]]:
+        """(deployment, new ReplicaSet or None, old ReplicaSets), syncing revisions; creates the new one if asked."""
+        new_rs, old = self._split(d, rs_list)
         new_revision = max((U.revision(rs) for rs in old), default=0) + 1
         if new_rs is not None:
             new_rs = await self._sync_new_rs(d, new_rs, new_revision)
@@ -333,13 +337,13 @@ class DeploymentController(Controller[Key]):
 
     # ---------------------------------------------------------- scaling events
 
-    async def _is_scaling_event(self, d: Obj, rs_list: list[Obj]) -> tuple[bool, Obj]:
-        d, new_rs, old = await self._get_all(d, rs_list, create=False)
+    def _is_scaling_event(self, d: Obj, rs_list: list[Obj]) -> bool:
+        new_rs, old = self._split(d, rs_list)
         for rs in U.active(self._all(old, new_rs)):
             desired = (podutil.md(rs).get("annotations") or {}).get(U.DESIRED_REPLICAS)
             if desired is not None and desired.isdigit() and int(desired) != U.replicas(d):
-                return True, d
-        return False, d
+                return True
+        return False
 
     async def _scale_sync(self, d: Obj, rs_list: list[Obj]) -> None:
         d, new_rs, old = await self._get_all(d, rs_list, create=False)

@@ -175,8 +175,9 @@ class EndpointSliceController(Controller[Key]):
             self.tracker.forget(key)
             self.triggers.forget(key)
             return
-        if not (svc.get("spec") or {}).get("selector"):
-            return
+        spec = svc.get("spec") or {}
+        if not spec.get("selector") or spec.get("type") == "ExternalName":
+            return  # left to the user's own slices (ExternalName: no endpoints, as upstream)
         existing = self.by_service.objects(key)
         if self.tracker.stale(key, {podutil.md(s)["name"]: s for s in existing}):
             self._waiting.add(key)

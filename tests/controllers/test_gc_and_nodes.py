@@ -154,8 +154,12 @@ async def test_node_ipam_repair_after_controller_restart(start_env: StartEnv) ->
         await wait(inf, lambda i: all((i.get(x) or {}).get("spec", {}).get("podCIDR") for x in ("x", "y")))
         assert {inf.get(x)["spec"]["podCIDR"] for x in ("a", "b", "x", "y")} == \
             {"10.251.0.0/24", "10.251.1.0/24", "10.251.2.0/24", "10.251.3.0/24"}
+        events = Informer(c, "Event", namespace="default")
+        await n.start(events.run)
         await c.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "z"}})
-        await trio.sleep(0.3)  # the range is full: z gets nothing (and nothing is double-allocated)
+        # The range is full: z gets nothing (and nothing is double-allocated), and an event says so.
+        await wait(events, lambda i: any(e["reason"] == "CIDRNotAvailable" and e["involvedObject"]["name"] == "z"
+                                         for e in i.list()))
         assert not ((await c.get("Node", "z")).get("spec") or {}).get("podCIDR")
         await c.delete("Node", "a")
         await wait(inf, lambda i: bool((i.get("z") or {}).get("spec", {}).get("podCIDR")))

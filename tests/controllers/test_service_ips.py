@@ -221,10 +221,10 @@ async def test_repair_after_restart_on_sqlite(nursery: trio.Nursery, tmp_path: P
     srv = await nursery.start(second.run, cfg)
     try:
         async with Client(Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)) as c:
-            ip = sorted(held)[0]
+            ip = min(held)
             err = await refused(c, svc("dup", cluster_ip=ip))
             assert err.code == 422 and "already allocated" in err.causes[0]["message"]
-            err = await refused(c, svc("dupport", type_="NodePort", node_ports=[sorted(ports)[0]]))
+            err = await refused(c, svc("dupport", type_="NodePort", node_ports=[min(ports)]))
             assert err.code == 422 and err.causes[0]["field"] == "spec.ports[0].nodePort"
             # 14 usable addresses: kubernetes + 6 held; the other 7 are handed out, then the range is full.
             fresh = {(await c.create(svc(f"n{i}")))["spec"]["clusterIP"] for i in range(7)}
