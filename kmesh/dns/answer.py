@@ -35,7 +35,7 @@ def encode(
 ) -> bytes:
     """Wire bytes (id 0, no OPT) answering the lower-case question ``labels``/``qtype``/``qclass`` with ``res``."""
     soa = (f"ns.dns.{zone}", f"hostmaster.{zone}", (serial, 7200, 1800, 86400, ttl))
-    hdr = DNSHeader(id=0, qr=1, aa=1 if res.authoritative else 0, ra=0, rcode=res.rcode)
+    hdr = DNSHeader(id=0, qr=1, aa=1 if res.authoritative else 0, rd=0, ra=0, rcode=res.rcode)
     msg = DNSRecord(hdr, q=DNSQuestion(DNSLabel(labels), qtype, qclass))
     qname = ".".join(lbl.decode("latin-1") for lbl in labels)
 

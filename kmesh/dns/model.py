@@ -84,8 +84,7 @@ def _service_type(spec: Obj) -> str:
 
 
 def _endpoints(slices: list[Obj]) -> tuple[Endpoint, ...]:
-    out: list[Endpoint] = []
-    seen: set[tuple[str, str, tuple[Port, ...]]] = set()
+    out: list[Endpoint] = []  # duplicates across slices kept: SRV weights count them (as CoreDNS)
     for sl in sorted(slices, key=lambda s: (s.get("metadata") or {}).get("name") or ""):
         ports = _ports(sl.get("ports"))
         for ep in sl.get("endpoints") or []:
@@ -93,10 +92,6 @@ def _endpoints(slices: list[Obj]) -> tuple[Endpoint, ...]:
                 continue
             for ip in ep.get("addresses") or []:
                 name = (ep.get("hostname") or dashed(ip)).lower()
-                key = (name, ip, ports)
-                if key in seen:
-                    continue
-                seen.add(key)
                 out.append(Endpoint(name, ip, ports))
     return tuple(out)
 

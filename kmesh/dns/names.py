@@ -88,7 +88,7 @@ def reverse_ip(name: str) -> str:
     """The address a full reverse name stands for, or "" (partial names are not addresses)."""
     if name.endswith(".in-addr.arpa"):
         parts = name[: -len(".in-addr.arpa")].split(".")
-        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
             return ""
         return ".".join(reversed(parts))
     parts = name[: -len(".ip6.arpa")].split(".")

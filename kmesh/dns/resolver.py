@@ -66,6 +66,7 @@ class Resolver:
         self.generation = 0
         self._allowed_nets = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self._allowed: dict[str, bool] = {}
+        self.internal_errors = 0
 
     # -- state -----------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class Resolver:
         try:
             out, rcode, qtype = self._slow(data, client, tcp)
         except Exception:  # noqa: BLE001 - never let one packet take the server down
+            self.internal_errors += 1
             log.exception("answering a query")
             out, rcode, qtype = error_response(data, SERVFAIL) or None, SERVFAIL, 0
         if count and not isinstance(out, Pending):

@@ -213,14 +213,20 @@ async def run_dns(
     reuse = cfg.workers > 1
     async with trio.open_nursery() as n:
         addresses: list[tuple[str, int]] = []
-        for host, port in hosts:
-            udp = await _bind(host, port, socket.SOCK_DGRAM, reuse, open_socket)
-            port = udp.getsockname()[1]
-            try:
-                tcp = await _bind(host, port, socket.SOCK_STREAM, reuse, open_socket)
-            except BaseException:
-                udp.close()
-                raise
+        for host, want in hosts:
+            for attempt in range(50):  # port 0: find one free for both UDP and TCP
+                udp = await _bind(host, want, socket.SOCK_DGRAM, reuse, open_socket)
+                port = udp.getsockname()[1]
+                try:
+                    tcp = await _bind(host, port, socket.SOCK_STREAM, reuse, open_socket)
+                    break
+                except OSError:
+                    udp.close()
+                    if want or attempt == 49:
+                        raise
+                except BaseException:
+                    udp.close()
+                    raise
             addresses.append((host, port))
             n.start_soon(serve_udp, udp, resolver, n)
             n.start_soon(serve_tcp, tcp, resolver)

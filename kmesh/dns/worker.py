@@ -6,7 +6,9 @@ same ports; the kernel spreads datagrams and connections across workers.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import signal
 import sys
 
 import trio
@@ -15,9 +17,19 @@ from kmesh.client.api import Client
 from kmesh.dns.config import DNSConfig
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the parent server dies (no orphaned workers holding the port)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run one worker until killed."""
     args = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     cfg = DNSConfig(**json.loads(args[0]))
     cfg.workers = max(cfg.workers, 2)  # keep SO_REUSEPORT on; spawn_workers=False starts no more
     try:

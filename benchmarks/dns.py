@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Cluster DNS speed: dnsperf against kmesh's DNS server and against dnsmasq, same names, same run.
+
+An in-process API server (memory store) gets N ClusterIP Services; the kmesh
+DNS server runs as its own process (``python -m kmesh.dns``, 1 or more
+SO_REUSEPORT workers) watching it; dnsmasq (the anchor) is started on another
+loopback port with the same A records from an addn-hosts file and
+``--local=/cluster.local/`` (so it answers the zone itself, never forwarding).
+dnsperf sends the same query file to each for D seconds. Prints QPS, latency
+and the ratio kmesh/dnsmasq. Both servers listen on 127.0.0.1 only and are
+stopped by their PIDs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# This file is named dns.py: keep its directory off the path so ``import dns`` finds dnspython.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))
+
+import dns.exception  # noqa: E402
+import dns.message  # noqa: E402
+import dns.query  # noqa: E402
+import trio  # noqa: E402
+
+from kmesh.apiserver.server import ServerConfig, run_server  # noqa: E402
+from kmesh.client.api import Client  # noqa: E402
+from kmesh.client.kubeconfig import Credentials, write_kubeconfig  # noqa: E402
+
+
+@dataclass
+class PerfResult:
+    """What dnsperf reported."""
+
+    qps: float
+    avg_ms: float
+    lost: str
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (for the servers we start)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                    return port
+                except OSError:
+                    continue
+
+
+def run_dnsperf(port: int, queries: Path, seconds: int, clients: int) -> PerfResult:
+    """One dnsperf run against 127.0.0.1:port."""
+    out = subprocess.run(
+        ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds),
+         "-c", str(clients), "-q", "200"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    avg = float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lost = re.search(r"Queries lost:\s+(.*)", out).group(1).strip()  # type: ignore[union-attr]
+    return PerfResult(qps, avg * 1000, lost)
+
+
+def wait_answers(port: int, name: str, timeout: float = 30.0) -> None:
+    """Poll until ``name`` resolves on the server (startup of a separate process: no event to await)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=0.5)
+            if r.answer:
+                return
+        except (dns.exception.Timeout, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"no answer for {name} on port {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started, by its PID."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def measure(names: dict[str, str], kubeconfig: Path, work: Path, args: argparse.Namespace) -> None:
+    """Start both servers, run dnsperf against each, print the comparison."""
+    queries = work / "queries.txt"
+    queries.write_text("".join(f"{n} A\n" for n in names))
+    hosts = work / "hosts"
+    hosts.write_text("".join(f"{ip} {n}\n" for n, ip in names.items()))
+    last = next(reversed(names))
+    kport, mport = free_port(), free_port()
+    kmesh = subprocess.Popen(
+        [sys.executable, "-m", "kmesh.dns", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{kport}",
+         "--no-forward", "--metrics-port", "-1", "--workers", str(args.workers)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / "kmesh-dns.log").open("w"),
+    )
+    dnsmasq = subprocess.Popen(
+        ["dnsmasq", "-k", f"--port={mport}", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+         "--no-hosts", f"--addn-hosts={hosts}", "--local=/cluster.local/", "--cache-size=10000",
+         f"--pid-file={work / 'dnsmasq.pid'}", "--log-facility=/dev/null", "--user=root"],
+        stdout=subprocess.DEVNULL, stderr=(work / "dnsmasq.log").open("w"),
+    )
+    try:
+        wait_answers(kport, last)
+        wait_answers(mport, last)
+        results: dict[str, PerfResult] = {}
+        for label, port in (("dnsmasq", mport), ("kmesh", kport)):
+            run_dnsperf(port, queries, 1, args.clients)  # warm-up
+            results[label] = run_dnsperf(port, queries, args.seconds, args.clients)
+    finally:
+        stop(kmesh)
+        stop(dnsmasq)
+    print(f"{len(names)} cluster names (A), dnsperf -c {args.clients} -l {args.seconds}, kmesh workers={args.workers}")
+    print(f"{'server':10} {'QPS':>10} {'avg latency':>12}  lost")
+    for label, r in results.items():
+        print(f"{label:10} {r.qps:10.0f} {r.avg_ms:10.3f}ms  {r.lost}")
+    ratio = results["kmesh"].qps / results["dnsmasq"].qps
+    print(f"ratio kmesh/dnsmasq: {ratio:.2f} (goal >= 1.0)")
+
+
+async def setup(args: argparse.Namespace, work: Path) -> None:
+    """API server with N services; then the measurement (in a thread, so the API server keeps serving)."""
+    async with trio.open_nursery() as n:
+        srv = await n.start(run_server, ServerConfig(data_dir=work, store_url="memory://", port=0))
+        creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
+        kc = work / "kubeconfig.yaml"
+        write_kubeconfig(kc, "bench", creds)
+        names: dict[str, str] = {}
+        async with Client(creds) as client:
+            for i in range(args.services):
+                svc = await client.create({"apiVersion": "v1", "kind": "Service",
+                                           "metadata": {"name": f"svc-{i}", "namespace": "default"},
+                                           "spec": {"ports": [{"name": "http", "port": 80}]}})
+                names[f"svc-{i}.default.svc.cluster.local"] = svc["spec"]["clusterIP"]
+        await trio.to_thread.run_sync(measure, names, kc, work, args)
+        n.cancel_scope.cancel()
+
+
+def main() -> None:
+    """Parse flags and run."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    for tool in ("dnsperf", "dnsmasq"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt install {tool})")
+    with tempfile.TemporaryDirectory(prefix="kmesh-dns-bench-") as tmp:
+        trio.run(setup, args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
