@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -261,6 +262,24 @@ def server(
         pass
 
 
+def _foreground(start: Any, kubeconfig: Path, ready: str) -> None:
+    """Run ``start(client, nursery)`` with a client from ``kubeconfig`` until Ctrl-C; print ``ready`` once up."""
+    import trio
+
+    from kmesh.client.api import Client
+
+    async def run() -> None:
+        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
+            await start(client, nursery)
+            console.print(ready, highlight=False)
+            sys.stdout.flush()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
 _kubeconfig_option = click.option(
     "--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
     help="kubeconfig of the API server to use.",
@@ -275,22 +294,14 @@ _kubeconfig_option = click.option(
               help="Seconds without a lease renewal before a node is NotReady.")
 def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_grace_period: float) -> None:
     """Run the controllers (endpoints, deployments, scheduler, node IPAM/lifecycle) in the foreground."""
-    import trio
-
-    from kmesh.client.api import Client
     from kmesh.controllers.manager import ControllerConfig, run_controllers
 
-    async def run() -> None:
-        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
-            cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period)
-            await nursery.start(run_controllers, client, cfg)
-            console.print("controllers running", highlight=False)
-            sys.stdout.flush()
+    cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period)
 
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        pass
+    async def start(client: Any, nursery: Any) -> None:
+        await nursery.start(run_controllers, client, cfg)
+
+    _foreground(start, kubeconfig, "controllers running")
 
 
 @main.command()
@@ -301,26 +312,17 @@ def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_gra
 @_data_dir_option
 def agent(kubeconfig: Path, node_name: str, node_ip: str, runtime: str, data_dir: Path | None) -> None:
     """Run one node agent (kubelet-lite) in the foreground."""
-    import trio
-
-    from kmesh.client.api import Client
     from kmesh.node.agent import AgentConfig, run_agent
     from kmesh.node.sim import SimRuntime
 
     node_dir = _resolve(data_dir).root / "nodes" / node_name
     node_dir.mkdir(parents=True, exist_ok=True)
+    cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir)
 
-    async def run() -> None:
-        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
-            cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir)
-            await nursery.start(run_agent, client, cfg)
-            console.print(f"agent {node_name} running", highlight=False)
-            sys.stdout.flush()
+    async def start(client: Any, nursery: Any) -> None:
+        await nursery.start(run_agent, client, cfg)
 
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        pass
+    _foreground(start, kubeconfig, f"agent {node_name} running")
 
 
 @main.command(hidden=True)

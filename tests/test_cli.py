@@ -134,3 +134,35 @@ def test_data_dir_paths(tmp_path: Path) -> None:
     dd = DataDir(tmp_path)
     assert dd.kubeconfig.name == "kubeconfig.yaml" and dd.cluster_json.name == "cluster.json"
     assert dd.read_cluster() is None and dd.supervisor_pid() is None
+
+
+@pytest.mark.slow
+async def test_components_run_as_separate_processes(tmp_path: Path) -> None:
+    """server, controllers and an agent as their own processes, as on Vagrant VMs or under systemd."""
+    py = [sys.executable, "-m", "kmesh.cli"]
+    procs = []
+    try:
+        procs.append(await start_until(
+            py + ["server", "--data-dir", str(tmp_path), "--port", "0", "--service-cidr", "127.96.0.0/16", "--loopback-ok"],
+            b"API server on"))
+        kc = str(tmp_path / "kubeconfig.yaml")
+        procs.append(await start_until(
+            py + ["controllers", "--kubeconfig", kc, "--cluster-cidr", "127.244.0.0/16", "--service-cidr", "127.96.0.0/16"],
+            b"controllers running"))
+        procs.append(await start_until(
+            py + ["agent", "--kubeconfig", kc, "--node", "solo", "--node-ip", "127.1.0.9", "--data-dir", str(tmp_path)],
+            b"agent solo running"))
+        async with Client.from_kubeconfig(kc) as c:
+            await c.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo"},
+                            "spec": {"containers": [{"name": "e", "image": "kmesh/echo"}]}})
+            with trio.fail_after(60):
+                async with c.watch("Pod", "default", field_selector="metadata.name=echo") as events:
+                    async for _, pod in events:
+                        st = pod.get("status") or {}
+                        if any(cd["type"] == "Ready" and cd["status"] == "True" for cd in st.get("conditions") or []):
+                            break
+        assert pod["spec"]["nodeName"] == "solo"
+        assert st["podIP"].startswith("127.244.")
+    finally:
+        for p in reversed(procs):
+            await stop_process(p)
