@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: run test deps system-deps python-deps down clean bench
 
 run: deps
-	$(BIN)/kmesh up --demo
+	$(BIN)/kmesh up --nodes 3 --demo
 
 down:
 	$(BIN)/kmesh down
