@@ -261,9 +261,12 @@ class DeploymentController(Controller[Key]):
     async def _reconcile_old(self, all_sets: list[Obj], old: list[Obj], new_rs: Obj, d: Obj) -> tuple[bool, list[Obj]]:
         if sum(U.spec_replicas(rs) for rs in U.active(old)) == 0:
             return False, old
+        # Availability is read through U.available_replicas (status capped at spec): a ReplicaSet's status
+        # lags its own scale-down, and counting the pods it is deleting as available would let one
+        # more scale-down cut below minAvailable.
         all_pods = sum(U.spec_replicas(rs) for rs in all_sets)
         min_available = U.replicas(d) - U.max_unavailable(d)
-        new_unavailable = U.spec_replicas(new_rs) - U.status_of(new_rs, "availableReplicas")
+        new_unavailable = U.spec_replicas(new_rs) - U.available_replicas(new_rs)
         max_scaled_down = all_pods - min_available - new_unavailable
         if max_scaled_down <= 0:
             return False, old
@@ -273,7 +276,7 @@ class DeploymentController(Controller[Key]):
         for rs in sorted(U.active(old), key=U.created):
             if cleaned >= max_scaled_down:
                 break
-            have, avail = U.spec_replicas(by_name[rs["metadata"]["name"]]), U.status_of(rs, "availableReplicas")
+            have, avail = U.spec_replicas(by_name[rs["metadata"]["name"]]), U.available_replicas(rs)
             if have == 0 or have <= avail:
                 continue
             down = min(max_scaled_down - cleaned, have - avail)
@@ -281,7 +284,7 @@ class DeploymentController(Controller[Key]):
             cleaned += down
         old = list(by_name.values())
         # Then available ones, as far as maxUnavailable allows.
-        available = sum(U.status_of(rs, "availableReplicas") for rs in self._all(old, new_rs))
+        available = sum(U.available_replicas(rs) for rs in self._all(old, new_rs))
         scaled = 0
         if available > min_available:
             total = available - min_available

@@ -142,6 +142,20 @@ def spec_replicas(rs: Obj | None) -> int:
     return replicas(rs) if rs is not None else 0
 
 
+def available_replicas(rs: Obj | None) -> int:
+    """The available replicas a ReplicaSet can be counted on for: ``status.availableReplicas``, at most
+    ``spec.replicas``.
+
+    The ReplicaSet controller writes its status from the pods it had *before* deleting surplus ones (as
+    upstream's does), so right after a scale-down the status still counts the pods being deleted --
+    with ``observedGeneration`` already current. Scaling down on that count would take more available
+    pods away than maxUnavailable allows. A ReplicaSet keeps no more than ``spec.replicas`` pods, so the
+    excess is never available for long: capping at the spec gives a count that does not run ahead of
+    what the ReplicaSet will have.
+    """
+    return min(status_of(rs, "availableReplicas"), spec_replicas(rs))
+
+
 def active(sets: Iterable[Obj | None]) -> list[Obj]:
     """ReplicaSets with replicas wanted."""
     return [rs for rs in sets if rs is not None and spec_replicas(rs) > 0]

@@ -149,6 +149,33 @@ def test_fenceposts_round_like_upstream() -> None:
     assert set(U.template_hash(t)) <= set("bcdfghjklmnpqrstvwxz2456789")
 
 
+async def test_rolling_update_does_not_trust_status_of_a_replicaset_scaling_down() -> None:
+    """Right after a scale-down 5 -> 4 the old ReplicaSet's status still counts the pod being deleted
+    (observedGeneration current, availableReplicas 5): the next old-RS scale-down must count 4."""
+    from kmesh.controllers.deployment import DeploymentController
+
+    class Writes:
+        def __init__(self) -> None:
+            self.scaled: dict[str, int] = {}
+
+        async def update(self, obj: Obj) -> Obj:
+            self.scaled[obj["metadata"]["name"]] = obj["spec"]["replicas"]
+            return obj
+
+    def rs(name: str, created: str, spec: int, available: int) -> Obj:
+        return {"metadata": {"name": name, "creationTimestamp": created, "generation": 2, "annotations": {}},
+                "spec": {"replicas": spec},
+                "status": {"observedGeneration": 2, "replicas": available, "availableReplicas": available}}
+
+    d = deployment("web", 5, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "30%", "maxUnavailable": "30%"}})
+    old, new = rs("web-old", "2024-01-01T00:00:00Z", 4, 5), rs("web-new", "2024-01-01T00:01:00Z", 3, 1)
+    dc = DeploymentController.__new__(DeploymentController)
+    dc.client, dc.events = Writes(), None
+    scaled, _ = await dc._reconcile_old([old, new], [old], new, d)
+    # 4 old pods + 1 new available, minAvailable 4: one old pod may go, not two (which left 3 available).
+    assert scaled and dc.client.scaled == {"web-old": 3}
+
+
 class Invariants:
     """Checks a rollout's bounds on every change the controllers' informers see."""
 
