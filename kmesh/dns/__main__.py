@@ -21,25 +21,33 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of the DNS server."""
     p = argparse.ArgumentParser(prog="kmesh-dns", description=__doc__)
     p.add_argument("--kubeconfig", required=True, help="API access (the only source of cluster data)")
-    p.add_argument("--zone", default="cluster.local")
-    p.add_argument("--ttl", type=int, default=5)
-    p.add_argument("--pods", choices=["disabled", "insecure", "verified"], default="disabled")
+    p.add_argument("--config", help="YAML/JSON file of DNSConfig fields; flags given override it")
+    p.add_argument("--zone")
+    p.add_argument("--ttl", type=int)
+    p.add_argument("--pods", choices=["disabled", "insecure", "verified"])
     p.add_argument("--listen", action="append", help="host:port, repeatable (default 127.0.0.1:53)")
     p.add_argument("--upstream", action="append", help="host[:port], repeatable (default: /etc/resolv.conf)")
     p.add_argument("--no-forward", action="store_true", help="answer only cluster names (REFUSED otherwise)")
     p.add_argument("--allow", action="append", help=f"client network allowed to recurse (default {', '.join(DEFAULT_ALLOWED)})")
-    p.add_argument("--metrics-port", type=int, default=9153, help="-1 disables")
-    p.add_argument("--workers", type=int, default=1, help="SO_REUSEPORT processes")
+    p.add_argument("--metrics-port", type=int, help="default 9153; -1 disables")
+    p.add_argument("--workers", type=int, help="SO_REUSEPORT processes (default 1)")
     return p
 
 
 def config_from_args(ns: argparse.Namespace) -> DNSConfig:
-    """A ``DNSConfig`` from parsed flags."""
-    return DNSConfig(
-        zone=ns.zone, ttl=ns.ttl, pods=ns.pods, listen=ns.listen or ["127.0.0.1:53"],
-        upstreams=[] if ns.no_forward else ns.upstream, allowed_networks=ns.allow or list(DEFAULT_ALLOWED),
-        metrics_port=None if ns.metrics_port < 0 else ns.metrics_port, workers=ns.workers, kubeconfig=ns.kubeconfig,
-    )
+    """A ``DNSConfig`` from parsed flags (over ``--config``'s file, over the defaults)."""
+    given: dict[str, object] = {
+        "zone": ns.zone, "ttl": ns.ttl, "pods": ns.pods, "listen": ns.listen, "allowed_networks": ns.allow,
+        "upstreams": [] if ns.no_forward else ns.upstream, "workers": ns.workers, "kubeconfig": ns.kubeconfig,
+    }
+    if ns.metrics_port is not None:
+        given["metrics_port"] = None if ns.metrics_port < 0 else ns.metrics_port
+    if ns.config:
+        cfg = DNSConfig.from_file(ns.config, **given)
+        if ns.metrics_port is not None and ns.metrics_port < 0:
+            cfg.metrics_port = None
+        return cfg
+    return DNSConfig(**{k: v for k, v in given.items() if v is not None or k == "metrics_port"})
 
 
 async def serve(cfg: DNSConfig) -> None:

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from dnslib import AAAA as RD_AAAA, CNAME as RD_CNAME, NS as RD_NS, PTR as RD_PTR, SOA as RD_SOA, SRV as RD_SRV
-from dnslib import TXT as RD_TXT, A as RD_A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, RR as DRR
+from dnslib import AAAA as RD_AAAA
+from dnslib import CNAME as RD_CNAME
+from dnslib import NS as RD_NS
+from dnslib import PTR as RD_PTR
+from dnslib import RR as DRR
+from dnslib import SOA as RD_SOA
+from dnslib import SRV as RD_SRV
+from dnslib import TXT as RD_TXT
+from dnslib import A as RD_A
+from dnslib import DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
-from kmesh.dns.lookup import A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT, NXDOMAIN, RR, Result
+from kmesh.dns.lookup import (
+    AAAA,
+    CNAME,
+    NS,
+    PTR,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    Result,
+)
 
 
 def _rdata(rtype: int, rdata: object, soa_fields: tuple[str, str, tuple[int, ...]]) -> object:
@@ -53,4 +71,4 @@ def encode(
     return bytes(msg.pack())
 
 
-__all__ = ["encode", "RR", "NXDOMAIN"]
+__all__ = ["encode"]

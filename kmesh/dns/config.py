@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -77,6 +77,22 @@ class DNSConfig:
             ipaddress.ip_network(net, strict=False)
         for addr in self.listen:
             parse_hostport(addr)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: object) -> DNSConfig:
+        """Load a YAML or JSON file whose keys are this class's fields (``allowed_networks``, ``metrics_port``...);
+        ``overrides`` (e.g. flags given on the command line) win over the file."""
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise TypeError(f"{path}: expected a mapping of DNSConfig fields")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
         """The resolved upstream list (resolv.conf when not configured)."""

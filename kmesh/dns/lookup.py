@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
 
-from kmesh.dns.model import Endpoint, Service, Snapshot
+from kmesh.dns.model import Service, Snapshot
 from kmesh.dns.names import Kind, Request, parse, undashed
 
 A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
@@ -20,7 +19,7 @@ NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
 VERSION = "1.1.0"
 VERSION_TTL = 28800
 
-RData = Union[str, tuple[int, int, int, str]]
+RData = str | tuple[int, int, int, str]
 RR = tuple[str, int, int, RData]  # (owner, type, ttl, rdata); owner and names without trailing dot
 
 
@@ -79,10 +78,6 @@ class Lookup:
         if k is Kind.SERVICE:
             return self._service(qname, req, qtype, depth)
         return Result(NXDOMAIN)
-
-    def soa(self) -> tuple[str, str, str, int, int, int, int]:
-        """The zone's SOA fields except the serial: mname, rname, (serial filled by the caller), refresh, retry, expire, minimum."""
-        return (f"ns.dns.{self.zone}", f"hostmaster.{self.zone}", "", 7200, 1800, 86400, self.ttl)  # type: ignore[return-value]
 
     # -- pieces -----------------------------------------------------------------------------
 
@@ -225,4 +220,4 @@ def _port_match(req: Request, name: str, protocol: str) -> bool:
     return (not req.port or req.port == name) and (not req.protocol or req.protocol == protocol)
 
 
-__all__ = ["Lookup", "Result", "RR", "Endpoint"]
+__all__ = ["RR", "Lookup", "Result"]

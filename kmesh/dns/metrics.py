@@ -8,8 +8,9 @@ and this collector turns them into metric families when scraped.
 from __future__ import annotations
 
 import bisect
+import socket
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +33,16 @@ class Stats:
         self.responses: defaultdict[int, int] = defaultdict(int)            # rcode
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.duration_sum = 0.0
+        self.fast = [0] * 4096  # UDP fast-path answers by (qtype low byte << 4 | rcode), folded in when scraped
+
+    def fold(self) -> None:
+        """Move the fast-path tallies into the labelled counters (and the lowest duration bucket)."""
+        for idx, n in enumerate(self.fast):
+            if n:
+                self.fast[idx] = 0
+                self.requests[("udp", idx >> 4)] += n
+                self.responses[idx & 0x0F] += n
+                self.buckets[0] += n
 
     def observe(self, proto: str, qtype: int, rcode: int, seconds: float) -> None:
         """Count one answered (or dropped: rcode -1) request."""
@@ -50,6 +61,7 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         s = self.stats
+        s.fold()
         req = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
                                   labels=["server", "zone", "view", "proto", "family", "type"])
         for (proto, qtype), n in sorted(s.requests.items()):
@@ -79,9 +91,17 @@ def registry_for(stats: Stats) -> CollectorRegistry:
 
 
 async def serve_metrics(registry: CollectorRegistry, host: str, port: int, *,
+                        open_socket: Callable[[int, int], Awaitable[trio.socket.SocketType]] | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """A minimal HTTP/1.0 endpoint answering every GET with the registry's text format; reports the bound port."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if open_socket is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        sock = await open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((host, port))
+        sock.listen(128)
+        listeners = [trio.SocketListener(sock)]
     task_status.started(listeners[0].socket.getsockname()[1])
 
     async def handle(stream: trio.SocketStream) -> None:

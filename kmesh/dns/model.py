@@ -7,8 +7,9 @@ move and the prepared answers get replaced).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from kmesh.dns.names import dashed
 

@@ -43,7 +43,7 @@ def parse(name: str, zone: str) -> Request:
     if name.endswith("." + zone):
         segs = name[: -len(zone) - 1].split(".")
         return _in_zone(segs)
-    if name.endswith(".in-addr.arpa") or name.endswith(".ip6.arpa"):
+    if name.endswith((".in-addr.arpa", ".ip6.arpa")):
         ip = reverse_ip(name)
         return Request(Kind.REVERSE, ip=ip) if ip else Request(Kind.OUTSIDE)
     return Request(Kind.OUTSIDE)
@@ -81,7 +81,7 @@ def _in_zone(segs: list[str]) -> Request:
 
 
 def _strip_underscore(label: str) -> str:
-    return label[1:] if label.startswith("_") else label
+    return label.removeprefix("_")
 
 
 def reverse_ip(name: str) -> str:
@@ -109,8 +109,6 @@ def dashed(ip: str) -> str:
         out = ip.replace(":", "-")
         if out.endswith("-"):
             out += "0"
-        if out.startswith("-"):
-            out = "0" + out
         return out
     return ip.replace(".", "-")
 

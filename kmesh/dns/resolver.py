@@ -15,18 +15,28 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-import trio
 from dnslib import DNSRecord
 
 from kmesh.dns.answer import encode
 from kmesh.dns.config import DNSConfig
 from kmesh.dns.forward import Forwarder
-from kmesh.dns.lookup import A, AAAA, SRV, REFUSED, SERVFAIL, Lookup, Result
+from kmesh.dns.lookup import AAAA, REFUSED, SERVFAIL, SRV, A, Lookup, Result
 from kmesh.dns.metrics import Stats
 from kmesh.dns.model import Snapshot
 from kmesh.dns.names import Kind, parse
-from kmesh.dns.wire import AXFR, BADVERS, IXFR, Entry, Malformed, Query, error_response, make_entry, parse_query
-from kmesh.dns.wire import render, truncated
+from kmesh.dns.wire import (
+    AXFR,
+    BADVERS,
+    IXFR,
+    Entry,
+    Malformed,
+    Query,
+    error_response,
+    make_entry,
+    parse_query,
+    render,
+    truncated,
+)
 
 log = logging.getLogger("kmesh.dns")
 SIMPLE_QUERY = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1, AN=NS=AR=0
@@ -67,6 +77,8 @@ class Resolver:
         self._allowed_nets = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self._allowed: dict[str, bool] = {}
         self.internal_errors = 0
+        self.inflight = 0
+        self.max_inflight = 1024  # forwarded queries waiting at once; beyond that: SERVFAIL at once
 
     # -- state -----------------------------------------------------------------------------
 
@@ -88,7 +100,7 @@ class Resolver:
             data = b"\x00\x00\x01\x00" + SIMPLE_QUERY + wire + struct.pack("!HH", qtype, 1)
             try:
                 self.handle(data, "127.0.0.1", False, count=False)
-            except Exception:  # noqa: BLE001 - a name we cannot prepare is answered on demand
+            except Exception:
                 log.exception("preparing %s/%d", name, qtype)
 
     def hot_names(self) -> list[tuple[str, int]]:
@@ -124,6 +136,19 @@ class Resolver:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def fast(self, data: bytes) -> bytes | None:
+        """The UDP answer when the query is a plain one whose question was prepared; else None (call ``handle``).
+
+        Counted in bulk (``Stats.fast``), untimed: it takes microseconds, well inside the lowest bucket.
+        """
+        if data[4:12] != SIMPLE_QUERY or data[2] & 0xF8:
+            return None
+        e = self.answers.get(data[12:-4].lower() + data[-4:])
+        if e is None or e.size > 512:
+            return None
+        self.stats.fast[data[-3] << 4 | (e.b3 & 0x0F)] += 1
+        return b"".join((data[:2], e.heads[(data[2] & 1) | (data[3] >> 3 & 2)], data[12:], e.tail))
+
     def handle(self, data: bytes, client: str, tcp: bool, *, count: bool = True) -> bytes | Pending | None:
         """Answer one message from ``client``: bytes to send, None to drop, or a ``Pending`` to finish."""
         t0 = perf_counter()
@@ -138,7 +163,7 @@ class Resolver:
                 return out
         try:
             out, rcode, qtype = self._slow(data, client, tcp)
-        except Exception:  # noqa: BLE001 - never let one packet take the server down
+        except Exception:
             self.internal_errors += 1
             log.exception("answering a query")
             out, rcode, qtype = error_response(data, SERVFAIL) or None, SERVFAIL, 0
@@ -171,14 +196,16 @@ class Resolver:
         res = self.lookup.resolve(name, q.qtype)
         if res.rcode == REFUSED:  # a reverse name that is not ours: fall through to upstream
             return self._outside(data, q, client, tcp, limit, payload)
+        keep = True
         if res.chase:
-            if self.forwarder is None or not self.allowed(client):
-                res.chase = ""
-            else:
+            can_forward = self.forwarder is not None and bool(self.forwarder.upstreams)
+            if can_forward and self.allowed(client) and self.inflight < self.max_inflight:
                 return Pending(data, q, tcp, limit, payload, chase=res), 0, q.qtype
+            res.chase = ""
+            keep = not can_forward  # CNAME alone is the answer only when nobody may forward
         tmpl = encode(q.labels, q.qtype, q.qclass, res, zone=self.cfg.zone, ttl=self.cfg.ttl, serial=self.serial)
         e = make_entry(tmpl, q.qend)
-        if len(self.answers) < self.cfg.cache_size:
+        if keep and len(self.answers) < self.cfg.cache_size:
             self.answers[q.key] = e
         return render(data, q, e, limit, payload), res.rcode, q.qtype
 
@@ -188,12 +215,14 @@ class Resolver:
         hit = self.forwarder.cached(q)
         if hit is not None:
             return self._fit(data, q, hit, limit, payload), hit[3] & 0x0F, q.qtype
+        if self.inflight >= self.max_inflight:
+            return error_response(data, SERVFAIL, q, payload=payload), SERVFAIL, q.qtype
         return Pending(data, q, tcp, limit, payload), 0, q.qtype
 
     def _fit(self, data: bytes, q: Query, msg: bytes, limit: int, payload: int) -> bytes:
         out = data[:2] + msg[2:12] + data[12:q.qend] + msg[q.qend:]
         if len(out) > limit:
-            return truncated(data, q, out[2] & ~0x02, out[3], payload)
+            return truncated(data, q, out[2] & ~0x02, out[3], payload)  # upstream's OPT is inside: cut it all
         return out
 
     async def finish(self, p: Pending) -> bytes | None:
@@ -201,11 +230,16 @@ class Resolver:
         t0 = perf_counter()
         assert self.forwarder is not None
         q = p.query
-        if p.chase is not None:
-            out = await self._chase(p)
-        else:
-            msg = await self.forwarder.query(p.data, q, tcp=p.tcp)
-            out = self._fit(p.data, q, msg, p.limit, p.payload) if msg else error_response(p.data, SERVFAIL, q, payload=p.payload)
+        self.inflight += 1
+        try:
+            if p.chase is not None:
+                out = await self._chase(p)
+            else:
+                msg = await self.forwarder.query(p.data, q, tcp=p.tcp)
+                out = (self._fit(p.data, q, msg, p.limit, p.payload) if msg
+                       else error_response(p.data, SERVFAIL, q, payload=p.payload))
+        finally:
+            self.inflight -= 1
         self.stats.observe("tcp" if p.tcp else "udp", q.qtype, out[3] & 0x0F, perf_counter() - t0)
         return out
 

@@ -9,18 +9,20 @@ endpoint and, with ``cfg.workers > 1``, SO_REUSEPORT worker processes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Awaitable, Callable
 
 import trio
 
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
+from kmesh.dns import mmsg
 from kmesh.dns.config import DNSConfig, parse_hostport
 from kmesh.dns.forward import Forwarder
 from kmesh.dns.metrics import Stats, registry_for, serve_metrics
@@ -82,7 +84,7 @@ async def _bind(host: str, port: int, kind: int, reuseport: bool, open_socket: O
     return sock
 
 
-async def serve_udp(sock: socket.socket, resolver: Resolver, nursery: trio.Nursery) -> None:
+async def serve_udp(sock: socket.socket, resolver: Resolver, nursery: trio.Nursery, *, batched: bool = True) -> None:
     """Answer datagrams: drain the socket in batches between waits; slow answers finish in their own task."""
     recv, send, handle = sock.recvfrom, sock.sendto, resolver.handle
 
@@ -94,7 +96,24 @@ async def serve_udp(sock: socket.socket, resolver: Resolver, nursery: trio.Nurse
             except OSError:
                 pass
 
+    def slow(data: bytes, addr: tuple[str, int]) -> bytes | None:
+        out = handle(data, addr[0], False)
+        if out is None or out.__class__ is bytes:
+            return out  # type: ignore[return-value]
+        nursery.start_soon(finish, out, addr)
+        return None
+
     try:
+        if batched and mmsg.available():
+            batch = mmsg.Batch(sock, BATCH)
+            fast = resolver.fast
+            while True:
+                await trio.lowlevel.wait_readable(sock)  # also the checkpoint that lets other tasks run
+                for _ in range(64):  # read until the socket is empty (cheaper than another trip through trio)
+                    if not batch.serve(fast, slow):
+                        break
+                else:
+                    await trio.lowlevel.checkpoint()
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(BATCH):
@@ -104,16 +123,12 @@ async def serve_udp(sock: socket.socket, resolver: Resolver, nursery: trio.Nurse
                     break
                 except OSError:
                     continue  # ICMP errors surfacing on the socket
-                out = handle(data, addr[0], False)
-                if out is None:
-                    continue
-                if out.__class__ is bytes:
+                out = slow(data, addr)
+                if out is not None:
                     try:
-                        send(out, addr)  # type: ignore[arg-type]
+                        send(out, addr)
                     except OSError:
                         pass  # send buffer full: drop, as any UDP server under overload
-                else:
-                    nursery.start_soon(finish, out, addr)
             else:
                 await trio.lowlevel.checkpoint()
     finally:
@@ -232,7 +247,8 @@ async def run_dns(
             n.start_soon(serve_tcp, tcp, resolver)
         metrics_port = None
         if cfg.metrics_port is not None:
-            metrics_port = await n.start(serve_metrics, registry_for(stats), cfg.metrics_host, cfg.metrics_port)
+            metrics_port = await n.start(functools.partial(
+                serve_metrics, registry_for(stats), cfg.metrics_host, cfg.metrics_port, open_socket=open_socket))
         running = RunningDNS(addresses, resolver, metrics_port, informers)
         for inf in informers:
             n.start_soon(inf.run)
@@ -241,6 +257,6 @@ async def run_dns(
             if not cfg.kubeconfig:
                 raise ValueError("workers > 1 needs cfg.kubeconfig (each worker process watches the API itself)")
             for _ in range(cfg.workers - 1):
-                n.start_soon(lambda: trio.run_process(_worker_argv(cfg, addresses), check=False))
+                n.start_soon(functools.partial(trio.run_process, _worker_argv(cfg, addresses), check=False))
         log.info("cluster DNS for %s on %s", cfg.zone, addresses)
         task_status.started(running)

@@ -137,13 +137,17 @@ class Entry:
     counts_opt: bytes
     tail: bytes
     size: int  # length of the whole answer without OPT (for the 512-byte check on the fast path)
+    heads: tuple[bytes, bytes, bytes, bytes]
+    """Flags + counts for the four RD/CD combinations of a query: index ``(b2 & 1) | (b3 >> 3 & 2)``."""
 
 
 def make_entry(template: bytes, qend: int) -> Entry:
     """Split an encoded answer (to the lower-case question, id 0, no OPT) into an ``Entry``."""
     ar = struct.unpack_from("!H", template, 10)[0]
-    return Entry(template[2], template[3], template[4:12], template[4:10] + struct.pack("!H", ar + 1),
-                 template[qend:], len(template))
+    b2, b3, counts = template[2], template[3], template[4:12]
+    heads = tuple(bytes((b2 | (i & 1), b3 | (0x10 if i & 2 else 0))) + counts for i in range(4))
+    return Entry(b2, b3, counts, template[4:10] + struct.pack("!H", ar + 1), template[qend:], len(template),
+                 heads)  # type: ignore[arg-type]
 
 
 def opt_record(q: Query, payload: int, ext_rcode: int = 0) -> bytes:
@@ -152,16 +156,42 @@ def opt_record(q: Query, payload: int, ext_rcode: int = 0) -> bytes:
 
 
 def render(data: bytes, q: Query, e: Entry, limit: int, payload: int) -> bytes:
-    """The answer to ``data`` from a prepared entry; truncated with TC=1 beyond ``limit`` bytes."""
+    """The answer to ``data`` from a prepared entry; cut down (``fit``) beyond ``limit`` bytes."""
     b2 = e.b2 | (data[2] & 0x01)
     b3 = e.b3 | (data[3] & 0x10)
     if q.opt:
-        out = b"".join((data[:2], bytes((b2, b3)), e.counts_opt, data[12:q.qend], e.tail, opt_record(q, payload)))
-    else:
-        out = b"".join((data[:2], bytes((b2, b3)), e.counts, data[12:q.qend], e.tail))
-    if len(out) <= limit:
-        return out
-    return truncated(data, q, b2, b3, payload)
+        opt = opt_record(q, payload)
+        if e.size + len(opt) <= limit:
+            return b"".join((data[:2], bytes((b2, b3)), e.counts_opt, data[12:q.qend], e.tail, opt))
+    elif e.size <= limit:
+        return b"".join((data[:2], bytes((b2, b3)), e.counts, data[12:q.qend], e.tail))
+    return fit(b"".join((data[:2], bytes((b2, b3)), e.counts, data[12:q.qend], e.tail)), q, limit, payload)
+
+
+def fit(msg: bytes, q: Query, limit: int, payload: int) -> bytes:
+    """``msg`` (no OPT) cut to ``limit`` bytes with ``q``'s OPT added, as miekg/dns (CoreDNS) truncates: whole
+    records in section order; TC=1 only when an answer record had to go (dropped glue alone is no truncation)."""
+    opt = opt_record(q, payload) if q.opt else b""
+    budget = limit - len(opt)
+    counts = struct.unpack_from("!HHH", msg, 6)
+    kept = [0, 0, 0]
+    i = end = q.qend
+    try:
+        for sec in range(3):
+            for _ in range(counts[sec]):
+                j = _skip_name(msg, i)
+                j += 10 + struct.unpack_from("!H", msg, j + 8)[0]
+                if j > budget:
+                    break
+                kept[sec] += 1
+                i = end = j
+            if kept[sec] < counts[sec]:
+                break
+    except (Malformed, struct.error):
+        kept, end = [0, 0, 0], q.qend
+    tc = 0x02 if kept[0] < counts[0] else 0
+    head = msg[:2] + bytes((msg[2] | tc, msg[3])) + struct.pack("!HHHH", 1, kept[0], kept[1], kept[2] + (1 if opt else 0))
+    return head + msg[12:end] + opt
 
 
 def truncated(data: bytes, q: Query, b2: int, b3: int, payload: int) -> bytes:

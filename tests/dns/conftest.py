@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import dns.asyncquery
 import dns.message
@@ -118,4 +119,4 @@ def rcode_text(msg: dns.message.Message) -> str:
     return dns.rcode.to_text(msg.rcode())
 
 
-__all__ = ["service", "endpoint_slice", "ep", "DNSLab", "start_lab", "rcode_text", "subprocess"]
+__all__ = ["DNSLab", "endpoint_slice", "ep", "rcode_text", "service", "start_lab", "subprocess"]

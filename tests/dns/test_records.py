@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 import dns.asyncquery
@@ -181,7 +182,7 @@ async def test_grammar_nodata_versus_nxdomain(lab: DNSLab, tcp: bool) -> None:
 @PROTOS
 async def test_apex_soa_and_ns(lab: DNSLab, tcp: bool) -> None:
     msg = await lab.query(Z, "SOA", tcp=tcp)
-    (owner, typ, ttl, rdata), = rrs(msg)
+    (owner, typ, _ttl, rdata), = rrs(msg)
     assert (owner, typ) == (f"{Z}.", "SOA") and rdata.startswith(f"ns.dns.{Z}. hostmaster.{Z}.")
     msg = await lab.query(Z, "NS", tcp=tcp)
     assert rrs(msg) == [(f"{Z}.", "NS", 5, f"ns.dns.{Z}.")]
@@ -212,3 +213,50 @@ async def test_refused_for_other_classes_zone_transfers_and_outside_names(lab: D
         q = dns.message.make_query(Z, qtype)
         assert rcode_text(await fn(q, lab.host, port=lab.port, timeout=3)) == "REFUSED"
     assert rcode_text(await lab.query("example.org", "A", tcp=tcp)) == "REFUSED"
+
+
+def _flat(out: str) -> str:
+    return " ".join(out.split())
+
+
+@PROTOS
+async def test_every_record_kind_with_dig(lab: DNSLab, tcp: bool) -> None:
+    ip = await web(lab)
+    await headless(lab, ep("127.244.0.5"), ep("127.244.0.6", hostname="primary"))
+    await lab.client.create(service("ext", external="web.default.svc.cluster.local"))
+    await lab.settle(lambda s: s.service("default", "ext") is not None)
+    t = ["+tcp"] if tcp else []
+    out = _flat(await lab.dig(*t, "+noall", "+answer", f"WEB.default.svc.{Z}"))
+    assert out == f"WEB.default.svc.{Z}. 5 IN A {ip}"
+    out = _flat(await lab.dig(*t, "+noall", "+answer", f"db.default.svc.{Z}"))
+    assert sorted(out.split(f"db.default.svc.{Z}. 5 IN A ")[1:]) == ["127.244.0.5 ", "127.244.0.6"]
+    out = _flat(await lab.dig(*t, "+noall", "+answer", "+additional", f"_pg._tcp.db.default.svc.{Z}", "SRV"))
+    assert f"SRV 0 50 5432 primary.db.default.svc.{Z}." in out and f"primary.db.default.svc.{Z}. 5 IN A 127.244.0.6" in out
+    out = _flat(await lab.dig(*t, "+noall", "+answer", "-x", "127.244.0.6"))
+    assert out == f"6.0.244.127.in-addr.arpa. 5 IN PTR primary.db.default.svc.{Z}."
+    out = _flat(await lab.dig(*t, "+noall", "+answer", f"ext.default.svc.{Z}"))
+    assert out == f"ext.default.svc.{Z}. 5 IN CNAME web.default.svc.{Z}. web.default.svc.{Z}. 5 IN A {ip}"
+    out = _flat(await lab.dig(*t, "+noall", "+answer", f"dns-version.{Z}", "TXT"))
+    assert out == f'dns-version.{Z}. 28800 IN TXT "1.1.0"'
+    out = _flat(await lab.dig(*t, "+noall", "+comments", "+authority", f"nope.default.svc.{Z}"))
+    assert "status: NXDOMAIN" in out and f"{Z}. 5 IN SOA ns.dns.{Z}. hostmaster.{Z}." in out
+    out = _flat(await lab.dig(*t, "+noall", "+comments", "+authority", f"default.svc.{Z}"))
+    assert "status: NOERROR" in out and "ANSWER: 0" in out and f"{Z}. 5 IN SOA" in out
+    out = _flat(await lab.dig(*t, "+noall", "+comments", f"web.default.svc.{Z}", "A", "-c", "CH"))
+    assert "status: REFUSED" in out
+
+
+@PROTOS
+async def test_ipv6_endpoints_aaaa_and_ip6_arpa_ptr(lab: DNSLab, tcp: bool) -> None:
+    await lab.client.create(service("v6", cluster_ip="None", ports=[{"name": "p", "port": 80}]))
+    await lab.client.create(endpoint_slice("v6", family="IPv6", endpoints=[ep("fd00::5"), ep("fd00::6", hostname="six")],
+                                           ports=[{"name": "p", "port": 80, "protocol": "TCP"}]))
+    await lab.settle(lambda s: (svc := s.service("default", "v6")) is not None and len(svc.endpoints) == 2)
+    msg = await lab.query(f"v6.default.svc.{Z}", "AAAA", tcp=tcp)
+    assert sorted(r[3] for r in rrs(msg)) == ["fd00::5", "fd00::6"]
+    assert_negative(await lab.query(f"v6.default.svc.{Z}", "A", tcp=tcp), "NOERROR")
+    msg = await lab.query(f"fd00--5.v6.default.svc.{Z}", "AAAA", tcp=tcp)
+    assert rrs(msg) == [(f"fd00--5.v6.default.svc.{Z}.", "AAAA", 5, "fd00::5")]
+    rev = ipaddress.ip_address("fd00::6").reverse_pointer
+    msg = await lab.query(rev, "PTR", tcp=tcp)
+    assert rrs(msg) == [(rev + ".", "PTR", 5, f"six.v6.default.svc.{Z}.")]

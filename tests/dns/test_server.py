@@ -17,8 +17,15 @@ from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials
 from kmesh.dns.config import DNSConfig
 from kmesh.dns.server import RunningDNS, run_dns
+from tests.dns.conftest import (
+    DNSLab,
+    endpoint_slice,
+    ep,
+    rcode_text,
+    service,
+    start_lab,
+)
 from tests.support.cluster import Cluster
-from tests.dns.conftest import DNSLab, endpoint_slice, ep, rcode_text, service, start_lab
 
 Z = "cluster.local"
 
@@ -41,12 +48,13 @@ async def test_edns_opt_echoed_and_badvers(lab: DNSLab) -> None:
 
 async def test_truncation_over_udp_then_whole_answer_over_tcp(lab: DNSLab) -> None:
     await many_endpoints(lab)
-    msg = await lab.query(f"big.default.svc.{Z}", "A")  # no EDNS: 512 bytes max
-    assert msg.flags & dns.flags.TC and not msg.answer
+    msg = await lab.query(f"big.default.svc.{Z}", "A")  # no EDNS: 512 bytes max, whole records that fit
+    assert msg.flags & dns.flags.TC and 0 < len(msg.answer[0]) < 60 and len(msg.to_wire()) <= 512
     msg = await lab.query(f"big.default.svc.{Z}", "A", use_edns=0, payload=4096)  # EDNS size honoured
     assert not msg.flags & dns.flags.TC and len(msg.answer[0]) == 60
     msg = await lab.query(f"big.default.svc.{Z}", "A", use_edns=0, payload=600)
-    assert msg.flags & dns.flags.TC
+    assert msg.flags & dns.flags.TC and msg.edns == 0 and len(msg.to_wire()) <= 600
+    assert len(msg.answer[0]) > (512 - 60) // 16
     msg = await lab.query(f"big.default.svc.{Z}", "A", tcp=True)
     assert not msg.flags & dns.flags.TC and len(msg.answer[0]) == 60
 
@@ -60,7 +68,7 @@ async def test_dig_over_udp_and_tcp(lab: DNSLab) -> None:
     assert "status: NOERROR" in out and "flags: qr aa rd;" in out
     assert f"Web.Default.svc.{Z}. 5 IN SRV 0 100 80 web.default.svc.{Z}." in out
     out = await lab.dig("+noall", "+answer", "+ignore", "+noedns", f"big.default.svc.{Z}")
-    assert out.strip() == ""  # truncated, and told not to retry
+    assert 0 < " ".join(out.split()).count(" IN A ") < 60  # truncated to what fits, and told not to retry
     out = await lab.dig("+noall", "+answer", "+noedns", f"big.default.svc.{Z}")  # dig retries over TCP
     assert " ".join(out.split()).count(" IN A ") == 60
     out = await lab.dig("+norec", "+comments", f"nope.default.svc.{Z}")
@@ -141,3 +149,53 @@ async def test_metrics_coredns_names(lab: DNSLab) -> None:
     assert 'coredns_dns_requests_total{family="1",proto="udp"' in text
     assert 'coredns_dns_responses_total{' in text and 'rcode="NXDOMAIN"' in text and 'rcode="NOERROR"' in text
     assert "coredns_dns_request_duration_seconds_bucket{" in text
+
+
+def _worker_pids(port: int) -> list[int]:
+    """PIDs of kmesh.dns.worker processes serving ``port`` (read from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"kmesh.dns.worker" in cmd and f"127.0.0.1:{port}".encode() in cmd:
+                out.append(int(d.name))
+    return out
+
+
+async def test_reuseport_workers_answer_and_are_stopped(cluster: Cluster, nursery: trio.Nursery) -> None:
+    svc = await cluster.client.create(service("web"))
+    cfg = DNSConfig(listen=["127.0.0.1:0"], metrics_port=None, upstreams=[], workers=2, kubeconfig=str(cluster.kubeconfig))
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as n:
+            running: RunningDNS = await n.start(run_dns, cluster.client, cfg)
+            host, port = running.addresses[0]
+            with trio.fail_after(20):
+                while len(_worker_pids(port)) != 1:
+                    await trio.sleep(0.05)  # a separate process: nothing to await but its appearance
+            # Many source ports: the kernel spreads them over both sockets; every one gets the answer
+            # (a worker still starting answers SERVFAIL, so ask until all agree).
+            with trio.fail_after(20):
+                while True:
+                    answers = []
+                    for _ in range(40):
+                        msg = await dns.asyncquery.udp(dns.message.make_query(f"web.default.svc.{Z}", "A"), host, port=port, timeout=2)
+                        answers.append([rd.to_text() for r in msg.answer for rd in r])
+                    if all(a == [svc["spec"]["clusterIP"]] for a in answers):
+                        break
+                    await trio.sleep(0.1)
+            scope.cancel()
+    with trio.fail_after(10):
+        while _worker_pids(port):
+            await trio.sleep(0.05)
+
+
+async def test_dropped_glue_is_not_truncation(lab: DNSLab) -> None:
+    await many_endpoints(lab, 7)
+    msg = await lab.query(f"_p._tcp.big.default.svc.{Z}", "SRV")  # 7 SRV fit in 512 bytes; not all their glue
+    assert not msg.flags & dns.flags.TC and len(msg.to_wire()) <= 512
+    assert len(msg.answer[0]) == 7 and 0 < sum(len(r) for r in msg.additional) < 7
+    msg = await lab.query(f"_p._tcp.big.default.svc.{Z}", "SRV", tcp=True)
+    assert sum(len(r) for r in msg.additional) == 7
