@@ -137,6 +137,9 @@ def up(
     console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}, {len(info.nodes)} node(s)")
     for n in info.nodes:
         console.print(f"  node {n.name}: {n.ip}, pods {n.podCIDR}", highlight=False)
+    if info.dns:
+        host, port = info.dns
+        console.print(f"  cluster DNS: dig @{host} -p {port} kubernetes.default.svc.cluster.local", highlight=False)
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
     console.print("  kubectl get nodes,pods,services,endpointslices -o wide")
     console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
@@ -323,6 +326,15 @@ def agent(kubeconfig: Path, node_name: str, node_ip: str, runtime: str, data_dir
         await nursery.start(run_agent, client, cfg)
 
     _foreground(start, kubeconfig, f"agent {node_name} running")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dns(args: tuple[str, ...]) -> None:
+    """Run the cluster DNS server in the foreground (`kmesh dns --help` for its flags)."""
+    from kmesh.dns.__main__ import main as dns_main
+
+    raise SystemExit(dns_main(list(args)))
 
 
 @main.command(hidden=True)

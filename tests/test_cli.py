@@ -52,6 +52,13 @@ async def test_up_status_down(tmp_path: Path, store: str) -> None:
         assert info["kubeconfig"] == str(d / "kubeconfig.yaml")
         names = (await kubectl(d / "kubeconfig.yaml", "get", "ns", "-o", "name")).split()
         assert "namespace/default" in names and "namespace/kube-system" in names
+        host, port = info["dns"]
+        assert f"dig @{host} -p {port}" in out.stdout
+        res = await trio.run_process(
+            [require_binary("dig"), f"@{host}", "-p", str(port), "+short", "kubernetes.default.svc.cluster.local"],
+            capture_stdout=True,
+        )
+        assert res.stdout.decode().split() == ["127.96.0.1"]
 
         again = await kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim", check=False)
         assert again.returncode != 0 and "already running" in again.stderr

@@ -6,6 +6,7 @@ every component cleans up on the way out.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import trio
 from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
 from kmesh.client.api import Client
 from kmesh.controllers.manager import ControllerConfig, run_controllers
+from kmesh.dns import DNSConfig, RunningDNS, run_dns
 from kmesh.lab.demo import apply_demo
 from kmesh.lab.simnodes import start_sim_nodes
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
@@ -62,6 +64,14 @@ class UpOptions:
         return cls(**json.loads(path.read_text()))
 
 
+def lab_dns_config(cluster_cidr: str, service_cidr: str) -> DNSConfig:
+    """The lab's DNS server: on a free loopback port, answering the lab's clients only."""
+    return DNSConfig(
+        listen=["127.0.0.1:0"], metrics_port=0,
+        allowed_networks=[cluster_cidr, service_cidr, "127.0.0.0/8", "::1/128"],
+    )
+
+
 def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
     """The store URL the API server should use."""
     if opts.store == "memory":
@@ -99,11 +109,14 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
                 run_controllers, client, ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
             )
             nodes = await start_sim_nodes(nursery, client, opts, dd) if sim else []
+            dns: RunningDNS = await nursery.start(
+                functools.partial(run_dns, client, lab_dns_config(cluster_cidr, service_cidr), spawn_workers=False)
+            )
             info = ClusterInfo(
                 name=opts.name,
                 api=srv.url,
                 kubeconfig=str(dd.kubeconfig),
-                dns=None,
+                dns=list(dns.addresses[0]),
                 runtime=opts.runtime,
                 proxyMode=opts.proxy_mode,
                 serviceCIDR=service_cidr,
