@@ -6,12 +6,12 @@ from pathlib import Path
 
 import trio
 
-from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+from kmesh.apiserver.server import ServerConfig
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.client.kubeconfig import Credentials
 from kmesh.store import open_store
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, serve_stoppable
 
 
 def cm(name: str, ns: str = "default", **labels: str) -> dict:
@@ -53,32 +53,9 @@ async def test_label_selector_informer_sees_objects_leave_and_enter(cluster: Clu
     assert [(ch.type, ch.obj["metadata"]["name"]) for ch in changes] == [("ADDED", "a"), ("DELETED", "a"), ("ADDED", "b")]
 
 
-class Stoppable:
-    """A server that can be stopped and awaited."""
-
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        await self.stopped.wait()
-
-
-async def _serve(cfg: ServerConfig, *, task_status: trio.TaskStatus[tuple[RunningServer, Stoppable]] = trio.TASK_STATUS_IGNORED) -> None:
-    handle = Stoppable()
-    try:
-        with handle.scope:
-            async with trio.open_nursery() as n:
-                srv = await n.start(run_server, cfg)
-                task_status.started((srv, handle))
-    finally:
-        handle.stopped.set()
-
-
 async def test_informer_keeps_cache_through_outage_and_relists_after_compaction(tmp_path: Path, nursery: trio.Nursery) -> None:
     db = f"sqlite://{tmp_path / 'store.db'}"
-    srv, server = await nursery.start(_serve, ServerConfig(data_dir=tmp_path, store_url=db, port=0))
+    srv, server = await nursery.start(serve_stoppable, ServerConfig(data_dir=tmp_path, store_url=db, port=0))
     port = int(srv.url.rsplit(":", 1)[1])
     client = Client(Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
     await client.create(cm("keep"))
@@ -99,7 +76,7 @@ async def test_informer_keeps_cache_through_outage_and_relists_after_compaction(
             await store.create("/registry/configmaps/default/new", cm("new"))
             await store.compact(await store.current_revision())
 
-        srv2, server2 = await nursery.start(_serve, ServerConfig(data_dir=tmp_path, store_url=db, port=port))
+        srv2, server2 = await nursery.start(serve_stoppable, ServerConfig(data_dir=tmp_path, store_url=db, port=port))
         await inf.wait_for(lambda i: {o["metadata"]["name"] for o in i.list()} == {"keep", "new"})
         assert inf.relists >= 2
         tail = [(ch.type, ch.obj["metadata"]["name"]) for ch in changes[2:]]

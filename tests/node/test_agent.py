@@ -9,7 +9,9 @@ from pathlib import Path
 
 import trio
 
-from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+from tests.support.cluster import serve_stoppable
+
+from kmesh.apiserver.server import ServerConfig
 from kmesh.client.api import Client
 from kmesh.client.informer import Informer
 from kmesh.client.kubeconfig import Credentials
@@ -166,30 +168,9 @@ async def test_ip_reuse_after_deletion_and_none_across_agent_restart(api, nurser
         await ra.stop()
 
 
-class _Server:
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        await self.stopped.wait()
-
-
-async def _serve(cfg: ServerConfig, *, task_status: trio.TaskStatus[tuple[RunningServer, _Server]]) -> None:
-    handle = _Server()
-    try:
-        with handle.scope:
-            async with trio.open_nursery() as n:
-                srv = await n.start(run_server, cfg)
-                task_status.started((srv, handle))
-    finally:
-        handle.stopped.set()
-
-
 async def test_agent_survives_an_api_server_restart(nursery, tmp_path) -> None:
     db = f"sqlite://{tmp_path / 'store.db'}"
-    srv, server = await nursery.start(_serve, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=0, loopback_ok=True))
+    srv, server = await nursery.start(serve_stoppable, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=0, loopback_ok=True))
     port = int(srv.url.rsplit(":", 1)[1])
     client = Client(Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
     ra = await start_agent(nursery, client, agent_config(tmp_path, "node-r", retry_max=0.3))
@@ -207,7 +188,7 @@ async def test_agent_survives_an_api_server_restart(nursery, tmp_path) -> None:
         # The pod keeps serving while the API is away.
         assert (await http_get(f"http://{ip}:8080/hostname")).text == "keeper"
 
-        _, server = await nursery.start(_serve, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=port, loopback_ok=True))
+        _, server = await nursery.start(serve_stoppable, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=port, loopback_ok=True))
         with trio.fail_after(15):
             await ra.agent.pods.wait_for(lambda i: i.connected)
             await ra.agent.wait_lease_renewals(renewals + 2)

@@ -53,3 +53,32 @@ async def start_cluster(
     return Cluster(srv, kc, Client(creds), data_dir)
 
 
+
+
+class StoppableServer:
+    """Handle of an API server a test can stop (and await) to simulate an outage."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    async def stop(self) -> None:
+        """Cancel the server and wait until its store is closed."""
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
+async def serve_stoppable(
+    cfg: ServerConfig,
+    *,
+    task_status: trio.TaskStatus[tuple[RunningServer, StoppableServer]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an API server under its own cancel scope; hands back (server, handle)."""
+    handle = StoppableServer()
+    try:
+        with handle.scope:
+            async with trio.open_nursery() as n:
+                srv = await n.start(run_server, cfg)
+                task_status.started((srv, handle))
+    finally:
+        handle.stopped.set()
