@@ -42,6 +42,18 @@ def _resolve(data_dir: Path | None) -> DataDir:
 NETNS_READY = False  # the netns runtime (issue 5) is not built yet
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _default_runtime() -> str:
     from kmesh.lab.netns_check import netns_usable
 
@@ -90,6 +102,9 @@ def up(
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
     proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
+    if port and not _port_free(port):
+        raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
+                                 param_hint="--port")
     if store == "etcd" and not etcd_url and shutil.which("etcd") is None:
         raise click.BadParameter("no etcd on PATH; install etcd-server or pass --etcd URL", param_hint="--store")
     dd.root.mkdir(parents=True, exist_ok=True)
@@ -128,6 +143,9 @@ def up(
         err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
         for t in tail:
             err_console.print("  " + t, markup=False, highlight=False)
+        from kmesh.lab.teardown import teardown
+
+        teardown(dd)  # leave nothing half-made behind
         raise SystemExit(1)
     info = dd.read_cluster()
     assert info is not None

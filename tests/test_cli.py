@@ -80,6 +80,14 @@ async def test_bad_arguments_are_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "--proxy-mode" in out.stderr
     out = await kmesh("up", "--data-dir", str(tmp_path), "--store", "bogus", check=False)
     assert out.returncode == 2 and "--store" in out.stderr
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = await kmesh("up", "--data-dir", str(tmp_path), "--runtime", "sim", "--port", str(port), check=False)
+    assert out.returncode == 2 and "--port" in out.stderr and "in use" in out.stderr
     assert not (tmp_path / "cluster.json").exists()
 
 
