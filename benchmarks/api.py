@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import ssl
 import sys
@@ -47,6 +48,8 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     missing: int = 0
+    server_cpu: float = float("nan")
+    client_cpu: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -57,6 +60,12 @@ class Result:
             return float("nan")
         s = sorted(self.latencies)
         return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def start_server(data_dir: Path, store_url: str) -> tuple[trio.Process, str, httpx.AsyncClient]:
@@ -84,6 +93,7 @@ async def run_store(label: str, store_url: str, n: int, writers: int, watchers: 
             done = trio.Event()
             ready = [trio.Event() for _ in range(watchers)]
             rv = (await http.get("/api/v1/namespaces/default/configmaps")).json()["metadata"]["resourceVersion"]
+            server_cpu0, client_cpu0 = cpu_seconds(proc.pid), time.process_time()
 
             async def watcher(i: int) -> None:
                 params = {"watch": "1", "resourceVersion": rv}
@@ -130,7 +140,10 @@ async def run_store(label: str, store_url: str, n: int, writers: int, watchers: 
                     await done.wait()
                 nursery.cancel_scope.cancel()
             missing = sum(max(0, n - c) for c in counts)
-            return Result(label, n, elapsed, [a for a in arrivals if a >= 0], missing)
+            res = Result(label, n, elapsed, [a for a in arrivals if a >= 0], missing)
+            res.server_cpu = cpu_seconds(proc.pid) - server_cpu0
+            res.client_cpu = time.process_time() - client_cpu0
+            return res
         finally:
             await http.aclose()
             await stop_process(proc)
@@ -187,13 +200,14 @@ async def main(args: argparse.Namespace) -> None:
         else:
             console.print("[yellow]etcd not found: etcd rows skipped[/]")
     t = Table(title=f"{args.creates} creates, {args.writers} writers, {args.watchers} watchers")
-    for col in ("store", "creates/s", "watch p50 (ms)", "watch p99 (ms)", "events missing"):
+    for col in ("store", "creates/s", "watch p50 (ms)", "watch p99 (ms)", "events missing", "server CPU s", "bench CPU s"):
         t.add_column(col, justify="right" if col != "store" else "left")
     for r in results:
         t.add_row(r.store, f"{r.rate:,.0f}",
                   f"{r.pct(0.5) * 1000:.1f}" if r.latencies else "-",
                   f"{r.pct(0.99) * 1000:.1f}" if r.latencies else "-",
-                  str(r.missing) if r.latencies else "-")
+                  str(r.missing) if r.latencies else "-",
+                  f"{r.server_cpu:.1f}" if r.latencies else "-", f"{r.client_cpu:.1f}" if r.latencies else "-")
     console.print(t)
     anchor = next((r for r in results if r.store.startswith("etcd raw")), None)
     if anchor:
