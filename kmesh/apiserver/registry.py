@@ -12,7 +12,6 @@ import base64
 import copy
 import datetime as dt
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -602,24 +601,31 @@ class Registry:
         for obj in initial:
             await emit(WatchEvent("ADDED", obj))
         last = start
-        try:
-            async with self.store.watch(prefix, start) as events:
-                it = events.__aiter__()
-                while True:
-                    ev: S.Event | None = None
-                    with trio.move_on_after(bookmark_interval if bookmarks else math.inf):
-                        ev = await it.__anext__()
-                    if ev is None:
-                        await emit(WatchEvent("BOOKMARK", _bookmark(kind, last)))
-                        continue
-                    last = ev.revision
-                    out = _filter_event(kind, ev, match, seen)
-                    if out is not None:
-                        await emit(out)
-        except StopAsyncIteration:
-            return
-        except S.Gone:
-            await emit(WatchEvent("ERROR", _gone_status(rv)))
+        last_sent = trio.current_time()
+
+        async def bookmarker() -> None:
+            # A bookmark after every quiet interval, so no cancel scope is needed per event.
+            nonlocal last_sent
+            while True:
+                await trio.sleep_until(last_sent + bookmark_interval)
+                if trio.current_time() >= last_sent + bookmark_interval:
+                    last_sent = trio.current_time()
+                    await emit(WatchEvent("BOOKMARK", _bookmark(kind, last)))
+
+        async with trio.open_nursery() as nursery:
+            if bookmarks:
+                nursery.start_soon(bookmarker)
+            try:
+                async with self.store.watch(prefix, start) as events:
+                    async for ev in events:
+                        last = ev.revision
+                        out = _filter_event(kind, ev, match, seen)
+                        if out is not None:
+                            last_sent = trio.current_time()
+                            await emit(out)
+            except S.Gone:
+                await emit(WatchEvent("ERROR", _gone_status(rv)))
+            nursery.cancel_scope.cancel()
 
 
 def _key(kind: Kind, obj: Obj) -> str:

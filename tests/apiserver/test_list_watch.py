@@ -89,3 +89,29 @@ async def test_invalid_object_is_not_stored_and_names_the_field(cluster: Cluster
     assert "spec.template.spec.containers[0].image" in fields
     assert "spec.template.metadata.labels" in fields
     assert (await c.list("Deployment", "default"))["items"] == []
+
+
+async def test_quiet_watch_gets_bookmarks_with_the_latest_revision(cluster: Cluster) -> None:
+    from kmesh.api.kinds import get as kind_named
+    from kmesh.apiserver.registry import ListOptions, WatchEvent
+
+    registry = cluster.server.registry
+    created = await cluster.client.create(cm("x"))
+    got: list[WatchEvent] = []
+    bookmark = trio.Event()
+
+    async def emit(ev: WatchEvent) -> None:
+        got.append(ev)
+        if ev.type == "BOOKMARK":
+            bookmark.set()
+
+    opts = ListOptions(resource_version="0")
+    async with trio.open_nursery() as n:
+        n.start_soon(lambda: registry.watch(kind_named("ConfigMap"), "default", opts, emit,
+                                            bookmarks=True, bookmark_interval=0.2))
+        with trio.fail_after(10):
+            await bookmark.wait()
+        n.cancel_scope.cancel()
+    assert got[0].type == "ADDED" and got[0].obj["metadata"]["name"] == "x"
+    assert got[-1].type == "BOOKMARK"
+    assert int(got[-1].obj["metadata"]["resourceVersion"]) >= int(created["metadata"]["resourceVersion"])
