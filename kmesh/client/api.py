@@ -11,7 +11,8 @@ from typing import Any, AsyncIterator, Literal
 import httpx
 
 from kmesh.api import errors as E
-from kmesh.api.kinds import Kind, get as kind_named
+from kmesh.api.kinds import Kind
+from kmesh.api.kinds import get as kind_named
 from kmesh.client.kubeconfig import Credentials, load_kubeconfig
 
 Obj = dict[str, Any]
@@ -25,6 +26,11 @@ PATCH_TYPES = {
 
 class APIUnavailable(Exception):
     """The API server could not be reached (connection refused, reset, timed out)."""
+
+
+def _query(**params: Any) -> dict[str, Any]:
+    """Query parameters without the empty ones (the API treats absent and empty alike)."""
+    return {name: value for name, value in params.items() if value}
 
 
 def _kind(kind: Kind | str) -> Kind:
@@ -108,11 +114,11 @@ class Client:
     ) -> Obj:
         """A list document (items carry kind and apiVersion filled in)."""
         k = _kind(kind)
-        params = {
-            "labelSelector": label_selector, "fieldSelector": field_selector,
-            "limit": limit or None, "continue": continue_token, "resourceVersion": resource_version,
-        }
-        doc = await self.request("GET", k.path(namespace), params={p: v for p, v in params.items() if v})
+        params = _query(
+            labelSelector=label_selector, fieldSelector=field_selector,
+            limit=limit, resourceVersion=resource_version, **{"continue": continue_token},
+        )
+        doc = await self.request("GET", k.path(namespace), params=params)
         for item in doc.get("items") or []:
             item.setdefault("apiVersion", k.api_version)
             item.setdefault("kind", k.kind)
@@ -185,17 +191,11 @@ class Client:
     ) -> AsyncIterator[AsyncIterator[tuple[str, Obj]]]:
         """A watch stream of (type, object); ERROR events raise APIError (410 → re-list)."""
         k = _kind(kind)
-        params: dict[str, Any] = {"watch": "1"}
-        if resource_version:
-            params["resourceVersion"] = resource_version
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
-        if timeout_seconds:
-            params["timeoutSeconds"] = timeout_seconds
-        if bookmarks:
-            params["allowWatchBookmarks"] = "true"
+        params = _query(
+            watch="1", resourceVersion=resource_version, labelSelector=label_selector,
+            fieldSelector=field_selector, timeoutSeconds=timeout_seconds,
+            allowWatchBookmarks="true" if bookmarks else "",
+        )
         try:
             async with self._http.stream(
                 "GET", k.path(namespace), params=params, timeout=httpx.Timeout(None, connect=5.0)

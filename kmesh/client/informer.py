@@ -15,7 +15,8 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from kmesh.api import errors as E
-from kmesh.api.kinds import Kind, get as kind_named
+from kmesh.api.kinds import Kind
+from kmesh.api.kinds import get as kind_named
 from kmesh.client.api import APIUnavailable, Client
 
 log = logging.getLogger("kmesh.informer")

@@ -23,18 +23,35 @@ log = logging.getLogger("kmesh.node.containers")
 SIGKILLED = 137
 
 
-class AppContainer:
+class _ExitRecord:
+    """The exit code both kinds of container record once, and ``wait`` for it."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.id = new_container_id()
+        self.pid = pid
+        self._done = trio.Event()
+        self.exit_code: int | None = None
+
+    def _exited(self, code: int) -> None:
+        self.exit_code = code
+        self._done.set()
+
+    async def wait(self) -> int:
+        """The exit code once the container has exited (128+N when killed by signal N)."""
+        await self._done.wait()
+        assert self.exit_code is not None
+        return self.exit_code
+
+
+class AppContainer(_ExitRecord):
     """A built-in app running as a task; see ``kmesh.node.apps.AppMain`` for its stop semantics."""
 
     def __init__(self, main: AppMain, ctx: AppContext) -> None:
-        self.id = new_container_id()
-        self.pid: int | None = None
+        super().__init__(None)
         self.ctx = ctx
         self._main = main
         self._scope = trio.CancelScope()
-        self._done = trio.Event()
         self._killed = False
-        self.exit_code: int | None = None
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         ctx = self.ctx
@@ -58,15 +75,8 @@ class AppContainer:
                     code = 0
                 else:
                     code = SIGKILLED
-            self.exit_code = code
             ctx.close()
-            self._done.set()
-
-    async def wait(self) -> int:
-        """The exit code once the app has returned or was stopped."""
-        await self._done.wait()
-        assert self.exit_code is not None
-        return self.exit_code
+            self._exited(code)
 
     async def stop(self, grace: float) -> int:
         """Signal ``sigterm``; an app that handles it gets ``grace`` seconds, others are cancelled now."""
@@ -93,15 +103,12 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
-class ProcessContainer:
+class ProcessContainer(_ExitRecord):
     """A container command running as a process (its own process group, killed with the agent)."""
 
     def __init__(self, proc: trio.Process) -> None:
-        self.id = new_container_id()
+        super().__init__(proc.pid)
         self.proc = proc
-        self.pid: int | None = proc.pid
-        self._done = trio.Event()
-        self.exit_code: int | None = None
 
     async def _supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -115,14 +122,7 @@ class ProcessContainer:
         finally:
             # The rest of the group dies with its main process, as in a container's PID namespace.
             _killpg(self.proc.pid, signal.SIGKILL)
-            self.exit_code = exit_code_of(self.proc.returncode if self.proc.returncode is not None else -9)
-            self._done.set()
-
-    async def wait(self) -> int:
-        """The exit code once the process has exited (128+N for signal N)."""
-        await self._done.wait()
-        assert self.exit_code is not None
-        return self.exit_code
+            self._exited(exit_code_of(self.proc.returncode if self.proc.returncode is not None else -9))
 
     async def stop(self, grace: float) -> int:
         """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 import trio
 
@@ -34,3 +37,20 @@ async def http_get(url: str, **kw: object) -> httpx.Response:
     """One GET without proxies from the environment."""
     async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
         return await c.get(url, **kw)  # type: ignore[arg-type]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_file(path: Path, timeout: float = 10) -> str:
+    """Wait until a process wrote ``path`` (polling a file is the only way to see it)."""
+    with trio.fail_after(timeout):
+        while not path.exists() or not path.read_text().strip():
+            await trio.sleep(0.02)
+    return path.read_text().strip()

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from pathlib import Path
 
 import trio
-
-from tests.support.cluster import serve_stoppable
 
 from kmesh.apiserver.server import ServerConfig
 from kmesh.client.api import Client
@@ -26,24 +22,10 @@ from tests.node.conftest import (
     start_agent,
     wait_pod,
 )
-from tests.node.netutil import http_get, tcp_read_all
+from tests.node.netutil import http_get, pid_alive, tcp_read_all, wait_file
+from tests.support.cluster import serve_stoppable
 
 MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def wait_file(path: Path, timeout: float = 10) -> str:
-    with trio.fail_after(timeout):
-        while not path.exists():
-            await trio.sleep(0.02)
-    return path.read_text().strip()
 
 
 async def test_node_registration_and_lease_renewal(api, nursery, tmp_path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 from pathlib import Path
 
@@ -21,26 +20,11 @@ from tests.node.conftest import (
     running_ready,
     wait_pod,
 )
+from tests.node.netutil import pid_alive, wait_file
 
 
 def phase(p) -> str:
     return ((p or {}).get("status") or {}).get("phase", "")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def wait_file(path: Path, timeout: float = 10) -> str:
-    """Wait until a process wrote ``path`` (polling a file is the only way to see it)."""
-    with trio.fail_after(timeout):
-        while not path.exists() or not path.read_text().strip():
-            await trio.sleep(0.02)
-    return path.read_text().strip()
 
 
 async def test_pod_runs_and_reports_full_status(api, node1, pods) -> None:

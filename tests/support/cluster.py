@@ -55,15 +55,15 @@ async def start_cluster(
 
 
 
-class StoppableServer:
-    """Handle of an API server a test can stop (and await) to simulate an outage."""
+class Stoppable:
+    """Handle of a component a test runs under its own cancel scope, to stop it and await its clean-up."""
 
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
         self.stopped = trio.Event()
 
     async def stop(self) -> None:
-        """Cancel the server and wait until its store is closed."""
+        """Cancel the component and wait until it has cleaned up (e.g. its store is closed)."""
         self.scope.cancel()
         await self.stopped.wait()
 
@@ -71,10 +71,10 @@ class StoppableServer:
 async def serve_stoppable(
     cfg: ServerConfig,
     *,
-    task_status: trio.TaskStatus[tuple[RunningServer, StoppableServer]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[RunningServer, Stoppable]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an API server under its own cancel scope; hands back (server, handle)."""
-    handle = StoppableServer()
+    handle = Stoppable()
     try:
         with handle.scope:
             async with trio.open_nursery() as n:

@@ -6,7 +6,7 @@ agent (as if its kubelet died) and start it again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from kmesh.lab.datadir import SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
 from kmesh.lab.simnodes import sim_node_ip, sim_node_name
 from kmesh.node.agent import AgentConfig, run_agent
 from kmesh.node.sim import SimRuntime
-from tests.support.cluster import Cluster, start_cluster
+from tests.support.cluster import Cluster, Stoppable, start_cluster
 
 
 @dataclass
@@ -27,14 +27,12 @@ class AgentHandle:
     name: str
     ip: str
     data_dir: Path
-    scope: trio.CancelScope | None = None
-    stopped: trio.Event = field(default_factory=trio.Event)
+    running: Stoppable | None = None
 
     async def stop(self) -> None:
         """Cancel the agent and wait until it has cleaned up."""
-        assert self.scope is not None
-        self.scope.cancel()
-        await self.stopped.wait()
+        assert self.running is not None
+        await self.running.stop()
 
 
 @dataclass
@@ -56,10 +54,9 @@ class SimCluster:
         """(Re)start one node's agent."""
 
         async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            handle.stopped = trio.Event()
-            handle.scope = trio.CancelScope()
+            running = handle.running = Stoppable()
             try:
-                with handle.scope:
+                with running.scope:
                     async with trio.open_nursery() as n:
                         cfg = AgentConfig(
                             node_name=handle.name, node_ip=handle.ip,
@@ -68,7 +65,7 @@ class SimCluster:
                         await n.start(run_agent, self.client, cfg)
                         task_status.started()
             finally:
-                handle.stopped.set()
+                running.stopped.set()
 
         await self.nursery.start(run)
 
