@@ -170,15 +170,8 @@ class PodWorker:
             return
         got_ip = await self._acquire_ip()
         if got_ip:
-            try:
-                self.sandbox = await self.runtime.create_sandbox(self.runtime_pod(), self.ip)
-            except ContainerError as exc:
-                log.warning("%s/%s: sandbox failed: %s", self.namespace, self.name, exc.message)
-                self.event("Warning", "FailedCreatePodSandBox", exc.message)
-                self.kubelet.release_ip(self.uid)
-                self.ip = ""
-                await self.stopping.wait()
-            else:
+            self.sandbox = await self._create_sandbox()
+            if self.sandbox is not None:
                 if not self.start_time:
                     self.start_time = now()
                 self.publish()
@@ -191,11 +184,32 @@ class PodWorker:
             self.publish()
             await self._wait_deleted()
 
+    async def _create_sandbox(self) -> Sandbox | None:
+        """The pod's sandbox, retried with backoff (as the kubelet does) until the pod stops."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                sandbox = await self.runtime.create_sandbox(self.runtime_pod(), self.ip)
+                self.ip = sandbox.ip
+                return sandbox
+            except ContainerError as exc:
+                log.warning("%s/%s: sandbox failed: %s", self.namespace, self.name, exc.message)
+                self.event("Warning", "FailedCreatePodSandBox", exc.message)
+                await wait_any(self.stopping.wait, sleeper(delay))
+                delay = min(delay * 2, 30.0)
+        self.kubelet.release_ip(self.uid)
+        if self.runtime.assigns_ips:
+            self.ip = ""
+        return None
+
     async def _acquire_ip(self) -> bool:
         """Take the pod's IP (host network pods use the node's); False if the pod stops first."""
         if (self.pod.get("spec") or {}).get("hostNetwork"):
             self.ip = self.kubelet.node_ip
             return True
+        if self.runtime.assigns_ips:
+            self.ip = ""
+            return not self.stopping.is_set()
         warned = False
         while not self.stopping.is_set():
             ipam = self.kubelet.ipam

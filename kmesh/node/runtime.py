@@ -108,13 +108,16 @@ class PodRuntime(Protocol):
 
     name: str
     version: str
+    # True when the runtime's network plugin (CNI IPAM) picks pod IPs: the
+    # kubelet then passes ip="" to create_sandbox and reads Sandbox.ip back.
+    assigns_ips: bool
 
     def check_image(self, container: Obj) -> None:
         """Raise ``ImageError`` when the container can never run here (unknown image, no command)."""
         ...
 
     async def create_sandbox(self, pod: Obj, ip: str) -> Sandbox:
-        """Make the pod's network identity with address ``ip``."""
+        """Make the pod's network identity with address ``ip`` (``""`` when ``assigns_ips``)."""
         ...
 
     async def start_container(

@@ -62,6 +62,7 @@ class SimRuntime:
     """The ``PodRuntime`` of the sim mode (see the module docstring)."""
 
     name = "sim"
+    assigns_ips = False
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)

@@ -1,0 +1,207 @@
+"""Network namespaces: the one place kmesh creates, enters and removes them.
+
+Namespaces are the named kind iproute2 makes (a bind mount under
+``/run/netns/<name>``), so ``ip netns``, ``ip -n <name> ...`` and
+``nsenter --net=/run/netns/<name>`` see them as a user expects.
+
+Python 3.11 has no ``os.setns``: a thread enters a namespace with libc
+``setns`` and leaves it again before the thread is reused (``entered``).
+Sockets keep the namespace they were created in, so ``open_socket`` makes one
+inside a namespace and hands it to trio in the calling thread.
+
+Processes run in a namespace through ``exec_argv``: ``ip netns exec`` (which
+also bind-mounts ``/etc/netns/<name>/*`` over ``/etc`` — how a pod gets its
+resolv.conf) or, for long-running agents that must keep seeing the host's
+mounts, ``nsenter_argv`` (network namespace only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import trio
+
+NETNS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class NetnsError(Exception):
+    """A namespace operation failed; the message names the namespace and the command."""
+
+
+def path(name: str) -> Path:
+    """The bind-mount file of namespace ``name``."""
+    return NETNS_DIR / name
+
+
+def exists(name: str) -> bool:
+    """True when namespace ``name`` exists."""
+    return path(name).exists()
+
+
+def names(prefix: str = "") -> list[str]:
+    """Namespaces whose name starts with ``prefix``, sorted."""
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc
+
+
+def add(name: str) -> None:
+    """Create namespace ``name`` with ``lo`` up (no-op when it exists)."""
+    if not exists(name):
+        _ip("netns", "add", name)
+    _ip("-n", name, "link", "set", "lo", "up")
+
+
+def delete(name: str) -> bool:
+    """Remove namespace ``name`` and its ``/etc/netns/<name>`` dir; False when there was none.
+
+    Links inside it go with it (a veth's peer in another namespace too)."""
+    gone = False
+    if exists(name):
+        proc = _ip("netns", "delete", name, check=False)
+        if proc.returncode != 0 and exists(name):
+            raise NetnsError(f"ip netns delete {name}: {proc.stderr.strip()}")
+        gone = True
+    etc = ETC_NETNS / name
+    if etc.exists():
+        shutil.rmtree(etc, ignore_errors=True)
+    return gone
+
+
+def write_etc(name: str, filename: str, text: str) -> Path:
+    """Write ``/etc/netns/<name>/<filename>`` (``ip netns exec`` shows it as ``/etc/<filename>``)."""
+    d = ETC_NETNS / name
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / filename
+    p.write_text(text)
+    return p
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the body of the ``with`` in namespace ``name`` (this thread only), then come back."""
+    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(path(name), os.O_RDONLY)
+        except FileNotFoundError:
+            raise NetnsError(f"network namespace {name!r} does not exist") from None
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise NetnsError(f"setns into {name!r}: {os.strerror(err)}")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - would leave the thread in the wrong place
+                err = ctypes.get_errno()
+                raise SystemExit(f"kmesh: cannot return from namespace {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(own)
+
+
+def enter_for_good(name: str) -> None:
+    """Move the calling thread into namespace ``name`` for the rest of its life.
+
+    For a process that should live in the namespace: call it before starting
+    other threads (they inherit the namespace of the thread that creates them)."""
+    fd = os.open(path(name), os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise NetnsError(f"setns into {name!r}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+
+
+def call_in(name: str | None, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in namespace ``name`` (None: where we are), synchronously."""
+    if name is None:
+        return fn(*args)
+    with entered(name):
+        return fn(*args)
+
+
+async def run_sync_in(name: str | None, fn: Callable[..., T], *args: Any) -> T:
+    """``call_in`` in a worker thread, so trio keeps running."""
+    return await trio.to_thread.run_sync(call_in, name, fn, *args)
+
+
+def socket_in(name: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+    """A plain socket created inside namespace ``name``."""
+    return call_in(name, socket.socket, family, type, proto)
+
+
+async def open_socket(
+    name: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
+) -> trio.socket.SocketType:
+    """A trio socket created inside namespace ``name``."""
+    sock = await run_sync_in(name, socket.socket, family, type, proto)
+    return trio.socket.from_stdlib_socket(sock)
+
+
+def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run by ``ip netns exec`` (network namespace plus /etc/netns files)."""
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def nsenter_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run in namespace ``name`` only (the host's mounts stay visible)."""
+    return ["nsenter", f"--net={path(name)}", "--", *argv]
+
+
+async def run(name: str | None, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` to completion in namespace ``name`` (None: here); raise ``NetnsError`` on failure when ``check``."""
+    full = list(argv) if name is None else nsenter_argv(name, argv)
+    proc = await trio.run_process(full, stdin=input, capture_stdout=True, capture_stderr=True, check=False)
+    if check and proc.returncode != 0:
+        where = f" in {name}" if name else ""
+        raise NetnsError(f"{' '.join(argv)}{where}: {proc.stderr.decode(errors='replace').strip() or proc.returncode}")
+    return proc
+
+
+def iproute(name: str | None = None) -> Any:
+    """A pyroute2 ``IPRoute`` talking to namespace ``name`` (None: the caller's); close it after use."""
+    from pyroute2 import IPRoute
+
+    if name is None:
+        return IPRoute()
+    if not exists(name):
+        raise NetnsError(f"network namespace {name!r} does not exist")
+    return IPRoute(netns=name)
+
+
+def add_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, *, mtu: int | None = None) -> None:
+    """A veth pair: ``name_a`` in ``ns_a`` and ``name_b`` in ``ns_b``, both up."""
+    extra = ["mtu", str(mtu)] if mtu else []
+    _ip("-n", ns_a, "link", "add", name_a, *extra, "type", "veth", "peer", "name", name_b, "netns", ns_b)
+    _ip("-n", ns_a, "link", "set", name_a, "up")
+    _ip("-n", ns_b, "link", "set", name_b, "up")
+
+
+def ip(name: str | None, *args: str, check: bool = True) -> str:
+    """``ip [-n name] args...``; its stdout (raises ``NetnsError`` on failure when ``check``)."""
+    full = (["-n", name] if name else []) + list(args)
+    return _ip(*full, check=check).stdout
