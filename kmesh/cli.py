@@ -124,21 +124,15 @@ def up(
             env=env, pass_fds=(w,), start_new_session=True,
         )
     os.close(w)
-    line = b""
-    with console.status(f"[bold]Starting lab {name!r}[/] ({runtime} runtime, {nodes} node(s), store {store})…"):
-        deadline = time.monotonic() + 120
-        while b"\n" not in line:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                break
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            line += chunk
+    ok = _follow_start(r, name, runtime, nodes, store)
     os.close(r)
-    if b"\n" not in line:
+    if not ok:
         if proc.poll() is None:
             proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         tail = log_path.read_text(errors="replace").splitlines()[-25:]
         err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
         for t in tail:
@@ -161,6 +155,35 @@ def up(
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
     console.print("  kubectl get nodes,pods,services,endpointslices -o wide")
     console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
+
+
+def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, timeout: float = 180.0) -> bool:
+    """Show the supervisor's progress lines until it says the API is up (True) or gives up (False)."""
+    import json
+
+    buf = b""
+    title = f"[bold]Starting lab {name!r}[/] ({runtime} runtime, {nodes} node(s), store {store})"
+    with console.status(title + "…") as status:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return False
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                if "api" in doc:
+                    return True
+                if "progress" in doc:
+                    console.print(f"  [dim]·[/] {doc['progress']}", highlight=False)
+                    status.update(f"{title}: {doc['progress']}…")
 
 
 def _wait_demo(dd: DataDir, timeout: float = 120.0) -> None:

@@ -51,7 +51,7 @@ class ClusterInfo:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "ClusterInfo":
+    def from_json(cls, text: str) -> ClusterInfo:
         """Parse cluster.json."""
         doc = json.loads(text)
         nodes = [NodeInfo(**n) for n in doc.pop("nodes", [])]

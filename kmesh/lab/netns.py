@@ -24,8 +24,9 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -42,8 +43,9 @@ class NetnsError(Exception):
 
 
 def path(name: str) -> Path:
-    """The bind-mount file of namespace ``name``."""
-    return NETNS_DIR / name
+    """The bind-mount file of namespace ``name`` (a name starting with ``/`` is taken as the path of
+    any namespace file, e.g. ``/proc/self/fd/N`` of a namespace kept open)."""
+    return Path(name) if name.startswith("/") else NETNS_DIR / name
 
 
 def exists(name: str) -> bool:
@@ -101,7 +103,7 @@ def write_etc(name: str, filename: str, text: str) -> Path:
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """Run the body of the ``with`` in namespace ``name`` (this thread only), then come back."""
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         try:
             target = os.open(path(name), os.O_RDONLY)

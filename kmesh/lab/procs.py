@@ -40,7 +40,7 @@ def stop_pid(pid: int, grace: float = 10.0) -> bool:
     return True
 
 
-async def start_until(cmd: list[str], marker: bytes, log: Path | None = None, timeout: float = 120.0) -> "trio.Process":
+async def start_until(cmd: list[str], marker: bytes, log: Path | None = None, timeout: float = 120.0) -> trio.Process:
     """Start a kmesh component and return once its stdout shows ``marker`` (stderr to ``log``)."""
     import subprocess
 
@@ -63,7 +63,7 @@ async def start_until(cmd: list[str], marker: bytes, log: Path | None = None, ti
     return proc
 
 
-async def stop_process(proc: "trio.Process", grace: float = 10.0) -> None:
+async def stop_process(proc: trio.Process, grace: float = 10.0) -> None:
     """SIGTERM a process we started, then SIGKILL it after ``grace`` seconds."""
     import trio
 

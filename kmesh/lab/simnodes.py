@@ -28,7 +28,7 @@ def sim_node_ip(i: int) -> str:
     return str(SIM_NODE_NET.network_address + i + 1)
 
 
-async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: "UpOptions", dd: DataDir) -> list[NodeInfo]:
+async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: UpOptions, dd: DataDir) -> list[NodeInfo]:
     """Start one agent per node in ``nursery``; return once every node has its pod CIDR."""
     from kmesh.node.agent import AgentConfig, run_agent
     from kmesh.node.sim import SimRuntime

@@ -11,20 +11,19 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
 from kmesh.client.api import Client
+from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.controllers.manager import ControllerConfig, run_controllers
 from kmesh.dns import DNSConfig, RunningDNS, run_dns
-from kmesh.lab.demo import apply_demo
-from kmesh.lab.simnodes import start_sim_nodes
-from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
     SERVICE_CIDR,
@@ -33,7 +32,14 @@ from kmesh.lab.datadir import (
     ClusterInfo,
     DataDir,
 )
+from kmesh.lab.demo import apply_demo
+from kmesh.lab.simnodes import start_sim_nodes
+from kmesh.lab.topology import CONTROL_PLANE_IP
 
+if TYPE_CHECKING:
+    from kmesh.lab.netnslab import NetnsLab
+
+API_PORT = 6443
 log = logging.getLogger("kmesh.lab")
 
 
@@ -59,7 +65,7 @@ class UpOptions:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "UpOptions":
+    def load(cls, path: Path) -> UpOptions:
         """Read options written by ``save``."""
         return cls(**json.loads(path.read_text()))
 
@@ -82,39 +88,76 @@ def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
     return f"sqlite://{dd.root / 'store.db'}"
 
 
-async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | None = None) -> None:
-    """Run the lab until SIGTERM/SIGINT; ``on_ready`` is called once it answers."""
+Progress = Callable[[str], None]
+
+
+def _no_progress(msg: str) -> None:
+    pass
+
+
+async def run_lab(
+    opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | None = None, lab: NetnsLab | None = None,
+    progress: Progress = _no_progress,
+) -> None:
+    """Run the lab until SIGTERM/SIGINT; ``on_ready`` is called once it answers.
+
+    ``lab``: the namespaces ``netnslab.prepare`` made (netns runtime); None for sim."""
     dd = DataDir(Path(opts.data_dir))
     dd.root.mkdir(parents=True, exist_ok=True)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            sim = lab is None
             etcd_url = opts.etcd or None
-            if opts.store == "etcd" and not etcd_url:
+            if (opts.store == "etcd" or opts.subnet_manager == "etcd") and not etcd_url:
                 from kmesh.store.etcd_server import EtcdServer
 
-                etcd = await stack.enter_async_context(EtcdServer(dd.root / "etcd" / "data", die_with_parent=True))
+                progress("etcd")
+                extra = () if sim else (CONTROL_PLANE_IP,)
+                etcd = await stack.enter_async_context(
+                    EtcdServer(dd.root / "etcd" / "data", die_with_parent=True, extra_hosts=extra))
                 etcd_url = etcd.url
-            sim = opts.runtime == "sim"
             service_cidr = SIM_SERVICE_CIDR if sim else SERVICE_CIDR
             cluster_cidr = SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR
-            cfg = ServerConfig(
-                data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port,
-                service_cidr=service_cidr, loopback_ok=sim,
-            )
+            progress("API server")
+            if lab is None:
+                cfg = ServerConfig(
+                    data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port,
+                    service_cidr=service_cidr, loopback_ok=True,
+                )
+            else:
+                cfg = ServerConfig(
+                    data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), host=CONTROL_PLANE_IP, port=API_PORT,
+                    service_cidr=service_cidr, extra_sans=["127.0.0.1"], extra_sockets=[lab.api_socket],
+                    advertise_address=CONTROL_PLANE_IP,
+                )
             srv: RunningServer = await nursery.start(run_server, cfg)
             creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
-            write_kubeconfig(dd.kubeconfig, opts.name, creds)
+            user_url = srv.url if lab is None else f"https://127.0.0.1:{lab.api_port}"
+            write_kubeconfig(dd.kubeconfig, opts.name, Credentials(user_url, creds.ca_pem, creds.token))
             client = await stack.enter_async_context(Client(creds))
+            progress("controllers")
             await nursery.start(
                 run_controllers, client, ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
             )
-            nodes = await start_sim_nodes(nursery, client, opts, dd) if sim else []
+            if lab is None:
+                nodes = await start_sim_nodes(nursery, client, opts, dd)
+                open_socket = None
+            else:
+                from kmesh.lab.netnslab import start_nodes
+
+                lab_kubeconfig = dd.root / "run" / "kubeconfig-lab.yaml"
+                lab_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+                write_kubeconfig(lab_kubeconfig, opts.name, creds)
+                nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, etcd_url, progress)
+                open_socket = lab.open_root_socket
+            progress("cluster DNS")
             dns: RunningDNS = await nursery.start(
-                functools.partial(run_dns, client, lab_dns_config(cluster_cidr, service_cidr), spawn_workers=False)
+                functools.partial(run_dns, client, lab_dns_config(cluster_cidr, service_cidr), spawn_workers=False,
+                                  open_socket=open_socket)
             )
             info = ClusterInfo(
                 name=opts.name,
-                api=srv.url,
+                api=user_url,
                 kubeconfig=str(dd.kubeconfig),
                 dns=list(dns.addresses[0]),
                 runtime=opts.runtime,
@@ -125,6 +168,7 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
             )
             dd.write_cluster(info)
             if opts.demo:
+                progress("demo Deployment")
                 await apply_demo(client)
             if on_ready is not None:
                 on_ready(info)
@@ -135,20 +179,44 @@ async def run_lab(opts: UpOptions, on_ready: Callable[[ClusterInfo], None] | Non
 
 
 def supervise(data_dir: Path) -> None:
-    """Entry of the background process: run the lab described by up.json."""
+    """Entry of the background process: run the lab described by up.json.
+
+    Progress lines (``{"progress": ...}``) and finally ``{"api": ...}`` go to
+    the pipe ``kmesh up`` passed in $KMESH_READY_FD."""
     dd = DataDir(data_dir)
     opts = UpOptions.load(dd.config_file)
     dd.pid_file.write_text(f"{os.getpid()}\n")
     ready_fd = int(os.environ.pop("KMESH_READY_FD", "-1"))
 
-    def ready(info: ClusterInfo) -> None:
+    def say(doc: dict[str, object]) -> None:
         if ready_fd >= 0:
-            os.write(ready_fd, (json.dumps({"api": info.api}) + "\n").encode())
+            try:
+                os.write(ready_fd, (json.dumps(doc) + "\n").encode())
+            except OSError:
+                pass
+
+    def progress(msg: str) -> None:
+        log.info("up: %s", msg)
+        say({"progress": msg})
+
+    def ready(info: ClusterInfo) -> None:
+        say({"api": info.api})
+        if ready_fd >= 0:
             os.close(ready_fd)
 
+    lab = None
     try:
-        trio.run(run_lab, opts, ready)
+        if opts.runtime == "netns":
+            from kmesh.lab.netnslab import prepare
+
+            lab = prepare(opts, progress)
+        trio.run(run_lab, opts, ready, lab, progress)
     finally:
+        if lab is not None:
+            from kmesh.lab.topology import sweep
+
+            for what in sweep(lab.names):
+                log.info("removed %s", what)
         try:
             if dd.pid_file.read_text().strip() == str(os.getpid()):
                 dd.pid_file.unlink()

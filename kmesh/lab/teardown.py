@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from kmesh.lab.datadir import DataDir
+from kmesh.lab.netns_check import netns_usable
 from kmesh.lab.procs import stop_pid
+from kmesh.lab.topology import LabNames, sweep
 
 # Everything `kmesh up` creates in a data dir, and nothing else.
 MADE_FILES = (
@@ -15,12 +18,27 @@ MADE_FILES = (
 MADE_DIRS = ("pki", "logs", "etcd", "nodes", "run")
 
 
+def _netns_lab_name(dd: DataDir) -> str | None:
+    """The name of the netns lab made in ``dd`` (from up.json); None for none or a sim lab."""
+    try:
+        doc = json.loads(dd.config_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return str(doc.get("name") or "kmesh") if doc.get("runtime") == "netns" else None
+
+
 def teardown(dd: DataDir) -> list[str]:
-    """Stop the supervisor and delete what the lab made; returns what was removed."""
+    """Stop the supervisor and delete what the lab made; returns what was removed.
+
+    Namespaces and the processes inside them are found by the lab's name
+    prefix, so a lab whose processes were killed with SIGKILL is removed too."""
     removed: list[str] = []
+    name = _netns_lab_name(dd)
     pid = dd.supervisor_pid()
-    if pid is not None and stop_pid(pid):
+    if pid is not None and stop_pid(pid, grace=30.0):
         removed.append(f"process {pid} (lab supervisor)")
+    if name is not None and netns_usable():
+        removed += sweep(LabNames(name))
     for name in MADE_FILES:
         p = dd.root / name
         if p.exists():

@@ -60,10 +60,14 @@ class EtcdServer:
         tmp_root: str | os.PathLike[str] | None = None,
         die_with_parent: bool = False,
         startup_timeout: float = 30.0,
+        extra_hosts: tuple[str, ...] = (),
     ) -> None:
         """``tmp_root``: where the temporary data dir goes when ``data_dir`` is None
         (e.g. /dev/shm for speed). ``die_with_parent``: etcd gets SIGTERM if the
-        starting thread dies (for tests; not for a lab that outlives its CLI)."""
+        starting thread dies (for tests; not for a lab that outlives its CLI).
+        ``extra_hosts``: more addresses clients may reach it on (a lab's
+        control-plane address on the underlay), same port."""
+        self.extra_hosts = tuple(extra_hosts)
         self.binary = shutil.which(binary) or binary
         self.name = name
         self._given_dir = Path(data_dir) if data_dir is not None else None
@@ -101,7 +105,7 @@ class EtcdServer:
             self._log = self.data_dir.with_name(self.data_dir.name + ".log")
         if not self.client_port:  # keep the ports across a restart on the same data dir
             self.client_port, self.peer_port = free_ports(2)
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = ",".join(f"http://{h}:{self.client_port}" for h in ("127.0.0.1", *self.extra_hosts))
         peer = f"http://127.0.0.1:{self.peer_port}"
         argv = [
             self.binary,

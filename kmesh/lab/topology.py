@@ -1,0 +1,157 @@
+"""The one-machine topology of a netns lab: names, addresses, build and sweep.
+
+Every namespace a lab makes starts with ``kmesh-<lab>-`` so that clean-up can
+find leftovers by name (as Mininet does with ``h1-eth0``):
+
+- ``kmesh-<lab>-underlay`` holds the bridge ``br0`` that stands for the
+  physical network (192.168.56.0/24, the Vagrant host-only range);
+- ``kmesh-<lab>-cp`` is the control plane (API server, controllers, DNS,
+  etcd), ``eth0`` = 192.168.56.10;
+- ``kmesh-<lab>-<node>`` is a node, ``eth0`` = 192.168.56.(10+i);
+- pods are ``kmesh-<lab>-<node>-<pod>-<uid8>``, made by the netns runtime.
+
+Each host's ``eth0`` is one end of a veth whose other end, named after the
+host, is a port of ``br0``. Nothing is created in the root namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from kmesh.lab import netns
+from kmesh.lab.procs import wait_gone
+
+UNDERLAY = ipaddress.ip_network("192.168.56.0/24")
+CONTROL_PLANE_IP = "192.168.56.10"
+UNDERLAY_BRIDGE = "br0"
+FIRST_NODE_HOST = 11
+MAX_NODES = 240
+
+
+@dataclass(frozen=True)
+class LabNames:
+    """Names of one lab's namespaces."""
+
+    lab: str
+
+    @property
+    def prefix(self) -> str:
+        """What every namespace of the lab starts with."""
+        return f"kmesh-{self.lab}-"
+
+    @property
+    def underlay(self) -> str:
+        """The namespace holding the underlay bridge."""
+        return self.prefix + "underlay"
+
+    @property
+    def control_plane(self) -> str:
+        """The control plane's namespace."""
+        return self.prefix + "cp"
+
+    def node(self, node: str) -> str:
+        """Node ``node``'s namespace."""
+        return self.prefix + node
+
+
+def node_ip(i: int) -> str:
+    """The underlay address of the i-th node (0-based)."""
+    if not 0 <= i < MAX_NODES:
+        raise ValueError(f"node index {i} outside 0..{MAX_NODES - 1}")
+    return str(UNDERLAY.network_address + FIRST_NODE_HOST + i)
+
+
+def _sysctl(ns: str, key: str, value: str) -> None:
+    p = Path("/proc/sys") / key.replace(".", "/")
+    netns.call_in(ns, _write_if_exists, p, value)
+
+
+def _write_if_exists(p: Path, value: str) -> None:
+    if p.exists():
+        p.write_text(value)
+
+
+def build_underlay(names: LabNames) -> None:
+    """The underlay namespace with its bridge, up (idempotent)."""
+    ns = names.underlay
+    netns.add(ns)
+    if UNDERLAY_BRIDGE not in netns.ip(ns, "-o", "link", "show"):
+        netns.ip(ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+    netns.ip(ns, "link", "set", UNDERLAY_BRIDGE, "up")
+
+
+def add_host(names: LabNames, host_ns: str, port: str, address: str, *, router: bool = False) -> None:
+    """A namespace with ``eth0`` = ``address``/24 plugged into the underlay bridge as ``port``.
+
+    ``router``: forward packets (nodes route pod traffic)."""
+    netns.add(host_ns)
+    links = netns.ip(host_ns, "-o", "link", "show")
+    if " eth0@" not in links and " eth0:" not in links:
+        netns.add_veth(names.underlay, port[:15], host_ns, "eth0")
+        netns.ip(names.underlay, "link", "set", port[:15], "master", UNDERLAY_BRIDGE)
+        netns.ip(host_ns, "addr", "add", f"{address}/{UNDERLAY.prefixlen}", "dev", "eth0")
+    if router:
+        _sysctl(host_ns, "net.ipv4.ip_forward", "1")
+        _sysctl(host_ns, "net.bridge.bridge-nf-call-iptables", "1")
+    # Keep pod-to-pod traffic out of conntrack-based surprises: reply on the interface asked.
+    _sysctl(host_ns, "net.ipv4.conf.all.rp_filter", "0")
+
+
+def lab_namespaces(names: LabNames) -> list[str]:
+    """Every namespace of the lab that exists now (pods, nodes, control plane, underlay)."""
+    return netns.names(names.prefix)
+
+
+def processes_in(namespaces: list[str]) -> list[int]:
+    """PIDs of processes whose network namespace is one of ``namespaces``."""
+    inodes = set()
+    for ns in namespaces:
+        try:
+            inodes.add(os.stat(netns.path(ns)).st_ino)
+        except FileNotFoundError:
+            continue
+    me = os.getpid()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino in inodes:
+                out.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return sorted(out)
+
+
+def sweep(names: LabNames, grace: float = 5.0) -> list[str]:
+    """Kill what still runs inside the lab's namespaces and delete them all; what was removed.
+
+    Pods go first, then nodes, the control plane and the underlay, so a
+    veth is never left with one end."""
+    removed: list[str] = []
+    spaces = lab_namespaces(names)
+    pids = processes_in(spaces)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for pid in pids:
+        if not wait_gone(pid, grace):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            wait_gone(pid, 2.0)
+        removed.append(f"process {pid} (in a lab namespace)")
+    special = {names.underlay: 3, names.control_plane: 2}
+    node_like = {ns for ns in spaces if ns.count("-") <= names.prefix.count("-") + 1}
+    order = sorted(spaces, key=lambda ns: (special.get(ns, 1 if ns in node_like else 0), ns))
+    for ns in order:
+        if netns.delete(ns):
+            removed.append(f"namespace {ns}")
+    return removed
