@@ -1,0 +1,519 @@
+"""The runtime side of CNI: run a conflist's plugins for a pod, as kubelet/containerd (libcni) do.
+
+``CNIChain`` executes real plugin processes with the spec's environment and
+config on stdin: ADD in order with each plugin's result as the next one's
+``prevResult``, CHECK and DEL with the cached ADD result, DEL in reverse.
+Results are cached per network+container+interface (like libcni's
+``/var/lib/cni/results``) so DEL and CHECK work after a restart. With
+``netns_for_plugins`` every plugin runs inside that network namespace (a lab
+node), so the bridge, its routes and the portmap rules land there and never
+in the namespace the caller runs in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from kmesh.cni.spec import (
+    CODE_INTERNAL,
+    CODE_INVALID_CONFIG,
+    CODE_IO,
+    CNIError,
+    check_version,
+    version_at_least,
+)
+from kmesh.lab import netns as _netns
+
+CONFLIST_NAME = "10-kmesh.conflist"
+DEFAULT_TIMEOUT = 60.0
+
+
+def pod_args(
+    namespace: str, name: str, uid: str = "", infra_container_id: str = ""
+) -> dict[str, str]:
+    """The CNI_ARGS kubelet passes for a pod, as a dict for ``CNIChain.add(args=...)``."""
+    args = {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name}
+    if infra_container_id:
+        args["K8S_POD_INFRA_CONTAINER_ID"] = infra_container_id
+    if uid:
+        args["K8S_POD_UID"] = uid
+    return args
+
+
+def cni_args_string(args: Mapping[str, str] | None) -> str:
+    """``K=V;K=V`` for CNI_ARGS, led by ``IgnoreUnknown=1`` so plugins accept the K8S_* keys."""
+    pairs = dict(args or {})
+    if not pairs:
+        return ""
+    for k, v in pairs.items():
+        if not k or any(c in k + str(v) for c in ";="):
+            raise CNIError(
+                CODE_INVALID_CONFIG,
+                f"CNI_ARGS entry {k!r}={v!r} may not contain ';' or '='",
+            )
+    head = {} if "IgnoreUnknown" in pairs else {"IgnoreUnknown": "1"}
+    return ";".join(f"{k}={v}" for k, v in {**head, **pairs}.items())
+
+
+def pod_ip(result: Mapping[str, Any]) -> str:
+    """The pod's IPv4 address (no prefix length) from an ADD result; prefers sandbox interfaces."""
+    interfaces = result.get("interfaces") or []
+    ips = result.get("ips") or []
+    candidates: list[str] = []
+    for entry in ips:
+        addr = str(entry.get("address", "")).split("/")[0]
+        if not addr or ":" in addr:
+            continue
+        idx = entry.get("interface")
+        in_sandbox = (
+            isinstance(idx, int)
+            and 0 <= idx < len(interfaces)
+            and bool(interfaces[idx].get("sandbox"))
+        )
+        if in_sandbox:
+            return addr
+        candidates.append(addr)
+    legacy = (result.get("ip4") or {}).get("ip")  # 0.2.0 results
+    if legacy:
+        candidates.append(str(legacy).split("/")[0])
+    if not candidates:
+        raise ValueError(
+            f"no IPv4 address in CNI result: {json.dumps(dict(result))[:200]}"
+        )
+    return candidates[0]
+
+
+def load_conflist(
+    conflist: Mapping[str, Any] | str | os.PathLike[str],
+) -> dict[str, Any]:
+    """A validated conflist dict from a dict or a file; errors (code 7) name the bad field."""
+    if isinstance(conflist, Mapping):
+        data: Any = json.loads(json.dumps(conflist))
+        where = "conflist"
+    else:
+        where = str(conflist)
+        try:
+            data = json.loads(Path(conflist).read_text())
+        except OSError as e:
+            raise CNIError(
+                CODE_IO, f"cannot read conflist {where}: {e.strerror}"
+            ) from e
+        except ValueError as e:
+            raise CNIError(
+                CODE_INVALID_CONFIG, f"conflist {where} is not valid JSON: {e}"
+            ) from e
+    if not isinstance(data, dict):
+        raise CNIError(
+            CODE_INVALID_CONFIG, f"{where}: a conflist must be a JSON object"
+        )
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise CNIError(
+            CODE_INVALID_CONFIG, f"{where}: field 'name' must be a non-empty string"
+        )
+    try:
+        check_version(data.get("cniVersion"))
+    except CNIError as e:
+        raise CNIError(
+            e.code, f"{where}: field 'cniVersion': {e.msg}", e.details
+        ) from None
+    plugins = data.get("plugins")
+    if not isinstance(plugins, list) or not plugins:
+        raise CNIError(
+            CODE_INVALID_CONFIG, f"{where}: field 'plugins' must be a non-empty list"
+        )
+    for i, p in enumerate(plugins):
+        if not isinstance(p, dict):
+            raise CNIError(
+                CODE_INVALID_CONFIG, f"{where}: field 'plugins[{i}]' must be an object"
+            )
+        t = p.get("type")
+        if not isinstance(t, str) or not t or "/" in t:
+            raise CNIError(
+                CODE_INVALID_CONFIG,
+                f"{where}: field 'plugins[{i}].type' must be a plugin name",
+            )
+        caps = p.get("capabilities", {})
+        if not isinstance(caps, dict):
+            raise CNIError(
+                CODE_INVALID_CONFIG,
+                f"{where}: field 'plugins[{i}].capabilities' must be an object",
+            )
+    return data
+
+
+def write_conflist(
+    path: str | os.PathLike[str],
+    *,
+    name: str = "cbr0",
+    subnet_file: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    mtu: int | None = None,
+    cni_version: str = "1.0.0",
+) -> Path:
+    """Write the flannel-style conflist the node agent installs (kmesh-cni + portmap); returns its path.
+
+    ``path`` may be a directory, in which case the file is ``10-kmesh.conflist`` in it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONFLIST_NAME
+    delegate: dict[str, Any] = {"hairpinMode": True, "isDefaultGateway": True}
+    if mtu is not None:
+        delegate["mtu"] = int(mtu)
+    conf = {
+        "name": name,
+        "cniVersion": cni_version,
+        "plugins": [
+            {
+                "type": "kmesh-cni",
+                "subnetFile": str(subnet_file),
+                "dataDir": str(data_dir),
+                "delegate": delegate,
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(conf, indent=2) + "\n")
+    os.replace(tmp, p)
+    return p
+
+
+class CNIChain:
+    """One network (a conflist) and how to run its plugins: lookup path, result cache, namespace."""
+
+    def __init__(
+        self,
+        conflist: Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        cni_path: Sequence[str | os.PathLike[str]],
+        cache_dir: str | os.PathLike[str],
+        netns_for_plugins: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.conf = load_conflist(conflist)
+        self.name: str = self.conf["name"]
+        self.cni_version: str = self.conf["cniVersion"]
+        self.plugins: list[dict[str, Any]] = self.conf["plugins"]
+        self.cni_path = [str(p) for p in cni_path]
+        self.cache_dir = Path(cache_dir)
+        self.netns_for_plugins = netns_for_plugins
+        self.timeout = timeout
+
+    # -- public API ---------------------------------------------------------
+
+    async def add(
+        self,
+        container_id: str,
+        netns_path: str,
+        ifname: str = "eth0",
+        *,
+        args: Mapping[str, str] | None = None,
+        capability_args: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Attach the container: ADD each plugin in order; on failure DEL what ran and raise ``CNIError``."""
+        self._check_ids(container_id, ifname)
+        caps = dict(capability_args or {})
+        result: dict[str, Any] | None = None
+        for i, plugin in enumerate(self.plugins):
+            try:
+                out = await self._exec(
+                    plugin, "ADD", container_id, netns_path, ifname, args, caps, result
+                )
+            except CNIError:
+                with trio.CancelScope(shield=True):
+                    await self._teardown(
+                        self.plugins[: i + 1],
+                        container_id,
+                        netns_path,
+                        ifname,
+                        args,
+                        caps,
+                        result,
+                    )
+                raise
+            if out is not None:
+                result = out
+        final = result or {"cniVersion": self.cni_version}
+        self._save_cache(container_id, ifname, args, caps, final)
+        return final
+
+    async def check(
+        self,
+        container_id: str,
+        netns_path: str,
+        ifname: str = "eth0",
+        *,
+        args: Mapping[str, str] | None = None,
+        capability_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Verify the container is still wired as ADD left it; raise ``CNIError`` if not."""
+        self._check_ids(container_id, ifname)
+        if not version_at_least(self.cni_version, "0.4.0"):
+            raise CNIError(
+                CODE_INVALID_CONFIG,
+                f"CHECK needs cniVersion 0.4.0 or later, network {self.name!r} is {self.cni_version}",
+            )
+        if self.conf.get("disableCheck"):
+            return
+        cached = self._load_cache(container_id, ifname)
+        if cached is None:
+            raise CNIError(
+                CODE_INTERNAL,
+                f"no cached ADD result for container {container_id} {ifname} in network {self.name!r}",
+            )
+        caps = (
+            dict(capability_args)
+            if capability_args is not None
+            else dict(cached.get("capabilityArgs") or {})
+        )
+        for plugin in self.plugins:
+            await self._exec(
+                plugin,
+                "CHECK",
+                container_id,
+                netns_path,
+                ifname,
+                args,
+                caps,
+                cached.get("result"),
+            )
+
+    async def delete(
+        self,
+        container_id: str,
+        netns_path: str,
+        ifname: str = "eth0",
+        *,
+        args: Mapping[str, str] | None = None,
+        capability_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Detach the container: DEL each plugin in reverse; fine when already gone or the netns vanished."""
+        self._check_ids(container_id, ifname)
+        cached = self._load_cache(container_id, ifname) or {}
+        caps = (
+            dict(capability_args)
+            if capability_args is not None
+            else dict(cached.get("capabilityArgs") or {})
+        )
+        prev = (
+            cached.get("result")
+            if version_at_least(self.cni_version, "0.4.0")
+            else None
+        )
+        # A netns that is gone is reported as empty, as kubelet does for a dead sandbox.
+        path = netns_path if netns_path and os.path.exists(netns_path) else ""
+        for plugin in reversed(self.plugins):
+            await self._exec(
+                plugin, "DEL", container_id, path, ifname, args, caps, prev
+            )
+        self._cache_file(container_id, ifname).unlink(missing_ok=True)
+
+    async def version(self, plugin_type: str) -> dict[str, Any]:
+        """The plugin's VERSION answer (``supportedVersions``)."""
+        out = await self._run(
+            plugin_type, {"cniVersion": self.cni_version}, {"CNI_COMMAND": "VERSION"}
+        )
+        return out or {}
+
+    def cached_result(
+        self, container_id: str, ifname: str = "eth0"
+    ) -> dict[str, Any] | None:
+        """The ADD result cached for this container and interface, if any."""
+        cached = self._load_cache(container_id, ifname)
+        return None if cached is None else cached.get("result")
+
+    def find_plugin(self, plugin_type: str) -> str:
+        """The executable for ``plugin_type`` in ``cni_path``; code 999 error naming the path when absent."""
+        for d in self.cni_path:
+            cand = os.path.join(d, plugin_type)
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand
+        raise CNIError(
+            CODE_INTERNAL,
+            f"failed to find plugin {plugin_type!r} in path {self.cni_path}",
+        )
+
+    # -- internals ------------------------------------------------------------
+
+    def _check_ids(self, container_id: str, ifname: str) -> None:
+        if not container_id or "/" in container_id:
+            raise CNIError(
+                CODE_INVALID_CONFIG, f"invalid container id {container_id!r}"
+            )
+        if not ifname or "/" in ifname or len(ifname) > 15:
+            raise CNIError(CODE_INVALID_CONFIG, f"invalid interface name {ifname!r}")
+
+    def _plugin_conf(
+        self,
+        plugin: Mapping[str, Any],
+        caps: Mapping[str, Any],
+        prev: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """A plugin's stdin config: its entry plus name, cniVersion, prevResult and runtimeConfig."""
+        conf = json.loads(json.dumps(plugin))
+        conf["name"] = self.name
+        conf["cniVersion"] = self.cni_version
+        if prev is not None:
+            conf["prevResult"] = prev
+        else:
+            conf.pop("prevResult", None)
+        declared = [k for k, on in (plugin.get("capabilities") or {}).items() if on]
+        runtime = {k: caps[k] for k in declared if k in caps}
+        if runtime:
+            conf["runtimeConfig"] = {**(conf.get("runtimeConfig") or {}), **runtime}
+        return conf
+
+    async def _exec(
+        self,
+        plugin: Mapping[str, Any],
+        command: str,
+        container_id: str,
+        netns_path: str,
+        ifname: str,
+        args: Mapping[str, str] | None,
+        caps: Mapping[str, Any],
+        prev: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns_path,
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": cni_args_string(args),
+        }
+        return await self._run(
+            plugin["type"], self._plugin_conf(plugin, caps, prev), env
+        )
+
+    async def _run(
+        self, plugin_type: str, conf: Mapping[str, Any], cni_env: Mapping[str, str]
+    ) -> dict[str, Any] | None:
+        """Run one plugin process; its parsed stdout, or ``CNIError`` from its error JSON."""
+        exe = self.find_plugin(plugin_type)
+        argv = (
+            [exe]
+            if self.netns_for_plugins is None
+            else _netns.nsenter_argv(self.netns_for_plugins, [exe])
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            **cni_env,
+            "CNI_PATH": os.pathsep.join(self.cni_path),
+        }
+        command = cni_env["CNI_COMMAND"]
+        try:
+            with trio.fail_after(self.timeout):
+                proc = await trio.run_process(
+                    argv,
+                    stdin=json.dumps(conf).encode(),
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env=env,
+                )
+        except trio.TooSlowError:
+            raise CNIError(
+                CODE_INTERNAL,
+                f"plugin {plugin_type} {command} timed out after {self.timeout:g}s",
+            ) from None
+        except OSError as e:
+            raise CNIError(
+                CODE_INTERNAL, f"cannot run plugin {plugin_type}: {e}"
+            ) from e
+        stdout = proc.stdout.decode(errors="replace").strip()
+        stderr = proc.stderr.decode(errors="replace").strip()
+        if proc.returncode != 0:
+            try:
+                parsed: Any = json.loads(stdout) if stdout else None
+            except ValueError:
+                parsed = None
+            err = CNIError.from_dict(
+                parsed, stderr or stdout or f"exit status {proc.returncode}"
+            )
+            raise CNIError(
+                err.code, f"plugin {plugin_type} {command}: {err.msg}", err.details
+            )
+        if not stdout:
+            return None
+        try:
+            out = json.loads(stdout)
+        except ValueError as e:
+            raise CNIError(
+                CODE_INTERNAL,
+                f"plugin {plugin_type} {command} printed invalid JSON",
+                stdout[:500],
+            ) from e
+        return out if isinstance(out, dict) else None
+
+    async def _teardown(
+        self,
+        plugins: Sequence[Mapping[str, Any]],
+        container_id: str,
+        netns_path: str,
+        ifname: str,
+        args: Mapping[str, str] | None,
+        caps: Mapping[str, Any],
+        prev: dict[str, Any] | None,
+    ) -> None:
+        """Best-effort DEL after a failed ADD, newest plugin first; its own errors are dropped."""
+        for plugin in reversed(plugins):
+            try:
+                await self._exec(
+                    plugin, "DEL", container_id, netns_path, ifname, args, caps, prev
+                )
+            except CNIError:
+                pass
+        self._cache_file(container_id, ifname).unlink(missing_ok=True)
+
+    def _cache_file(self, container_id: str, ifname: str) -> Path:
+        return self.cache_dir / f"{self.name}-{container_id}-{ifname}"
+
+    def _save_cache(
+        self,
+        container_id: str,
+        ifname: str,
+        args: Mapping[str, str] | None,
+        caps: Mapping[str, Any],
+        result: dict[str, Any],
+    ) -> None:
+        record = {
+            "kind": "cniCacheV1",
+            "containerId": container_id,
+            "ifName": ifname,
+            "networkName": self.name,
+            "cniArgs": dict(args or {}),
+            "capabilityArgs": dict(caps),
+            "result": result,
+        }
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self._cache_file(container_id, ifname)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def _load_cache(self, container_id: str, ifname: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._cache_file(container_id, ifname).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+__all__ = [
+    "CONFLIST_NAME",
+    "CNIChain",
+    "CNIError",
+    "cni_args_string",
+    "load_conflist",
+    "pod_args",
+    "pod_ip",
+    "write_conflist",
+]
