@@ -156,26 +156,31 @@ def write_conflist(
     data_dir: str | os.PathLike[str],
     mtu: int | None = None,
     cni_version: str = "1.0.0",
+    ipam_data_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the flannel-style conflist the node agent installs (kmesh-cni + portmap); returns its path.
 
-    ``path`` may be a directory, in which case the file is ``10-kmesh.conflist`` in it."""
+    ``path`` may be a directory, in which case the file is ``10-kmesh.conflist`` in it.
+    ``ipam_data_dir`` keeps host-local's state out of /var/lib/cni (one dir per lab node)."""
     p = Path(path)
     if p.is_dir():
         p = p / CONFLIST_NAME
     delegate: dict[str, Any] = {"hairpinMode": True, "isDefaultGateway": True}
     if mtu is not None:
         delegate["mtu"] = int(mtu)
+    plugin: dict[str, Any] = {
+        "type": "kmesh-cni",
+        "subnetFile": str(subnet_file),
+        "dataDir": str(data_dir),
+    }
+    if ipam_data_dir is not None:
+        plugin["ipam"] = {"dataDir": str(ipam_data_dir)}
+    plugin["delegate"] = delegate
     conf = {
         "name": name,
         "cniVersion": cni_version,
         "plugins": [
-            {
-                "type": "kmesh-cni",
-                "subnetFile": str(subnet_file),
-                "dataDir": str(data_dir),
-                "delegate": delegate,
-            },
+            plugin,
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }

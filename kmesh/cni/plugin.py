@@ -1,0 +1,424 @@
+"""``kmesh-cni``: the CNI plugin a node's runtime calls for every pod, modelled on flannel's.
+
+It reads the node's ``subnet.env`` (written by the kmesh agent like flanneld
+does), renders a delegate config for the reference ``bridge`` plugin with
+``host-local`` IPAM, saves it under ``dataDir/<container id>`` and runs the
+delegate with the same environment. DEL and CHECK use the saved config, so
+tearing a pod down works even after subnet.env changed or vanished.
+
+Conf keys (besides the spec's): ``subnetFile`` (default
+/run/flannel/subnet.env), ``dataDir`` (default /var/lib/cni/flannel),
+``delegate`` (merged into the delegate config; may not set ``name`` or
+``ipam``), ``ipam`` (base of the delegate's IPAM section, e.g. ``dataDir``).
+
+Runs once per pod start, so it imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from kmesh.cni.spec import (
+    CODE_DECODE,
+    CODE_INTERNAL,
+    CODE_INVALID_CONFIG,
+    CODE_INVALID_ENV,
+    CODE_IO,
+    CODE_TRY_AGAIN_LATER,
+    CODE_UNKNOWN_CONTAINER,
+    DEFAULT_VERSION,
+    CNIError,
+    check_version,
+    version_result,
+)
+
+DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
+DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
+CODE_NOT_AVAILABLE = 50  # spec 1.1 STATUS: the plugin cannot serve ADDs now
+REQUIRED_ENV = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": (),
+}
+
+
+class SubnetEnv:
+    """The node's share of the flannel network, as subnet.env states it."""
+
+    def __init__(
+        self,
+        network: ipaddress.IPv4Network,
+        subnet: ipaddress.IPv4Interface,
+        mtu: int,
+        ipmasq: bool,
+    ) -> None:
+        self.network = network
+        self.subnet = subnet
+        self.mtu = mtu
+        self.ipmasq = ipmasq
+
+
+def read_subnet_env(path: str) -> SubnetEnv:
+    """Parse subnet.env; absent file or keys → code 11 (the agent has not written it yet)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise CNIError(
+            CODE_TRY_AGAIN_LATER,
+            f"subnet file {path} does not exist yet; is the kmesh agent running on this node?",
+        ) from None
+    except OSError as e:
+        raise CNIError(
+            CODE_IO, f"cannot read subnet file {path}: {e.strerror}"
+        ) from None
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    missing = [
+        k
+        for k in ("FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ")
+        if k not in values
+    ]
+    if missing:
+        raise CNIError(
+            CODE_TRY_AGAIN_LATER, f"subnet file {path} is missing {', '.join(missing)}"
+        )
+    try:
+        return SubnetEnv(
+            ipaddress.IPv4Network(values["FLANNEL_NETWORK"], strict=False),
+            ipaddress.IPv4Interface(values["FLANNEL_SUBNET"]),
+            int(values["FLANNEL_MTU"]),
+            values["FLANNEL_IPMASQ"] == "true",
+        )
+    except ValueError as e:
+        raise CNIError(CODE_IO, f"subnet file {path} has a bad value: {e}") from None
+
+
+def _field_error(field: str, why: str) -> CNIError:
+    return CNIError(CODE_INVALID_CONFIG, f"invalid config field {field!r}: {why}")
+
+
+def parse_conf(data: bytes) -> dict[str, Any]:
+    """The plugin's config from stdin, validated; code 6 for bad JSON, 7 naming a bad field."""
+    try:
+        conf = json.loads(data)
+    except ValueError as e:
+        raise CNIError(
+            CODE_DECODE, f"failed to decode network config on stdin: {e}"
+        ) from None
+    if not isinstance(conf, dict):
+        raise CNIError(CODE_DECODE, "network config on stdin must be a JSON object")
+    check_version(conf.get("cniVersion"))
+    if not isinstance(conf.get("name"), str) or not conf["name"]:
+        raise _field_error("name", "must be a non-empty string")
+    for key in ("subnetFile", "dataDir"):
+        if key in conf and (not isinstance(conf[key], str) or not conf[key]):
+            raise _field_error(key, "must be a non-empty string (a path)")
+    for key in ("delegate", "ipam", "runtimeConfig", "prevResult"):
+        if key in conf and conf[key] is not None and not isinstance(conf[key], dict):
+            raise _field_error(key, "must be an object")
+    delegate = conf.get("delegate") or {}
+    if "type" in delegate and (
+        not isinstance(delegate["type"], str)
+        or not delegate["type"]
+        or "/" in delegate["type"]
+    ):
+        raise _field_error("delegate.type", "must be a plugin name")
+    for key in ("name", "ipam"):
+        if key in delegate:
+            raise _field_error(
+                f"delegate.{key}", "is set by kmesh-cni from the network and subnet.env"
+            )
+    routes = (conf.get("ipam") or {}).get("routes", [])
+    if not isinstance(routes, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("dst"), str) for r in routes
+    ):
+        raise _field_error("ipam.routes", 'must be a list of {"dst": CIDR} objects')
+    return conf
+
+
+def build_delegate(conf: Mapping[str, Any], env: SubnetEnv) -> dict[str, Any]:
+    """The delegate config flannel would render: bridge + host-local over the node subnet.
+
+    One difference: with a gateway bridge the route to the cluster network names
+    the gateway, so the bridge plugin's CHECK can match the route it installed."""
+    d: dict[str, Any] = json.loads(json.dumps(conf.get("delegate") or {}))
+    d["name"] = conf["name"]
+    d.setdefault("type", "bridge")
+    d.setdefault(
+        "ipMasq", not env.ipmasq
+    )  # if flannel does not masquerade, the bridge should
+    d.setdefault("mtu", env.mtu)
+    if d["type"] == "bridge":
+        d.setdefault("isGateway", True)
+    d["cniVersion"] = conf["cniVersion"]
+    if conf.get("runtimeConfig"):
+        d["runtimeConfig"] = conf["runtimeConfig"]
+    ipam: dict[str, Any] = json.loads(json.dumps(conf.get("ipam") or {}))
+    ipam.setdefault("type", "host-local")
+    ipam["ranges"] = [[{"subnet": str(env.subnet.network)}]]
+    route: dict[str, Any] = {"dst": str(env.network)}
+    if d["type"] == "bridge" and d.get("isGateway"):
+        route["gw"] = str(env.subnet.ip)
+    ipam["routes"] = [*ipam.get("routes", []), route]
+    d["ipam"] = ipam
+    return d
+
+
+def _require_env(env: Mapping[str, str], command: str) -> None:
+    for key in REQUIRED_ENV.get(command, ()):
+        if not env.get(key):
+            raise CNIError(
+                CODE_INVALID_ENV,
+                f"required environment variable {key} is not set (CNI_COMMAND={command})",
+            )
+    cid = env.get("CNI_CONTAINERID", "")
+    if cid and ("/" in cid or cid in (".", "..")):
+        raise CNIError(
+            CODE_INVALID_ENV, f"CNI_CONTAINERID {cid!r} is not a valid container id"
+        )
+
+
+def find_plugin(plugin_type: str, cni_path: str) -> str:
+    """The delegate executable in CNI_PATH."""
+    dirs = [d for d in cni_path.split(os.pathsep) if d]
+    for d in dirs:
+        cand = os.path.join(d, plugin_type)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise CNIError(
+        CODE_INTERNAL,
+        f"failed to find delegate plugin {plugin_type!r} in CNI_PATH {dirs}",
+    )
+
+
+def run_delegate(conf: Mapping[str, Any], env: Mapping[str, str], command: str) -> str:
+    """Run the delegate with our environment and ``conf`` on stdin; its stdout, or its error re-raised."""
+    plugin_type = str(conf["type"])
+    exe = find_plugin(plugin_type, env.get("CNI_PATH", ""))
+    child_env = {**env, "CNI_COMMAND": command}
+    try:
+        proc = subprocess.run(
+            [exe],
+            input=json.dumps(conf).encode(),
+            stdout=subprocess.PIPE,
+            env=child_env,
+            check=False,
+        )
+    except OSError as e:
+        raise CNIError(
+            CODE_INTERNAL, f"cannot run delegate plugin {plugin_type}: {e}"
+        ) from None
+    out = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        try:
+            parsed: Any = json.loads(out) if out else None
+        except ValueError:
+            parsed = None
+        err = CNIError.from_dict(parsed, out or f"exit status {proc.returncode}")
+        raise CNIError(
+            err.code, f"delegate {plugin_type} {command}: {err.msg}", err.details
+        )
+    return out
+
+
+def _saved_path(conf: Mapping[str, Any], container_id: str) -> Path:
+    return Path(conf.get("dataDir") or DEFAULT_DATA_DIR) / container_id
+
+
+def _load_saved(path: Path) -> dict[str, Any] | None:
+    """The delegate config saved at ADD; None when absent or unreadable as JSON."""
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+    except OSError as e:
+        raise CNIError(
+            CODE_IO, f"cannot read saved delegate config {path}: {e.strerror}"
+        ) from None
+    return saved if isinstance(saved, dict) else None
+
+
+def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> str:
+    """ADD: render the delegate, save it for DEL, run it; the delegate's result."""
+    subnet = read_subnet_env(conf.get("subnetFile") or DEFAULT_SUBNET_FILE)
+    delegate = build_delegate(conf, subnet)
+    if conf.get("prevResult"):
+        delegate["prevResult"] = conf["prevResult"]
+    path = _saved_path(conf, env["CNI_CONTAINERID"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({k: v for k, v in delegate.items() if k != "prevResult"}, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CNIError(
+            CODE_IO, f"cannot save delegate config in {path.parent}: {e.strerror}"
+        ) from None
+    out = run_delegate(delegate, env, "ADD")
+    try:
+        result = json.loads(out)
+    except ValueError:
+        raise CNIError(
+            CODE_INTERNAL,
+            f"delegate {delegate['type']} ADD printed invalid JSON",
+            out[:500],
+        ) from None
+    if isinstance(result, dict) and result.get("cniVersion") not in (
+        None,
+        conf["cniVersion"],
+    ):
+        raise CNIError(
+            CODE_INTERNAL,
+            f"delegate answered in cniVersion {result.get('cniVersion')}, config asked for {conf['cniVersion']}",
+        )
+    return json.dumps(result)
+
+
+def cmd_del(conf: dict[str, Any], env: Mapping[str, str]) -> None:
+    """DEL: run the delegate's DEL with the saved config, then forget it; nothing saved → done."""
+    path = _saved_path(conf, env["CNI_CONTAINERID"])
+    saved = _load_saved(path)
+    if saved is None:
+        path.unlink(missing_ok=True)  # a corrupt file cannot be used for anything
+        return
+    if conf.get("runtimeConfig"):
+        saved["runtimeConfig"] = conf["runtimeConfig"]
+    if conf.get("prevResult"):
+        saved["prevResult"] = conf["prevResult"]
+    run_delegate(saved, env, "DEL")
+    path.unlink(missing_ok=True)
+
+
+def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
+    """CHECK: the delegate's CHECK with the saved config and the runtime's prevResult."""
+    if not conf.get("prevResult"):
+        raise _field_error("prevResult", "CHECK needs the ADD result as prevResult")
+    path = _saved_path(conf, env["CNI_CONTAINERID"])
+    saved = _load_saved(path)
+    if saved is None:
+        raise CNIError(
+            CODE_UNKNOWN_CONTAINER,
+            f"no saved delegate config for container {env['CNI_CONTAINERID']} in {path.parent}",
+        )
+    saved["prevResult"] = conf["prevResult"]
+    saved["cniVersion"] = conf["cniVersion"]
+    if conf.get("runtimeConfig"):
+        saved["runtimeConfig"] = conf["runtimeConfig"]
+    run_delegate(saved, env, "CHECK")
+
+
+def cmd_status(conf: dict[str, Any]) -> None:
+    """STATUS (1.1): ready when subnet.env can be read."""
+    try:
+        read_subnet_env(conf.get("subnetFile") or DEFAULT_SUBNET_FILE)
+    except CNIError as e:
+        raise CNIError(CODE_NOT_AVAILABLE, f"plugin not available: {e.msg}") from None
+
+
+def cmd_gc(conf: dict[str, Any], env: Mapping[str, str]) -> None:
+    """GC (1.1): DEL every saved attachment the runtime no longer lists as valid."""
+    valid = {
+        str(a.get("containerID"))
+        for a in conf.get("cni.dev/valid-attachments") or []
+        if isinstance(a, dict)
+    }
+    data_dir = Path(conf.get("dataDir") or DEFAULT_DATA_DIR)
+    if not data_dir.is_dir():
+        return
+    for path in sorted(data_dir.iterdir()):
+        if path.name.startswith(".") or path.name in valid or not path.is_file():
+            continue
+        saved = _load_saved(path)
+        if saved is not None:
+            try:
+                run_delegate(
+                    saved,
+                    {
+                        **env,
+                        "CNI_CONTAINERID": path.name,
+                        "CNI_NETNS": "",
+                        "CNI_IFNAME": env.get("CNI_IFNAME") or "eth0",
+                    },
+                    "DEL",
+                )
+            except CNIError:
+                continue  # keep it for the next GC
+        path.unlink(missing_ok=True)
+
+
+def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
+    """One plugin invocation: the exit status; the result or the spec error JSON goes to ``stdout``."""
+    version = DEFAULT_VERSION
+    try:
+        command = env.get("CNI_COMMAND", "")
+        if not command:
+            raise CNIError(
+                CODE_INVALID_ENV, "required environment variable CNI_COMMAND is not set"
+            )
+        if command == "VERSION":
+            try:
+                asked = json.loads(stdin or b"{}").get("cniVersion") or DEFAULT_VERSION
+            except (ValueError, AttributeError):
+                asked = DEFAULT_VERSION
+            stdout.write(
+                json.dumps(
+                    version_result(asked if isinstance(asked, str) else DEFAULT_VERSION)
+                )
+                + "\n"
+            )
+            return 0
+        if command not in REQUIRED_ENV:
+            raise CNIError(
+                CODE_INVALID_ENV,
+                f"unknown CNI_COMMAND {command!r}",
+                "expected ADD, DEL, CHECK, VERSION, GC or STATUS",
+            )
+        try:
+            raw_version = json.loads(stdin).get("cniVersion")
+            if isinstance(raw_version, str) and raw_version:
+                version = raw_version
+        except (ValueError, AttributeError):
+            pass
+        conf = parse_conf(stdin)
+        _require_env(env, command)
+        if command == "ADD":
+            stdout.write(cmd_add(conf, env) + "\n")
+        elif command == "DEL":
+            cmd_del(conf, env)
+        elif command == "CHECK":
+            cmd_check(conf, env)
+        elif command == "STATUS":
+            cmd_status(conf)
+        else:
+            cmd_gc(conf, env)
+        return 0
+    except CNIError as e:
+        stdout.write(e.to_json(version) + "\n")
+        return 1
+
+
+def main() -> None:
+    """Entry point of the ``kmesh-cni`` executable."""
+    code = run(os.environ, sys.stdin.buffer.read(), sys.stdout)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
