@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -160,8 +161,13 @@ def resolve_executable(argv0: str, env: dict[str, str]) -> str:
 
 async def start_process(
     nursery: trio.Nursery, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path,
+    *, prefix: Sequence[str] = (),
 ) -> ProcessContainer:
-    """Start ``argv`` with stdout/stderr appended to ``log_path``; its supervisor runs in ``nursery``."""
+    """Start ``argv`` with stdout/stderr appended to ``log_path``; its supervisor runs in ``nursery``.
+
+    ``prefix`` is a wrapper that must ``exec`` the command in the end (e.g. entering a pod
+    namespace), so the PID and process group stay those of the command.
+    """
     if not argv:
         raise StartError("no command given")
     exe = resolve_executable(argv[0], env)
@@ -170,7 +176,7 @@ async def start_process(
     with open(log_path, "ab") as out:  # noqa: ASYNC230 - opening a local log file does not block for long
         try:
             proc = await trio.lowlevel.open_process(
-                _with_pdeathsig([exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+                _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         except OSError as exc:
@@ -181,9 +187,11 @@ async def start_process(
 
 
 async def run_command(
-    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float
+    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, *, prefix: Sequence[str] = (),
 ) -> tuple[int, bytes, bool]:
-    """Run ``argv`` to completion within ``timeout``: (exit code, output, timed out). Killed on timeout."""
+    """Run ``argv`` to completion within ``timeout``: (exit code, output, timed out). Killed on timeout.
+
+    ``prefix``: an exec-ing wrapper as in ``start_process``."""
     try:
         exe = resolve_executable(argv[0], env) if argv else ""
     except StartError as exc:
@@ -192,7 +200,7 @@ async def run_command(
         return 126, b"no command", False
     try:
         proc = await trio.lowlevel.open_process(
-            _with_pdeathsig([exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+            _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
     except OSError as exc:
