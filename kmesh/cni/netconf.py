@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 BACKEND_TYPES = ("vxlan", "host-gw", "udp")
 DEFAULT_PORTS = {"vxlan": 8472, "udp": 8285}
@@ -103,7 +104,7 @@ class NetConf:
     Backend: BackendConf = field(default_factory=BackendConf)
 
     @classmethod
-    def parse(cls, source: str | bytes | dict[str, Any]) -> "NetConf":
+    def parse(cls, source: str | bytes | dict[str, Any]) -> NetConf:
         """Parse net-conf JSON (text or decoded); NetConfError names the bad field."""
         if isinstance(source, (str, bytes)):
             try:
@@ -145,7 +146,7 @@ class NetConf:
         return cls(network, sublen, smin, smax, _backend(doc.get("Backend")))
 
     @classmethod
-    def default(cls, network: str = "10.244.0.0/16", backend: str = "vxlan") -> "NetConf":
+    def default(cls, network: str = "10.244.0.0/16", backend: str = "vxlan") -> NetConf:
         """Kubernetes' usual cluster network with flannel's defaults."""
         return cls.parse({"Network": network, "Backend": {"Type": backend}})
 

@@ -6,14 +6,18 @@ import ipaddress
 import json
 import os
 import uuid
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
 
 from kmesh.cni.netconf import NetConf
 from kmesh.cni.subnets import (
-    DuplicatePublicIP, EtcdSubnetManager, PeerEvent, SubnetsExhausted, ensure_config,
+    DuplicatePublicIP,
+    EtcdSubnetManager,
+    PeerEvent,
+    SubnetsExhausted,
+    ensure_config,
 )
 from kmesh.store.etcd_api import EtcdClient, b64, unb64
 from kmesh.store.etcd_server import EtcdServer

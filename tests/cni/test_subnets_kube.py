@@ -9,10 +9,16 @@ from typing import Any
 
 import trio
 
+from kmesh.client.api import Client
 from kmesh.cni.netconf import NetConf
 from kmesh.cni.subnets import KubeSubnetManager, PeerEvent, SubnetError
-from kmesh.cni.subnets.kube import BACKEND_DATA, BACKEND_TYPE, KUBE_MANAGED, PUBLIC_IP, lease_of
-from kmesh.client.api import Client
+from kmesh.cni.subnets.kube import (
+    BACKEND_DATA,
+    BACKEND_TYPE,
+    KUBE_MANAGED,
+    PUBLIC_IP,
+    lease_of,
+)
 from tests.support.cluster import Cluster
 
 VXLAN = {"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:01"}

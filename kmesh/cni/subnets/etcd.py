@@ -27,15 +27,20 @@ import ipaddress
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from kmesh.cni.lease import Lease
 from kmesh.cni.netconf import NetConf
 from kmesh.cni.subnets.base import (
-    DuplicatePublicIP, LeaseLost, PeerEvent, PeerHandler, SubnetError, SubnetsExhausted,
+    DuplicatePublicIP,
+    LeaseLost,
+    PeerHandler,
+    SubnetError,
+    SubnetsExhausted,
 )
 from kmesh.cni.subnets.kube import peer_event
 from kmesh.store.base import Gone, StoreError, Unavailable

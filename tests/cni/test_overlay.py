@@ -1,0 +1,197 @@
+"""run_overlay: the flanneld loop of a node, with both subnet managers.
+
+The sequencing tests drive a RecordingBackend — kmesh's own Backend
+interface, only recording the calls — against a real API server or a real
+etcd; the last test runs the real host-gw backend in network namespaces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from kmesh.client.api import Client
+from kmesh.cni import subnetenv
+from kmesh.cni.lease import Lease
+from kmesh.cni.netconf import NetConf
+from kmesh.cni.overlay import Overlay, OverlayConfig, run_overlay
+from kmesh.cni.subnets import DuplicatePublicIP
+from kmesh.cni.subnets.kube import PUBLIC_IP
+from kmesh.store.etcd_api import EtcdClient
+from kmesh.store.etcd_server import EtcdServer
+from tests.conftest import require_binary
+from tests.support.cluster import Cluster
+
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+class RecordingBackend:
+    """A Backend that only records what the overlay asks of it."""
+
+    def __init__(self, mac: str, type: str = "vxlan") -> None:
+        self.type = type
+        self.mac = mac
+        self.calls: list[tuple[Any, ...]] = []
+        self.closed = trio.Event()
+
+    async def prepare(self) -> dict[str, Any]:
+        self.calls.append(("prepare",))
+        return {"VNI": 1, "VtepMAC": self.mac} if self.type == "vxlan" else {}
+
+    async def configure(self, local: Lease) -> int:
+        self.calls.append(("configure", str(local.subnet)))
+        return 1450
+
+    async def add_peer(self, lease: Lease) -> None:
+        self.calls.append(("add", str(lease.subnet), lease.public_ip, lease.vtep_mac))
+
+    async def remove_peer(self, lease: Lease) -> None:
+        self.calls.append(("remove", str(lease.subnet), lease.public_ip, lease.vtep_mac))
+
+    async def run(self) -> None:
+        self.calls.append(("run",))
+        await trio.sleep_forever()
+
+    async def close(self) -> None:
+        self.calls.append(("close",))
+        self.closed.set()
+
+    def peer_calls(self) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] in ("add", "remove")]
+
+
+async def add_node(c: Client, name: str, cidr: str) -> None:
+    await c.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                    "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+
+async def test_kube_overlay_sequence_subnet_env_and_peers(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster.client
+    for i in (1, 2, 3):
+        await add_node(c, f"n{i}", f"10.244.{i}.0/24")
+    b1, b2, b3 = RecordingBackend("aa:00:00:00:00:01"), RecordingBackend("aa:00:00:00:00:02"), RecordingBackend("", "host-gw")
+    cfg = {i: OverlayConfig(f"n{i}", f"192.168.56.{10 + i}", "kube", subnet_env=tmp_path / f"n{i}" / "subnet.env",
+                            ip_masq=i != 2) for i in (1, 2, 3)}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as n:
+            o1: Overlay = await n.start(run_overlay, c, cfg[1], b1)
+            assert o1.lease.subnet == ipaddress.IPv4Network("10.244.1.0/24") and o1.mtu == 1450
+            assert b1.calls[:2] == [("prepare",), ("configure", "10.244.1.0/24")]
+            assert o1.peers == {}
+            assert (tmp_path / "n1" / "subnet.env").read_text() == (
+                "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+
+            o2: Overlay = await n.start(run_overlay, c, cfg[2], b2)
+            assert [k for k in o2.peers] == ["10.244.1.0-24"]  # n1 was programmed before started()
+            assert b2.peer_calls() == [("add", "10.244.1.0/24", "192.168.56.11", "aa:00:00:00:00:01")]
+            assert subnetenv.read(cfg[2].subnet_env).ipmasq is False
+            await o1.wait_for(lambda o: "10.244.2.0-24" in o.peers)
+            assert b1.peer_calls() == [("add", "10.244.2.0/24", "192.168.56.12", "aa:00:00:00:00:02")]
+
+            # a node on another backend type is no peer of a vxlan node
+            await n.start(run_overlay, c, cfg[3], b3)
+            assert b3.peer_calls() == []  # and the vxlan nodes are none of its
+            # the public IP of n2 moves: remove, then add with the new address
+            await c.patch("Node", "n2", {"metadata": {"annotations": {PUBLIC_IP: "192.168.56.22"}}})
+            await o1.wait_for(lambda o: o.peers["10.244.2.0-24"].public_ip == "192.168.56.22")
+            assert b1.peer_calls()[1:] == [("remove", "10.244.2.0/24", "192.168.56.12", "aa:00:00:00:00:02"),
+                                           ("add", "10.244.2.0/24", "192.168.56.22", "aa:00:00:00:00:02")]
+            # n2 leaves the cluster
+            await c.delete("Node", "n2")
+            await o1.wait_for(lambda o: not o.peers)
+            assert b1.peer_calls()[-1] == ("remove", "10.244.2.0/24", "192.168.56.22", "aa:00:00:00:00:02")
+            assert ("run",) in b1.calls
+            n.cancel_scope.cancel()
+    assert b1.calls[-1] == ("close",) and b2.calls[-1] == ("close",)
+
+
+@pytest.fixture(scope="module")
+def etcd_server() -> Iterator[EtcdServer]:
+    require_binary("etcd")
+    with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
+        yield server
+
+
+@pytest.fixture
+async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    client = EtcdClient(etcd_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.etcd
+async def test_etcd_overlay_restart_keeps_subnet_and_dead_peer_expires(
+    etcd_server: EtcdServer, etcd: EtcdClient, tmp_path: Path
+) -> None:
+    prefix = f"/kmesh-test-{uuid.uuid4().hex[:10]}/network"
+    netconf = NetConf.parse({"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}})
+
+    def cfg(i: int, ttl: float = 3600, margin: float = 60) -> OverlayConfig:
+        return OverlayConfig(f"n{i}", f"192.168.56.{10 + i}", "etcd", netconf=netconf, etcd_url=etcd_server.url,
+                             etcd_prefix=prefix, subnet_env=tmp_path / f"n{i}.env", lease_ttl=ttl, renew_margin=margin)
+
+    b1, b2 = RecordingBackend("aa:00:00:00:00:01"), RecordingBackend("aa:00:00:00:00:02")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            o1: Overlay = await n.start(run_overlay, None, cfg(1), b1)
+            assert netconf.allows(o1.lease.subnet)
+            assert subnetenv.read(cfg(1).subnet_env).subnet == o1.lease.subnet
+            # n2 with a 3 s lease that it renews
+            scope2 = trio.CancelScope()
+
+            async def node2(*, task_status: trio.TaskStatus[Overlay] = trio.TASK_STATUS_IGNORED) -> None:
+                with scope2:
+                    await run_overlay(None, cfg(2, ttl=3, margin=1.5), b2, task_status=task_status)
+
+            o2: Overlay = await n.start(node2)
+            await o1.wait_for(lambda o: o2.lease.key in o.peers)
+            assert o2.peers == {o1.lease.key: o1.lease}
+            renewed = o2.manager.renewals  # type: ignore[attr-defined]
+            await o2.manager.wait_renewed(renewed + 2)  # type: ignore[attr-defined]
+            assert b1.peer_calls() == [("add", str(o2.lease.subnet), "192.168.56.12", "aa:00:00:00:00:02")]
+
+            n.cancel_scope.cancel()  # both nodes stop; their leases stay
+    assert b1.calls[-1] == ("close",) and b2.calls[-1] == ("close",)
+    n1_subnet = o1.lease.subnet
+
+    # restart: n2 first (it sees n1's old lease), then n1 with a new VTEP MAC keeps its subnet
+    b1b, b2b = RecordingBackend("aa:00:00:00:00:11"), RecordingBackend("aa:00:00:00:00:02")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            scope2 = trio.CancelScope()
+
+            async def node2b(*, task_status: trio.TaskStatus[Overlay] = trio.TASK_STATUS_IGNORED) -> None:
+                with scope2:
+                    await run_overlay(None, cfg(2, ttl=3, margin=1.5), b2b, task_status=task_status)
+
+            o2 = await n.start(node2b)
+            assert b2b.peer_calls() == [("add", str(n1_subnet), "192.168.56.11", "aa:00:00:00:00:01")]
+            o1 = await n.start(run_overlay, None, cfg(1), b1b)
+            assert o1.lease.subnet == n1_subnet
+            await o2.wait_for(lambda o: o.peers[o1.lease.key].vtep_mac == "aa:00:00:00:00:11")
+            assert b2b.peer_calls()[1:] == [("remove", str(n1_subnet), "192.168.56.11", "aa:00:00:00:00:01"),
+                                            ("add", str(n1_subnet), "192.168.56.11", "aa:00:00:00:00:11")]
+            # n2 dies without releasing: nobody renews its 3 s lease, it expires, n1 drops the peer
+            assert o2.lease.key in o1.peers
+            scope2.cancel()
+            await o1.wait_for(lambda o: o2.lease.key not in o.peers)
+            assert b1b.peer_calls()[-1] == ("remove", str(o2.lease.subnet), "192.168.56.12", "aa:00:00:00:00:02")
+            n.cancel_scope.cancel()
+
+    # a second node reporting n1's public IP (the Vagrant pitfall) cannot start
+    bad = OverlayConfig("n9", "192.168.56.11", "etcd", etcd_url=etcd_server.url, etcd_prefix=prefix,
+                        subnet_env=tmp_path / "n9.env")
+    b9 = RecordingBackend("aa:00:00:00:00:99")
+    with trio.fail_after(10), pytest.raises(DuplicatePublicIP, match="192.168.56.11"):
+        await run_overlay(None, bad, b9)
+    assert b9.calls == [("prepare",), ("close",)]
+    assert not (tmp_path / "n9.env").exists()
