@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,41 @@ class CNIChain:
             )
         self._cache_file(container_id, ifname).unlink(missing_ok=True)
 
+    async def status(self) -> None:
+        """STATUS (1.1): raise ``CNIError`` (code 50 and up) when a plugin cannot serve ADDs now."""
+        if not version_at_least(self.cni_version, "1.1.0"):
+            return
+        for plugin in self.plugins:
+            if await self._speaks_1_1(plugin["type"]):
+                await self._run(
+                    plugin["type"],
+                    self._plugin_conf(plugin, {}, None),
+                    {"CNI_COMMAND": "STATUS"},
+                )
+
+    async def gc(self, valid_attachments: Iterable[tuple[str, str]]) -> None:
+        """GC (1.1): plugins free what belongs to attachments not in ``(container_id, ifname)`` pairs.
+
+        Cached results of the other attachments are dropped too, as libcni does."""
+        valid = sorted(set(valid_attachments))
+        if version_at_least(self.cni_version, "1.1.0"):
+            listed = [{"containerID": c, "ifname": i} for c, i in valid]
+            for plugin in self.plugins:
+                if await self._speaks_1_1(plugin["type"]):
+                    conf = self._plugin_conf(plugin, {}, None)
+                    conf["cni.dev/valid-attachments"] = listed
+                    await self._run(plugin["type"], conf, {"CNI_COMMAND": "GC"})
+        keep = {f"{self.name}-{c}-{i}" for c, i in valid}
+        if self.cache_dir.is_dir():
+            for path in self.cache_dir.iterdir():
+                if path.name.startswith(f"{self.name}-") and path.name not in keep:
+                    cached = self._load_cache_file(path)
+                    if cached is None or cached.get("networkName") == self.name:
+                        path.unlink(missing_ok=True)
+
+    async def _speaks_1_1(self, plugin_type: str) -> bool:
+        return "1.1.0" in (await self.version(plugin_type)).get("supportedVersions", [])
+
     async def version(self, plugin_type: str) -> dict[str, Any]:
         """The plugin's VERSION answer (``supportedVersions``)."""
         out = await self._run(
@@ -403,6 +438,13 @@ class CNIChain:
     ) -> dict[str, Any] | None:
         """Run one plugin process; its parsed stdout, or ``CNIError`` from its error JSON."""
         exe = self.find_plugin(plugin_type)
+        if self.netns_for_plugins is not None and not _netns.exists(
+            self.netns_for_plugins
+        ):
+            raise CNIError(
+                CODE_INTERNAL,
+                f"network namespace {self.netns_for_plugins!r} for the plugins does not exist",
+            )
         argv = (
             [exe]
             if self.netns_for_plugins is None
@@ -505,8 +547,12 @@ class CNIChain:
         os.replace(tmp, path)
 
     def _load_cache(self, container_id: str, ifname: str) -> dict[str, Any] | None:
+        return self._load_cache_file(self._cache_file(container_id, ifname))
+
+    @staticmethod
+    def _load_cache_file(path: Path) -> dict[str, Any] | None:
         try:
-            data = json.loads(self._cache_file(container_id, ifname).read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None

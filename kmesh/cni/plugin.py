@@ -233,6 +233,35 @@ def run_delegate(conf: Mapping[str, Any], env: Mapping[str, str], command: str) 
     return out
 
 
+_SAME_RESULT_FORMAT = ("1.0.0", "1.1.0")  # 1.1 added no result fields
+
+
+def _same_format(a: str, b: str) -> bool:
+    return a in _SAME_RESULT_FORMAT and b in _SAME_RESULT_FORMAT
+
+
+def _relabel(result: Any, version: str) -> Any:
+    """A 1.0/1.1 result relabelled to the other version (their format is the same)."""
+    if isinstance(result, dict) and _same_format(
+        str(result.get("cniVersion", "")), version
+    ):
+        return {**result, "cniVersion": version}
+    return result
+
+
+def delegate_version(delegate: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The cniVersion to speak to the delegate: 1.0.0 when the config says 1.1.0 and the delegate stops at 1.0."""
+    want = str(delegate["cniVersion"])
+    if want != "1.1.0":
+        return want
+    out = run_delegate({"cniVersion": want, "type": delegate["type"]}, env, "VERSION")
+    try:
+        supported = json.loads(out).get("supportedVersions") or []
+    except (ValueError, AttributeError):
+        supported = []
+    return want if want in supported or "1.0.0" not in supported else "1.0.0"
+
+
 def _saved_path(conf: Mapping[str, Any], container_id: str) -> Path:
     return Path(conf.get("dataDir") or DEFAULT_DATA_DIR) / container_id
 
@@ -256,8 +285,9 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> str:
     """ADD: render the delegate, save it for DEL, run it; the delegate's result."""
     subnet = read_subnet_env(conf.get("subnetFile") or DEFAULT_SUBNET_FILE)
     delegate = build_delegate(conf, subnet)
+    delegate["cniVersion"] = delegate_version(delegate, env)
     if conf.get("prevResult"):
-        delegate["prevResult"] = conf["prevResult"]
+        delegate["prevResult"] = _relabel(conf["prevResult"], delegate["cniVersion"])
     path = _saved_path(conf, env["CNI_CONTAINERID"])
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -279,6 +309,8 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> str:
             f"delegate {delegate['type']} ADD printed invalid JSON",
             out[:500],
         ) from None
+    if isinstance(result, dict) and result.get("cniVersion") == delegate["cniVersion"]:
+        result = _relabel(result, conf["cniVersion"])
     if isinstance(result, dict) and result.get("cniVersion") not in (
         None,
         conf["cniVersion"],
@@ -300,7 +332,7 @@ def cmd_del(conf: dict[str, Any], env: Mapping[str, str]) -> None:
     if conf.get("runtimeConfig"):
         saved["runtimeConfig"] = conf["runtimeConfig"]
     if conf.get("prevResult"):
-        saved["prevResult"] = conf["prevResult"]
+        saved["prevResult"] = _relabel(conf["prevResult"], saved.get("cniVersion", ""))
     run_delegate(saved, env, "DEL")
     path.unlink(missing_ok=True)
 
@@ -316,8 +348,9 @@ def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
             CODE_UNKNOWN_CONTAINER,
             f"no saved delegate config for container {env['CNI_CONTAINERID']} in {path.parent}",
         )
-    saved["prevResult"] = conf["prevResult"]
-    saved["cniVersion"] = conf["cniVersion"]
+    if not _same_format(saved.get("cniVersion", ""), conf["cniVersion"]):
+        saved["cniVersion"] = conf["cniVersion"]
+    saved["prevResult"] = _relabel(conf["prevResult"], saved["cniVersion"])
     if conf.get("runtimeConfig"):
         saved["runtimeConfig"] = conf["runtimeConfig"]
     run_delegate(saved, env, "CHECK")

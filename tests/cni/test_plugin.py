@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from kmesh.cni.caller import CNIChain, pod_args, pod_ip, write_conflist
 from kmesh.cni.spec import (
@@ -327,3 +328,76 @@ async def test_conflist_through_the_chain(lab: CNILab) -> None:
     await chain.delete("ctr-b", b_path)
     assert lab.host_local_files("cbr0") == []
     assert list(lab.data_dir.iterdir()) == []
+
+
+@pytest.mark.netns
+async def test_spec_1_1_status_and_gc(lab: CNILab) -> None:
+    """A 1.1.0 network over 1.0-only reference plugins: results relabelled, STATUS and GC work."""
+    lab.write_subnet_env()
+    conf = {
+        "name": "cbr0",
+        "cniVersion": "1.1.0",
+        "plugins": [
+            {
+                "type": "kmesh-cni",
+                "subnetFile": str(lab.subnet_file),
+                "dataDir": str(lab.data_dir),
+                "ipam": {"dataDir": str(lab.ipam_dir)},
+                "delegate": {"hairpinMode": True, "isDefaultGateway": True},
+            }
+        ],
+    }
+    chain = CNIChain(
+        conf, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
+    )
+    await chain.status()
+    a, a_path = lab.add_pod("a")
+    _, b_path = lab.add_pod("b")
+    ra = await chain.add("ctr-a", a_path)
+    rb = await chain.add("ctr-b", b_path)
+    assert ra["cniVersion"] == "1.1.0"
+    assert json.loads((lab.data_dir / "ctr-a").read_text())["cniVersion"] == "1.0.0"
+    assert ping(a, pod_ip(rb))
+    await chain.check("ctr-a", a_path)
+
+    await chain.gc([("ctr-a", "eth0")])
+    assert sorted(p.name for p in lab.data_dir.iterdir()) == ["ctr-a"]
+    assert lab.host_local_files("cbr0") == [pod_ip(ra)]
+    assert chain.cached_result("ctr-b") is None and chain.cached_result("ctr-a") == ra
+
+    await chain.delete("ctr-a", a_path)
+    assert lab.host_local_files("cbr0") == []
+    lab.subnet_file.unlink()
+    with pytest.raises(CNIError) as e:
+        await chain.status()
+    assert e.value.code == 50 and "subnet" in e.value.msg
+
+
+@pytest.mark.netns
+async def test_concurrent_adds_get_distinct_addresses(lab: CNILab) -> None:
+    """The pod runtime starts pods in parallel: host-local's lock keeps the addresses apart."""
+    lab.write_subnet_env()
+    path = write_conflist(
+        lab.tmp,
+        subnet_file=lab.subnet_file,
+        data_dir=lab.data_dir,
+        ipam_data_dir=lab.ipam_dir,
+    )
+    chain = CNIChain(
+        path, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
+    )
+    pods = [lab.add_pod(f"p{i}") for i in range(6)]
+    results: dict[str, str] = {}
+
+    async def one(i: int, ns_path: str) -> None:
+        results[f"ctr-{i}"] = pod_ip(await chain.add(f"ctr-{i}", ns_path))
+
+    async with trio.open_nursery() as nursery:
+        for i, (_, ns_path) in enumerate(pods):
+            nursery.start_soon(one, i, ns_path)
+    assert len(set(results.values())) == 6
+    assert sorted(lab.host_local_files("cbr0")) == sorted(results.values())
+    async with trio.open_nursery() as nursery:
+        for i, (_, ns_path) in enumerate(pods):
+            nursery.start_soon(chain.delete, f"ctr-{i}", ns_path)
+    assert lab.host_local_files("cbr0") == []
