@@ -6,18 +6,20 @@ userspace TUN/UDP forwarder; educational, slow). The overlay loop calls, in
 order: ``prepare`` (devices, returns the backend data to publish in the
 lease), ``configure`` (local subnet, returns the pod MTU), then ``add_peer`` /
 ``remove_peer`` as leases come and go, ``run`` in a task, ``close`` at the end.
+``apply_masq`` / ``remove_masq`` are flannel's ``--ip-masq`` iptables rules.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from kmesh.cni.backends.masq import apply_masq, remove_masq
 from kmesh.cni.backends.nl import BackendError
 from kmesh.cni.lease import Lease
 
 BACKEND_TYPES = ("vxlan", "host-gw", "udp")
 
-__all__ = ["BACKEND_TYPES", "Backend", "BackendError", "make_backend"]
+__all__ = ["BACKEND_TYPES", "Backend", "BackendError", "apply_masq", "make_backend", "remove_masq"]
 
 
 class Backend(Protocol):
