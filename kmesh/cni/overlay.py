@@ -119,13 +119,14 @@ class Overlay:
 
     async def _remove(self, key: str) -> None:
         self.failed.pop(key, None)
-        lease = self.peers.pop(key, None)
+        lease = self.peers.get(key)
         if lease is None:
             return
         try:
             await self.backend.remove_peer(lease)
         except Exception as exc:  # noqa: BLE001
             log.warning("removing peer %s failed: %s", key, exc)
+        self.peers.pop(key, None)  # only now: ``peers`` never shows a removal still under way
 
     async def apply(self, ev: PeerEvent) -> None:
         """Program one peer event into the backend."""

@@ -195,3 +195,71 @@ async def test_etcd_overlay_restart_keeps_subnet_and_dead_peer_expires(
         await run_overlay(None, bad, b9)
     assert b9.calls == [("prepare",), ("close",)]
     assert not (tmp_path / "n9.env").exists()
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("kind", ["host-gw", "vxlan"])
+async def test_real_backend_in_namespaces(cluster: Cluster, tmp_path: Path, kind: str) -> None:
+    """Two namespace nodes run run_overlay with a real backend and the kube manager: pods reach each other,
+    a deleted Node's route goes, and closing the overlay removes what the backend made."""
+    from kmesh.cni.backends import make_backend
+    from kmesh.lab import netns
+    from kmesh.lab.netns_check import netns_usable
+    from tests.cni.topo import NETWORK, Topo
+    from tests.conftest import require
+
+    require(netns_usable(), "root and network namespaces")
+    c = cluster.client
+    topo = Topo(nodes_count=2)
+    try:
+        topo.build()
+        n1, n2 = topo.nodes
+        for node in topo.nodes:
+            await add_node(c, node.name, str(node.subnet))
+
+        def overlay_of(node: Any) -> tuple[OverlayConfig, Any]:
+            cfg = OverlayConfig(node.name, node.ip, "kube", netconf=NetConf.default(NETWORK, kind),
+                                subnet_env=tmp_path / node.name / "subnet.env")
+            return cfg, make_backend(kind, netns=node.ns, iface="eth0", public_ip=node.ip, network=NETWORK)
+
+        async def ping(ns: str, ip: str) -> bool:
+            return (await netns.run(ns, ["ping", "-c", "1", "-W", "2", ip], check=False)).returncode == 0
+
+        def route_to(ns: str, subnet: Any) -> str:
+            return netns.ip(ns, "route", "show", str(subnet)).strip()
+
+        with trio.fail_after(40):
+            async with trio.open_nursery() as n:
+                o1: Overlay = await n.start(run_overlay, c, *overlay_of(n1))
+                scope2, done2 = trio.CancelScope(), trio.Event()
+
+                async def node2(*, task_status: trio.TaskStatus[Overlay] = trio.TASK_STATUS_IGNORED) -> None:
+                    with scope2:
+                        await run_overlay(c, *overlay_of(n2), task_status=task_status)
+                    done2.set()
+
+                o2: Overlay = await n.start(node2)
+                await o1.wait_for(lambda o: n2.subnet in {p.subnet for p in o.peers.values()})
+                assert subnetenv.read(tmp_path / n1.name / "subnet.env").mtu == o1.mtu
+                topo.set_pod_mtu(min(o1.mtu, o2.mtu))
+                assert await ping(n1.pod_ns, n2.pod_ip)
+                assert await ping(n2.pod_ns, n1.pod_ip)
+                if kind == "host-gw":
+                    assert f"via {n2.ip}" in route_to(n1.ns, n2.subnet)
+                else:
+                    assert "dev flannel.1" in route_to(n1.ns, n2.subnet)
+
+                # node2's overlay stops: its backend cleans up, its Node (and lease) stay
+                scope2.cancel()
+                await done2.wait()
+                assert route_to(n2.ns, n1.subnet) == ""
+                # node2 leaves the cluster: node1 drops its route
+                await c.delete("Node", n2.name)
+                await o1.wait_for(lambda o: not o.peers)
+                assert route_to(n1.ns, n2.subnet) == ""
+                assert not await ping(n1.pod_ns, n2.pod_ip)
+                n.cancel_scope.cancel()
+        if kind == "vxlan":
+            assert "flannel.1" not in netns.ip(n1.ns, "link", "show")
+    finally:
+        topo.destroy()

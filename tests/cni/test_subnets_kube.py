@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import trio
+import trio.testing
 
 from kmesh.client.api import Client
 from kmesh.cni.netconf import NetConf
