@@ -232,7 +232,8 @@ class CNIChain:
                 out = await self._exec(
                     plugin, "ADD", container_id, netns_path, ifname, args, caps, result
                 )
-            except CNIError:
+            except (CNIError, trio.Cancelled):
+                # Undo the partial attachment even when our caller gave up on us.
                 with trio.CancelScope(shield=True):
                     await self._teardown(
                         self.plugins[: i + 1],

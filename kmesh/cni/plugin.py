@@ -444,6 +444,12 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
     except CNIError as e:
         stdout.write(e.to_json(version) + "\n")
         return 1
+    except Exception as e:  # noqa: BLE001 - a bug: still answer in the spec's format
+        err = CNIError(
+            CODE_INTERNAL, f"kmesh-cni internal error: {type(e).__name__}: {e}"
+        )
+        stdout.write(err.to_json(version) + "\n")
+        return 1
 
 
 def main() -> None:
