@@ -263,3 +263,75 @@ async def test_real_backend_in_namespaces(cluster: Cluster, tmp_path: Path, kind
             assert "flannel.1" not in netns.ip(n1.ns, "link", "show")
     finally:
         topo.destroy()
+
+
+async def test_kube_overlay_keeps_peers_through_an_api_outage(nursery: trio.Nursery, tmp_path: Path) -> None:
+    from kmesh.apiserver.server import ServerConfig
+    from kmesh.client.kubeconfig import Credentials
+    from tests.support.cluster import serve_stoppable
+
+    db = f"sqlite://{tmp_path / 'store.db'}"
+    srv, server = await nursery.start(serve_stoppable, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=0))
+    port = int(srv.url.rsplit(":", 1)[1])
+    c = Client(Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
+    try:
+        for i in (1, 2, 3):
+            await add_node(c, f"n{i}", f"10.244.{i}.0/24")
+        b1, b2 = RecordingBackend("aa:00:00:00:00:01"), RecordingBackend("aa:00:00:00:00:02")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as n:
+                o1: Overlay = await n.start(run_overlay, c, OverlayConfig("n1", "192.168.56.11", subnet_env=tmp_path / "1"), b1)
+                await n.start(run_overlay, c, OverlayConfig("n2", "192.168.56.12", subnet_env=tmp_path / "2"), b2)
+                await o1.wait_for(lambda o: "10.244.2.0-24" in o.peers)
+
+                await server.stop()
+                # nothing is taken down while the API server is away
+                assert list(o1.peers) == ["10.244.2.0-24"]
+                assert [call[0] for call in b1.peer_calls()] == ["add"]
+
+                _, server = await n.start(serve_stoppable, ServerConfig(data_dir=tmp_path / "api", store_url=db, port=port))
+                # after the outage the overlay follows the API again: n3 joins, n2 leaves
+                b3 = RecordingBackend("aa:00:00:00:00:03")
+                await n.start(run_overlay, c, OverlayConfig("n3", "192.168.56.13", subnet_env=tmp_path / "3"), b3)
+                await c.delete("Node", "n2")
+                await o1.wait_for(lambda o: list(o.peers) == ["10.244.3.0-24"])
+                assert [call[:2] for call in b1.peer_calls()] == [
+                    ("add", "10.244.2.0/24"), ("add", "10.244.3.0/24"), ("remove", "10.244.2.0/24")]
+                n.cancel_scope.cancel()
+    finally:
+        await c.aclose()
+        await server.stop()
+
+
+@pytest.mark.etcd
+async def test_etcd_overlay_keeps_peers_and_lease_through_an_etcd_outage(tmp_path: Path) -> None:
+    require_binary("etcd")
+    prefix = "/coreos.com/network"
+    netconf = NetConf.parse({"Network": "10.60.0.0/16"})
+    async with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
+
+        def cfg(i: int) -> OverlayConfig:
+            return OverlayConfig(f"n{i}", f"192.168.56.{10 + i}", "etcd", netconf=netconf, etcd_url=server.url,
+                                 etcd_prefix=prefix, subnet_env=tmp_path / f"n{i}.env", lease_ttl=4, renew_margin=2)
+
+        b1, b2, b3 = (RecordingBackend(f"aa:00:00:00:00:0{i}") for i in (1, 2, 3))
+        with trio.fail_after(40):
+            async with trio.open_nursery() as n:
+                o1: Overlay = await n.start(run_overlay, None, cfg(1), b1)
+                o2: Overlay = await n.start(run_overlay, None, cfg(2), b2)
+                await o1.wait_for(lambda o: o2.lease.key in o.peers)
+                renewals = o1.manager.renewals  # type: ignore[attr-defined]
+
+                server.kill()
+                assert list(o1.peers) == [o2.lease.key]
+                await trio.sleep(1)  # an outage, shorter than the lease left (nothing to await while etcd is gone)
+                assert list(o1.peers) == [o2.lease.key]
+                await server.astart()
+
+                # the watch resumes where it stopped, renewals resume, new peers are seen
+                await o1.manager.wait_renewed(renewals + 2)  # type: ignore[attr-defined]
+                o3: Overlay = await n.start(run_overlay, None, cfg(3), b3)
+                await o1.wait_for(lambda o: o3.lease.key in o.peers)
+                assert [call[0] for call in b1.peer_calls()] == ["add", "add"]
+                assert len({o1.lease.subnet, o2.lease.subnet, o3.lease.subnet}) == 3
+                n.cancel_scope.cancel()
