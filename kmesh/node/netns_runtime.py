@@ -131,6 +131,15 @@ def port_mappings(pod: Obj) -> list[Obj]:
     return out
 
 
+def pod_exec_prefix(ns_name: str, hostname: str) -> list[str]:
+    """The wrapper that runs a command in pod namespace ``ns_name`` as the pod's containers run
+    (its /etc/netns files over /etc, its hostname); append the command's argv (``kmesh exec`` can too)."""
+    return [
+        _which("ip"), "netns", "exec", ns_name, _which("unshare"), "--uts", "--",
+        _which("sh"), "-c", _SET_HOSTNAME, hostname,
+    ]
+
+
 class NetnsRuntime:
     """The ``PodRuntime`` of the netns mode (see the module docstring)."""
 
@@ -372,10 +381,7 @@ class NetnsRuntime:
             ]
         if not sandbox.netns or not netns.exists(sandbox.netns):
             raise StartError(f"network namespace {sandbox.netns!r} of the pod is gone")
-        return [
-            _which("ip"), "netns", "exec", sandbox.netns, _which("unshare"), "--uts", "--",
-            _which("sh"), "-c", _SET_HOSTNAME, sandbox.hostname,
-        ]
+        return pod_exec_prefix(sandbox.netns, sandbox.hostname)
 
     def _env(self, sandbox: Sandbox, pod: Obj, container: Obj) -> dict[str, str]:
         env = container_env(pod, container, sandbox.ip, _host_ip(pod) or self.node_ip)

@@ -26,6 +26,7 @@ import trio
 from kmesh.cni.caller import CNIChain
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
+from kmesh.node.agent import AgentConfig
 from kmesh.node.netns_runtime import (
     NetnsRuntime,
     NetnsSandbox,
@@ -35,7 +36,15 @@ from kmesh.node.netns_runtime import (
 )
 from kmesh.node.runtime import Sandbox
 from tests.conftest import require
-from tests.node.conftest import agnhost, command, pod
+from tests.node.conftest import (
+    agnhost,
+    command,
+    create_bound,
+    pod,
+    running_ready,
+    start_agent,
+    wait_pod,
+)
 from tests.node.netutil import pid_alive
 
 pytestmark = pytest.mark.netns
@@ -339,3 +348,37 @@ async def test_host_network_pod_runs_in_the_node_namespace(lab: Lab, nursery: tr
     await lab.rt.remove_sandbox(sb)  # nothing to undo
     assert netns.exists(lab.node_ns)
     assert isinstance(sb, Sandbox)
+
+
+async def test_agent_runs_pods_with_cni_ips_and_cleans_up(lab: Lab, api: Any, pods: Any, nursery: trio.Nursery) -> None:
+    """The kubelet with this runtime: the IP comes from CNI, deletion removes the namespace and frees the IP."""
+    cfg = AgentConfig(
+        node_name="node-1", node_ip="192.168.56.11", runtime=lab.rt, data_dir=lab.tmp / "node",
+        heartbeat=0.5, backoff_initial=1.0, backoff_max=4.0,
+    )
+    agent = await start_agent(nursery, api.client, cfg)
+    script = "hostname; cat /etc/resolv.conf; exec sleep 60"
+    await create_bound(api.client, pod(
+        "web", agnhost("app", "serve-hostname", "--tcp", "--http=false"), command("sh", "sh", "-c", script),
+        terminationGracePeriodSeconds=5,
+    ))
+    p = await wait_pod(pods, "web", running_ready)
+    ip = p["status"]["podIP"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET) and p["status"]["podIPs"] == [{"ip": ip}]
+    assert await read_all(lab.node_ns, ip, 9376) == b"web"
+    ns_name = lab.rt.netns_name(p)
+    assert netns.exists(ns_name) and lab.ipam_ips() == [ip]
+    await wait_log(lab.rt.data_dir / "pods" / f"default_web_{p['metadata']['uid']}" / "sh" / "0.log", "ndots:5")
+
+    await api.client.delete("Pod", "web", "default")
+    await wait_pod(pods, "web", lambda p: p is None)
+    assert not netns.exists(ns_name) and lab.ipam_ips() == [] and lab.rt.recorded() == {}
+
+    # An agent that stops leaves its pods' namespaces; the next one reaps those of pods that are gone.
+    await create_bound(api.client, pod("left", agnhost("app", "serve-hostname")))
+    p = await wait_pod(pods, "left", running_ready)
+    await agent.stop()
+    assert netns.exists(lab.rt.netns_name(p))
+    await api.client.delete("Pod", "left", "default", grace_period=0)
+    assert await lab.runtime().reap_orphans([]) == [lab.rt.netns_name(p)]
+    assert lab.ipam_ips() == [] and netns.names(f"kmesh-{lab.tag}-") == []
