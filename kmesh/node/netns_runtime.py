@@ -253,12 +253,10 @@ class NetnsRuntime:
         from kmesh.cni.caller import pod_ip
         from kmesh.cni.spec import CNIError
 
-        caps: Obj = {}
-        mappings = port_mappings(pod)
-        if mappings:
-            caps["portMappings"] = mappings
         prefix = f'failed to set up network for sandbox "{rec["sandboxId"][:12]}"'
         try:
+            mappings = port_mappings(pod)
+            caps: Obj = {"portMappings": mappings} if mappings else {}
             with trio.fail_after(CNI_TIMEOUT):
                 result = await self.cni.add(
                     rec["sandboxId"], str(netns.path(name)), ifname="eth0", args=self._cni_args(rec), capability_args=caps,

@@ -67,6 +67,7 @@ class Lab:
 
     def runtime(self, **kw: Any) -> NetnsRuntime:
         """Another runtime on the same data dir (an agent that restarted)."""
+        kw.setdefault("resolv_conf", self.tmp / "node-resolv.conf")
         return NetnsRuntime(
             self.tmp / "node", cluster=self.tag, node=kw.pop("node", "node-1"), cni=self.chain,
             node_netns=self.node_ns, node_ip="192.168.56.11", **kw,
@@ -104,7 +105,12 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     try:
         netns.add(node_ns)
         chain = CNIChain(conflist(tag, tmp_path / "ipam"), cni_path=CNI_PATH, cache_dir=tmp_path / "cni-cache", netns_for_plugins=node_ns)
-        rt = NetnsRuntime(tmp_path / "node", cluster=tag, node="node-1", cni=chain, node_netns=node_ns, node_ip="192.168.56.11")
+        # The node's resolver has no search line, whatever this machine's /etc/resolv.conf says.
+        (tmp_path / "node-resolv.conf").write_text("nameserver 192.168.56.1\n")
+        rt = NetnsRuntime(
+            tmp_path / "node", cluster=tag, node="node-1", cni=chain, node_netns=node_ns, node_ip="192.168.56.11",
+            resolv_conf=tmp_path / "node-resolv.conf",
+        )
         yield Lab(tag, node_ns, tmp_path, chain, rt)
     finally:
         for name in netns.names(f"kmesh-{tag}-"):
