@@ -148,6 +148,19 @@ def load_conflist(
     return data
 
 
+def find_conflist(conf_dir: str | os.PathLike[str]) -> Path | None:
+    """The network config a runtime would use: the first ``*.conflist`` / ``*.conf`` / ``*.json`` by name."""
+    d = Path(conf_dir)
+    if not d.is_dir():
+        return None
+    files = sorted(
+        p
+        for p in d.iterdir()
+        if p.suffix in (".conflist", ".conf", ".json") and p.is_file()
+    )
+    return files[0] if files else None
+
+
 def write_conflist(
     path: str | os.PathLike[str],
     *,
@@ -564,6 +577,7 @@ __all__ = [
     "CNIChain",
     "CNIError",
     "cni_args_string",
+    "find_conflist",
     "load_conflist",
     "pod_args",
     "pod_ip",

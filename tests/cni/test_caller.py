@@ -12,6 +12,7 @@ import pytest
 from kmesh.cni.caller import (
     CNIChain,
     cni_args_string,
+    find_conflist,
     load_conflist,
     pod_args,
     pod_ip,
@@ -90,6 +91,9 @@ def test_conflist_from_file(tmp_path: Path) -> None:
         "mtu": 1400,
     }
     assert chain.plugins[1]["capabilities"] == {"portMappings": True}
+    assert find_conflist(tmp_path) == p
+    (tmp_path / "99-other.conflist").write_text("{}")
+    assert find_conflist(tmp_path) == p and find_conflist(tmp_path / "none") is None
     bad = tmp_path / "bad.conflist"
     bad.write_text("{nope")
     with pytest.raises(CNIError) as e:
@@ -221,10 +225,40 @@ async def test_hostport_via_portmap_capability(lab: CNILab) -> None:
     ]
     assert any(f"--to-destination {ip}:80" in line for line in dnat), nat
     # No CHECK here: Debian's portmap 1.1.1 looks for an IPv6 DNAT chain it never made.
-    await chain.delete("ctr-hp", p_path)  # portMappings come from the cache
+    restarted = _chain(lab)  # a new runtime process: the cache still knows the mappings
+    await restarted.delete("ctr-hp", p_path)
     nat = in_ns(lab.node, "iptables-save", "-t", "nat").stdout
     assert f"{ip}:80" not in nat
     assert lab.host_local_files("kmc-net") == []
+
+
+@pytest.mark.netns
+async def test_cni_args_reach_the_plugins(lab: CNILab) -> None:
+    """host-local honours IP= from CNI_ARGS, next to the K8S_* keys kubelet sends."""
+    chain = _chain(lab)
+    p, p_path = lab.add_pod("args")
+    args = {
+        **pod_args("default", "pinned", uid="u-9", infra_container_id="ctr-args"),
+        "IP": "10.244.7.77",
+    }
+    result = await chain.add("ctr-args", p_path, args=args)
+    assert pod_ip(result) == "10.244.7.77"
+    assert "inet 10.244.7.77/24" in netns.ip(p, "-o", "addr", "show", "dev", "eth0")
+    await chain.delete("ctr-args", p_path, args=args)
+    assert lab.host_local_files("kmc-net") == []
+
+
+@pytest.mark.netns
+async def test_missing_node_namespace(lab: CNILab, tmp_path: Path) -> None:
+    chain = CNIChain(
+        bridge_conflist(lab),
+        cni_path=CNI_PATH,
+        cache_dir=tmp_path,
+        netns_for_plugins=f"{lab.prefix}gone",
+    )
+    with pytest.raises(CNIError) as e:
+        await chain.add("ctr-x", "/run/netns/nothing")
+    assert f"{lab.prefix}gone" in e.value.msg
 
 
 @pytest.mark.netns
