@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,12 @@ def load_conflist(
                 f"{where}: field 'plugins[{i}].capabilities' must be an object",
             )
     return data
+
+
+def default_cni_path() -> list[str]:
+    """Where plugins are looked up: this Python's bin dir (kmesh-cni), Debian's and upstream's plugin dirs."""
+    dirs = [os.path.dirname(sys.executable), "/usr/lib/cni", "/opt/cni/bin"]
+    return [d for d in dirs if os.path.isdir(d)]
 
 
 def find_conflist(conf_dir: str | os.PathLike[str]) -> Path | None:
@@ -577,6 +584,7 @@ __all__ = [
     "CNIChain",
     "CNIError",
     "cni_args_string",
+    "default_cni_path",
     "find_conflist",
     "load_conflist",
     "pod_args",

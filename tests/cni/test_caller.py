@@ -12,6 +12,7 @@ import pytest
 from kmesh.cni.caller import (
     CNIChain,
     cni_args_string,
+    default_cni_path,
     find_conflist,
     load_conflist,
     pod_args,
@@ -82,7 +83,8 @@ def test_conflist_from_file(tmp_path: Path) -> None:
         tmp_path, subnet_file="/x/subnet.env", data_dir="/x/data", mtu=1400
     )
     assert p.name == "10-kmesh.conflist"
-    chain = CNIChain(p, cni_path=CNI_PATH, cache_dir=tmp_path / "c")
+    chain = CNIChain(p, cni_path=default_cni_path(), cache_dir=tmp_path / "c")
+    assert chain.find_plugin("kmesh-cni").endswith("/kmesh-cni")
     assert chain.name == "cbr0" and chain.cni_version == "1.0.0"
     assert [pl["type"] for pl in chain.plugins] == ["kmesh-cni", "portmap"]
     assert chain.plugins[0]["delegate"] == {
