@@ -17,6 +17,7 @@ from kmesh.cni.backends.nl import (
     ignore_gone,
     index_of,
     mtu_of,
+    namespace_gone,
     netlink,
     require_index,
 )
@@ -113,4 +114,5 @@ class HostGwBackend:
             for subnet, gw in routes.items():
                 ignore_gone(lambda s=subnet, g=gw: ipr.route("del", dst=s, gateway=g, oif=idx))
 
-        await netlink(self.netns, work)
+        if not namespace_gone(self.netns):
+            await netlink(self.netns, work)

@@ -32,8 +32,18 @@ def _with_ipr(fn: Callable[[IPRoute], T]) -> T:
 
 
 async def netlink(netns: str | None, fn: Callable[[IPRoute], T]) -> T:
-    """Run ``fn(ipr)`` with a fresh ``IPRoute`` inside ``netns`` (None: here), off the trio loop."""
-    return await nsmod.run_sync_in(netns, _with_ipr, fn)
+    """Run ``fn(ipr)`` with a fresh ``IPRoute`` inside ``netns`` (None: here), off the trio loop.
+
+    Kernel refusals come back as ``BackendError`` naming the namespace."""
+    try:
+        return await nsmod.run_sync_in(netns, _with_ipr, fn)
+    except NetlinkError as e:
+        raise BackendError(f"netlink in {netns or 'this namespace'}: {e}") from e
+
+
+def namespace_gone(netns: str | None) -> bool:
+    """True when ``netns`` was deleted (close() then has nothing left to remove)."""
+    return netns is not None and not nsmod.exists(netns)
 
 
 def index_of(ipr: IPRoute, ifname: str) -> int | None:

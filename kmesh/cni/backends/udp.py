@@ -25,6 +25,7 @@ from kmesh.cni.backends.nl import (
     BackendError,
     index_of,
     mtu_of,
+    namespace_gone,
     netlink,
     require_index,
     set_only_address,
@@ -210,5 +211,5 @@ class UdpBackend:
             if idx is not None:
                 ipr.link("del", index=idx)
 
-        if self.netns is None or nsmod.exists(self.netns):
+        if not namespace_gone(self.netns):
             await netlink(self.netns, gone)

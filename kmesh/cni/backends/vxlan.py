@@ -22,6 +22,7 @@ from kmesh.cni.backends.nl import (
     ignore_gone,
     index_of,
     mtu_of,
+    namespace_gone,
     netlink,
     on_link,
     require_index,
@@ -156,4 +157,5 @@ class VxlanBackend:
                     ignore_gone(lambda s=subnet: ipr.route("del", dst=s, oif=link_idx))
             self.direct.clear()
 
-        await netlink(self.netns, work)
+        if not namespace_gone(self.netns):
+            await netlink(self.netns, work)
