@@ -43,7 +43,7 @@ from kmesh.cni.subnets.base import (
     SubnetsExhausted,
 )
 from kmesh.cni.subnets.kube import peer_event
-from kmesh.store.base import Gone, StoreError, Unavailable
+from kmesh.store.base import Gone, RevisionTooLarge, StoreError, Unavailable
 from kmesh.store.etcd_api import EtcdClient, b64, range_end, unb64
 
 log = logging.getLogger("kmesh.cni.subnets.etcd")
@@ -175,9 +175,9 @@ class EtcdSubnetManager:
 
     async def _write(self, lease: Lease, compare: Json) -> Record | None:
         """Put ``lease`` under a fresh etcd lease if ``compare`` holds; the new record or None."""
+        granted_at = trio.current_time()  # the etcd lease's clock starts at the grant, at the latest
         lease_id = await self._grant()
         key = self._key(lease)
-        now = trio.current_time()
         resp = await self.etcd.call("/v3/kv/txn", {
             "compare": [{"key": key, **compare}],
             "success": [{"request_put": {"key": key, "value": b64(encode(lease)), "lease": lease_id}}],
@@ -186,7 +186,7 @@ class EtcdSubnetManager:
             await self._revoke(lease_id)
             return None
         rev = int(resp["header"]["revision"])
-        self.expires_at = now + self.ttl
+        self.expires_at = granted_at + self.ttl
         create_rev = rev if compare.get("target") == "CREATE" else (self._record.create_revision if self._record else rev)
         return Record(lease, rev, create_rev, lease_id)
 
@@ -337,8 +337,8 @@ class EtcdSubnetManager:
                 try:
                     await self.renew()
                     break
-                except Unavailable as exc:
-                    log.warning("renewing %s: etcd unreachable (%s); retrying", self.lease and self.lease.key, exc)
+                except StoreError as exc:  # unreachable, or an error of the moment: the lease has time left
+                    log.warning("renewing %s: %s; retrying", self.lease and self.lease.key, exc)
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.retry_max, max(self.renew_margin / 4, 0.1))
 
@@ -404,7 +404,7 @@ class EtcdSubnetManager:
                                 rec = self._record_of(kv)
                                 await emit(name, rec.lease if rec else None)
                             next_rev = max(next_rev, int(kv.get("mod_revision", 0)) + 1)
-            except Gone:
+            except (Gone, RevisionTooLarge):  # compacted, or etcd restored from an older backup: start over
                 need_list = True
             except StoreError as exc:
                 log.info("subnet watch: %s; resuming at revision %d", exc, next_rev)
