@@ -39,7 +39,7 @@ def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
 
-NETNS_READY = False  # the netns runtime (issue 5) is not built yet
+NETNS_READY = True
 
 
 def _port_free(port: int) -> bool:
@@ -224,6 +224,16 @@ def down(data_dir: Path | None) -> None:
         console.print(f"[green]removed[/] {what}")
 
 
+def _node_subnet(dd: DataDir, node: str) -> str:
+    """The subnet a netns node's overlay holds (from its subnet.env), or "-"."""
+    from kmesh.cni.subnetenv import parse
+
+    try:
+        return str(parse((dd.root / "nodes" / node / "run" / "subnet.env").read_text()).subnet)
+    except (OSError, ValueError):
+        return "-"
+
+
 @main.command()
 @_data_dir_option
 def status(data_dir: Path | None) -> None:
@@ -254,7 +264,7 @@ def status(data_dir: Path | None) -> None:
         f"lab [bold]{info.name}[/] pid {pid}: API {info.api} ({ver['gitVersion']}), runtime {info.runtime}, "
         f"proxy {info.proxyMode}, services {info.serviceCIDR}, pods {info.clusterCIDR}"
     )
-    t = Table("NODE", "IP", "POD CIDR", "NETNS", "PODS")
+    t = Table("NODE", "READY", "IP", "POD CIDR", "SUBNET", "BACKEND", "NETNS", "PODS")
     by_node: dict[str, int] = {}
     for p in pods:
         n = (p.get("spec") or {}).get("nodeName") or ""
@@ -263,10 +273,71 @@ def status(data_dir: Path | None) -> None:
     for node in nodes:
         name = node["metadata"]["name"]
         ni = listed.get(name)
-        t.add_row(name, ni.ip if ni else "", (node.get("spec") or {}).get("podCIDR", ""),
+        ready = next((c.get("status", "") for c in (node.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), "")
+        annotations = node["metadata"].get("annotations") or {}
+        t.add_row(name, ready, ni.ip if ni else "", (node.get("spec") or {}).get("podCIDR", ""),
+                  _node_subnet(dd, name), annotations.get("flannel.alpha.coreos.com/backend-type", "-"),
                   (ni.netns or "-") if ni else "-", str(by_node.get(name, 0)))
     console.print(t)
     console.print(f"{len(pods)} pod(s); kubeconfig {info.kubeconfig}")
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_data_dir_option
+@click.option("-n", "--namespace", default="default", show_default=True, help="The pod's namespace.")
+@click.argument("pod")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside POD's network namespace (netns runtime): kmesh exec web-1 -- curl ..."""
+    import trio
+
+    from kmesh.api import errors as E
+    from kmesh.client.api import APIUnavailable, Client
+    from kmesh.lab import netns
+    from kmesh.lab.topology import LabNames
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.BadParameter("give the command to run after --", param_hint="COMMAND")
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    if info is None:
+        raise click.ClickException(f"no lab is running in {dd.root}")
+    if info.runtime != "netns":
+        raise click.ClickException(
+            "kmesh exec needs the netns runtime; sim pods share this machine's network, run the command directly")
+
+    async def fetch() -> dict[str, Any]:
+        async with Client.from_kubeconfig(info.kubeconfig) as c:
+            return await c.get("Pod", pod, namespace)
+
+    try:
+        obj = trio.run(fetch)
+    except E.APIError as exc:
+        raise click.ClickException(exc.message) from None
+    except APIUnavailable as exc:
+        raise click.ClickException(f"the API server does not answer: {exc}") from None
+    spec = obj.get("spec") or {}
+    node = spec.get("nodeName")
+    if not node:
+        raise click.ClickException(f"pod {namespace}/{pod} is not scheduled to a node yet")
+    names = LabNames(info.name)
+    if spec.get("hostNetwork"):
+        ns = names.node(node)
+    else:
+        ns = names.pod(node, pod, obj["metadata"]["uid"])
+    if not netns.exists(ns):
+        raise click.ClickException(f"pod {namespace}/{pod} has no network namespace yet ({ns}); is it running?")
+    if spec.get("hostNetwork"):
+        argv = netns.exec_argv(ns, list(command))
+    else:
+        from kmesh.node.netns_runtime import pod_exec_prefix
+        from kmesh.node.podspec import pod_hostname
+
+        argv = pod_exec_prefix(ns, pod_hostname(obj)) + list(command)
+    os.execvp(argv[0], argv)
 
 
 @main.command()
@@ -313,10 +384,14 @@ def _foreground(start: Any, kubeconfig: Path, ready: str) -> None:
     from kmesh.client.api import Client
 
     async def run() -> None:
-        async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
-            await start(client, nursery)
-            console.print(ready, highlight=False)
-            sys.stdout.flush()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
+                await start(client, nursery)
+                console.print(ready, highlight=False)
+                sys.stdout.flush()
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
 
     try:
         trio.run(run)
@@ -351,22 +426,52 @@ def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_gra
 @main.command()
 @_kubeconfig_option
 @click.option("--node", "node_name", required=True, help="Node name to register.")
-@click.option("--node-ip", required=True, help="The node's IP (sim: a 127.x address).")
-@click.option("--runtime", type=click.Choice(("sim",)), default="sim", show_default=True)
+@click.option("--node-ip", required=True, help="The node's IP (sim: a 127.x address; netns: its underlay address).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="sim", show_default=True,
+              help="sim, or netns: run inside the node's network namespace with the overlay and CNI.")
+@click.option("--lab", default="kmesh", show_default=True, help="netns: the lab name (prefix of pod namespaces).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="netns: overlay backend.")
+@click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True,
+              help="netns: where node subnets come from.")
+@click.option("--etcd", "etcd_url", default="", help="netns with --subnet-manager etcd: the etcd URL.")
+@click.option("--iface", default="eth0", show_default=True, help="netns: the underlay interface.")
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="netns: the pod network.")
 @_data_dir_option
-def agent(kubeconfig: Path, node_name: str, node_ip: str, runtime: str, data_dir: Path | None) -> None:
-    """Run one node agent (kubelet-lite) in the foreground."""
+def agent(
+    kubeconfig: Path, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
+    etcd_url: str, iface: str, cluster_cidr: str, data_dir: Path | None,
+) -> None:
+    """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
+
+    root = _resolve(data_dir).root
+    node_dir = root / "nodes" / node_name
+    node_dir.mkdir(parents=True, exist_ok=True)
+    if runtime == "netns":
+        if os.geteuid() != 0:
+            raise click.BadParameter("the netns runtime needs root", param_hint="--runtime")
+        if subnet_manager == "etcd" and not etcd_url:
+            raise click.BadParameter("--subnet-manager etcd needs --etcd URL", param_hint="--etcd")
+        from kmesh.node.netns_agent import NetnsNodeConfig, run_netns_node
+
+        ncfg = NetnsNodeConfig(
+            lab=lab, node_name=node_name, node_ip=node_ip, node_dir=node_dir, backend=backend,
+            subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface, network=cluster_cidr,
+        )
+
+        async def start(client: Any, nursery: Any) -> None:
+            await nursery.start(run_netns_node, client, ncfg)
+
+        _foreground(start, kubeconfig, f"agent {node_name} running")
+        return
     from kmesh.node.sim import SimRuntime
 
-    node_dir = _resolve(data_dir).root / "nodes" / node_name
-    node_dir.mkdir(parents=True, exist_ok=True)
     cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir)
 
-    async def start(client: Any, nursery: Any) -> None:
+    async def start_sim(client: Any, nursery: Any) -> None:
         await nursery.start(run_agent, client, cfg)
 
-    _foreground(start, kubeconfig, f"agent {node_name} running")
+    _foreground(start_sim, kubeconfig, f"agent {node_name} running")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kmesh.api import errors as E
 from kmesh.client.api import Client
+from kmesh.lab.addons import apply_objects
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 
@@ -47,9 +47,4 @@ DEMO: list[dict[str, Any]] = [
 
 async def apply_demo(client: Client) -> None:
     """Create the demo objects (existing ones are left as they are)."""
-    for obj in DEMO:
-        try:
-            await client.create(obj)
-        except E.APIError as exc:
-            if exc.code != 409:
-                raise
+    await apply_objects(client, DEMO)

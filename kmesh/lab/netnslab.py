@@ -13,6 +13,7 @@ inside the node's namespace, and returns once every node has its subnet.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from kmesh.lab.supervisor import UpOptions
 
 API_PORT = 6443
+_log = logging.getLogger("kmesh.lab")
 
 
 @dataclass
@@ -102,12 +104,15 @@ def agent_argv(opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url:
 async def run_node(
     lab: NetnsLab, argv: list[str], name: str, log: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """One agent process inside its node namespace, until cancelled (then SIGTERM, SIGKILL after 10 s)."""
+    """One agent process inside its node namespace, until cancelled (then SIGTERM, SIGKILL after 10 s).
+
+    An agent that exits is not restarted: its node goes NotReady, as a node
+    whose kubelet died does, and ``kmesh status`` shows it."""
     proc = await start_until(netns.nsenter_argv(lab.names.node(name), argv), f"agent {name} running".encode(), log)
     try:
         task_status.started()
         await proc.wait()
-        raise RuntimeError(f"the agent of {name} exited with {proc.returncode}; see {log}")
+        _log.error("the agent of %s exited with %s; see %s", name, proc.returncode, log)
     finally:
         with trio.CancelScope(shield=True):
             await stop_process(proc)

@@ -34,7 +34,8 @@ from kmesh.lab.datadir import (
 )
 from kmesh.lab.demo import apply_demo
 from kmesh.lab.simnodes import start_sim_nodes
-from kmesh.lab.topology import CONTROL_PLANE_IP
+from kmesh.lab.addons import apply_objects, coredns_objects
+from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
 if TYPE_CHECKING:
     from kmesh.lab.netnslab import NetnsLab
@@ -150,6 +151,9 @@ async def run_lab(
                 write_kubeconfig(lab_kubeconfig, opts.name, creds)
                 nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, etcd_url, progress)
                 open_socket = lab.open_root_socket
+                progress("CoreDNS Deployment and Service kube-dns")
+                await apply_objects(client, coredns_objects(
+                    lab_kubeconfig, allow=[cluster_cidr, service_cidr, str(UNDERLAY), "127.0.0.0/8"]))
             progress("cluster DNS")
             dns: RunningDNS = await nursery.start(
                 functools.partial(run_dns, client, lab_dns_config(cluster_cidr, service_cidr), spawn_workers=False,

@@ -8,7 +8,7 @@ import shutil
 from kmesh.lab.datadir import DataDir
 from kmesh.lab.netns_check import netns_usable
 from kmesh.lab.procs import stop_pid
-from kmesh.lab.topology import LabNames, sweep
+from kmesh.lab.topology import LabNames, lab_namespaces, sweep
 
 # Everything `kmesh up` creates in a data dir, and nothing else.
 MADE_FILES = (
@@ -34,11 +34,15 @@ def teardown(dd: DataDir) -> list[str]:
     prefix, so a lab whose processes were killed with SIGKILL is removed too."""
     removed: list[str] = []
     name = _netns_lab_name(dd)
+    names = LabNames(name) if name is not None and netns_usable() else None
+    before = lab_namespaces(names) if names is not None else []
     pid = dd.supervisor_pid()
     if pid is not None and stop_pid(pid, grace=30.0):
         removed.append(f"process {pid} (lab supervisor)")
-    if name is not None and netns_usable():
-        removed += sweep(LabNames(name))
+    if names is not None:
+        swept = sweep(names)
+        # the supervisor removes its namespaces on the way out: name them too
+        removed += [f"namespace {ns}" for ns in before if f"namespace {ns}" not in swept] + swept
     for name in MADE_FILES:
         p = dd.root / name
         if p.exists():

@@ -57,6 +57,10 @@ class LabNames:
         """Node ``node``'s namespace."""
         return self.prefix + node
 
+    def pod(self, node: str, pod_name: str, uid: str) -> str:
+        """The namespace of pod ``pod_name`` (UID ``uid``) on ``node``."""
+        return f"{self.node(node)}-{pod_name[:40]}-{uid[:8]}"
+
 
 def node_ip(i: int) -> str:
     """The underlay address of the i-th node (0-based)."""

@@ -68,6 +68,9 @@ class AgentConfig:
     backoff_max: float = 300.0
     retry_max: float = 7.0
     metrics_port: int | None = None  # serve /metrics on node_ip:port (0: any free port); None: off
+    # Set once the pod network is up (CNI config written); pods wait for it before their sandbox,
+    # as the kubelet waits while the runtime reports NetworkReady=false. None: ready at once.
+    network_ready: trio.Event | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -38,6 +38,7 @@ import trio
 
 from kmesh import __version__
 from kmesh.lab import netns
+from kmesh.lab.topology import LabNames
 from kmesh.node import apps
 from kmesh.node.apps import AppContext
 from kmesh.node.containers import run_command, start_app, start_process
@@ -172,9 +173,9 @@ class NetnsRuntime:
         return f"kmesh-{self.cluster}-{self.node}-"
 
     def netns_name(self, pod: Obj) -> str:
-        """``kmesh-<cluster>-<node>-<podname[:40]>-<uid[:8]>``."""
+        """``kmesh-<cluster>-<node>-<podname[:40]>-<uid[:8]>`` (kmesh.lab.topology.LabNames.pod)."""
         md = pod.get("metadata") or {}
-        return f"{self.ns_prefix}{md.get('name', '')[:40]}-{md.get('uid', '')[:8]}"
+        return LabNames(self.cluster).pod(self.node, md.get("name", ""), md.get("uid", ""))
 
     # ----------------------------------------------------------- records
 

@@ -187,6 +187,9 @@ class PodWorker:
     async def _create_sandbox(self) -> Sandbox | None:
         """The pod's sandbox, retried with backoff (as the kubelet does) until the pod stops."""
         delay = 1.0
+        ready = self.kubelet.cfg.network_ready
+        if ready is not None and not ready.is_set():
+            await wait_any(self.stopping.wait, ready.wait)
         while not self.stopping.is_set():
             try:
                 sandbox = await self.runtime.create_sandbox(self.runtime_pod(), self.ip)

@@ -1,0 +1,91 @@
+"""Cluster add-ons a netns lab applies at start, as kubeadm does: CoreDNS behind Service kube-dns.
+
+The ``coredns`` Deployment runs kmesh's DNS server (image ``kmesh/dns``) in
+pods of ``kube-system``; Service ``kube-dns`` gets the well-known ClusterIP
+10.96.0.10 that every pod's resolv.conf names. Names, labels and ports are
+kubeadm's, so ``kubectl -n kube-system get deploy,svc,pods -l k8s-app=kube-dns``
+shows what a user expects.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from kmesh.api import errors as E
+from kmesh.client.api import Client
+
+DNS_IMAGE = "kmesh/dns"
+CLUSTER_DNS_IP = "10.96.0.10"
+
+
+def coredns_objects(kubeconfig: Path, *, replicas: int = 2, allow: list[str] | None = None) -> list[dict[str, Any]]:
+    """Deployment ``coredns`` and Service ``kube-dns`` (kube-system); pods read the API through ``kubeconfig``."""
+    labels = {"k8s-app": "kube-dns"}
+    args = [f"--kubeconfig={kubeconfig}", "--port=53", "--metrics-port=9153"]
+    if allow:
+        args.append("--allow=" + ",".join(allow))
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": dict(labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "priorityClassName": "system-cluster-critical",
+                    "dnsPolicy": "Default",
+                    "tolerations": [
+                        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                    ],
+                    "containers": [{
+                        "name": "coredns",
+                        "image": DNS_IMAGE,
+                        "args": args,
+                        "ports": [
+                            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                        ],
+                        "readinessProbe": {"tcpSocket": {"port": 53}, "periodSeconds": 2},
+                        "livenessProbe": {"httpGet": {"path": "/metrics", "port": 9153}, "periodSeconds": 10,
+                                          "failureThreshold": 5},
+                    }],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns", "namespace": "kube-system",
+            "labels": {**labels, "kubernetes.io/name": "CoreDNS"},
+            "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"},
+        },
+        "spec": {
+            "selector": dict(labels),
+            "clusterIP": CLUSTER_DNS_IP,
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+            ],
+        },
+    }
+    return [deployment, service]
+
+
+async def apply_objects(client: Client, objects: list[dict[str, Any]]) -> None:
+    """Create each object unless it exists already (a restarted lab keeps what it had)."""
+    for obj in objects:
+        try:
+            await client.create(copy.deepcopy(obj))
+        except E.APIError as exc:
+            if exc.code != 409:
+                raise

@@ -1,0 +1,109 @@
+"""A netns node: the flanneld-like overlay, the CNI set-up and the kubelet, in one agent process.
+
+``kmesh agent --runtime netns`` runs this inside the node's network namespace
+(the lab supervisor starts it with ``nsenter``). What it does is what a
+Kubernetes node runs as flanneld + the flannel CNI plugin + the kubelet:
+
+1. the overlay (kmesh.cni.overlay): takes the node's subnet from the subnet
+   manager (kube: the Node's podCIDR; etcd: a lease), programs the backend
+   (vxlan / host-gw / udp) towards every other node, masquerades pod traffic
+   leaving the cluster network and writes ``subnet.env``;
+2. the CNI config (``10-kmesh.conflist``: kmesh-cni → bridge + host-local,
+   then portmap) in the node's CNI conf dir;
+3. the kubelet with the netns runtime, whose pods wait until 1 and 2 are done.
+
+Files live in the node's dir ``D/nodes/<node>/``: ``run/subnet.env``,
+``cni/net.d/``, ``cni/results/`` (ADD results for DEL), ``cni/networks/``
+(host-local leases), ``cni/flannel/`` (kmesh-cni's saved delegate configs).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from kmesh.client.api import Client
+from kmesh.lab.addons import CLUSTER_DNS_IP
+from kmesh.lab.datadir import CLUSTER_CIDR
+
+log = logging.getLogger("kmesh.node.netns")
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+
+
+@dataclass
+class NetnsNodeConfig:
+    """What one netns node needs; the agent runs in the namespace it programs."""
+
+    lab: str
+    node_name: str
+    node_ip: str
+    node_dir: Path
+    backend: str = "vxlan"
+    subnet_manager: str = "kube"
+    etcd_url: str = ""
+    iface: str = "eth0"
+    network: str = CLUSTER_CIDR
+    dns_ip: str = CLUSTER_DNS_IP
+    ip_masq: bool = True
+
+    @property
+    def subnet_env(self) -> Path:
+        """flannel's subnet.env of this node."""
+        return self.node_dir / "run" / "subnet.env"
+
+    @property
+    def cni_dir(self) -> Path:
+        """Where this node keeps CNI config and state."""
+        return self.node_dir / "cni"
+
+    @property
+    def conflist(self) -> Path:
+        """The conflist the kubelet runs for each pod."""
+        return self.cni_dir / "net.d" / "10-kmesh.conflist"
+
+
+async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the node (overlay, CNI config, kubelet) until cancelled; ``task_status`` once pods can start."""
+    from kmesh.cni.backends import make_backend
+    from kmesh.cni.backends.masq import apply_masq
+    from kmesh.cni.caller import CNIChain, default_cni_path, write_conflist
+    from kmesh.cni.netconf import NetConf
+    from kmesh.cni.overlay import OverlayConfig, run_overlay
+    from kmesh.node.agent import AgentConfig, run_agent
+    from kmesh.node.netns_runtime import NetnsRuntime
+
+    for d in (cfg.subnet_env.parent, cfg.conflist.parent, cfg.cni_dir / "results", cfg.cni_dir / "flannel"):
+        d.mkdir(parents=True, exist_ok=True)
+    netconf = NetConf.default(cfg.network, cfg.backend)
+    backend = make_backend(
+        cfg.backend, netns=None, iface=cfg.iface, public_ip=cfg.node_ip, network=cfg.network,
+        vni=netconf.Backend.VNI, port=netconf.Backend.Port or None,
+    )
+    write_conflist(cfg.conflist, subnet_file=cfg.subnet_env, data_dir=cfg.cni_dir / "flannel",
+                   ipam_data_dir=cfg.cni_dir / "networks")
+    chain = CNIChain(cfg.conflist, cni_path=default_cni_path(), cache_dir=cfg.cni_dir / "results")
+    runtime = NetnsRuntime(cfg.node_dir, cluster=cfg.lab, node=cfg.node_name, cni=chain, dns_ip=cfg.dns_ip,
+                           node_ip=cfg.node_ip)
+    network_ready = trio.Event()
+    agent_cfg = AgentConfig(node_name=cfg.node_name, node_ip=cfg.node_ip, runtime=runtime, data_dir=cfg.node_dir,
+                            network_ready=network_ready)
+    overlay_cfg = OverlayConfig(
+        node=cfg.node_name, public_ip=cfg.node_ip, subnet_manager=cfg.subnet_manager,  # type: ignore[arg-type]
+        netconf=netconf, etcd_url=cfg.etcd_url, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,
+    )
+    async with trio.open_nursery() as n:
+        agent = await n.start(run_agent, client, agent_cfg)
+        live = {p["metadata"].get("uid", "") for p in agent.pods.list()}
+        reaped = await runtime.reap_orphans(live)
+        if reaped:
+            log.info("%s: removed sandboxes of pods that are gone: %s", cfg.node_name, ", ".join(reaped))
+        overlay = await n.start(run_overlay, client, overlay_cfg, backend)
+        if cfg.ip_masq:
+            await apply_masq(None, str(overlay.network.Network), str(overlay.lease.subnet))
+        network_ready.set()
+        log.info("%s: pod network ready: subnet %s, %s backend", cfg.node_name, overlay.lease.subnet, cfg.backend)
+        task_status.started()

@@ -1,0 +1,50 @@
+"""The lab topology: underlay, hosts on it, and the sweep that removes a lab by name."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from kmesh.lab import netns
+from kmesh.lab.netns_check import netns_usable
+from kmesh.lab.topology import LabNames, add_host, build_underlay, node_ip, processes_in, sweep
+from tests.conftest import require
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def names():
+    require(netns_usable(), "root and network namespaces")
+    n = LabNames(f"t{uuid.uuid4().hex[:6]}")
+    try:
+        yield n
+    finally:
+        sweep(n, grace=1.0)
+
+
+def test_hosts_reach_each_other_and_sweep_removes_all(names: LabNames) -> None:
+    build_underlay(names)
+    add_host(names, names.control_plane, "cp", "192.168.56.10")
+    add_host(names, names.node("node-1"), "node-1", node_ip(0), router=True)
+    add_host(names, names.node("node-1"), "node-1", node_ip(0), router=True)  # idempotent
+    assert node_ip(0) == "192.168.56.11"
+    out = subprocess.run(netns.exec_argv(names.control_plane, ["ping", "-c1", "-W2", node_ip(0)]), capture_output=True)
+    assert out.returncode == 0, out.stderr
+    fwd = netns.call_in(names.node("node-1"), lambda: open("/proc/sys/net/ipv4/ip_forward").read().strip())
+    assert fwd == "1"
+    sleeper = subprocess.Popen(netns.nsenter_argv(names.node("node-1"), ["sleep", "600"]))
+    try:
+        # nsenter execs sleep in place: the PID is the sleeping process
+        assert sleeper.pid in processes_in([names.node("node-1")])
+        removed = sweep(names, grace=2.0)
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait()
+    assert f"process {sleeper.pid} (in a lab namespace)" in removed
+    assert netns.names(names.prefix) == []
+    assert removed[-1] == f"namespace {names.underlay}"
+    assert sweep(names) == []
