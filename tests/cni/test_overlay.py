@@ -198,7 +198,7 @@ async def test_etcd_overlay_restart_keeps_subnet_and_dead_peer_expires(
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("kind", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("kind", ["host-gw", "vxlan", "udp"])
 async def test_real_backend_in_namespaces(cluster: Cluster, tmp_path: Path, kind: str) -> None:
     """Two namespace nodes run run_overlay with a real backend and the kube manager: pods reach each other,
     a deleted Node's route goes, and closing the overlay removes what the backend made."""
@@ -246,7 +246,7 @@ async def test_real_backend_in_namespaces(cluster: Cluster, tmp_path: Path, kind
                 assert await ping(n2.pod_ns, n1.pod_ip)
                 if kind == "host-gw":
                     assert f"via {n2.ip}" in route_to(n1.ns, n2.subnet)
-                else:
+                elif kind == "vxlan":
                     assert "dev flannel.1" in route_to(n1.ns, n2.subnet)
 
                 # node2's overlay stops: its backend cleans up, its Node (and lease) stay
