@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,14 @@ class Result:
     gbps: float
     mtu: int
     retransmits: int
+    runs: tuple[float, ...] = ()
+
+
+def combine(rounds: list[Result]) -> Result:
+    """The median run of one mode over ``--repeat`` rounds (retransmits summed)."""
+    first = rounds[0]
+    gbps = statistics.median(r.gbps for r in rounds)
+    return Result(first.mode, gbps, first.mtu, sum(r.retransmits for r in rounds), tuple(r.gbps for r in rounds))
 
 
 async def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: float) -> tuple[float, int]:
@@ -110,12 +119,12 @@ async def with_backend(topo: Topo, kind: str, seconds: float) -> Result:
                 topo.set_pod_mtu(topo.underlay_mtu)
 
 
-async def measure(topo: Topo, modes: list[str], seconds: float) -> list[Result]:
+async def measure(topo: Topo, modes: list[str], seconds: float, repeat: int = 1) -> list[Result]:
     """Every mode in turn; SIGTERM stops it like Ctrl-C (cleanly, through every ``finally``)."""
     results: list[Result] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sigterm, nursery.cancel_scope)
-        results = await _measure(topo, modes, seconds)
+        results = await _measure(topo, modes, seconds, repeat)
         nursery.cancel_scope.cancel()
     if len(results) != len(modes):  # SIGTERM cancelled the run
         raise KeyboardInterrupt
@@ -129,36 +138,41 @@ async def _sigterm(scope: trio.CancelScope) -> None:
             return
 
 
-async def _measure(topo: Topo, modes: list[str], seconds: float) -> list[Result]:
-    """Every mode in turn, with a progress bar."""
-    results: list[Result] = []
+async def _measure(topo: Topo, modes: list[str], seconds: float, repeat: int) -> list[Result]:
+    """``repeat`` rounds of every mode in turn (interleaved, so machine noise hits all modes alike)."""
+    runs: dict[str, list[Result]] = {m: [] for m in modes}
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as progress:
-        overall = progress.add_task("overlay benchmark", total=len(modes))
-        for mode in modes:
-            progress.update(overall, description=f"iperf3 {mode} ({seconds:g} s)")
-            if mode == "bare":
-                n1, n2 = topo.nodes
-                gbps, retr = await iperf(n1.ns, n2.ns, n2.ip, seconds)
-                results.append(Result("bare", gbps, topo.underlay_mtu, retr))
-            else:
-                results.append(await with_backend(topo, mode, seconds))
-            progress.advance(overall)
-    return results
+        overall = progress.add_task("overlay benchmark", total=len(modes) * repeat)
+        for round_ in range(1, repeat + 1):
+            for mode in modes:
+                progress.update(overall, description=f"round {round_}/{repeat}: iperf3 {mode} ({seconds:g} s)")
+                if mode == "bare":
+                    n1, n2 = topo.nodes
+                    gbps, retr = await iperf(n1.ns, n2.ns, n2.ip, seconds)
+                    runs[mode].append(Result("bare", gbps, topo.underlay_mtu, retr))
+                else:
+                    runs[mode].append(await with_backend(topo, mode, seconds))
+                progress.advance(overall)
+    return [combine(runs[m]) for m in modes]
 
 
 def report(results: list[Result]) -> None:
     """Print the table: Gbit/s and share of bare, against the goals."""
     bare = next((r.gbps for r in results if r.mode == "bare"), 0.0)
-    table = Table(title="pod-to-pod TCP throughput (iperf3, 1 stream)")
-    for col in ("mode", "MTU", "Gbit/s", "share of bare", "goal", "retransmits"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
+    repeat = max((len(r.runs) for r in results), default=1)
+    title = "pod-to-pod TCP throughput (iperf3, 1 stream" + (f", median of {repeat} runs)" if repeat > 1 else ")")
+    table = Table(title=title)
+    for col in ("mode", "MTU", "Gbit/s", "min-max", "of bare", "goal", "retrans"):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
     for r in results:
         share = r.gbps / bare if bare else 0.0
         goal = GOALS.get(r.mode)
-        verdict = "" if goal is None else (f"[green]>= {goal:.0%} ok[/]" if share >= goal else f"[red]>= {goal:.0%} missed[/]")
-        table.add_row(r.mode, str(r.mtu), f"{r.gbps:.2f}", f"{share:.1%}" if r.mode != "bare" else "anchor", verdict,
+        verdict = "" if goal is None else (f"[green]{goal:.0%} ok[/]" if share >= goal else f"[red]{goal:.0%} missed[/]")
+        runs = f"{min(r.runs):.2f}-{max(r.runs):.2f}" if len(r.runs) > 1 else ""
+        table.add_row(r.mode, str(r.mtu), f"{r.gbps:.2f}", runs, f"{share:.1%}" if r.mode != "bare" else "anchor", verdict,
                       str(r.retransmits))
     console.print(table)
+    console.print(f"machine: {os.cpu_count()} CPUs (shared with whatever else runs); veth underlay, MTU as shown")
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -174,6 +188,11 @@ def plot(results: list[Result], path: Path) -> None:
     for bar, r in zip(bars, results, strict=True):
         label = f"{r.gbps:.2f}" + (f"\n{r.gbps / bare:.0%}" if bare and r.mode != "bare" else "")
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=9)
+    if bare:
+        for mode, goal in GOALS.items():
+            ax.axhline(bare * goal, linestyle="--", linewidth=0.8, color="black", alpha=0.5)
+            ax.annotate(f"{mode} goal {goal:.0%}", (len(results) - 0.5, bare * goal), ha="right", va="bottom", fontsize=8)
+        ax.set_ylim(0, bare * 1.15)
     ax.set_ylabel("Gbit/s (iperf3, 1 TCP stream)")
     ax.set_title("kmesh overlay backends vs bare underlay")
     fig.tight_layout()
@@ -185,6 +204,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--time", "-t", type=float, default=5.0, help="seconds per iperf3 run (default 5)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--repeat", "-r", type=int, default=1, help="rounds of all modes; the median is reported")
     parser.add_argument("--plot", type=Path, help="write a bar chart to this PNG")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -202,7 +222,7 @@ def main() -> int:
     try:
         topo.build()
         console.print(f"lab {topo.prefix}*: 2 nodes on a veth/bridge underlay, MTU {topo.underlay_mtu}")
-        results = trio.run(measure, topo, modes, args.time)
+        results = trio.run(measure, topo, modes, args.time, max(1, args.repeat))
     except KeyboardInterrupt:
         pass
     except BaseExceptionGroup as group:  # Ctrl-C delivered inside a nursery

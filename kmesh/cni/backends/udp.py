@@ -161,7 +161,12 @@ class UdpBackend:
     async def _tun_to_udp(self, fd: int, sock: socket.socket) -> None:
         port, lookup = self.port, self.peers.lookup
         while True:
-            await trio.lowlevel.wait_readable(fd)
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                return
+            if self.tun_fd != fd:  # close() ran between the wake-up and now
+                return
             for _ in range(BATCH):
                 try:
                     pkt = os.read(fd, 65535)
@@ -181,7 +186,12 @@ class UdpBackend:
 
     async def _udp_to_tun(self, sock: socket.socket, fd: int) -> None:
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return
+            if self.sock is not sock or self.tun_fd != fd:
+                return
             for _ in range(BATCH):
                 try:
                     data = sock.recv(65535)
@@ -196,7 +206,7 @@ class UdpBackend:
                     self.dropped += 1
 
     async def close(self) -> None:
-        """Close the TUN fd (the device and its route vanish with it) and the socket."""
+        """Close the TUN fd (the device and its route vanish with it) and the socket; a running ``run`` returns."""
         if self.tun_fd is not None:
             fd, self.tun_fd = self.tun_fd, None
             trio.lowlevel.notify_closing(fd)
