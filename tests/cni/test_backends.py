@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -308,6 +310,52 @@ async def test_hostgw_peer_off_link_is_an_error_and_close_tolerates_gone_namespa
     await b.add_peer(n2.lease("host-gw"))
     netns.delete(n1.ns)
     await b.close()  # the namespace (and the routes) are gone already: nothing to do, no error
+
+
+async def test_udp_close_while_running_stops_the_forwarder(topo: Topo) -> None:
+    n1, n2, _ = topo.nodes
+    b = make_backend("udp", netns=n1.ns, iface="eth0", public_ip=n1.ip, network=NETWORK)
+    await b.prepare()
+    await b.configure(n1.lease("udp"))
+    await b.add_peer(n2.lease("udp"))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.run)
+            await trio.sleep(0.05)
+            await b.close()  # run() must return on its own, not die on a closed fd
+    assert "flannel0" not in netns.ip(n1.ns, "link")
+
+
+AGENT_SCRIPT = """
+import json, sys, trio
+from kmesh.cni.backends import make_backend
+from kmesh.cni.lease import Lease
+import ipaddress
+async def main():
+    b = make_backend(sys.argv[1], netns=None, iface="eth0", public_ip=sys.argv[2], network="10.244.0.0/16")
+    data = await b.prepare()
+    mtu = await b.configure(Lease(ipaddress.ip_network(sys.argv[3]), sys.argv[2], sys.argv[1], data))
+    await b.add_peer(Lease(ipaddress.ip_network("10.244.2.0/24"), "192.168.56.12", sys.argv[1],
+                           {"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:02"}))
+    print(json.dumps({"data": data, "mtu": mtu}))
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("kind", ["host-gw", "vxlan"])
+async def test_netns_none_programs_the_namespace_the_process_runs_in(topo: Topo, kind: str) -> None:
+    """The real agent runs inside its node namespace and passes netns=None."""
+    n1 = topo.nodes[0]
+    argv = netns.nsenter_argv(n1.ns, [sys.executable, "-c", AGENT_SCRIPT, kind, n1.ip, str(n1.subnet)])
+    proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+                                  cwd=str(Path(__file__).resolve().parents[2]))
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    want = "10.244.2.0/24 via 192.168.56.12 dev eth0" if kind == "host-gw" else "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"
+    assert want in routes(n1.ns)
+    assert out["mtu"] == (1500 if kind == "host-gw" else 1450)
+    if kind == "vxlan":
+        assert out["data"]["VtepMAC"] == json.loads(netns.ip(n1.ns, "-j", "link", "show", "flannel.1"))[0]["address"]
 
 
 def test_make_backend_rejects_unknown_type() -> None:
