@@ -109,6 +109,7 @@ async def run_lab(
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             sim = lab is None
             etcd_url = opts.etcd or None
+            agents_etcd_url = etcd_url
             if (opts.store == "etcd" or opts.subnet_manager == "etcd") and not etcd_url:
                 from kmesh.store.etcd_server import EtcdServer
 
@@ -117,6 +118,8 @@ async def run_lab(
                 etcd = await stack.enter_async_context(
                     EtcdServer(dd.root / "etcd" / "data", die_with_parent=True, extra_hosts=extra))
                 etcd_url = etcd.url
+                if not sim:  # node agents reach it on the underlay
+                    agents_etcd_url = f"http://{CONTROL_PLANE_IP}:{etcd.client_port}"
             service_cidr = SIM_SERVICE_CIDR if sim else SERVICE_CIDR
             cluster_cidr = SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR
             progress("API server")
@@ -149,7 +152,7 @@ async def run_lab(
                 lab_kubeconfig = dd.root / "run" / "kubeconfig-lab.yaml"
                 lab_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
                 write_kubeconfig(lab_kubeconfig, opts.name, creds)
-                nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, etcd_url, progress)
+                nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, agents_etcd_url, progress)
                 open_socket = lab.open_root_socket
                 progress("CoreDNS Deployment and Service kube-dns")
                 await apply_objects(client, coredns_objects(
