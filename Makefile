@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.kmesh-installed
 APT_PKGS := iproute2 iptables nftables conntrack etcd-server etcd-client dnsutils dnsperf dnsmasq-base \
-            containernetworking-plugins iperf3 haproxy wrk procps iputils-ping util-linux curl
+            containernetworking-plugins iperf3 haproxy wrk procps iputils-ping util-linux curl ipset ipvsadm
 PYTEST_ARGS ?=
 
 .PHONY: run test deps system-deps python-deps down clean bench
