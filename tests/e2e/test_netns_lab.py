@@ -168,7 +168,7 @@ def _expected(lab: Lab, node: str, gone: frozenset[str] = frozenset()) -> dict[s
 def _normalise(entries: dict[str, set[str]]) -> dict[str, set[str]]:
     out = {}
     for k, v in entries.items():
-        out[k] = {e.replace(" proto static", "").replace(" proto boot", "").replace(" dev flannel.1", "")
+        out[k] = {e.replace(" dev flannel.1", "")
                   .replace(" dev eth0", "").replace(" dev flannel0", "") for e in v}
     return out
 

@@ -13,6 +13,7 @@ import trio
 from pyroute2 import IPRoute
 
 from kmesh.cni.backends.nl import (
+    RTPROT_BOOT,
     BackendError,
     ignore_gone,
     index_of,
@@ -53,7 +54,7 @@ class HostGwBackend:
 
     def _put(self, ipr: IPRoute, subnet: str, gateway: str) -> None:
         idx = require_index(ipr, self.iface)
-        ipr.route("replace", dst=subnet, gateway=gateway, oif=idx)
+        ipr.route("replace", dst=subnet, gateway=gateway, oif=idx, proto=RTPROT_BOOT)
 
     async def add_peer(self, lease: Lease) -> None:
         """Route the peer's subnet via its public IP."""

@@ -19,6 +19,7 @@ from kmesh.lab import netns as nsmod
 T = TypeVar("T")
 
 RTNH_F_ONLINK = 4
+RTPROT_BOOT = 3  # what `ip route add` and flannel (vishvananda/netlink) use: `ip route` does not print it
 GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
 
 

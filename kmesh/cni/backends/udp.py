@@ -22,6 +22,7 @@ import trio
 from pyroute2 import IPRoute
 
 from kmesh.cni.backends.nl import (
+    RTPROT_BOOT,
     BackendError,
     index_of,
     mtu_of,
@@ -135,7 +136,7 @@ class UdpBackend:
             idx = require_index(ipr, DEVICE)
             set_only_address(ipr, idx, str(local.subnet.network_address), 32)
             ipr.link("set", index=idx, mtu=mtu, state="up")
-            ipr.route("replace", dst=str(self.network), oif=idx, scope=253)
+            ipr.route("replace", dst=str(self.network), oif=idx, scope=253, proto=RTPROT_BOOT)
             return mtu
 
         return await netlink(self.netns, work)

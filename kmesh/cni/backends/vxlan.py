@@ -18,6 +18,7 @@ from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
 from kmesh.cni.backends.nl import (
     RTNH_F_ONLINK,
+    RTPROT_BOOT,
     BackendError,
     ignore_gone,
     index_of,
@@ -103,7 +104,7 @@ class VxlanBackend:
         if self.direct_routing:
             link_idx = require_index(ipr, self.iface)
             if on_link(ipr, lease.public_ip, link_idx):
-                ipr.route("replace", dst=subnet, gateway=lease.public_ip, oif=link_idx)
+                ipr.route("replace", dst=subnet, gateway=lease.public_ip, oif=link_idx, proto=RTPROT_BOOT)
                 self.direct.add(subnet)
                 return
         if not lease.vtep_mac:
@@ -111,7 +112,7 @@ class VxlanBackend:
         idx = require_index(ipr, self.device)
         ipr.neigh("replace", dst=gw, lladdr=lease.vtep_mac, ifindex=idx, state=NUD_PERMANENT)
         ipr.fdb("replace", ifindex=idx, lladdr=lease.vtep_mac, dst=lease.public_ip, flags=NTF_SELF, state=NUD_PERMANENT)
-        ipr.route("replace", dst=subnet, gateway=gw, oif=idx, flags=RTNH_F_ONLINK)
+        ipr.route("replace", dst=subnet, gateway=gw, oif=idx, flags=RTNH_F_ONLINK, proto=RTPROT_BOOT)
         self.direct.discard(subnet)
 
     async def add_peer(self, lease: Lease) -> None:
