@@ -1,0 +1,158 @@
+"""The proxy's sync loop: when to hand the tracker's state to the mode, and the upstream metrics.
+
+Upstream's timing (BoundedFrequencyRunner): a change is synced at once
+unless syncs come faster than ``min_sync_period`` (a token bucket with a
+burst of 2), every ``sync_period`` a sync runs anyway, a full sync runs at
+start, after a failed sync and every ``full_sync_period``. A failed sync
+keeps the installed rules, logs, and is retried (as full) with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from kmesh.client.api import Client
+from kmesh.proxy.base import ProxyMode
+from kmesh.proxy.tracker import ChangeTracker
+
+log = logging.getLogger("kmesh.proxy")
+BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384)
+PROGRAMMING_BUCKETS = (0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 45, 60, 120, 180, 240, 300)
+
+
+@dataclass
+class SyncConfig:
+    """Upstream's knobs: minSyncPeriod 1 s (burst 2), syncPeriod 30 s, a full sync hourly."""
+
+    min_sync_period: float = 1.0
+    burst: int = 2
+    sync_period: float = 30.0
+    full_sync_period: float = 3600.0
+    retry_max: float = 30.0
+
+
+class ProxyMetrics:
+    """kube-proxy's sync metrics, with upstream's names, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sync_duration = Histogram(
+            "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
+            buckets=BUCKETS, registry=self.registry)
+        self.programming = Histogram(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds", buckets=PROGRAMMING_BUCKETS, registry=self.registry)
+        self.last_sync = Gauge(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced",
+            registry=self.registry)
+        self.syncs = 0
+        self.failures = 0
+
+
+class ProxyRunner:
+    """A running proxy: the tracker, the mode and the counters (handed out by ``run_proxy``)."""
+
+    def __init__(self, tracker: ChangeTracker, mode: ProxyMode, cfg: SyncConfig, metrics: ProxyMetrics) -> None:
+        self.tracker = tracker
+        self.mode = mode
+        self.cfg = cfg
+        self.metrics = metrics
+        self._synced = trio.Condition()
+
+    async def wait_synced(self, count: int = 1) -> None:
+        """Return once ``count`` successful syncs have happened in all."""
+        async with self._synced:
+            while self.metrics.syncs < count:
+                await self._synced.wait()
+
+    async def wait_idle(self) -> None:
+        """Return once every change the tracker has seen so far is installed."""
+        target = self.metrics.syncs + (1 if self.tracker.pending else 0)
+        await self.wait_synced(target)
+
+    async def sync_once(self, full: bool) -> bool:
+        """One sync of whatever is pending; False (and the changes kept pending) when the mode failed."""
+        state, changed = self.tracker.take()
+        t0 = time.monotonic()
+        try:
+            await self.mode.sync(state, changed, full)
+        except Exception as exc:  # noqa: BLE001 - a failed sync keeps what is installed and is retried
+            self.metrics.failures += 1
+            log.warning("%s proxy: sync failed, will retry as full: %s", self.mode.name, exc)
+            self.tracker.give_back(changed)
+            return False
+        now = time.time()
+        self.metrics.sync_duration.observe(time.monotonic() - t0)
+        self.metrics.last_sync.set(now)
+        for name in changed:
+            sp = state.services.get(name)
+            if sp is not None and sp.trigger_time is not None:
+                self.metrics.programming.observe(max(0.0, now - sp.trigger_time))
+        self.metrics.syncs += 1
+        async with self._synced:
+            self._synced.notify_all()
+        return True
+
+    async def loop(self) -> None:
+        """Sync on changes (rate-limited), periodically, and fully at start/after failures/hourly."""
+        cfg = self.cfg
+        tokens = float(cfg.burst)
+        last_refill = time.monotonic()
+        full = True
+        last_full = 0.0
+        delay = 0.5
+        while True:
+            now = time.monotonic()
+            if now - last_full >= cfg.full_sync_period:
+                full = True
+            ok = await self.sync_once(full)
+            if ok:
+                if full:
+                    last_full = time.monotonic()
+                full = False
+                delay = 0.5
+            else:
+                full = True
+                await trio.sleep(delay)
+                delay = min(delay * 2, cfg.retry_max)
+                continue
+            with trio.move_on_after(cfg.sync_period):
+                await self.tracker.wait_changed()
+            # token bucket: refill at 1/min_sync_period, at most `burst`; one token per sync
+            now = time.monotonic()
+            if cfg.min_sync_period > 0:
+                tokens = min(float(cfg.burst), tokens + (now - last_refill) / cfg.min_sync_period)
+                last_refill = now
+                if tokens < 1.0:
+                    await trio.sleep((1.0 - tokens) * cfg.min_sync_period)
+                    now = time.monotonic()
+                    tokens = min(float(cfg.burst), tokens + (now - last_refill) / cfg.min_sync_period)
+                    last_refill = now
+                tokens -= 1.0
+
+
+async def run_proxy(
+    client: Client, mode: ProxyMode, cfg: SyncConfig | None = None, *, metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1", task_status: trio.TaskStatus[ProxyRunner] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a proxy in ``mode`` until cancelled; ``task_status`` gets the runner after the first sync.
+    On cancellation the installed rules stay (as upstream's); call ``mode.cleanup()`` to remove them."""
+    cfg = cfg or SyncConfig()
+    tracker = ChangeTracker(client)
+    metrics = ProxyMetrics()
+    runner = ProxyRunner(tracker, mode, cfg, metrics)
+    async with trio.open_nursery() as n:
+        await n.start(tracker.run)
+        await mode.start(n)
+        if metrics_port is not None:
+            from kmesh.dns.metrics import serve_metrics
+
+            await n.start(serve_metrics, metrics.registry, metrics_host, metrics_port)
+        n.start_soon(runner.loop)
+        await runner.wait_synced(1)
+        task_status.started(runner)

@@ -1,0 +1,128 @@
+"""The change tracker every proxy mode shares: Services + EndpointSlices → desired state + what changed.
+
+Two informers (the one informer of kmesh.client) keep the caches; every
+event recomputes the ports of the one Service it touches and records the
+service-port names whose ``ServicePort`` differs from before. The sync
+loop (kmesh.proxy.runner) takes a snapshot and the changed names together,
+so a mode sees each change exactly once. When the API server is
+unreachable the informers keep their caches, so nothing is taken away.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from kmesh.client.api import Client
+from kmesh.client.informer import Change, Informer
+from kmesh.proxy.convert import SERVICE_NAME_LABEL, service_ports
+from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
+
+Obj = dict[str, Any]
+log = logging.getLogger("kmesh.proxy.tracker")
+
+
+class ChangeTracker:
+    """Desired proxy state from the API, with the names changed since the last ``take``."""
+
+    def __init__(self, client: Client) -> None:
+        self.services = Informer(client, "Service")
+        self.slices = Informer(client, "EndpointSlice")
+        self.services.add_handler(self._on_service)
+        self.slices.add_handler(self._on_slice)
+        self._ports: dict[tuple[str, str], dict[ServicePortName, ServicePort]] = {}
+        self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # (ns, service) -> slice name -> slice
+        self._pending: set[ServicePortName] = set()
+        self._changed = trio.Event()
+        self._synced = False
+
+    # ------------------------------------------------------------ events
+
+    def _on_service(self, change: Change) -> None:
+        obj = change.new or change.old
+        assert obj is not None
+        md = obj["metadata"]
+        self._recompute(md.get("namespace", "default"), md["name"])
+
+    def _on_slice(self, change: Change) -> None:
+        for obj, present in ((change.old, False), (change.new, True)):
+            if obj is None:
+                continue
+            md = obj["metadata"]
+            owner = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if not owner:
+                continue
+            key = (md.get("namespace", "default"), owner)
+            group = self._slices.setdefault(key, {})
+            if present:
+                group[md["name"]] = obj
+            else:
+                group.pop(md["name"], None)
+                if not group:
+                    self._slices.pop(key, None)
+        for obj in {id(o): o for o in (change.old, change.new) if o is not None}.values():
+            owner = ((obj["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL))
+            if owner:
+                self._recompute(obj["metadata"].get("namespace", "default"), owner)
+
+    def _recompute(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        svc = self.services.get(name, namespace)
+        new = {sp.name: sp for sp in service_ports(svc, self._slices.get(key, {}).values())} if svc else {}
+        old = self._ports.get(key, {})
+        changed = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
+        if new:
+            self._ports[key] = new
+        else:
+            self._ports.pop(key, None)
+        if changed:
+            self._pending |= changed
+            self._changed.set()
+
+    # ------------------------------------------------------------- reads
+
+    @property
+    def pending(self) -> frozenset[ServicePortName]:
+        """Names changed since the last ``take``."""
+        return frozenset(self._pending)
+
+    def state(self) -> ProxyState:
+        """A snapshot of the desired state."""
+        out = ProxyState()
+        for ports in self._ports.values():
+            out.services.update(ports)
+        return out
+
+    def take(self) -> tuple[ProxyState, frozenset[ServicePortName]]:
+        """The desired state and the names changed since the previous ``take`` (which are then cleared)."""
+        changed = frozenset(self._pending)
+        self._pending.clear()
+        self._changed = trio.Event()
+        return self.state(), changed
+
+    def give_back(self, changed: frozenset[ServicePortName]) -> None:
+        """Mark ``changed`` pending again (a sync that failed)."""
+        if changed:
+            self._pending |= changed
+            self._changed.set()
+
+    async def wait_changed(self) -> None:
+        """Return once something is pending."""
+        if self._pending:
+            return
+        await self._changed.wait()
+
+    @property
+    def synced(self) -> bool:
+        """True once both informers have listed."""
+        return self._synced
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run both informers until cancelled; ``task_status`` once both have listed."""
+        async with trio.open_nursery() as n:
+            await n.start(self.slices.run)
+            await n.start(self.services.run)
+            self._synced = True
+            task_status.started()
