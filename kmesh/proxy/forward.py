@@ -1,0 +1,501 @@
+"""Moving a service's bytes in userspace: TCP and UDP relays from a listening socket to endpoints.
+
+Shared by the userspace mode and the IPVS mode's userspace data path. A
+``TcpRelay`` accepts on a listening socket, asks a ``Picker`` for an
+endpoint, connects with upstream's retry schedule (250 ms, 500 ms, 1 s, 2 s,
+each attempt to the next endpoint) and moves bytes both ways. The byte mover
+splices socket → pipe → socket (``os.splice``, no copy through Python) on
+non-blocking sockets, waiting with trio only when the kernel says EAGAIN —
+that keeps the relay near a direct connection's speed; where splice is
+missing it falls back to ``recv_into``/``send``. A half-close (EOF one way)
+becomes ``shutdown(SHUT_WR)`` the other way while the other direction goes on.
+
+A ``UdpRelay`` keeps one socket towards the chosen endpoint per client
+address; replies go back to the client from the service socket (so they come
+from the service address), and a session ends after ``idle_timeout`` seconds
+without traffic either way (upstream: 250 ms).
+
+Per-endpoint counters follow ``ipvsadm -Ln``: ``active`` are TCP connections
+with both directions open, ``inactive`` are half-closed TCP connections and
+UDP sessions; ``ipvsadm --stats`` style totals ride along.
+
+Sockets towards endpoints (and listeners) come from an ``open_socket``
+callable so they can be created inside a network namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from kmesh.proxy.balancer import Picker
+from kmesh.proxy.model import Endpoint
+
+CONNECT_TIMEOUTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # upstream EndpointDialTimeouts
+UDP_IDLE_TIMEOUT = 0.25  # upstream --udp-timeout default
+PIPE_SIZE = 1 << 20
+COPY_BUFFER = 256 * 1024
+UDP_BUFFER = 65535
+YIELD_EVERY = 8  # splice rounds between trio checkpoints when data keeps flowing
+
+OpenSocket = Callable[[int, int], Awaitable[trio.socket.SocketType]]
+"""``await open_socket(family, type)``: a new trio socket (possibly made inside a namespace)."""
+
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_NO_SPLICE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
+
+
+async def default_open_socket(family: int, type: int) -> trio.socket.SocketType:
+    """A trio socket in this process's own namespace."""
+    return trio.socket.socket(family, type)
+
+
+def family_of(ip: str) -> int:
+    """AF_INET6 for an IPv6 literal, else AF_INET."""
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+async def tcp_listener(host: str, port: int, open_socket: OpenSocket = default_open_socket, backlog: int = 1024) -> trio.socket.SocketType:
+    """A listening TCP socket on ``host:port`` (port 0: any free one; read it with ``getsockname``)."""
+    sock = await open_socket(family_of(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def udp_socket(host: str, port: int, open_socket: OpenSocket = default_open_socket) -> trio.socket.SocketType:
+    """A bound UDP socket on ``host:port``."""
+    sock = await open_socket(family_of(host), socket.SOCK_DGRAM)
+    try:
+        await sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class EndpointStats:
+    """Counters of one endpoint behind one relay, as ``ipvsadm -Ln [--stats]`` shows them."""
+
+    active: int = 0  # TCP, both directions open
+    inactive: int = 0  # TCP half-closed, UDP sessions
+    conns: int = 0  # connections / sessions made so far
+    bytes_in: int = 0  # client → endpoint
+    bytes_out: int = 0  # endpoint → client
+    failed: int = 0  # connect attempts that failed
+
+
+class Stats(dict[str, EndpointStats]):
+    """``EndpointStats`` by endpoint ``ip:port``, made on first use."""
+
+    def of(self, endpoint: Endpoint) -> EndpointStats:
+        """The counters of ``endpoint``."""
+        st = self.get(endpoint.addr)
+        if st is None:
+            st = self[endpoint.addr] = EndpointStats()
+        return st
+
+
+# ---------------------------------------------------------------------------------------------- byte movers
+
+
+def splice_available() -> bool:
+    """True when this Python and kernel offer ``os.splice``."""
+    return hasattr(os, "splice")
+
+
+def _close_quietly(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _shutdown_write(sock: trio.socket.SocketType) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+async def _splice_pump(src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None]) -> bool:
+    """Splice ``src`` → pipe → ``dst`` until EOF; False (nothing moved) when splice does not work here."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        sfd, dfd = src.fileno(), dst.fileno()
+        first = True
+        rounds = 0
+        while True:
+            try:
+                n = os.splice(sfd, w, PIPE_SIZE, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                first = False
+                rounds = 0
+                await trio.lowlevel.wait_readable(sfd)
+                continue
+            except OSError as e:
+                if first and e.errno in _NO_SPLICE:
+                    return False
+                raise
+            first = False
+            if n == 0:
+                return True
+            left = n
+            while left:
+                try:
+                    left -= os.splice(r, dfd, left, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(dfd)
+            count(n)
+            rounds += 1
+            if rounds >= YIELD_EVERY:
+                rounds = 0
+                await trio.lowlevel.checkpoint()
+    finally:
+        _close_quietly(r, w)
+
+
+async def _copy_pump(src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None]) -> None:
+    """recv → send until EOF (where splice is missing)."""
+    buf = bytearray(COPY_BUFFER)
+    view = memoryview(buf)
+    while True:
+        n = await src.recv_into(buf)
+        if n == 0:
+            return
+        sent = 0
+        while sent < n:
+            sent += await dst.send(view[sent:n])
+        count(n)
+
+
+async def pump(src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None] = lambda n: None, *, splice: bool = True) -> None:
+    """Move bytes ``src`` → ``dst`` until ``src`` says EOF, then ``shutdown(SHUT_WR)`` ``dst``."""
+    if not (splice and splice_available() and await _splice_pump(src, dst, count)):
+        await _copy_pump(src, dst, count)
+    _shutdown_write(dst)
+
+
+async def relay(
+    client: trio.socket.SocketType,
+    upstream: trio.socket.SocketType,
+    *,
+    stats: EndpointStats | None = None,
+    splice: bool = True,
+) -> None:
+    """Move bytes both ways until both directions reached EOF or one side failed (then stop both).
+
+    ``stats`` (if given) must already count this connection as active; it
+    moves to inactive at the first EOF and is dropped at the end. The caller
+    closes the sockets.
+    """
+    st = stats or EndpointStats()
+    half = False
+
+    def cin(n: int) -> None:
+        st.bytes_in += n
+
+    def cout(n: int) -> None:
+        st.bytes_out += n
+
+    async def one_way(src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None], scope: trio.CancelScope) -> None:
+        nonlocal half
+        try:
+            await pump(src, dst, count, splice=splice)
+        except (OSError, trio.ClosedResourceError):
+            scope.cancel()
+            return
+        if not half:
+            half = True
+            st.active -= 1
+            st.inactive += 1
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one_way, client, upstream, cin, nursery.cancel_scope)
+            nursery.start_soon(one_way, upstream, client, cout, nursery.cancel_scope)
+    finally:
+        if half:
+            st.inactive -= 1
+        else:
+            st.active -= 1
+
+
+async def connect(
+    picker: Picker,
+    client_ip: str,
+    *,
+    type: int = socket.SOCK_STREAM,
+    open_socket: OpenSocket = default_open_socket,
+    timeouts: Sequence[float] = CONNECT_TIMEOUTS,
+    stats: Stats | None = None,
+) -> tuple[trio.socket.SocketType, Endpoint] | None:
+    """A socket connected to an endpoint ``picker`` chose, trying the next endpoint after each failure.
+
+    One attempt per entry of ``timeouts`` (each bounded by it); the first
+    attempt honours affinity, the later ones ask with ``retry=True``. A
+    failed endpoint is ``release``d at once; the returned one stays picked
+    until the caller releases it. None when the picker has nothing or every
+    attempt failed.
+    """
+    for i, timeout in enumerate(timeouts):
+        ep = picker.pick(client_ip, retry=i > 0)
+        if ep is None:
+            return None
+        sock = await open_socket(family_of(ep.ip), type)
+        ok = False
+        try:
+            with trio.move_on_after(timeout):
+                await sock.connect((ep.ip, ep.port))
+                ok = True
+        except OSError:
+            pass
+        finally:
+            if not ok:
+                sock.close()
+                picker.release(ep)
+                if stats is not None:
+                    stats.of(ep).failed += 1
+        if ok:
+            return sock, ep
+    return None
+
+
+def _reset(sock: trio.socket.SocketType) -> None:
+    """Close so that the peer sees a reset (RST), not an orderly EOF."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        pass
+    sock.close()
+
+
+# ---------------------------------------------------------------------------------------------- TCP
+
+
+class TcpRelay:
+    """Accept on ``listener`` and relay each connection to an endpoint ``picker`` chooses.
+
+    A connection for which no endpoint can be reached is closed with a reset
+    at once (upstream's userspace proxy accepted and then closed; the RST
+    makes the client fail fast instead of reading an empty reply).
+    ``close()`` stops accepting and lets established connections finish;
+    ``abort()`` also drops them. ``serve`` returns when both are done.
+    """
+
+    def __init__(
+        self,
+        listener: trio.socket.SocketType,
+        picker: Picker,
+        *,
+        open_socket: OpenSocket = default_open_socket,
+        timeouts: Sequence[float] = CONNECT_TIMEOUTS,
+        splice: bool = True,
+    ) -> None:
+        self.listener = listener
+        self.picker = picker
+        self.open_socket = open_socket
+        self.timeouts = tuple(timeouts)
+        self.splice = splice
+        self.stats = Stats()
+        self.refused = 0  # connections closed because no endpoint could be reached
+        self._accepting = trio.CancelScope()
+        self._all = trio.CancelScope()
+        self.closed = trio.Event()  # set when serve() returned
+
+    @property
+    def port(self) -> int:
+        """The port the listener is bound to."""
+        return int(self.listener.getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """Connections being relayed now (active + inactive)."""
+        return sum(s.active + s.inactive for s in self.stats.values())
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept until ``close``; return when every connection ended (or ``abort``)."""
+        try:
+            with self._all:
+                async with trio.open_nursery() as conns:
+                    task_status.started()
+                    with self._accepting:
+                        while True:
+                            try:
+                                sock, addr = await self.listener.accept()
+                            except OSError as e:
+                                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                                    await trio.sleep(0.05)  # out of descriptors: back off, as upstream did
+                                    continue
+                                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                                    continue
+                                raise
+                            conns.start_soon(self._handle, sock, str(addr[0]))
+                    self.listener.close()  # refuse new connections while the established ones finish
+        finally:
+            self.listener.close()
+            self.closed.set()
+
+    async def _handle(self, client: trio.socket.SocketType, client_ip: str) -> None:
+        try:
+            got = await connect(self.picker, client_ip, open_socket=self.open_socket, timeouts=self.timeouts, stats=self.stats)
+        except BaseException:
+            _reset(client)
+            raise
+        if got is None:
+            self.refused += 1
+            _reset(client)
+            return
+        upstream, ep = got
+        st = self.stats.of(ep)
+        st.conns += 1
+        st.active += 1
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await relay(client, upstream, stats=st, splice=self.splice)
+        finally:
+            client.close()
+            upstream.close()
+            self.picker.release(ep)
+
+    def close(self) -> None:
+        """Stop accepting (the listener closes); established connections go on."""
+        self._accepting.cancel()
+
+    def abort(self) -> None:
+        """Stop accepting and drop every established connection."""
+        self._accepting.cancel()
+        self._all.cancel()
+
+
+# ---------------------------------------------------------------------------------------------- UDP
+
+
+@dataclass
+class UdpSession:
+    """One client's flow: the socket towards its endpoint and the scope that ends it when idle."""
+
+    client: tuple[str, int]
+    endpoint: Endpoint
+    sock: trio.socket.SocketType
+    scope: trio.CancelScope
+
+
+class UdpRelay:
+    """Relay datagrams arriving on ``sock`` to endpoints, one session per client address.
+
+    A session's endpoint is picked at its first datagram; replies are sent
+    back from ``sock`` so the client sees them come from the service address.
+    Sessions end after ``idle_timeout`` seconds without a datagram either way,
+    or when the endpoint answers with ICMP unreachable.
+    """
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        picker: Picker,
+        *,
+        open_socket: OpenSocket = default_open_socket,
+        idle_timeout: float = UDP_IDLE_TIMEOUT,
+        timeouts: Sequence[float] = CONNECT_TIMEOUTS,
+    ) -> None:
+        self.sock = sock
+        self.picker = picker
+        self.open_socket = open_socket
+        self.idle_timeout = idle_timeout
+        self.timeouts = tuple(timeouts)
+        self.stats = Stats()
+        self.sessions: dict[tuple[str, int], UdpSession] = {}
+        self.dropped = 0  # datagrams with no endpoint to go to
+        self._all = trio.CancelScope()
+        self.closed = trio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port the service socket is bound to."""
+        return int(self.sock.getsockname()[1])
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Relay until ``close``/``abort``."""
+        try:
+            with self._all:
+                async with trio.open_nursery() as nursery:
+                    task_status.started()
+                    while True:
+                        try:
+                            data, addr = await self.sock.recvfrom(UDP_BUFFER)
+                        except (ConnectionRefusedError, ConnectionResetError):
+                            continue
+                        client = (str(addr[0]), int(addr[1]))
+                        session = self.sessions.get(client)
+                        if session is None:
+                            session = await self._open(client, nursery)
+                            if session is None:
+                                self.dropped += 1
+                                continue
+                        session.scope.deadline = trio.current_time() + self.idle_timeout
+                        st = self.stats.of(session.endpoint)
+                        try:
+                            await session.sock.send(data)
+                            st.bytes_in += len(data)
+                        except OSError:
+                            session.scope.cancel()
+        finally:
+            self.sock.close()
+            self.closed.set()
+
+    async def _open(self, client: tuple[str, int], nursery: trio.Nursery) -> UdpSession | None:
+        got = await connect(self.picker, client[0], type=socket.SOCK_DGRAM, open_socket=self.open_socket,
+                            timeouts=self.timeouts, stats=self.stats)
+        if got is None:
+            return None
+        sock, ep = got
+        session = UdpSession(client, ep, sock, trio.CancelScope(deadline=trio.current_time() + self.idle_timeout))
+        self.sessions[client] = session
+        st = self.stats.of(ep)
+        st.conns += 1
+        st.inactive += 1
+        nursery.start_soon(self._replies, session)
+        return session
+
+    async def _replies(self, session: UdpSession) -> None:
+        st = self.stats.of(session.endpoint)
+        try:
+            with session.scope:
+                while True:
+                    data = await session.sock.recv(UDP_BUFFER)
+                    session.scope.deadline = trio.current_time() + self.idle_timeout
+                    await self.sock.sendto(data, session.client)
+                    st.bytes_out += len(data)
+        except OSError:
+            pass
+        finally:
+            if self.sessions.get(session.client) is session:
+                del self.sessions[session.client]
+            session.sock.close()
+            st.inactive -= 1
+            self.picker.release(session.endpoint)
+
+    def close(self) -> None:
+        """Stop relaying and end every session."""
+        self._all.cancel()
+
+    abort = close
