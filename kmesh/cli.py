@@ -494,5 +494,43 @@ def supervise(data_dir: Path) -> None:
     run(data_dir)
 
 
+@main.group()
+def bench() -> None:
+    """Load-balancing and performance experiments."""
+
+
+@bench.command("lb")
+@_data_dir_option
+@click.argument("service")
+@click.option("-n", "--namespace", default="default", show_default=True, help="The Service's namespace.")
+@click.option("--port", default=None, help="Service port (number or name); default: its first TCP (UDP) port.")
+@click.option("--udp", is_flag=True, help="One UDP datagram per request instead of a TCP connection.")
+@click.option("--protocol", type=click.Choice(("auto", "tcp", "http")), default="auto", show_default=True,
+              help="TCP requests: read what the server says (tcp) or GET / (http); auto: http for http ports.")
+@click.option("--requests", type=int, default=300, show_default=True, help="How many requests.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Concurrent workers.")
+@click.option("--from", "from_pod", default=None, help="Send from this pod ([NS/]POD); default: any running pod.")
+@click.option("--expect", default="uniform", show_default=True, help="uniform | sticky | weights:POD=W,POD=W")
+@click.option("--alpha", type=float, default=0.01, show_default=True, help="Significance of the chi-square test.")
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per request.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG bar chart of the split.")
+def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, **options: Any) -> None:
+    """Send requests through SERVICE's ClusterIP and test how they split over its endpoints.
+
+    Exit code 0 when the split matches --expect, 1 when not, 2 on bad arguments."""
+    from kmesh.bench.lb import UsageError
+    from kmesh.bench.report import run_lb_command
+    from kmesh.client.api import APIUnavailable
+
+    try:
+        code = run_lb_command(_resolve(data_dir), service, console=console, plot_path=plot_path, **options)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    except APIUnavailable as exc:
+        raise click.ClickException(f"the API server does not answer: {exc}") from None
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,673 @@
+"""The load-balancing experiment behind ``kmesh bench lb``: how a Service spreads requests over its endpoints.
+
+It sends N requests (a new TCP connection each, or one UDP datagram each)
+to a Service's ClusterIP:port from one place in the lab — a pod's network
+namespace (netns runtime), a pod's loopback address (sim runtime) or this
+process — and asks every answer who served it: agnhost ``serve-hostname``
+(and ``netexec``) answer their pod name. The answers are counted per
+endpoint of the Service's EndpointSlices (endpoints that got nothing
+included) and the split is judged against what was expected: ``uniform``
+over the usable endpoints, explicit ``weights``, or ``sticky`` (one client,
+one endpoint: sessionAffinity ClientIP) — with a chi-square goodness-of-fit
+test where a p-value makes sense.
+
+The pieces are separate so tests can drive each: ``resolve_service`` and
+``resolve_source`` read the API, ``send_requests`` only talks to sockets,
+``tally`` and ``judge`` are pure.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import trio
+
+from kmesh.api import errors as E
+from kmesh.bench.stats import ChiSquare, Latency, chisquare
+from kmesh.lab.datadir import ClusterInfo
+
+Obj = dict[str, Any]
+Protocol = Literal["tcp", "http", "udp"]
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+UDP_PAYLOAD = b"hostname"  # serve-hostname --udp answers anything; netexec's UDP server wants "hostname"
+MAX_ANSWER = 64 * 1024
+DEFAULT_ALPHA = 0.01
+
+
+class UsageError(Exception):
+    """A bad argument of the experiment; ``param`` names it (``SERVICE``, ``--from``, ``--expect``...)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+# ------------------------------------------------------------------ the Service
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One endpoint of the Service port under test, as its EndpointSlice lists it."""
+
+    name: str  # the pod name (targetRef) — what serve-hostname answers — else ip:port
+    ip: str
+    port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node: str = ""
+    hostname: str = ""
+
+    @property
+    def addr(self) -> str:
+        """``ip:port``."""
+        return f"{self.ip}:{self.port}"
+
+    def aliases(self) -> set[str]:
+        """Every answer that names this endpoint: pod name, its hostname form, endpoint hostname, IP."""
+        out = {self.name, self.name[:63].rstrip("-."), self.ip, self.addr}
+        if self.hostname:
+            out.add(self.hostname)
+        return out
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """One port of one Service and its endpoints: what the experiment sends to and judges against."""
+
+    namespace: str
+    name: str
+    cluster_ip: str
+    port: int
+    protocol: str = "TCP"
+    port_name: str = ""
+    app_protocol: str = ""
+    session_affinity: bool = False
+    endpoints: tuple[Backend, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
+
+    def usable(self) -> list[Backend]:
+        """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule)."""
+        ready = [b for b in self.endpoints if b.ready]
+        return ready or [b for b in self.endpoints if b.serving and b.terminating]
+
+    def speaks_http(self) -> bool:
+        """Whether the port says it is HTTP (appProtocol, or a port name ``http``/``http-*`` as Istio reads it)."""
+        ap = self.app_protocol.lower()
+        if ap in ("http", "kubernetes.io/h2c") or ap.startswith("http"):
+            return True
+        pn = self.port_name.lower()
+        return pn == "http" or pn.startswith("http-")
+
+
+def _pick_port(svc: Obj, port: str | None, udp: bool) -> Obj:
+    ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+    want = "UDP" if udp else "TCP"
+    ports = (svc.get("spec") or {}).get("ports") or []
+    listed = ", ".join(f"{p.get('name') or '-'}={p.get('port')}/{p.get('protocol') or 'TCP'}" for p in ports) or "none"
+    if port is not None:
+        match = [p for p in ports if str(p.get("port")) == port or (p.get("name") or "") == port]
+        if not match:
+            raise UsageError("--port", f"Service {ns}/{name} has no port {port!r} (ports: {listed})")
+        same = [p for p in match if (p.get("protocol") or "TCP") == want]
+        if not same:
+            hint = "drop --udp" if udp else "add --udp"
+            raise UsageError("--port", f"port {port!r} of Service {ns}/{name} is not {want} ({listed}); {hint}?")
+        return same[0]
+    same = [p for p in ports if (p.get("protocol") or "TCP") == want]
+    if not same:
+        raise UsageError("--port" if ports else "SERVICE", f"Service {ns}/{name} has no {want} port (ports: {listed})")
+    return same[0]
+
+
+def backends_from_slices(slices: Sequence[Obj], port_name: str, protocol: str) -> tuple[Backend, ...]:
+    """The endpoints of one Service port across its IPv4 EndpointSlices (de-duplicated, sorted by name)."""
+    seen: dict[str, Backend] = {}
+    for s in slices:
+        if s.get("addressType", "IPv4") != "IPv4":
+            continue
+        sp = next((p for p in s.get("ports") or []
+                   if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == protocol), None)
+        if sp is None or not sp.get("port"):
+            continue
+        for ep in s.get("endpoints") or []:
+            addrs = ep.get("addresses") or []
+            if not addrs:
+                continue
+            cond = ep.get("conditions") or {}
+            ready = cond.get("ready")
+            ready = True if ready is None else bool(ready)
+            serving = cond.get("serving")
+            serving = ready if serving is None else bool(serving)
+            ref = ep.get("targetRef") or {}
+            ip, port = addrs[0], int(sp["port"])
+            b = Backend(
+                name=ref.get("name") or f"{ip}:{port}", ip=ip, port=port, ready=ready, serving=serving,
+                terminating=bool(cond.get("terminating")), node=ep.get("nodeName") or "", hostname=ep.get("hostname") or "",
+            )
+            seen.setdefault(b.addr, b)
+    return tuple(sorted(seen.values(), key=lambda b: (b.name, b.addr)))
+
+
+async def resolve_service(client: Any, namespace: str, service: str, port: str | None = None, udp: bool = False) -> ServiceTarget:
+    """The Service port to test and its endpoints, read from the API; ``UsageError`` names what is wrong."""
+    try:
+        svc = await client.get("Service", service, namespace)
+    except E.APIError as exc:
+        if exc.code == 404:
+            raise UsageError("SERVICE", f"no Service {service!r} in namespace {namespace!r}") from None
+        raise
+    spec = svc.get("spec") or {}
+    cip = spec.get("clusterIP") or ""
+    if not cip or cip == "None":
+        raise UsageError("SERVICE", f"Service {namespace}/{service} has no ClusterIP (headless or ExternalName): "
+                                    "nothing load-balances it")
+    sp = _pick_port(svc, port, udp)
+    protocol = sp.get("protocol") or "TCP"
+    slices, _ = await client.list_all("EndpointSlice", namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}")
+    backends = backends_from_slices(slices, sp.get("name") or "", protocol)
+    target = ServiceTarget(
+        namespace=namespace, name=service, cluster_ip=cip, port=int(sp["port"]), protocol=protocol,
+        port_name=sp.get("name") or "", app_protocol=sp.get("appProtocol") or "",
+        session_affinity=spec.get("sessionAffinity") == "ClientIP", endpoints=backends,
+    )
+    if not target.usable():
+        what = f"{len(backends)} endpoint(s), none ready" if backends else "no endpoints"
+        raise UsageError("SERVICE", f"Service {target} has {what}: nothing to balance over "
+                                    "(do its pods run and pass their readiness probes?)")
+    return target
+
+
+# ------------------------------------------------------------------ where requests come from
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the requests leave from: a network namespace and/or a source address (None: this process)."""
+
+    netns: str | None = None
+    bind_ip: str | None = None
+    description: str = "this process (loopback)"
+
+
+def _running(pod: Obj) -> bool:
+    st = pod.get("status") or {}
+    return st.get("phase") == "Running" and bool(st.get("podIP")) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _pod_netns(info: ClusterInfo, pod: Obj) -> str:
+    from kmesh.lab.topology import LabNames
+
+    names = LabNames(info.name)
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName") or ""
+    if spec.get("hostNetwork"):
+        return names.node(node)
+    return names.pod(node, pod["metadata"]["name"], pod["metadata"].get("uid") or "")
+
+
+def _source_of(info: ClusterInfo, pod: Obj, exists: Callable[[str], bool]) -> Source:
+    md = pod["metadata"]
+    label = f"pod {md.get('namespace')}/{md['name']}"
+    if not _running(pod):
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        raise UsageError("--from", f"{label} is not running ({phase})")
+    ip = pod["status"]["podIP"]
+    if info.runtime != "netns":
+        return Source(None, ip, f"{label} ({ip})")
+    ns = _pod_netns(info, pod)
+    if not exists(ns):
+        raise UsageError("--from", f"{label} has no network namespace {ns}; is it running on this machine?")
+    return Source(ns, None, f"{label} ({ip}, netns {ns})")
+
+
+async def resolve_source(
+    client: Any, info: ClusterInfo, namespace: str, from_pod: str | None, target: ServiceTarget | None = None,
+    *, rng: random.Random | None = None, exists: Callable[[str], bool] | None = None,
+) -> Source:
+    """Where to send from: ``from_pod`` (``POD`` in ``namespace`` or ``NS/POD``), else a default.
+
+    The default in the netns runtime is a random running pod of the cluster
+    (one that is not an endpoint of ``target`` if there is one), else a
+    node's namespace; in the sim runtime it is this process on loopback."""
+    if exists is None:
+        from kmesh.lab import netns
+
+        exists = netns.exists
+    if from_pod:
+        ns, _, name = from_pod.rpartition("/")
+        ns = ns or namespace
+        try:
+            pod = await client.get("Pod", name, ns)
+        except E.APIError as exc:
+            if exc.code == 404:
+                raise UsageError("--from", f"pod {ns}/{name} not found") from None
+            raise
+        return _source_of(info, pod, exists)
+    if info.runtime != "netns":
+        return Source()
+    pods, _ = await client.list_all("Pod")
+    backends = {(b.ip) for b in (target.endpoints if target else ())}
+    candidates = [p for p in pods if _running(p) and not (p.get("spec") or {}).get("hostNetwork")
+                  and exists(_pod_netns(info, p))]
+    outside = [p for p in candidates if p["status"]["podIP"] not in backends]
+    pool = outside or candidates
+    if pool:
+        pod = (rng or random).choice(sorted(pool, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"]["name"])))
+        return _source_of(info, pod, exists)
+    for node in info.nodes:
+        if node.netns and exists(node.netns):
+            return Source(node.netns, None, f"node {node.name} (netns {node.netns})")
+    raise UsageError("--from", "no running pod (nor node namespace) to send from; give --from POD")
+
+
+# ------------------------------------------------------------------ sending
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How one request is made: where to, which protocol, from where, how long to wait."""
+
+    host: str
+    port: int
+    protocol: Protocol = "tcp"
+    netns: str | None = None
+    bind_ip: str | None = None
+    timeout: float = 2.0
+    http_host: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request: the answer (who served it) or the error, and how long it took (seconds)."""
+
+    answer: str | None
+    error: str | None
+    latency: float
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, trio.BrokenResourceError)):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno == errno.ECONNREFUSED:
+            return "refused"
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return "reset"
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return "unreachable"
+        return errno.errorcode.get(exc.errno, str(exc.errno)).lower()
+    return type(exc).__name__
+
+
+async def _open(probe: Probe, kind: int) -> trio.socket.SocketType:
+    if probe.netns is None:
+        sock = trio.socket.socket(socket.AF_INET, kind)
+    else:
+        from kmesh.lab import netns
+
+        sock = await netns.open_socket(probe.netns, socket.AF_INET, kind)
+    if probe.bind_ip:
+        try:
+            await sock.bind((probe.bind_ip, 0))
+        except OSError:
+            sock.close()
+            raise
+    return sock
+
+
+async def _read_all(sock: trio.socket.SocketType, done: Callable[[bytes], bool] | None = None) -> bytes:
+    data = b""
+    while len(data) < MAX_ANSWER:
+        chunk = await sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if done is not None and done(data):
+            break
+    return data
+
+
+def _http_complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length" and v.strip().isdigit():
+            return len(body) >= int(v.strip())
+    return False
+
+
+def parse_http_answer(data: bytes) -> tuple[int, str]:
+    """(status, body text) of a whole HTTP/1.x response; ValueError when it is not one."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not sep or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
+        raise ValueError("not an HTTP response")
+    return int(status_line[1]), body.decode(errors="replace")
+
+
+async def _exchange(probe: Probe) -> str:
+    if probe.protocol == "udp":
+        sock = await _open(probe, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect((probe.host, probe.port))
+            await sock.send(UDP_PAYLOAD)
+            return (await sock.recv(65535)).decode(errors="replace")
+    sock = await _open(probe, socket.SOCK_STREAM)
+    with sock:
+        await sock.connect((probe.host, probe.port))
+        if probe.protocol == "tcp":
+            return (await _read_all(sock)).decode(errors="replace")
+        host = probe.http_host or probe.host
+        await sock.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kmesh-bench\r\nConnection: close\r\n\r\n".encode())
+        data = await _read_all(sock, _http_complete)
+    if not data:
+        return ""
+    try:
+        status, body = parse_http_answer(data)
+    except ValueError:
+        raise _BadAnswer("not HTTP") from None
+    if status != 200:
+        raise _BadAnswer(f"http {status}")
+    return body
+
+
+class _BadAnswer(Exception):
+    """The server answered something that names no pod."""
+
+
+async def probe_once(probe: Probe) -> Outcome:
+    """Make one request; never raises for network trouble (it is the error of the ``Outcome``)."""
+    start = time.perf_counter()
+    try:
+        with trio.fail_after(probe.timeout):
+            answer = (await _exchange(probe)).strip()
+    except _BadAnswer as exc:
+        return Outcome(None, str(exc), time.perf_counter() - start)
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        return Outcome(None, _error_name(exc), time.perf_counter() - start)
+    if not answer:
+        return Outcome(None, "empty", time.perf_counter() - start)
+    return Outcome(answer, None, time.perf_counter() - start)
+
+
+async def send_requests(
+    probe: Probe, requests: int, concurrency: int = 1, on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """``requests`` requests by ``concurrency`` workers; outcomes in completion order."""
+    if requests < 0 or concurrency < 1:
+        raise ValueError("requests must be >= 0 and concurrency >= 1")
+    outcomes: list[Outcome] = []
+    todo = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in todo:
+            out = await probe_once(probe)
+            outcomes.append(out)
+            if on_outcome is not None:
+                on_outcome(out)
+
+    async with trio.open_nursery() as n:
+        for _ in range(min(concurrency, max(requests, 1))):
+            n.start_soon(worker)
+    return outcomes
+
+
+# ------------------------------------------------------------------ counting and judging
+
+
+@dataclass
+class Tally:
+    """What came back: answers per endpoint (every endpoint listed), answers naming no endpoint, errors."""
+
+    counts: dict[str, int]
+    unknown: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        """Requests that got an answer (from an endpoint or not)."""
+        return sum(self.counts.values()) + sum(self.unknown.values())
+
+    @property
+    def failed(self) -> int:
+        """Requests that got an error."""
+        return sum(self.errors.values())
+
+    def cells(self) -> dict[str, int]:
+        """Counts per endpoint, then per unknown answer (the chi-square cells)."""
+        return {**self.counts, **self.unknown}
+
+
+def tally(endpoints: Sequence[Backend], outcomes: Sequence[Outcome]) -> Tally:
+    """Count ``outcomes`` per endpoint, mapping each answer to the endpoint it names."""
+    by_alias: dict[str, str] = {}
+    for b in endpoints:
+        for a in b.aliases():
+            by_alias.setdefault(a, b.name)
+    t = Tally(counts={b.name: 0 for b in endpoints})
+    for o in outcomes:
+        if o.answer is None:
+            key = o.error or "error"
+            t.errors[key] = t.errors.get(key, 0) + 1
+            continue
+        t.latencies.append(o.latency)
+        name = by_alias.get(o.answer)
+        if name is None:
+            t.unknown[o.answer] = t.unknown.get(o.answer, 0) + 1
+        else:
+            t.counts[name] += 1
+    return t
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What split is expected: ``uniform``, ``sticky`` or ``weights`` (endpoint name or IP → weight)."""
+
+    kind: Literal["uniform", "sticky", "weights"]
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "weights":
+            return "weights:" + ",".join(f"{k}={v:g}" for k, v in self.weights)
+        return self.kind
+
+
+def parse_expect(text: str) -> Expectation:
+    """``uniform``, ``sticky`` or ``weights:a=1,b=2``; ValueError says what is wrong."""
+    t = text.strip()
+    if t in ("uniform", "sticky"):
+        return Expectation(t)  # type: ignore[arg-type]
+    if not t.startswith("weights:"):
+        raise ValueError(f"{text!r} is not uniform, sticky or weights:NAME=W,...")
+    pairs: list[tuple[str, float]] = []
+    for item in t[len("weights:"):].split(","):
+        name, eq, w = item.strip().partition("=")
+        name = name.strip()
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = math.nan
+        if not eq or not name or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"bad weight {item.strip()!r} in {text!r} (want NAME=W with W >= 0)")
+        if any(name == k for k, _ in pairs):
+            raise ValueError(f"endpoint {name!r} is weighted twice in {text!r}")
+        pairs.append((name, weight))
+    if not sum(w for _, w in pairs) > 0:
+        raise ValueError(f"the weights in {text!r} add up to 0")
+    return Expectation("weights", tuple(pairs))
+
+
+def expected_shares(target: ServiceTarget, expect: Expectation) -> dict[str, float]:
+    """The expected share of each endpoint (0 for those that should get nothing); sticky: {} (decided by the data).
+
+    Weights name endpoints by pod name or IP; unnamed endpoints get 0. ``UsageError``
+    (``--expect``) for a name that is not an endpoint."""
+    names = [b.name for b in target.endpoints]
+    if expect.kind == "sticky":
+        return {}
+    if expect.kind == "uniform":
+        usable = {b.name for b in target.usable()}
+        return {n: (1 / len(usable) if n in usable else 0.0) for n in names}
+    by_alias = {a: b.name for b in target.endpoints for a in b.aliases()}
+    w = {n: 0.0 for n in names}
+    for key, weight in expect.weights:
+        name = by_alias.get(key)
+        if name is None:
+            raise UsageError("--expect", f"{key!r} is not an endpoint of Service {target} "
+                                         f"(endpoints: {', '.join(names) or 'none'})")
+        w[name] += weight
+    total = sum(w.values())
+    return {n: v / total for n, v in w.items()}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the split matched the expectation, and why."""
+
+    expect: Expectation
+    passed: bool
+    reason: str
+    expected: dict[str, float]  # share per cell (sticky: 1.0 on the endpoint that got the most)
+    test: ChiSquare | None = None  # None for sticky (it holds or not, exactly)
+    alpha: float = DEFAULT_ALPHA
+    sticky_to: str | None = None
+    small_counts: bool = False  # some expected count < 5: the chi-square approximation is rough
+
+
+def judge(t: Tally, shares: dict[str, float], expect: Expectation, alpha: float = DEFAULT_ALPHA) -> Verdict:
+    """Test the tally against the expected shares (chi-square), or check stickiness."""
+    cells = t.cells()
+    n = t.answered
+    if n == 0:
+        return Verdict(expect, False, "no request got an answer", dict(shares), alpha=alpha)
+    if expect.kind == "sticky":
+        top = max(cells, key=lambda k: cells[k])
+        expected = {k: (1.0 if k == top else 0.0) for k in cells}
+        got = [k for k, v in cells.items() if v]
+        if top in t.unknown:
+            return Verdict(expect, False, f"answers from outside the Service's endpoints: {', '.join(sorted(t.unknown))}",
+                           expected, alpha=alpha)
+        if len(got) == 1:
+            return Verdict(expect, True, f"sticky: all {n} answers from {top}", expected, alpha=alpha, sticky_to=top)
+        return Verdict(expect, False, f"not sticky: answers from {len(got)} endpoints ({cells[top]} of {n} from {top})",
+                       expected, alpha=alpha)
+    expected = {k: shares.get(k, 0.0) for k in cells}
+    res = chisquare([cells[k] for k in cells], [expected[k] for k in cells])
+    small = any(0 < e * n < 5 for e in expected.values())
+    if t.unknown:
+        reason = f"answers from outside the Service's endpoints: {', '.join(sorted(t.unknown))}"
+        return Verdict(expect, False, reason, expected, res, alpha, small_counts=small)
+    stray = [k for k in cells if cells[k] and expected[k] == 0]
+    if stray:
+        return Verdict(expect, False, f"endpoints expected to get nothing answered: {', '.join(stray)}",
+                       expected, res, alpha, small_counts=small)
+    if res.passes(alpha):
+        return Verdict(expect, True, f"{expect} holds (p = {res.p_value:.3g} >= alpha {alpha:g})",
+                       expected, res, alpha, small_counts=small)
+    return Verdict(expect, False, f"{expect} rejected (p = {res.p_value:.3g} < alpha {alpha:g})",
+                   expected, res, alpha, small_counts=small)
+
+
+# ------------------------------------------------------------------ the whole experiment
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before the first request."""
+
+    target: ServiceTarget
+    source: Source
+    probe: Probe
+    expect: Expectation
+    shares: dict[str, float]
+    requests: int
+    concurrency: int
+    alpha: float = DEFAULT_ALPHA
+
+
+@dataclass(frozen=True)
+class LbResult:
+    """The outcome of a run: the tally, latency summary, verdict and how long it took."""
+
+    plan: Plan
+    tally: Tally
+    latency: Latency
+    verdict: Verdict
+    duration: float
+
+    @property
+    def passed(self) -> bool:
+        """True when the split matched the expectation."""
+        return self.verdict.passed
+
+
+def choose_protocol(target: ServiceTarget, udp: bool, protocol: str = "auto") -> Protocol:
+    """udp with --udp; else ``protocol``, where auto means http for ports that say so and raw tcp otherwise."""
+    if udp:
+        return "udp"
+    if protocol in ("tcp", "http"):
+        return protocol  # type: ignore[return-value]
+    return "http" if target.speaks_http() else "tcp"
+
+
+async def plan_lb(
+    client: Any, info: ClusterInfo, service: str, *, namespace: str = "default", port: str | None = None,
+    udp: bool = False, protocol: str = "auto", requests: int = 300, concurrency: int = 8, from_pod: str | None = None,
+    expect: str = "uniform", timeout: float = 2.0, alpha: float = DEFAULT_ALPHA,
+    target: tuple[str, int] | None = None,
+) -> Plan:
+    """Resolve Service, endpoints, source and expectation into a ``Plan`` (``UsageError`` on bad arguments).
+
+    ``target`` sends to that ``(ip, port)`` instead of the ClusterIP (tests; a look at one endpoint)."""
+    if requests < 1:
+        raise UsageError("--requests", f"must be at least 1, got {requests}")
+    if concurrency < 1:
+        raise UsageError("--concurrency", f"must be at least 1, got {concurrency}")
+    if not 0 < alpha < 1:
+        raise UsageError("--alpha", f"must be between 0 and 1, got {alpha}")
+    try:
+        expectation = parse_expect(expect)
+    except ValueError as exc:
+        raise UsageError("--expect", str(exc)) from None
+    svc = await resolve_service(client, namespace, service, port, udp)
+    shares = expected_shares(svc, expectation)
+    source = await resolve_source(client, info, namespace, from_pod, svc)
+    host, dport = target or (svc.cluster_ip, svc.port)
+    probe = Probe(host=host, port=dport, protocol=choose_protocol(svc, udp, protocol), netns=source.netns,
+                  bind_ip=source.bind_ip, timeout=timeout, http_host=f"{service}.{namespace}")
+    return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha)
+
+
+async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = None) -> LbResult:
+    """Send the plan's requests and judge what came back."""
+    start = time.perf_counter()
+    outcomes = await send_requests(plan.probe, plan.requests, plan.concurrency, on_outcome)
+    duration = time.perf_counter() - start
+    t = tally(plan.target.endpoints, outcomes)
+    verdict = judge(t, plan.shares, plan.expect, plan.alpha)
+    return LbResult(plan, t, Latency.of(t.latencies), verdict, duration)
+
+
+def with_target(plan: Plan, host: str, port: int) -> Plan:
+    """The same plan aimed at ``host:port`` instead."""
+    return replace(plan, probe=replace(plan.probe, host=host, port=port))
