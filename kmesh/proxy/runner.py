@@ -63,6 +63,7 @@ class ProxyRunner:
         self.cfg = cfg
         self.metrics = metrics
         self._synced = trio.Condition()
+        self.metrics_port: int | None = None
 
     async def wait_synced(self, count: int = 1) -> None:
         """Return once ``count`` successful syncs have happened in all."""
@@ -149,10 +150,10 @@ async def run_proxy(
     async with trio.open_nursery() as n:
         await n.start(tracker.run)
         await mode.start(n)
-        if metrics_port is not None:
-            from kmesh.dns.metrics import serve_metrics
-
-            await n.start(serve_metrics, metrics.registry, metrics_host, metrics_port)
         n.start_soon(runner.loop)
         await runner.wait_synced(1)
+        if metrics_port is not None:
+            from kmesh.proxy.http import serve
+
+            runner.metrics_port = await n.start(serve, runner, metrics_host, metrics_port)
         task_status.started(runner)
