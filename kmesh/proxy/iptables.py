@@ -1,0 +1,151 @@
+"""kube-proxy's iptables mode: render the state (``iptables_rules``) and apply it atomically.
+
+Each sync is one ``iptables-restore --noflush --counters`` with the filter
+and nat tables, run inside the node's namespace (``ctx.netns``; None = this
+process's own, as when the proxy runs inside its node namespace). A full sync
+first reads ``iptables-save`` to find the jumps from built-in chains that are
+missing and the per-service chains left over from earlier runs. After the
+restore, stale UDP conntrack entries are flushed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from kmesh.lab import netns
+from kmesh.proxy import conntrack
+from kmesh.proxy.iptables_rules import (
+    FILTER_CHAINS,
+    FIREWALL,
+    NAT_CHAINS,
+    JUMPS,
+    Plan,
+    Planner,
+    RenderConfig,
+    constant_rules,
+    is_service_chain,
+    missing_jumps,
+    parse_save,
+    shared_chain_order,
+    jump_lines,
+)
+from kmesh.proxy.model import NodeContext, ProxyState, ServicePort, ServicePortName
+
+OWN_CHAINS = frozenset([*FILTER_CHAINS, *NAT_CHAINS, FIREWALL])
+RESTORE = ["iptables-restore", "-w", "5", "--noflush", "--counters"]
+
+
+class IptablesError(Exception):
+    """iptables-restore or iptables-save failed; the message carries its stderr."""
+
+
+class IptablesProxier:
+    """The ``iptables`` proxy mode (``kmesh.proxy.base.ProxyMode``)."""
+
+    name = "iptables"
+
+    def __init__(self, ctx: NodeContext, *, flush_conntrack: bool = True, **render: object) -> None:
+        self.ctx = ctx
+        self.cfg = RenderConfig.from_context(ctx, **render)
+        self.planner = Planner(self.cfg)
+        self.flush_conntrack = flush_conntrack
+        self.last_restore = ""  # the text of the last applied restore (for tests and debugging)
+        self.last_plan: Plan | None = None
+        self.last_sync_seconds = 0.0
+        self.syncs = 0
+        self._need_full = True
+        self._lock = trio.Lock()
+
+    async def _save(self, *tables: str) -> str:
+        out = []
+        for t in tables or ("filter", "nat"):
+            proc = await netns.run(self.ctx.netns, ["iptables-save", "-t", t], check=False)
+            if proc.returncode != 0:
+                raise IptablesError(f"iptables-save -t {t}: {proc.stderr.decode(errors='replace').strip()}")
+            out.append(proc.stdout.decode())
+        return "".join(out)
+
+    async def _restore(self, text: str, argv: list[str] | None = None) -> None:
+        proc = await netns.run(self.ctx.netns, argv or RESTORE, input=text.encode(), check=False)
+        if proc.returncode != 0:
+            raise IptablesError(f"iptables-restore: {proc.stderr.decode(errors='replace').strip()}")
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Create the shared chains (without flushing existing ones), their constant rules and the jumps."""
+        async with self._lock:
+            saved = await self._save()
+            tables = parse_save(saved)
+            const = constant_rules(self.cfg)
+            parts: list[str] = []
+            jl = jump_lines(missing_jumps(saved, self.cfg))
+            for table, chains in shared_chain_order(self.cfg).items():
+                parts.append(f"*{table}")
+                body: list[str] = []
+                for chain in chains:
+                    if (table, chain) in const:
+                        parts.append(f":{chain} - [0:0]")
+                        body.extend(const[(table, chain)])
+                    elif chain not in tables.get(table, {}):
+                        parts.append(f":{chain} - [0:0]")
+                parts.extend(body)
+                parts.extend(jl[table])
+                parts.append("COMMIT")
+            await self._restore("\n".join(parts) + "\n")
+
+    async def sync(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
+        """Make the kernel's rules match ``state`` (a sync that raises must be retried as full)."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            full = full or self._need_full
+            existing: list[str] = []
+            jumps = []
+            if full:
+                saved = await self._save()
+                existing = [c for c in parse_save(saved).get("nat", {}) if is_service_chain(c)]
+                jumps = missing_jumps(saved, self.cfg)
+            plan = self.planner.plan(state, changed, full, existing=existing, jumps=jumps)
+            old: dict[ServicePortName, ServicePort] = {n: sp for n, (sp, _) in self.planner.services.items()}
+            try:
+                await self._restore(plan.text)
+            except BaseException:
+                self._need_full = True
+                raise
+            self.planner.commit(plan)
+            self._need_full = False
+            self.last_restore = plan.text
+            self.last_plan = plan
+            self.syncs += 1
+            if self.flush_conntrack:
+                names = set(old) | set(state.services) if full else set(changed)
+                flushes = conntrack.stale_flushes(old, state.services, names, self.ctx.node)
+                await conntrack.flush(self.ctx.netns, flushes)
+            self.last_sync_seconds = time.perf_counter() - t0
+
+    async def rules(self) -> str:
+        """``iptables-save`` of the filter and nat tables."""
+        return await self._save("filter", "nat")
+
+    async def cleanup(self) -> None:
+        """Remove every jump and ``KUBE-`` chain this mode adds (one restore; absent ones are skipped)."""
+        async with self._lock:
+            tables = parse_save(await self._save())
+            ours = {(j.table, j.src, f"-A {j.src} {j.spec()}") for j in JUMPS}
+            parts: list[str] = []
+            for table in ("filter", "nat"):
+                chains = tables.get(table, {})
+                kube = sorted(c for c in chains if c in OWN_CHAINS or is_service_chain(c))
+                dels = [f"-D {line[3:]}" for src, lines in chains.items() if not src.startswith("KUBE-")
+                        for line in lines if (table, src, line) in ours]
+                if not kube and not dels:
+                    continue
+                parts.append(f"*{table}")
+                parts.extend(f":{c} - [0:0]" for c in kube)
+                parts.extend(dels)
+                parts.extend(f"-X {c}" for c in kube)
+                parts.append("COMMIT")
+            if parts:
+                await self._restore("\n".join(parts) + "\n")
+            self.planner.reset()
+            self._need_full = True

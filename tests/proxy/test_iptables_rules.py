@@ -1,0 +1,231 @@
+"""The iptables renderer against hand-written dumps of upstream kube-proxy's rules.
+
+Each case is a set of Services and EndpointSlices (Kubernetes JSON, also
+applied with kubectl in test_iptables_mode); tests/proxy/expected/<case>.txt
+is the whole filter + nat table a fresh kube-proxy leaves behind, written
+from upstream's documented rules (names use upstream's test fixtures, so
+hashes such as KUBE-SVC-XPGD46QRK7WJZT7O for ``ns1/svc1:p80`` are upstream's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kmesh.proxy.convert import build_state
+from kmesh.proxy.iptables_rules import (
+    JUMPS,
+    Planner,
+    RenderConfig,
+    normalise,
+    parse_save,
+    port_proto_hash,
+    probability,
+    render,
+    sep_chain,
+    svc_chain,
+)
+from kmesh.proxy.model import Endpoint, ProxyState, ServicePort, ServicePortName
+
+EXPECTED = Path(__file__).parent / "expected"
+NODE = "node1"
+CFG = RenderConfig(node=NODE, cluster_cidr="10.0.0.0/8")
+Obj = dict[str, Any]
+
+
+def service(ns: str, name: str, ip: str, ports: list[Obj], type: str = "ClusterIP", **spec: Any) -> Obj:
+    """A Service object."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": ns, "name": name},
+            "spec": {"type": type, "clusterIP": ip, "ports": ports, **spec}}
+
+
+def port(p: int, name: str = "p80", proto: str = "TCP", node_port: int | None = None) -> Obj:
+    out: Obj = {"port": p, "protocol": proto, "targetPort": p}
+    if name:
+        out["name"] = name
+    if node_port:
+        out["nodePort"] = node_port
+    return out
+
+
+def endpoint(ip: str, node: str = "node2", ready: bool = True, serving: bool | None = None,
+             terminating: bool | None = None) -> Obj:
+    cond: Obj = {"ready": ready}
+    if serving is not None:
+        cond["serving"] = serving
+    if terminating is not None:
+        cond["terminating"] = terminating
+    return {"addresses": [ip], "conditions": cond, "nodeName": node}
+
+
+def endpoint_slice(ns: str, svc: str, eps: list[Obj], port_num: int, name: str = "p80", proto: str = "TCP") -> Obj:
+    """An EndpointSlice of ``svc`` with one port."""
+    p: Obj = {"port": port_num, "protocol": proto}
+    if name:
+        p["name"] = name
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"namespace": ns, "name": f"{svc}-abc", "labels": {"kubernetes.io/service-name": svc}},
+            "endpoints": eps, "ports": [p]}
+
+
+CASES: dict[str, list[Obj]] = {
+    "clusterip_3_endpoints": [
+        service("ns1", "svc1", "10.96.0.41", [port(80)]),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1"), endpoint("10.180.0.2"), endpoint("10.180.0.10")], 80),
+    ],
+    "named_unnamed_ports": [
+        service("ns1", "svc1", "10.96.0.41", [port(80)]),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1")], 80),
+        service("ns2", "svc2", "10.96.0.42", [port(80, name="")]),
+        endpoint_slice("ns2", "svc2", [endpoint("10.180.0.2")], 8080, name=""),
+    ],
+    "nodeport": [
+        service("ns1", "svc1", "10.96.0.41", [port(80, node_port=30001)], type="NodePort"),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1")], 80),
+    ],
+    "client_ip_affinity": [
+        service("ns1", "svc1", "10.96.0.41", [port(80)], sessionAffinity="ClientIP"),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1"), endpoint("10.180.0.2")], 80),
+    ],
+    "internal_traffic_local": [
+        service("ns1", "svc1", "10.96.0.41", [port(80)], internalTrafficPolicy="Local"),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1", node=NODE), endpoint("10.180.2.1")], 80),
+        service("ns4", "svc4", "10.96.0.44", [port(80)], internalTrafficPolicy="Local"),
+        endpoint_slice("ns4", "svc4", [endpoint("10.180.2.1")], 80),
+    ],
+    "external_traffic_local": [
+        service("ns1", "svc1", "10.96.0.41", [port(80, node_port=30001)], type="NodePort",
+                externalTrafficPolicy="Local"),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1"), endpoint("10.180.2.1", node=NODE)], 80),
+    ],
+    "no_endpoints": [
+        service("ns1", "svc1", "10.96.0.41", [port(80)]),
+        service("ns5", "svc5", "10.96.0.45", [port(80, node_port=30005)], type="NodePort",
+                externalIPs=["192.168.99.11"]),
+        endpoint_slice("ns5", "svc5", [], 80),
+    ],
+    "udp": [
+        service("ns3", "svc3", "10.96.0.43", [port(53, name="dns", proto="UDP")]),
+        endpoint_slice("ns3", "svc3", [endpoint("10.180.0.3"), endpoint("10.180.0.4")], 53, name="dns", proto="UDP"),
+    ],
+    "terminating_fallback": [
+        service("ns6", "svc6", "10.96.0.46", [port(80)]),
+        endpoint_slice("ns6", "svc6", [endpoint("10.180.0.6", ready=False, serving=True, terminating=True),
+                                       endpoint("10.180.0.7", ready=False, serving=False, terminating=True)], 80),
+        service("ns7", "svc7", "10.96.0.47", [port(80)]),
+        endpoint_slice("ns7", "svc7", [endpoint("10.180.0.7"),
+                                       endpoint("10.180.0.8", ready=False, serving=True, terminating=True)], 80),
+    ],
+}
+
+
+def case_state(case: str) -> ProxyState:
+    """The proxy state of one case, through the same conversion the proxy uses."""
+    objs = CASES[case]
+    return build_state([o for o in objs if o["kind"] == "Service"], [o for o in objs if o["kind"] == "EndpointSlice"])
+
+
+def expected(case: str) -> str:
+    return (EXPECTED / f"{case}.txt").read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_full_sync_matches_expected_dump(case: str) -> None:
+    got = render(case_state(case), CFG, jumps=JUMPS)
+    assert normalise(got) == normalise(expected(case))
+
+
+def test_every_case_has_a_dump() -> None:
+    assert sorted(p.stem for p in EXPECTED.glob("*.txt")) == sorted(CASES)
+
+
+def test_chain_names_are_upstreams() -> None:
+    # Values from upstream's proxier tests.
+    name = ServicePortName("ns1", "svc1", "p80")
+    assert port_proto_hash("ns1/svc1:p80", "tcp") == "XPGD46QRK7WJZT7O"
+    assert svc_chain(name) == "KUBE-SVC-XPGD46QRK7WJZT7O"
+    assert sep_chain(name, "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    assert svc_chain(ServicePortName("ns4", "svc4", "p80")) == "KUBE-SVC-4SW47YFZTEDKD3PK"
+    # The protocol is part of the hash.
+    assert svc_chain(ServicePortName("ns1", "svc1", "p80", "UDP")) != svc_chain(name)
+
+
+def test_probabilities() -> None:
+    assert [probability(n) for n in (4, 3, 2)] == ["0.2500000000", "0.3333333333", "0.5000000000"]
+
+
+def test_restore_text_shape() -> None:
+    text = render(case_state("clusterip_3_endpoints"), CFG)
+    lines = text.splitlines()
+    # filter first, then nat; each table's chain declarations precede its rules.
+    assert lines[0] == "*filter" and lines.count("COMMIT") == 2 and "*nat" in lines
+    nat = lines[lines.index("*nat") + 1:]
+    first_rule = next(i for i, l in enumerate(nat) if not l.startswith(":"))
+    assert all(not l.startswith(":") for l in nat[first_rule:])
+    assert nat[:4] == [":KUBE-SERVICES - [0:0]", ":KUBE-NODEPORTS - [0:0]", ":KUBE-POSTROUTING - [0:0]",
+                       ":KUBE-MARK-MASQ - [0:0]"]
+    # The nodeports jump is the last rule of KUBE-SERVICES.
+    assert parse_save(text)["nat"]["KUBE-SERVICES"][-1].endswith("-j KUBE-NODEPORTS")
+
+
+def _sp(name: str, ip: str, eps: list[str], proto: str = "TCP") -> ServicePort:
+    return ServicePort(ServicePortName("ns", name, "p", proto), ip, 80,
+                       endpoints=tuple(Endpoint(e, 80) for e in eps))
+
+
+def test_partial_sync_rewrites_only_changed_service_chains() -> None:
+    a, b = _sp("a", "10.96.1.1", ["10.1.0.1", "10.1.0.2"]), _sp("b", "10.96.1.2", ["10.1.0.3"])
+    planner = Planner(CFG)
+    planner.commit(planner.plan(ProxyState({a.name: a, b.name: b}), full=True))
+    a2 = _sp("a", "10.96.1.1", ["10.1.0.1"])
+    plan = planner.plan(ProxyState({a.name: a2, b.name: b}), {a.name}, full=False)
+    tables = parse_save(plan.text)
+    assert svc_chain(a.name) in tables["nat"] and svc_chain(b.name) not in tables["nat"]
+    assert sep_chain(b.name, "10.1.0.3:80") not in plan.text
+    gone = sep_chain(a.name, "10.1.0.2:80")
+    assert plan.deleted == [gone] and f"-X {gone}" in plan.text
+    # Only endpoints changed: nat KUBE-SERVICES keeps its rules and is not rewritten.
+    assert ":KUBE-SERVICES" not in plan.text.split("*nat")[1]
+    planner.commit(plan)
+
+    # Removing every endpoint moves the service to filter REJECT: both KUBE-SERVICES are rewritten.
+    a3 = _sp("a", "10.96.1.1", [])
+    plan = planner.plan(ProxyState({a.name: a3, b.name: b}), {a.name}, full=False)
+    tables = parse_save(plan.text)
+    assert any("has no endpoints" in r for r in tables["filter"]["KUBE-SERVICES"])
+    assert [r for r in tables["nat"]["KUBE-SERVICES"] if "cluster IP" in r] == [
+        r for r in tables["nat"]["KUBE-SERVICES"] if svc_chain(b.name) in r]
+    assert sorted(plan.deleted) == sorted([svc_chain(a.name), sep_chain(a.name, "10.1.0.1:80")])
+    planner.commit(plan)
+
+    # A removed service: its chains go, KUBE-SERVICES is rewritten without it.
+    plan = planner.plan(ProxyState({a.name: a3}), {b.name}, full=False)
+    assert sorted(plan.deleted) == sorted([svc_chain(b.name), sep_chain(b.name, "10.1.0.3:80")])
+    assert not any(svc_chain(b.name) in r for r in parse_save(plan.text)["nat"]["KUBE-SERVICES"])
+
+
+def test_full_sync_deletes_leftover_chains() -> None:
+    a = _sp("a", "10.96.1.1", ["10.1.0.1"])
+    plan = Planner(CFG).plan(ProxyState({a.name: a}), full=True,
+                             existing=["KUBE-SVC-LEFTOVER", "KUBE-SEP-LEFTOVER", "KUBE-SERVICES", "MY-CHAIN"])
+    assert plan.deleted == ["KUBE-SEP-LEFTOVER", "KUBE-SVC-LEFTOVER"]
+
+
+def test_large_cluster_drops_endpoint_comments() -> None:
+    a = _sp("a", "10.96.1.1", ["10.1.0.1", "10.1.0.2"])
+    text = render(ProxyState({a.name: a}), RenderConfig(node=NODE, large_cluster_endpoints=1))
+    sep = sep_chain(a.name, "10.1.0.1:80")
+    rules = parse_save(text)["nat"]
+    assert rules[sep] == [f"-A {sep} -s 10.1.0.1 -j KUBE-MARK-MASQ",
+                          f"-A {sep} -m tcp -p tcp -j DNAT --to-destination 10.1.0.1:80"]
+    assert all("->" not in r for r in rules[svc_chain(a.name)])
+    # The cluster IP rules keep their comments.
+    assert '"ns/a:p cluster IP"' in rules["KUBE-SERVICES"][0]
+
+
+def test_masquerade_all() -> None:
+    a = _sp("a", "10.96.1.1", ["10.1.0.1"])
+    rules = parse_save(render(ProxyState({a.name: a}), RenderConfig(node=NODE, masquerade_all=True)))["nat"]
+    assert rules[svc_chain(a.name)][0].endswith("--dport 80 -j KUBE-MARK-MASQ")
