@@ -1,0 +1,434 @@
+"""kube-proxy's IPVS mode: a virtual server per service address, ipsets, and a constant handful of iptables rules.
+
+As upstream: every Service address (ClusterIP, externalIPs, load-balancer
+IPs) is bound /32 on ``kube-ipvs0`` in the node namespace, so the node owns
+it; one virtual server per address:port (and per node IP:NodePort) holds the
+endpoints as "Masq" real servers with weight 1, scheduled by the mode's
+scheduler (default rr), persistent for ClientIP affinity. Removed endpoints
+drain (weight 0) and go once idle. The ipsets (``kmesh.proxy.ipsets``) and
+nat/filter chains ``KUBE-SERVICES``, ``KUBE-NODE-PORT``,
+``KUBE-LOAD-BALANCER``, ``KUBE-MARK-MASQ``, ``KUBE-POSTROUTING``,
+``KUBE-FORWARD``, ``KUBE-IPVS-FILTER`` are rewritten each sync.
+
+Data path: where the kernel has ip_vs, the table is programmed into it
+(``kmesh.proxy.ipvs_kernel``). Where it has not (these lab machines), kmesh
+serves the same table itself: a listener on each virtual server address —
+bound inside the node namespace, where the address is local thanks to
+kube-ipvs0 — picks the real server with the table's scheduler (honouring
+the connection counters and persistence) and relays with
+``kmesh.proxy.forward``. A virtual server without real servers has no
+listener, so clients are refused as ip_vs refuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+import trio
+
+from kmesh.lab import netns as nsmod
+from kmesh.proxy import ipsets as ipsetmod
+from kmesh.proxy.forward import TcpRelay, UdpRelay, tcp_listener, udp_socket
+from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
+from kmesh.proxy.ipvs_kernel import KernelIPVS, kernel_has_ipvs
+from kmesh.proxy.ipvs_table import INACTIVE_LINGER, DesiredVS, IPVSTable, VSKey, render_table
+from kmesh.proxy.model import MASQ_MARK, Endpoint, NodeContext, ProxyState, ServicePortName
+from kmesh.proxy.schedulers import SCHEDULERS
+
+__all__ = ["IpvsProxy", "IPVSConfig", "desired_state", "iptables_text", "render_table"]
+
+log = logging.getLogger("kmesh.proxy.ipvs")
+DEVICE = "kube-ipvs0"
+MARK = f"{MASQ_MARK:#x}/{MASQ_MARK:#x}"
+
+NAT_CHAINS = ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ")
+FILTER_CHAINS = ("KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-IPVS-FILTER")
+JUMPS: dict[str, tuple[str, ...]] = {  # table -> jump rules, as iptables-save prints them (inserted first when missing)
+    "nat": (
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ),
+    "filter": (
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        '-A INPUT -m comment --comment "kubernetes health check rules" -j KUBE-NODE-PORT',
+        '-A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER',
+    ),
+}
+
+
+@dataclass
+class IPVSConfig:
+    """The mode's knobs: scheduler (``--ipvs-scheduler``), data path (auto: the kernel's when it has ip_vs)."""
+
+    scheduler: str = "rr"
+    data_path: str = "auto"  # auto | kernel | userspace
+    sweep_interval: float = 1.0  # how often draining real servers are checked (upstream: every minute)
+    linger: float = INACTIVE_LINGER  # userspace data path: how long a closed TCP connection counts as InActConn
+
+
+# ---------------------------------------------------------------------------------------------- what a sync wants
+
+
+def desired_state(state: ProxyState, ctx: NodeContext, scheduler: str = "rr") -> tuple[list[DesiredVS], IPSets, set[str]]:
+    """The virtual servers, ipset members and kube-ipvs0 addresses ``state`` calls for on node ``ctx``."""
+    vss: list[DesiredVS] = []
+    sets = IPSets()
+    addrs: set[str] = set()
+    for sp in state.services.values():
+        proto = sp.protocol
+        persistent = int(sp.affinity_timeout) if sp.session_affinity else 0
+        internal = tuple((e.ip, e.port) for e in sp.internal_endpoints(ctx.node))
+        external = tuple((e.ip, e.port) for e in sp.external_endpoints(ctx.node))
+        comment = str(sp.name)
+
+        def vs(ip: str, port: int, dests: tuple[tuple[str, int], ...]) -> None:
+            vss.append(DesiredVS(proto, ip, port, dests, scheduler, persistent, comment))
+
+        v4 = lambda ip: ":" not in ip  # noqa: E731 - the sets are family inet
+        vs(sp.cluster_ip, sp.port, internal)
+        addrs.add(sp.cluster_ip)
+        if v4(sp.cluster_ip):
+            sets.add(ipsetmod.CLUSTER_IP, ip_port(sp.cluster_ip, proto, sp.port))
+        for ip in sp.external_ips:
+            vs(ip, sp.port, external)
+            addrs.add(ip)
+            if v4(ip):
+                sets.add(ipsetmod.EXTERNAL_IP, ip_port(ip, proto, sp.port))
+                if sp.external_local:
+                    sets.add(ipsetmod.EXTERNAL_IP_LOCAL, ip_port(ip, proto, sp.port))
+        for ip in sp.load_balancer_ips:
+            vs(ip, sp.port, external)
+            addrs.add(ip)
+            if v4(ip):
+                sets.add(ipsetmod.LOAD_BALANCER, ip_port(ip, proto, sp.port))
+                if sp.external_local:
+                    sets.add(ipsetmod.LOAD_BALANCER_LOCAL, ip_port(ip, proto, sp.port))
+        if sp.node_port:
+            for nip in ctx.node_ips:
+                vs(nip, sp.node_port, external)
+            if proto in ("TCP", "UDP"):
+                np = ipsetmod.NODE_PORT_TCP if proto == "TCP" else ipsetmod.NODE_PORT_UDP
+                sets.add(np, str(sp.node_port))
+                if sp.external_local:
+                    local = ipsetmod.NODE_PORT_LOCAL_TCP if proto == "TCP" else ipsetmod.NODE_PORT_LOCAL_UDP
+                    sets.add(local, str(sp.node_port))
+        for e in sp.endpoints:
+            if e.node == ctx.node and v4(e.ip):
+                sets.add(ipsetmod.LOOP_BACK, ip_port_ip(e.ip, proto, e.port, e.ip))
+    for a in addrs:
+        if ":" not in a:
+            sets.add(ipsetmod.IPVS_IPS, a)
+    return vss, sets, addrs
+
+
+def iptables_text(sets: IPSets, cluster_cidr: str, masquerade_all: bool = False) -> str:
+    """The nat and filter chains of the IPVS mode as ``iptables-restore --noflush`` input (declaring a chain flushes it)."""
+    cip = '-m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst'
+    nat = ["*nat", *(f":{c} - [0:0]" for c in NAT_CHAINS)]
+    if masquerade_all or not cluster_cidr:
+        nat.append(f"-A KUBE-SERVICES {cip} -j KUBE-MARK-MASQ")
+    else:
+        nat.append(f"-A KUBE-SERVICES {cip} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
+    if sets.of(ipsetmod.EXTERNAL_IP):
+        nat.append('-A KUBE-SERVICES -m comment --comment "Kubernetes service external ip + port for masquerade and filter purpose" '
+                   "-m set --match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ")
+    if sets.of(ipsetmod.LOAD_BALANCER):
+        nat.append('-A KUBE-SERVICES -m comment --comment "Kubernetes service lb portal" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER')
+    nat.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
+    nat.append("-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT")
+    if sets.of(ipsetmod.LOAD_BALANCER):
+        nat.append("-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT")
+    for proto, np, local in (("tcp", ipsetmod.NODE_PORT_TCP, ipsetmod.NODE_PORT_LOCAL_TCP),
+                             ("udp", ipsetmod.NODE_PORT_UDP, ipsetmod.NODE_PORT_LOCAL_UDP)):
+        if sets.of(local):
+            nat.append(f'-A KUBE-NODE-PORT -p {proto} -m comment --comment "{local.comment}" -m set --match-set {local.name} dst -j RETURN')
+        if sets.of(np):
+            nat.append(f'-A KUBE-NODE-PORT -p {proto} -m comment --comment "{np.comment}" -m set --match-set {np.name} dst -j KUBE-MARK-MASQ')
+    if sets.of(ipsetmod.LOAD_BALANCER_LOCAL):
+        nat.append(f'-A KUBE-LOAD-BALANCER -m comment --comment "{ipsetmod.LOAD_BALANCER_LOCAL.comment}" '
+                   "-m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN")
+    nat += [
+        "-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ",
+        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK:#x}",
+        f'-A KUBE-POSTROUTING -m comment --comment "{ipsetmod.LOOP_BACK.comment}" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE',
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MARK} -j RETURN",
+        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK:#x}",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE',
+        "COMMIT",
+    ]
+    filt = ["*filter", *(f":{c} - [0:0]" for c in FILTER_CHAINS)]
+    filt += [
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+        f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {MARK} -j ACCEPT',
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+        f'-A KUBE-NODE-PORT -m comment --comment "{ipsetmod.HEALTH_CHECK_NODE_PORT.comment}" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT',
+        "-A KUBE-IPVS-FILTER -m set --match-set KUBE-LOAD-BALANCER dst,dst -j RETURN",
+        "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN",
+        "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP dst,dst -j RETURN",
+        "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j RETURN",
+        "-A KUBE-IPVS-FILTER -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j RETURN",
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
+        "COMMIT",
+    ]
+    return "\n".join(nat + filt) + "\n"
+
+
+def _with_jumps(text: str, saved: dict[str, str]) -> str:
+    """``text`` plus an insert (``-I <chain> 1``) for every jump ``saved`` (iptables-save per table) lacks."""
+    out: list[str] = []
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        if line == "COMMIT":
+            for jump in JUMPS.get(table, ()):
+                if jump not in saved.get(table, "").splitlines():
+                    chain, rest = jump[3:].split(" ", 1)
+                    out.append(f"-I {chain} 1 {rest}")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- userspace data path
+
+
+class TablePicker:
+    """The forward relays' view of one virtual server: pick = the table's schedule, release = connection closed."""
+
+    def __init__(self, table: IPVSTable, key: VSKey) -> None:
+        self.table = table
+        self.key = key
+        self.active = key[0] == "TCP"  # UDP flows count as InActConn, as in the kernel
+        self._clients: dict[str, deque[str]] = defaultdict(deque)
+
+    def pick(self, client_ip: str, retry: bool = False) -> Endpoint | None:
+        """The real server the table schedules (``retry``: a connect failed, schedule afresh)."""
+        rs = self.table.schedule(self.key, client_ip, ignore_persistence=retry)
+        if rs is None:
+            return None
+        self.table.opened(self.key, rs, client_ip, active=self.active)
+        ep = Endpoint(rs.ip, rs.port)
+        self._clients[ep.addr].append(client_ip)
+        return ep
+
+    def release(self, endpoint: Endpoint) -> None:
+        """A connection to ``endpoint`` ended (or failed to connect)."""
+        q = self._clients.get(endpoint.addr)
+        client = q.popleft() if q else ""
+        vs = self.table.services.get(self.key)
+        rs = vs.dest(endpoint.ip, endpoint.port) if vs is not None else None
+        if rs is not None:
+            self.table.closed(self.key, rs, client, active=self.active)
+
+
+@dataclass
+class Served:
+    """One virtual server kmesh serves itself: its relay and picker."""
+
+    relay: TcpRelay | UdpRelay
+    picker: TablePicker
+
+
+# ---------------------------------------------------------------------------------------------- the mode
+
+
+class IpvsProxy:
+    """The IPVS proxy mode for one node (see the module docstring)."""
+
+    name = "ipvs"
+
+    def __init__(self, ctx: NodeContext, scheduler: str = "rr", config: IPVSConfig | None = None) -> None:
+        self.ctx = ctx
+        self.config = config or IPVSConfig(scheduler=scheduler)
+        if self.config.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown IPVS scheduler {self.config.scheduler!r}")
+        self.table = IPVSTable(linger=self.config.linger)
+        self.sets = IPSets()
+        self.addresses: set[str] = set()
+        self.kernel: KernelIPVS | None = None
+        self.served: dict[VSKey, Served] = {}
+        self.device_kind = ""  # dummy | bridge, once made
+        self._applied_rules = ""
+        self._nursery: trio.Nursery | None = None
+        self._background = trio.CancelScope()
+        self._lock = trio.Lock()
+
+    @property
+    def data_path(self) -> str:
+        """``kernel`` or ``userspace`` (known after ``start``)."""
+        return "kernel" if self.kernel is not None else "userspace"
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Make kube-ipvs0, the ipsets and the constant rules; pick the data path; start the drain sweeper."""
+        self._nursery = nursery
+        use_kernel = self.config.data_path == "kernel" or (
+            self.config.data_path == "auto" and await trio.to_thread.run_sync(kernel_has_ipvs, self.ctx.netns))
+        self.kernel = KernelIPVS(self.ctx.netns) if use_kernel else None
+        await self._ensure_device()
+        await self._apply_rules()
+        nursery.start_soon(self._sweeper)
+
+    async def sync(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
+        """Make addresses, virtual servers, ipsets and rules equal ``state`` (always whole: the table is small)."""
+        vss, sets, addrs = desired_state(state, self.ctx, self.config.scheduler)
+        async with self._lock:
+            if full or not self.device_kind:
+                await self._ensure_device()
+            await self._bind_addresses(addrs, full)
+            self.table.reconcile(vss)
+            self.sets = sets
+            await self._apply_rules()
+            await self._apply_data_path()
+
+    async def rules(self) -> str:
+        """The ``ipvsadm -Ln`` table, then the ipsets (``ipset save`` form), then the iptables rules."""
+        return "\n".join([await self.table_text(), self.sets.save_text(), self._applied_rules or iptables_text(
+            self.sets, self.ctx.cluster_cidr, self.ctx.masquerade_all)])
+
+    async def table_text(self) -> str:
+        """The virtual servers as ``ipvsadm -Ln`` prints them (counters read from the kernel on the kernel path)."""
+        if self.kernel is not None:
+            try:
+                await self.kernel.read_counters(self.table)
+            except Exception as exc:  # pragma: no cover - needs a kernel with ip_vs
+                log.warning("ipvs: reading kernel counters: %s", exc)
+        return render_table(self.table)
+
+    async def cleanup(self) -> None:
+        """Stop serving, delete the virtual servers, rules, ipsets and kube-ipvs0."""
+        self._background.cancel()
+        for served in self.served.values():
+            served.relay.abort()
+        self.served.clear()
+        self.table = IPVSTable(linger=self.config.linger)
+        if self.kernel is not None:
+            try:
+                await self.kernel.flush()
+            finally:
+                self.kernel.close()
+        await self._remove_rules()
+        await ipsetmod.destroy(self.ctx.netns)
+        await nsmod.run(self.ctx.netns, ["ip", "link", "del", DEVICE], check=False)
+        self.device_kind = ""
+        self.addresses.clear()
+
+    # -- kube-ipvs0 -------------------------------------------------------------------------------------
+
+    async def _ensure_device(self) -> None:
+        """kube-ipvs0: a dummy link where the kernel has dummy, else a bridge without ports (both stay down)."""
+        ns = self.ctx.netns
+        shown = await nsmod.run(ns, ["ip", "-d", "-o", "link", "show", DEVICE], check=False)
+        if shown.returncode == 0:
+            out = shown.stdout.decode()
+            self.device_kind = "bridge" if " bridge " in out else "dummy"
+            return
+        made = await nsmod.run(ns, ["ip", "link", "add", DEVICE, "type", "dummy"], check=False)
+        if made.returncode == 0:
+            self.device_kind = "dummy"
+        else:
+            await nsmod.run(ns, ["ip", "link", "add", DEVICE, "type", "bridge"])
+            self.device_kind = "bridge"
+        self.addresses.clear()
+
+    async def _bind_addresses(self, want: set[str], full: bool) -> None:
+        """Bind every service address /32 (/128) on kube-ipvs0 and unbind the ones no longer used."""
+        if full or not self.addresses:
+            self.addresses = await self._bound()
+        cmds = []
+        for a in sorted(want - self.addresses):
+            cmds.append(f"address add {a}/{128 if ':' in a else 32} dev {DEVICE}")
+        for a in sorted(self.addresses - want):
+            cmds.append(f"address del {a}/{128 if ':' in a else 32} dev {DEVICE}")
+        if cmds:
+            await nsmod.run(self.ctx.netns, ["ip", "-force", "-batch", "-"], input=("\n".join(cmds) + "\n").encode())
+        self.addresses = set(want)
+
+    async def _bound(self) -> set[str]:
+        proc = await nsmod.run(self.ctx.netns, ["ip", "-o", "address", "show", "dev", DEVICE], check=False)
+        return set(re.findall(r"\binet6? ([0-9a-fA-F.:]+)/", proc.stdout.decode()))
+
+    # -- ipsets and iptables ------------------------------------------------------------------------------
+
+    async def _saved(self) -> dict[str, str]:
+        out = {}
+        for table in ("nat", "filter"):
+            proc = await nsmod.run(self.ctx.netns, ["iptables-save", "-t", table])
+            out[table] = proc.stdout.decode()
+        return out
+
+    async def _apply_rules(self) -> None:
+        """ipsets first (the rules reference them), then one ``iptables-restore --noflush``."""
+        await ipsetmod.apply(self.ctx.netns, self.sets)
+        text = iptables_text(self.sets, self.ctx.cluster_cidr, self.ctx.masquerade_all)
+        await nsmod.run(self.ctx.netns, ["iptables-restore", "--noflush"], input=_with_jumps(text, await self._saved()).encode())
+        self._applied_rules = text
+
+    async def _remove_rules(self) -> None:
+        """Delete the jumps that exist, then flush and delete the chains."""
+        saved = await self._saved()
+        lines: list[str] = []
+        for table, chains in (("nat", NAT_CHAINS), ("filter", FILTER_CHAINS)):
+            have = saved[table].splitlines()
+            present = [c for c in chains if f":{c} " in saved[table]]
+            lines.append(f"*{table}")
+            lines += ["-D " + j[3:] for j in JUMPS[table] if j in have]
+            lines += [f":{c} - [0:0]" for c in present]
+            lines += [f"-X {c}" for c in present]
+            lines.append("COMMIT")
+        await nsmod.run(self.ctx.netns, ["iptables-restore", "--noflush"], input=("\n".join(lines) + "\n").encode())
+        self._applied_rules = ""
+
+    # -- data path --------------------------------------------------------------------------------------
+
+    async def _apply_data_path(self) -> None:
+        if self.kernel is not None:
+            await self.kernel.sync(self.table)
+            return
+        want = {k for k, vs in self.table.services.items() if vs.dests and k[0] in ("TCP", "UDP")}
+        for key in [k for k in self.served if k not in want]:
+            self.served.pop(key).relay.close()  # established connections finish, new ones are refused
+        failed = []
+        for key in sorted(want - set(self.served)):
+            try:
+                self.served[key] = await self._serve(key)
+            except OSError as exc:
+                failed.append(f"{key[0]} {key[1]}:{key[2]}: {exc}")
+        if failed:
+            raise OSError("ipvs: cannot listen on " + "; ".join(failed))
+
+    async def _serve(self, key: VSKey) -> Served:
+        """A listener on a virtual server's address inside the node namespace, relaying with the table's choices."""
+        assert self._nursery is not None, "start() first"
+        proto, ip, port = key
+
+        async def open_socket(family: int, type: int) -> trio.socket.SocketType:
+            return await nsmod.open_socket(self.ctx.netns, family, type)
+
+        picker = TablePicker(self.table, key)
+        relay: TcpRelay | UdpRelay
+        if proto == "TCP":
+            relay = TcpRelay(await tcp_listener(ip, port, open_socket), picker, open_socket=open_socket)
+        else:
+            relay = UdpRelay(await udp_socket(ip, port, open_socket), picker, open_socket=open_socket)
+        await self._nursery.start(relay.serve)
+        return Served(relay, picker)
+
+    async def _sweeper(self) -> None:
+        """Delete drained real servers once idle (and stop serving virtual servers left without any)."""
+        with self._background:
+            while True:
+                await trio.sleep(self.config.sweep_interval)
+                async with self._lock:
+                    try:
+                        if self.kernel is not None and self.table.draining():
+                            await self.kernel.read_counters(self.table)
+                        if self.table.sweep():
+                            await self._apply_data_path()
+                    except Exception as exc:
+                        log.warning("ipvs: sweeping drained real servers: %s", exc)

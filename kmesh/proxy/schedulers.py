@@ -1,0 +1,353 @@
+"""The kernel's IPVS schedulers, so kmesh's own data path picks real servers the way ip_vs would.
+
+Each scheduler follows its ``net/netfilter/ipvs/ip_vs_<name>.c`` definition:
+the order of the destination list matters (rr, wrr, sh, dh, mh walk it),
+connection counts matter (lc, wlc, sed, nq), and a destination with weight 0
+is never chosen (how a terminating endpoint drains). A scheduler instance
+belongs to one virtual server and keeps that server's state (rr's position,
+wrr's current weight, the sh/dh/mh lookup tables); ``update`` is called
+whenever the destination list or a weight changes, as the kernel calls
+``add_dest``/``del_dest``/``upd_dest``.
+
+One deliberate difference: mh builds its Maglev table with a keyed BLAKE2b
+instead of the kernel's hsiphash, so the same algorithm (permutations,
+weights as turns, minimal disruption) picks different concrete servers than a
+kernel would for the same addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from typing import Callable, Protocol, Sequence
+
+GOLDEN_RATIO_32 = 0x61C88647
+HASH_TAB_BITS = 8  # CONFIG_IP_VS_SH_TAB_BITS / CONFIG_IP_VS_DH_TAB_BITS default
+HASH_TAB_SIZE = 1 << HASH_TAB_BITS
+MH_TAB_SIZE = 4093  # primes[CONFIG_IP_VS_MH_TAB_INDEX(12) - 8]
+MH_MAX_TURNS = 32  # keep weight/gcd turns small as the kernel's rshift does
+
+
+class Dest(Protocol):
+    """What a scheduler reads of a real server (``ipvs_table.RealServer`` is one)."""
+
+    ip: str
+    port: int
+    weight: int
+    active: int
+    inactive: int
+
+
+def available(d: Dest) -> bool:
+    """Whether the kernel would schedule to ``d`` (weight > 0; kmesh sets no thresholds, so never overloaded)."""
+    return d.weight > 0
+
+
+def conn_overhead(d: Dest) -> int:
+    """``ip_vs_dest_conn_overhead``: active connections weigh 256 times an inactive one."""
+    return (d.active << 8) + d.inactive
+
+
+def hash_32(value: int, bits: int) -> int:
+    """The kernel's ``hash_32``: multiplicative hashing keeping the top ``bits`` bits."""
+    return ((value * GOLDEN_RATIO_32) & 0xFFFFFFFF) >> (32 - bits)
+
+
+def addr_fold(ip: str) -> int:
+    """An address as the 32-bit number the hash functions use (IPv6 folded by XOR of its words)."""
+    a = ipaddress.ip_address(ip)
+    n = int(a)
+    if a.version == 4:
+        return n
+    return (n >> 96 ^ n >> 64 ^ n >> 32 ^ n) & 0xFFFFFFFF
+
+
+class Scheduler:
+    """Base: one virtual server's scheduling state."""
+
+    name = ""
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        """The destination list or a weight changed (the kernel's add/del/upd_dest hooks)."""
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        """The real server for a new connection from ``client_ip`` to ``vip``; None when none is available."""
+        raise NotImplementedError
+
+
+class RoundRobin(Scheduler):
+    """rr: the next available destination after the last one chosen, in list order."""
+
+    name = "rr"
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, int]] = []
+        self.pos = -1  # index of the last choice; -1 = the list head
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        keys = [(d.ip, d.port) for d in dests]
+        old, pos = self.keys, self.pos
+        self.keys, self.pos = keys, -1
+        # like ip_vs_rr_del_dest: when the last choice goes, continue from the nearest earlier survivor
+        for i in range(min(pos, len(old) - 1), -1, -1):
+            if old[i] in keys:
+                self.pos = keys.index(old[i])
+                return
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        n = len(dests)
+        for step in range(1, n + 1):
+            i = (self.pos + step) % n
+            if available(dests[i]):
+                self.pos = i
+                return dests[i]
+        return None
+
+
+class WeightedRoundRobin(Scheduler):
+    """wrr: passes over the list with a current weight ``cw`` lowered by the weights' gcd each pass;
+    a server is chosen while its weight >= ``cw`` (so weights 4,3,2 give A A B A B C A B C)."""
+
+    name = "wrr"
+
+    def __init__(self) -> None:
+        self.cl = -1  # position of the last choice; -1 = the list head
+        self.cw = 0
+        self.mw = 0
+        self.di = 1
+        self.fresh = True
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        weights = [d.weight for d in dests if d.weight > 0]
+        self.di = math.gcd(*weights) if weights else 1
+        self.mw = max(weights, default=0) - (self.di - 1) if weights else 0
+        self.cl = -1
+        if self.fresh:
+            self.cw, self.fresh = self.mw, False
+        elif self.cw > self.mw:
+            self.cw = 0
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        n = len(dests)
+        if self.mw == 0 or n == 0:
+            return None
+        last = self.cl if self.cl < n else -1
+        stop: int | None = None
+        last_pass = restarted = False
+        i = last
+        while True:
+            for j in range(i + 1, n):
+                d = dests[j]
+                if available(d) and d.weight >= self.cw:
+                    self.cl = j
+                    return d
+                if j == stop:
+                    return None
+            i = -1
+            self.cw -= self.di
+            if self.cw <= 0:
+                self.cw = self.mw
+                if last_pass or last == -1:
+                    return None
+                restarted = True
+            last_pass = self.cw <= self.di
+            if last_pass and restarted and last != -1:
+                stop = last
+
+
+class LeastConnection(Scheduler):
+    """lc: the smallest (active*256 + inactive); the first in list order wins a tie."""
+
+    name = "lc"
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        best: Dest | None = None
+        for d in dests:
+            if available(d) and (best is None or conn_overhead(d) < conn_overhead(best)):
+                best = d
+        return best
+
+
+def _least_weighted(dests: Sequence[Dest], overhead: Callable[[Dest], int]) -> Dest | None:
+    """The destination with the smallest overhead/weight (compared by cross-multiplying, as the kernel does)."""
+    best: Dest | None = None
+    for d in dests:
+        if not available(d):
+            continue
+        if best is None or overhead(best) * d.weight > overhead(d) * best.weight:
+            best = d
+    return best
+
+
+class WeightedLeastConnection(Scheduler):
+    """wlc: the smallest (active*256 + inactive) / weight."""
+
+    name = "wlc"
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        return _least_weighted(dests, conn_overhead)
+
+
+class ShortestExpectedDelay(Scheduler):
+    """sed: the smallest (active + 1) / weight; inactive connections do not count."""
+
+    name = "sed"
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        return _least_weighted(dests, lambda d: d.active + 1)
+
+
+class NeverQueue(Scheduler):
+    """nq: the first idle server (no active connection); otherwise as sed."""
+
+    name = "nq"
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        for d in dests:
+            if available(d) and d.active == 0:
+                return d
+        return _least_weighted(dests, lambda d: d.active + 1)
+
+
+class _HashTable(Scheduler):
+    """A 256-bucket table filled from the destination list; sh and dh differ in the key and the fill."""
+
+    weighted = False
+
+    def __init__(self, fallback: bool = False, use_port: bool = False) -> None:
+        self.buckets: list[Dest | None] = [None] * HASH_TAB_SIZE
+        self.fallback = fallback
+        self.use_port = use_port
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        self.buckets = [None] * HASH_TAB_SIZE
+        if not dests:
+            return
+        p, count = 0, 0
+        for i in range(HASH_TAB_SIZE):
+            d = dests[p % len(dests)]
+            self.buckets[i] = d
+            count += 1
+            if not self.weighted or count >= d.weight:  # sh: a server fills `weight` consecutive buckets
+                p, count = p + 1, 0
+
+    def lookup(self, ip: str, port: int) -> Dest | None:
+        """The bucket's server when available; with fallback, the next available one by offset."""
+        tries = HASH_TAB_SIZE if self.fallback else 1
+        for offset in range(tries):
+            d = self.buckets[self.key(ip, port, offset)]
+            if d is not None and available(d):
+                return d
+        return None
+
+    def key(self, ip: str, port: int, offset: int) -> int:
+        """The bucket index."""
+        return (offset + hash_32(((port if self.use_port else 0) + addr_fold(ip)) & 0xFFFFFFFF, HASH_TAB_BITS)) % HASH_TAB_SIZE
+
+
+class SourceHashing(_HashTable):
+    """sh: the bucket of the client's address (and port with sh-port); weights give more buckets."""
+
+    name = "sh"
+    weighted = True
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        return self.lookup(client_ip, client_port)
+
+
+class DestinationHashing(_HashTable):
+    """dh: the bucket of the destination (virtual) address; one bucket per server per turn."""
+
+    name = "dh"
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        return self.lookup(vip, 0)
+
+
+def _mh_hash(ip: str, port: int, key: bytes) -> int:
+    raw = ((port + addr_fold(ip)) & 0xFFFFFFFF).to_bytes(4, "little")
+    return int.from_bytes(hashlib.blake2b(raw, key=key, digest_size=8).digest(), "little")
+
+
+class MaglevHashing(Scheduler):
+    """mh: Maglev consistent hashing of the client address over a prime-sized lookup table.
+
+    Each server walks its own permutation of the table (offset and skip from
+    two hashes of its address:port) and takes ``weight/gcd`` free slots per
+    turn, so adding or removing one server moves only about its share of the
+    clients."""
+
+    name = "mh"
+    KEY1 = b"kmesh-mh-offset"
+    KEY2 = b"kmesh-mh-skip"
+
+    def __init__(self, fallback: bool = False, use_port: bool = False, size: int = MH_TAB_SIZE) -> None:
+        self.size = size
+        self.table: list[Dest | None] = [None] * size
+        self.fallback = fallback
+        self.use_port = use_port
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        m = self.size
+        self.table = [None] * m
+        weights = [d.weight for d in dests if d.weight > 0]
+        if not weights:
+            return
+        gcd = math.gcd(*weights)
+        shift = max(0, (max(weights) // gcd).bit_length() - MH_MAX_TURNS.bit_length() + 1)
+        setups = []
+        for d in dests:
+            turns = (d.weight // gcd) >> shift if d.weight > 0 else 0
+            if d.weight > 0:
+                turns = max(turns, 1)
+            perm = _mh_hash(d.ip, d.port, self.KEY1) % m
+            skip = _mh_hash(d.ip, d.port, self.KEY2) % (m - 1) + 1
+            setups.append([d, turns, perm, skip])
+        taken = [False] * m
+        n = 0
+        while n < m:
+            for s in setups:
+                d, turns = s[0], s[1]
+                for _ in range(turns):
+                    c = s[2]
+                    while taken[c]:
+                        s[2] = (s[2] + s[3]) % m
+                        c = s[2]
+                    taken[c] = True
+                    self.table[c] = d
+                    n += 1
+                    if n == m:
+                        return
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        port = client_port if self.use_port else 0
+        tries = self.size if self.fallback else 1
+        for offset in range(tries):
+            raw = ((offset + port + addr_fold(client_ip)) & 0xFFFFFFFF).to_bytes(4, "little")
+            h = int.from_bytes(hashlib.blake2b(raw, key=self.KEY1, digest_size=8).digest(), "little")
+            d = self.table[h % self.size]
+            if d is not None and available(d):
+                return d
+        return None
+
+
+SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
+    "rr": RoundRobin,
+    "wrr": WeightedRoundRobin,
+    "lc": LeastConnection,
+    "wlc": WeightedLeastConnection,
+    "sed": ShortestExpectedDelay,
+    "nq": NeverQueue,
+    "sh": SourceHashing,
+    "dh": DestinationHashing,
+    "mh": MaglevHashing,
+}
+
+
+def make_scheduler(name: str) -> Scheduler:
+    """A fresh scheduler by its ipvsadm name (``rr``, ``wrr``, ``lc``, ``wlc``, ``sed``, ``nq``, ``sh``, ``dh``, ``mh``)."""
+    try:
+        return SCHEDULERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown IPVS scheduler {name!r}; known: {', '.join(SCHEDULERS)}") from None
