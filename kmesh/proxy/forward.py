@@ -340,7 +340,11 @@ class TcpRelay:
                         while True:
                             try:
                                 sock, addr = await self.listener.accept()
+                            except trio.ClosedResourceError:
+                                break  # close() closed the listener under us
                             except OSError as e:
+                                if self._accepting.cancel_called:
+                                    break
                                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                                     await trio.sleep(0.05)  # out of descriptors: back off, as upstream did
                                     continue
@@ -377,12 +381,13 @@ class TcpRelay:
             self.picker.release(ep)
 
     def close(self) -> None:
-        """Stop accepting (the listener closes); established connections go on."""
+        """Stop accepting and close the listener now (new connections are refused); established ones go on."""
         self._accepting.cancel()
+        self.listener.close()
 
     def abort(self) -> None:
         """Stop accepting and drop every established connection."""
-        self._accepting.cancel()
+        self.close()
         self._all.cancel()
 
 
@@ -442,6 +447,8 @@ class UdpRelay:
                     while True:
                         try:
                             data, addr = await self.sock.recvfrom(UDP_BUFFER)
+                        except trio.ClosedResourceError:
+                            break
                         except (ConnectionRefusedError, ConnectionResetError):
                             continue
                         client = (str(addr[0]), int(addr[1]))
@@ -495,7 +502,8 @@ class UdpRelay:
             self.picker.release(session.endpoint)
 
     def close(self) -> None:
-        """Stop relaying and end every session."""
+        """Stop relaying and end every session; the service socket closes now."""
         self._all.cancel()
+        self.sock.close()
 
     abort = close

@@ -202,8 +202,9 @@ async def test_close_keeps_established_and_abort_drops(nursery: trio.Nursery, re
     sock = await connect_to(relay.port)
     listen_port = relay.port
     with sock:
+        await send_all(sock, b"up")  # accepted and relayed (not just queued in the backlog)
+        assert await sock.recv(2) == b"up"
         relay.close()
-        await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(ConnectionRefusedError):
             await connect_to(listen_port)
         await send_all(sock, b"still")
