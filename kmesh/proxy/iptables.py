@@ -41,7 +41,7 @@ class IptablesError(Exception):
     """iptables-restore or iptables-save failed; the message carries its stderr."""
 
 
-class IptablesProxier:
+class IptablesProxy:
     """The ``iptables`` proxy mode (``kmesh.proxy.base.ProxyMode``)."""
 
     name = "iptables"
@@ -149,3 +149,6 @@ class IptablesProxier:
                 await self._restore("\n".join(parts) + "\n")
             self.planner.reset()
             self._need_full = True
+
+
+IptablesProxier = IptablesProxy  # upstream's name for it

@@ -1,0 +1,290 @@
+"""The iptables mode in real network namespaces: kubectl objects → rules, and traffic through them."""
+
+from __future__ import annotations
+
+import yaml
+import math
+import socket
+import uuid
+from collections import Counter
+from dataclasses import replace
+from typing import AsyncIterator, Iterator
+
+import pytest
+import trio
+
+from kmesh.lab import netns
+from kmesh.lab.netns_check import netns_usable
+from kmesh.proxy.convert import build_state
+from kmesh.proxy.iptables import IptablesProxy
+from kmesh.proxy.iptables_rules import normalise, parse_save, sep_chain, svc_chain
+from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
+from tests.conftest import require, require_binary
+from tests.proxy.test_iptables_rules import CASES, EXPECTED, NODE
+from tests.support.cluster import Cluster
+
+pytestmark = pytest.mark.netns
+
+
+def _need_netns() -> None:
+    require(netns_usable(), "root with network namespaces (ip netns)")
+    require_binary("iptables-restore")
+    require_binary("iptables-save")
+
+
+@pytest.fixture
+def make_ns() -> Iterator[callable]:  # type: ignore[valid-type]
+    """Creates uniquely named namespaces (``kmi-<random>-<what>``) and deletes them all afterwards."""
+    _need_netns()
+    tag = uuid.uuid4().hex[:6]
+    made: list[str] = []
+
+    def make(what: str) -> str:
+        name = f"kmi-{tag}-{what}"
+        made.append(name)
+        netns.add(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            netns.delete(name)
+
+
+async def _saved_expected(ns: str, case: str) -> str:
+    """iptables-save of a namespace that holds exactly the expected dump (so both sides are iptables' own text)."""
+    await netns.run(ns, ["iptables-restore"], input=(EXPECTED / f"{case}.txt").read_bytes())
+    out = await netns.run(ns, ["iptables-save", "-t", "filter"])
+    out2 = await netns.run(ns, ["iptables-save", "-t", "nat"])
+    return (out.stdout + out2.stdout).decode()
+
+
+# ----------------------------------------------------------------- kubectl → iptables-save
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_kubectl_objects_to_installed_rules(case: str, cluster: Cluster, make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    objs = CASES[case]
+    namespaces = sorted({o["metadata"]["namespace"] for o in objs})
+    docs = [*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in namespaces), *objs]
+    await cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    services, slices = [], []
+    for n in namespaces:  # not default: it holds the API server's own `kubernetes` Service
+        services += (await cluster.client.list_all("Service", n))[0]
+        slices += (await cluster.client.list_all("EndpointSlice", n))[0]
+    state = build_state(services, slices)
+    assert len(state.services) == sum(len(o["spec"]["ports"]) for o in objs if o["kind"] == "Service")
+
+    node, ref = make_ns("node"), make_ns("ref")
+    mode = IptablesProxy(NodeContext(NODE, ("192.168.56.11",), cluster_cidr="10.0.0.0/8", netns=node))
+    await mode.start(nursery)
+    await mode.sync(state, frozenset(), True)
+    got = await mode.rules()
+    assert normalise(got) == normalise(await _saved_expected(ref, case))
+
+    await mode.cleanup()
+    left = parse_save(await mode.rules())
+    assert [c for t in left.values() for c in t if c.startswith("KUBE-")] == []
+    assert all(not rules for t in left.values() for rules in t.values())
+
+
+# ----------------------------------------------------------------- traffic
+
+
+POD_NET, CLIENT_NET = "10.244.1", "10.244.2"
+TCP_PORT, UDP_PORT = 8080, 5353
+PODS = ("pod1", "pod2", "pod3")
+
+
+class Lab:
+    """A node namespace with a bridge to three pods, a routed link to a client pod and an uplink."""
+
+    def __init__(self, make_ns) -> None:  # type: ignore[no-untyped-def]
+        self.node = make_ns("node")
+        self.client = make_ns("client")
+        self.pods = {p: make_ns(p) for p in PODS}
+        self.ips = {p: f"{POD_NET}.{i + 2}" for i, p in enumerate(PODS)}
+        n = self.node
+        netns.ip(n, "link", "add", "kbr0", "type", "bridge")
+        netns.ip(n, "addr", "add", f"{POD_NET}.1/24", "dev", "kbr0")
+        netns.ip(n, "link", "set", "kbr0", "up")
+        for i, (p, ns) in enumerate(self.pods.items()):
+            netns.add_veth(n, f"veth{i}", ns, "eth0")
+            netns.ip(n, "link", "set", f"veth{i}", "master", "kbr0")
+            netns.ip(ns, "addr", "add", f"{self.ips[p]}/24", "dev", "eth0")
+            netns.ip(ns, "route", "add", "default", "via", f"{POD_NET}.1")
+        # An uplink with the default route, as a node has: without a route to the service IPs the
+        # kernel answers "network unreachable" before the filter rules see the packet.
+        netns.add_veth(n, "eth0", n, "uplink")
+        netns.ip(n, "addr", "add", "192.168.56.11/24", "dev", "eth0")
+        netns.ip(n, "route", "add", "default", "via", "192.168.56.1")
+        netns.add_veth(n, "cl0", self.client, "eth0")
+        netns.ip(n, "addr", "add", f"{CLIENT_NET}.1/24", "dev", "cl0")
+        netns.ip(self.client, "addr", "add", f"{CLIENT_NET}.2/24", "dev", "eth0")
+        netns.ip(self.client, "route", "add", "default", "via", f"{CLIENT_NET}.1")
+
+    async def setup(self) -> None:
+        await netns.run(self.node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        """TCP and UDP servers in every pod that answer with the pod's name."""
+        for p, ns in self.pods.items():
+            tcp = await netns.open_socket(ns)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await tcp.bind(("0.0.0.0", TCP_PORT))
+            tcp.listen(128)
+            nursery.start_soon(trio.serve_listeners, _answer(p), [trio.SocketListener(tcp)])
+            udp = await netns.open_socket(ns, type=socket.SOCK_DGRAM)
+            await udp.bind(("0.0.0.0", UDP_PORT))
+            nursery.start_soon(_udp_answer, udp, p)
+
+    def endpoints(self, pods: tuple[str, ...], port: int = TCP_PORT) -> tuple[Endpoint, ...]:
+        return tuple(Endpoint(self.ips[p], port, node=NODE) for p in pods)
+
+
+def _answer(name: str):  # type: ignore[no-untyped-def]
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(name.encode())
+    return handle
+
+
+async def _udp_answer(sock: trio.socket.SocketType, name: str) -> None:
+    with sock:
+        while True:
+            _, addr = await sock.recvfrom(512)
+            await sock.sendto(name.encode(), addr)
+
+
+async def ask_tcp(ns: str, ip: str, port: int) -> str:
+    """Connect from namespace ``ns`` and read the answering pod's name."""
+    sock = await netns.open_socket(ns)
+    with sock:
+        with trio.fail_after(5):
+            await sock.connect((ip, port))
+            data = b""
+            while chunk := await sock.recv(100):
+                data += chunk
+    return data.decode()
+
+
+async def ask_udp(sock: trio.socket.SocketType, ip: str, port: int) -> str:
+    with trio.fail_after(5):
+        await sock.sendto(b"?", (ip, port))
+        data, _ = await sock.recvfrom(100)
+    return data.decode()
+
+
+@pytest.fixture
+async def lab(make_ns, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab, IptablesProxy]]:  # type: ignore[no-untyped-def]
+    lab = Lab(make_ns)
+    await lab.setup()
+    await lab.serve(nursery)
+    mode = IptablesProxy(NodeContext(NODE, (f"{CLIENT_NET}.1",), cluster_cidr="10.244.0.0/16", netns=lab.node))
+    await mode.start(nursery)
+    try:
+        yield lab, mode
+    finally:
+        await mode.cleanup()
+
+
+WEB = ServicePortName("default", "web", "http")
+OTHER = ServicePortName("default", "other", "http")
+DNS = ServicePortName("default", "dns", "dns", "UDP")
+
+
+def web(lab: Lab, pods: tuple[str, ...] = PODS, **kw: object) -> ServicePort:
+    return ServicePort(WEB, "10.96.0.50", 80, endpoints=lab.endpoints(pods), **kw)  # type: ignore[arg-type]
+
+
+def chi_square(counts: Counter[str], keys: tuple[str, ...]) -> float:
+    n = sum(counts.values())
+    exp = n / len(keys)
+    return sum((counts[k] - exp) ** 2 / exp for k in keys)
+
+
+async def test_cluster_ip_spreads_over_endpoints(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    await mode.sync(ProxyState({WEB: web(lb)}), frozenset({WEB}), True)
+    counts = Counter([await ask_tcp(lb.client, "10.96.0.50", 80) for _ in range(300)])
+    assert set(counts) == set(PODS), counts
+    assert chi_square(counts, PODS) < 13.82, counts  # 2 degrees of freedom, p = 0.001
+
+
+async def test_client_ip_affinity_pins_the_client(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    await mode.sync(ProxyState({WEB: web(lb, session_affinity=True)}), frozenset({WEB}), True)
+    answers = {await ask_tcp(lb.client, "10.96.0.50", 80) for _ in range(30)}
+    assert len(answers) == 1 and answers <= set(PODS)
+
+
+async def test_no_endpoints_refuses_connections(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    await mode.sync(ProxyState({WEB: web(lb, pods=())}), frozenset({WEB}), True)
+    with pytest.raises(ConnectionRefusedError):
+        await ask_tcp(lb.client, "10.96.0.50", 80)
+    # Endpoints appear: a partial sync moves the service from filter REJECT to nat.
+    await mode.sync(ProxyState({WEB: web(lb, pods=("pod2",))}), frozenset({WEB}), False)
+    assert await ask_tcp(lb.client, "10.96.0.50", 80) == "pod2"
+
+
+async def test_partial_sync_rewrites_only_the_changed_service(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    other = ServicePort(OTHER, "10.96.0.51", 80, endpoints=lb.endpoints(("pod1",)))
+    await mode.sync(ProxyState({WEB: web(lb), OTHER: other}), frozenset(), True)
+    gone = sep_chain(WEB, f"{lb.ips['pod3']}:{TCP_PORT}")
+    assert gone in parse_save(await mode.rules())["nat"]
+
+    await mode.sync(ProxyState({WEB: web(lb, pods=("pod1", "pod2")), OTHER: other}), frozenset({WEB}), False)
+    text = mode.last_restore
+    declared = [l[1:].split()[0] for l in text.splitlines() if l.startswith(":")]
+    assert svc_chain(WEB) in declared and svc_chain(OTHER) not in declared
+    assert not any(c.startswith("KUBE-SEP-") and c != gone and c not in {
+        sep_chain(WEB, f"{lb.ips[p]}:{TCP_PORT}") for p in ("pod1", "pod2")} for c in declared)
+    assert f"-X {gone}" in text
+    nat = parse_save(await mode.rules())["nat"]
+    assert gone not in nat and svc_chain(OTHER) in nat
+    answers = Counter([await ask_tcp(lb.client, "10.96.0.50", 80) for _ in range(60)])
+    assert set(answers) == {"pod1", "pod2"}
+    assert await ask_tcp(lb.client, "10.96.0.51", 80) == "pod1"
+
+    # Removing the service deletes all its chains.
+    await mode.sync(ProxyState({OTHER: other}), frozenset({WEB}), False)
+    nat = parse_save(await mode.rules())["nat"]
+    assert not [c for c in nat if c in (svc_chain(WEB), *(sep_chain(WEB, f"{lb.ips[p]}:{TCP_PORT}") for p in PODS))]
+
+
+async def test_udp_flows_move_after_endpoint_removal(lab: tuple[Lab, IptablesProxy]) -> None:
+    require_binary("conntrack")
+    lb, mode = lab
+    dns = ServicePort(DNS, "10.96.0.10", 53, endpoints=lb.endpoints(PODS, UDP_PORT))
+    await mode.sync(ProxyState({DNS: dns}), frozenset({DNS}), True)
+    sock = await netns.open_socket(lb.client, type=socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((f"{CLIENT_NET}.2", 40000))
+        first = await ask_udp(sock, "10.96.0.10", 53)
+        assert all([await ask_udp(sock, "10.96.0.10", 53) == first for _ in range(5)])  # one flow, one endpoint
+        left = tuple(p for p in PODS if p != first)
+        await mode.sync(ProxyState({DNS: replace(dns, endpoints=lb.endpoints(left, UDP_PORT))}), frozenset({DNS}), False)
+        # The server behind the removed endpoint still answers; only the conntrack flush moves the flow.
+        assert await ask_udp(sock, "10.96.0.10", 53) in left
+
+
+async def test_udp_service_getting_endpoints_forgets_rejected_flow(lab: tuple[Lab, IptablesProxy]) -> None:
+    require_binary("conntrack")
+    lb, mode = lab
+    dns = ServicePort(DNS, "10.96.0.10", 53)
+    await mode.sync(ProxyState({DNS: dns}), frozenset({DNS}), True)
+    sock = await netns.open_socket(lb.client, type=socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((f"{CLIENT_NET}.2", 40001))
+        await sock.connect(("10.96.0.10", 53))
+        await sock.send(b"?")
+        with pytest.raises(ConnectionRefusedError), trio.fail_after(5):
+            await sock.recv(100)
+        await mode.sync(ProxyState({DNS: replace(dns, endpoints=lb.endpoints(("pod1",), UDP_PORT))}),
+                        frozenset({DNS}), False)
+        await sock.send(b"?")
+        with trio.fail_after(5):
+            assert await sock.recv(100) == b"pod1"
