@@ -513,6 +513,8 @@ def bench() -> None:
 @click.option("--expect", default="uniform", show_default=True, help="uniform | sticky | weights:POD=W,POD=W")
 @click.option("--alpha", type=float, default=0.01, show_default=True, help="Significance of the chi-square test.")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per request.")
+@click.option("--warmup", type=float, default=5.0, show_default=True,
+              help="Wait up to this long for a first answer (not counted) before sending; 0: start at once.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG bar chart of the split.")
 def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, **options: Any) -> None:

@@ -126,7 +126,9 @@ def _pick_port(svc: Obj, port: str | None, udp: bool) -> Obj:
         return same[0]
     same = [p for p in ports if (p.get("protocol") or "TCP") == want]
     if not same:
-        raise UsageError("--port" if ports else "SERVICE", f"Service {ns}/{name} has no {want} port (ports: {listed})")
+        hint = "; drop --udp?" if udp else "; add --udp?"
+        raise UsageError("--udp" if ports else "SERVICE", f"Service {ns}/{name} has no {want} port (ports: {listed})"
+                         + (hint if ports else ""))
     return same[0]
 
 
@@ -431,6 +433,23 @@ async def send_requests(
     return outcomes
 
 
+async def warm_up(probe: Probe, within: float, every: float = 0.1) -> Outcome | None:
+    """Probe until one request gets an answer, for at most ``within`` seconds; that answer, or None.
+
+    A proxy programs a Service a moment after its endpoints turn ready, and
+    nothing outside it says when: polling is the only way to know. Warm-up
+    requests are not counted."""
+    if within <= 0:
+        return None
+    with trio.move_on_after(within):
+        while True:
+            out = await probe_once(replace(probe, timeout=min(probe.timeout, within)))
+            if out.answer is not None:
+                return out
+            await trio.sleep(every)
+    return None
+
+
 # ------------------------------------------------------------------ counting and judging
 
 
@@ -658,8 +677,9 @@ async def plan_lb(
     return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha)
 
 
-async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = None) -> LbResult:
-    """Send the plan's requests and judge what came back."""
+async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = None, warmup: float = 0.0) -> LbResult:
+    """Send the plan's requests and judge what came back (after up to ``warmup`` s waiting for a first answer)."""
+    await warm_up(plan.probe, warmup)
     start = time.perf_counter()
     outcomes = await send_requests(plan.probe, plan.requests, plan.concurrency, on_outcome)
     duration = time.perf_counter() - start

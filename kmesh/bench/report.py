@@ -105,11 +105,13 @@ def plot(result: LbResult, path: Path) -> Path:
         ax.set_xticks(xs)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("share of answers")
-        ax.set_ylim(0, max([*shares, *v.expected.values(), 0.01]) * 1.15)
+        for x, k, sh in zip(xs, names, shares):
+            ax.annotate(str(cells[k]), (x, sh), ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, max([*shares, *v.expected.values(), 0.01]) * 1.35)
         pv = f", p = {v.test.p_value:.3g}" if v.test is not None else ""
         ax.set_title(f"{result.plan.target}: {n} answers, {t.failed} errors{pv} — {'PASS' if v.passed else 'FAIL'}",
                      fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
@@ -119,7 +121,7 @@ def plot(result: LbResult, path: Path) -> Path:
 
 
 def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Path | None = None,
-                   **options: Any) -> int:
+                   warmup: float = 0.0, **options: Any) -> int:
     """Plan, send with a progress bar, show the table and verdict, write the plot; the exit code (0 pass, 1 fail).
 
     ``options`` are ``plan_lb``'s keyword arguments."""
@@ -147,7 +149,7 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
             failed += o.answer is None
             progress.update(task, advance=1, errors=failed)
 
-        result = trio.run(execute, p, seen)
+        result = trio.run(execute, p, seen, warmup)
     console.print(split_table(result))
     console.print(summary(result))
     if plot_path is not None:
