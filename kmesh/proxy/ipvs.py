@@ -262,6 +262,10 @@ class IpvsProxy:
         """``kernel`` or ``userspace`` (known after ``start``)."""
         return "kernel" if self.kernel is not None else "userspace"
 
+    def served_addresses(self) -> set[str]:
+        """The addresses kmesh's own data path listens on now (userspace path)."""
+        return {key[1] for key in self.served}
+
     # -- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
