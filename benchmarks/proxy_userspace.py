@@ -1,0 +1,215 @@
+"""Throughput through kmesh's userspace proxy vs a direct connection vs haproxy, with iperf3.
+
+    sudo .venv/bin/python benchmarks/proxy_userspace.py [--seconds 5] [--streams 1] [--runtime netns|loopback]
+
+netns (default as root): a node namespace with a bridge, an endpoint pod
+running ``iperf3 -s`` and a client pod, all named ``kmu-bench-<hex>-*``.
+The client measures (1) directly to the pod IP (routed by the node), (2)
+through the userspace proxy in the node namespace via a ClusterIP portal
+(iptables REDIRECT), (3) through haproxy in the node namespace. loopback:
+the same three on 127.0.0.0/8 (sim runtime: the proxy binds the ClusterIP).
+Ctrl-C removes the namespaces and stops every process the script started.
+Goal: the proxy at ≥ 0.9× direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kmesh.lab import netns  # noqa: E402
+from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName  # noqa: E402
+from kmesh.proxy.userspace import UserspaceProxy  # noqa: E402
+
+IPERF_PORT = 5201
+HAPROXY_PORT = 8000
+CLUSTER_IP_NETNS = "10.96.0.50"
+CLUSTER_IP_LO = "127.96.250.50"
+console = Console()
+
+
+class Lab:
+    """Where the three runs happen: namespaces (netns) or loopback addresses (loopback)."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self.prefix = f"kmu-bench-{uuid.uuid4().hex[:6]}-"
+        self.node = self.prefix + "node" if runtime == "netns" else None
+        self.pod = self.prefix + "ep" if runtime == "netns" else None
+        self.client = self.prefix + "cli" if runtime == "netns" else None
+        self.pod_ip = "10.244.1.11" if runtime == "netns" else "127.244.250.11"
+        self.node_ip = "10.244.1.1" if runtime == "netns" else "127.1.250.1"
+        self.cluster_ip = CLUSTER_IP_NETNS if runtime == "netns" else CLUSTER_IP_LO
+
+    def build(self) -> None:
+        if self.runtime != "netns":
+            return
+        assert self.node and self.pod and self.client
+        netns.add(self.node)
+        netns.ip(self.node, "link", "add", "cni0", "type", "bridge")
+        netns.ip(self.node, "addr", "add", "10.244.1.1/24", "dev", "cni0")
+        netns.ip(self.node, "link", "set", "cni0", "up")
+        subprocess.run(netns.nsenter_argv(self.node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), check=True)
+        for k, (ns, ip) in enumerate([(self.pod, self.pod_ip), (self.client, "10.244.1.20")]):
+            netns.add(ns)
+            netns.add_veth(self.node, f"veth{k}", ns, "eth0")
+            netns.ip(self.node, "link", "set", f"veth{k}", "master", "cni0")
+            netns.ip(ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            netns.ip(ns, "route", "add", "default", "via", "10.244.1.1")
+
+    def destroy(self) -> None:
+        for ns in netns.names(self.prefix):
+            netns.delete(ns)
+
+    def argv(self, ns: str | None, argv: Sequence[str]) -> list[str]:
+        return list(argv) if ns is None else netns.nsenter_argv(ns, argv)
+
+
+async def iperf(lab: Lab, host: str, port: int, seconds: int, streams: int) -> float:
+    """Gbit/s received by the server in one iperf3 run from the client."""
+    argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"]
+    proc = await trio.run_process(lab.argv(lab.client, argv), capture_stdout=True, capture_stderr=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"iperf3 to {host}:{port}: {proc.stdout.decode()[-400:]} {proc.stderr.decode()[-400:]}")
+    return float(json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+async def wait_port(lab: Lab, ns: str | None, host: str, port: int) -> None:
+    """Until something accepts on host:port (seen from ``ns``)."""
+    with trio.fail_after(10):
+        while True:
+            sock = await netns.open_socket(ns)
+            with sock:
+                try:
+                    await sock.connect((host, port))
+                    return
+                except OSError:
+                    pass
+            await trio.sleep(0.05)
+
+
+def self_cpu() -> float:
+    """CPU seconds (user + system) this process used so far — the userspace proxy runs in it."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def haproxy_config(bind: str, backend: str) -> str:
+    return (
+        "global\n  maxconn 1000\n"
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+        f"listen bench\n  bind {bind}\n  server ep {backend}\n"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    lab = Lab(args.runtime)
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="kmu-bench-"))
+    results: dict[str, float] = {}
+    cpu_per_gb: dict[str, float] = {}
+    try:
+        lab.build()
+        bind_ip = "0.0.0.0" if lab.runtime == "netns" else lab.pod_ip
+        procs.append(subprocess.Popen(lab.argv(lab.pod, ["iperf3", "-s", "-B", bind_ip, "-p", str(IPERF_PORT)]),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        await wait_port(lab, lab.client, lab.pod_ip, IPERF_PORT)
+        cfg = tmp / "haproxy.cfg"
+        hbind = f"*:{HAPROXY_PORT}" if lab.runtime == "netns" else f"{lab.node_ip}:{HAPROXY_PORT}"
+        cfg.write_text(haproxy_config(hbind, f"{lab.pod_ip}:{IPERF_PORT}"))
+        haproxy = subprocess.Popen(lab.argv(lab.node, ["haproxy", "-db", "-f", str(cfg)]),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(haproxy)
+        await wait_port(lab, lab.client, lab.node_ip, HAPROXY_PORT)
+
+        ctx = NodeContext(node="bench", node_ips=(lab.node_ip,), netns=lab.node)
+        proxy = UserspaceProxy(ctx, runtime="netns" if lab.runtime == "netns" else "sim", splice=not args.no_splice)
+        sp = ServicePort(ServicePortName("default", "iperf", "", "TCP"), lab.cluster_ip, IPERF_PORT,
+                         endpoints=(Endpoint(lab.pod_ip, IPERF_PORT),))
+        async with trio.open_nursery() as nursery:
+            await proxy.start(nursery)
+            try:
+                await proxy.sync(ProxyState({sp.name: sp}), frozenset(), True)
+                runs = [("direct", lab.pod_ip, IPERF_PORT), ("kmesh userspace", lab.cluster_ip, IPERF_PORT),
+                        ("haproxy", lab.node_ip, HAPROXY_PORT)]
+                with Progress(console=console, transient=True) as progress:
+                    task = progress.add_task("iperf3", total=len(runs))
+                    for label, host, port in runs:
+                        progress.update(task, description=f"iperf3 {args.seconds}s {label}")
+                        cpu = {"kmesh userspace": self_cpu, "haproxy": lambda: proc_cpu(haproxy.pid)}.get(label)
+                        before = cpu() if cpu else 0.0
+                        results[label] = await iperf(lab, host, port, args.seconds, args.streams)
+                        if cpu:
+                            gbytes = results[label] * args.seconds / 8
+                            cpu_per_gb[label] = (cpu() - before) / gbytes
+                        progress.advance(task)
+            finally:
+                await proxy.cleanup()
+                nursery.cancel_scope.cancel()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        lab.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    direct = results["direct"]
+    table = Table(title=f"iperf3 -t {args.seconds} -P {args.streams} ({args.runtime})")
+    for col in ("path", "Gbit/s", "× direct", "proxy CPU s/GB"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for label, gbps in results.items():
+        c = f"{cpu_per_gb[label]:.3f}" if label in cpu_per_gb else "-"
+        table.add_row(label, f"{gbps:.2f}", f"{gbps / direct:.2f}", c)
+    console.print(table)
+    ratio = results["kmesh userspace"] / direct
+    vs_haproxy = results["kmesh userspace"] / results["haproxy"]
+    goal = "met" if ratio >= 0.9 else "missed"
+    console.print(f"userspace/direct = {ratio:.2f} (goal ≥ 0.90: {goal}); userspace/haproxy = {vs_haproxy:.2f}")
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--streams", type=int, default=1, help="parallel iperf3 streams (-P)")
+    default_rt = "netns" if os.geteuid() == 0 else "loopback"
+    ap.add_argument("--runtime", choices=("netns", "loopback"), default=default_rt)
+    ap.add_argument("--no-splice", action="store_true", help="move bytes with recv/send instead of splice")
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":
+    for tool in ("iperf3", "haproxy"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (apt install {tool})")
+    try:
+        trio.run(main, parse())
+    except KeyboardInterrupt:
+        console.print("interrupted; namespaces and processes cleaned up")
+        sys.exit(130)
