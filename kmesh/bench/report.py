@@ -13,7 +13,13 @@ from typing import Any
 
 import trio
 from rich.console import Console, Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -26,7 +32,7 @@ def _ms(seconds: float) -> str:
 
 
 def _bar(share: float, width: int = 20) -> str:
-    full = int(round(share * width))
+    full = round(share * width)
     return "█" * full + "·" * (width - full)
 
 

@@ -33,6 +33,7 @@ from kmesh.bench.lb import (
     resolve_source,
     send_requests,
     tally,
+    warm_up,
 )
 from kmesh.bench.report import plot, split_table, summary
 from kmesh.lab.datadir import ClusterInfo, NodeInfo
@@ -253,6 +254,20 @@ async def test_errors_are_counted_not_raised(nursery: trio.Nursery) -> None:
     assert outs[0].error in ("not HTTP", "reset")
 
 
+async def test_warm_up_waits_for_a_first_answer(nursery: trio.Nursery) -> None:
+    srv = await start_servers(nursery, base=80)
+    got = await warm_up(Probe(srv.ips["web-a"], srv.port, "tcp"), 5.0)
+    assert got is not None and got.answer == "web-a"
+    free = trio.socket.socket()
+    await free.bind((f"{SERVER_NET}.89", 0))
+    port = free.getsockname()[1]
+    free.close()
+    start = trio.current_time()
+    assert await warm_up(Probe(f"{SERVER_NET}.89", port, "tcp"), 0.3) is None
+    assert trio.current_time() - start >= 0.3
+    assert await warm_up(Probe(f"{SERVER_NET}.89", port, "tcp"), 0) is None  # 0: no warm-up at all
+
+
 # ------------------------------------------------------------------ against a real API server
 
 
@@ -414,7 +429,7 @@ async def test_probe_from_inside_a_namespace(nursery: trio.Nursery) -> None:
 
 
 def _kmesh(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kmesh.cli", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "kmesh.cli", *args], capture_output=True, text=True, timeout=timeout, check=False,
                           env=dict(os.environ, COLUMNS="200"))
 
 
@@ -465,3 +480,74 @@ def test_cli_bench_lb_on_demo(sim_lab: Path) -> None:
     # one client, no session affinity: the split is not sticky
     res = _kmesh("bench", "lb", "web", "--requests", "60", "--expect", "sticky", "--data-dir", str(sim_lab))
     assert res.returncode == 1 and "not sticky" in res.stdout
+    # sessionAffinity ClientIP (set from the start, so the warm-up answer means it is in): one client, one endpoint
+    sticky_svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-sticky", "namespace": "default"},
+                  "spec": {"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
+                           "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    trio.run(_apply_and_wait, sim_lab / "kubeconfig.yaml", [sticky_svc], "web-sticky", 3)
+    res = _kmesh("bench", "lb", "web-sticky", "--requests", "60", "--expect", "sticky", "--data-dir", str(sim_lab))
+    assert res.returncode == 0 and "PASS: sticky: all 60 answers from web-" in res.stdout, res.stdout + res.stderr
+
+
+UDP_APP = [
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "udp", "namespace": "default"},
+     "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "udp"}},
+              "template": {"metadata": {"labels": {"app": "udp"}}, "spec": {"containers": [{
+                  "name": "s", "image": "registry.k8s.io/e2e-test-images/agnhost:2.39",
+                  "args": ["serve-hostname", "--udp", "--http=false"],
+                  "ports": [{"containerPort": 9376, "protocol": "UDP"}]}]}}}},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp", "namespace": "default"},
+     "spec": {"selector": {"app": "udp"}, "sessionAffinity": "ClientIP",
+              "ports": [{"port": 53, "targetPort": 9376, "protocol": "UDP"}]}},
+]
+
+
+async def _apply_and_wait(kubeconfig: Path, objects: list[dict[str, Any]], service: str, ready: int) -> list[str]:
+    """Create ``objects``; wait until ``service`` has ``ready`` ready endpoints; the pod names of the demo ``web``."""
+    from kmesh.client.api import Client
+    from kmesh.client.informer import Informer
+
+    async with Client.from_kubeconfig(kubeconfig) as c:
+        for obj in objects:
+            await c.create(obj)
+        async with trio.open_nursery() as n:
+            slices = Informer(c, "EndpointSlice", namespace="default")
+            await n.start(slices.run)
+
+            def enough(inf: Informer) -> bool:
+                eps = [e for s in inf.list("default")
+                       if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == service
+                       for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+                return len(eps) >= ready
+
+            with trio.fail_after(60):
+                await slices.wait_for(enough)
+            n.cancel_scope.cancel()
+        pods, _ = await c.list_all("Pod", "default", label_selector="app=web")
+    return sorted(p["metadata"]["name"] for p in pods)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_cli_bench_lb_netns_lab(tmp_path: Path) -> None:
+    """A netns lab: requests leave from pod namespaces (default and --from), TCP through iptables, UDP with affinity."""
+    from kmesh.lab.netns_check import netns_usable
+    from tests.conftest import require
+
+    require(netns_usable(), "root and network namespaces")
+    lab, d = f"lb{uuid.uuid4().hex[:4]}", tmp_path / "lab"
+    up = _kmesh("up", "--runtime", "netns", "--nodes", "2", "--demo", "--name", lab, "--port", "0", "--data-dir", str(d))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        web = trio.run(_apply_and_wait, d / "kubeconfig.yaml", UDP_APP, "udp", 3)
+        res = _kmesh("bench", "lb", "web", "--requests", "300", "--data-dir", str(d))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"netns kmesh-{lab}-node-" in res.stdout and "errors: none" in res.stdout
+        assert all(name in res.stdout for name in web)
+        res = _kmesh("bench", "lb", "web", "--requests", "100", "--from", web[0], "--expect", "sticky", "--data-dir", str(d))
+        assert res.returncode == 1 and f"from pod default/{web[0]}" in res.stdout, res.stdout + res.stderr
+        res = _kmesh("bench", "lb", "udp", "--udp", "--requests", "100", "--from", web[1], "--expect", "sticky",
+                     "--data-dir", str(d))
+        assert res.returncode == 0 and "PASS: sticky: all 100 answers from udp-" in res.stdout, res.stdout + res.stderr
+    finally:
+        _kmesh("down", "--data-dir", str(d))
