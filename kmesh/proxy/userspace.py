@@ -280,7 +280,7 @@ class UserspaceProxy:
                 aff = "None" if f.picker.affinity is None else f"ClientIP {int(f.picker.affinity.timeout)}s"
                 rows.append((str(spn), spn.protocol, front, str(f.proxy_port), aff, eps))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in rows)
+        return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n" for r in rows)
 
     # ------------------------------------------------------------------------------------------ portals
 
