@@ -274,6 +274,8 @@ class IpvsProxy:
         use_kernel = self.config.data_path == "kernel" or (
             self.config.data_path == "auto" and await trio.to_thread.run_sync(kernel_has_ipvs, self.ctx.netns))
         self.kernel = KernelIPVS(self.ctx.netns) if use_kernel else None
+        if self.kernel is not None:
+            await self.kernel.set_sysctls()
         await self._ensure_device()
         await self._apply_rules()
         nursery.start_soon(self._sweeper)
@@ -285,6 +287,8 @@ class IpvsProxy:
             if full or not self.device_kind:
                 await self._ensure_device()
             await self._bind_addresses(addrs, full)
+            if self.kernel is not None:  # graceful termination decides on the kernel's connection counts
+                await self.kernel.read_counters(self.table)
             self.table.reconcile(vss)
             self.sets = sets
             await self._apply_rules()

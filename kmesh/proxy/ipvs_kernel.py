@@ -12,8 +12,11 @@ termination can see when a draining destination is idle.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from typing import Any
+from typing import Any, Callable, Iterator
+
+import trio
 
 from kmesh.lab import netns as nsmod
 from kmesh.proxy.ipvs_table import IPVSTable, RealServer, VirtualServer, VSKey, vs_key
@@ -101,95 +104,129 @@ def kernel_has_ipvs(netns: str | None) -> bool:
         return False
 
 
+UPSTREAM_SYSCTLS = {  # what kube-proxy sets for the IPVS mode
+    "net/ipv4/vs/conntrack": "1",
+    "net/ipv4/vs/expire_nodest_conn": "1",
+    "net/ipv4/vs/expire_quiescent_template": "1",
+    "net/ipv4/vs/conn_reuse_mode": "0",
+}
+
+
+def _ipvs_socket() -> Any:
+    from pyroute2 import IPVS
+
+    return IPVS()
+
+
+def _service_key_message(key: VSKey) -> Any:
+    from pyroute2 import IPVSService
+
+    return IPVSService(addr=key[1], port=key[2], protocol=PROTOCOLS[key[0]])
+
+
 class KernelIPVS:
-    """The kernel's IPVS table in one namespace, kept equal to an ``IPVSTable``."""
+    """The kernel's IPVS table in one namespace, kept equal to an ``IPVSTable``.
 
-    def __init__(self, netns: str | None) -> None:
+    Every call opens its own netlink socket inside the namespace, in the
+    worker thread that uses it, and closes it after (pyroute2's sync sockets
+    should not hop between the threads trio hands out). ``socket_factory``
+    makes that socket; tests hand in a stand-in since these machines have no
+    ip_vs."""
+
+    def __init__(self, netns: str | None, socket_factory: Callable[[], Any] = _ipvs_socket) -> None:
         self.netns = netns
-        self._sock: Any = None
+        self._factory = socket_factory
 
-    def _socket(self) -> Any:
-        if self._sock is None:
-            from pyroute2 import IPVS
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        sock = nsmod.call_in(self.netns, self._factory)
+        try:
+            yield sock
+        finally:
+            sock.close()
 
-            self._sock = nsmod.call_in(self.netns, IPVS)
-        return self._sock
-
-    def _dump(self) -> dict[VSKey, tuple[Any, dict[str, Any]]]:
-        from pyroute2 import IPVSService
-
-        out: dict[VSKey, tuple[Any, dict[str, Any]]] = {}
-        for msg in self._socket().service("dump"):
+    @staticmethod
+    def _dump(sock: Any) -> dict[VSKey, dict[str, Any]]:
+        out: dict[VSKey, dict[str, Any]] = {}
+        for msg in sock.service("dump"):
             parsed = parse_service(msg)
             if parsed is not None:
-                out[parsed[0]] = (IPVSService.from_message(msg), parsed[1])
+                out[parsed[0]] = parsed[1]
         return out
 
-    def _sync(self, table: IPVSTable) -> None:
-        sock = self._socket()
-        have = self._dump()
-        for key, (svc, _) in have.items():
-            if key not in table.services:
-                sock.service("del", service=svc)
-        for key, vs in table.services.items():
-            want = service_message(vs)
-            if key not in have:
-                sock.service("add", service=want)
-                current: dict[tuple[str, int], dict[str, Any]] = {}
-            else:
-                a = have[key][1]
-                flags = (a.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0) & IP_VS_SVC_F_PERSISTENT
-                if (a.get("IPVS_SVC_ATTR_SCHED_NAME") != vs.scheduler or int(a.get("IPVS_SVC_ATTR_TIMEOUT", 0)) != vs.persistent
-                        or bool(flags) != bool(vs.persistent)):
-                    sock.service("set", service=want)
-                current = {}
-                for msg in sock.dest("dump", service=want):
-                    d = parse_dest(msg)
-                    current[(d["IPVS_DEST_ATTR_ADDR"], int(d["IPVS_DEST_ATTR_PORT"]))] = d
-            wanted = {rs.key: rs for rs in vs.dests}
-            for k, d in current.items():
-                if k not in wanted:
-                    from pyroute2 import IPVSDest
+    @staticmethod
+    def _dests(sock: Any, key: VSKey) -> dict[tuple[str, int], dict[str, Any]]:
+        out = {}
+        for msg in sock.dest("dump", service=_service_key_message(key)):
+            d = parse_dest(msg)
+            out[(str(d["IPVS_DEST_ATTR_ADDR"]), int(d["IPVS_DEST_ATTR_PORT"]))] = d
+        return out
 
-                    sock.dest("del", service=want, dest=IPVSDest(addr=k[0], port=k[1]))
-            for k, rs in wanted.items():
-                if k not in current:
-                    sock.dest("add", service=want, dest=dest_message(rs))
-                elif int(current[k].get("IPVS_DEST_ATTR_WEIGHT", -1)) != rs.weight:
-                    sock.dest("set", service=want, dest=dest_message(rs))
+    def sync_now(self, table: IPVSTable) -> None:
+        """``sync`` in the calling thread."""
+        from pyroute2 import IPVSDest
+
+        with self._session() as sock:
+            have = self._dump(sock)
+            for key in have:
+                if key not in table.services:
+                    sock.service("del", service=_service_key_message(key))
+            for key, vs in table.services.items():
+                want = service_message(vs)
+                current: dict[tuple[str, int], dict[str, Any]] = {}
+                if key not in have:
+                    sock.service("add", service=want)
+                else:
+                    a = have[key]
+                    persistent = bool((a.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0) & IP_VS_SVC_F_PERSISTENT)
+                    timeout = int(a.get("IPVS_SVC_ATTR_TIMEOUT", 0)) if persistent else 0
+                    if a.get("IPVS_SVC_ATTR_SCHED_NAME") != vs.scheduler or timeout != vs.persistent:
+                        sock.service("set", service=want)
+                    current = self._dests(sock, key)
+                wanted = {rs.key: rs for rs in vs.dests}
+                for k in current:
+                    if k not in wanted:
+                        sock.dest("del", service=want, dest=IPVSDest(addr=k[0], port=k[1]))
+                for k, rs in wanted.items():
+                    if k not in current:
+                        sock.dest("add", service=want, dest=dest_message(rs))
+                    elif int(current[k].get("IPVS_DEST_ATTR_WEIGHT", -1)) != rs.weight:
+                        sock.dest("set", service=want, dest=dest_message(rs))
 
     async def sync(self, table: IPVSTable) -> None:
         """Make the kernel's virtual and real servers equal ``table``'s."""
-        await nsmod.run_sync_in(None, self._sync, table)
+        await trio.to_thread.run_sync(self.sync_now, table)
 
-    def _counters(self) -> dict[tuple[VSKey, tuple[str, int]], tuple[int, int]]:
-        sock = self._socket()
+    def counters_now(self) -> dict[tuple[VSKey, tuple[str, int]], tuple[int, int]]:
+        """(ActiveConn, InActConn) of every kernel destination, by (virtual server, destination)."""
         out: dict[tuple[VSKey, tuple[str, int]], tuple[int, int]] = {}
-        for key, (svc, _) in self._dump().items():
-            for msg in sock.dest("dump", service=svc):
-                d = parse_dest(msg)
-                dk = (d["IPVS_DEST_ATTR_ADDR"], int(d["IPVS_DEST_ATTR_PORT"]))
-                out[(key, dk)] = (int(d.get("IPVS_DEST_ATTR_ACTIVE_CONNS", 0)), int(d.get("IPVS_DEST_ATTR_INACT_CONNS", 0)))
+        with self._session() as sock:
+            for key in self._dump(sock):
+                for dk, d in self._dests(sock, key).items():
+                    out[(key, dk)] = (int(d.get("IPVS_DEST_ATTR_ACTIVE_CONNS", 0)), int(d.get("IPVS_DEST_ATTR_INACT_CONNS", 0)))
         return out
 
     async def read_counters(self, table: IPVSTable) -> None:
         """Copy the kernel's ActiveConn/InActConn into ``table``'s real servers."""
-        counts = await nsmod.run_sync_in(None, self._counters)
+        counts = await trio.to_thread.run_sync(self.counters_now)
         for vs in table.services.values():
             for rs in vs.dests:
                 rs.active, rs.inactive = counts.get((vs.key, rs.key), (0, 0))
 
-    def _flush(self) -> None:
-        sock = self._socket()
-        for _, (svc, _) in self._dump().items():
-            sock.service("del", service=svc)
+    def flush_now(self) -> None:
+        """``flush`` in the calling thread."""
+        with self._session() as sock:
+            for key in self._dump(sock):
+                sock.service("del", service=_service_key_message(key))
 
     async def flush(self) -> None:
-        """Delete every virtual server kmesh made (all non-fwmark ones in the namespace)."""
-        await nsmod.run_sync_in(None, self._flush)
+        """Delete every virtual server (all non-fwmark ones in the namespace: kube-proxy owns the table)."""
+        await trio.to_thread.run_sync(self.flush_now)
+
+    async def set_sysctls(self) -> None:
+        """Upstream's IPVS sysctls in the namespace (conntrack, expire_nodest_conn, expire_quiescent_template...)."""
+        for key, value in UPSTREAM_SYSCTLS.items():
+            await nsmod.run(self.netns, ["sysctl", "-q", "-w", f"{key.replace('/', '.')}={value}"], check=False)
 
     def close(self) -> None:
-        """Close the netlink socket."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Nothing stays open between calls; here for symmetry with the rest of the mode."""

@@ -17,6 +17,7 @@ established ones go on) and is deleted once it has no connections left.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -219,7 +220,7 @@ class IPVSTable:
         vs = self.services.get(key)
         if vs is None:
             return None
-        self.expire()
+        self.expire(key)
         now = self.clock()
         if vs.persistent and not ignore_persistence:
             t = vs.templates.get(client_ip)
@@ -253,7 +254,7 @@ class IPVSTable:
             rs.active = max(0, rs.active - 1)
             if self.linger > 0:
                 rs.inactive += 1
-                self._lingering.append((now + self.linger, key, rs.key))
+                heapq.heappush(self._lingering, (now + self.linger, key, rs.key))
         else:
             rs.inactive = max(0, rs.inactive - 1)
         vs = self.services.get(key)
@@ -263,24 +264,21 @@ class IPVSTable:
                 t.conns = max(0, t.conns - 1)
                 t.expires = now + vs.persistent
 
-    def expire(self) -> None:
-        """Stop counting closed connections whose linger time is over; forget expired persistence templates."""
+    def expire(self, key: VSKey | None = None) -> None:
+        """Stop counting closed connections whose linger time is over; forget expired persistence
+        templates (of virtual server ``key`` only, when given: scheduling stays cheap with many services)."""
         now = self.clock()
-        if self._lingering:
-            keep = []
-            for item in self._lingering:
-                when, key, dest = item
-                if when > now:
-                    keep.append(item)
-                    continue
-                vs = self.services.get(key)
-                rs = vs.dest(*dest) if vs is not None else None
-                if rs is not None:
-                    rs.inactive = max(0, rs.inactive - 1)
-            self._lingering = keep
-        for vs in self.services.values():
-            for client in [c for c, t in vs.templates.items() if t.conns == 0 and t.expires <= now]:
-                del vs.templates[client]
+        while self._lingering and self._lingering[0][0] <= now:
+            _, vkey, dest = heapq.heappop(self._lingering)
+            vs = self.services.get(vkey)
+            rs = vs.dest(*dest) if vs is not None else None
+            if rs is not None:
+                rs.inactive = max(0, rs.inactive - 1)
+        services = self.services.values() if key is None else [self.services[key]] if key in self.services else []
+        for vs in services:
+            if vs.templates:
+                for client in [c for c, t in vs.templates.items() if t.conns == 0 and t.expires <= now]:
+                    del vs.templates[client]
 
     # -- reading ----------------------------------------------------------------------------------------
 

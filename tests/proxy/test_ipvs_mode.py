@@ -346,3 +346,34 @@ async def test_cleanup_removes_everything(lab: Lab, nursery: trio.Nursery) -> No
     with pytest.raises(ConnectionRefusedError):
         await connect(lab, NODE_IP, 30080)
     assert isinstance(p.table, IPVSTable)
+
+
+@pytest.mark.netns
+async def test_lc_follows_open_connections(lab: Lab, nursery: trio.Nursery) -> None:
+    ctx = replace(CTX, netns=lab.node)
+    p = IpvsProxy(ctx, config=IPVSConfig(scheduler="lc", data_path="userspace", sweep_interval=0.05, linger=30))
+    await p.start(nursery)
+    try:
+        await name_servers(nursery, lab)
+        web = svc("web", "10.96.0.53", *lab.endpoints(0, 1, 2))
+        await p.sync(state_of(web), frozenset({web.name}), True)
+        held = []
+        for want in ("pod0", "pod1", "pod2"):  # each open connection weighs 256: the next goes elsewhere
+            s = await connect(lab, "10.96.0.53", 80)
+            held.append(s)
+            assert (await s.recv(100)).decode().strip() == want
+        held.pop(0).close()  # pod0: 0 active, 1 lingering inactive (1) < 256
+        with trio.fail_after(5):
+            while "10.244.1.10:8080             Masq    1      0          1" not in await p.table_text():
+                await trio.sleep(0.02)
+        assert await ask(lab, "10.96.0.53") == "pod0"
+        # pod0 now has 2 inactive, pod1 and pod2 256 each: still pod0
+        with trio.fail_after(5):
+            while "10.244.1.10:8080             Masq    1      0          2" not in await p.table_text():
+                await trio.sleep(0.02)
+        assert await ask(lab, "10.96.0.53") == "pod0"
+        assert "TCP  10.96.0.53:80 lc\n" in await p.table_text()
+        for s in held:
+            s.close()
+    finally:
+        await p.cleanup()

@@ -189,3 +189,110 @@ def test_netlink_messages() -> None:
     plain = VirtualServer("UDP", "10.96.0.10", 53)
     assert service_fields(plain)["flags"] == {"flags": 0, "mask": 0xFFFFFFFF}
     assert service_fields(plain)["protocol"] == 17
+
+
+# ---------------------------------------------------------------------------------------------- the kernel path, against a stand-in
+
+
+def roundtrip(*attrs: tuple[str, object]) -> ipvsmsg:
+    """Encode a genetlink IPVS message and decode it again, as the kernel's answer would arrive."""
+    msg = ipvsmsg()
+    msg["cmd"] = 0
+    msg["version"] = 1
+    msg["attrs"] = list(attrs)
+    msg.encode()
+    back = ipvsmsg(msg.data)
+    back.decode()
+    return back
+
+
+class FakeIPVS:
+    """The kernel's IPVS table as the genetlink commands see it (these machines have no ip_vs)."""
+
+    def __init__(self) -> None:
+        self.services: dict[tuple[str, str, int], dict] = {}
+        self.calls: list[tuple] = []
+
+    def __call__(self) -> "FakeIPVS":
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def service(self, cmd: str, service: object = None) -> list[ipvsmsg] | None:
+        if cmd == "dump":
+            return [roundtrip(("IPVS_CMD_ATTR_SERVICE", v["svc"])) for v in self.services.values()]
+        nla = service.dump_nla()  # type: ignore[attr-defined]
+        key, _ = parse_service(roundtrip(("IPVS_CMD_ATTR_SERVICE", nla)))  # type: ignore[misc]
+        self.calls.append(("service", cmd, key))
+        if cmd == "add":
+            self.services[key] = {"svc": nla, "dests": {}}
+        elif cmd == "set":
+            self.services[key]["svc"] = nla
+        elif cmd == "del":
+            del self.services[key]
+        return None
+
+    def dest(self, cmd: str, service: object, dest: object = None) -> list[ipvsmsg] | None:
+        attrs = [("IPVS_CMD_ATTR_SERVICE", service.dump_key())]  # type: ignore[attr-defined]
+        if dest is not None:
+            attrs.append(("IPVS_CMD_ATTR_DEST", dest.dump_nla()))  # type: ignore[attr-defined]
+        msg = roundtrip(*attrs)
+        key, _ = parse_service(msg)  # type: ignore[misc]
+        dests = self.services[key]["dests"]
+        if cmd == "dump":
+            return [roundtrip(("IPVS_CMD_ATTR_DEST", nla)) for nla in dests.values()]
+        d = parse_dest(msg)
+        dk = (d["IPVS_DEST_ATTR_ADDR"], d["IPVS_DEST_ATTR_PORT"])
+        self.calls.append(("dest", cmd, key, dk, d.get("IPVS_DEST_ATTR_WEIGHT")))
+        if cmd in ("add", "set"):
+            counts = [a for a in dests[dk]["attrs"] if a[0].endswith("_CONNS")] if cmd == "set" else []
+            dests[dk] = dest.dump_nla()  # type: ignore[attr-defined]
+            dests[dk]["attrs"] += counts  # the kernel keeps a destination's counters across a change
+        elif cmd == "del":
+            del dests[dk]
+        return None
+
+    def set_counts(self, key: tuple[str, str, int], dk: tuple[str, int], active: int, inactive: int) -> None:
+        nla = self.services[key]["dests"][dk]
+        nla["attrs"] = [a for a in nla["attrs"] if a[0] not in ("IPVS_DEST_ATTR_ACTIVE_CONNS", "IPVS_DEST_ATTR_INACT_CONNS")]
+        nla["attrs"] += [("IPVS_DEST_ATTR_ACTIVE_CONNS", active), ("IPVS_DEST_ATTR_INACT_CONNS", inactive)]
+
+
+async def test_kernel_sync_diffs_services_and_destinations() -> None:
+    from kmesh.proxy.ipvs_kernel import KernelIPVS
+
+    fake = FakeIPVS()
+    kernel = KernelIPVS(None, socket_factory=fake)
+    stale = VirtualServer("TCP", "10.96.0.99", 80)
+    fake.service("add", service_message(stale))
+    t, _ = table()
+    t.reconcile([DNS_TCP, KUBERNETES])
+    fake.calls.clear()
+    await kernel.sync(t)
+    assert ("service", "del", ("TCP", "10.96.0.99", 80)) in fake.calls
+    assert set(fake.services) == {DNS_TCP.key, KUBERNETES.key}
+    assert set(fake.services[DNS_TCP.key]["dests"]) == {("10.244.0.2", 53), ("10.244.1.3", 53)}
+    # nothing changed: nothing sent
+    fake.calls.clear()
+    await kernel.sync(t)
+    assert fake.calls == []
+    # an endpoint with a connection the kernel counts terminates (weight 0), and the scheduler changes
+    fake.set_counts(DNS_TCP.key, ("10.244.0.2", 53), 1, 0)
+    await kernel.read_counters(t)
+    t.reconcile([replace(DNS_TCP, dests=(("10.244.1.3", 53),), scheduler="lc"), KUBERNETES])
+    await kernel.sync(t)
+    assert ("service", "set", DNS_TCP.key) in fake.calls
+    assert ("dest", "set", DNS_TCP.key, ("10.244.0.2", 53), 0) in fake.calls
+    assert "10.244.0.2:53                Masq    0      1          0" in render_table(t)
+    # it stays while the kernel counts the connection; once idle it is deleted
+    await kernel.read_counters(t)
+    assert t.sweep() == []
+    fake.set_counts(DNS_TCP.key, ("10.244.0.2", 53), 0, 0)
+    await kernel.read_counters(t)
+    assert t.sweep() == [(DNS_TCP.key, ("10.244.0.2", 53))]
+    fake.calls.clear()
+    await kernel.sync(t)
+    assert fake.calls == [("dest", "del", DNS_TCP.key, ("10.244.0.2", 53), 1)]
+    await kernel.flush()
+    assert fake.services == {}
