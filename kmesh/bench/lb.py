@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import random
 import socket
 import time
@@ -91,15 +92,19 @@ class ServiceTarget:
     port_name: str = ""
     app_protocol: str = ""
     session_affinity: bool = False
+    internal_local: bool = False  # internalTrafficPolicy: Local
     endpoints: tuple[Backend, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
 
-    def usable(self) -> list[Backend]:
-        """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule)."""
-        ready = [b for b in self.endpoints if b.ready]
-        return ready or [b for b in self.endpoints if b.serving and b.terminating]
+    def usable(self, node: str | None = None) -> list[Backend]:
+        """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule).
+
+        With internalTrafficPolicy Local and a client on ``node``, only that node's endpoints."""
+        eps = [b for b in self.endpoints if b.node == node] if self.internal_local and node else list(self.endpoints)
+        ready = [b for b in eps if b.ready]
+        return ready or [b for b in eps if b.serving and b.terminating]
 
     def speaks_http(self) -> bool:
         """Whether the port says it is HTTP (appProtocol, or a port name ``http``/``http-*`` as Istio reads it)."""
@@ -181,7 +186,8 @@ async def resolve_service(client: Any, namespace: str, service: str, port: str |
     target = ServiceTarget(
         namespace=namespace, name=service, cluster_ip=cip, port=int(sp["port"]), protocol=protocol,
         port_name=sp.get("name") or "", app_protocol=sp.get("appProtocol") or "",
-        session_affinity=spec.get("sessionAffinity") == "ClientIP", endpoints=backends,
+        session_affinity=spec.get("sessionAffinity") == "ClientIP",
+        internal_local=spec.get("internalTrafficPolicy") == "Local", endpoints=backends,
     )
     if not target.usable():
         what = f"{len(backends)} endpoint(s), none ready" if backends else "no endpoints"
@@ -200,6 +206,7 @@ class Source:
     netns: str | None = None
     bind_ip: str | None = None
     description: str = "this process (loopback)"
+    node: str | None = None  # the node the client is on (None: outside the cluster)
 
 
 def _running(pod: Obj) -> bool:
@@ -225,12 +232,13 @@ def _source_of(info: ClusterInfo, pod: Obj, exists: Callable[[str], bool]) -> So
         phase = (pod.get("status") or {}).get("phase") or "Pending"
         raise UsageError("--from", f"{label} is not running ({phase})")
     ip = pod["status"]["podIP"]
+    node = (pod.get("spec") or {}).get("nodeName") or None
     if info.runtime != "netns":
-        return Source(None, ip, f"{label} ({ip})")
+        return Source(None, ip, f"{label} ({ip})", node)
     ns = _pod_netns(info, pod)
     if not exists(ns):
         raise UsageError("--from", f"{label} has no network namespace {ns}; is it running on this machine?")
-    return Source(ns, None, f"{label} ({ip}, netns {ns})")
+    return Source(ns, None, f"{label} ({ip}, netns {ns})", node)
 
 
 async def resolve_source(
@@ -269,7 +277,7 @@ async def resolve_source(
         return _source_of(info, pod, exists)
     for node in info.nodes:
         if node.netns and exists(node.netns):
-            return Source(node.netns, None, f"node {node.name} (netns {node.netns})")
+            return Source(node.netns, None, f"node {node.name} (netns {node.netns})", node.name)
     raise UsageError("--from", "no running pod (nor node namespace) to send from; give --from POD")
 
 
@@ -536,16 +544,20 @@ def parse_expect(text: str) -> Expectation:
     return Expectation("weights", tuple(pairs))
 
 
-def expected_shares(target: ServiceTarget, expect: Expectation) -> dict[str, float]:
+def expected_shares(target: ServiceTarget, expect: Expectation, node: str | None = None) -> dict[str, float]:
     """The expected share of each endpoint (0 for those that should get nothing); sticky: {} (decided by the data).
 
+    Uniform is over the endpoints a client on ``node`` may reach (``ServiceTarget.usable``).
     Weights name endpoints by pod name or IP; unnamed endpoints get 0. ``UsageError``
     (``--expect``) for a name that is not an endpoint."""
     names = [b.name for b in target.endpoints]
     if expect.kind == "sticky":
         return {}
     if expect.kind == "uniform":
-        usable = {b.name for b in target.usable()}
+        usable = {b.name for b in target.usable(node)}
+        if not usable:
+            raise UsageError("--from", f"Service {target} has internalTrafficPolicy Local and no usable endpoint "
+                                       f"on node {node}: a client there gets nothing")
         return {n: (1 / len(usable) if n in usable else 0.0) for n in names}
     by_alias = {a: b.name for b in target.endpoints for a in b.aliases()}
     w = {n: 0.0 for n in names}
@@ -640,6 +652,18 @@ class LbResult:
         return self.verdict.passed
 
 
+async def _check_can_enter(source: Source) -> None:
+    """Open (and close) one socket in the source namespace now, so a missing privilege is a usage error."""
+    from kmesh.lab import netns
+
+    try:
+        sock = await netns.open_socket(source.netns)
+    except (netns.NetnsError, OSError) as exc:
+        hint = " (entering another network namespace needs root)" if os.geteuid() != 0 else ""
+        raise UsageError("--from", f"cannot send from {source.description}: {exc}{hint}") from None
+    sock.close()
+
+
 def choose_protocol(target: ServiceTarget, udp: bool, protocol: str = "auto") -> Protocol:
     """udp with --udp; else ``protocol``, where auto means http for ports that say so and raw tcp otherwise."""
     if udp:
@@ -669,8 +693,10 @@ async def plan_lb(
     except ValueError as exc:
         raise UsageError("--expect", str(exc)) from None
     svc = await resolve_service(client, namespace, service, port, udp)
-    shares = expected_shares(svc, expectation)
     source = await resolve_source(client, info, namespace, from_pod, svc)
+    shares = expected_shares(svc, expectation, source.node)
+    if source.netns is not None:
+        await _check_can_enter(source)
     host, dport = target or (svc.cluster_ip, svc.port)
     probe = Probe(host=host, port=dport, protocol=choose_protocol(svc, udp, protocol), netns=source.netns,
                   bind_ip=source.bind_ip, timeout=timeout, http_host=f"{service}.{namespace}")

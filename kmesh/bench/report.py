@@ -155,7 +155,11 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
             failed += o.answer is None
             progress.update(task, advance=1, errors=failed)
 
-        result = trio.run(execute, p, seen, warmup)
+        try:
+            result = trio.run(execute, p, seen, warmup)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: no verdict[/]")
+            return 130
     console.print(split_table(result))
     console.print(summary(result))
     if plot_path is not None:

@@ -117,6 +117,13 @@ def test_expected_shares() -> None:
         Backend("old", "127.244.9.1", 80, ready=False, serving=True, terminating=True),
         Backend("gone", "127.244.9.2", 80, ready=False, serving=False, terminating=True)))
     assert expected_shares(term, Expectation("uniform")) == {"gone": 0.0, "old": 1.0}
+    # internalTrafficPolicy Local: a client on node-1 reaches node-1's endpoints only
+    local = _target(internal_local=True)
+    assert expected_shares(local, Expectation("uniform"), "node-1") == {"web-a": 1.0, "web-b": 0.0, "web-c": 0.0}
+    assert expected_shares(local, Expectation("uniform"), None) == expected_shares(_target(), Expectation("uniform"))
+    with pytest.raises(UsageError) as err:
+        expected_shares(local, Expectation("uniform"), "node-9")
+    assert err.value.param == "--from" and "node-9" in err.value.message
 
 
 def test_judge_uniform_weights_sticky() -> None:
@@ -393,7 +400,7 @@ async def test_netns_source_names(api: Any, tmp_path: Path) -> None:
     made = set(ns_of.values())
     target = ServiceTarget("default", "web", "10.96.0.20", 80, endpoints=(Backend("web-a", "10.244.0.5", 9376),))
     src = await resolve_source(api.client, info, "default", "web-a", target, exists=made.__contains__)
-    assert src.netns == ns_of["web-a"] and src.bind_ip is None
+    assert src.netns == ns_of["web-a"] and src.bind_ip is None and src.node == "node-1"
     for _ in range(5):
         src = await resolve_source(api.client, info, "default", None, target, exists=made.__contains__)
         assert src.netns == ns_of["client"]  # prefers a pod that is not an endpoint
