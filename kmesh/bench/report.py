@@ -133,6 +133,11 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
     ``options`` are ``plan_lb``'s keyword arguments."""
     from kmesh.client.api import Client
 
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
     info = dd.read_cluster()
     if info is None or not dd.kubeconfig.exists():
         raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
