@@ -22,6 +22,7 @@ listener, so clients are refused as ip_vs refuses them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import defaultdict, deque
@@ -35,10 +36,10 @@ from kmesh.proxy.forward import TcpRelay, UdpRelay, tcp_listener, udp_socket
 from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
 from kmesh.proxy.ipvs_kernel import KernelIPVS, kernel_has_ipvs
 from kmesh.proxy.ipvs_table import INACTIVE_LINGER, DesiredVS, IPVSTable, VSKey, render_table
-from kmesh.proxy.model import MASQ_MARK, Endpoint, NodeContext, ProxyState, ServicePortName
+from kmesh.proxy.model import MASQ_MARK, Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
 from kmesh.proxy.schedulers import SCHEDULERS
 
-__all__ = ["IpvsProxy", "IPVSConfig", "desired_state", "iptables_text", "render_table"]
+__all__ = ["IPVSConfig", "IpvsProxy", "desired_state", "iptables_text", "render_table"]
 
 log = logging.getLogger("kmesh.proxy.ipvs")
 DEVICE = "kube-ipvs0"
@@ -79,50 +80,53 @@ def desired_state(state: ProxyState, ctx: NodeContext, scheduler: str = "rr") ->
     sets = IPSets()
     addrs: set[str] = set()
     for sp in state.services.values():
-        proto = sp.protocol
-        persistent = int(sp.affinity_timeout) if sp.session_affinity else 0
-        internal = tuple((e.ip, e.port) for e in sp.internal_endpoints(ctx.node))
-        external = tuple((e.ip, e.port) for e in sp.external_endpoints(ctx.node))
-        comment = str(sp.name)
-
-        def vs(ip: str, port: int, dests: tuple[tuple[str, int], ...]) -> None:
-            vss.append(DesiredVS(proto, ip, port, dests, scheduler, persistent, comment))
-
-        v4 = lambda ip: ":" not in ip  # noqa: E731 - the sets are family inet
-        vs(sp.cluster_ip, sp.port, internal)
-        addrs.add(sp.cluster_ip)
-        if v4(sp.cluster_ip):
-            sets.add(ipsetmod.CLUSTER_IP, ip_port(sp.cluster_ip, proto, sp.port))
-        for ip in sp.external_ips:
-            vs(ip, sp.port, external)
-            addrs.add(ip)
-            if v4(ip):
-                sets.add(ipsetmod.EXTERNAL_IP, ip_port(ip, proto, sp.port))
-                if sp.external_local:
-                    sets.add(ipsetmod.EXTERNAL_IP_LOCAL, ip_port(ip, proto, sp.port))
-        for ip in sp.load_balancer_ips:
-            vs(ip, sp.port, external)
-            addrs.add(ip)
-            if v4(ip):
-                sets.add(ipsetmod.LOAD_BALANCER, ip_port(ip, proto, sp.port))
-                if sp.external_local:
-                    sets.add(ipsetmod.LOAD_BALANCER_LOCAL, ip_port(ip, proto, sp.port))
-        if sp.node_port:
-            for nip in ctx.node_ips:
-                vs(nip, sp.node_port, external)
-            if proto in ("TCP", "UDP"):
-                np = ipsetmod.NODE_PORT_TCP if proto == "TCP" else ipsetmod.NODE_PORT_UDP
-                sets.add(np, str(sp.node_port))
-                if sp.external_local:
-                    local = ipsetmod.NODE_PORT_LOCAL_TCP if proto == "TCP" else ipsetmod.NODE_PORT_LOCAL_UDP
-                    sets.add(local, str(sp.node_port))
-        for e in sp.endpoints:
-            if e.node == ctx.node and v4(e.ip):
-                sets.add(ipsetmod.LOOP_BACK, ip_port_ip(e.ip, proto, e.port, e.ip))
+        _service_port(sp, ctx, scheduler, vss, sets, addrs)
     for a in addrs:
-        if ":" not in a:
+        if _v4(a):
             sets.add(ipsetmod.IPVS_IPS, a)
     return vss, sets, addrs
+
+
+def _v4(ip: str) -> bool:
+    return ":" not in ip  # the ipsets are family inet
+
+
+def _service_port(sp: ServicePort, ctx: NodeContext, scheduler: str, vss: list[DesiredVS], sets: IPSets, addrs: set[str]) -> None:
+    """One service port's virtual servers, set members and addresses."""
+    proto = sp.protocol
+    make = functools.partial(DesiredVS, protocol=proto, scheduler=scheduler, comment=str(sp.name),
+                             persistent=int(sp.affinity_timeout) if sp.session_affinity else 0)
+    internal = tuple((e.ip, e.port) for e in sp.internal_endpoints(ctx.node))
+    external = tuple((e.ip, e.port) for e in sp.external_endpoints(ctx.node))
+    vss.append(make(ip=sp.cluster_ip, port=sp.port, dests=internal))
+    addrs.add(sp.cluster_ip)
+    if _v4(sp.cluster_ip):
+        sets.add(ipsetmod.CLUSTER_IP, ip_port(sp.cluster_ip, proto, sp.port))
+    for ip in sp.external_ips:
+        vss.append(make(ip=ip, port=sp.port, dests=external))
+        addrs.add(ip)
+        if _v4(ip):
+            sets.add(ipsetmod.EXTERNAL_IP, ip_port(ip, proto, sp.port))
+            if sp.external_local:
+                sets.add(ipsetmod.EXTERNAL_IP_LOCAL, ip_port(ip, proto, sp.port))
+    for ip in sp.load_balancer_ips:
+        vss.append(make(ip=ip, port=sp.port, dests=external))
+        addrs.add(ip)
+        if _v4(ip):
+            sets.add(ipsetmod.LOAD_BALANCER, ip_port(ip, proto, sp.port))
+            if sp.external_local:
+                sets.add(ipsetmod.LOAD_BALANCER_LOCAL, ip_port(ip, proto, sp.port))
+    if sp.node_port:
+        for nip in ctx.node_ips:
+            vss.append(make(ip=nip, port=sp.node_port, dests=external))
+        if proto in ("TCP", "UDP"):
+            tcp = proto == "TCP"
+            sets.add(ipsetmod.NODE_PORT_TCP if tcp else ipsetmod.NODE_PORT_UDP, str(sp.node_port))
+            if sp.external_local:
+                sets.add(ipsetmod.NODE_PORT_LOCAL_TCP if tcp else ipsetmod.NODE_PORT_LOCAL_UDP, str(sp.node_port))
+    for e in sp.endpoints:
+        if e.node == ctx.node and _v4(e.ip):
+            sets.add(ipsetmod.LOOP_BACK, ip_port_ip(e.ip, proto, e.port, e.ip))
 
 
 def iptables_text(sets: IPSets, cluster_cidr: str, masquerade_all: bool = False) -> str:
@@ -304,7 +308,7 @@ class IpvsProxy:
         if self.kernel is not None:
             try:
                 await self.kernel.read_counters(self.table)
-            except Exception as exc:  # pragma: no cover - needs a kernel with ip_vs
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - needs a kernel with ip_vs
                 log.warning("ipvs: reading kernel counters: %s", exc)
         return render_table(self.table)
 
@@ -438,5 +442,5 @@ class IpvsProxy:
                             await self.kernel.read_counters(self.table)
                         if self.table.sweep():
                             await self._apply_data_path()
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - keep sweeping; the next sync retries
                         log.warning("ipvs: sweeping drained real servers: %s", exc)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import trio
 
@@ -93,7 +94,7 @@ def kernel_has_ipvs(netns: str | None) -> bool:
             from pyroute2 import IPVS
 
             sock = IPVS()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means: no usable ip_vs
             return False
         sock.close()
         return True

@@ -20,8 +20,8 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from kmesh.proxy.schedulers import Scheduler, make_scheduler
 

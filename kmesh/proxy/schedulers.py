@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 GOLDEN_RATIO_32 = 0x61C88647
 HASH_TAB_BITS = 8  # CONFIG_IP_VS_SH_TAB_BITS / CONFIG_IP_VS_DH_TAB_BITS default

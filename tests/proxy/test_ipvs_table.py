@@ -213,7 +213,7 @@ class FakeIPVS:
         self.services: dict[tuple[str, str, int], dict] = {}
         self.calls: list[tuple] = []
 
-    def __call__(self) -> "FakeIPVS":
+    def __call__(self) -> FakeIPVS:
         return self
 
     def close(self) -> None:
