@@ -267,7 +267,7 @@ async def resolve_source(
     if info.runtime != "netns":
         return Source()
     pods, _ = await client.list_all("Pod")
-    backends = {(b.ip) for b in (target.endpoints if target else ())}
+    backends = {b.ip for b in (target.endpoints if target else ())}
     candidates = [p for p in pods if _running(p) and not (p.get("spec") or {}).get("hostNetwork")
                   and exists(_pod_netns(info, p))]
     outside = [p for p in candidates if p["status"]["podIP"] not in backends]
@@ -650,6 +650,31 @@ class LbResult:
     def passed(self) -> bool:
         """True when the split matched the expectation."""
         return self.verdict.passed
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data, for scripts comparing runs (proxy modes, endpoint churn)."""
+        t, v, lat, probe = self.tally, self.verdict, self.latency, self.plan.probe
+        by_name = {b.name: b for b in self.plan.target.endpoints}
+
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) or math.isinf(x) else x
+
+        return {
+            "service": str(self.plan.target), "target": f"{probe.host}:{probe.port}", "protocol": probe.protocol,
+            "source": self.plan.source.description, "requests": self.plan.requests,
+            "concurrency": self.plan.concurrency, "duration": self.duration,
+            "endpoints": [
+                {"name": k, "address": by_name[k].addr if k in by_name else None,
+                 "node": by_name[k].node if k in by_name else None, "count": c, "expected": v.expected.get(k)}
+                for k, c in t.cells().items()
+            ],
+            "errors": dict(t.errors),
+            "latency": {"p50": num(lat.p50), "p90": num(lat.p90), "p99": num(lat.p99), "max": num(lat.max)},
+            "expect": str(v.expect), "alpha": v.alpha, "passed": v.passed, "reason": v.reason,
+            "chi_square": None if v.test is None else {"statistic": num(v.test.statistic), "df": v.test.df,
+                                                       "p_value": v.test.p_value},
+            "sticky_to": v.sticky_to,
+        }
 
 
 async def _check_can_enter(source: Source) -> None:

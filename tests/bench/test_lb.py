@@ -4,6 +4,7 @@ Service/source resolution against a real API server, pod namespaces, and ``kmesh
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -346,6 +347,10 @@ async def test_engine_through_the_api(api: Any, nursery: trio.Nursery, tmp_path:
     assert uniform.source.bind_ip is None  # sim default: this process
     res = await execute(uniform)
     assert not res.passed and res.tally.counts == {"web-a": 0, "web-b": 0, "web-c": 60}
+    doc = json.loads(json.dumps(res.as_dict()))
+    assert doc["passed"] is False and doc["protocol"] == proto and doc["chi_square"]["df"] == 2
+    assert [(e["name"], e["count"], e["expected"]) for e in doc["endpoints"]] == [
+        ("web-a", 0, pytest.approx(1 / 3)), ("web-b", 0, pytest.approx(1 / 3)), ("web-c", 60, pytest.approx(1 / 3))]
 
     # the report renders both outcomes; the plot is a PNG
     from rich.console import Console
