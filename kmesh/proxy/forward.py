@@ -199,15 +199,18 @@ async def relay(
     *,
     stats: EndpointStats | None = None,
     splice: bool = True,
-) -> None:
+) -> bool:
     """Move bytes both ways until both directions reached EOF or one side failed (then stop both).
 
-    ``stats`` (if given) must already count this connection as active; it
-    moves to inactive at the first EOF and is dropped at the end. The caller
-    closes the sockets.
+    True when both directions ended with EOF; False after an error (a reset,
+    a broken pipe) — the caller should then close with a reset so the failure
+    reaches the other peer too. ``stats`` (if given) must already count this
+    connection as active; it moves to inactive at the first EOF and is
+    dropped at the end. The caller closes the sockets.
     """
     st = stats or EndpointStats()
     half = False
+    ended = 0
 
     def cin(n: int) -> None:
         st.bytes_in += n
@@ -216,12 +219,13 @@ async def relay(
         st.bytes_out += n
 
     async def one_way(src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None], scope: trio.CancelScope) -> None:
-        nonlocal half
+        nonlocal half, ended
         try:
             await pump(src, dst, count, splice=splice)
         except (OSError, trio.ClosedResourceError):
             scope.cancel()
             return
+        ended += 1
         if not half:
             half = True
             st.active -= 1
@@ -236,6 +240,7 @@ async def relay(
             st.inactive -= 1
         else:
             st.active -= 1
+    return ended == 2
 
 
 async def connect(
@@ -371,13 +376,18 @@ class TcpRelay:
         st = self.stats.of(ep)
         st.conns += 1
         st.active += 1
+        clean = False
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await relay(client, upstream, stats=st, splice=self.splice)
+            clean = await relay(client, upstream, stats=st, splice=self.splice)
         finally:
-            client.close()
-            upstream.close()
+            if clean:
+                client.close()
+                upstream.close()
+            else:  # pass a reset on (and drop on abort) rather than a polite EOF
+                _reset(client)
+                _reset(upstream)
             self.picker.release(ep)
 
     def close(self) -> None:
