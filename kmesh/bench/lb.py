@@ -118,7 +118,7 @@ class ServiceTarget:
 def _pick_port(svc: Obj, port: str | None, udp: bool) -> Obj:
     ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
     want = "UDP" if udp else "TCP"
-    ports = (svc.get("spec") or {}).get("ports") or []
+    ports: list[Obj] = (svc.get("spec") or {}).get("ports") or []
     listed = ", ".join(f"{p.get('name') or '-'}={p.get('port')}/{p.get('protocol') or 'TCP'}" for p in ports) or "none"
     if port is not None:
         match = [p for p in ports if str(p.get("port")) == port or (p.get("name") or "") == port]

@@ -535,7 +535,7 @@ async def _apply_and_wait(kubeconfig: Path, objects: list[dict[str, Any]], servi
             with trio.fail_after(60):
                 await slices.wait_for(enough)
             n.cancel_scope.cancel()
-        pods, _ = await c.list_all("Pod", "default", label_selector="app=web")
+        pods: Any = (await c.list_all("Pod", "default", label_selector="app=web"))[0]
     return sorted(p["metadata"]["name"] for p in pods)
 
 
