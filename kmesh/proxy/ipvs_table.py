@@ -17,6 +17,7 @@ established ones go on) and is deleted once it has no connections left.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import time
@@ -283,12 +284,38 @@ class IPVSTable:
     # -- reading ----------------------------------------------------------------------------------------
 
     def sorted_services(self) -> list[VirtualServer]:
-        """Virtual servers in ipvsadm's order: address family, protocol number, address, port."""
-        def order(vs: VirtualServer) -> tuple[int, int, int, int]:
-            a = ipaddress.ip_address(vs.ip)
-            return (a.version, PROTO_NUMBERS.get(vs.protocol, 255), int(a), vs.port)
+        """Virtual servers in ipvsadm's order (``ipvs_cmp_services``: family, protocol, address, port)."""
+        return sorted(self.services.values(), key=functools.cmp_to_key(_cmp_services))
 
-        return sorted(self.services.values(), key=order)
+
+def _c_int(x: int) -> int:
+    """``x`` as C's ``int r = (uint32_t)a - (uint32_t)b`` holds it (wrapping past 2**31)."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def _cmp_addr(a: str, b: str) -> int:
+    """libipvs's address comparison: 32-bit word differences, so 192.168.x.x sorts before 10.x.x.x as in ipvsadm."""
+    x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    if x.version != y.version:
+        return x.version - y.version
+    words = 4 if x.version == 6 else 1
+    xi, yi = int(x), int(y)
+    for i in reversed(range(words)):
+        r = _c_int(((xi >> (32 * i)) & 0xFFFFFFFF) - ((yi >> (32 * i)) & 0xFFFFFFFF))
+        if r:
+            return r
+    return 0
+
+
+def _cmp_services(s1: VirtualServer, s2: VirtualServer) -> int:
+    v1, v2 = ipaddress.ip_address(s1.ip).version, ipaddress.ip_address(s2.ip).version
+    return ((v1 - v2) or (PROTO_NUMBERS.get(s1.protocol, 255) - PROTO_NUMBERS.get(s2.protocol, 255))
+            or _cmp_addr(s1.ip, s2.ip) or (s1.port - s2.port))
+
+
+def _cmp_dests(d1: RealServer, d2: RealServer) -> int:
+    return _cmp_addr(d1.ip, d2.ip) or (d1.port - d2.port)
 
 
 def service_line(vs: VirtualServer) -> str:
@@ -321,6 +348,6 @@ def render_table(table: IPVSTable) -> str:
     for vs in table.sorted_services():
         lines.append(service_line(vs))
         v6 = ":" in vs.ip
-        for rs in sorted(vs.dests, key=lambda r: (ipaddress.ip_address(r.ip), r.port)):
+        for rs in sorted(vs.dests, key=functools.cmp_to_key(_cmp_dests)):
             lines.append(dest_line(rs, v6))
     return "\n".join(lines) + "\n"

@@ -296,3 +296,19 @@ async def test_kernel_sync_diffs_services_and_destinations() -> None:
     assert fake.calls == [("dest", "del", DNS_TCP.key, ("10.244.0.2", 53), 1)]
     await kernel.flush()
     assert fake.services == {}
+
+
+def test_order_follows_libipvs_comparison_quirk() -> None:
+    # libipvs compares addresses as `int r = ntohl(a) - ntohl(b)`: a difference past 2**31 wraps negative,
+    # so on a real node `ipvsadm -Ln` lists 192.168.56.11:30080 before 10.96.0.1:443 — and so does kmesh
+    t, _ = table()
+    t.reconcile([DesiredVS("TCP", "10.96.0.1", 443, ()), DesiredVS("TCP", "192.168.56.11", 30080, ()),
+                 DesiredVS("TCP", "10.96.0.10", 53, (("192.168.56.10", 1), ("10.244.1.3", 53)))])
+    lines = [line for line in render_table(t).splitlines()[3:]]
+    assert lines == [
+        "TCP  192.168.56.11:30080 rr",
+        "TCP  10.96.0.1:443 rr",
+        "TCP  10.96.0.10:53 rr",
+        "  -> 192.168.56.10:1              Masq    1      0          0         ",
+        "  -> 10.244.1.3:53                Masq    1      0          0         ",
+    ]
