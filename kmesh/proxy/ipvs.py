@@ -282,6 +282,7 @@ class IpvsProxy:
             await self.kernel.set_sysctls()
         await self._ensure_device()
         await self._apply_rules()
+        self._background = trio.CancelScope()
         nursery.start_soon(self._sweeper)
 
     async def sync(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
@@ -319,6 +320,11 @@ class IpvsProxy:
             served.relay.abort()
         self.served.clear()
         self.table = IPVSTable(linger=self.config.linger)
+        self.sets = IPSets()
+        self.device_kind = ""
+        self.addresses.clear()
+        if self.ctx.netns is not None and not nsmod.exists(self.ctx.netns):
+            return  # the node namespace is gone, and everything in it
         if self.kernel is not None:
             try:
                 await self.kernel.flush()
@@ -327,8 +333,6 @@ class IpvsProxy:
         await self._remove_rules()
         await ipsetmod.destroy(self.ctx.netns)
         await nsmod.run(self.ctx.netns, ["ip", "link", "del", DEVICE], check=False)
-        self.device_kind = ""
-        self.addresses.clear()
 
     # -- kube-ipvs0 -------------------------------------------------------------------------------------
 

@@ -377,3 +377,55 @@ async def test_lc_follows_open_connections(lab: Lab, nursery: trio.Nursery) -> N
             s.close()
     finally:
         await p.cleanup()
+
+
+def test_ipset_restore_text() -> None:
+    from kmesh.proxy.ipsets import IPSets
+
+    _, sets, _ = desired_state(state_of(svc("web", "10.96.0.50", Endpoint("10.244.1.10", 8080, node="node-a"),
+                                            type="NodePort", node_port=30080)), CTX)
+    lines = sets.restore_text().splitlines()
+    i = lines.index("create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 -exist")
+    assert lines[i + 1:i + 3] == ["flush KUBE-CLUSTER-IP", "add KUBE-CLUSTER-IP 10.96.0.50,tcp:80 -exist"]
+    assert "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535 -exist" in lines
+    assert "add KUBE-NODE-PORT-TCP 30080 -exist" in lines
+    assert "flush KUBE-NODE-PORT-UDP" in lines  # every set is rewritten, empty ones too
+    assert IPSets().restore_text().count("create ") == 12
+
+
+async def test_cleanup_when_the_namespace_is_gone() -> None:
+    p = IpvsProxy(replace(CTX, netns=f"kmv-gone-{uuid.uuid4().hex[:6]}"))
+    await p.cleanup()
+    assert p.table.services == {} and p.addresses == set()
+
+
+@pytest.mark.netns
+async def test_external_and_load_balancer_ips(lab: Lab, proxy: IpvsProxy, nursery: trio.Nursery) -> None:
+    await name_servers(nursery, lab)
+    web = svc("web", "10.96.0.50", *lab.endpoints(1), type="LoadBalancer", node_port=30081,
+              external_ips=("192.0.2.7",), load_balancer_ips=("198.51.100.9",))
+    await proxy.sync(state_of(web), frozenset({web.name}), True)
+    addrs = await sh(lab.node, "ip", "-o", "addr", "show", "dev", "kube-ipvs0")
+    assert "inet 192.0.2.7/32" in addrs and "inet 198.51.100.9/32" in addrs
+    for ip, port in (("10.96.0.50", 80), ("192.0.2.7", 80), ("198.51.100.9", 80), (NODE_IP, 30081)):
+        assert await ask(lab, ip, port) == "pod1", (ip, port)
+    nat = await sh(lab.node, "iptables-save", "-t", "nat")
+    assert "--match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ" in nat
+    assert "--match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER" in nat
+    sets = await sh(lab.node, "ipset", "save")
+    assert "add KUBE-EXTERNAL-IP 192.0.2.7,tcp:80" in sets and "add KUBE-LOAD-BALANCER 198.51.100.9,tcp:80" in sets
+
+
+@pytest.mark.netns
+async def test_a_busy_port_fails_the_sync_until_it_is_free(lab: Lab, proxy: IpvsProxy, nursery: trio.Nursery) -> None:
+    await name_servers(nursery, lab)
+    squatter = await netns.open_socket(lab.node, socket.AF_INET, socket.SOCK_STREAM)
+    await squatter.bind((NODE_IP, 30082))
+    squatter.listen(1)
+    web = svc("web", "10.96.0.50", *lab.endpoints(2), type="NodePort", node_port=30082)
+    with pytest.raises(OSError, match="30082"):
+        await proxy.sync(state_of(web), frozenset({web.name}), True)
+    assert await ask(lab, "10.96.0.50") == "pod2"  # what could be served is
+    squatter.close()
+    await proxy.sync(state_of(web), frozenset({web.name}), True)  # the retry (a full sync) completes
+    assert await ask(lab, NODE_IP, 30082) == "pod2"
