@@ -429,3 +429,73 @@ async def test_a_busy_port_fails_the_sync_until_it_is_free(lab: Lab, proxy: Ipvs
     squatter.close()
     await proxy.sync(state_of(web), frozenset({web.name}), True)  # the retry (a full sync) completes
     assert await ask(lab, NODE_IP, 30082) == "pod2"
+
+
+SVC_YAML = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.60
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 9376}
+"""
+
+SLICE_YAML = """
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: http, port: 9376, protocol: TCP}
+endpoints:
+%s
+"""
+
+
+def slice_yaml(lab: Lab, *idx: int) -> str:
+    eps = "\n".join(f"- {{addresses: [{lab.pod_ip(i)}], conditions: {{ready: true}}, nodeName: node-a}}" for i in idx)
+    return SLICE_YAML % eps
+
+
+@pytest.mark.netns
+async def test_through_the_api_with_kubectl(lab: Lab, cluster: object, nursery: trio.Nursery) -> None:
+    """kubectl → API → tracker → sync loop → IPVS mode → a pod reaching the Service; /ipvs shows the table."""
+    import functools
+
+    import httpx
+
+    from kmesh.proxy.runner import SyncConfig, run_proxy
+
+    await name_servers(nursery, lab, port=9376)
+    mode = IpvsProxy(replace(CTX, netns=lab.node), config=IPVSConfig(data_path="userspace", sweep_interval=0.05, linger=0.2))
+    try:
+        async with trio.open_nursery() as inner:
+            runner = await inner.start(functools.partial(
+                run_proxy, cluster.client, mode, SyncConfig(min_sync_period=0.0), metrics_port=0))  # type: ignore[attr-defined]
+            await cluster.kubectl("apply", "-f", "-", stdin=SVC_YAML)  # type: ignore[attr-defined]
+            await cluster.kubectl("apply", "-f", "-", stdin=slice_yaml(lab, 0, 1, 2))  # type: ignore[attr-defined]
+            with trio.fail_after(10):  # the sync that brings the slice has finished
+                while runner.metrics.syncs < 1 or "10.96.0.60" not in mode.served_addresses():
+                    await trio.sleep(0.05)
+            assert "10.244.1.12:9376" in await mode.table_text()
+            got = Counter([await ask(lab, "10.96.0.60") for _ in range(30)])
+            assert got == {"pod0": 10, "pod1": 10, "pod2": 10}
+            async with httpx.AsyncClient() as http:
+                resp = await http.get(f"http://127.0.0.1:{runner.metrics_port}/ipvs")
+            assert resp.status_code == 200
+            assert "TCP  10.96.0.60:80 rr\n  -> 10.244.1.10:9376" in resp.text
+            # an endpoint leaves the slice: it drains and goes, the others keep serving
+            await cluster.kubectl("apply", "-f", "-", stdin=slice_yaml(lab, 0, 2))  # type: ignore[attr-defined]
+            with trio.fail_after(10):
+                while "10.244.1.11:9376" in await mode.table_text():
+                    await trio.sleep(0.05)
+            assert {await ask(lab, "10.96.0.60") for _ in range(6)} == {"pod0", "pod2"}
+            inner.cancel_scope.cancel()
+    finally:
+        await mode.cleanup()
+    assert "KUBE-" not in await sh(lab.node, "iptables-save")
