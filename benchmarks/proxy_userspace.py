@@ -1,6 +1,7 @@
 """Throughput through kmesh's userspace proxy vs a direct connection vs haproxy, with iperf3.
 
-    sudo .venv/bin/python benchmarks/proxy_userspace.py [--seconds 5] [--streams 1] [--runtime netns|loopback]
+    sudo .venv/bin/python benchmarks/proxy_userspace.py [--seconds 5] [--streams 1] [--repeat 1]
+                                                        [--runtime netns|loopback] [--no-splice]
 
 netns (default as root): a node namespace with a bridge, an endpoint pod
 running ``iperf3 -s`` and a client pod, all named ``kmu-bench-<hex>-*``.
@@ -20,6 +21,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,8 +131,8 @@ async def main(args: argparse.Namespace) -> None:
     lab = Lab(args.runtime)
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="kmu-bench-"))
-    results: dict[str, float] = {}
-    cpu_per_gb: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    cpu_samples: dict[str, list[float]] = {}
     try:
         lab.build()
         bind_ip = "0.0.0.0" if lab.runtime == "netns" else lab.pod_ip
@@ -156,16 +158,17 @@ async def main(args: argparse.Namespace) -> None:
                 runs = [("direct", lab.pod_ip, IPERF_PORT), ("kmesh userspace", lab.cluster_ip, IPERF_PORT),
                         ("haproxy", lab.node_ip, HAPROXY_PORT)]
                 with Progress(console=console, transient=True) as progress:
-                    task = progress.add_task("iperf3", total=len(runs))
-                    for label, host, port in runs:
-                        progress.update(task, description=f"iperf3 {args.seconds}s {label}")
-                        cpu = {"kmesh userspace": self_cpu, "haproxy": lambda: proc_cpu(haproxy.pid)}.get(label)
-                        before = cpu() if cpu else 0.0
-                        results[label] = await iperf(lab, host, port, args.seconds, args.streams)
-                        if cpu:
-                            gbytes = results[label] * args.seconds / 8
-                            cpu_per_gb[label] = (cpu() - before) / gbytes
-                        progress.advance(task)
+                    task = progress.add_task("iperf3", total=len(runs) * args.repeat)
+                    for rnd in range(args.repeat):  # interleaved rounds: load changes hit every path alike
+                        for label, host, port in runs:
+                            progress.update(task, description=f"round {rnd + 1}/{args.repeat}: iperf3 {args.seconds}s {label}")
+                            cpu = {"kmesh userspace": self_cpu, "haproxy": lambda: proc_cpu(haproxy.pid)}.get(label)
+                            before = cpu() if cpu else 0.0
+                            gbps = await iperf(lab, host, port, args.seconds, args.streams)
+                            samples.setdefault(label, []).append(gbps)
+                            if cpu:
+                                cpu_samples.setdefault(label, []).append((cpu() - before) / (gbps * args.seconds / 8))
+                            progress.advance(task)
             finally:
                 await proxy.cleanup()
                 nursery.cancel_scope.cancel()
@@ -180,8 +183,11 @@ async def main(args: argparse.Namespace) -> None:
         lab.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    results = {label: statistics.median(v) for label, v in samples.items()}
+    cpu_per_gb = {label: statistics.median(v) for label, v in cpu_samples.items()}
     direct = results["direct"]
-    table = Table(title=f"iperf3 -t {args.seconds} -P {args.streams} ({args.runtime})")
+    title = f"iperf3 -t {args.seconds} -P {args.streams} ({args.runtime}" + (f", median of {args.repeat})" if args.repeat > 1 else ")")
+    table = Table(title=title)
     for col in ("path", "Gbit/s", "× direct", "proxy CPU s/GB"):
         table.add_column(col, justify="right" if col != "path" else "left")
     for label, gbps in results.items():
@@ -194,12 +200,27 @@ async def main(args: argparse.Namespace) -> None:
     console.print(f"userspace/direct = {ratio:.2f} (goal ≥ 0.90: {goal}); userspace/haproxy = {vs_haproxy:.2f}")
 
 
+async def guarded(args: argparse.Namespace) -> None:
+    """``main``, with SIGTERM cleaning up like Ctrl-C."""
+
+    async def on_sigterm() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                raise KeyboardInterrupt
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_sigterm)
+        await main(args)
+        nursery.cancel_scope.cancel()
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--streams", type=int, default=1, help="parallel iperf3 streams (-P)")
     default_rt = "netns" if os.geteuid() == 0 else "loopback"
     ap.add_argument("--runtime", choices=("netns", "loopback"), default=default_rt)
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the table shows medians")
     ap.add_argument("--no-splice", action="store_true", help="move bytes with recv/send instead of splice")
     return ap.parse_args(argv)
 
@@ -209,7 +230,11 @@ if __name__ == "__main__":
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt install {tool})")
     try:
-        trio.run(main, parse())
-    except KeyboardInterrupt:
+        trio.run(guarded, parse())
+    except BaseException as e:  # Ctrl-C may arrive wrapped in a (nursery) exception group
+        interrupted = isinstance(e, KeyboardInterrupt) or (
+            isinstance(e, BaseExceptionGroup) and e.subgroup(KeyboardInterrupt) is not None)
+        if not interrupted:
+            raise
         console.print("interrupted; namespaces and processes cleaned up")
         sys.exit(130)
