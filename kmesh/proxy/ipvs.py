@@ -408,7 +408,7 @@ class IpvsProxy:
             return
         want = {k for k, vs in self.table.services.items() if vs.dests and k[0] in ("TCP", "UDP")}
         for key in [k for k in self.served if k not in want]:
-            self.served.pop(key).relay.close()  # established connections finish, new ones are refused
+            _stop(self.served.pop(key).relay)  # established connections finish, new ones are refused
         failed = []
         for key in sorted(want - set(self.served)):
             try:
@@ -432,7 +432,7 @@ class IpvsProxy:
             relay = TcpRelay(await tcp_listener(ip, port, open_socket), picker, open_socket=open_socket)
         else:
             relay = UdpRelay(await udp_socket(ip, port, open_socket), picker, open_socket=open_socket)
-        await self._nursery.start(relay.serve)
+        await self._nursery.start(_serve_relay, relay, key)
         return Served(relay, picker)
 
     async def _sweeper(self) -> None:
@@ -448,3 +448,17 @@ class IpvsProxy:
                             await self._apply_data_path()
                     except Exception as exc:  # noqa: BLE001 - keep sweeping; the next sync retries
                         log.warning("ipvs: sweeping drained real servers: %s", exc)
+
+
+def _stop(relay: TcpRelay | UdpRelay) -> None:
+    """Stop accepting and free the address at once (a virtual server may be served again right away)."""
+    relay.close()  # cancels the waiting accept/recv first, so closing the socket under it is safe
+    (relay.listener if isinstance(relay, TcpRelay) else relay.sock).close()
+
+
+async def _serve_relay(relay: TcpRelay | UdpRelay, key: VSKey, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a relay; a socket closed under it ends only that relay, never the proxy."""
+    try:
+        await relay.serve(task_status=task_status)
+    except (trio.ClosedResourceError, OSError) as exc:
+        log.warning("ipvs: serving %s %s:%d stopped: %s", key[0], key[1], key[2], exc)

@@ -499,3 +499,16 @@ async def test_through_the_api_with_kubectl(lab: Lab, cluster: object, nursery: 
     finally:
         await mode.cleanup()
     assert "KUBE-" not in await sh(lab.node, "iptables-save")
+
+
+@pytest.mark.netns
+async def test_endpoints_gone_and_back_at_once(lab: Lab, proxy: IpvsProxy, nursery: trio.Nursery) -> None:
+    await name_servers(nursery, lab)
+    web = svc("web", "10.96.0.50", *lab.endpoints(0), type="NodePort", node_port=30083)
+    udp = svc("dns", "10.96.0.50", *lab.endpoints(0, port=5353), port=53, protocol="UDP")
+    await proxy.sync(state_of(web, udp), frozenset({web.name, udp.name}), True)
+    for _ in range(3):  # the listeners go and come back without waiting: the ports are free again at once
+        await proxy.sync(state_of(replace(web, endpoints=()), replace(udp, endpoints=())), frozenset({web.name, udp.name}), False)
+        await proxy.sync(state_of(web, udp), frozenset({web.name, udp.name}), False)
+    assert await ask(lab, "10.96.0.50") == "pod0"
+    assert await ask(lab, NODE_IP, 30083) == "pod0"
