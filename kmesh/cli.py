@@ -436,10 +436,13 @@ def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_gra
 @click.option("--etcd", "etcd_url", default="", help="netns with --subnet-manager etcd: the etcd URL.")
 @click.option("--iface", default="eth0", show_default=True, help="netns: the underlay interface.")
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="netns: the pod network.")
+@click.option("--proxy-mode", type=click.Choice((*PROXY_MODES, "none")), default="iptables", show_default=True,
+              help="netns: the kube-proxy mode the agent runs (none: run `kmesh proxy` yourself).")
+@click.option("--ipvs-scheduler", default="rr", show_default=True, help="netns, ipvs mode: the scheduler.")
 @_data_dir_option
 def agent(
     kubeconfig: Path, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
-    etcd_url: str, iface: str, cluster_cidr: str, data_dir: Path | None,
+    etcd_url: str, iface: str, cluster_cidr: str, proxy_mode: str, ipvs_scheduler: str, data_dir: Path | None,
 ) -> None:
     """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
@@ -457,6 +460,7 @@ def agent(
         ncfg = NetnsNodeConfig(
             lab=lab, node_name=node_name, node_ip=node_ip, node_dir=node_dir, backend=backend,
             subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface, network=cluster_cidr,
+            proxy_mode=proxy_mode, ipvs_scheduler=ipvs_scheduler,
         )
 
         async def start(client: Any, nursery: Any) -> None:
@@ -481,6 +485,99 @@ def dns(args: tuple[str, ...]) -> None:
     from kmesh.dns.__main__ import main as dns_main
 
     raise SystemExit(dns_main(list(args)))
+
+
+@main.group()
+def proxy() -> None:
+    """kube-proxy: run it, or show what it installed on a node."""
+
+
+@proxy.command("run")
+@_kubeconfig_option
+@click.option("--mode", type=click.Choice(PROXY_MODES), default="iptables", show_default=True)
+@click.option("--node", "node_name", required=True, help="The node this proxy serves.")
+@click.option("--node-ip", "node_ips", multiple=True, required=True, help="The node's IP (repeat for several).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="netns", show_default=True,
+              help="netns: program this network namespace; sim: bind loopback Service IPs (userspace only).")
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network.")
+@click.option("--ipvs-scheduler", default="rr", show_default=True)
+@click.option("--min-sync-period", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--sync-period", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option("--metrics-port", type=int, default=10249, show_default=True,
+              help="/metrics, /healthz, /rules on 127.0.0.1 (0: a free port; -1: off).")
+def proxy_run(
+    kubeconfig: Path, mode: str, node_name: str, node_ips: tuple[str, ...], runtime: str, cluster_cidr: str,
+    ipvs_scheduler: str, min_sync_period: float, sync_period: float, metrics_port: int,
+) -> None:
+    """Run kube-proxy in the foreground in this network namespace."""
+    from kmesh.proxy.model import NodeContext
+    from kmesh.proxy.modes import make_mode
+    from kmesh.proxy.runner import SyncConfig, run_proxy
+
+    ctx = NodeContext(node=node_name, node_ips=node_ips, cluster_cidr=cluster_cidr)
+    try:
+        m = make_mode(mode, ctx, runtime=runtime, scheduler=ipvs_scheduler)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mode") from None
+    cfg = SyncConfig(min_sync_period=min_sync_period, sync_period=sync_period)
+
+    async def start(client: Any, nursery: Any) -> None:
+        runner = await nursery.start(
+            lambda task_status: run_proxy(client, m, cfg, metrics_port=None if metrics_port < 0 else metrics_port,
+                                          task_status=task_status))
+        if runner.metrics_port:
+            console.print(f"metrics on 127.0.0.1:{runner.metrics_port}", highlight=False)
+
+    _foreground(start, kubeconfig, f"{mode} proxy running on {node_name}")
+
+
+def _proxy_get(data_dir: Path | None, node: str | None, path: str) -> str:
+    """GET ``path`` from the proxy of ``node`` in the lab (sim: the lab's one proxy)."""
+    import trio
+
+    from kmesh.proxy.http import fetch
+
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    if info is None or dd.supervisor_pid() is None:
+        raise click.ClickException(f"no lab is running in {dd.root}")
+    if info.runtime == "sim":
+        try:
+            port = int((dd.root / "run" / "proxy.port").read_text())
+        except (OSError, ValueError):
+            raise click.ClickException("the lab runs no proxy") from None
+        where, ns = "the sim lab's proxy", None
+    else:
+        names = {n.name: n for n in info.nodes}
+        node = node or (info.nodes[0].name if info.nodes else "")
+        if node not in names:
+            raise click.BadParameter(f"no node {node!r} in the lab (nodes: {', '.join(names)})", param_hint="--node")
+        from kmesh.proxy.http import METRICS_PORT
+
+        port, ns, where = METRICS_PORT, names[node].netns, f"node {node}"
+    try:
+        status, body = trio.run(lambda: fetch(path, netns_name=ns, port=port))
+    except OSError as exc:
+        raise click.ClickException(f"the proxy of {where} does not answer: {exc}") from None
+    if status != 200:
+        raise click.ClickException(body.strip())
+    return body
+
+
+@proxy.command("rules")
+@_data_dir_option
+@click.option("--node", default=None, help="Which node (default: the first).")
+def proxy_rules(data_dir: Path | None, node: str | None) -> None:
+    """What the proxy installed on a node, in the native tool's text (iptables-save, ipvsadm -Ln, listeners)."""
+    click.echo(_proxy_get(data_dir, node, "/rules"), nl=False)
+
+
+@proxy.command("ipvs")
+@_data_dir_option
+@click.option("--node", default=None, help="Which node (default: the first).")
+def proxy_ipvs(data_dir: Path | None, node: str | None) -> None:
+    """The IPVS table of a node, as `ipvsadm -Ln` prints it (ipvs mode)."""
+    click.echo(_proxy_get(data_dir, node, "/ipvs"), nl=False)
 
 
 @main.command(hidden=True)

@@ -92,6 +92,20 @@ def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
 Progress = Callable[[str], None]
 
 
+async def start_sim_proxy(nursery: trio.Nursery, client: Client, dd: DataDir, node_ips: list[str], cluster_cidr: str) -> None:
+    """The sim lab's one userspace proxy (Service IPs are loopback addresses, bound once per machine);
+    its /rules endpoint port goes to D/run/proxy.port."""
+    from kmesh.proxy.model import NodeContext
+    from kmesh.proxy.modes import make_mode
+    from kmesh.proxy.runner import run_proxy
+
+    ctx = NodeContext(node="", node_ips=tuple(node_ips), cluster_cidr=cluster_cidr)
+    runner = await nursery.start(functools.partial(run_proxy, client, make_mode("userspace", ctx, runtime="sim"),
+                                                   metrics_port=0))
+    (dd.root / "run").mkdir(parents=True, exist_ok=True)
+    (dd.root / "run" / "proxy.port").write_text(f"{runner.metrics_port}\n")
+
+
 def _no_progress(msg: str) -> None:
     pass
 
@@ -146,6 +160,8 @@ async def run_lab(
             if lab is None:
                 nodes = await start_sim_nodes(nursery, client, opts, dd)
                 open_socket = None
+                progress("userspace proxy")
+                await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr)
             else:
                 from kmesh.lab.netnslab import start_nodes
 

@@ -19,8 +19,8 @@ Files live in the node's dir ``D/nodes/<node>/``: ``run/subnet.env``,
 
 from __future__ import annotations
 
+import functools
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,8 @@ class NetnsNodeConfig:
     network: str = CLUSTER_CIDR
     dns_ip: str = CLUSTER_DNS_IP
     ip_masq: bool = True
+    proxy_mode: str = "iptables"  # userspace | iptables | ipvs | none
+    ipvs_scheduler: str = "rr"
 
     @property
     def subnet_env(self) -> Path:
@@ -106,4 +108,14 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
             await apply_masq(None, str(overlay.network.Network), str(overlay.lease.subnet))
         network_ready.set()
         log.info("%s: pod network ready: subnet %s, %s backend", cfg.node_name, overlay.lease.subnet, cfg.backend)
+        if cfg.proxy_mode != "none":
+            from kmesh.proxy.http import METRICS_PORT
+            from kmesh.proxy.model import NodeContext
+            from kmesh.proxy.modes import make_mode
+            from kmesh.proxy.runner import run_proxy
+
+            ctx = NodeContext(node=cfg.node_name, node_ips=(cfg.node_ip,), cluster_cidr=str(overlay.network.Network))
+            mode = make_mode(cfg.proxy_mode, ctx, runtime="netns", scheduler=cfg.ipvs_scheduler)
+            await n.start(functools.partial(run_proxy, client, mode, metrics_port=METRICS_PORT))
+            log.info("%s: %s proxy running", cfg.node_name, cfg.proxy_mode)
         task_status.started()

@@ -1,0 +1,251 @@
+"""Services in a 3-node netns lab, for each proxy mode, driven as a user would.
+
+kubectl creates the workloads and Services; `kmesh exec` runs curl/dig in
+pods; `kmesh bench lb` measures the split; `ip netns exec` reaches NodePorts
+from the control-plane namespace on the underlay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kmesh.lab import netns
+from kmesh.lab.datadir import DataDir
+from kmesh.lab.netns_check import netns_usable
+from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
+from tests.conftest import require, require_binary
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+KMESH = [sys.executable, "-m", "kmesh.cli"]
+MODES = ["iptables", "ipvs", "userspace"]
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
+
+WORKLOADS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: tcp
+        image: %(img)s
+        args: [serve-hostname]
+        ports: [{containerPort: 9376}]
+        readinessProbe: {tcpSocket: {port: 9376}, periodSeconds: 1}
+      - name: udp
+        image: %(img)s
+        args: [serve-hostname, --udp, --http=false, --port=9377]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-1, namespace: default, labels: {app: client}}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: c, image: %(img)s, args: [pause]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: default, labels: {app: client}}
+spec:
+  nodeName: node-2
+  containers:
+  - {name: c, image: %(img)s, args: [pause]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-3, namespace: default, labels: {app: client}}
+spec:
+  nodeName: node-3
+  containers:
+  - {name: c, image: %(img)s, args: [pause]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 9376}
+  - {name: udp, port: 53, protocol: UDP, targetPort: 9377}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 9376, nodePort: 30080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: default}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports:
+  - {name: http, port: 80, targetPort: 9376}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nobody, namespace: default}
+spec:
+  selector: {app: nobody}
+  ports:
+  - {name: http, port: 80, targetPort: 9376}
+""" % {"img": AGNHOST}
+
+
+class Lab:
+    """A running lab and how to drive it."""
+
+    def __init__(self, root: Path, names: LabNames, mode: str) -> None:
+        self.dd = DataDir(root)
+        self.names = names
+        self.mode = mode
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
+        out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def kmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*KMESH, args[0], "--data-dir", str(self.dd.root), *args[1:]],
+                              capture_output=True, text=True, timeout=180)
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
+
+    def exec(self, pod: str, script: str) -> str:
+        out = self.kmesh("exec", pod, "--", "sh", "-c", script)
+        return out.stdout + out.stderr
+
+    def cluster_ip(self, svc: str) -> str:
+        return self.kubectl("get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}")
+
+
+@pytest.fixture(scope="module", params=MODES)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    require(netns_usable(), "root and network namespaces")
+    require_binary("kubectl")
+    require_binary("curl")
+    root = tmp_path_factory.mktemp(f"proxy-{request.param}")
+    names = LabNames(f"p{uuid.uuid4().hex[:5]}")
+    lab = Lab(root, names, request.param)
+    try:
+        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", "3", "--proxy-mode", request.param,
+                             "--name", names.lab, "--data-dir", str(root), "--port", "0"],
+                            capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        lab.kubectl("apply", "-f", "-", stdin=WORKLOADS)
+        lab.kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+        lab.kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=client", "--timeout=90s")
+        lab.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s")
+        yield lab
+    finally:
+        subprocess.run([*KMESH, "down", "--data-dir", str(root)], capture_output=True, timeout=120)
+        spaces = lab_namespaces(names)
+        assert spaces == [] and processes_in(spaces) == []
+
+
+UDP_ASK = ("python3 -c \"import socket\n"
+           "for i in range(6):\n"
+           "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n"
+           "  s.sendto(b'x', ('%s', 53)); print(s.recv(200).decode())\"")
+
+
+def _names(lab: Lab) -> set[str]:
+    return {p["metadata"]["name"] for p in lab.pods("app=web")}
+
+
+def test_clusterip_tcp_and_udp_from_every_node(lab: Lab) -> None:
+    web, want = lab.cluster_ip("web"), _names(lab)
+    clients = lab.pods("app=client")
+    assert {c["spec"]["nodeName"] for c in clients} == {"node-1", "node-2", "node-3"}
+    for c in clients:
+        out = lab.exec(c["metadata"]["name"], "for i in $(seq 30); do curl -s --max-time 2 http://%s/; echo; done" % web)
+        got = Counter(line for line in out.split() if line)
+        assert set(got) == want, f"from {c['spec']['nodeName']}: {got}"
+        if lab.mode in ("ipvs", "userspace"):  # round robin: exact
+            assert sorted(got.values()) == [10, 10, 10], got
+        udp = lab.exec(c["metadata"]["name"], UDP_ASK % web)
+        assert {line for line in udp.split() if line} <= want and udp.strip(), f"UDP from {c['spec']['nodeName']}: {udp!r}"
+
+
+def test_split_passes_chi_square(lab: Lab) -> None:
+    client = lab.pods("app=client")[0]["metadata"]["name"]
+    out = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(lab.dd.root), "web", "--requests", "300",
+                          "--from", client], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_affinity_pins_a_client(lab: Lab) -> None:
+    ip = lab.cluster_ip("sticky")
+    for c in lab.pods("app=client"):
+        out = lab.exec(c["metadata"]["name"], "for i in $(seq 12); do curl -s --max-time 2 http://%s/; echo; done" % ip)
+        got = Counter(line for line in out.split() if line)
+        assert len(got) == 1 and sum(got.values()) == 12, got
+
+
+def test_no_endpoints_refuses(lab: Lab) -> None:
+    ip = lab.cluster_ip("nobody")
+    client = lab.pods("app=client")[0]["metadata"]["name"]
+    out = lab.exec(client, f"curl -s --max-time 3 http://{ip}/; echo rc=$?")
+    assert "rc=7" in out, out  # connection refused (not a 3 s timeout: rc=28)
+
+
+def test_nodeport_from_the_underlay(lab: Lab) -> None:
+    info = lab.dd.read_cluster()
+    assert info is not None
+    want = _names(lab)
+    for node in info.nodes:
+        argv = netns.exec_argv(lab.names.control_plane, ["sh", "-c",
+               "for i in $(seq 9); do curl -s --max-time 2 http://%s:30080/; echo; done" % node.ip])
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+        got = {line for line in out.split() if line}
+        assert got and got <= want, f"NodePort on {node.name}: {out!r}"
+
+
+def test_cluster_dns_through_kube_dns(lab: Lab) -> None:
+    client = lab.pods("app=client")[0]["metadata"]["name"]
+    out = lab.exec(client, "getent hosts kubernetes.default; getent hosts web")
+    assert "10.96.0.1 " in out and lab.cluster_ip("web") in out, out
+
+
+def test_scaling_moves_new_connections_within_a_second(lab: Lab) -> None:
+    """Last: it changes the Deployment."""
+    web = lab.cluster_ip("web")
+    client = lab.pods("app=client")[0]["metadata"]["name"]
+    lab.kubectl("scale", "deployment/web", "--replicas=1")
+    t0 = time.monotonic()
+    # the survivors are the pods still in the EndpointSlice as ready
+    deadline = t0 + 30
+    while True:
+        slices = json.loads(lab.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"))
+        ready = [e for s in slices["items"] for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+        if len(ready) == 1:
+            break
+        assert time.monotonic() < deadline, "the slice never shrank to one ready endpoint"
+        time.sleep(0.05)
+    changed_at = time.monotonic()
+    survivor = ready[0]["targetRef"]["name"]
+    out = lab.exec(client, "sleep 1; for i in $(seq 10); do curl -s --max-time 2 http://%s/; echo; done" % web)
+    assert time.monotonic() - changed_at < 30
+    assert {line for line in out.split() if line} == {survivor}, out
