@@ -152,6 +152,10 @@ def up(
     if info.dns:
         host, port = info.dns
         console.print(f"  cluster DNS: dig @{host} -p {port} kubernetes.default.svc.cluster.local", highlight=False)
+    console.print(f"  kube-proxy: {info.proxyMode} mode (kmesh proxy rules --data-dir {dd.root})", highlight=False)
+    if info.runtime == "netns":
+        console.print("  in pods: Services by name through kube-dns 10.96.0.10, e.g. "
+                      f"kmesh exec --data-dir {dd.root} <pod> -- curl -s http://web", highlight=False)
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
     console.print("  kubectl get nodes,pods,services,endpointslices -o wide")
     console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
