@@ -2,17 +2,18 @@
 
 Each scheduler follows its ``net/netfilter/ipvs/ip_vs_<name>.c`` definition:
 the order of the destination list matters (rr, wrr, sh, dh, mh walk it),
-connection counts matter (lc, wlc, sed, nq), and a destination with weight 0
+connection counts matter (lc, wlc, sed, nq, lblc, lblcr), and a destination with weight 0
 is never chosen (how a terminating endpoint drains). A scheduler instance
 belongs to one virtual server and keeps that server's state (rr's position,
-wrr's current weight, the sh/dh/mh lookup tables); ``update`` is called
+wrr's current weight, the sh/dh/mh lookup tables, the lblc/lblcr caches); ``update`` is called
 whenever the destination list or a weight changes, as the kernel calls
 ``add_dest``/``del_dest``/``upd_dest``.
 
 One deliberate difference: mh builds its Maglev table with a keyed BLAKE2b
 instead of the kernel's hsiphash, so the same algorithm (permutations,
 weights as turns, minimal disruption) picks different concrete servers than a
-kernel would for the same addresses.
+kernel would for the same addresses. And lblc/lblcr entries never expire
+(the kernel drops them after a day unused).
 """
 
 from __future__ import annotations
@@ -211,6 +212,61 @@ class NeverQueue(Scheduler):
         return _least_weighted(dests, lambda d: d.active + 1)
 
 
+def _overloaded(d: Dest, dests: Sequence[Dest]) -> bool:
+    """lblc/lblcr: more active connections than weight while some server is under half its weight."""
+    return d.active > d.weight and any(o.active * 2 < o.weight for o in dests)
+
+
+class LocalityBasedLeastConnection(Scheduler):
+    """lblc: each destination address keeps the server it was given (wlc) until that one is overloaded."""
+
+    name = "lblc"
+
+    def __init__(self) -> None:
+        self.cache: dict[str, tuple[str, int]] = {}
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        keys = {(d.ip, d.port) for d in dests}
+        self.cache = {ip: k for ip, k in self.cache.items() if k in keys}
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        cached = self.cache.get(vip)
+        for d in dests:
+            if cached == (d.ip, d.port) and available(d) and not _overloaded(d, dests):
+                return d
+        d = _least_weighted(dests, conn_overhead)
+        if d is not None:
+            self.cache[vip] = (d.ip, d.port)
+        return d
+
+
+class LocalityBasedLeastConnectionReplication(Scheduler):
+    """lblcr: each destination address keeps a set of servers; the least loaded of the set serves,
+    and a server chosen by wlc joins the set when all of it is overloaded."""
+
+    name = "lblcr"
+
+    def __init__(self) -> None:
+        self.sets: dict[str, list[tuple[str, int]]] = {}
+
+    def update(self, dests: Sequence[Dest]) -> None:
+        keys = {(d.ip, d.port) for d in dests}
+        self.sets = {ip: [k for k in ks if k in keys] for ip, ks in self.sets.items()}
+
+    def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
+        members = self.sets.get(vip)
+        if members:
+            best = _least_weighted([d for d in dests if (d.ip, d.port) in members], conn_overhead)
+            if best is not None and not _overloaded(best, dests):
+                return best
+        d = _least_weighted(dests, conn_overhead)
+        if d is not None:
+            group = self.sets.setdefault(vip, [])
+            if (d.ip, d.port) not in group:
+                group.append((d.ip, d.port))
+        return d
+
+
 class _HashTable(Scheduler):
     """A 256-bucket table filled from the destination list; sh and dh differ in the key and the fill."""
 
@@ -343,11 +399,14 @@ SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
     "sh": SourceHashing,
     "dh": DestinationHashing,
     "mh": MaglevHashing,
+    "lblc": LocalityBasedLeastConnection,
+    "lblcr": LocalityBasedLeastConnectionReplication,
 }
 
 
 def make_scheduler(name: str) -> Scheduler:
-    """A fresh scheduler by its ipvsadm name (``rr``, ``wrr``, ``lc``, ``wlc``, ``sed``, ``nq``, ``sh``, ``dh``, ``mh``)."""
+    """A fresh scheduler by its ipvsadm name (``rr``, ``wrr``, ``lc``, ``wlc``, ``sed``, ``nq``, ``sh``, ``dh``, ``mh``,
+    ``lblc``, ``lblcr``)."""
     try:
         return SCHEDULERS[name]()
     except KeyError:

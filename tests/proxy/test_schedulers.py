@@ -42,9 +42,9 @@ CLIENTS = [str(ipaddress.ip_address("10.1.0.0") + i) for i in range(3000)]
 
 
 def test_known_names() -> None:
-    assert set(SCHEDULERS) == {"rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh"}
+    assert set(SCHEDULERS) == {"rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh", "lblc", "lblcr"}
     with pytest.raises(ValueError, match="unknown IPVS scheduler"):
-        make_scheduler("lblcr")
+        make_scheduler("fo")
 
 
 def test_rr_exact_cycle_skipping_weight_zero() -> None:
@@ -205,3 +205,37 @@ def test_mh_weights_give_proportional_shares() -> None:
     s = sched("mh", ds)
     shares = Counter(s.schedule(ds, c).ip for c in CLIENTS)
     assert 2.5 < shares[ds[1].ip] / shares[ds[0].ip] < 3.5
+
+
+def test_lblc_keeps_a_destination_on_its_server_until_overloaded() -> None:
+    ds = dests(3, weight=2)
+    ds[0].active = 1  # wlc picks the idle ds[1] first
+    s = sched("lblc", ds)
+    first = s.schedule(ds, "c", 0, "10.96.0.1")
+    assert first is ds[1]
+    first.active = 2  # at its weight: not overloaded, the address stays
+    assert s.schedule(ds, "c", 0, "10.96.0.1") is ds[1]
+    assert s.schedule(ds, "c", 0, "10.96.0.2") is ds[2]  # another address: wlc again
+    ds[1].active = 3  # over its weight while ds[2] is under half of its: overloaded, reassigned by wlc
+    ds[2].active = 0
+    assert s.schedule(ds, "c", 0, "10.96.0.1") is ds[2]
+    assert s.schedule(ds, "c", 0, "10.96.0.1") is ds[2]  # and remembered
+    ds[2].weight = 0
+    s.update(ds)
+    assert s.schedule(ds, "c", 0, "10.96.0.1") is ds[0]  # quiesced: wlc among the others
+
+
+def test_lblcr_grows_a_set_per_destination() -> None:
+    ds = dests(3, weight=2)
+    s = sched("lblcr", ds)
+    vip = "10.96.0.1"
+    a = s.schedule(ds, "c", 0, vip)
+    assert a is ds[0]
+    a.active = 3  # overloaded (ds[1], ds[2] idle): a second server joins the set
+    b = s.schedule(ds, "c", 0, vip)
+    assert b is ds[1] and s.sets[vip] == [(ds[0].ip, 80), (ds[1].ip, 80)]  # type: ignore[attr-defined]
+    b.active = 1  # the least loaded member of the set serves
+    assert s.schedule(ds, "c", 0, vip) is ds[1]
+    del ds[1]
+    s.update(ds)
+    assert s.sets[vip] == [(ds[0].ip, 80)]  # type: ignore[attr-defined]
