@@ -56,6 +56,43 @@ async def default_open_socket(family: int, type: int) -> trio.socket.SocketType:
     return trio.socket.socket(family, type)
 
 
+def _make_sockets(family: int, type: int, n: int) -> list[socket.socket]:
+    return [socket.socket(family, type) for _ in range(n)]
+
+
+class NamespaceSockets:
+    """An ``OpenSocket`` for namespace ``name`` that makes sockets ``batch`` at a time.
+
+    Entering a namespace takes a worker-thread trip (two ``setns`` calls);
+    doing it once per 16 sockets instead of once per connection keeps the
+    relay's connect latency close to the sim runtime's. ``close`` closes the
+    sockets still in stock.
+    """
+
+    def __init__(self, name: str, batch: int = 16) -> None:
+        self.name = name
+        self.batch = batch
+        self._stock: dict[tuple[int, int], list[socket.socket]] = {}
+        self._lock = trio.Lock()
+
+    async def __call__(self, family: int, type: int) -> trio.socket.SocketType:
+        stock = self._stock.setdefault((family, type), [])
+        if not stock:
+            async with self._lock:
+                if not stock:
+                    from kmesh.lab import netns
+
+                    stock.extend(await netns.run_sync_in(self.name, _make_sockets, family, type, self.batch))
+        return trio.socket.from_stdlib_socket(stock.pop())
+
+    def close(self) -> None:
+        """Close the sockets made but not handed out."""
+        for stock in self._stock.values():
+            for sock in stock:
+                sock.close()
+            stock.clear()
+
+
 def family_of(ip: str) -> int:
     """AF_INET6 for an IPv6 literal, else AF_INET."""
     return socket.AF_INET6 if ":" in ip else socket.AF_INET

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,6 +42,7 @@ from kmesh.proxy.balancer import RoundRobin
 from kmesh.proxy.forward import (
     CONNECT_TIMEOUTS,
     UDP_IDLE_TIMEOUT,
+    NamespaceSockets,
     OpenSocket,
     TcpRelay,
     UdpRelay,
@@ -191,6 +191,8 @@ class UserspaceProxy:
         for r in relays:
             if self._nursery is not None:
                 await r.closed.wait()
+        if isinstance(self.open_socket, NamespaceSockets):
+            self.open_socket.close()
         if self.runtime == "netns":
             await self._remove_chains()
 
@@ -340,11 +342,7 @@ class UserspaceProxy:
 
 
 def proxy_socket_opener(namespace: str | None) -> OpenSocket:
-    """An ``open_socket`` that makes sockets inside ``namespace`` (None: here)."""
+    """An ``open_socket`` that makes sockets inside ``namespace`` (None: here), a batch per namespace trip."""
     if namespace is None:
         return default_open_socket
-
-    async def open_in(family: int, type: int = socket.SOCK_STREAM) -> trio.socket.SocketType:
-        return await netns.open_socket(namespace, family, type)
-
-    return open_in
+    return NamespaceSockets(namespace)

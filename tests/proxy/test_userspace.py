@@ -15,7 +15,7 @@ import trio.testing
 
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
-from kmesh.proxy.forward import OpenSocket, default_open_socket, tcp_listener, udp_socket
+from kmesh.proxy.forward import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
 from kmesh.proxy.userspace import CHAINS, UserspaceProxy, proxy_socket_opener
 from tests.conftest import require
@@ -327,3 +327,18 @@ async def test_netns_portals(nursery: trio.Nursery, netns_lab: NetnsLab) -> None
         await proxy.cleanup()
     saved = (await netns.run(lab.node, ["iptables-save", "-t", "nat"])).stdout.decode()
     assert not any(c in saved for c in CHAINS)
+
+
+@pytest.mark.netns
+async def test_namespace_sockets_come_from_the_namespace(netns_lab: NetnsLab) -> None:
+    opener = proxy_socket_opener(netns_lab.client)
+    assert isinstance(opener, NamespaceSockets)
+    opener.batch = 4
+    socks = [await opener(socket.AF_INET, socket.SOCK_STREAM) for _ in range(6)]  # two namespace trips
+    try:
+        for s in socks:
+            await s.bind(("10.244.1.20", 0))  # an address only the client pod has
+    finally:
+        for s in socks:
+            s.close()
+    opener.close()
