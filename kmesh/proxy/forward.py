@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,8 @@ import trio
 
 from kmesh.proxy.balancer import Picker
 from kmesh.proxy.model import Endpoint
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # upstream EndpointDialTimeouts
 UDP_IDLE_TIMEOUT = 0.25  # upstream --udp-timeout default
@@ -402,6 +405,9 @@ class TcpRelay:
     async def _handle(self, client: trio.socket.SocketType, client_ip: str) -> None:
         try:
             got = await connect(self.picker, client_ip, open_socket=self.open_socket, timeouts=self.timeouts, stats=self.stats)
+        except Exception:  # one connection's trouble (e.g. a namespace gone) must not stop the listener
+            log.exception("relay on port %s: connecting for %s failed", self.port, client_ip)
+            got = None
         except BaseException:
             _reset(client)
             raise
@@ -501,7 +507,11 @@ class UdpRelay:
                         client = (str(addr[0]), int(addr[1]))
                         session = self.sessions.get(client)
                         if session is None:
-                            session = await self._open(client, nursery)
+                            try:
+                                session = await self._open(client, nursery)
+                            except Exception:  # keep relaying for the other clients
+                                log.exception("udp relay on port %s: no session for %s", self.port, client)
+                                session = None
                             if session is None:
                                 self.dropped += 1
                                 continue

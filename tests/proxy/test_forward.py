@@ -317,3 +317,23 @@ async def test_udp_no_endpoint_drops(nursery: trio.Nursery) -> None:
                 await trio.testing.wait_all_tasks_blocked()
                 await trio.sleep(0.01)
     relay.close()
+
+
+async def test_open_socket_failure_refuses_one_connection_only(nursery: trio.Nursery, relay_to) -> None:
+    port = await start_server(nursery, echo)
+    fail = [True]
+
+    async def flaky_open(family: int, type: int) -> trio.socket.SocketType:
+        if fail.pop(0) if fail else False:
+            raise RuntimeError("namespace went away")
+        return trio.socket.socket(family, type)
+
+    relay = await relay_to([Endpoint(LO, port)], open_socket=flaky_open)
+    first = await connect_to(relay.port)
+    with first, trio.fail_after(5):
+        with pytest.raises(ConnectionResetError):
+            await first.recv(1)
+    second = await connect_to(relay.port)
+    with second, trio.fail_after(5):
+        await send_all(second, b"ok")
+        assert await second.recv(2) == b"ok"

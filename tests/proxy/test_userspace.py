@@ -309,6 +309,9 @@ async def test_netns_portals(nursery: trio.Nursery, netns_lab: NetnsLab) -> None
         # the proxy saw the pod's own address (REDIRECT keeps the source)
         assert await ask_name("10.96.0.20", 80, open_socket=proxy_socket_opener(lab.node)) in {"pod1", "pod2", "pod3"}
         assert await ask_name(lab.node_ip, 30080, open_socket=proxy_socket_opener(lab.ext)) in {"pod1", "pod2", "pod3"}
+        # NodePort from the node itself (KUBE-NODEPORT-HOST) and from a pod to the node IP (KUBE-NODEPORT-CONTAINER)
+        assert await ask_name(lab.node_ip, 30080, open_socket=proxy_socket_opener(lab.node)) in {"pod1", "pod2", "pod3"}
+        assert await ask_name(lab.node_ip, 30080, open_socket=from_pod) in {"pod1", "pod2", "pod3"}
         with pytest.raises(ConnectionResetError):
             await ask_name("10.96.0.21", 80, open_socket=from_pod)
 
