@@ -30,6 +30,7 @@ replaces the listener.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ JUMPS = (  # (base chain, how it is inserted, match, target)
     ("PREROUTING", "-A PREROUTING", f'-m addrtype --dst-type LOCAL -m comment --comment "{NODEPORTS_COMMENT}"', NODEPORT_CONTAINER),
     ("OUTPUT", "-A OUTPUT", f'-m addrtype --dst-type LOCAL -m comment --comment "{NODEPORTS_COMMENT}"', NODEPORT_HOST),
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class UserspaceSyncError(Exception):
@@ -246,10 +250,18 @@ class UserspaceProxy:
         front = Frontend(kind, picker, [], addrs)
         if self.runtime == "sim":
             binds = [(ip, port) for ip, port in addrs if ipaddress.ip_address(ip).is_loopback]
+            for ip, port in addrs:
+                if (ip, port) not in binds:
+                    log.warning("%s: %s:%s is not a loopback address; the sim runtime cannot serve it", sp.name, ip, port)
         else:
             binds = [("0.0.0.0", 0)]
-        for ip, port in binds:
-            front.relays.append(await self._relay(sp.protocol, ip, port, picker))
+        try:
+            for ip, port in binds:
+                front.relays.append(await self._relay(sp.protocol, ip, port, picker))
+        except BaseException:
+            for r in front.relays:
+                r.abort()
+            raise
         return front
 
     async def _relay(self, protocol: str, ip: str, port: int, picker: RoundRobin) -> Relay:

@@ -17,7 +17,7 @@ from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.forward import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
-from kmesh.proxy.userspace import CHAINS, UserspaceProxy, proxy_socket_opener
+from kmesh.proxy.userspace import CHAINS, UserspaceProxy, UserspaceSyncError, proxy_socket_opener
 from tests.conftest import require
 
 
@@ -345,3 +345,20 @@ async def test_namespace_sockets_come_from_the_namespace(netns_lab: NetnsLab) ->
         for s in socks:
             s.close()
     opener.close()
+
+
+async def test_sim_bind_failure_reports_and_leaks_nothing(sim: tuple[SimLab, UserspaceProxy]) -> None:
+    lab, proxy = sim
+    other = ServicePort(ServicePortName("default", "other", "", "TCP"), f"{lab.cluster_ip[:-1]}{'7' if lab.cluster_ip[-1] != '7' else '8'}",
+                        lab.port, endpoints=lab.endpoints(1))
+    blocker = await tcp_listener(lab.node_ip, lab.node_port)  # someone else holds the NodePort
+    with blocker:
+        sp = lab.service(1, type="NodePort", node_port=lab.node_port)
+        with pytest.raises(UserspaceSyncError, match="default/web:http"):
+            await proxy.sync(state_of(sp, other), frozenset(), True)
+        assert sp.name not in proxy.services and other.name in proxy.services  # the others still got served
+        with pytest.raises(ConnectionRefusedError):  # the ClusterIP listener made before the failure is gone again
+            await ask_name(lab.cluster_ip, lab.port)
+        assert await ask_name(other.cluster_ip, other.port) == "pod1"
+    await proxy.sync(state_of(sp, other), frozenset(), True)  # the retry (a full sync) succeeds
+    assert await ask_name(lab.node_ip, lab.node_port) == "pod1"
