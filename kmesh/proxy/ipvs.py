@@ -25,14 +25,14 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 
 import trio
 
 from kmesh.lab import netns as nsmod
 from kmesh.proxy import ipsets as ipsetmod
-from kmesh.proxy.forward import TcpRelay, UdpRelay, tcp_listener, udp_socket
+from kmesh.proxy.forward import Stats, TcpRelay, UdpRelay, tcp_listener, udp_socket
 from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
 from kmesh.proxy.ipvs_kernel import KernelIPVS, kernel_has_ipvs
 from kmesh.proxy.ipvs_table import INACTIVE_LINGER, DesiredVS, IPVSTable, VSKey, render_table
@@ -201,20 +201,43 @@ def _with_jumps(text: str, saved: dict[str, str]) -> str:
 
 
 class TablePicker:
-    """The forward relays' view of one virtual server: pick = the table's schedule, release = connection closed."""
+    """The forward relays' view of one virtual server: pick = the table's schedule, release = connection closed.
+
+    It also keeps the real servers' counters as the kernel would show them:
+    ActiveConn = connections established both ways (the relay's own count);
+    InActConn = connections still connecting or half-closed, plus closed TCP
+    ones for the table's ``linger`` (TIME_WAIT); UDP flows are all InActConn.
+    """
 
     def __init__(self, table: IPVSTable, key: VSKey) -> None:
         self.table = table
         self.key = key
-        self.active = key[0] == "TCP"  # UDP flows count as InActConn, as in the kernel
+        self.tcp = key[0] == "TCP"
+        self.stats: Stats | None = None  # the relay's per-endpoint counters, once the relay exists
+        self.held: Counter[tuple[str, int]] = Counter()  # picked and not yet released
         self._clients: dict[str, deque[str]] = defaultdict(deque)
+
+    def refresh(self) -> None:
+        """Bring the real servers' ActiveConn/InActConn up to date from the relay."""
+        vs = self.table.services.get(self.key)
+        if vs is None:
+            return
+        self.table.expire(self.key)
+        for rs in vs.dests:
+            held = self.held.get(rs.key, 0)
+            st = self.stats.get(Endpoint(rs.ip, rs.port).addr) if self.stats is not None and self.tcp else None
+            established = min(st.active, held) if st is not None else 0
+            rs.active = established
+            rs.inactive = held - established + rs.lingering
 
     def pick(self, client_ip: str, retry: bool = False) -> Endpoint | None:
         """The real server the table schedules (``retry``: a connect failed, schedule afresh)."""
+        self.refresh()
         rs = self.table.schedule(self.key, client_ip, ignore_persistence=retry)
         if rs is None:
             return None
-        self.table.opened(self.key, rs, client_ip, active=self.active)
+        self.table.opened(self.key, rs, client_ip, active=False)  # connecting: inactive until established
+        self.held[rs.key] += 1
         ep = Endpoint(rs.ip, rs.port)
         self._clients[ep.addr].append(client_ip)
         return ep
@@ -223,10 +246,14 @@ class TablePicker:
         """A connection to ``endpoint`` ended (or failed to connect)."""
         q = self._clients.get(endpoint.addr)
         client = q.popleft() if q else ""
+        key = (endpoint.ip, endpoint.port)
+        if self.held.get(key, 0) > 0:
+            self.held[key] -= 1
         vs = self.table.services.get(self.key)
         rs = vs.dest(endpoint.ip, endpoint.port) if vs is not None else None
         if rs is not None:
-            self.table.closed(self.key, rs, client, active=self.active)
+            self.table.closed(self.key, rs, client, active=self.tcp)  # lingering, persistence templates
+            self.refresh()
 
 
 @dataclass
@@ -311,7 +338,13 @@ class IpvsProxy:
                 await self.kernel.read_counters(self.table)
             except Exception as exc:  # noqa: BLE001  # pragma: no cover - needs a kernel with ip_vs
                 log.warning("ipvs: reading kernel counters: %s", exc)
+        self._refresh_counters()
         return render_table(self.table)
+
+    def _refresh_counters(self) -> None:
+        """Userspace data path: the counters from the relays, as the kernel would count them."""
+        for served in self.served.values():
+            served.picker.refresh()
 
     async def cleanup(self) -> None:
         """Stop serving, delete the virtual servers, rules, ipsets and kube-ipvs0."""
@@ -432,6 +465,7 @@ class IpvsProxy:
             relay = TcpRelay(await tcp_listener(ip, port, open_socket), picker, open_socket=open_socket)
         else:
             relay = UdpRelay(await udp_socket(ip, port, open_socket), picker, open_socket=open_socket)
+        picker.stats = relay.stats
         await self._nursery.start(_serve_relay, relay, key)
         return Served(relay, picker)
 
@@ -444,6 +478,7 @@ class IpvsProxy:
                     try:
                         if self.kernel is not None and self.table.draining():
                             await self.kernel.read_counters(self.table)
+                        self._refresh_counters()
                         if self.table.sweep():
                             await self._apply_data_path()
                     except Exception as exc:  # noqa: BLE001 - keep sweeping; the next sync retries

@@ -54,6 +54,7 @@ class RealServer:
     forward: str = "Masq"  # Masq | Local | Tunnel | Route
     active: int = 0
     inactive: int = 0
+    lingering: int = 0  # of ``inactive``: closed connections still counted (TIME_WAIT)
     wanted: bool = True  # False: draining (weight 0), deleted when it has no connections
 
     @property
@@ -255,6 +256,7 @@ class IPVSTable:
             rs.active = max(0, rs.active - 1)
             if self.linger > 0:
                 rs.inactive += 1
+                rs.lingering += 1
                 heapq.heappush(self._lingering, (now + self.linger, key, rs.key))
         else:
             rs.inactive = max(0, rs.inactive - 1)
@@ -275,6 +277,7 @@ class IPVSTable:
             rs = vs.dest(*dest) if vs is not None else None
             if rs is not None:
                 rs.inactive = max(0, rs.inactive - 1)
+                rs.lingering = max(0, rs.lingering - 1)
         services = self.services.values() if key is None else [self.services[key]] if key in self.services else []
         for vs in services:
             if vs.templates:

@@ -512,3 +512,41 @@ async def test_endpoints_gone_and_back_at_once(lab: Lab, proxy: IpvsProxy, nurse
         await proxy.sync(state_of(web, udp), frozenset({web.name, udp.name}), False)
     assert await ask(lab, "10.96.0.50") == "pod0"
     assert await ask(lab, NODE_IP, 30083) == "pod0"
+
+
+@pytest.mark.netns
+async def test_counters_as_the_kernel_counts(lab: Lab, proxy: IpvsProxy, nursery: trio.Nursery) -> None:
+    """ActiveConn: established both ways; InActConn: half-closed, then closed for the linger time."""
+    lsock = await netns.open_socket(lab.pods[0], socket.AF_INET, socket.SOCK_STREAM)
+    await lsock.bind((lab.pod_ip(0), 8080))
+    lsock.listen(8)
+    release = trio.Event()
+
+    async def stubborn() -> None:  # answers, and keeps its side open after the client's EOF
+        conn, _ = await lsock.accept()
+        with conn, lsock:
+            await conn.send(b"pod0\n")
+            while await conn.recv(100):
+                pass
+            await release.wait()
+
+    nursery.start_soon(stubborn)
+    web = svc("web", "10.96.0.54", *lab.endpoints(0))
+    await proxy.sync(state_of(web), frozenset({web.name}), True)
+    client = await connect(lab, "10.96.0.54", 80)
+    assert (await client.recv(100)).strip() == b"pod0"
+    row = "  -> 10.244.1.10:8080             Masq    1      {:<10d} {:<10d}"
+
+    async def until(active: int, inactive: int) -> None:
+        with trio.fail_after(5):
+            while row.format(active, inactive) not in await proxy.table_text():
+                await trio.sleep(0.02)
+
+    await until(1, 0)
+    client.shutdown(socket.SHUT_WR)  # half-closed
+    await until(0, 1)
+    release.set()  # the server closes too: the connection ends, and lingers as inactive
+    assert await client.recv(100) == b""
+    client.close()
+    await until(0, 1)
+    await until(0, 0)  # linger (0.2 s) over
