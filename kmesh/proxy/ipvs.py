@@ -17,7 +17,12 @@ bound inside the node namespace, where the address is local thanks to
 kube-ipvs0 — picks the real server with the table's scheduler (honouring
 the connection counters and persistence) and relays with
 ``kmesh.proxy.forward``. A virtual server without real servers has no
-listener, so clients are refused as ip_vs refuses them.
+listener, so clients are refused as ip_vs refuses them. Unlike ip_vs's NAT,
+the relay connects from the node, so endpoints see the node's address as the
+client; the counters (ActiveConn, InActConn) follow the kernel's meaning.
+
+The CLI's ``kmesh proxy ipvs`` prints ``table_text()`` (``render_table``);
+``rules()`` adds the ipsets and the iptables rules after the table.
 """
 
 from __future__ import annotations

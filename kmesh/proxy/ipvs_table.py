@@ -12,6 +12,10 @@ the kernel has none. ``reconcile`` applies upstream's graceful termination:
 a real server that is no longer wanted gets weight 0 (no new connections,
 established ones go on) and is deleted once it has no connections left.
 
+Real servers are kept in address order (the order rr/wrr/sh/dh/mh walk);
+the kernel keeps them in reverse order of addition, which kube-proxy does in
+no fixed order, so no kmesh order can be "the" kernel's.
+
 ``render_table`` prints the table exactly as ``ipvsadm -Ln`` does.
 """
 
