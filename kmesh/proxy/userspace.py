@@ -16,9 +16,13 @@ Two runtimes:
   NodePorts. The four chains are rewritten in one ``iptables-restore
   --noflush`` per sync.
 
-A service port without endpoints keeps its listener, as upstream's did: a
-connection is accepted and closed at once — with a reset, so the client
-fails as it would on a refused connection (a UDP datagram is dropped).
+A TCP service port without endpoints refuses connections: the proxy keeps
+its address (sim) or proxy port (netns, so the portals stay) bound but not
+listening, and the kernel answers a SYN with a reset — ECONNREFUSED, curl
+exit 7, as the iptables mode's REJECT gives. (Upstream's userspace proxy
+kept listening and closed each accepted connection at once, which clients
+saw as an empty reply; kmesh still does that when every endpoint fails to
+connect.) A UDP port without endpoints drops datagrams, as upstream did.
 
 Endpoint changes only update the port's ``RoundRobin``: established
 connections, to survivors and to removed endpoints alike, go on (upstream
@@ -32,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -48,6 +53,7 @@ from kmesh.proxy.forward import (
     TcpRelay,
     UdpRelay,
     default_open_socket,
+    family_of,
     tcp_listener,
     udp_socket,
 )
@@ -79,18 +85,39 @@ class UserspaceSyncError(Exception):
 
 
 @dataclass
+class Slot:
+    """One bound address of a frontend: a relay while there are endpoints, else a bound, non-listening socket."""
+
+    ip: str
+    port: int  # 0 until first bound (netns: the kernel picks the proxy port)
+    relay: Relay | None = None
+    parked: trio.socket.SocketType | None = None  # holds the port and refuses connections
+
+
+@dataclass
 class Frontend:
     """Where clients reach one service port (its ClusterIP side or its NodePort side) and who serves them."""
 
     kind: str  # "cluster" | "nodeport"
     picker: RoundRobin
-    relays: list[Relay]
+    slots: list[Slot]
     addresses: list[tuple[str, int]]  # what clients connect to
+    protocol: str = "TCP"
+
+    @property
+    def relays(self) -> list[Relay]:
+        """The relays serving now (none while a TCP port has no endpoints)."""
+        return [s.relay for s in self.slots if s.relay is not None]
 
     @property
     def proxy_port(self) -> int:
-        """The port the (first) listener is bound to."""
-        return self.relays[0].port if self.relays else 0
+        """The port the (first) slot is bound to."""
+        return self.slots[0].port if self.slots else 0
+
+    @property
+    def refusing(self) -> bool:
+        """True while the slots are parked (no endpoints)."""
+        return any(s.parked is not None for s in self.slots)
 
 
 @dataclass
@@ -104,6 +131,11 @@ class ServiceProxy:
     def relays(self) -> list[Relay]:
         """Every relay of every frontend."""
         return [r for f in self.frontends for r in f.relays]
+
+    @property
+    def slots(self) -> list[Slot]:
+        """Every slot of every frontend."""
+        return [s for f in self.frontends for s in f.slots]
 
 
 def _listen_key(sp: ServicePort) -> tuple[object, ...]:
@@ -188,6 +220,10 @@ class UserspaceProxy:
     async def cleanup(self) -> None:
         """Close every listener and connection; in netns remove the portal chains and jumps."""
         relays = [r for s in self.services.values() for r in s.relays] + self._draining
+        for svc in self.services.values():
+            for slot in svc.slots:
+                if slot.parked is not None:
+                    slot.parked.close()
         self.services.clear()
         self._draining = []
         for r in relays:
@@ -219,11 +255,40 @@ class UserspaceProxy:
         for f in cur.frontends:
             eps = sp.internal_endpoints(self.ctx.node) if f.kind == "cluster" else sp.external_endpoints(self.ctx.node)
             f.picker.update(eps, affinity_timeout=_affinity(sp))
+        for f in cur.frontends:
+            for slot in f.slots:
+                await self._arrange(slot, f)
 
     def _close(self, svc: ServiceProxy) -> None:
-        for r in svc.relays:
-            r.close()
-            self._draining.append(r)
+        for slot in svc.slots:
+            self._release(slot, drain=True)
+
+    def _release(self, slot: Slot, *, drain: bool) -> None:
+        """Close the slot's relay (letting its connections drain, or dropping them) and its parked socket."""
+        if slot.relay is not None:
+            if drain:
+                slot.relay.close()
+                self._draining.append(slot.relay)
+            else:
+                slot.relay.abort()
+            slot.relay = None
+        if slot.parked is not None:
+            slot.parked.close()
+            slot.parked = None
+
+    async def _arrange(self, slot: Slot, front: Frontend) -> None:
+        """Listen while the frontend has endpoints (UDP: always); else keep the port bound and refuse."""
+        listen = front.protocol == "UDP" or bool(front.picker.endpoints)
+        if listen and slot.relay is None:
+            if slot.parked is not None:
+                slot.parked.close()
+                slot.parked = None
+            slot.relay = await self._relay(front.protocol, slot.ip, slot.port, front.picker)
+            slot.port = slot.relay.port
+        elif not listen and slot.parked is None:
+            self._release(slot, drain=True)
+            slot.parked = await _bound_tcp_socket(slot.ip, slot.port, self.open_socket)
+            slot.port = int(slot.parked.getsockname()[1])
 
     async def _open(self, sp: ServicePort) -> ServiceProxy:
         node = self.ctx.node
@@ -240,14 +305,14 @@ class UserspaceProxy:
                 node_addrs = [(ip, sp.node_port) for ip in self.ctx.node_ips]
                 svc.frontends.append(await self._frontend("nodeport", sp, external, node_addrs))
         except BaseException:
-            for r in svc.relays:
-                r.abort()
+            for slot in svc.slots:
+                self._release(slot, drain=False)
             raise
         return svc
 
     async def _frontend(self, kind: str, sp: ServicePort, picker: RoundRobin, addrs: list[tuple[str, int]]) -> Frontend:
         """Listeners for ``addrs``: each address itself in sim (loopback ones only), one proxy port in netns."""
-        front = Frontend(kind, picker, [], addrs)
+        front = Frontend(kind, picker, [], addrs, sp.protocol)
         if self.runtime == "sim":
             binds = [(ip, port) for ip, port in addrs if ipaddress.ip_address(ip).is_loopback]
             for ip, port in addrs:
@@ -257,10 +322,12 @@ class UserspaceProxy:
             binds = [("0.0.0.0", 0)]
         try:
             for ip, port in binds:
-                front.relays.append(await self._relay(sp.protocol, ip, port, picker))
+                slot = Slot(ip, port)
+                front.slots.append(slot)
+                await self._arrange(slot, front)
         except BaseException:
-            for r in front.relays:
-                r.abort()
+            for slot in front.slots:
+                self._release(slot, drain=False)
             raise
         return front
 
@@ -289,7 +356,7 @@ class UserspaceProxy:
                         a, i = stats.get(addr, (0, 0))
                         stats[addr] = (a + st.active, i + st.inactive)
                 eps = ", ".join(f"{e.addr} ({stats.get(e.addr, (0, 0))[0]}/{stats.get(e.addr, (0, 0))[1]})"
-                                for e in f.picker.endpoints) or "<none>"
+                                for e in f.picker.endpoints) or ("<none: refusing>" if f.refusing else "<none: dropping>")
                 front = ",".join(f"{ip}:{port}" for ip, port in f.addresses)
                 aff = "None" if f.picker.affinity is None else f"ClientIP {int(f.picker.affinity.timeout)}s"
                 rows.append((str(spn), spn.protocol, front, str(f.proxy_port), aff, eps))
@@ -351,6 +418,18 @@ class UserspaceProxy:
         lines += [f":{c} - [0:0]" for c in present] + [f"-X {c}" for c in present]
         if len(lines) > 1:
             await self._restore("\n".join(lines + ["COMMIT"]) + "\n")
+
+
+async def _bound_tcp_socket(ip: str, port: int, open_socket: OpenSocket) -> trio.socket.SocketType:
+    """A TCP socket bound to ``ip:port`` and not listening: it holds the port while SYNs to it get a reset."""
+    sock = await open_socket(family_of(ip), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def proxy_socket_opener(namespace: str | None) -> OpenSocket:

@@ -153,11 +153,29 @@ async def test_sim_no_endpoints_refuses(sim: tuple[SimLab, UserspaceProxy]) -> N
     lab, proxy = sim
     sp = lab.service()
     await proxy.sync(state_of(sp), frozenset({sp.name}), False)
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionRefusedError):
         await ask_name(lab.cluster_ip, lab.port)
+    assert "<none: refusing>" in proxy.table()
     sp2 = lab.service(2)
     await proxy.sync(state_of(sp2), frozenset({sp.name}), False)
     assert await ask_name(lab.cluster_ip, lab.port) == "pod2"
+
+
+async def test_sim_last_endpoint_gone_refuses_new_and_keeps_established(sim: tuple[SimLab, UserspaceProxy]) -> None:
+    lab, proxy = sim
+    sp = lab.service(1)
+    await proxy.sync(state_of(sp), frozenset({sp.name}), False)
+    sock = trio.socket.socket()
+    with sock, trio.fail_after(10):
+        await sock.connect((lab.cluster_ip, lab.port))
+        assert await read_line(sock) == "pod1"
+        await proxy.sync(state_of(lab.service()), frozenset({sp.name}), False)
+        with pytest.raises(ConnectionRefusedError):
+            await ask_name(lab.cluster_ip, lab.port)
+        await sock.send(b"still\n")
+        assert await read_line(sock) == "still"
+        await proxy.sync(state_of(lab.service(3)), frozenset({sp.name}), False)
+        assert await ask_name(lab.cluster_ip, lab.port) == "pod3"
 
 
 async def test_sim_endpoint_change_keeps_established_connection(sim: tuple[SimLab, UserspaceProxy]) -> None:
@@ -312,8 +330,10 @@ async def test_netns_portals(nursery: trio.Nursery, netns_lab: NetnsLab) -> None
         # NodePort from the node itself (KUBE-NODEPORT-HOST) and from a pod to the node IP (KUBE-NODEPORT-CONTAINER)
         assert await ask_name(lab.node_ip, 30080, open_socket=proxy_socket_opener(lab.node)) in {"pod1", "pod2", "pod3"}
         assert await ask_name(lab.node_ip, 30080, open_socket=from_pod) in {"pod1", "pod2", "pod3"}
-        with pytest.raises(ConnectionResetError):
+        with pytest.raises(ConnectionRefusedError):  # no endpoints: the proxy port is bound, not listening
             await ask_name("10.96.0.21", 80, open_socket=from_pod)
+        empty_pp = proxy.services[empty.name].frontends[0].proxy_port
+        assert f"--dport 80 -j REDIRECT --to-ports {empty_pp}" in saved
 
         c = await from_pod(socket.AF_INET, socket.SOCK_DGRAM)
         with c, trio.fail_after(10):
@@ -326,6 +346,10 @@ async def test_netns_portals(nursery: trio.Nursery, netns_lab: NetnsLab) -> None
         assert proxy.services[tcp.name].frontends[0].proxy_port == cluster_pp
         names = [await ask_name("10.96.0.20", 80, open_socket=from_pod) for _ in range(4)]
         assert Counter(names) == {"pod2": 2, "pod3": 2}
+        # the empty one gets an endpoint: same proxy port, so the portal needs no change
+        await proxy.sync(state_of(tcp, udp, replace(empty, endpoints=eps[:1])), frozenset({empty.name}), False)
+        assert proxy.services[empty.name].frontends[0].proxy_port == empty_pp
+        assert await ask_name("10.96.0.21", 80, open_socket=from_pod) == "pod1"
     finally:
         await proxy.cleanup()
     saved = (await netns.run(lab.node, ["iptables-save", "-t", "nat"])).stdout.decode()
