@@ -11,8 +11,8 @@ inside the proxy's namespace.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from kmesh.lab import netns
 from kmesh.proxy.model import Endpoint, ServicePort, ServicePortName, usable

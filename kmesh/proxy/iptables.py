@@ -10,6 +10,7 @@ restore, stale UDP conntrack entries are flushed.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import trio
@@ -19,20 +20,22 @@ from kmesh.proxy import conntrack
 from kmesh.proxy.iptables_rules import (
     FILTER_CHAINS,
     FIREWALL,
-    NAT_CHAINS,
     JUMPS,
+    NAT_CHAINS,
+    Jump,
     Plan,
     Planner,
     RenderConfig,
     constant_rules,
     is_service_chain,
+    jump_lines,
     missing_jumps,
     parse_save,
     shared_chain_order,
-    jump_lines,
 )
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePort, ServicePortName
 
+log = logging.getLogger("kmesh.proxy")
 OWN_CHAINS = frozenset([*FILTER_CHAINS, *NAT_CHAINS, FIREWALL])
 RESTORE = ["iptables-restore", "-w", "5", "--noflush", "--counters"]
 
@@ -54,7 +57,9 @@ class IptablesProxy:
         self.last_restore = ""  # the text of the last applied restore (for tests and debugging)
         self.last_plan: Plan | None = None
         self.last_sync_seconds = 0.0
+        self.last_timings: dict[str, float] = {}  # seconds per phase of the last sync
         self.syncs = 0
+        self.last_conntrack_error = ""
         self._need_full = True
         self._lock = trio.Lock()
 
@@ -100,28 +105,38 @@ class IptablesProxy:
             t0 = time.perf_counter()
             full = full or self._need_full
             existing: list[str] = []
-            jumps = []
+            jumps: list[Jump] = []
             if full:
                 saved = await self._save()
                 existing = [c for c in parse_save(saved).get("nat", {}) if is_service_chain(c)]
                 jumps = missing_jumps(saved, self.cfg)
             plan = self.planner.plan(state, changed, full, existing=existing, jumps=jumps)
-            old: dict[ServicePortName, ServicePort] = {n: sp for n, (sp, _) in self.planner.services.items()}
+            installed = self.planner.services
+            names = set(installed) | set(state.services) if full else set(changed)
+            old: dict[ServicePortName, ServicePort] = {n: installed[n][0] for n in names if n in installed}
+            t1 = time.perf_counter()
             try:
                 await self._restore(plan.text)
             except BaseException:
                 self._need_full = True
                 raise
+            t2 = time.perf_counter()
             self.planner.commit(plan)
             self._need_full = False
             self.last_restore = plan.text
             self.last_plan = plan
             self.syncs += 1
             if self.flush_conntrack:
-                names = set(old) | set(state.services) if full else set(changed)
                 flushes = conntrack.stale_flushes(old, state.services, names, self.ctx.node)
-                await conntrack.flush(self.ctx.netns, flushes)
-            self.last_sync_seconds = time.perf_counter() - t0
+                try:
+                    await conntrack.flush(self.ctx.netns, flushes)
+                    self.last_conntrack_error = ""
+                except conntrack.ConntrackError as exc:  # the rules are in; a stale UDP flow is not worth a resync
+                    self.last_conntrack_error = str(exc)
+                    log.warning("iptables proxy: %s", exc)
+            t3 = time.perf_counter()
+            self.last_sync_seconds = t3 - t0
+            self.last_timings = {"prepare": t1 - t0, "restore": t2 - t1, "conntrack": t3 - t2}
 
     async def rules(self) -> str:
         """``iptables-save`` of the filter and nat tables."""

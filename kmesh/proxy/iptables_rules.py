@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
-from kmesh.proxy.model import MASQ_MARK, Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName, usable
+from kmesh.proxy.model import (
+    MASQ_MARK,
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+    usable,
+)
 
 SERVICES = "KUBE-SERVICES"
 EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
@@ -132,7 +140,7 @@ class RenderConfig:
     large_cluster_endpoints: int = LARGE_CLUSTER_ENDPOINTS
 
     @classmethod
-    def from_context(cls, ctx: NodeContext, **kw: object) -> "RenderConfig":
+    def from_context(cls, ctx: NodeContext, **kw: object) -> RenderConfig:
         """The config of a proxy running as ``ctx`` describes."""
         return cls(node=ctx.node, cluster_cidr=ctx.cluster_cidr, masquerade_all=ctx.masquerade_all, **kw)  # type: ignore[arg-type]
 
@@ -331,14 +339,14 @@ def constant_rules(cfg: RenderConfig) -> dict[tuple[str, str], list[str]]:
         ("filter", FORWARD): [
             *([] if cfg.conntrack_liberal else [f"-A {FORWARD} -m conntrack --ctstate INVALID -j DROP"]),
             f'-A {FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT',
-            f'-A {FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
-            f"--ctstate RELATED,ESTABLISHED -j ACCEPT",
+            (f'-A {FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
+            f"--ctstate RELATED,ESTABLISHED -j ACCEPT"),
         ],
     }
     if cfg.localhost_nodeports:
         out[("filter", FIREWALL)] = [
-            f'-A {FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
-            f"! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+            (f'-A {FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
+            f"! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP")
         ]
     return out
 
@@ -412,6 +420,7 @@ class Plan:
     chains: set[str]  # per-service nat chains installed after this sync
     large: bool
     rules_rendered: int  # service ports rendered in this sync
+    endpoints: int  # endpoints of all service ports (large-cluster mode above the threshold)
 
 
 class Planner:
@@ -423,6 +432,7 @@ class Planner:
         self.order: list[ServicePortName] = []
         self.chains: set[str] = set()
         self.large: bool | None = None
+        self.total = 0
 
     def plan(
         self,
@@ -440,7 +450,15 @@ class Planner:
         to add. Nothing is remembered until ``commit``.
         """
         cfg = self.cfg
-        total = sum(len(sp.endpoints) for sp in state.services.values())
+        if full or self.large is None:
+            total = sum(len(sp.endpoints) for sp in state.services.values())
+        else:  # adjust the last count by the changed service ports only
+            total = self.total
+            for n in set(changed):
+                if n in self.services:
+                    total -= len(self.services[n][0].endpoints)
+                if n in state.services:
+                    total += len(state.services[n].endpoints)
         large = total > cfg.large_cluster_endpoints
         if self.large is not None and large != self.large:
             full = True  # comments appear or vanish everywhere
@@ -525,7 +543,7 @@ class Planner:
             parts.append("COMMIT")
         text = "\n".join(parts) + "\n"
         rewritten = rewrite + [("nat", c) for n in todo for c in fresh[n].chains]
-        return Plan(text, full, rewritten, deleted, services, order, active, large, len(todo))
+        return Plan(text, full, rewritten, deleted, services, order, active, large, len(todo), total)
 
     def commit(self, plan: Plan) -> None:
         """Remember an applied plan as the installed state."""
@@ -533,6 +551,7 @@ class Planner:
         self.order = plan.order
         self.chains = plan.chains
         self.large = plan.large
+        self.total = plan.endpoints
 
     def reset(self) -> None:
         """Forget everything (after cleanup)."""

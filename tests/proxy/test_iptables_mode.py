@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import yaml
-import math
 import socket
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from typing import AsyncIterator, Iterator
 
 import pytest
 import trio
+import yaml
 
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.convert import build_state
 from kmesh.proxy.iptables import IptablesProxy
 from kmesh.proxy.iptables_rules import normalise, parse_save, sep_chain, svc_chain
-from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
 from tests.conftest import require, require_binary
 from tests.proxy.test_iptables_rules import CASES, EXPECTED, NODE
 from tests.support.cluster import Cluster
@@ -288,3 +293,61 @@ async def test_udp_service_getting_endpoints_forgets_rejected_flow(lab: tuple[La
         await sock.send(b"?")
         with trio.fail_after(5):
             assert await sock.recv(100) == b"pod1"
+
+
+# ----------------------------------------------------------------- restarts, failures, clean-up
+
+
+def _svc(name: str, ip: str, eps: tuple[str, ...]) -> ServicePort:
+    n = ServicePortName("default", name, "http")
+    return ServicePort(n, ip, 80, endpoints=tuple(Endpoint(e, 8080) for e in eps))
+
+
+async def test_restarted_proxy_removes_leftovers_and_keeps_foreign_rules(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    ns = make_ns("node")
+    await netns.run(ns, ["iptables-restore", "--noflush"], input=(
+        b"*filter\n:MY-CHAIN - [0:0]\n-A MY-CHAIN -j ACCEPT\n-A INPUT -j MY-CHAIN\nCOMMIT\n"
+        b"*nat\n:MY-NAT - [0:0]\n-A PREROUTING -j MY-NAT\nCOMMIT\n"))
+    ctx = NodeContext(NODE, (), netns=ns)
+    a, b = _svc("a", "10.96.3.1", ("10.244.3.1",)), _svc("b", "10.96.3.2", ("10.244.3.2", "10.244.3.3"))
+    first = IptablesProxy(ctx)
+    await first.start(nursery)
+    await first.sync(ProxyState({a.name: a, b.name: b}), frozenset(), True)
+
+    second = IptablesProxy(ctx)  # a restart: nothing remembered
+    await second.start(nursery)
+    nat = parse_save(await second.rules())["nat"]
+    assert svc_chain(b.name) in nat  # start() leaves the installed services alone
+    await second.sync(ProxyState({a.name: a}), frozenset(), True)
+    nat = parse_save(await second.rules())["nat"]
+    assert svc_chain(a.name) in nat
+    assert svc_chain(b.name) not in nat
+    assert not {sep_chain(b.name, e.addr) for e in b.endpoints} & set(nat)
+    # The jumps exist once, however often start() and full syncs ran.
+    saved = await second.rules()
+    assert saved.count('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES') == 1
+
+    await second.cleanup()
+    left = parse_save(await second.rules())
+    assert left["filter"]["MY-CHAIN"] == ["-A MY-CHAIN -j ACCEPT"]
+    assert left["filter"]["INPUT"] == ["-A INPUT -j MY-CHAIN"]
+    assert left["nat"]["PREROUTING"] == ["-A PREROUTING -j MY-NAT"]
+    assert not [c for t in left.values() for c in t if c.startswith("KUBE-")]
+    await second.cleanup()  # twice is fine
+
+
+async def test_failed_restore_forces_a_full_sync(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    ns = make_ns("node")
+    mode = IptablesProxy(NodeContext(NODE, (), netns=ns))
+    await mode.start(nursery)
+    a = _svc("a", "10.96.3.1", ("10.244.3.1",))
+    await mode.sync(ProxyState({a.name: a}), frozenset(), True)
+    bad = _svc("bad", "10.96.3.300", ("10.244.3.2",))  # not an address: iptables-restore refuses the whole text
+    with pytest.raises(Exception, match="iptables-restore"):
+        await mode.sync(ProxyState({a.name: a, bad.name: bad}), frozenset({bad.name}), False)
+    nat = parse_save(await mode.rules())["nat"]
+    assert svc_chain(bad.name) not in nat and svc_chain(a.name) in nat  # all or nothing
+    b = _svc("b", "10.96.3.2", ("10.244.3.2",))
+    await mode.sync(ProxyState({a.name: a, b.name: b}), frozenset({b.name}), False)
+    assert mode.last_plan is not None and mode.last_plan.full
+    assert svc_chain(b.name) in parse_save(await mode.rules())["nat"]

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""kmesh's iptables proxy mode against plain iptables-restore of the same rules, in scratch namespaces.
+
+Two questions, each answered against an anchor measured in the same run:
+
+* full sync of N Services × E endpoints (default 10,000 × 2): kmesh's render +
+  apply (``IptablesProxy.sync(full=True)`` into a fresh namespace) against
+  ``iptables-restore --noflush`` of exactly the text kmesh produced into
+  another fresh namespace (goal: ≤ 1.3×);
+* one endpoint change among N services: kmesh's partial sync against a
+  ``--noflush`` restore of only the changed chains on top of the full rule
+  set (goal: ≤ 100 ms).
+
+Each side's runs are interleaved with the other's and medians are reported. Needs root; every
+namespace is named ``kmi-bench-<random>-*`` and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kmesh.lab import netns
+from kmesh.proxy.iptables import RESTORE, IptablesProxy
+from kmesh.proxy.iptables_rules import Planner, RenderConfig
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
+
+console = Console()
+
+
+def make_state(services: int, endpoints: int) -> ProxyState:
+    """N ClusterIP services (10.96.0.0/12) with E endpoints each (10.244.0.0/16), 3 nodes."""
+    state = ProxyState()
+    for i in range(services):
+        name = ServicePortName(f"ns{i % 50}", f"svc{i}", "http")
+        eps = tuple(
+            Endpoint(f"10.244.{(i * endpoints + j) // 250 % 256}.{(i * endpoints + j) % 250 + 2}", 8080,
+                     node=f"node{j % 3}")
+            for j in range(endpoints)
+        )
+        state.services[name] = ServicePort(name, f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}", 80, endpoints=eps)
+    return state
+
+
+async def restore(ns: str, text: str) -> float:
+    """Seconds for one ``iptables-restore --noflush --counters`` of ``text`` in ``ns``."""
+    t0 = time.perf_counter()
+    await netns.run(ns, RESTORE, input=text.encode())
+    return time.perf_counter() - t0
+
+
+async def run(args: argparse.Namespace) -> None:
+    tag = f"kmi-bench-{uuid.uuid4().hex[:6]}"
+    state = make_state(args.services, args.endpoints)
+    victim = next(iter(state.services))
+    sp = state.services[victim]
+    changed_state = ProxyState(dict(state.services))
+    changed_state.services[victim] = replace(sp, endpoints=sp.endpoints[:-1])
+    ctx = NodeContext("node0", ("192.168.56.11",))
+    render_cfg = RenderConfig.from_context(ctx)
+
+    full_kmesh: list[float] = []
+    full_anchor: list[float] = []
+    render_only: list[float] = []
+    part_kmesh: list[float] = []
+    part_anchor: list[float] = []
+    made: list[str] = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task(f"{args.services} services × {args.endpoints} endpoints",
+                                     total=args.rounds * (2 + args.changes))
+            for r in range(args.rounds):
+                ns_k, ns_a = f"{tag}-k{r}", f"{tag}-a{r}"
+                for ns in (ns_k, ns_a):
+                    netns.add(ns)
+                    made.append(ns)
+                mode = IptablesProxy(replace(ctx, netns=ns_k), flush_conntrack=False)
+                async with trio.open_nursery() as nursery:
+                    await mode.start(nursery)
+                # Anchor first in odd rounds, kmesh first in even ones.
+                order = ("k", "a") if r % 2 == 0 else ("a", "k")
+                full_text = ""
+                for who in order:
+                    if who == "k":
+                        t0 = time.perf_counter()
+                        await mode.sync(state, frozenset(), True)
+                        full_kmesh.append(time.perf_counter() - t0)
+                        full_text = mode.last_restore
+                    else:
+                        text = full_text or Planner(render_cfg).plan(state, full=True).text
+                        full_anchor.append(await restore(ns_a, text))
+                t0 = time.perf_counter()
+                Planner(render_cfg).plan(state, full=True)
+                render_only.append(time.perf_counter() - t0)
+                progress.advance(task, 2)
+
+                # One endpoint change (and back, so every change is the same size), kmesh and anchor
+                # interleaved; the anchor restores the same changed chains on top of the same full set.
+                anchor = Planner(render_cfg)
+                anchor.commit(anchor.plan(state, full=True))
+                for i in range(args.changes):
+                    target = changed_state if i % 2 == 0 else state
+                    plan = anchor.plan(target, {victim}, full=False)
+                    for who in (order if i % 2 == 0 else order[::-1]):
+                        if who == "k":
+                            t0 = time.perf_counter()
+                            await mode.sync(target, frozenset({victim}), False)
+                            part_kmesh.append(time.perf_counter() - t0)
+                        else:
+                            part_anchor.append(await restore(ns_a, plan.text))
+                    anchor.commit(plan)
+                    progress.advance(task)
+                for ns in (ns_k, ns_a):
+                    netns.delete(ns)
+                    made.remove(ns)
+    finally:
+        for ns in made:
+            netns.delete(ns)
+
+    med = statistics.median
+    lines = len(full_text.splitlines())
+    table = Table(title=f"iptables mode: {args.services} services × {args.endpoints} endpoints "
+                        f"({lines} restore lines); medians of {args.rounds} full syncs, "
+                        f"{args.rounds * args.changes} changes")
+    for col in ("measurement", "kmesh", "anchor", "ratio", "goal"):
+        table.add_column(col, justify="right" if col != "measurement" else "left")
+    fk, fa = med(full_kmesh), med(full_anchor)
+    table.add_row("full sync (render + restore)", f"{fk * 1000:.0f} ms", f"{fa * 1000:.0f} ms (iptables-restore)",
+                  f"{fk / fa:.2f}×", "≤ 1.30×" + (" ✓" if fk / fa <= 1.3 else " ✗"))
+    table.add_row("  of which rendering", f"{med(render_only) * 1000:.0f} ms", "", "", "")
+    pk, pa = med(part_kmesh), med(part_anchor)
+    table.add_row("one endpoint change (partial sync)", f"{pk * 1000:.1f} ms",
+                  f"{pa * 1000:.1f} ms (noflush restore of changed chains)", f"{pk / pa:.2f}×",
+                  "≤ 100 ms" + (" ✓" if pk <= 0.1 else " ✗"))
+    console.print(table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=10_000)
+    ap.add_argument("--endpoints", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="full syncs of each side (10,000 services take minutes)")
+    ap.add_argument("--changes", type=int, default=10, help="endpoint changes per round")
+    args = ap.parse_args()
+    trio.run(run, args)
+
+
+if __name__ == "__main__":
+    main()
