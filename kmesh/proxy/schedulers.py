@@ -9,16 +9,13 @@ wrr's current weight, the sh/dh/mh lookup tables, the lblc/lblcr caches); ``upda
 whenever the destination list or a weight changes, as the kernel calls
 ``add_dest``/``del_dest``/``upd_dest``.
 
-One deliberate difference: mh builds its Maglev table with a keyed BLAKE2b
-instead of the kernel's hsiphash, so the same algorithm (permutations,
-weights as turns, minimal disruption) picks different concrete servers than a
-kernel would for the same addresses. And lblc/lblcr entries never expire
-(the kernel drops them after a day unused).
+mh uses the kernel's hash (hsiphash as 64-bit kernels compute it,
+SipHash-1-3, with ip_vs_mh's fixed keys); lblc/lblcr entries never expire
+here (the kernel drops them after a day unused).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
@@ -28,7 +25,7 @@ GOLDEN_RATIO_32 = 0x61C88647
 HASH_TAB_BITS = 8  # CONFIG_IP_VS_SH_TAB_BITS / CONFIG_IP_VS_DH_TAB_BITS default
 HASH_TAB_SIZE = 1 << HASH_TAB_BITS
 MH_TAB_SIZE = 4093  # primes[CONFIG_IP_VS_MH_TAB_INDEX(12) - 8]
-MH_MAX_TURNS = 32  # keep weight/gcd turns small as the kernel's rshift does
+MH_TAB_BITS = 12 // 2  # CONFIG_IP_VS_MH_TAB_INDEX / 2: weight/gcd is shifted to keep within these bits
 
 
 class Dest(Protocol):
@@ -322,9 +319,53 @@ class DestinationHashing(_HashTable):
         return self.lookup(vip, 0)
 
 
-def _mh_hash(ip: str, port: int, key: bytes) -> int:
-    raw = ((port + addr_fold(ip)) & 0xFFFFFFFF).to_bytes(4, "little")
-    return int.from_bytes(hashlib.blake2b(raw, key=key, digest_size=8).digest(), "little")
+_M64 = (1 << 64) - 1
+SIPHASH_CONSTS = (0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573)
+MH_KEY1 = 2654435761  # generate_hash_secret(): both words of hash1
+MH_KEY2 = 2654446892  # ... and of hash2
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M64
+
+
+def siphash(k0: int, k1: int, data: bytes, c: int = 2, d: int = 4) -> int:
+    """SipHash-c-d of ``data`` under the key words ``k0``, ``k1`` (64-bit result)."""
+    v0, v1, v2, v3 = (SIPHASH_CONSTS[0] ^ k0, SIPHASH_CONSTS[1] ^ k1, SIPHASH_CONSTS[2] ^ k0, SIPHASH_CONSTS[3] ^ k1)
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _M64
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = (v2 + v3) & _M64
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & _M64
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & _M64
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    full = len(data) - len(data) % 8
+    for i in range(0, full, 8):
+        m = int.from_bytes(data[i:i + 8], "little")
+        v3 ^= m
+        rounds(c)
+        v0 ^= m
+    b = (len(data) << 56) & _M64 | int.from_bytes(data[full:], "little")
+    v3 ^= b
+    rounds(c)
+    v0 ^= b
+    v2 ^= 0xFF
+    rounds(d)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def mh_hashkey(ip: str, port: int, key: int, offset: int = 0) -> int:
+    """``ip_vs_mh_hashkey``: hsiphash (SipHash-1-3 on 64-bit kernels) of offset + port + address."""
+    v = (offset + port + addr_fold(ip)) & 0xFFFFFFFF
+    return siphash(key, key, v.to_bytes(4, "little"), 1, 3) & 0xFFFFFFFF
 
 
 class MaglevHashing(Scheduler):
@@ -333,34 +374,39 @@ class MaglevHashing(Scheduler):
     Each server walks its own permutation of the table (offset and skip from
     two hashes of its address:port) and takes ``weight/gcd`` free slots per
     turn, so adding or removing one server moves only about its share of the
-    clients."""
+    clients. As in the kernel, the table is built from each server's last
+    non-zero weight: a quiesced server (weight 0) keeps its slots, and the
+    clients hashing to them get no server (unless ``fallback``)."""
 
     name = "mh"
-    KEY1 = b"kmesh-mh-offset"
-    KEY2 = b"kmesh-mh-skip"
 
     def __init__(self, fallback: bool = False, use_port: bool = False, size: int = MH_TAB_SIZE) -> None:
         self.size = size
         self.table: list[Dest | None] = [None] * size
         self.fallback = fallback
         self.use_port = use_port
+        self.last_weight: dict[tuple[str, int], int] = {}
 
     def update(self, dests: Sequence[Dest]) -> None:
+        last = {}
+        for d in dests:  # __ip_vs_update_dest: "keep the last_weight with latest non-0 weight"
+            k = (d.ip, d.port)
+            last[k] = d.weight if (k not in self.last_weight or d.weight != 0) else self.last_weight[k]
+        self.last_weight = last
         m = self.size
         self.table = [None] * m
-        weights = [d.weight for d in dests if d.weight > 0]
+        weights = [w for w in last.values() if w > 0]
         if not weights:
             return
         gcd = math.gcd(*weights)
-        shift = max(0, (max(weights) // gcd).bit_length() - MH_MAX_TURNS.bit_length() + 1)
+        shift = max(0, (max(weights) // gcd).bit_length() - MH_TAB_BITS)
         setups = []
         for d in dests:
-            turns = (d.weight // gcd) >> shift if d.weight > 0 else 0
-            if d.weight > 0:
-                turns = max(turns, 1)
-            perm = _mh_hash(d.ip, d.port, self.KEY1) % m
-            skip = _mh_hash(d.ip, d.port, self.KEY2) % (m - 1) + 1
-            setups.append([d, turns, perm, skip])
+            lw = last[(d.ip, d.port)]
+            turns = ((lw // gcd) >> shift) or (1 if lw else 0)
+            offset = mh_hashkey(d.ip, d.port, MH_KEY1) % m
+            skip = mh_hashkey(d.ip, d.port, MH_KEY2) % (m - 1) + 1
+            setups.append([d, turns, offset, skip])
         taken = [False] * m
         n = 0
         while n < m:
@@ -379,12 +425,15 @@ class MaglevHashing(Scheduler):
 
     def schedule(self, dests: Sequence[Dest], client_ip: str, client_port: int = 0, vip: str = "") -> Dest | None:
         port = client_port if self.use_port else 0
-        tries = self.size if self.fallback else 1
-        for offset in range(tries):
-            raw = ((offset + port + addr_fold(client_ip)) & 0xFFFFFFFF).to_bytes(4, "little")
-            h = int.from_bytes(hashlib.blake2b(raw, key=self.KEY1, digest_size=8).digest(), "little")
-            d = self.table[h % self.size]
-            if d is not None and available(d):
+        ihash = mh_hashkey(client_ip, port, MH_KEY1) % self.size
+        d = self.table[ihash]
+        if d is None or available(d) or not self.fallback:
+            return d if d is not None and available(d) else None
+        for offset in range(self.size):  # mh-fallback: walk the table from the first choice
+            d = self.table[mh_hashkey(client_ip, port, MH_KEY1, (offset + ihash) % self.size) % self.size]
+            if d is None:
+                return None
+            if available(d):
                 return d
         return None
 

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 
 import pytest
 
-from kmesh.proxy.schedulers import HASH_TAB_SIZE, SCHEDULERS, Scheduler, addr_fold, hash_32, make_scheduler
+from kmesh.proxy.schedulers import (
+    HASH_TAB_SIZE,
+    MH_KEY1,
+    SCHEDULERS,
+    MaglevHashing,
+    Scheduler,
+    addr_fold,
+    hash_32,
+    make_scheduler,
+    mh_hashkey,
+    siphash,
+)
 
 
 @dataclass
@@ -239,3 +250,32 @@ def test_lblcr_grows_a_set_per_destination() -> None:
     del ds[1]
     s.update(ds)
     assert s.sets[vip] == [(ds[0].ip, 80)]  # type: ignore[attr-defined]
+
+
+def test_siphash_reference_vectors_and_the_mh_hash() -> None:
+    key = bytes(range(16))
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
+    assert siphash(k0, k1, b"") == 0x726FDB47DD0E0E31  # SipHash-2-4 paper / reference vectors
+    assert siphash(k0, k1, bytes(range(15))) == 0xA129CA6149BE45E5
+    # ip_vs_mh hashes the 32-bit sum offset + port + address with SipHash-1-3, truncated to 32 bits
+    v = (7 + 80 + 0x0AF40105).to_bytes(4, "little")
+    assert mh_hashkey("10.244.1.5", 80, MH_KEY1, 7) == siphash(MH_KEY1, MH_KEY1, v, 1, 3) & 0xFFFFFFFF
+
+
+def test_mh_quiesced_server_keeps_its_slots() -> None:
+    ds = dests(3)
+    s = sched("mh", ds)
+    before = {c: s.schedule(ds, c) for c in CLIENTS}
+    ds[1].weight = 0  # terminating: as in the kernel, its clients get nothing rather than moving
+    s.update(ds)
+    for c in CLIENTS:
+        assert s.schedule(ds, c) is (None if before[c] is ds[1] else before[c])
+    fb = MaglevHashing(fallback=True)
+    ds2 = dests(3)
+    fb.update(ds2)
+    ds2[1].weight = 0
+    fb.update(ds2)
+    assert all(fb.schedule(ds2, c) in (ds2[0], ds2[2]) for c in CLIENTS[:300])  # mh-fallback: the next choice
+    ds[1].weight = 1
+    s.update(ds)
+    assert {c: s.schedule(ds, c) for c in CLIENTS} == before
