@@ -445,6 +445,8 @@ class IpvsProxy:
             await self.kernel.sync(self.table)
             return
         want = {k for k, vs in self.table.services.items() if vs.dests and k[0] in ("TCP", "UDP")}
+        for key in [k for k, sv in self.served.items() if sv.relay.closed.is_set()]:
+            del self.served[key]  # its relay stopped on an error: serve it afresh
         for key in [k for k in self.served if k not in want]:
             _stop(self.served.pop(key).relay)  # established connections finish, new ones are refused
         failed = []
