@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import trio
 
+from kmesh.lab import netns
 from kmesh.proxy.balancer import Picker
 from kmesh.proxy.model import Endpoint
 
@@ -83,8 +84,6 @@ class NamespaceSockets:
         if not stock:
             async with self._lock:
                 if not stock:
-                    from kmesh.lab import netns
-
                     stock.extend(await netns.run_sync_in(self.name, _make_sockets, family, type, self.batch))
         return trio.socket.from_stdlib_socket(stock.pop())
 
