@@ -13,7 +13,9 @@ termination can see when a draining destination is idle.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,8 +41,9 @@ def service_fields(vs: VirtualServer) -> dict[str, Any]:
         "flags": {"flags": IP_VS_SVC_F_PERSISTENT if vs.persistent else 0, "mask": 0xFFFFFFFF},
         "timeout": vs.persistent,
     }
-    if ":" not in vs.ip:
-        fields["netmask"] = "255.255.255.255"
+    # the kernel wants a netmask on every full service entry: /32 for IPv4; for IPv6 the prefix length 128
+    # as ipvsadm puts it, a host-order u32 (pyroute2's ip4addr type writes the address bytes as they are)
+    fields["netmask"] = "255.255.255.255" if ":" not in vs.ip else str(ipaddress.IPv4Address((128).to_bytes(4, sys.byteorder)))
     return fields
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 from pyroute2.netlink.generic.ipvs import ipvsmsg
@@ -186,6 +187,8 @@ def test_netlink_messages() -> None:
     d = parse_dest(back)
     assert (d["IPVS_DEST_ATTR_ADDR"], d["IPVS_DEST_ATTR_PORT"], d["IPVS_DEST_ATTR_WEIGHT"], d["IPVS_DEST_ATTR_FWD_METHOD"]) == (
         "10.244.1.7", 8080, 0, 0)
+    v6 = service_fields(VirtualServer("TCP", "fd00::10", 53))
+    assert v6["netmask"] == ("128.0.0.0" if sys.byteorder == "little" else "0.0.0.128")  # 128 as a host-order u32
     plain = VirtualServer("UDP", "10.96.0.10", 53)
     assert service_fields(plain)["flags"] == {"flags": 0, "mask": 0xFFFFFFFF}
     assert service_fields(plain)["protocol"] == 17
