@@ -199,9 +199,13 @@ async def _splice_pump(src: trio.socket.SocketType, dst: trio.socket.SocketType,
             left = n
             while left:
                 try:
-                    left -= os.splice(r, dfd, left, flags=_SPLICE_FLAGS)
+                    m = os.splice(r, dfd, left, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dfd)
+                    continue
+                if m == 0:  # cannot happen while the pipe holds data; never spin on it
+                    raise BrokenPipeError(errno.EPIPE, "splice to socket moved nothing")
+                left -= m
             count(n)
             rounds += 1
             if rounds >= YIELD_EVERY:
