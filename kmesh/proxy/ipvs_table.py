@@ -186,11 +186,11 @@ class IPVSTable:
                 rs.wanted, rs.weight = on, (1 if on else 0)
                 changed = True
         have = {rs.key for rs in vs.dests}
-        for ip, port in sorted(wanted - have, key=lambda k: (ipaddress.ip_address(k[0]), k[1])):
+        for ip, port in sorted(wanted - have, key=_addr_order):
             vs.dests.append(RealServer(ip, port))
             changed = True
         if changed:
-            vs.dests.sort(key=lambda r: (ipaddress.ip_address(r.ip), r.port))
+            vs.dests.sort(key=lambda r: _addr_order(r.key))
             self._drop_templates_to_quiesced(vs)
             vs.changed()
 
@@ -293,6 +293,12 @@ class IPVSTable:
     def sorted_services(self) -> list[VirtualServer]:
         """Virtual servers in ipvsadm's order (``ipvs_cmp_services``: family, protocol, address, port)."""
         return sorted(self.services.values(), key=functools.cmp_to_key(_cmp_services))
+
+
+def _addr_order(key: tuple[str, int]) -> tuple[int, int, int]:
+    """Real servers' list order: by address (IPv4 before IPv6), then port."""
+    a = ipaddress.ip_address(key[0])
+    return (a.version, int(a), key[1])
 
 
 def _c_int(x: int) -> int:
