@@ -37,7 +37,16 @@ import trio
 
 from kmesh.lab import netns as nsmod
 from kmesh.proxy import ipsets as ipsetmod
-from kmesh.proxy.forward import Stats, TcpRelay, UdpRelay, tcp_listener, udp_socket
+from kmesh.proxy.forward import (
+    NamespaceSockets,
+    OpenSocket,
+    Stats,
+    TcpRelay,
+    UdpRelay,
+    default_open_socket,
+    tcp_listener,
+    udp_socket,
+)
 from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
 from kmesh.proxy.ipvs_kernel import KernelIPVS, kernel_has_ipvs
 from kmesh.proxy.ipvs_table import INACTIVE_LINGER, DesiredVS, IPVSTable, VSKey, render_table
@@ -292,6 +301,8 @@ class IpvsProxy:
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
         self._lock = trio.Lock()
+        # sockets inside the node namespace, made a batch per namespace trip (connect latency)
+        self._open_socket: OpenSocket = NamespaceSockets(ctx.netns) if ctx.netns is not None else default_open_socket
 
     @property
     def data_path(self) -> str:
@@ -357,6 +368,8 @@ class IpvsProxy:
         for served in self.served.values():
             served.relay.abort()
         self.served.clear()
+        if isinstance(self._open_socket, NamespaceSockets):
+            self._open_socket.close()
         self.table = IPVSTable(linger=self.config.linger)
         self.sets = IPSets()
         self.device_kind = ""
@@ -463,9 +476,7 @@ class IpvsProxy:
         assert self._nursery is not None, "start() first"
         proto, ip, port = key
 
-        async def open_socket(family: int, type: int) -> trio.socket.SocketType:
-            return await nsmod.open_socket(self.ctx.netns, family, type)
-
+        open_socket = self._open_socket
         picker = TablePicker(self.table, key)
         relay: TcpRelay | UdpRelay
         if proto == "TCP":
