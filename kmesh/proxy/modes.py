@@ -24,4 +24,6 @@ def make_mode(name: str, ctx: NodeContext, *, runtime: str = "netns", scheduler:
         from kmesh.proxy.ipvs import IpvsProxy
 
         return IpvsProxy(ctx, scheduler=scheduler)  # type: ignore[return-value]
+    if name == "nftables":
+        raise ValueError("the nftables proxy mode is not built yet; use userspace, iptables or ipvs")
     raise ValueError(f"unknown proxy mode {name!r} (expected one of {', '.join(MODES)})")
