@@ -11,8 +11,10 @@ against upstream's documented output. The layout follows upstream's
 
 ``Planner`` remembers what each service port rendered to at the last applied
 sync, so a partial sync re-renders only the changed service ports, rewrites
-a service-derived shared chain only when its content changed, and deletes
-(``-X``) the chains that are no longer produced.
+a shared chain only when its content changed (upstream rewrites them all on
+every sync; the content is the same, the restore is cheaper), and deletes
+(``-X``) the chains that are no longer produced. A full sync rewrites
+everything.
 """
 
 from __future__ import annotations
@@ -495,7 +497,10 @@ class Planner:
                            for n in (*todo, *gone)):
                 rewrite.append(key)
         const = constant_rules(cfg)
-        rewrite.extend(const)
+        if full or self.large is None:
+            # Their content never changes, and rewriting KUBE-MARK-MASQ (the target of every SVC and
+            # SEP chain) makes the kernel re-validate every jump to it: ~2x the cost of a small sync.
+            rewrite.extend(const)
 
         decl: dict[str, list[str]] = {"filter": [], "nat": []}
         body: dict[str, list[str]] = {"filter": [], "nat": []}

@@ -186,8 +186,11 @@ def test_partial_sync_rewrites_only_changed_service_chains() -> None:
     assert sep_chain(b.name, "10.1.0.3:80") not in plan.text
     gone = sep_chain(a.name, "10.1.0.2:80")
     assert plan.deleted == [gone] and f"-X {gone}" in plan.text
-    # Only endpoints changed: nat KUBE-SERVICES keeps its rules and is not rewritten.
+    # Only endpoints changed: nat KUBE-SERVICES keeps its rules and is not rewritten; neither are the
+    # chains whose content never changes (a full sync rewrites them).
     assert ":KUBE-SERVICES" not in plan.text.split("*nat")[1]
+    assert not {"KUBE-MARK-MASQ", "KUBE-POSTROUTING", "KUBE-FORWARD", "KUBE-FIREWALL"} & {
+        l[1:].split()[0] for l in plan.text.splitlines() if l.startswith(":")}
     planner.commit(plan)
 
     # Removing every endpoint moves the service to filter REJECT: both KUBE-SERVICES are rewritten.
