@@ -191,7 +191,7 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
     external = sp.has_external
     internal_local = sp.internal_local
     external_local = sp.external_local and external
-    uses_cluster = not internal_local or (external and not external_local)
+    uses_cluster = not internal_local or external  # external traffic from this node short-circuits to Cluster
     uses_local = internal_local or (external and external_local)
 
     eps = _by_addr(sp.endpoints)

@@ -100,6 +100,11 @@ CASES: dict[str, list[Obj]] = {
                 externalTrafficPolicy="Local"),
         endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1"), endpoint("10.180.2.1", node=NODE)], 80),
     ],
+    "both_traffic_policies_local": [
+        service("ns1", "svc1", "10.96.0.41", [port(80, node_port=30001)], type="NodePort",
+                internalTrafficPolicy="Local", externalTrafficPolicy="Local"),
+        endpoint_slice("ns1", "svc1", [endpoint("10.180.0.1"), endpoint("10.180.2.1", node=NODE)], 80),
+    ],
     "no_endpoints": [
         service("ns1", "svc1", "10.96.0.41", [port(80)]),
         service("ns5", "svc5", "10.96.0.45", [port(80, node_port=30005)], type="NodePort",
