@@ -116,7 +116,8 @@ class IptablesProxy:
             old: dict[ServicePortName, ServicePort] = {n: installed[n][0] for n in names if n in installed}
             t1 = time.perf_counter()
             try:
-                await self._restore(plan.text)
+                if not plan.empty:
+                    await self._restore(plan.text)
             except BaseException:
                 self._need_full = True
                 raise

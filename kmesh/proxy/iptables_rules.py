@@ -424,6 +424,11 @@ class Plan:
     rules_rendered: int  # service ports rendered in this sync
     endpoints: int  # endpoints of all service ports (large-cluster mode above the threshold)
 
+    @property
+    def empty(self) -> bool:
+        """True when the text changes nothing (only table headers and COMMITs)."""
+        return all(line.startswith("*") or line == "COMMIT" for line in self.text.splitlines())
+
 
 class Planner:
     """Turns successive (state, changed, full) into restore texts, remembering what was applied."""
@@ -525,11 +530,16 @@ class Planner:
             for n in (*todo, *gone):
                 if n in old:
                     active.difference_update(old[n][1].chains)
+        written: list[str] = []
         for n in sorted(todo, key=str):
+            same = not full and n in old and old[n][1].chains == fresh[n].chains  # a change that renders alike
             for chain, lines in fresh[n].chains.items():
+                active.add(chain)
+                if same:
+                    continue
                 decl["nat"].append(f":{chain} - [0:0]")
                 body["nat"].extend(lines)
-                active.add(chain)
+                written.append(chain)
         stale_from = set(self.chains) | {c for c in existing if is_service_chain(c)}
         if not full:
             stale_from = {c for n in gone | todo if n in old for c in old[n][1].chains}
@@ -547,7 +557,7 @@ class Planner:
             parts.extend(jl[table])
             parts.append("COMMIT")
         text = "\n".join(parts) + "\n"
-        rewritten = rewrite + [("nat", c) for n in todo for c in fresh[n].chains]
+        rewritten = rewrite + [("nat", c) for c in written]
         return Plan(text, full, rewritten, deleted, services, order, active, large, len(todo), total)
 
     def commit(self, plan: Plan) -> None:

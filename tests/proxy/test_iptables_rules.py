@@ -9,6 +9,7 @@ hashes such as KUBE-SVC-XPGD46QRK7WJZT7O for ``ns1/svc1:p80`` are upstream's).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,13 @@ def test_masquerade_all() -> None:
     a = _sp("a", "10.96.1.1", ["10.1.0.1"])
     rules = parse_save(render(ProxyState({a.name: a}), RenderConfig(node=NODE, masquerade_all=True)))["nat"]
     assert rules[svc_chain(a.name)][0].endswith("--dport 80 -j KUBE-MARK-MASQ")
+
+
+def test_change_that_renders_alike_writes_nothing_for_the_service() -> None:
+    a = _sp("a", "10.96.1.1", ["10.1.0.1"])
+    planner = Planner(CFG)
+    planner.commit(planner.plan(ProxyState({a.name: a}), full=True))
+    # Only the trigger time differs (the tracker still reports the service as changed).
+    plan = planner.plan(ProxyState({a.name: replace(a, trigger_time=1.0)}), {a.name}, full=False)
+    assert plan.text == "*filter\nCOMMIT\n*nat\nCOMMIT\n" and plan.empty
+    assert plan.chains == planner.chains and plan.deleted == []
