@@ -98,7 +98,7 @@ async def test_kubectl_objects_to_installed_rules(case: str, cluster: Cluster, m
 
 
 POD_NET, CLIENT_NET = "10.244.1", "10.244.2"
-TCP_PORT, UDP_PORT = 8080, 5353
+TCP_PORT, UDP_PORT, WHOAMI_PORT = 8080, 5353, 8081
 PODS = ("pod1", "pod2", "pod3")
 
 
@@ -133,25 +133,38 @@ class Lab:
         await netns.run(self.node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
     async def serve(self, nursery: trio.Nursery) -> None:
-        """TCP and UDP servers in every pod that answer with the pod's name."""
+        """TCP and UDP servers in every pod that answer with the pod's name (and on WHOAMI_PORT the peer's address)."""
         for p, ns in self.pods.items():
             tcp = await netns.open_socket(ns)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             await tcp.bind(("0.0.0.0", TCP_PORT))
             tcp.listen(128)
             nursery.start_soon(trio.serve_listeners, _answer(p), [trio.SocketListener(tcp)])
+            who = await netns.open_socket(ns)
+            who.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await who.bind(("0.0.0.0", WHOAMI_PORT))
+            who.listen(128)
+            nursery.start_soon(trio.serve_listeners, _whoami(p), [trio.SocketListener(who)])
             udp = await netns.open_socket(ns, type=socket.SOCK_DGRAM)
             await udp.bind(("0.0.0.0", UDP_PORT))
             nursery.start_soon(_udp_answer, udp, p)
 
-    def endpoints(self, pods: tuple[str, ...], port: int = TCP_PORT) -> tuple[Endpoint, ...]:
-        return tuple(Endpoint(self.ips[p], port, node=NODE) for p in pods)
+    def endpoints(self, pods: tuple[str, ...], port: int = TCP_PORT, node: str = NODE) -> tuple[Endpoint, ...]:
+        return tuple(Endpoint(self.ips[p], port, node=node) for p in pods)
 
 
 def _answer(name: str):  # type: ignore[no-untyped-def]
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
             await stream.send_all(name.encode())
+    return handle
+
+
+def _whoami(name: str):  # type: ignore[no-untyped-def]
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            peer = stream.socket.getpeername()[0]
+            await stream.send_all(f"{name} {peer}".encode())
     return handle
 
 
@@ -351,3 +364,57 @@ async def test_failed_restore_forces_a_full_sync(make_ns, nursery: trio.Nursery)
     await mode.sync(ProxyState({a.name: a, b.name: b}), frozenset({b.name}), False)
     assert mode.last_plan is not None and mode.last_plan.full
     assert svc_chain(b.name) in parse_save(await mode.rules())["nat"]
+
+
+WHO = ServicePortName("default", "who", "http")
+
+
+async def test_masquerade_nodeport_and_off_cluster_sources(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    who = ServicePort(WHO, "10.96.0.60", 80, type="NodePort", node_port=30060,
+                      endpoints=lb.endpoints(("pod1",), WHOAMI_PORT))
+    await mode.sync(ProxyState({WHO: who}), frozenset({WHO}), True)
+    # From a pod address (inside the cluster CIDR) to the ClusterIP: the source is kept.
+    assert await ask_tcp(lb.client, "10.96.0.60", 80) == f"pod1 {CLIENT_NET}.2"
+    # To a NodePort: KUBE-EXT marks, KUBE-POSTROUTING masquerades to the node's address on the pod side.
+    assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod1 {POD_NET}.1"
+
+
+async def test_off_cluster_source_is_masqueraded(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    lb = Lab(make_ns)
+    await lb.setup()
+    await lb.serve(nursery)
+    # The cluster CIDR covers only the pods' subnet: the client is "off-cluster" (`! -s` → KUBE-MARK-MASQ).
+    mode = IptablesProxy(NodeContext(NODE, (), cluster_cidr=f"{POD_NET}.0/24", netns=lb.node))
+    await mode.start(nursery)
+    who = ServicePort(WHO, "10.96.0.60", 80, endpoints=lb.endpoints(("pod2",), WHOAMI_PORT))
+    await mode.sync(ProxyState({WHO: who}), frozenset(), True)
+    assert await ask_tcp(lb.client, "10.96.0.60", 80) == f"pod2 {POD_NET}.1"
+    # externalTrafficPolicy Local without a local endpoint: external NodePort traffic is dropped.
+    np = replace(who, type="NodePort", node_port=30060, external_local=True,
+                 endpoints=lb.endpoints(("pod2",), WHOAMI_PORT, node="elsewhere"))
+    await mode.sync(ProxyState({WHO: np}), frozenset({WHO}), False)
+    with pytest.raises(trio.TooSlowError), trio.fail_after(1):
+        await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060)
+    # With a local endpoint it is accepted.
+    await mode.sync(ProxyState({WHO: replace(np, endpoints=lb.endpoints(("pod2",), WHOAMI_PORT))}),
+                    frozenset({WHO}), False)
+    assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod2 {CLIENT_NET}.2"
+    await mode.cleanup()
+
+
+async def test_external_traffic_local_nodeport(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    local = ServicePort(WHO, "10.96.0.60", 80, type="NodePort", node_port=30060, external_local=True,
+                        endpoints=lb.endpoints(("pod3",), WHOAMI_PORT))
+    await mode.sync(ProxyState({WHO: local}), frozenset({WHO}), True)
+    # A local endpoint: the client's address is preserved through the NodePort.
+    assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod3 {CLIENT_NET}.2"
+    # Only endpoints on other nodes: the ClusterIP still works, and so does the NodePort for this
+    # client, a pod (KUBE-EXT's "pod traffic" rule short-circuits it to the Cluster chain).
+    remote = replace(local, endpoints=lb.endpoints(("pod3",), WHOAMI_PORT, node="elsewhere"))
+    await mode.sync(ProxyState({WHO: remote}), frozenset({WHO}), False)
+    assert await ask_tcp(lb.client, "10.96.0.60", 80) == f"pod3 {CLIENT_NET}.2"
+    assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod3 {CLIENT_NET}.2"
+    rules = parse_save(await mode.rules())["filter"]["KUBE-EXTERNAL-SERVICES"]
+    assert any("has no local endpoints" in r and "--dport 30060" in r and r.endswith("-j DROP") for r in rules)
