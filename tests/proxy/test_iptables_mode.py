@@ -418,3 +418,77 @@ async def test_external_traffic_local_nodeport(lab: tuple[Lab, IptablesProxy]) -
     assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod3 {CLIENT_NET}.2"
     rules = parse_save(await mode.rules())["filter"]["KUBE-EXTERNAL-SERVICES"]
     assert any("has no local endpoints" in r and "--dport 30060" in r and r.endswith("-j DROP") for r in rules)
+
+
+# ----------------------------------------------------------------- end to end through the sync loop
+
+E2E_SVC = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.70
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+"""
+
+E2E_SLICE = """
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: http, port: 8080, protocol: TCP}
+endpoints:
+%s
+"""
+
+
+def _slice(lb: Lab, pods: tuple[str, ...]) -> str:
+    eps = "\n".join(f"- addresses: [{lb.ips[p]}]\n  conditions: {{ready: true}}\n  nodeName: {NODE}" for p in pods)
+    return E2E_SLICE % eps
+
+
+async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not await check():
+            await trio.sleep(0.05)
+
+
+async def test_kubectl_to_traffic_through_the_sync_loop(
+    lab: tuple[Lab, IptablesProxy], cluster: Cluster, nursery: trio.Nursery
+) -> None:
+    from kmesh.proxy.runner import SyncConfig, run_proxy
+
+    lb, mode = lab
+    await cluster.kubectl("apply", "-f", "-", stdin=E2E_SVC)
+    await cluster.kubectl("apply", "-f", "-", stdin=_slice(lb, PODS))
+    await nursery.start(run_proxy, cluster.client, mode, SyncConfig(min_sync_period=0.05))
+
+    async def reaches_all() -> bool:
+        try:
+            return {await ask_tcp(lb.client, "10.96.0.70", 80) for _ in range(30)} == set(PODS)
+        except OSError:
+            return False
+    await _until(reaches_all)
+
+    # Scale down through the API: the partial sync drops pod3's chain and traffic follows.
+    await cluster.kubectl("apply", "-f", "-", stdin=_slice(lb, ("pod1",)))
+    gone = sep_chain(ServicePortName("default", "web", "http"), f"{lb.ips['pod3']}:{TCP_PORT}")
+
+    async def only_pod1() -> bool:
+        return gone not in parse_save(await mode.rules())["nat"]
+    await _until(only_pod1)
+    assert {await ask_tcp(lb.client, "10.96.0.70", 80) for _ in range(10)} == {"pod1"}
+    assert mode.last_plan is not None and not mode.last_plan.full
+
+    await cluster.kubectl("delete", "service", "web")
+
+    async def no_chains() -> bool:
+        nat = parse_save(await mode.rules())["nat"]
+        return not [c for c in nat if c.startswith(("KUBE-SVC-", "KUBE-SEP-"))]
+    await _until(no_chains)
