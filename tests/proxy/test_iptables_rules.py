@@ -248,3 +248,30 @@ def test_change_that_renders_alike_writes_nothing_for_the_service() -> None:
     plan = planner.plan(ProxyState({a.name: replace(a, trigger_time=1.0)}), {a.name}, full=False)
     assert plan.text == "*filter\nCOMMIT\n*nat\nCOMMIT\n" and plan.empty
     assert plan.chains == planner.chains and plan.deleted == []
+
+
+# ----------------------------------------------------------------- UDP conntrack clean-up (pure part)
+
+
+def test_conntrack_flushes_for_udp_changes() -> None:
+    from kmesh.proxy.conntrack import Flush, stale_flushes
+
+    dns = replace(_sp("dns", "10.96.0.10", ["10.1.0.1", "10.1.0.2"], "UDP"), external_ips=("192.168.99.10",),
+                  node_port=30053, type="NodePort")
+    fewer = replace(dns, endpoints=dns.endpoints[:1])
+    # An endpoint went away: flows DNATed to it, through every address of the service.
+    assert stale_flushes({dns.name: dns}, {dns.name: fewer}, [dns.name], NODE) == sorted([
+        Flush(orig_dst="10.96.0.10", dst_nat="10.1.0.2"), Flush(orig_dst="192.168.99.10", dst_nat="10.1.0.2"),
+        Flush(dport=30053, dst_nat="10.1.0.2")])
+    # The first endpoint appeared: everything to the service's addresses.
+    empty = replace(dns, endpoints=())
+    assert stale_flushes({dns.name: empty}, {dns.name: fewer}, [dns.name], NODE) == sorted([
+        Flush(orig_dst="10.96.0.10"), Flush(orig_dst="192.168.99.10"), Flush(dport=30053)])
+    # The service was deleted.
+    assert Flush(orig_dst="10.96.0.10") in stale_flushes({dns.name: dns}, {}, [dns.name], NODE)
+    # TCP never, nor UDP services that did not change, nor new ones.
+    web = _sp("web", "10.96.0.11", ["10.1.0.1", "10.1.0.2"])
+    assert stale_flushes({web.name: web}, {web.name: replace(web, endpoints=())}, [web.name], NODE) == []
+    assert stale_flushes({}, {dns.name: dns}, [dns.name], NODE) == []
+    assert Flush(orig_dst="10.96.0.10", dst_nat="10.1.0.2").argv() == [
+        "conntrack", "-D", "--orig-dst", "10.96.0.10", "-p", "udp", "--dst-nat", "10.1.0.2"]
