@@ -5,7 +5,9 @@ and nat tables, run inside the node's namespace (``ctx.netns``; None = this
 process's own, as when the proxy runs inside its node namespace). A full sync
 first reads ``iptables-save`` to find the jumps from built-in chains that are
 missing and the per-service chains left over from earlier runs. After the
-restore, stale UDP conntrack entries are flushed.
+restore, stale UDP conntrack entries are flushed. As upstream, empty
+``KUBE-PROXY-CANARY`` chains in mangle, nat and filter are watched: when they
+vanish, the tables were flushed by someone else and the next sync is full.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import trio
 from kmesh.lab import netns
 from kmesh.proxy import conntrack
 from kmesh.proxy.iptables_rules import (
+    CANARY,
+    CANARY_TABLES,
     FILTER_CHAINS,
     FIREWALL,
     JUMPS,
@@ -36,7 +40,7 @@ from kmesh.proxy.iptables_rules import (
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePort, ServicePortName
 
 log = logging.getLogger("kmesh.proxy")
-OWN_CHAINS = frozenset([*FILTER_CHAINS, *NAT_CHAINS, FIREWALL])
+OWN_CHAINS = frozenset([*FILTER_CHAINS, *NAT_CHAINS, FIREWALL, CANARY])
 RESTORE = ["iptables-restore", "-w", "5", "--noflush", "--counters"]
 
 
@@ -49,11 +53,14 @@ class IptablesProxy:
 
     name = "iptables"
 
-    def __init__(self, ctx: NodeContext, *, flush_conntrack: bool = True, **render: object) -> None:
+    def __init__(self, ctx: NodeContext, *, flush_conntrack: bool = True, monitor_interval: float = 30.0,
+                 **render: object) -> None:
         self.ctx = ctx
         self.cfg = RenderConfig.from_context(ctx, **render)
         self.planner = Planner(self.cfg)
         self.flush_conntrack = flush_conntrack
+        self.monitor_interval = monitor_interval  # seconds between canary checks (upstream: syncPeriod); 0 = off
+        self.flushes_detected = 0
         self.last_restore = ""  # the text of the last applied restore (for tests and debugging)
         self.last_plan: Plan | None = None
         self.last_sync_seconds = 0.0
@@ -85,8 +92,10 @@ class IptablesProxy:
             const = constant_rules(self.cfg)
             parts: list[str] = []
             jl = jump_lines(missing_jumps(saved, self.cfg))
+            parts += ["*mangle", f":{CANARY} - [0:0]", "COMMIT"]
             for table, chains in shared_chain_order(self.cfg).items():
                 parts.append(f"*{table}")
+                parts.append(f":{CANARY} - [0:0]")
                 body: list[str] = []
                 for chain in chains:
                     if (table, chain) in const:
@@ -98,6 +107,30 @@ class IptablesProxy:
                 parts.extend(jl[table])
                 parts.append("COMMIT")
             await self._restore("\n".join(parts) + "\n")
+        if self.monitor_interval > 0:
+            nursery.start_soon(self._monitor)
+
+    async def canaries_present(self) -> bool:
+        """True when the KUBE-PROXY-CANARY chains are in every table (none was flushed since)."""
+        for table in CANARY_TABLES:
+            proc = await netns.run(self.ctx.netns, ["iptables", "-w", "5", "-t", table, "-S", CANARY], check=False)
+            if proc.returncode != 0:
+                return False
+        return True
+
+    async def _monitor(self) -> None:
+        """Upstream's iptables monitor: when the canaries vanish (someone flushed the tables),
+        the next sync is a full one, which also puts the canaries back."""
+        while True:
+            await trio.sleep(self.monitor_interval)
+            try:
+                present = await self.canaries_present()
+            except (OSError, netns.NetnsError):  # the namespace is going away
+                return
+            if not present and not self._need_full:
+                log.warning("iptables proxy: KUBE-PROXY-CANARY is gone (tables flushed?); next sync is full")
+                self.flushes_detected += 1
+                self._need_full = True
 
     async def sync(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
         """Make the kernel's rules match ``state`` (a sync that raises must be retried as full)."""
@@ -146,10 +179,10 @@ class IptablesProxy:
     async def cleanup(self) -> None:
         """Remove every jump and ``KUBE-`` chain this mode adds (one restore; absent ones are skipped)."""
         async with self._lock:
-            tables = parse_save(await self._save())
+            tables = parse_save(await self._save("mangle", "filter", "nat"))
             ours = {(j.table, j.src, f"-A {j.src} {j.spec()}") for j in JUMPS}
             parts: list[str] = []
-            for table in ("filter", "nat"):
+            for table in ("mangle", "filter", "nat"):
                 chains = tables.get(table, {})
                 kube = sorted(c for c in chains if c in OWN_CHAINS or is_service_chain(c))
                 dels = [f"-D {line[3:]}" for src, lines in chains.items() if not src.startswith("KUBE-")

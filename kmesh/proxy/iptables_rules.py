@@ -42,6 +42,8 @@ MARK_MASQ = "KUBE-MARK-MASQ"
 FORWARD = "KUBE-FORWARD"
 PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 FIREWALL = "KUBE-FIREWALL"  # kubelet's anti-martian chain, duplicated by kube-proxy
+CANARY = "KUBE-PROXY-CANARY"  # empty chains whose disappearance tells that the tables were flushed
+CANARY_TABLES = ("mangle", "nat", "filter")
 
 FILTER_CHAINS = (SERVICES, EXTERNAL_SERVICES, FORWARD, NODEPORTS, PROXY_FIREWALL)
 NAT_CHAINS = (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ)
@@ -550,6 +552,10 @@ class Planner:
 
         jl = jump_lines(jumps)
         parts: list[str] = []
+        if full:  # the canaries (re)appear with every full sync; their absence means someone flushed
+            parts += ["*mangle", f":{CANARY} - [0:0]", "COMMIT"]
+            decl["filter"].append(f":{CANARY} - [0:0]")
+            decl["nat"].append(f":{CANARY} - [0:0]")
         for table in ("filter", "nat"):
             parts.append(f"*{table}")
             parts.extend(decl[table])

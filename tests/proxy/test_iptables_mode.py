@@ -492,3 +492,28 @@ async def test_kubectl_to_traffic_through_the_sync_loop(
         nat = parse_save(await mode.rules())["nat"]
         return not [c for c in nat if c.startswith(("KUBE-SVC-", "KUBE-SEP-"))]
     await _until(no_chains)
+
+
+async def test_flushed_tables_are_detected_and_restored(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    ns = make_ns("node")
+    mode = IptablesProxy(NodeContext(NODE, (), netns=ns), monitor_interval=0.05)
+    await mode.start(nursery)
+    a = _svc("a", "10.96.3.1", ("10.244.3.1",))
+    state = ProxyState({a.name: a})
+    await mode.sync(state, frozenset(), True)
+    assert await mode.canaries_present()
+    # Someone flushes everything (as `iptables -F; iptables -X` on every table would).
+    for table in ("mangle", "filter", "nat"):
+        await netns.run(ns, ["iptables", "-t", table, "-F"])
+        await netns.run(ns, ["iptables", "-t", table, "-X"])
+    with trio.fail_after(5):
+        while not mode.flushes_detected:
+            await trio.sleep(0.02)
+    await mode.sync(state, frozenset(), False)  # the loop asked for a partial one; it becomes full
+    assert mode.last_plan is not None and mode.last_plan.full
+    nat = parse_save(await mode.rules())["nat"]
+    assert svc_chain(a.name) in nat and nat["PREROUTING"]
+    assert await mode.canaries_present()
+    await mode.cleanup()
+    mangle = await netns.run(ns, ["iptables-save", "-t", "mangle"])
+    assert b"KUBE-" not in mangle.stdout

@@ -165,8 +165,9 @@ def test_probabilities() -> None:
 def test_restore_text_shape() -> None:
     text = render(case_state("clusterip_3_endpoints"), CFG)
     lines = text.splitlines()
-    # filter first, then nat; each table's chain declarations precede its rules.
-    assert lines[0] == "*filter" and lines.count("COMMIT") == 2 and "*nat" in lines
+    # The mangle canary (full syncs only), then filter, then nat; each table's declarations precede its rules.
+    assert lines[:4] == ["*mangle", ":KUBE-PROXY-CANARY - [0:0]", "COMMIT", "*filter"]
+    assert lines.count("COMMIT") == 3 and lines.index("*nat") > lines.index("*filter")
     nat = lines[lines.index("*nat") + 1:]
     first_rule = next(i for i, l in enumerate(nat) if not l.startswith(":"))
     assert all(not l.startswith(":") for l in nat[first_rule:])
