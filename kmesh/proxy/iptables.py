@@ -110,21 +110,21 @@ class IptablesProxy:
         if self.monitor_interval > 0:
             nursery.start_soon(self._monitor)
 
-    async def canaries_present(self) -> bool:
-        """True when the KUBE-PROXY-CANARY chains are in every table (none was flushed since)."""
-        for table in CANARY_TABLES:
+    async def canaries_present(self, tables: tuple[str, ...] = CANARY_TABLES) -> bool:
+        """True when the KUBE-PROXY-CANARY chains are in ``tables`` (none was flushed since)."""
+        for table in tables:
             proc = await netns.run(self.ctx.netns, ["iptables", "-w", "5", "-t", table, "-S", CANARY], check=False)
             if proc.returncode != 0:
                 return False
         return True
 
     async def _monitor(self) -> None:
-        """Upstream's iptables monitor: when the canaries vanish (someone flushed the tables),
+        """Upstream's iptables monitor: when the mangle canary vanishes (someone flushed the tables),
         the next sync is a full one, which also puts the canaries back."""
         while True:
             await trio.sleep(self.monitor_interval)
             try:
-                present = await self.canaries_present()
+                present = await self.canaries_present(CANARY_TABLES[:1])  # mangle: small, cheap to read
             except (OSError, netns.NetnsError):  # the namespace is going away
                 return
             if not present and not self._need_full:
