@@ -117,6 +117,9 @@ class Lab:
         for i, (p, ns) in enumerate(self.pods.items()):
             netns.add_veth(n, f"veth{i}", ns, "eth0")
             netns.ip(n, "link", "set", f"veth{i}", "master", "kbr0")
+            # As the CNI bridge plugin's hairpinMode: a pod reaching itself through its service comes back
+            # out of the port it went in (br_netfilter DNATs bridged frames).
+            netns.ip(n, "link", "set", f"veth{i}", "type", "bridge_slave", "hairpin", "on")
             netns.ip(ns, "addr", "add", f"{self.ips[p]}/24", "dev", "eth0")
             netns.ip(ns, "route", "add", "default", "via", f"{POD_NET}.1")
         # An uplink with the default route, as a node has: without a route to the service IPs the
@@ -517,3 +520,14 @@ async def test_flushed_tables_are_detected_and_restored(make_ns, nursery: trio.N
     await mode.cleanup()
     mangle = await netns.run(ns, ["iptables-save", "-t", "mangle"])
     assert b"KUBE-" not in mangle.stdout
+
+
+async def test_hairpin_to_itself_is_masqueraded(lab: tuple[Lab, IptablesProxy]) -> None:
+    lb, mode = lab
+    who = ServicePort(WHO, "10.96.0.60", 80, endpoints=lb.endpoints(("pod1",), WHOAMI_PORT))
+    await mode.sync(ProxyState({WHO: who}), frozenset({WHO}), True)
+    # pod1 → its own service → DNAT back to pod1: the SEP chain's `-s <endpoint>` rule masquerades it,
+    # else pod1 would answer itself directly and the connection would never complete.
+    assert await ask_tcp(lb.pods["pod1"], "10.96.0.60", 80) == f"pod1 {POD_NET}.1"
+    # Another pod keeps its address.
+    assert await ask_tcp(lb.pods["pod2"], "10.96.0.60", 80) == f"pod1 {lb.ips['pod2']}"
