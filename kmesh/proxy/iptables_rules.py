@@ -19,7 +19,6 @@ everything.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -89,9 +88,18 @@ JUMPS: tuple[Jump, ...] = (
 )
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def _hash16(text: str) -> str:
+    """base32(sha256(text))[:16]: the 16 characters are exactly the first 10 bytes of the digest."""
+    n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    return "".join(_B32[(n >> shift) & 31] for shift in range(75, -1, -5))
+
+
 def port_proto_hash(svc_port_name: str, proto: str) -> str:
     """Upstream's 16-character chain suffix: base32(sha256(name + proto))[:16]."""
-    return base64.b32encode(hashlib.sha256((svc_port_name + proto).encode()).digest()).decode()[:16]
+    return _hash16(svc_port_name + proto)
 
 
 def svc_chain(name: ServicePortName) -> str:
@@ -116,8 +124,7 @@ def fw_chain(name: ServicePortName) -> str:
 
 def sep_chain(name: ServicePortName, endpoint: str) -> str:
     """``KUBE-SEP-<h>`` of one endpoint (``ip:port``) of a service port."""
-    digest = hashlib.sha256((str(name) + name.proto + endpoint).encode()).digest()
-    return "KUBE-SEP-" + base64.b32encode(digest).decode()[:16]
+    return "KUBE-SEP-" + _hash16(str(name) + name.proto + endpoint)
 
 
 def is_service_chain(chain: str) -> bool:
@@ -210,7 +217,9 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
     else:
         reachable = _by_addr({e.addr: e for e in [*cluster_eps, *local_eps]}.values())
 
-    cluster_chain, local_chain = svc_chain(sp.name), svl_chain(sp.name)
+    h = port_proto_hash(name, proto)
+    cluster_chain, local_chain, external_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
+    seps = {e.addr: sep_chain(sp.name, e.addr) for e in reachable}
     uses_cluster_chain = bool(cluster_eps) and uses_cluster
     uses_local_chain = bool(local_eps) and uses_local
     internal_chain, has_internal = cluster_chain, has_endpoints
@@ -221,7 +230,6 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
     if external_local:
         external_policy_chain = local_chain
         has_external_eps = has_external_eps and bool(local_eps)
-    external_chain = ext_chain(sp.name)
     uses_external_chain = has_endpoints and external
 
     internal_target = internal_comment = external_target = external_comment = ""
@@ -297,13 +305,13 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
             rule(external_chain, f"-j {external_policy_chain}")
     if uses_cluster_chain:
         chains.setdefault(cluster_chain, [])
-        _endpoint_rules(chains[cluster_chain], cluster_chain, name, sp, cluster_eps, large)
+        _endpoint_rules(chains[cluster_chain], cluster_chain, name, sp, cluster_eps, seps, large)
     if uses_local_chain:
         chains.setdefault(local_chain, [])
-        _endpoint_rules(chains[local_chain], local_chain, name, sp, local_eps, large)
+        _endpoint_rules(chains[local_chain], local_chain, name, sp, local_eps, seps, large)
     comment = "" if large else f"-m comment --comment {name} "
     for ep in reachable:
-        sep = sep_chain(sp.name, ep.addr)
+        sep = seps[ep.addr]
         recent = f"-m recent --name {sep} --set " if sp.session_affinity else ""
         chains[sep] = [
             f"-A {sep} {comment}-s {ep.ip} -j {MARK_MASQ}",
@@ -312,16 +320,17 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
     return out
 
 
-def _endpoint_rules(lines: list[str], chain: str, name: str, sp: ServicePort, eps: list[Endpoint], large: bool) -> None:
+def _endpoint_rules(lines: list[str], chain: str, name: str, sp: ServicePort, eps: list[Endpoint],
+                    seps: dict[str, str], large: bool) -> None:
     """Affinity checks, then one statistic rule per endpoint (the last one unconditional)."""
     if sp.session_affinity:
         for ep in eps:
-            sep = sep_chain(sp.name, ep.addr)
+            sep = seps[ep.addr]
             comment = "" if large else f'-m comment --comment "{name} -> {ep.addr}" '
             lines.append(f"-A {chain} {comment}-m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
     n = len(eps)
     for i, ep in enumerate(eps):
-        sep = sep_chain(sp.name, ep.addr)
+        sep = seps[ep.addr]
         comment = "" if large else f'-m comment --comment "{name} -> {ep.addr}" '
         stat = f"-m statistic --mode random --probability {probability(n - i)} " if i < n - 1 else ""
         lines.append(f"-A {chain} {comment}{stat}-j {sep}")
