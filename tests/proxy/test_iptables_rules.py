@@ -276,3 +276,13 @@ def test_conntrack_flushes_for_udp_changes() -> None:
     assert stale_flushes({}, {dns.name: dns}, [dns.name], NODE) == []
     assert Flush(orig_dst="10.96.0.10", dst_nat="10.1.0.2").argv() == [
         "conntrack", "-D", "--orig-dst", "10.96.0.10", "-p", "udp", "--dst-nat", "10.1.0.2"]
+
+
+def test_fast_hash_is_base32_of_sha256() -> None:
+    import base64
+    import hashlib
+
+    from kmesh.proxy.iptables_rules import _hash16
+
+    for text in ("", "ns1/svc1:p80tcp", "ns/ü:pudp10.0.0.1:53", "x" * 300):
+        assert _hash16(text) == base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
