@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> None:
                 for ns in (ns_k, ns_a):
                     netns.add(ns)
                     made.append(ns)
-                mode = IptablesProxy(replace(ctx, netns=ns_k), flush_conntrack=False)
+                mode = IptablesProxy(replace(ctx, netns=ns_k), flush_conntrack=False, monitor_interval=0)
                 async with trio.open_nursery() as nursery:
                     await mode.start(nursery)
                 # Anchor first in odd rounds, kmesh first in even ones.

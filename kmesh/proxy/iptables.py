@@ -1,7 +1,7 @@
 """kube-proxy's iptables mode: render the state (``iptables_rules``) and apply it atomically.
 
 Each sync is one ``iptables-restore --noflush --counters`` with the filter
-and nat tables, run inside the node's namespace (``ctx.netns``; None = this
+and nat tables (and mangle's canary chain on a full sync), run inside the node's namespace (``ctx.netns``; None = this
 process's own, as when the proxy runs inside its node namespace). A full sync
 first reads ``iptables-save`` to find the jumps from built-in chains that are
 missing and the per-service chains left over from earlier runs. After the
