@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -29,6 +29,7 @@ from tests.proxy.test_iptables_rules import CASES, EXPECTED, NODE
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.netns
+MakeNs = Callable[[str], str]
 
 
 def _need_netns() -> None:
@@ -38,7 +39,7 @@ def _need_netns() -> None:
 
 
 @pytest.fixture
-def make_ns() -> Iterator[callable]:  # type: ignore[valid-type]
+def make_ns() -> Iterator[MakeNs]:
     """Creates uniquely named namespaces (``kmi-<random>-<what>``) and deletes them all afterwards."""
     _need_netns()
     tag = uuid.uuid4().hex[:6]
@@ -69,7 +70,7 @@ async def _saved_expected(ns: str, case: str) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-async def test_kubectl_objects_to_installed_rules(case: str, cluster: Cluster, make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+async def test_kubectl_objects_to_installed_rules(case: str, cluster: Cluster, make_ns: MakeNs, nursery: trio.Nursery) -> None:
     objs = CASES[case]
     namespaces = sorted({o["metadata"]["namespace"] for o in objs})
     docs = [*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in namespaces), *objs]
@@ -105,7 +106,7 @@ PODS = ("pod1", "pod2", "pod3")
 class Lab:
     """A node namespace with a bridge to three pods, a routed link to a client pod and an uplink."""
 
-    def __init__(self, make_ns) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, make_ns: MakeNs) -> None:
         self.node = make_ns("node")
         self.client = make_ns("client")
         self.pods = {p: make_ns(p) for p in PODS}
@@ -198,7 +199,7 @@ async def ask_udp(sock: trio.socket.SocketType, ip: str, port: int) -> str:
 
 
 @pytest.fixture
-async def lab(make_ns, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab, IptablesProxy]]:  # type: ignore[no-untyped-def]
+async def lab(make_ns: MakeNs, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab, IptablesProxy]]:
     lab = Lab(make_ns)
     await lab.setup()
     await lab.serve(nursery)
@@ -319,7 +320,7 @@ def _svc(name: str, ip: str, eps: tuple[str, ...]) -> ServicePort:
     return ServicePort(n, ip, 80, endpoints=tuple(Endpoint(e, 8080) for e in eps))
 
 
-async def test_restarted_proxy_removes_leftovers_and_keeps_foreign_rules(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+async def test_restarted_proxy_removes_leftovers_and_keeps_foreign_rules(make_ns: MakeNs, nursery: trio.Nursery) -> None:
     ns = make_ns("node")
     await netns.run(ns, ["iptables-restore", "--noflush"], input=(
         b"*filter\n:MY-CHAIN - [0:0]\n-A MY-CHAIN -j ACCEPT\n-A INPUT -j MY-CHAIN\nCOMMIT\n"
@@ -352,7 +353,7 @@ async def test_restarted_proxy_removes_leftovers_and_keeps_foreign_rules(make_ns
     await second.cleanup()  # twice is fine
 
 
-async def test_failed_restore_forces_a_full_sync(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_restore_forces_a_full_sync(make_ns: MakeNs, nursery: trio.Nursery) -> None:
     ns = make_ns("node")
     mode = IptablesProxy(NodeContext(NODE, (), netns=ns))
     await mode.start(nursery)
@@ -383,7 +384,7 @@ async def test_masquerade_nodeport_and_off_cluster_sources(lab: tuple[Lab, Iptab
     assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30060) == f"pod1 {POD_NET}.1"
 
 
-async def test_off_cluster_source_is_masqueraded(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+async def test_off_cluster_source_is_masqueraded(make_ns: MakeNs, nursery: trio.Nursery) -> None:
     lb = Lab(make_ns)
     await lb.setup()
     await lb.serve(nursery)
@@ -497,7 +498,7 @@ async def test_kubectl_to_traffic_through_the_sync_loop(
     await _until(no_chains)
 
 
-async def test_flushed_tables_are_detected_and_restored(make_ns, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+async def test_flushed_tables_are_detected_and_restored(make_ns: MakeNs, nursery: trio.Nursery) -> None:
     ns = make_ns("node")
     mode = IptablesProxy(NodeContext(NODE, (), netns=ns), monitor_interval=0.05)
     await mode.start(nursery)
