@@ -20,6 +20,7 @@ everything.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -149,11 +150,13 @@ class RenderConfig:
     random_fully: bool = True  # iptables ≥ 1.6.2 has MASQUERADE --random-fully
     conntrack_liberal: bool = False  # nf_conntrack_tcp_be_liberal set → no INVALID drop rule
     large_cluster_endpoints: int = LARGE_CLUSTER_ENDPOINTS
+    node_ip: str = ""  # the node's primary IP (a load-balancer source range containing it admits the LB IPs)
 
     @classmethod
     def from_context(cls, ctx: NodeContext, **kw: object) -> RenderConfig:
         """The config of a proxy running as ``ctx`` describes."""
-        return cls(node=ctx.node, cluster_cidr=ctx.cluster_cidr, masquerade_all=ctx.masquerade_all, **kw)  # type: ignore[arg-type]
+        return cls(node=ctx.node, cluster_cidr=ctx.cluster_cidr, masquerade_all=ctx.masquerade_all,  # type: ignore[arg-type]
+                   node_ip=ctx.node_ips[0] if ctx.node_ips else "", **kw)
 
     @property
     def mark(self) -> str:
@@ -257,11 +260,18 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
         if not has_external_eps:
             out.filter_external.append(
                 f"-A {EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {port} -j {external_target}")
-    # Load-balancer ingress IPs (no source ranges in the model, so no KUBE-FW- chain).
+    # Load-balancer ingress IPs, through KUBE-FW- when source ranges restrict them.
+    ranges: tuple[str, ...] = tuple(getattr(sp, "load_balancer_source_ranges", ()) or ())
+    uses_fw_chain = has_endpoints and bool(sp.load_balancer_ips) and bool(ranges)
+    lb_chain = f"KUBE-FW-{h}" if uses_fw_chain else external_chain
     for ip in sp.load_balancer_ips:
         if has_endpoints:
             out.nat_services.append(
-                f'-A {SERVICES} -m comment --comment "{name} loadbalancer IP" {match} -d {ip} --dport {port} -j {external_chain}')
+                f'-A {SERVICES} -m comment --comment "{name} loadbalancer IP" {match} -d {ip} --dport {port} -j {lb_chain}')
+        if uses_fw_chain:
+            out.filter_firewall.append(
+                f'-A {PROXY_FIREWALL} -m comment --comment "{name} traffic not accepted by {lb_chain}" '
+                f"{match} -d {ip} --dport {port} -j DROP")
     if not has_external_eps:
         for ip in sp.load_balancer_ips:
             out.filter_external.append(
@@ -303,6 +313,14 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
                                  f"-m addrtype --src-type LOCAL -j {cluster_chain}")
         if has_external_eps:
             rule(external_chain, f"-j {external_policy_chain}")
+    if uses_fw_chain:
+        fw = f'-m comment --comment "{name} loadbalancer IP"'
+        for cidr in ranges:
+            rule(lb_chain, f"{fw} -s {cidr} -j {external_chain}")
+        if cfg.node_ip and any(_contains(cidr, cfg.node_ip) for cidr in ranges):
+            for ip in sp.load_balancer_ips:  # a VIP-style LB loops the node's own requests back from the VIP
+                rule(lb_chain, f"{fw} -s {ip} -j {external_chain}")
+        rule(lb_chain, f'-m comment --comment "other traffic to {name} will be dropped by {PROXY_FIREWALL}"')
     if uses_cluster_chain:
         chains.setdefault(cluster_chain, [])
         _endpoint_rules(chains[cluster_chain], cluster_chain, name, sp, cluster_eps, seps, large)
@@ -318,6 +336,13 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
             f"-A {sep} {comment}{recent}{match} -j DNAT --to-destination {ep.addr}",
         ]
     return out
+
+
+def _contains(cidr: str, ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
 
 
 def _endpoint_rules(lines: list[str], chain: str, name: str, sp: ServicePort, eps: list[Endpoint],

@@ -532,3 +532,22 @@ async def test_hairpin_to_itself_is_masqueraded(lab: tuple[Lab, IptablesProxy]) 
     assert await ask_tcp(lb.pods["pod1"], "10.96.0.60", 80) == f"pod1 {POD_NET}.1"
     # Another pod keeps its address.
     assert await ask_tcp(lb.pods["pod2"], "10.96.0.60", 80) == f"pod1 {lb.ips['pod2']}"
+
+
+async def test_load_balancer_firewall_is_accepted_by_iptables(make_ns: MakeNs, nursery: trio.Nursery) -> None:
+    from tests.proxy.test_iptables_rules import LBPort
+
+    ns = make_ns("node")
+    mode = IptablesProxy(NodeContext(NODE, ("203.0.113.5",), netns=ns))
+    await mode.start(nursery)
+    sp = LBPort(ServicePortName("ns5", "svc5", "p80"), "10.96.0.45", 80, type="LoadBalancer",
+                load_balancer_ips=("5.6.7.8",), endpoints=(Endpoint("10.180.0.3", 80),),
+                load_balancer_source_ranges=("203.0.113.0/25",))
+    await mode.sync(ProxyState({sp.name: sp}), frozenset(), True)
+    tables = parse_save(await mode.rules())
+    assert len(tables["nat"]["KUBE-FW-NUKIZ6OKUXPJNT4C"]) == 3
+    assert tables["filter"]["KUBE-PROXY-FIREWALL"][0].endswith("-j DROP")
+    # Ranges removed: the firewall chain is deleted as stale.
+    await mode.sync(ProxyState({sp.name: replace(sp, load_balancer_source_ranges=())}), frozenset({sp.name}), False)
+    tables = parse_save(await mode.rules())
+    assert "KUBE-FW-NUKIZ6OKUXPJNT4C" not in tables["nat"] and tables["filter"]["KUBE-PROXY-FIREWALL"] == []

@@ -9,7 +9,7 @@ hashes such as KUBE-SVC-XPGD46QRK7WJZT7O for ``ns1/svc1:p80`` are upstream's).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +286,41 @@ def test_fast_hash_is_base32_of_sha256() -> None:
 
     for text in ("", "ns1/svc1:p80tcp", "ns/ü:pudp10.0.0.1:53", "x" * 300):
         assert _hash16(text) == base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+@dataclass(frozen=True)
+class LBPort(ServicePort):
+    """A service port with loadBalancerSourceRanges (read by the renderer when the model carries them)."""
+
+    load_balancer_source_ranges: tuple[str, ...] = ()
+
+
+def test_load_balancer_source_ranges_use_a_firewall_chain() -> None:
+    # Upstream's fixture ns5/svc5:p80 (KUBE-*-NUKIZ6OKUXPJNT4C, endpoint chain KUBE-SEP-I77PXRDZVX7PMWMN).
+    sp = LBPort(ServicePortName("ns5", "svc5", "p80"), "10.96.0.45", 80, type="LoadBalancer",
+                load_balancer_ips=("5.6.7.8",), endpoints=(Endpoint("10.180.0.3", 80),),
+                load_balancer_source_ranges=("203.0.113.0/25",))
+    tables = parse_save(render(ProxyState({sp.name: sp}), CFG))
+    assert tables["filter"]["KUBE-PROXY-FIREWALL"] == [
+        ('-A KUBE-PROXY-FIREWALL -m comment --comment "ns5/svc5:p80 traffic not accepted by KUBE-FW-NUKIZ6OKUXPJNT4C" '
+        "-m tcp -p tcp -d 5.6.7.8 --dport 80 -j DROP")]
+    assert tables["nat"]["KUBE-SERVICES"][1] == (
+        '-A KUBE-SERVICES -m comment --comment "ns5/svc5:p80 loadbalancer IP" -m tcp -p tcp -d 5.6.7.8 --dport 80 '
+        "-j KUBE-FW-NUKIZ6OKUXPJNT4C")
+    assert tables["nat"]["KUBE-FW-NUKIZ6OKUXPJNT4C"] == [
+        ('-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment "ns5/svc5:p80 loadbalancer IP" -s 203.0.113.0/25 '
+        "-j KUBE-EXT-NUKIZ6OKUXPJNT4C"),
+        ('-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment "other traffic to ns5/svc5:p80 will be dropped by '
+        'KUBE-PROXY-FIREWALL"'),
+    ]
+    assert tables["nat"]["KUBE-EXT-NUKIZ6OKUXPJNT4C"][-1] == "-A KUBE-EXT-NUKIZ6OKUXPJNT4C -j KUBE-SVC-NUKIZ6OKUXPJNT4C"
+    assert "KUBE-SEP-I77PXRDZVX7PMWMN" in tables["nat"]
+    # A range holding the node's IP also admits the LB IP itself as a source (VIP-style load balancers).
+    node_in_range = RenderConfig(node=NODE, cluster_cidr="10.0.0.0/8", node_ip="203.0.113.5")
+    fw = parse_save(render(ProxyState({sp.name: sp}), node_in_range))["nat"]["KUBE-FW-NUKIZ6OKUXPJNT4C"]
+    assert fw[1] == ('-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment "ns5/svc5:p80 loadbalancer IP" -s 5.6.7.8 '
+                     "-j KUBE-EXT-NUKIZ6OKUXPJNT4C")
+    # Without source ranges the LB IP goes straight to KUBE-EXT-.
+    plain = replace(sp, load_balancer_source_ranges=())
+    nat = parse_save(render(ProxyState({sp.name: plain}), CFG))["nat"]
+    assert nat["KUBE-SERVICES"][1].endswith("-j KUBE-EXT-NUKIZ6OKUXPJNT4C") and "KUBE-FW-NUKIZ6OKUXPJNT4C" not in nat
