@@ -286,6 +286,12 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
                 f"-A {EXTERNAL_SERVICES} -m comment --comment {external_comment} -m addrtype --dst-type LOCAL "
                 f"{match} --dport {sp.node_port} -j {external_target}")
 
+    # Health-check node port (externalTrafficPolicy Local): accepted whether or not there are local endpoints.
+    hc_port = int(getattr(sp, "health_check_node_port", 0) or 0)
+    if hc_port:
+        out.filter_nodeports.append(
+            f'-A {NODEPORTS} -m comment --comment "{name} health check node port" -m tcp -p tcp --dport {hc_port} -j ACCEPT')
+
     chains = out.chains
 
     def rule(chain: str, text: str) -> None:

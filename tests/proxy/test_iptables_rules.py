@@ -293,6 +293,7 @@ class LBPort(ServicePort):
     """A service port with loadBalancerSourceRanges (read by the renderer when the model carries them)."""
 
     load_balancer_source_ranges: tuple[str, ...] = ()
+    health_check_node_port: int = 0
 
 
 def test_load_balancer_source_ranges_use_a_firewall_chain() -> None:
@@ -324,3 +325,12 @@ def test_load_balancer_source_ranges_use_a_firewall_chain() -> None:
     plain = replace(sp, load_balancer_source_ranges=())
     nat = parse_save(render(ProxyState({sp.name: plain}), CFG))["nat"]
     assert nat["KUBE-SERVICES"][1].endswith("-j KUBE-EXT-NUKIZ6OKUXPJNT4C") and "KUBE-FW-NUKIZ6OKUXPJNT4C" not in nat
+
+
+def test_health_check_node_port_is_accepted() -> None:
+    sp = LBPort(ServicePortName("ns2", "svc2", "p80"), "10.96.0.42", 80, type="NodePort", node_port=30002,
+                external_local=True, health_check_node_port=30000, endpoints=(Endpoint("10.180.0.2", 80),))
+    rules = parse_save(render(ProxyState({sp.name: sp}), CFG))["filter"]["KUBE-NODEPORTS"]
+    # As upstream's test expects it.
+    assert rules == ['-A KUBE-NODEPORTS -m comment --comment "ns2/svc2:p80 health check node port" '
+                     "-m tcp -p tcp --dport 30000 -j ACCEPT"]
