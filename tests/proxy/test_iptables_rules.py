@@ -332,5 +332,5 @@ def test_health_check_node_port_is_accepted() -> None:
                 external_local=True, health_check_node_port=30000, endpoints=(Endpoint("10.180.0.2", 80),))
     rules = parse_save(render(ProxyState({sp.name: sp}), CFG))["filter"]["KUBE-NODEPORTS"]
     # As upstream's test expects it.
-    assert rules == ['-A KUBE-NODEPORTS -m comment --comment "ns2/svc2:p80 health check node port" '
-                     "-m tcp -p tcp --dport 30000 -j ACCEPT"]
+    assert rules == [('-A KUBE-NODEPORTS -m comment --comment "ns2/svc2:p80 health check node port" '
+                     "-m tcp -p tcp --dport 30000 -j ACCEPT")]
