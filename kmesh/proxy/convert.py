@@ -96,6 +96,8 @@ def service_ports(svc: Obj, slices: Iterable[Obj]) -> list[ServicePort]:
             affinity_timeout=int(timeout),
             internal_local=spec.get("internalTrafficPolicy") == "Local",
             external_local=spec.get("externalTrafficPolicy") == "Local" and svc_type in ("NodePort", "LoadBalancer"),
+            load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()) if svc_type == "LoadBalancer" else (),
+            health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
             endpoints=_endpoints(slices, p.get("name") or "", protocol),
             trigger_time=trigger,
         ))

@@ -261,7 +261,7 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
             out.filter_external.append(
                 f"-A {EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {port} -j {external_target}")
     # Load-balancer ingress IPs, through KUBE-FW- when source ranges restrict them.
-    ranges: tuple[str, ...] = tuple(getattr(sp, "load_balancer_source_ranges", ()) or ())
+    ranges: tuple[str, ...] = sp.load_balancer_source_ranges
     uses_fw_chain = has_endpoints and bool(sp.load_balancer_ips) and bool(ranges)
     lb_chain = f"KUBE-FW-{h}" if uses_fw_chain else external_chain
     for ip in sp.load_balancer_ips:
@@ -287,7 +287,7 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
                 f"{match} --dport {sp.node_port} -j {external_target}")
 
     # Health-check node port (externalTrafficPolicy Local): accepted whether or not there are local endpoints.
-    hc_port = int(getattr(sp, "health_check_node_port", 0) or 0)
+    hc_port = sp.health_check_node_port
     if hc_port:
         out.filter_nodeports.append(
             f'-A {NODEPORTS} -m comment --comment "{name} health check node port" -m tcp -p tcp --dport {hc_port} -j ACCEPT')

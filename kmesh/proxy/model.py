@@ -72,6 +72,8 @@ class ServicePort:
     affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
     internal_local: bool = False  # internalTrafficPolicy: Local
     external_local: bool = False  # externalTrafficPolicy: Local
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    health_check_node_port: int = 0
     endpoints: tuple[Endpoint, ...] = ()
     trigger_time: float | None = field(default=None, compare=False)  # last-change-trigger-time (unix seconds)
 
