@@ -8,14 +8,16 @@ and this collector turns them into metric families when scraped.
 from __future__ import annotations
 
 import bisect
-import socket
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from kmesh import metrics_http
+from kmesh.metrics_http import OpenSocket
 
 BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
@@ -91,34 +93,8 @@ def registry_for(stats: Stats) -> CollectorRegistry:
 
 
 async def serve_metrics(registry: CollectorRegistry, host: str, port: int, *,
-                        open_socket: Callable[[int, int], Awaitable[trio.socket.SocketType]] | None = None,
+                        open_socket: OpenSocket | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """A minimal HTTP/1.0 endpoint answering every GET with the registry's text format; reports the bound port."""
-    if open_socket is None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    else:
-        sock = await open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((host, port))
-        sock.listen(128)
-        listeners = [trio.SocketListener(sock)]
-    task_status.started(listeners[0].socket.getsockname()[1])
-
-    async def handle(stream: trio.SocketStream) -> None:
-        async with stream:
-            with trio.move_on_after(5):
-                buf = b""
-                while b"\r\n\r\n" not in buf and len(buf) < 8192:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        return
-                    buf += chunk
-                body = generate_latest(registry)
-                head = (f"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-                try:
-                    await stream.send_all(head + body)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-
-    await trio.serve_listeners(handle, listeners)
+    """The metrics endpoint: every GET answered with the registry's text format; reports the bound port."""
+    await metrics_http.serve_metrics(registry, host, port, any_path=True, open_socket=open_socket, backlog=128,
+                                     task_status=task_status)

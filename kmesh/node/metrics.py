@@ -11,15 +11,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from kmesh.node.apps.http import Request, Response, serve_http
+from kmesh import metrics_http
 
 if TYPE_CHECKING:
     from kmesh.node.kubelet import Kubelet
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class KubeletCollector:
@@ -63,16 +61,4 @@ def registry_for(kubelet: Kubelet) -> CollectorRegistry:
 
 async def serve_metrics(kubelet: Kubelet, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``/metrics`` on ``host:port`` until cancelled; ``task_status`` gets the bound port."""
-    reg = registry_for(kubelet)
-
-    async def handle(req: Request) -> Response:
-        if req.path != "/metrics":
-            return Response(status=404, body="not found\n")
-        return Response(body=generate_latest(reg), content_type=CONTENT_TYPE)
-
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
-    sock.listen(64)
-    task_status.started(sock.getsockname()[1])
-    await serve_http(trio.SocketListener(sock), handle)
+    await metrics_http.serve_metrics(registry_for(kubelet), host, port, task_status=task_status)

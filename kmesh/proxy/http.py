@@ -13,9 +13,10 @@ import socket
 from typing import TYPE_CHECKING
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from kmesh.node.apps.http import Request, Response, http_get, serve_http
+from kmesh.metrics_http import serve_metrics
+from kmesh.node.apps.http import Request, Response, http_get
 
 if TYPE_CHECKING:
     from kmesh.proxy.runner import ProxyRunner
@@ -27,28 +28,22 @@ async def serve(runner: ProxyRunner, host: str = "127.0.0.1", port: int = METRIC
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the endpoint until cancelled; ``task_status`` gets the bound port."""
 
-    async def handle(req: Request) -> Response:
-        if req.path == "/metrics":
-            return Response(body=generate_latest(runner.metrics.registry), content_type=CONTENT_TYPE_LATEST)
-        if req.path == "/healthz":
-            m = runner.metrics
-            return Response(status=200 if m.syncs else 503, content_type="application/json",
-                            body=json.dumps({"mode": runner.mode.name, "syncs": m.syncs, "failures": m.failures}))
-        if req.path == "/rules":
-            return Response(body=await runner.mode.rules())
-        if req.path == "/ipvs":
-            table = getattr(runner.mode, "table_text", None)
-            if table is None:
-                return Response(status=404, body=f"the {runner.mode.name} mode has no IPVS table\n")
-            return Response(body=await table())
-        return Response(status=404, body="not found\n")
+    async def healthz(req: Request) -> Response:
+        m = runner.metrics
+        return Response(status=200 if m.syncs else 503, content_type="application/json",
+                        body=json.dumps({"mode": runner.mode.name, "syncs": m.syncs, "failures": m.failures}))
 
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
-    sock.listen(64)
-    task_status.started(sock.getsockname()[1])
-    await serve_http(trio.SocketListener(sock), handle)
+    async def rules(req: Request) -> Response:
+        return Response(body=await runner.mode.rules())
+
+    async def ipvs(req: Request) -> Response:
+        table = getattr(runner.mode, "table_text", None)
+        if table is None:
+            return Response(status=404, body=f"the {runner.mode.name} mode has no IPVS table\n")
+        return Response(body=await table())
+
+    await serve_metrics(runner.metrics.registry, host, port, content_type=CONTENT_TYPE_LATEST,
+                        routes={"/healthz": healthz, "/rules": rules, "/ipvs": ipvs}, task_status=task_status)
 
 
 async def fetch(path: str, *, netns_name: str | None, host: str = "127.0.0.1", port: int = METRICS_PORT) -> tuple[int, str]:
