@@ -27,6 +27,7 @@ from kmesh.cni.spec import (
     CODE_IO,
     CNIError,
     check_version,
+    find_executable,
     version_at_least,
 )
 from kmesh.lab import netns as _netns
@@ -211,6 +212,13 @@ def write_conflist(
     return p
 
 
+def _caps(capability_args: Mapping[str, Any] | None, cached: Mapping[str, Any]) -> dict[str, Any]:
+    """The capability args of a CHECK or DEL: the caller's when given, else those cached at ADD."""
+    if capability_args is not None:
+        return dict(capability_args)
+    return dict(cached.get("capabilityArgs") or {})
+
+
 class CNIChain:
     """One network (a conflist) and how to run its plugins: lookup path, result cache, namespace."""
 
@@ -295,11 +303,7 @@ class CNIChain:
                 CODE_INTERNAL,
                 f"no cached ADD result for container {container_id} {ifname} in network {self.name!r}",
             )
-        caps = (
-            dict(capability_args)
-            if capability_args is not None
-            else dict(cached.get("capabilityArgs") or {})
-        )
+        caps = _caps(capability_args, cached)
         for plugin in self.plugins:
             await self._exec(
                 plugin,
@@ -324,11 +328,7 @@ class CNIChain:
         """Detach the container: DEL each plugin in reverse; fine when already gone or the netns vanished."""
         self._check_ids(container_id, ifname)
         cached = self._load_cache(container_id, ifname) or {}
-        caps = (
-            dict(capability_args)
-            if capability_args is not None
-            else dict(cached.get("capabilityArgs") or {})
-        )
+        caps = _caps(capability_args, cached)
         prev = (
             cached.get("result")
             if version_at_least(self.cni_version, "0.4.0")
@@ -393,10 +393,9 @@ class CNIChain:
 
     def find_plugin(self, plugin_type: str) -> str:
         """The executable for ``plugin_type`` in ``cni_path``; code 999 error naming the path when absent."""
-        for d in self.cni_path:
-            cand = os.path.join(d, plugin_type)
-            if os.path.isfile(cand) and os.access(cand, os.X_OK):
-                return cand
+        found = find_executable(plugin_type, self.cni_path)
+        if found is not None:
+            return found
         raise CNIError(
             CODE_INTERNAL,
             f"failed to find plugin {plugin_type!r} in path {self.cni_path}",
@@ -499,12 +498,8 @@ class CNIChain:
         stdout = proc.stdout.decode(errors="replace").strip()
         stderr = proc.stderr.decode(errors="replace").strip()
         if proc.returncode != 0:
-            try:
-                parsed: Any = json.loads(stdout) if stdout else None
-            except ValueError:
-                parsed = None
-            err = CNIError.from_dict(
-                parsed, stderr or stdout or f"exit status {proc.returncode}"
+            err = CNIError.from_output(
+                stdout, stderr or stdout or f"exit status {proc.returncode}"
             )
             raise CNIError(
                 err.code, f"plugin {plugin_type} {command}: {err.msg}", err.details

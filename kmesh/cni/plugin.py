@@ -36,6 +36,7 @@ from kmesh.cni.spec import (
     DEFAULT_VERSION,
     CNIError,
     check_version,
+    find_executable,
     version_result,
 )
 
@@ -193,10 +194,9 @@ def _require_env(env: Mapping[str, str], command: str) -> None:
 def find_plugin(plugin_type: str, cni_path: str) -> str:
     """The delegate executable in CNI_PATH."""
     dirs = [d for d in cni_path.split(os.pathsep) if d]
-    for d in dirs:
-        cand = os.path.join(d, plugin_type)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
+    found = find_executable(plugin_type, dirs)
+    if found is not None:
+        return found
     raise CNIError(
         CODE_INTERNAL,
         f"failed to find delegate plugin {plugin_type!r} in CNI_PATH {dirs}",
@@ -222,11 +222,7 @@ def run_delegate(conf: Mapping[str, Any], env: Mapping[str, str], command: str) 
         ) from None
     out = proc.stdout.decode(errors="replace").strip()
     if proc.returncode != 0:
-        try:
-            parsed: Any = json.loads(out) if out else None
-        except ValueError:
-            parsed = None
-        err = CNIError.from_dict(parsed, out or f"exit status {proc.returncode}")
+        err = CNIError.from_output(out, out or f"exit status {proc.returncode}")
         raise CNIError(
             err.code, f"delegate {plugin_type} {command}: {err.msg}", err.details
         )

@@ -6,6 +6,8 @@ Stdlib only: the ``kmesh-cni`` plugin imports this module on every pod start.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from typing import Any
 
 # Error codes of the CNI spec (1.0/1.1); 100+ are plugin-specific, 999 is libcni's "internal".
@@ -63,6 +65,24 @@ class CNIError(Exception):
         return cls(
             CODE_INTERNAL, "plugin failed without a valid CNI error", fallback_details
         )
+
+    @classmethod
+    def from_output(cls, stdout: str, fallback_details: str = "") -> CNIError:
+        """The error a failed plugin printed on stdout (its error JSON); anything else becomes code 999."""
+        try:
+            parsed: Any = json.loads(stdout) if stdout else None
+        except ValueError:
+            parsed = None
+        return cls.from_dict(parsed, fallback_details)
+
+
+def find_executable(name: str, dirs: Iterable[str]) -> str | None:
+    """The first executable file ``name`` in ``dirs`` (a plugin lookup in CNI_PATH), else None."""
+    for d in dirs:
+        cand = os.path.join(d, name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
 
 
 def version_result(cni_version: str = DEFAULT_VERSION) -> dict[str, Any]:
