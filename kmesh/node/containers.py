@@ -12,13 +12,23 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
 
+from kmesh.node import apps
 from kmesh.node.apps import AppContext, AppMain
-from kmesh.node.runtime import StartError, exit_code_of, new_container_id
+from kmesh.node.podspec import container_argv, expand
+from kmesh.node.runtime import (
+    ContainerHandle,
+    ExecResult,
+    Obj,
+    Sandbox,
+    StartError,
+    exit_code_of,
+    new_container_id,
+)
 
 log = logging.getLogger("kmesh.node.containers")
 SIGKILLED = 137
@@ -221,3 +231,38 @@ async def run_command(
         with trio.CancelScope(shield=True):
             await proc.wait()
     return exit_code_of(proc.returncode or 0) if not timed_out else 137, bytes(output), timed_out
+
+
+
+async def start_container(
+    nursery: trio.Nursery, sandbox: Sandbox, pod: Obj, container: Obj, env: dict[str, str], log_path: Path,
+    *, prefix: Callable[[], Sequence[str]] = tuple,
+) -> ContainerHandle:
+    """Start one container as every runtime does: a built-in app image as a task, else its command as a process.
+
+    ``prefix`` gives the exec-ing wrapper of the process (see ``start_process``); it is asked only for a process."""
+    app = apps.lookup(container.get("image", ""))
+    app_argv = apps.app_args(app, container) if app is not None else None
+    if app is not None and app_argv is not None:
+        try:
+            main = app.resolve()
+        except (ImportError, AttributeError) as exc:
+            raise StartError(f"built-in image {container.get('image')} is not available in this kmesh: {exc}") from None
+        ctx = AppContext(
+            pod=pod, container=container, args=[expand(str(a), env) for a in app_argv], env=env,
+            sandbox=sandbox, log_path=log_path, hostname=sandbox.hostname,
+        )
+        return await start_app(nursery, main, ctx)
+    argv = container_argv(container, env)
+    return await start_process(nursery, argv, env, container.get("workingDir"), log_path, prefix=prefix())
+
+
+async def exec_in_container(
+    container: Obj, argv: list[str], env: dict[str, str], timeout: float, *, prefix: Sequence[str] = (),
+) -> ExecResult:
+    """Run ``argv`` to completion with the container's env and working dir (when it exists): an exec into it."""
+    cwd = container.get("workingDir")
+    if cwd and not os.path.isdir(cwd):
+        cwd = None
+    code, out, timed_out = await run_command(argv, env, cwd, timeout, prefix=prefix)
+    return ExecResult(code, out, timed_out)

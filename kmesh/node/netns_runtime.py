@@ -40,12 +40,9 @@ from kmesh import __version__
 from kmesh.lab import netns
 from kmesh.lab.topology import LabNames
 from kmesh.node import apps
-from kmesh.node.apps import AppContext
-from kmesh.node.containers import run_command, start_app, start_process
+from kmesh.node.containers import exec_in_container, start_container
 from kmesh.node.podspec import (
-    container_argv,
     container_env,
-    expand,
     log_path,
     pod_hostname,
     pod_log_dir,
@@ -394,33 +391,16 @@ class NetnsRuntime:
         self.check_image(container)
         env = self._env(sandbox, pod, container)
         lpath = log_path(self.data_dir, pod, container["name"], attempt)
-        app = apps.lookup(container.get("image", ""))
-        app_argv = apps.app_args(app, container) if app is not None else None
-        if app is not None and app_argv is not None:
-            try:
-                main = app.resolve()
-            except (ImportError, AttributeError) as exc:
-                raise StartError(f"built-in image {container.get('image')} is not available in this kmesh: {exc}") from None
-            ctx = AppContext(
-                pod=pod, container=container, args=[expand(str(a), env) for a in app_argv], env=env,
-                sandbox=sandbox, log_path=lpath, hostname=sandbox.hostname,
-            )
-            return await start_app(nursery, main, ctx)
-        argv = container_argv(container, env)
-        return await start_process(nursery, argv, env, container.get("workingDir"), lpath, prefix=self._prefix(sandbox))
+        return await start_container(nursery, sandbox, pod, container, env, lpath, prefix=lambda: self._prefix(sandbox))
 
     async def exec(self, sandbox: Sandbox, pod: Obj, container: Obj, argv: list[str], timeout: float) -> ExecResult:
         """Run ``argv`` in the pod's namespace with its hostname, /etc files, the container's env and working dir."""
         env = self._env(sandbox, pod, container)
-        cwd = container.get("workingDir")
-        if cwd and not os.path.isdir(cwd):
-            cwd = None
         try:
             prefix = self._prefix(sandbox)
         except StartError as exc:
             return ExecResult(126, exc.message.encode())
-        code, out, timed_out = await run_command(argv, env, cwd, timeout, prefix=prefix)
-        return ExecResult(code, out, timed_out)
+        return await exec_in_container(container, argv, env, timeout, prefix=prefix)
 
 
 def _host_ip(pod: Obj) -> str:
