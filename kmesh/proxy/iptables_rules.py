@@ -430,6 +430,15 @@ def missing_jumps(saved: str, cfg: RenderConfig) -> list[Jump]:
 
 def parse_save(text: str) -> dict[str, dict[str, list[str]]]:
     """``iptables-save``/restore text → table → chain → its ``-A`` lines (declared chains included, empty)."""
+    return _read_tables(text)
+
+
+def _read_tables(text: str, *, builtin_decls: bool = True, inserts: bool = False, reset_on_commit: bool = True) -> dict[str, dict[str, list[str]]]:
+    """Replay restore/save text into table → chain → ``-A`` lines (``-X`` deletes a chain).
+
+    ``builtin_decls``: ``:CHAIN`` lines of built-in chains declare them too; ``inserts``: apply
+    ``-I <chain> N`` lines (else they are skipped); ``reset_on_commit``: lines between ``COMMIT``
+    and the next ``*table`` are skipped (else they go on into the table just committed)."""
     tables: dict[str, dict[str, list[str]]] = {}
     cur: dict[str, list[str]] | None = None
     for raw in text.splitlines():
@@ -439,13 +448,18 @@ def parse_save(text: str) -> dict[str, dict[str, list[str]]]:
         if line.startswith("*"):
             cur = tables.setdefault(line[1:], {})
         elif line == "COMMIT":
-            cur = None
+            if reset_on_commit:
+                cur = None
         elif cur is None:
             continue
         elif line.startswith(":"):
-            cur.setdefault(line[1:].split()[0], [])
+            if builtin_decls or line[1:].split()[0] not in BUILTIN_CHAINS:
+                cur.setdefault(line[1:].split()[0], [])
         elif line.startswith("-A "):
             cur.setdefault(line.split(None, 2)[1], []).append(line)
+        elif line.startswith("-I ") and inserts:
+            _, chain, pos, rest = line.split(None, 3)
+            cur.setdefault(chain, []).insert(int(pos) - 1, f"-A {chain} {rest}")
         elif line.startswith("-X "):
             cur.pop(line.split()[1], None)
     return tables
@@ -627,26 +641,7 @@ def render(state: ProxyState, cfg: RenderConfig, *, jumps: Iterable[Jump] = ()) 
 def normalise(text: str) -> str:
     """A restore/save text in a comparable form: tables and chains sorted; counters, # lines and
     empty built-in chains dropped, ``-I <chain> N`` applied, rules kept in their order within each chain."""
-    tables: dict[str, dict[str, list[str]]] = {}
-    cur: dict[str, list[str]] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            cur = tables.setdefault(line[1:], {})
-        elif line == "COMMIT" or cur is None:
-            continue
-        elif line.startswith(":"):
-            if line[1:].split()[0] not in BUILTIN_CHAINS:
-                cur.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            cur.setdefault(line.split(None, 2)[1], []).append(line)
-        elif line.startswith("-I "):
-            _, chain, pos, rest = line.split(None, 3)
-            cur.setdefault(chain, []).insert(int(pos) - 1, f"-A {chain} {rest}")
-        elif line.startswith("-X "):
-            cur.pop(line.split()[1], None)
+    tables = _read_tables(text, builtin_decls=False, inserts=True, reset_on_commit=False)
     out: list[str] = []
     for table in sorted(tables):
         out.append(f"*{table}")

@@ -116,20 +116,16 @@ def _service_port(sp: ServicePort, ctx: NodeContext, scheduler: str, vss: list[D
     addrs.add(sp.cluster_ip)
     if _v4(sp.cluster_ip):
         sets.add(ipsetmod.CLUSTER_IP, ip_port(sp.cluster_ip, proto, sp.port))
-    for ip in sp.external_ips:
-        vss.append(make(ip=ip, port=sp.port, dests=external))
-        addrs.add(ip)
-        if _v4(ip):
-            sets.add(ipsetmod.EXTERNAL_IP, ip_port(ip, proto, sp.port))
-            if sp.external_local:
-                sets.add(ipsetmod.EXTERNAL_IP_LOCAL, ip_port(ip, proto, sp.port))
-    for ip in sp.load_balancer_ips:
-        vss.append(make(ip=ip, port=sp.port, dests=external))
-        addrs.add(ip)
-        if _v4(ip):
-            sets.add(ipsetmod.LOAD_BALANCER, ip_port(ip, proto, sp.port))
-            if sp.external_local:
-                sets.add(ipsetmod.LOAD_BALANCER_LOCAL, ip_port(ip, proto, sp.port))
+    # External and load-balancer IPs: a virtual server each, and their (Local) ipset members.
+    for ips, all_set, local_set in ((sp.external_ips, ipsetmod.EXTERNAL_IP, ipsetmod.EXTERNAL_IP_LOCAL),
+                                    (sp.load_balancer_ips, ipsetmod.LOAD_BALANCER, ipsetmod.LOAD_BALANCER_LOCAL)):
+        for ip in ips:
+            vss.append(make(ip=ip, port=sp.port, dests=external))
+            addrs.add(ip)
+            if _v4(ip):
+                sets.add(all_set, ip_port(ip, proto, sp.port))
+                if sp.external_local:
+                    sets.add(local_set, ip_port(ip, proto, sp.port))
     if sp.node_port:
         for nip in ctx.node_ips:
             vss.append(make(ip=nip, port=sp.node_port, dests=external))
