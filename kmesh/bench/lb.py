@@ -33,10 +33,11 @@ import trio
 from kmesh.api import errors as E
 from kmesh.bench.stats import ChiSquare, Latency, chisquare
 from kmesh.lab.datadir import ClusterInfo
+from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
+from kmesh.proxy.model import usable
 
 Obj = dict[str, Any]
 Protocol = Literal["tcp", "http", "udp"]
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 UDP_PAYLOAD = b"hostname"  # serve-hostname --udp answers anything; netexec's UDP server wants "hostname"
 MAX_ANSWER = 64 * 1024
 DEFAULT_ALPHA = 0.01
@@ -102,9 +103,7 @@ class ServiceTarget:
         """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule).
 
         With internalTrafficPolicy Local and a client on ``node``, only that node's endpoints."""
-        eps = [b for b in self.endpoints if b.node == node] if self.internal_local and node else list(self.endpoints)
-        ready = [b for b in eps if b.ready]
-        return ready or [b for b in eps if b.serving and b.terminating]
+        return usable([b for b in self.endpoints if b.node == node] if self.internal_local and node else self.endpoints)
 
     def speaks_http(self) -> bool:
         """Whether the port says it is HTTP (appProtocol, or a port name ``http``/``http-*`` as Istio reads it)."""
@@ -140,40 +139,30 @@ def _pick_port(svc: Obj, port: str | None, udp: bool) -> Obj:
 def backends_from_slices(slices: Sequence[Obj], port_name: str, protocol: str) -> tuple[Backend, ...]:
     """The endpoints of one Service port across its IPv4 EndpointSlices (de-duplicated, sorted by name)."""
     seen: dict[str, Backend] = {}
-    for s in slices:
-        if s.get("addressType", "IPv4") != "IPv4":
-            continue
-        sp = next((p for p in s.get("ports") or []
-                   if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == protocol), None)
-        if sp is None or not sp.get("port"):
-            continue
-        for ep in s.get("endpoints") or []:
-            addrs = ep.get("addresses") or []
-            if not addrs:
-                continue
-            cond = ep.get("conditions") or {}
-            ready = cond.get("ready")
-            ready = True if ready is None else bool(ready)
-            serving = cond.get("serving")
-            serving = ready if serving is None else bool(serving)
-            ref = ep.get("targetRef") or {}
-            ip, port = addrs[0], int(sp["port"])
-            b = Backend(
-                name=ref.get("name") or f"{ip}:{port}", ip=ip, port=port, ready=ready, serving=serving,
-                terminating=bool(cond.get("terminating")), node=ep.get("nodeName") or "", hostname=ep.get("hostname") or "",
-            )
-            seen.setdefault(b.addr, b)
+    for ep, e in slice_endpoints(slices, port_name, protocol):
+        ref = ep.get("targetRef") or {}
+        b = Backend(
+            name=ref.get("name") or f"{e.ip}:{e.port}", ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
+            terminating=e.terminating, node=e.node, hostname=ep.get("hostname") or "",
+        )
+        seen.setdefault(b.addr, b)
     return tuple(sorted(seen.values(), key=lambda b: (b.name, b.addr)))
+
+
+async def _get_or_usage_error(client: Any, kind: str, name: str, namespace: str, param: str, missing: str) -> Obj:
+    """The object from the API; a 404 becomes ``UsageError(param, missing)`` (the argument named a thing that is not there)."""
+    try:
+        return await client.get(kind, name, namespace)  # type: ignore[no-any-return]
+    except E.APIError as exc:
+        if exc.code == 404:
+            raise UsageError(param, missing) from None
+        raise
 
 
 async def resolve_service(client: Any, namespace: str, service: str, port: str | None = None, udp: bool = False) -> ServiceTarget:
     """The Service port to test and its endpoints, read from the API; ``UsageError`` names what is wrong."""
-    try:
-        svc = await client.get("Service", service, namespace)
-    except E.APIError as exc:
-        if exc.code == 404:
-            raise UsageError("SERVICE", f"no Service {service!r} in namespace {namespace!r}") from None
-        raise
+    svc = await _get_or_usage_error(client, "Service", service, namespace,
+                                    "SERVICE", f"no Service {service!r} in namespace {namespace!r}")
     spec = svc.get("spec") or {}
     cip = spec.get("clusterIP") or ""
     if not cip or cip == "None":
@@ -257,12 +246,7 @@ async def resolve_source(
     if from_pod:
         ns, _, name = from_pod.rpartition("/")
         ns = ns or namespace
-        try:
-            pod = await client.get("Pod", name, ns)
-        except E.APIError as exc:
-            if exc.code == 404:
-                raise UsageError("--from", f"pod {ns}/{name} not found") from None
-            raise
+        pod = await _get_or_usage_error(client, "Pod", name, ns, "--from", f"pod {ns}/{name} not found")
         return _source_of(info, pod, exists)
     if info.runtime != "netns":
         return Source()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any, Iterable
 
 from kmesh.proxy.model import DEFAULT_AFFINITY_TIMEOUT, Endpoint, ProxyState, ServicePort, ServicePortName
@@ -40,9 +41,12 @@ def _trigger_time(slices: Iterable[Obj]) -> float | None:
     return latest
 
 
-def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
-    """The endpoints of one named port across a service's IPv4 slices, de-duplicated and sorted."""
-    seen: dict[str, Endpoint] = {}
+def slice_endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> Iterator[tuple[Obj, Endpoint]]:
+    """Each endpoint of one named port in a service's IPv4 slices, as listed (no de-duplication).
+
+    Yields the slice's endpoint object (for what the model leaves out: targetRef, hostname)
+    with the ``Endpoint`` read from it: its first address, nil ready counted as ready, nil
+    serving as ready."""
     for s in slices:
         if s.get("addressType", "IPv4") != "IPv4":
             continue
@@ -60,10 +64,16 @@ def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[En
             serving = ready if serving is None else bool(serving)
             terminating = bool(cond.get("terminating"))
             for ip in (ep.get("addresses") or [])[:1]:  # kube-proxy uses the first address
-                e = Endpoint(ip=ip, port=int(port["port"]), ready=ready, serving=serving, terminating=terminating,
-                             node=ep.get("nodeName") or "", zone=ep.get("zone") or "")
-                if e.addr not in seen or (e.ready and not seen[e.addr].ready):
-                    seen[e.addr] = e
+                yield ep, Endpoint(ip=ip, port=int(port["port"]), ready=ready, serving=serving, terminating=terminating,
+                                   node=ep.get("nodeName") or "", zone=ep.get("zone") or "")
+
+
+def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+    """The endpoints of one named port across a service's IPv4 slices, de-duplicated and sorted."""
+    seen: dict[str, Endpoint] = {}
+    for _, e in slice_endpoints(slices, port_name, protocol):
+        if e.addr not in seen or (e.ready and not seen[e.addr].ready):
+            seen[e.addr] = e
     return tuple(sorted(seen.values(), key=lambda e: (tuple(int(x) for x in e.ip.split(".")) if "." in e.ip else (0,), e.port)))
 
 

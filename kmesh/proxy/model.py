@@ -8,7 +8,7 @@ that state and applies it. Nothing here talks to the API or the kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Protocol, TypeVar
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; upstream's sessionAffinityConfig.clientIP.timeoutSeconds default
 MASQ_MARK = 0x4000
@@ -104,7 +104,21 @@ class ServicePort:
         return self.local_endpoints(node) if self.external_local else self.cluster_endpoints()
 
 
-def usable(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+class _Conditions(Protocol):
+    """What ``usable`` reads of an endpoint (the model's ``Endpoint``, or kmesh.bench.lb's ``Backend``)."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def serving(self) -> bool: ...
+    @property
+    def terminating(self) -> bool: ...
+
+
+E = TypeVar("E", bound=_Conditions)
+
+
+def usable(endpoints: Iterable[E]) -> list[E]:
     """Upstream's choice: the ready endpoints, or when none is ready the serving terminating ones."""
     eps = list(endpoints)
     ready = [e for e in eps if e.ready]
