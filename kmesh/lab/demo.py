@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from kmesh.client.api import Client
@@ -45,6 +46,13 @@ DEMO: list[dict[str, Any]] = [
 ]
 
 
-async def apply_demo(client: Client) -> None:
-    """Create the demo objects (existing ones are left as they are)."""
-    await apply_objects(client, DEMO)
+async def apply_demo(client: Client, *, service_port: int = 80) -> None:
+    """Create the demo objects (existing ones are left as they are).
+
+    ``service_port``: the Service's port (the sim lab uses 8080, which a plain
+    user's proxy can bind; ports below 1024 need root)."""
+    objs = copy.deepcopy(DEMO)
+    for obj in objs:
+        if obj["kind"] == "Service":
+            obj["spec"]["ports"][0]["port"] = service_port
+    await apply_objects(client, objs)

@@ -192,7 +192,7 @@ async def run_lab(
             dd.write_cluster(info)
             if opts.demo:
                 progress("demo Deployment")
-                await apply_demo(client)
+                await apply_demo(client, service_port=80 if lab is not None else 8080)
             if on_ready is not None:
                 on_ready(info)
             async for sig in signals:

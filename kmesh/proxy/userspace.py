@@ -178,6 +178,7 @@ class UserspaceProxy:
         self.connect_timeouts = tuple(connect_timeouts)
         self.splice = splice
         self.services: dict[ServicePortName, ServiceProxy] = {}
+        self.unbound: dict[ServicePortName, str] = {}  # service ports that cannot be bound here, and why
         self._draining: list[Relay] = []
         self._nursery: trio.Nursery | None = None
 
@@ -194,11 +195,16 @@ class UserspaceProxy:
         """Open, update or close listeners for the changed service ports (all of them when ``full``)."""
         if self._nursery is None:
             raise RuntimeError("UserspaceProxy.sync before start")
-        names = set(state.services) | set(self.services) if full else set(changed)
+        names = set(state.services) | set(self.services) | set(self.unbound) if full else set(changed)
         errors: list[str] = []
         for spn in sorted(names):
+            self.unbound.pop(spn, None)
             try:
                 await self._sync_one(spn, state.services.get(spn))
+            except PermissionError as e:
+                # A port below 1024 as a plain user: retrying will not help, the others must still be served.
+                self.unbound[spn] = f"cannot bind: {e.strerror} (ports below 1024 need root)"
+                log.warning("%s: not served: %s", spn, self.unbound[spn])
             except OSError as e:
                 errors.append(f"{spn}: {e}")
         self._draining = [r for r in self._draining if not r.closed.is_set()]
@@ -360,6 +366,8 @@ class UserspaceProxy:
                 front = ",".join(f"{ip}:{port}" for ip, port in f.addresses)
                 aff = "None" if f.picker.affinity is None else f"ClientIP {int(f.picker.affinity.timeout)}s"
                 rows.append((str(spn), spn.protocol, front, str(f.proxy_port), aff, eps))
+        for spn, why in sorted(self.unbound.items()):
+            rows.append((str(spn), spn.protocol, "-", "-", "-", f"<not served: {why}>"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n" for r in rows)
 
