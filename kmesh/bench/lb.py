@@ -34,7 +34,7 @@ from kmesh.api import errors as E
 from kmesh.bench.stats import ChiSquare, Latency, chisquare
 from kmesh.lab.datadir import ClusterInfo
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
-from kmesh.proxy.model import usable
+from kmesh.proxy.model import Endpoint, usable
 
 Obj = dict[str, Any]
 Protocol = Literal["tcp", "http", "udp"]
@@ -55,23 +55,13 @@ class UsageError(Exception):
 # ------------------------------------------------------------------ the Service
 
 
-@dataclass(frozen=True)
-class Backend:
-    """One endpoint of the Service port under test, as its EndpointSlice lists it."""
+@dataclass(frozen=True, kw_only=True)
+class Backend(Endpoint):
+    """One endpoint of the Service port under test, as its EndpointSlice lists it: the proxy model's
+    ``Endpoint`` and who answers for it."""
 
     name: str  # the pod name (targetRef) — what serve-hostname answers — else ip:port
-    ip: str
-    port: int
-    ready: bool = True
-    serving: bool = True
-    terminating: bool = False
-    node: str = ""
     hostname: str = ""
-
-    @property
-    def addr(self) -> str:
-        """``ip:port``."""
-        return f"{self.ip}:{self.port}"
 
     def aliases(self) -> set[str]:
         """Every answer that names this endpoint: pod name, its hostname form, endpoint hostname, IP."""

@@ -8,7 +8,7 @@ that state and applies it. Nothing here talks to the API or the kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, TypeVar
+from typing import Iterable, TypeVar
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; upstream's sessionAffinityConfig.clientIP.timeoutSeconds default
 MASQ_MARK = 0x4000
@@ -104,21 +104,10 @@ class ServicePort:
         return self.local_endpoints(node) if self.external_local else self.cluster_endpoints()
 
 
-class _Conditions(Protocol):
-    """What ``usable`` reads of an endpoint (the model's ``Endpoint``, or kmesh.bench.lb's ``Backend``)."""
-
-    @property
-    def ready(self) -> bool: ...
-    @property
-    def serving(self) -> bool: ...
-    @property
-    def terminating(self) -> bool: ...
+_E = TypeVar("_E", bound=Endpoint)  # an Endpoint, or a subclass (kmesh.bench.lb.Backend)
 
 
-E = TypeVar("E", bound=_Conditions)
-
-
-def usable(endpoints: Iterable[E]) -> list[E]:
+def usable(endpoints: Iterable[_E]) -> list[_E]:
     """Upstream's choice: the ready endpoints, or when none is ready the serving terminating ones."""
     eps = list(endpoints)
     ready = [e for e in eps if e.ready]

@@ -46,7 +46,7 @@ PODS = ["web-a", "web-b", "web-c"]
 
 
 def _target(ready: tuple[bool, ...] = (True, True, True), **kw: Any) -> ServiceTarget:
-    eps = tuple(Backend(n, f"{SERVER_NET}.{i + 1}", 9376, ready=r, node=f"node-{i + 1}")
+    eps = tuple(Backend(f"{SERVER_NET}.{i + 1}", 9376, name=n, ready=r, node=f"node-{i + 1}")
                 for i, (n, r) in enumerate(zip(PODS, ready)))
     return ServiceTarget("default", "web", "127.96.250.10", 80, port_name="http", endpoints=eps, **kw)
 
@@ -115,8 +115,8 @@ def test_expected_shares() -> None:
     assert err.value.param == "--expect" and "web-z" in err.value.message and "web-a" in err.value.message
     # none ready: the serving terminating ones are usable (upstream's fallback)
     term = ServiceTarget("default", "web", "127.96.0.9", 80, endpoints=(
-        Backend("old", "127.244.9.1", 80, ready=False, serving=True, terminating=True),
-        Backend("gone", "127.244.9.2", 80, ready=False, serving=False, terminating=True)))
+        Backend("127.244.9.1", 80, name="old", ready=False, serving=True, terminating=True),
+        Backend("127.244.9.2", 80, name="gone", ready=False, serving=False, terminating=True)))
     assert expected_shares(term, Expectation("uniform")) == {"gone": 0.0, "old": 1.0}
     # internalTrafficPolicy Local: a client on node-1 reaches node-1's endpoints only
     local = _target(internal_local=True)
@@ -174,7 +174,7 @@ class Servers:
     ips: dict[str, str]  # pod name -> IP
 
     def backends(self) -> tuple[Backend, ...]:
-        return tuple(Backend(n, ip, self.port, node="node-1") for n, ip in self.ips.items())
+        return tuple(Backend(ip, self.port, name=n, node="node-1") for n, ip in self.ips.items())
 
 
 async def _tcp_server(sock: trio.socket.SocketType, name: bytes, http: bool) -> None:
@@ -403,7 +403,7 @@ async def test_netns_source_names(api: Any, tmp_path: Path) -> None:
     ns_of = {p["metadata"]["name"]: LabNames("bt").pod("node-1", p["metadata"]["name"], p["metadata"]["uid"])
              for p in (backend, other)}
     made = set(ns_of.values())
-    target = ServiceTarget("default", "web", "10.96.0.20", 80, endpoints=(Backend("web-a", "10.244.0.5", 9376),))
+    target = ServiceTarget("default", "web", "10.96.0.20", 80, endpoints=(Backend("10.244.0.5", 9376, name="web-a"),))
     src = await resolve_source(api.client, info, "default", "web-a", target, exists=made.__contains__)
     assert src.netns == ns_of["web-a"] and src.bind_ip is None and src.node == "node-1"
     for _ in range(5):
