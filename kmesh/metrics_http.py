@@ -7,34 +7,16 @@ registry's text format; a component adds its own paths through ``routes``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kmesh.node.apps.http import Request, Response, serve_http
+from kmesh.proxy.forward import OpenSocket, default_open_socket, tcp_listener
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OpenSocket = Callable[[int, int], Awaitable[trio.socket.SocketType]]
 Route = Callable[[Request], Awaitable[Response]]
-
-
-async def listen_tcp(host: str, port: int, *, open_socket: OpenSocket | None = None, backlog: int = 64) -> trio.SocketListener:
-    """A listening TCP socket on ``host:port`` (SO_REUSEADDR), opened with ``open_socket`` when given."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if open_socket is None:
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    else:
-        sock = await open_socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((host, port))
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
 
 
 async def serve_metrics(
@@ -54,6 +36,6 @@ async def serve_metrics(
             return Response(body=generate_latest(registry), content_type=content_type)
         return Response(status=404, body="not found\n")
 
-    listener = await listen_tcp(host, port, open_socket=open_socket, backlog=backlog)
-    task_status.started(listener.socket.getsockname()[1])
-    await serve_http(listener, handle)
+    sock = await tcp_listener(host, port, open_socket or default_open_socket, backlog)
+    task_status.started(sock.getsockname()[1])
+    await serve_http(trio.SocketListener(sock), handle)
