@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kmesh.lab import netns  # noqa: E402
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName  # noqa: E402
 from kmesh.proxy.userspace import UserspaceProxy  # noqa: E402
+from tests.proxy.support import bridged_node
 
 IPERF_PORT = 5201
 HAPROXY_PORT = 8000
@@ -64,17 +65,8 @@ class Lab:
         if self.runtime != "netns":
             return
         assert self.node and self.pod and self.client
-        netns.add(self.node)
-        netns.ip(self.node, "link", "add", "cni0", "type", "bridge")
-        netns.ip(self.node, "addr", "add", "10.244.1.1/24", "dev", "cni0")
-        netns.ip(self.node, "link", "set", "cni0", "up")
+        bridged_node(self.node, [(self.pod, self.pod_ip), (self.client, "10.244.1.20")])
         subprocess.run(netns.nsenter_argv(self.node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), check=True)
-        for k, (ns, ip) in enumerate([(self.pod, self.pod_ip), (self.client, "10.244.1.20")]):
-            netns.add(ns)
-            netns.add_veth(self.node, f"veth{k}", ns, "eth0")
-            netns.ip(self.node, "link", "set", f"veth{k}", "master", "cni0")
-            netns.ip(ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            netns.ip(ns, "route", "add", "default", "via", "10.244.1.1")
 
     def destroy(self) -> None:
         for ns in netns.names(self.prefix):

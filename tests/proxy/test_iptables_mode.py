@@ -25,6 +25,7 @@ from kmesh.proxy.model import (
     ServicePortName,
 )
 from tests.conftest import require, require_binary
+from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, service_yaml
 from tests.proxy.test_iptables_rules import CASES, EXPECTED, NODE
 from tests.support.cluster import Cluster
 
@@ -426,35 +427,11 @@ async def test_external_traffic_local_nodeport(lab: tuple[Lab, IptablesProxy]) -
 
 # ----------------------------------------------------------------- end to end through the sync loop
 
-E2E_SVC = """
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.70
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: 8080}
-"""
-
-E2E_SLICE = """
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-abc
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports:
-- {name: http, port: 8080, protocol: TCP}
-endpoints:
-%s
-"""
+E2E_SVC = service_yaml("10.96.0.70", "{name: http, port: 80, targetPort: 8080}")
 
 
 def _slice(lb: Lab, pods: tuple[str, ...]) -> str:
-    eps = "\n".join(f"- addresses: [{lb.ips[p]}]\n  conditions: {{ready: true}}\n  nodeName: {NODE}" for p in pods)
-    return E2E_SLICE % eps
+    return endpoint_slice_yaml(("{name: http, port: 8080, protocol: TCP}",), [endpoint_yaml(lb.ips[p], NODE) for p in pods])
 
 
 async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from kmesh.proxy.ipvs import IPVSConfig, IpvsProxy, desired_state, iptables_text
 from kmesh.proxy.ipvs_table import IPVSTable
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
 from tests.conftest import require, require_binary
+from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, read_line, service_yaml
 
 NODE_IP = "192.168.56.11"
 CTX = NodeContext("node-a", (NODE_IP,), cluster_cidr="10.244.0.0/16")
@@ -199,13 +200,7 @@ async def connect(lab: Lab, ip: str, port: int) -> trio.socket.SocketType:
 async def ask(lab: Lab, ip: str, port: int = 80) -> str:
     """Connect from the client pod, read the name line, close."""
     with await connect(lab, ip, port) as sock, trio.fail_after(5):
-        buf = b""
-        while not buf.endswith(b"\n"):
-            data = await sock.recv(100)
-            if not data:
-                raise ConnectionResetError("closed before the name")
-            buf += data
-        return buf.decode().strip()
+        return await read_line(sock)
 
 
 async def sh(ns: str, *argv: str) -> str:
@@ -431,35 +426,11 @@ async def test_a_busy_port_fails_the_sync_until_it_is_free(lab: Lab, proxy: Ipvs
     assert await ask(lab, NODE_IP, 30082) == "pod2"
 
 
-SVC_YAML = """
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.60
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: 9376}
-"""
-
-SLICE_YAML = """
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-abc
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports:
-- {name: http, port: 9376, protocol: TCP}
-endpoints:
-%s
-"""
+SVC_YAML = service_yaml("10.96.0.60", "{name: http, port: 80, targetPort: 9376}")
 
 
 def slice_yaml(lab: Lab, *idx: int) -> str:
-    eps = "\n".join(f"- {{addresses: [{lab.pod_ip(i)}], conditions: {{ready: true}}, nodeName: node-a}}" for i in idx)
-    return SLICE_YAML % eps
+    return endpoint_slice_yaml(("{name: http, port: 9376, protocol: TCP}",), [endpoint_yaml(lab.pod_ip(i), "node-a") for i in idx])
 
 
 @pytest.mark.netns

@@ -6,40 +6,16 @@ import trio
 
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePortName
 from kmesh.proxy.runner import ProxyRunner, SyncConfig, run_proxy
+from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, service_yaml
 from tests.support.cluster import Cluster
 
-SVC = """
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.50
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: 9376}
-  - {name: dns, port: 53, protocol: UDP}
-"""
+SVC = service_yaml("10.96.0.50", "{name: http, port: 80, targetPort: 9376}", "{name: dns, port: 53, protocol: UDP}")
 
-SLICE = """
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-abc
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-  annotations: {endpoints.kubernetes.io/last-change-trigger-time: "2026-11-23T01:00:00Z"}
-addressType: IPv4
-ports:
-- {name: http, port: 9376, protocol: TCP}
-- {name: dns, port: 5353, protocol: UDP}
-endpoints:
-- addresses: [10.244.1.2]
-  conditions: {ready: %s}
-  nodeName: node-1
-- addresses: [10.244.2.2]
-  conditions: {ready: true}
-  nodeName: node-2
-"""
+SLICE = endpoint_slice_yaml(
+    ("{name: http, port: 9376, protocol: TCP}", "{name: dns, port: 5353, protocol: UDP}"),
+    (endpoint_yaml("10.244.1.2", "node-1", "%s"), endpoint_yaml("10.244.2.2", "node-2")),
+    annotations='{endpoints.kubernetes.io/last-change-trigger-time: "2026-11-23T01:00:00Z"}',
+)
 
 HTTP = ServicePortName("default", "web", "http", "TCP")
 DNS = ServicePortName("default", "web", "dns", "UDP")

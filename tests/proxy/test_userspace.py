@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -19,6 +20,7 @@ from kmesh.proxy.forward import NamespaceSockets, OpenSocket, default_open_socke
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
 from kmesh.proxy.userspace import CHAINS, UserspaceProxy, UserspaceSyncError, proxy_socket_opener
 from tests.conftest import require
+from tests.proxy.support import bridged_node, read_line
 
 
 async def name_server(nursery: trio.Nursery, ip: str, port: int, name: str, open_socket: OpenSocket = default_open_socket) -> None:
@@ -67,16 +69,6 @@ async def ask_name(ip: str, port: int, *, source: str | None = None, open_socket
         return await read_line(sock)
 
 
-async def read_line(sock: trio.socket.SocketType) -> str:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        data = await sock.recv(100)
-        if not data:
-            raise ConnectionResetError("closed before a full line")
-        buf += data
-    return buf.decode().strip()
-
-
 # ---------------------------------------------------------------------------------------------- sim runtime
 
 
@@ -107,6 +99,17 @@ class SimLab:
 
 def state_of(*sps: ServicePort) -> ProxyState:
     return ProxyState({sp.name: sp for sp in sps})
+
+
+@asynccontextmanager
+async def established(lab: SimLab, proxy: UserspaceProxy, sp: ServicePort) -> AsyncIterator[tuple[trio.socket.SocketType, str]]:
+    """Sync ``sp`` alone and connect to its ClusterIP: the open connection and the pod that greeted it,
+    for a test that changes the service under it (all within 10 s)."""
+    await proxy.sync(state_of(sp), frozenset({sp.name}), False)
+    sock = trio.socket.socket()
+    with sock, trio.fail_after(10):
+        await sock.connect((lab.cluster_ip, lab.port))
+        yield sock, await read_line(sock)
 
 
 @pytest.fixture
@@ -164,11 +167,8 @@ async def test_sim_no_endpoints_refuses(sim: tuple[SimLab, UserspaceProxy]) -> N
 async def test_sim_last_endpoint_gone_refuses_new_and_keeps_established(sim: tuple[SimLab, UserspaceProxy]) -> None:
     lab, proxy = sim
     sp = lab.service(1)
-    await proxy.sync(state_of(sp), frozenset({sp.name}), False)
-    sock = trio.socket.socket()
-    with sock, trio.fail_after(10):
-        await sock.connect((lab.cluster_ip, lab.port))
-        assert await read_line(sock) == "pod1"
+    async with established(lab, proxy, sp) as (sock, first):
+        assert first == "pod1"
         await proxy.sync(state_of(lab.service()), frozenset({sp.name}), False)
         with pytest.raises(ConnectionRefusedError):
             await ask_name(lab.cluster_ip, lab.port)
@@ -181,11 +181,7 @@ async def test_sim_last_endpoint_gone_refuses_new_and_keeps_established(sim: tup
 async def test_sim_endpoint_change_keeps_established_connection(sim: tuple[SimLab, UserspaceProxy]) -> None:
     lab, proxy = sim
     sp = lab.service(1, 2, 3)
-    await proxy.sync(state_of(sp), frozenset({sp.name}), False)
-    sock = trio.socket.socket()
-    with sock, trio.fail_after(10):
-        await sock.connect((lab.cluster_ip, lab.port))
-        survivor = await read_line(sock)
+    async with established(lab, proxy, sp) as (sock, survivor):
         idx = int(survivor[-1])
         sp2 = lab.service(idx, 4)  # the two others go, pod4 comes
         await proxy.sync(state_of(sp2), frozenset({sp.name}), False)
@@ -224,11 +220,8 @@ async def test_sim_nodeport(sim: tuple[SimLab, UserspaceProxy]) -> None:
 async def test_sim_service_removed_and_port_changed(sim: tuple[SimLab, UserspaceProxy]) -> None:
     lab, proxy = sim
     sp = lab.service(1)
-    await proxy.sync(state_of(sp), frozenset({sp.name}), False)
-    sock = trio.socket.socket()
-    with sock, trio.fail_after(10):
-        await sock.connect((lab.cluster_ip, lab.port))
-        assert await read_line(sock) == "pod1"
+    async with established(lab, proxy, sp) as (sock, first):
+        assert first == "pod1"
         moved = replace(sp, port=lab.port + 1)
         await proxy.sync(state_of(moved), frozenset({sp.name}), False)
         assert await ask_name(lab.cluster_ip, lab.port + 1) == "pod1"
@@ -264,21 +257,12 @@ class NetnsLab:
         return f"10.244.1.{10 + i}"
 
     def build(self) -> None:
-        netns.add(self.node)
-        netns.ip(self.node, "link", "add", "cni0", "type", "bridge")
-        netns.ip(self.node, "addr", "add", "10.244.1.1/24", "dev", "cni0")
-        netns.ip(self.node, "link", "set", "cni0", "up")
+        bridged_node(self.node, [*((p, self.pod_ip(i)) for i, p in enumerate(self.pods, 1)), (self.client, "10.244.1.20")])
         netns.add(self.ext)
         netns.add_veth(self.node, "eth0", self.ext, "eth0")
         netns.ip(self.node, "addr", "add", f"{self.node_ip}/24", "dev", "eth0")
         netns.ip(self.ext, "addr", "add", "192.168.56.100/24", "dev", "eth0")
         netns.ip(self.node, "route", "add", "default", "via", "192.168.56.100")  # a node has a way out
-        for k, (ns, ip) in enumerate([*((p, self.pod_ip(i)) for i, p in enumerate(self.pods, 1)), (self.client, "10.244.1.20")]):
-            netns.add(ns)
-            netns.add_veth(self.node, f"veth{k}", ns, "eth0")
-            netns.ip(self.node, "link", "set", f"veth{k}", "master", "cni0")
-            netns.ip(ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            netns.ip(ns, "route", "add", "default", "via", "10.244.1.1")
 
     def destroy(self) -> None:
         for ns in netns.names(self.prefix):
