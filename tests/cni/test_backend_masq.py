@@ -11,7 +11,7 @@ from kmesh.cni.backends import make_backend
 from kmesh.cni.backends.masq import apply_masq, masq_rules, remove_masq
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
-from tests.cni.topo import NETWORK, Topo
+from tests.cni.topo import NETWORK, Topo, tcp_connection
 from tests.conftest import require, require_binary
 
 pytestmark = pytest.mark.netns
@@ -77,19 +77,9 @@ async def test_pod_to_outside_is_masqueraded_pod_to_pod_is_not(topo: Topo) -> No
 
 async def source_seen(client_ns: str, server_ns: str, server_ip: str) -> str:
     """The client address a TCP server in ``server_ns`` sees for a connection from ``client_ns``."""
-    server = await netns.open_socket(server_ns)
-    client = await netns.open_socket(client_ns)
-    try:
-        await server.bind((server_ip, 0))
-        server.listen()
-        with trio.fail_after(10):
-            await client.connect((server_ip, server.getsockname()[1]))
-            conn, peer = await server.accept()
-        conn.close()
-        return str(peer[0])
-    finally:
-        server.close()
-        client.close()
+    with trio.fail_after(10):
+        async with tcp_connection(client_ns, server_ns, server_ip) as (_, _, peer):
+            return peer
 
 
 def test_rules_without_random_fully() -> None:

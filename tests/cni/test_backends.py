@@ -16,7 +16,7 @@ from kmesh.cni.backends import Backend, BackendError, make_backend
 from kmesh.cni.lease import Lease
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
-from tests.cni.topo import NETWORK, Node, Topo
+from tests.cni.topo import NETWORK, Node, Topo, tcp_connection
 from tests.conftest import require
 
 pytestmark = pytest.mark.netns
@@ -97,26 +97,15 @@ async def reaches(ns: str, ip: str) -> bool:
 
 async def tcp_roundtrip(client_ns: str, server_ns: str, server_ip: str) -> bytes:
     """Connect from ``client_ns`` to a listener in ``server_ns``; return what came back."""
-    server = await netns.open_socket(server_ns)
-    client = await netns.open_socket(client_ns)
-    try:
-        await server.bind((server_ip, 0))
-        server.listen()
-        port = server.getsockname()[1]
-        with trio.fail_after(10):
-            await client.connect((server_ip, port))
-            conn, _ = await server.accept()
+    with trio.fail_after(10):
+        async with tcp_connection(client_ns, server_ns, server_ip) as (client, conn, _):
             payload = b"x" * 100_000  # bigger than one MTU: exercises segmentation through the overlay
             async with trio.open_nursery() as n:
                 n.start_soon(sendall, client, payload)
                 got = b""
                 while len(got) < len(payload):
                     got += await conn.recv(65536)
-            conn.close()
-        return got
-    finally:
-        server.close()
-        client.close()
+    return got
 
 
 async def sendall(sock: trio.socket.SocketType, data: bytes) -> None:

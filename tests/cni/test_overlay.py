@@ -8,9 +8,7 @@ etcd; the last test runs the real host-gw backend in network namespaces.
 from __future__ import annotations
 
 import ipaddress
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,9 @@ from kmesh.cni.subnets import DuplicatePublicIP
 from kmesh.cni.subnets.kube import PUBLIC_IP
 from kmesh.store.etcd_api import EtcdClient
 from kmesh.store.etcd_server import EtcdServer
+from tests.cni.conftest import SHM
 from tests.conftest import require_binary
 from tests.support.cluster import Cluster
-
-SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 class RecordingBackend:
@@ -110,22 +107,6 @@ async def test_kube_overlay_sequence_subnet_env_and_peers(cluster: Cluster, tmp_
             assert ("run",) in b1.calls
             n.cancel_scope.cancel()
     assert b1.calls[-1] == ("close",) and b2.calls[-1] == ("close",)
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    require_binary("etcd")
-    with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
-        yield server
-
-
-@pytest.fixture
-async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
-    client = EtcdClient(etcd_server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.etcd

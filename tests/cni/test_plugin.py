@@ -82,6 +82,20 @@ def _safe(exe: str, command: str, conf: object, tmp: Path, **kw: object):
     return run_plugin(exe, command, conf, node=None, cni_path=[str(empty)], **kw)
 
 
+def lab_chain(lab: CNILab, conflist: dict | Path | None = None) -> CNIChain:
+    """``conflist`` (default: the node agent's, written into the lab) as a CNIChain run in the lab's node namespace."""
+    if conflist is None:
+        conflist = write_conflist(
+            lab.tmp,
+            subnet_file=lab.subnet_file,
+            data_dir=lab.data_dir,
+            ipam_data_dir=lab.ipam_dir,
+        )
+    return CNIChain(
+        conflist, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
+    )
+
+
 def test_version(exe: str, tmp_path: Path) -> None:
     run = _safe(exe, "VERSION", {"cniVersion": "1.1.0"}, tmp_path)
     assert run.rc == 0 and run.out == {
@@ -288,15 +302,7 @@ def test_executable_add_check_del(exe: str, lab: CNILab) -> None:
 async def test_conflist_through_the_chain(lab: CNILab) -> None:
     """What the node agent does: write 10-kmesh.conflist, run it with CNIChain inside the node namespace."""
     lab.write_subnet_env(ipmasq=False)
-    path = write_conflist(
-        lab.tmp,
-        subnet_file=lab.subnet_file,
-        data_dir=lab.data_dir,
-        ipam_data_dir=lab.ipam_dir,
-    )
-    chain = CNIChain(
-        path, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
-    )
+    chain = lab_chain(lab)
     assert "1.0.0" in (await chain.version("kmesh-cni"))["supportedVersions"]
     a, a_path = lab.add_pod("a")
     b, b_path = lab.add_pod("b")
@@ -347,9 +353,7 @@ async def test_spec_1_1_status_and_gc(lab: CNILab) -> None:
             }
         ],
     }
-    chain = CNIChain(
-        conf, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
-    )
+    chain = lab_chain(lab, conf)
     await chain.status()
     a, a_path = lab.add_pod("a")
     _, b_path = lab.add_pod("b")
@@ -377,15 +381,7 @@ async def test_spec_1_1_status_and_gc(lab: CNILab) -> None:
 async def test_concurrent_adds_get_distinct_addresses(lab: CNILab) -> None:
     """The pod runtime starts pods in parallel: host-local's lock keeps the addresses apart."""
     lab.write_subnet_env()
-    path = write_conflist(
-        lab.tmp,
-        subnet_file=lab.subnet_file,
-        data_dir=lab.data_dir,
-        ipam_data_dir=lab.ipam_dir,
-    )
-    chain = CNIChain(
-        path, cni_path=CNI_PATH, cache_dir=lab.cache_dir, netns_for_plugins=lab.node
-    )
+    chain = lab_chain(lab)
     pods = [lab.add_pod(f"p{i}") for i in range(6)]
     results: dict[str, str] = {}
 

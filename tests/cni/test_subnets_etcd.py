@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
@@ -15,40 +13,21 @@ from kmesh.cni.netconf import NetConf
 from kmesh.cni.subnets import (
     DuplicatePublicIP,
     EtcdSubnetManager,
-    PeerEvent,
     SubnetsExhausted,
     ensure_config,
 )
 from kmesh.store.etcd_api import EtcdClient, b64, unb64
-from kmesh.store.etcd_server import EtcdServer
-from tests.conftest import require_binary
+from tests.cni.peer_events import PeerEvents
 
 pytestmark = pytest.mark.etcd
 
-SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 SMALL = NetConf.parse({"Network": "10.9.0.0/24", "SubnetLen": 28, "SubnetMin": "10.9.0.16", "SubnetMax": "10.9.0.128"})
 VXLAN = {"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:01"}
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    require_binary("etcd")
-    with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
-        yield server
 
 
 @pytest.fixture
 def prefix() -> str:
     return f"/kmesh-test-{uuid.uuid4().hex[:10]}/network"
-
-
-@pytest.fixture
-async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
-    client = EtcdClient(etcd_server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def manager(etcd: EtcdClient, prefix: str, node: str, ip: str, **kw: object) -> EtcdSubnetManager:
@@ -180,22 +159,8 @@ async def test_peers_added_changed_removed_and_expired(etcd: EtcdClient, prefix:
     me = manager(etcd, prefix, "me", "192.168.56.10")
     early = manager(etcd, prefix, "early", "192.168.56.20")
     early_lease = await early.acquire("vxlan", VXLAN)
-    events: list[PeerEvent] = []
-    arrived = trio.Condition()
-
-    async def on_event(ev: PeerEvent) -> None:
-        events.append(ev)
-        async with arrived:
-            arrived.notify_all()
-
-    async def until(pred: object) -> PeerEvent:
-        async with arrived:
-            while True:
-                for ev in events:
-                    if pred(ev):  # type: ignore[operator]
-                        events.remove(ev)
-                        return ev
-                await arrived.wait()
+    peers = PeerEvents()
+    events, on_event, until = peers.events, peers.on_event, peers.first
 
     with trio.fail_after(20):
         async with trio.open_nursery() as n:

@@ -12,7 +12,7 @@ import trio.testing
 
 from kmesh.client.api import Client
 from kmesh.cni.netconf import NetConf
-from kmesh.cni.subnets import KubeSubnetManager, PeerEvent, SubnetError
+from kmesh.cni.subnets import KubeSubnetManager, SubnetError
 from kmesh.cni.subnets.kube import (
     BACKEND_DATA,
     BACKEND_TYPE,
@@ -20,6 +20,7 @@ from kmesh.cni.subnets.kube import (
     PUBLIC_IP,
     lease_of,
 )
+from tests.cni.peer_events import PeerEvents
 from tests.support.cluster import Cluster
 
 VXLAN = {"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:01"}
@@ -99,19 +100,8 @@ async def test_peers_added_changed_removed(cluster: Cluster) -> None:
     early = KubeSubnetManager(c, "early", "192.168.56.20")
     await early.acquire("vxlan", VXLAN)
     me = KubeSubnetManager(c, "me", "192.168.56.10")
-    events: list[PeerEvent] = []
-    arrived = trio.Condition()
-
-    async def on_event(ev: PeerEvent) -> None:
-        events.append(ev)
-        async with arrived:
-            arrived.notify_all()
-
-    async def next_event() -> PeerEvent:
-        async with arrived:
-            while not events:
-                await arrived.wait()
-            return events.pop(0)
+    peers = PeerEvents()
+    events, on_event, next_event = peers.events, peers.on_event, peers.next
 
     with trio.fail_after(20):
         async with trio.open_nursery() as n:

@@ -15,8 +15,12 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
+
+import trio
 
 from kmesh.cni.lease import Lease
 from kmesh.lab import netns
@@ -117,3 +121,23 @@ def destroy_prefix(prefix: str) -> None:
     assert prefix.startswith("kmb-") and prefix.endswith("-") and len(prefix) > 5, prefix
     for name in reversed(netns.names(prefix)):
         netns.delete(name)
+
+
+@asynccontextmanager
+async def tcp_connection(
+    client_ns: str, server_ns: str, server_ip: str
+) -> AsyncIterator[tuple[trio.socket.SocketType, trio.socket.SocketType, str]]:
+    """A TCP connection from ``client_ns`` to a fresh listener on ``server_ip`` in ``server_ns``:
+    (client socket, accepted socket, the client address the server saw). Everything is closed after."""
+    server = await netns.open_socket(server_ns)
+    client = await netns.open_socket(client_ns)
+    try:
+        await server.bind((server_ip, 0))
+        server.listen()
+        await client.connect((server_ip, server.getsockname()[1]))
+        conn, peer = await server.accept()
+        with conn:
+            yield client, conn, str(peer[0])
+    finally:
+        server.close()
+        client.close()
