@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,13 @@ def sim_node_ip(i: int) -> str:
     return str(SIM_NODE_NET.network_address + i + 1)
 
 
-async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: UpOptions, dd: DataDir) -> list[NodeInfo]:
-    """Start one agent per node in ``nursery``; return once every node has its pod CIDR."""
+async def start_sim_nodes(
+    nursery: trio.Nursery, client: Client, opts: UpOptions, dd: DataDir, node_ip: Callable[[int], str] | None = None,
+) -> list[NodeInfo]:
+    """Start one agent per node in ``nursery``; return once every node has its pod CIDR.
+
+    ``node_ip``: the i-th node's address (default: slot 0's 127.1.0.N)."""
+    node_ip = node_ip or sim_node_ip
     from kmesh.node.agent import AgentConfig, run_agent
     from kmesh.node.sim import SimRuntime
 
@@ -37,7 +43,7 @@ async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: UpOptions
     for i, name in enumerate(names):
         node_dir = dd.root / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
-        cfg = AgentConfig(node_name=name, node_ip=sim_node_ip(i), runtime=SimRuntime(Path(node_dir)), data_dir=Path(node_dir))
+        cfg = AgentConfig(node_name=name, node_ip=node_ip(i), runtime=SimRuntime(Path(node_dir)), data_dir=Path(node_dir))
         await nursery.start(run_agent, client, cfg)
     nodes = Informer(client, "Node")
     async with trio.open_nursery() as watch:
@@ -46,6 +52,6 @@ async def start_sim_nodes(nursery: trio.Nursery, client: Client, opts: UpOptions
             await nodes.wait_for(lambda inf: all((inf.get(n) or {}).get("spec", {}).get("podCIDR") for n in names))
         watch.cancel_scope.cancel()
     return [
-        NodeInfo(name=n, ip=sim_node_ip(i), podCIDR=(nodes.get(n) or {})["spec"]["podCIDR"], netns=None)
+        NodeInfo(name=n, ip=node_ip(i), podCIDR=(nodes.get(n) or {})["spec"]["podCIDR"], netns=None)
         for i, n in enumerate(names)
     ]

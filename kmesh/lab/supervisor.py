@@ -24,17 +24,16 @@ from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.controllers.manager import ControllerConfig, run_controllers
 from kmesh.dns import DNSConfig, RunningDNS, run_dns
+from kmesh.lab.addons import apply_objects, coredns_objects
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
     SERVICE_CIDR,
-    SIM_CLUSTER_CIDR,
-    SIM_SERVICE_CIDR,
     ClusterInfo,
     DataDir,
 )
 from kmesh.lab.demo import apply_demo
 from kmesh.lab.simnodes import start_sim_nodes
-from kmesh.lab.addons import apply_objects, coredns_objects
+from kmesh.lab.simslots import claim as claim_sim_slot
 from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
 if TYPE_CHECKING:
@@ -134,8 +133,14 @@ async def run_lab(
                 etcd_url = etcd.url
                 if not sim:  # node agents reach it on the underlay
                     agents_etcd_url = f"http://{CONTROL_PLANE_IP}:{etcd.client_port}"
-            service_cidr = SIM_SERVICE_CIDR if sim else SERVICE_CIDR
-            cluster_cidr = SIM_CLUSTER_CIDR if sim else CLUSTER_CIDR
+            simnet = None
+            if sim:
+                simnet, slot_fd = claim_sim_slot()
+                stack.callback(os.close, slot_fd)
+                if simnet.slot:
+                    progress(f"sim address slot {simnet.slot} (another sim lab holds the default ranges)")
+            service_cidr = simnet.service_cidr if simnet else SERVICE_CIDR
+            cluster_cidr = simnet.cluster_cidr if simnet else CLUSTER_CIDR
             progress("API server")
             if lab is None:
                 cfg = ServerConfig(
@@ -158,7 +163,8 @@ async def run_lab(
                 run_controllers, client, ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
             )
             if lab is None:
-                nodes = await start_sim_nodes(nursery, client, opts, dd)
+                assert simnet is not None
+                nodes = await start_sim_nodes(nursery, client, opts, dd, simnet.node_ip)
                 open_socket = None
                 progress("userspace proxy")
                 await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr)
