@@ -233,7 +233,6 @@ async def run_command(
     return exit_code_of(proc.returncode or 0) if not timed_out else 137, bytes(output), timed_out
 
 
-
 async def start_container(
     nursery: trio.Nursery, sandbox: Sandbox, pod: Obj, container: Obj, env: dict[str, str], log_path: Path,
     *, prefix: Callable[[], Sequence[str]] = tuple,
