@@ -5,7 +5,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.kmesh-installed
-APT_PKGS := iproute2 iptables nftables conntrack etcd-server etcd-client dnsutils dnsperf dnsmasq-base \
+APT_PKGS := iproute2 iptables nftables conntrack etcd-server etcd-client dnsutils dnsperf dnsmasq-base qemu-system-x86 busybox-static \
             containernetworking-plugins iperf3 haproxy wrk procps iputils-ping util-linux curl ipset ipvsadm
 PYTEST_ARGS ?=
 
