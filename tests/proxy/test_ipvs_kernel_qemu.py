@@ -6,7 +6,11 @@ otherwise only checked message by message (test_ipvs_table.py). Here
 loaded, this machine's root filesystem mounted read-only over 9p, and runs
 vm_ipvs_script.py in it: KernelIPVS syncs the tables the mode computes into
 a namespace of the VM, and ``ipvsadm -Ln`` there must print exactly what
-kmesh's ``render_table`` prints for the same table.
+kmesh's ``render_table`` prints for the same table. Then real connections go
+from that namespace through a ClusterIP to a pod namespace: the kernel's
+ActiveConn/InActConn, read back into kmesh's table, keep the two equal, and
+an endpoint removed while it has a connection drains (weight 0) as upstream's
+graceful termination wants.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("qemu-ipvs")
     run = work / "run.sh"
     run.write_text(  # run in the VM, chrooted into this machine's root: the same python, the same files
-        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp PYTHONDONTWRITEBYTECODE=1\n"
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONDONTWRITEBYTECODE=1\n"
         f"cd {REPO} && exec {sys.executable} -m tests.proxy.vm_ipvs_script\n")
     boot = qemu.boot(run, MODULES, timeout=VM_TIMEOUT)
     lines = [line for line in boot.console.splitlines() if line.startswith(script.MARKER)]
@@ -55,13 +59,13 @@ def steps(vm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in vm["steps"]}
 
 
-def services(text: str) -> dict[str, list[str]]:
-    """``ipvsadm -Ln`` text -> {"TCP  ip:port rr ...": ["ip:port Forward Weight", ...]} (counters left out)."""
+def services(text: str, counters: bool = False) -> dict[str, list[str]]:
+    """``ipvsadm -Ln`` text -> {"TCP  ip:port rr ...": ["ip:port Forward Weight", ...]} (counters too when asked)."""
     out: dict[str, list[str]] = {}
     current: list[str] = []
     for line in text.splitlines()[3:]:
         if line.startswith("  -> "):
-            current.append(" ".join(line[5:].split()[:3]))
+            current.append(" ".join(line[5:].split()[:5 if counters else 3]))
         else:
             current = out.setdefault(" ".join(line.split()), [])
     return out
@@ -107,3 +111,21 @@ def test_ipv6_virtual_server(vm: dict[str, Any]) -> None:
 def test_flush_empties_the_table(vm: dict[str, Any]) -> None:
     assert vm["flushed_kernel"] == vm["flushed_kmesh"]
     assert services(vm["flushed_kernel"]) == {}
+
+
+def test_connections_through_the_kernel_and_graceful_termination(vm: dict[str, Any]) -> None:
+    """Node -> ClusterIP -> pod namespace through the kernel; kmesh's table (counters read back) matches throughout."""
+    assert "traffic_error" not in vm, vm["traffic_error"]
+    t = vm["traffic"]
+    for name in ("two_open", "draining", "draining_three", "closed", "closed_resynced"):
+        assert t[name]["kernel"] == t[name]["kmesh"], f"{name}:\nkernel:\n{t[name]['kernel']}\nkmesh:\n{t[name]['kmesh']}"
+    vs = "TCP 10.96.0.50:80 rr"
+    assert t["answered"] == ["10.244.1.10", "10.244.2.10"]  # rr: one connection each
+    assert services(t["two_open"]["kernel"], counters=True)[vs] == ["10.244.1.10:8080 Masq 1 1 0", "10.244.2.10:8080 Masq 1 1 0"]
+    # 10.244.2.10 left the service with a connection open: weight 0, kept, no new connections
+    assert services(t["draining"]["kernel"], counters=True)[vs] == ["10.244.1.10:8080 Masq 1 1 0", "10.244.2.10:8080 Masq 0 1 0"]
+    assert t["answered_while_draining"] == "10.244.1.10"
+    assert services(t["draining_three"]["kernel"], counters=True)[vs] == ["10.244.1.10:8080 Masq 1 2 0", "10.244.2.10:8080 Masq 0 1 0"]
+    # closed: the kernel counts them inactive (TIME_WAIT), and the draining server stays while it has any
+    assert services(t["closed"]["kernel"], counters=True)[vs] == ["10.244.1.10:8080 Masq 1 0 2", "10.244.2.10:8080 Masq 0 0 1"]
+    assert services(t["closed_resynced"]["kernel"], counters=True)[vs] == ["10.244.1.10:8080 Masq 1 0 2", "10.244.2.10:8080 Masq 0 0 1"]

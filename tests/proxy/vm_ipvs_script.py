@@ -13,6 +13,7 @@ rest is skipped, so the test can say what failed.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import traceback
 from pathlib import Path
@@ -97,10 +98,103 @@ async def main(out: dict[str, Any]) -> None:
         step["kernel_again"] = ipvsadm()
         counters = await trio.to_thread.run_sync(kernel.counters_now)
         step["counters"] = sorted(f"{k[0][0]} {k[0][1]}:{k[0][2]} -> {k[1][0]}:{k[1][1]} {v[0]}/{v[1]}" for k, v in counters.items())
+    try:
+        out["traffic"] = await traffic(kernel, table)
+    except Exception as exc:  # noqa: BLE001 - reported to the test; the flush below still runs
+        out["traffic_error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     await kernel.flush()
     out["flushed_kernel"] = ipvsadm()
     out["flushed_kmesh"] = render_table(IPVSTable())
     netns.delete(NS)
+
+
+POD = "kmesh-vm-ipvs-pod"
+VIP = "10.96.0.50"
+CLIENT_IP = "10.244.1.1"  # the node's end of the pod link: the source of the node's own connections
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+async def pod_server(listener: trio.SocketListener) -> None:
+    """Answer every connection with the address it reached (which endpoint the kernel picked), keep it open."""
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(f"{stream.socket.getsockname()[0]}\n".encode())
+            while await stream.receive_some(100):
+                pass
+
+    await trio.serve_listeners(answer, [listener])
+
+
+async def connect() -> tuple[trio.socket.SocketType, str]:
+    sock = await netns.open_socket(NS)
+    await sock.bind((CLIENT_IP, 0))
+    await sock.connect((VIP, 80))
+    with trio.fail_after(10):
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = await sock.recv(100)
+            if not chunk:
+                break
+            data += chunk
+    return sock, data.decode().strip()
+
+
+async def sync(kernel: KernelIPVS, table: IPVSTable, state: ProxyState) -> None:
+    """One IpvsProxy.sync's kernel part: counters in, reconcile (graceful termination), sync out."""
+    await kernel.read_counters(table)
+    table.reconcile(desired_state(state, CTX, "rr")[0])
+    await kernel.sync(table)
+
+
+async def snapshot(kernel: KernelIPVS, table: IPVSTable) -> dict[str, str]:
+    await kernel.read_counters(table)  # as IpvsProxy.table_text does
+    return {"kernel": ipvsadm(), "kmesh": render_table(table)}
+
+
+async def traffic(kernel: KernelIPVS, table: IPVSTable) -> dict[str, Any]:
+    """Connections from the node namespace through a ClusterIP to a pod namespace with two endpoint addresses;
+    then one endpoint removed while it has a connection (upstream's graceful termination: weight 0, kept)."""
+    res: dict[str, Any] = {}
+    netns.add(POD)
+    ip("link", "add", "kmesh-pod0", "netns", NS, "type", "veth", "peer", "name", "eth0", "netns", POD)
+    ip("-n", NS, "link", "add", "kube-ipvs0", "type", "dummy")
+    ip("-n", NS, "address", "add", f"{VIP}/32", "dev", "kube-ipvs0")
+    ip("-n", NS, "address", "add", f"{CLIENT_IP}/24", "dev", "kmesh-pod0")
+    ip("-n", NS, "address", "add", "10.244.2.1/24", "dev", "kmesh-pod0")
+    ip("-n", NS, "link", "set", "kmesh-pod0", "up")
+    ip("-n", POD, "address", "add", "10.244.1.10/24", "dev", "eth0")
+    ip("-n", POD, "address", "add", "10.244.2.10/24", "dev", "eth0")
+    ip("-n", POD, "link", "set", "eth0", "up")
+    ip("-n", POD, "route", "add", "default", "via", CLIENT_IP)
+    web = state_of(WEB)
+    async with trio.open_nursery() as nursery:
+        lsock = await netns.open_socket(POD)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await lsock.bind(("0.0.0.0", 8080))
+        lsock.listen(16)
+        nursery.start_soon(pod_server, trio.SocketListener(lsock))
+        await sync(kernel, table, web)
+        conns = [await connect() for _ in range(2)]
+        res["answered"] = sorted(c[1] for c in conns)
+        res["two_open"] = await snapshot(kernel, table)
+        # 10.244.2.10 leaves the service while a connection to it is open: weight 0, kept (draining)
+        await sync(kernel, table, state_of(svc("web", VIP, ep("10.244.1.10"))))
+        res["draining"] = await snapshot(kernel, table)
+        third = await connect()
+        res["answered_while_draining"] = third[1]
+        res["draining_three"] = await snapshot(kernel, table)
+        for sock, _ in [*conns, third]:
+            sock.close()
+        await trio.sleep(0.5)
+        res["closed"] = await snapshot(kernel, table)
+        await sync(kernel, table, state_of(svc("web", VIP, ep("10.244.1.10"))))  # InActConn 1: still kept
+        res["closed_resynced"] = await snapshot(kernel, table)
+        nursery.cancel_scope.cancel()
+    netns.delete(POD)
+    return res
 
 
 def run() -> None:

@@ -5,9 +5,11 @@ The kernel comes from Debian's ``linux-image-*-amd64`` package, fetched with
 cache dir (``$KMESH_QEMU_CACHE`` or ``~/.cache/kmesh/qemu``). A small
 initramfs holds busybox-static and the modules asked for (with everything
 they depend on, from ``modules.dep``); its ``/init`` loads them, mounts this
-machine's root filesystem read-only over 9p, gives it fresh proc, sys, dev,
-/tmp and /run, copies in the shell script named on the kernel command line
-(a path on this machine) and runs it chrooted, then powers off. Nothing is
+machine's root filesystem read-only over 9p, gives it fresh proc, sys, dev
+and /run (a tmpfs; TMPDIR and HOME are /run/tmp, so /tmp stays this machine's
+and a checkout under /tmp is still seen), copies in the shell script named on
+the kernel command line (a path on this machine) and runs it chrooted, then
+powers off. Nothing is
 changed on this machine but the cache dir: all kernel state lives in the VM.
 
 The console goes to a log file; ``boot`` returns it with the time taken.
@@ -15,6 +17,8 @@ The console goes to a log file; ``boot`` returns it with the time taken.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import io
 import lzma
@@ -24,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +51,11 @@ cp "/host$run" /run.sh
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
-mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
-cp /run.sh /host/tmp/kmesh-run.sh
+mkdir -p /host/run/tmp
+cp /run.sh /host/run/kmesh-run.sh
 echo "kmesh-init: running $run"
-chroot /host /bin/sh /tmp/kmesh-run.sh
+TMPDIR=/run/tmp HOME=/run/tmp chroot /host /bin/sh /run/kmesh-run.sh
 echo "kmesh-init: exit $?"
 sync
 poweroff -f
@@ -81,6 +86,17 @@ def cache_dir() -> Path:
     return d
 
 
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """One process at a time fetches or builds in ``cache`` (test runs may overlap on one machine)."""
+    with open(cache / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def kernel_package() -> str:
     """The versioned image package ``linux-image-amd64`` depends on (e.g. linux-image-6.1.0-56-amd64)."""
     out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, check=False).stdout
@@ -93,18 +109,25 @@ def kernel_package() -> str:
 def fetch_kernel(cache: Path | None = None) -> Kernel:
     """Download (once) and unpack Debian's kernel image package; installs nothing."""
     cache = cache or cache_dir()
-    done = sorted(cache.glob("linux-image-*/.unpacked"))
-    if done:
-        return _kernel_in(done[-1].parent)
-    pkg = kernel_package()
-    dest = cache / pkg
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        subprocess.run(["apt-get", "download", "-q", pkg], cwd=tmp, check=True, capture_output=True)
-        deb = next(Path(tmp).glob("*.deb"))
-        shutil.rmtree(dest, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
-    (dest / ".unpacked").write_text(pkg + "\n")
-    return _kernel_in(dest)
+    with _locked(cache):
+        done = sorted(cache.glob("linux-image-*/.unpacked"))
+        if done:
+            return _kernel_in(done[-1].parent)
+        pkg = kernel_package()
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            got = subprocess.run(["apt-get", "download", "-q", pkg], cwd=tmp, capture_output=True, text=True, check=False)
+            if got.returncode != 0:  # stale package lists (the mirror moved on to a newer kernel ABI): refresh once
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+                pkg = kernel_package()
+                got = subprocess.run(["apt-get", "download", "-q", pkg], cwd=tmp, capture_output=True, text=True, check=False)
+            if got.returncode != 0:
+                raise RuntimeError(f"apt-get download {pkg}: {got.stderr.strip() or got.returncode}")
+            deb = next(Path(tmp).glob("*.deb"))
+            dest = cache / pkg
+            shutil.rmtree(dest, ignore_errors=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+        (dest / ".unpacked").write_text(pkg + "\n")
+        return _kernel_in(dest)
 
 
 def _kernel_in(root: Path) -> Kernel:
@@ -195,8 +218,14 @@ def build_initramfs(kernel: Kernel, modules: tuple[str, ...], cache: Path | None
     order = module_order(kernel, wanted)
     tag = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kernel.version}-{'-'.join(sorted(wanted))}")
     out = cache / f"initramfs-{tag}.cpio.gz"
-    if out.exists() and out.stat().st_mtime >= Path(__file__).stat().st_mtime:
-        return out
+    with _locked(cache):
+        if out.exists() and out.stat().st_mtime >= Path(__file__).stat().st_mtime:
+            return out
+        _write_initramfs(kernel, order, out)
+    return out
+
+
+def _write_initramfs(kernel: Kernel, order: list[str], out: Path) -> None:
     if not BUSYBOX.exists():
         raise FileNotFoundError(f"{BUSYBOX} (apt-get install busybox-static)")
     cpio = _Cpio()
@@ -213,7 +242,6 @@ def build_initramfs(kernel: Kernel, modules: tuple[str, ...], cache: Path | None
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(cpio.finish(), 6))
     tmp.replace(out)
-    return out
 
 
 def qemu_available() -> str | None:
