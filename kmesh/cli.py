@@ -102,9 +102,6 @@ def up(
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
     proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
-    if proxy_mode == "nftables":
-        raise click.BadParameter("the nftables mode is not built yet; use userspace, iptables or ipvs",
-                                 param_hint="--proxy-mode")
     if port and not _port_free(port):
         raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
                                  param_hint="--port")

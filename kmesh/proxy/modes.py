@@ -5,7 +5,7 @@ from __future__ import annotations
 from kmesh.proxy.base import ProxyMode
 from kmesh.proxy.model import NodeContext
 
-MODES = ("userspace", "iptables", "ipvs")
+MODES = ("userspace", "iptables", "ipvs", "nftables")
 
 
 def make_mode(name: str, ctx: NodeContext, *, runtime: str = "netns", scheduler: str = "rr") -> ProxyMode:
@@ -25,5 +25,7 @@ def make_mode(name: str, ctx: NodeContext, *, runtime: str = "netns", scheduler:
 
         return IpvsProxy(ctx, scheduler=scheduler)  # type: ignore[return-value]
     if name == "nftables":
-        raise ValueError("the nftables proxy mode is not built yet; use userspace, iptables or ipvs")
+        from kmesh.proxy.nftables import NftablesProxy
+
+        return NftablesProxy(ctx)  # type: ignore[return-value]
     raise ValueError(f"unknown proxy mode {name!r} (expected one of {', '.join(MODES)})")
