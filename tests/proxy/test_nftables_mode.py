@@ -244,3 +244,14 @@ async def test_kubectl_to_traffic_through_the_sync_loop(
     async def no_chains() -> bool:
         return not [c for c in await installed(mode) if "/web/" in c]  # default/kubernetes stays
     await _until(no_chains)
+
+
+async def test_hairpin_to_itself_is_masqueraded(lab: tuple[Lab, NftablesProxy]) -> None:
+    lb, mode = lab
+    who = ServicePort(WHO, "10.96.0.60", 80, endpoints=lb.endpoints(("pod1",), WHOAMI_PORT))
+    await mode.sync(ProxyState({WHO: who}), frozenset({WHO}), True)
+    # pod1 → its own service → DNAT back to pod1: the endpoint chain's `ip saddr <endpoint>` rule marks it
+    # for masquerade, else pod1 would answer itself directly and the connection would never complete.
+    assert await ask_tcp(lb.pods["pod1"], "10.96.0.60", 80) == f"pod1 {POD_NET}.1"
+    # Another pod keeps its address.
+    assert await ask_tcp(lb.pods["pod2"], "10.96.0.60", 80) == f"pod1 {lb.ips['pod2']}"
