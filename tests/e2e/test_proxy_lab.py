@@ -28,7 +28,7 @@ from tests.conftest import require, require_binary
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 KMESH = [sys.executable, "-m", "kmesh.cli"]
-MODES = ["iptables", "ipvs", "userspace"]
+MODES = ["iptables", "ipvs", "userspace", "nftables"]
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 
 WORKLOADS = """
