@@ -229,23 +229,72 @@ def test_cluster_dns_through_kube_dns(lab: Lab) -> None:
     assert "10.96.0.1 " in out and lab.cluster_ip("web") in out, out
 
 
-def test_scaling_moves_new_connections_within_a_second(lab: Lab) -> None:
-    """Last: it changes the Deployment."""
+KEEPALIVE = r"""
+import socket, sys
+conns, seen = [], {}
+
+def ask(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += s.recv(4096)
+    return body.decode().strip()
+
+while len(conns) < 60 and (len(seen) < 3 or min(seen.values()) < 2):  # every endpoint held at least twice
+    s = socket.create_connection((sys.argv[1], 80), timeout=5)
+    name = ask(s)
+    seen[name] = seen.get(name, 0) + 1
+    print("before", len(conns), name, flush=True)
+    conns.append(s)
+print("ready", len(conns), flush=True)
+sys.stdin.readline()
+for i, s in enumerate(conns):
+    try:
+        print("after", i, ask(s), flush=True)
+    except Exception as e:
+        print("after", i, "ERR", type(e).__name__, flush=True)
+"""
+
+
+def test_scaling_keeps_survivors_and_moves_new_connections_within_a_second(lab: Lab) -> None:
+    """Last: it changes the Deployment. Keep-alive connections opened before the scale-down keep
+    working when their endpoint survives; new connections go only to the survivor."""
     web = lab.cluster_ip("web")
     client = lab.pods("app=client")[0]["metadata"]["name"]
-    lab.kubectl("scale", "deployment/web", "--replicas=1")
-    t0 = time.monotonic()
-    # the survivors are the pods still in the EndpointSlice as ready
-    deadline = t0 + 30
-    while True:
-        slices = json.loads(lab.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"))
-        ready = [e for s in slices["items"] for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
-        if len(ready) == 1:
-            break
-        assert time.monotonic() < deadline, "the slice never shrank to one ready endpoint"
-        time.sleep(0.05)
-    changed_at = time.monotonic()
-    survivor = ready[0]["targetRef"]["name"]
-    out = lab.exec(client, "sleep 1; for i in $(seq 10); do curl -s --max-time 2 http://%s/; echo; done" % web)
-    assert time.monotonic() - changed_at < 30
-    assert {line for line in out.split() if line} == {survivor}, out
+    held = subprocess.Popen([*KMESH, "exec", "--data-dir", str(lab.dd.root), client, "--", "python3", "-c", KEEPALIVE, web],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout is not None and held.stdin is not None
+        before: dict[str, str] = {}
+        while not (line := held.stdout.readline()).startswith("ready"):
+            assert line, "the keep-alive client ended early"
+            before.update([line.split()[1:3]])
+        assert len(set(before.values())) == 3, before  # every endpoint holds connections
+        lab.kubectl("scale", "deployment/web", "--replicas=1")
+        deadline = time.monotonic() + 30
+        while True:
+            slices = json.loads(lab.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"))
+            ready = [e for s in slices["items"] for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+            if len(ready) == 1:
+                break
+            assert time.monotonic() < deadline, "the slice never shrank to one ready endpoint"
+            time.sleep(0.05)
+        survivor = ready[0]["targetRef"]["name"]
+        out = lab.exec(client, "sleep 1; for i in $(seq 10); do curl -s --max-time 2 http://%s/; echo; done" % web)
+        assert {line for line in out.split() if line} == {survivor}, out
+        held.stdin.write("go\n")
+        held.stdin.flush()
+        after = dict(line.split()[1:3] for line in (held.stdout.readline() for _ in range(len(before))))
+        for i, name in before.items():
+            if name == survivor:
+                assert after[i] == survivor, f"connection {i} to the surviving {survivor} broke: {after}"
+    finally:
+        held.kill()
+        held.wait()
