@@ -229,6 +229,27 @@ def test_cluster_dns_through_kube_dns(lab: Lab) -> None:
     assert "10.96.0.1 " in out and lab.cluster_ip("web") in out, out
 
 
+def test_services_keep_working_while_the_control_plane_is_frozen(lab: Lab) -> None:
+    """The API server, controllers and etcd stop answering (SIGSTOP): what the proxies installed keeps serving,
+    and names still resolve through the coredns pods' caches."""
+    import signal
+
+    pid = lab.dd.supervisor_pid()
+    assert pid is not None
+    client = lab.pods("app=client")[1]
+    ns = lab.names.pod(client["spec"]["nodeName"], client["metadata"]["name"], client["metadata"]["uid"])
+    want = _names(lab)
+    os.kill(pid, signal.SIGSTOP)
+    try:  # kmesh exec asks the API where the pod is: go straight to its namespace instead
+        out = subprocess.run(netns.exec_argv(ns, ["sh", "-c", "sleep 2; for i in $(seq 9); do "
+                                                  "curl -s --max-time 2 http://web/; echo; done"]),
+                             capture_output=True, text=True, timeout=60).stdout
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    got = {line for line in out.split() if line}
+    assert got and got <= want, out
+
+
 KEEPALIVE = r"""
 import socket, sys
 conns, seen = [], {}
