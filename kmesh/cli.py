@@ -238,6 +238,39 @@ def _node_subnet(dd: DataDir, node: str) -> str:
         return "-"
 
 
+async def _proxy_health(dd: DataDir, info: Any) -> dict[str, str]:
+    """Each node's proxy as "<mode>, <n> syncs" from its /healthz ("" is the sim lab's one proxy)."""
+    import json
+
+    import trio
+
+    from kmesh.proxy.http import METRICS_PORT, fetch
+
+    where: dict[str, tuple[str | None, int]] = {}
+    if info.runtime == "sim":
+        try:
+            where[""] = (None, int((dd.root / "run" / "proxy.port").read_text()))
+        except (OSError, ValueError):
+            return {}
+    else:
+        where = {n.name: (n.netns, METRICS_PORT) for n in info.nodes}
+    out: dict[str, str] = {}
+
+    async def one(node: str, ns: str | None, port: int) -> None:
+        try:
+            with trio.fail_after(3):
+                status, body = await fetch("/healthz", netns_name=ns, port=port)
+            doc = json.loads(body)
+            out[node] = f"{doc['mode']}, {doc['syncs']} syncs" + (f", {doc['failures']} failed" if doc["failures"] else "")
+        except (OSError, ValueError, KeyError, trio.TooSlowError):
+            out[node] = "not answering"
+
+    async with trio.open_nursery() as n:
+        for node, (ns, port) in where.items():
+            n.start_soon(one, node, ns, port)
+    return out
+
+
 @main.command()
 @_data_dir_option
 def status(data_dir: Path | None) -> None:
@@ -252,15 +285,15 @@ def status(data_dir: Path | None) -> None:
 
     from kmesh.client.api import APIUnavailable, Client
 
-    async def fetch() -> tuple[dict, list, list]:
+    async def fetch() -> tuple[dict, list, list, dict[str, str]]:
         async with Client.from_kubeconfig(info.kubeconfig) as c:
             ver = await c.request("GET", "/version")
             nodes, _ = await c.list_all("Node")
             pods, _ = await c.list_all("Pod")
-            return ver, nodes, pods
+        return ver, nodes, pods, await _proxy_health(dd, info)
 
     try:
-        ver, nodes, pods = trio.run(fetch)
+        ver, nodes, pods, proxies = trio.run(fetch)
     except APIUnavailable as exc:
         console.print(f"[red]lab {info.name} (pid {pid}): API {info.api} does not answer[/]: {exc}")
         raise SystemExit(1) from None
@@ -268,7 +301,7 @@ def status(data_dir: Path | None) -> None:
         f"lab [bold]{info.name}[/] pid {pid}: API {info.api} ({ver['gitVersion']}), runtime {info.runtime}, "
         f"proxy {info.proxyMode}, services {info.serviceCIDR}, pods {info.clusterCIDR}"
     )
-    t = Table("NODE", "READY", "IP", "POD CIDR", "SUBNET", "BACKEND", "NETNS", "PODS")
+    t = Table("NODE", "READY", "IP", "POD CIDR", "SUBNET", "BACKEND", "PROXY", "NETNS", "PODS")
     by_node: dict[str, int] = {}
     for p in pods:
         n = (p.get("spec") or {}).get("nodeName") or ""
@@ -282,7 +315,7 @@ def status(data_dir: Path | None) -> None:
         annotations = node["metadata"].get("annotations") or {}
         t.add_row(name, ready, ni.ip if ni else "", (node.get("spec") or {}).get("podCIDR", ""),
                   _node_subnet(dd, name), annotations.get("flannel.alpha.coreos.com/backend-type", "-"),
-                  (ni.netns or "-") if ni else "-", str(by_node.get(name, 0)))
+                  proxies.get(name, proxies.get("", "-")), (ni.netns or "-") if ni else "-", str(by_node.get(name, 0)))
     console.print(t)
     console.print(f"{len(pods)} pod(s); kubeconfig {info.kubeconfig}")
 

@@ -200,6 +200,7 @@ def test_status_shows_nodes_and_subnets(lab: Lab) -> None:
     for n in ("node-1", "node-2", "node-3"):
         assert n in out.stdout and lab.names.node(n) in out.stdout
     assert lab.backend in out.stdout
+    assert out.stdout.count(" syncs ") == 3 and "not answering" not in out.stdout, out.stdout  # every proxy answers /healthz
 
 
 def test_deleting_a_node_removes_its_entries_on_the_others(lab: Lab) -> None:
