@@ -105,6 +105,14 @@ def up(
     if port and not _port_free(port):
         raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
                                  param_hint="--port")
+    if runtime == "netns":
+        from kmesh.lab.topology import LabNames, lab_namespaces
+
+        taken = lab_namespaces(LabNames(name))
+        if taken:
+            raise click.BadParameter(
+                f"a lab named {name!r} already has namespaces ({', '.join(taken[:3])}{', …' if len(taken) > 3 else ''}); "
+                "pick another --name, or stop that lab with `kmesh down --data-dir <its dir>`", param_hint="--name")
     if store == "etcd" and not etcd_url and shutil.which("etcd") is None:
         raise click.BadParameter("no etcd on PATH; install etcd-server or pass --etcd URL", param_hint="--store")
     dd.root.mkdir(parents=True, exist_ok=True)

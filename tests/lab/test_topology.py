@@ -48,3 +48,15 @@ def test_hosts_reach_each_other_and_sweep_removes_all(names: LabNames) -> None:
     assert netns.names(names.prefix) == []
     assert removed[-1] == f"namespace {names.underlay}"
     assert sweep(names) == []
+
+
+def test_up_refuses_a_lab_name_whose_namespaces_exist(names: LabNames, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    build_underlay(names)  # as if a lab with this name ran from another data dir
+    out = subprocess.run([sys.executable, "-m", "kmesh.cli", "up", "--runtime", "netns", "--name", names.lab,
+                          "--data-dir", str(tmp_path / "d"), "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--name" in out.stderr and names.underlay in out.stderr
+    assert netns.names(names.prefix) == [names.underlay]  # nothing added, nothing removed
+    assert not (tmp_path / "d" / "up.json").exists()
