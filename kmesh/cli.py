@@ -102,6 +102,9 @@ def up(
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
     proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
+    if runtime == "sim" and (backend != "vxlan" or subnet_manager != "kube"):
+        err_console.print("[yellow]note:[/] the sim runtime has no overlay (pods are loopback addresses); "
+                          "--backend and --subnet-manager apply to the netns runtime only")
     if port and not _port_free(port):
         raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
                                  param_hint="--port")

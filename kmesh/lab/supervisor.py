@@ -123,7 +123,7 @@ async def run_lab(
             sim = lab is None
             etcd_url = opts.etcd or None
             agents_etcd_url = etcd_url
-            if (opts.store == "etcd" or opts.subnet_manager == "etcd") and not etcd_url:
+            if (opts.store == "etcd" or (opts.subnet_manager == "etcd" and not sim)) and not etcd_url:
                 from kmesh.store.etcd_server import EtcdServer
 
                 progress("etcd")
