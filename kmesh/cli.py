@@ -77,6 +77,8 @@ def main(verbose: int) -> None:
 @click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True, help="Number of nodes.")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="netns (root) or sim; default: netns when possible.")
 @click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default=None, help="kube-proxy mode (sim: userspace only).")
+@click.option("--ipvs-scheduler", default="rr", show_default=True,
+              help="ipvs mode: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="Overlay backend.")
 @click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True)
 @click.option("--store", type=click.Choice(STORES), default="sqlite", show_default=True, help="API storage backend.")
@@ -84,8 +86,8 @@ def main(verbose: int) -> None:
 @click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes every namespace, link and rule.")
 @click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
 def up(
-    data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, backend: str,
-    subnet_manager: str, store: str, etcd_url: str, name: str, demo: bool,
+    data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, ipvs_scheduler: str,
+    backend: str, subnet_manager: str, store: str, etcd_url: str, name: str, demo: bool,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -102,6 +104,11 @@ def up(
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
     proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
+    from kmesh.proxy.schedulers import SCHEDULERS
+
+    if ipvs_scheduler not in SCHEDULERS:
+        raise click.BadParameter(f"unknown scheduler {ipvs_scheduler!r} (one of {', '.join(sorted(SCHEDULERS))})",
+                                 param_hint="--ipvs-scheduler")
     if runtime == "sim" and (backend != "vxlan" or subnet_manager != "kube"):
         err_console.print("[yellow]note:[/] the sim runtime has no overlay (pods are loopback addresses); "
                           "--backend and --subnet-manager apply to the netns runtime only")
@@ -122,6 +129,7 @@ def up(
     dd.log_dir.mkdir(exist_ok=True)
     opts = UpOptions(
         data_dir=str(dd.root), name=name, port=port, nodes=nodes, runtime=runtime, proxy_mode=proxy_mode,
+        ipvs_scheduler=ipvs_scheduler,
         backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
     )
     opts.save(dd.config_file)

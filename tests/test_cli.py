@@ -80,6 +80,9 @@ async def test_bad_arguments_are_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "--proxy-mode" in out.stderr
     out = await kmesh("up", "--data-dir", str(tmp_path), "--store", "bogus", check=False)
     assert out.returncode == 2 and "--store" in out.stderr
+    out = await kmesh("up", "--data-dir", str(tmp_path), "--runtime", "sim", "--ipvs-scheduler", "fifo", check=False)
+    assert out.returncode == 2 and "--ipvs-scheduler" in out.stderr and "wlc" in out.stderr
+    assert not (tmp_path / "up.json").exists()
     import socket
 
     with socket.socket() as busy:

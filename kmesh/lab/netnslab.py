@@ -95,6 +95,7 @@ def agent_argv(opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url:
         sys.executable, "-m", "kmesh.cli", "agent", "--runtime", "netns", "--kubeconfig", str(kubeconfig),
         "--node", node_name(i), "--node-ip", node_ip(i), "--lab", opts.name, "--data-dir", str(dd.root),
         "--backend", opts.backend, "--subnet-manager", opts.subnet_manager, "--proxy-mode", opts.proxy_mode,
+        "--ipvs-scheduler", opts.ipvs_scheduler,
     ]
     if etcd_url:
         argv += ["--etcd", etcd_url]

@@ -53,6 +53,7 @@ class UpOptions:
     nodes: int = 1
     runtime: str = "sim"
     proxy_mode: str = "userspace"
+    ipvs_scheduler: str = "rr"
     backend: str = "vxlan"
     subnet_manager: str = "kube"
     store: str = "sqlite"
