@@ -89,3 +89,43 @@ async def apply_objects(client: Client, objects: list[dict[str, Any]]) -> None:
         except E.APIError as exc:
             if exc.code != 409:
                 raise
+
+
+async def wait_cluster_dns(namespaces: list[str], *, timeout: float = 90.0) -> None:
+    """Return once a query to kube-dns (10.96.0.10) from every node namespace gets an answer.
+
+    The answer has to come through each node's proxy, so this also waits for
+    the proxies to program kube-dns's endpoints. Raises ``TimeoutError``."""
+    import socket
+
+    import trio
+    from dnslib import DNSRecord
+
+    from kmesh.lab import netns
+
+    query = DNSRecord.question("kubernetes.default.svc.cluster.local").pack()
+
+    async def one(ns: str) -> None:
+        delay = 0.1
+        while True:
+            sock = await netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                await sock.connect((CLUSTER_DNS_IP, 53))
+                try:
+                    await sock.send(query)
+                    with trio.move_on_after(1.0):
+                        reply = await sock.recv(4096)
+                        if DNSRecord.parse(reply).header.rcode == 0:
+                            return
+                except OSError:  # refused / unreachable while endpoints are not programmed yet
+                    pass
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    try:
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as n:
+                for ns in namespaces:
+                    n.start_soon(one, ns)
+    except trio.TooSlowError:
+        raise TimeoutError(f"kube-dns ({CLUSTER_DNS_IP}) did not answer from every node within {timeout:.0f} s") from None

@@ -24,7 +24,7 @@ from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.controllers.manager import ControllerConfig, run_controllers
 from kmesh.dns import DNSConfig, RunningDNS, run_dns
-from kmesh.lab.addons import apply_objects, coredns_objects
+from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
     SERVICE_CIDR,
@@ -180,6 +180,8 @@ async def run_lab(
                 progress("CoreDNS Deployment and Service kube-dns")
                 await apply_objects(client, coredns_objects(
                     lab_kubeconfig, allow=[cluster_cidr, service_cidr, str(UNDERLAY), "127.0.0.0/8"]))
+                progress("kube-dns answering on every node")
+                await wait_cluster_dns([n.netns for n in nodes if n.netns])
             progress("cluster DNS")
             dns: RunningDNS = await nursery.start(
                 functools.partial(run_dns, client, lab_dns_config(cluster_cidr, service_cidr), spawn_workers=False,

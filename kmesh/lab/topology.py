@@ -4,7 +4,8 @@ Every namespace a lab makes starts with ``kmesh-<lab>-`` so that clean-up can
 find leftovers by name (as Mininet does with ``h1-eth0``):
 
 - ``kmesh-<lab>-underlay`` holds the bridge ``br0`` that stands for the
-  physical network (192.168.56.0/24, the Vagrant host-only range);
+  physical network (192.168.56.0/24, the Vagrant host-only range), with
+  192.168.56.1 (the "host") on it, every other namespace's default gateway;
 - ``kmesh-<lab>-cp`` is the control plane (API server, controllers, DNS,
   etcd), ``eth0`` = 192.168.56.10;
 - ``kmesh-<lab>-<node>`` is a node, ``eth0`` = 192.168.56.(10+i);
@@ -26,6 +27,7 @@ from kmesh.lab import netns
 from kmesh.lab.procs import wait_gone
 
 UNDERLAY = ipaddress.ip_network("192.168.56.0/24")
+UNDERLAY_GATEWAY = "192.168.56.1"  # on br0: stands for the host, as in a Vagrant host-only network
 CONTROL_PLANE_IP = "192.168.56.10"
 UNDERLAY_BRIDGE = "br0"
 FIRST_NODE_HOST = 11
@@ -85,6 +87,7 @@ def build_underlay(names: LabNames) -> None:
     netns.add(ns)
     if UNDERLAY_BRIDGE not in netns.ip(ns, "-o", "link", "show"):
         netns.ip(ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+        netns.ip(ns, "addr", "add", f"{UNDERLAY_GATEWAY}/{UNDERLAY.prefixlen}", "dev", UNDERLAY_BRIDGE)
     netns.ip(ns, "link", "set", UNDERLAY_BRIDGE, "up")
 
 
@@ -98,6 +101,9 @@ def add_host(names: LabNames, host_ns: str, port: str, address: str, *, router: 
         netns.add_veth(names.underlay, port[:15], host_ns, "eth0")
         netns.ip(names.underlay, "link", "set", port[:15], "master", UNDERLAY_BRIDGE)
         netns.ip(host_ns, "addr", "add", f"{address}/{UNDERLAY.prefixlen}", "dev", "eth0")
+        # Like a real machine, a default route (to the "host"): traffic to an address the node
+        # does not serve (a ClusterIP without endpoints) reaches the FORWARD chain and its REJECT.
+        netns.ip(host_ns, "route", "replace", "default", "via", UNDERLAY_GATEWAY, "dev", "eth0")
     if router:
         _sysctl(host_ns, "net.ipv4.ip_forward", "1")
         _sysctl(host_ns, "net.bridge.bridge-nf-call-iptables", "1")

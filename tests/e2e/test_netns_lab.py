@@ -148,7 +148,7 @@ def _entries(ns: str, backend: str) -> dict[str, set[str]]:
             "fdb": {" ".join(line.split()) for line in fdb.splitlines() if "dst" in line},
         }
     if backend == "host-gw":
-        return {"routes": {r for r in lines("route", "show", "dev", "eth0") if " via " in r}}
+        return {"routes": {r for r in lines("route", "show", "dev", "eth0") if " via " in r and not r.startswith("default")}}
     return {"routes": lines("route", "show", "dev", "flannel0")}
 
 
