@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import socket
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
@@ -29,22 +28,28 @@ from kmesh.proxy.nftables_rules import (
 )
 from tests.conftest import require, require_binary
 from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, service_yaml
-from tests.proxy.test_iptables_mode import (
+from tests.proxy.traffic_lab import (
+    CIP,
     CLIENT_NET,
+    DNS,
     NODE,
     POD_NET,
     PODS,
     TCP_PORT,
     UDP_PORT,
+    WEB,
     WHOAMI_PORT,
     Lab,
+    MakeNs,
     ask_tcp,
     ask_udp,
+    mode_lab,
+    namespace_factory,
+    web,
 )
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.netns
-MakeNs = Callable[[str], str]
 
 
 @pytest.fixture
@@ -52,43 +57,17 @@ def make_ns() -> Iterator[MakeNs]:
     """Creates uniquely named namespaces (``kmn-<random>-<what>``) and deletes them all afterwards."""
     require(netns_usable(), "root with network namespaces (ip netns)")
     require_binary("nft")
-    tag = uuid.uuid4().hex[:6]
-    made: list[str] = []
-
-    def make(what: str) -> str:
-        name = f"kmn-{tag}-{what}"
-        made.append(name)
-        netns.add(name)
-        return name
-
-    try:
+    with namespace_factory("kmn") as make:
         yield make
-    finally:
-        for name in made:
-            netns.delete(name)
 
 
 @pytest.fixture
 async def lab(make_ns: MakeNs, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab, NftablesProxy]]:
-    lab = Lab(make_ns)
-    await lab.setup()
-    await lab.serve(nursery)
-    mode = NftablesProxy(NodeContext(NODE, (f"{CLIENT_NET}.1",), cluster_cidr="10.244.0.0/16", netns=lab.node))
-    await mode.start(nursery)
-    try:
-        yield lab, mode
-    finally:
-        await mode.cleanup()
+    async with mode_lab(make_ns, nursery, NftablesProxy) as pair:
+        yield pair
 
 
-WEB = ServicePortName("default", "web", "http")
 WHO = ServicePortName("default", "who", "http")
-DNS = ServicePortName("default", "dns", "dns", "UDP")
-CIP = "10.96.0.50"
-
-
-def web(lab: Lab, pods: tuple[str, ...] = PODS, **kw: object) -> ServicePort:
-    return ServicePort(WEB, CIP, 80, endpoints=lab.endpoints(pods), **kw)  # type: ignore[arg-type]
 
 
 async def installed(mode: NftablesProxy) -> set[str]:
