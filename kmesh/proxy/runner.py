@@ -71,11 +71,6 @@ class ProxyRunner:
             while self.metrics.syncs < count:
                 await self._synced.wait()
 
-    async def wait_idle(self) -> None:
-        """Return once every change the tracker has seen so far is installed."""
-        target = self.metrics.syncs + (1 if self.tracker.pending else 0)
-        await self.wait_synced(target)
-
     async def sync_once(self, full: bool) -> bool:
         """One sync of whatever is pending; False (and the changes kept pending) when the mode failed."""
         state, changed = self.tracker.take()

@@ -36,7 +36,6 @@ class ChangeTracker:
         self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # (ns, service) -> slice name -> slice
         self._pending: set[ServicePortName] = set()
         self._changed = trio.Event()
-        self._synced = False
 
     # ------------------------------------------------------------ events
 
@@ -83,11 +82,6 @@ class ChangeTracker:
 
     # ------------------------------------------------------------- reads
 
-    @property
-    def pending(self) -> frozenset[ServicePortName]:
-        """Names changed since the last ``take``."""
-        return frozenset(self._pending)
-
     def state(self) -> ProxyState:
         """A snapshot of the desired state."""
         out = ProxyState()
@@ -114,15 +108,9 @@ class ChangeTracker:
             return
         await self._changed.wait()
 
-    @property
-    def synced(self) -> bool:
-        """True once both informers have listed."""
-        return self._synced
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run both informers until cancelled; ``task_status`` once both have listed."""
         async with trio.open_nursery() as n:
             await n.start(self.slices.run)
             await n.start(self.services.run)
-            self._synced = True
             task_status.started()
