@@ -46,6 +46,7 @@ class ChangeTracker:
         self._recompute(md.get("namespace", "default"), md["name"])
 
     def _on_slice(self, change: Change) -> None:
+        owners: set[tuple[str, str]] = set()
         for obj, present in ((change.old, False), (change.new, True)):
             if obj is None:
                 continue
@@ -54,6 +55,7 @@ class ChangeTracker:
             if not owner:
                 continue
             key = (md.get("namespace", "default"), owner)
+            owners.add(key)
             group = self._slices.setdefault(key, {})
             if present:
                 group[md["name"]] = obj
@@ -61,10 +63,8 @@ class ChangeTracker:
                 group.pop(md["name"], None)
                 if not group:
                     self._slices.pop(key, None)
-        for obj in {id(o): o for o in (change.old, change.new) if o is not None}.values():
-            owner = ((obj["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL))
-            if owner:
-                self._recompute(obj["metadata"].get("namespace", "default"), owner)
+        for namespace, name in owners:  # once per Service, even when old and new name the same one
+            self._recompute(namespace, name)
 
     def _recompute(self, namespace: str, name: str) -> None:
         key = (namespace, name)
