@@ -257,28 +257,35 @@ def _node_subnet(dd: DataDir, node: str) -> str:
         return "-"
 
 
+def _proxy_endpoints(dd: DataDir, info: Any) -> dict[str, tuple[str | None, int]]:
+    """Where each node's proxy endpoint listens: node → (its namespace, port) on 127.0.0.1.
+
+    The sim lab has one proxy, under the node name "" (its port is in D/run/proxy.port)."""
+    from kmesh.proxy.http import METRICS_PORT
+
+    if info.runtime == "sim":
+        try:
+            return {"": (None, int((dd.root / "run" / "proxy.port").read_text()))}
+        except (OSError, ValueError):
+            return {}
+    return {n.name: (n.netns, METRICS_PORT) for n in info.nodes}
+
+
 async def _proxy_health(dd: DataDir, info: Any) -> dict[str, str]:
     """Each node's proxy as "<mode>, <n> syncs" from its /healthz ("" is the sim lab's one proxy)."""
     import json
 
     import trio
 
-    from kmesh.proxy.http import METRICS_PORT, fetch
+    from kmesh.proxy.http import fetch
 
-    where: dict[str, tuple[str | None, int]] = {}
-    if info.runtime == "sim":
-        try:
-            where[""] = (None, int((dd.root / "run" / "proxy.port").read_text()))
-        except (OSError, ValueError):
-            return {}
-    else:
-        where = {n.name: (n.netns, METRICS_PORT) for n in info.nodes}
+    where = _proxy_endpoints(dd, info)
     out: dict[str, str] = {}
 
     async def one(node: str, ns: str | None, port: int) -> None:
         try:
             with trio.fail_after(3):
-                status, body = await fetch("/healthz", netns_name=ns, port=port)
+                _, body = await fetch("/healthz", netns_name=ns, port=port)
             doc = json.loads(body)
             out[node] = f"{doc['mode']}, {doc['syncs']} syncs" + (f", {doc['failures']} failed" if doc["failures"] else "")
         except (OSError, ValueError, KeyError, trio.TooSlowError):
@@ -597,20 +604,18 @@ def _proxy_get(data_dir: Path | None, node: str | None, path: str) -> str:
     info = dd.read_cluster()
     if info is None or dd.supervisor_pid() is None:
         raise click.ClickException(f"no lab is running in {dd.root}")
+    endpoints = _proxy_endpoints(dd, info)
     if info.runtime == "sim":
-        try:
-            port = int((dd.root / "run" / "proxy.port").read_text())
-        except (OSError, ValueError):
-            raise click.ClickException("the lab runs no proxy") from None
-        where, ns = "the sim lab's proxy", None
+        if "" not in endpoints:
+            raise click.ClickException("the lab runs no proxy")
+        node, where = "", "the sim lab's proxy"
     else:
-        names = {n.name: n for n in info.nodes}
         node = node or (info.nodes[0].name if info.nodes else "")
-        if node not in names:
-            raise click.BadParameter(f"no node {node!r} in the lab (nodes: {', '.join(names)})", param_hint="--node")
-        from kmesh.proxy.http import METRICS_PORT
-
-        port, ns, where = METRICS_PORT, names[node].netns, f"node {node}"
+        if node not in endpoints:
+            raise click.BadParameter(f"no node {node!r} in the lab (nodes: {', '.join(endpoints)})",
+                                     param_hint="--node")
+        where = f"node {node}"
+    ns, port = endpoints[node]
     try:
         status, body = trio.run(lambda: fetch(path, netns_name=ns, port=port))
     except OSError as exc:
