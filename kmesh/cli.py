@@ -39,9 +39,6 @@ def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
 
-NETNS_READY = True
-
-
 def _port_free(port: int) -> bool:
     import socket
 
@@ -57,7 +54,7 @@ def _port_free(port: int) -> bool:
 def _default_runtime() -> str:
     from kmesh.lab.netns_check import netns_usable
 
-    return "netns" if NETNS_READY and netns_usable() else "sim"
+    return "netns" if netns_usable() else "sim"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,8 +94,6 @@ def up(
     if pid is not None:
         raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid}); run `kmesh down` first")
     runtime = runtime or _default_runtime()
-    if runtime == "netns" and not NETNS_READY:
-        raise click.BadParameter("the netns runtime is not available yet; use --runtime sim", param_hint="--runtime")
     if runtime == "netns" and os.geteuid() != 0:
         raise click.BadParameter("the netns runtime needs root; use --runtime sim", param_hint="--runtime")
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
