@@ -92,15 +92,16 @@ JUMPS: tuple[Jump, ...] = (
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
-def _hash16(text: str) -> str:
-    """base32(sha256(text))[:16]: the 16 characters are exactly the first 10 bytes of the digest."""
+def hash16(text: str) -> str:
+    """base32(sha256(text))[:16], the hash in upstream's chain names (iptables and nftables modes); the 16
+    characters are exactly the first 10 bytes of the digest."""
     n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
     return "".join(_B32[(n >> shift) & 31] for shift in range(75, -1, -5))
 
 
 def port_proto_hash(svc_port_name: str, proto: str) -> str:
     """Upstream's 16-character chain suffix: base32(sha256(name + proto))[:16]."""
-    return _hash16(svc_port_name + proto)
+    return hash16(svc_port_name + proto)
 
 
 def svc_chain(name: ServicePortName) -> str:
@@ -125,7 +126,7 @@ def fw_chain(name: ServicePortName) -> str:
 
 def sep_chain(name: ServicePortName, endpoint: str) -> str:
     """``KUBE-SEP-<h>`` of one endpoint (``ip:port``) of a service port."""
-    return "KUBE-SEP-" + _hash16(str(name) + name.proto + endpoint)
+    return "KUBE-SEP-" + hash16(str(name) + name.proto + endpoint)
 
 
 def is_service_chain(chain: str) -> bool:

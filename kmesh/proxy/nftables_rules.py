@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kmesh.proxy.iptables_rules import _hash16
+from kmesh.proxy.iptables_rules import hash16
 from kmesh.proxy.model import (
     MASQ_MARK,
     Endpoint,
@@ -88,7 +88,7 @@ _NEW = "ct state new"
 
 def _hash_and_truncate(name: str) -> str:
     """``<8 chars of base32(sha256(name))>-<name>``, cut to 200 characters as upstream does."""
-    out = f"{_hash16(name)[:8]}-{name}"
+    out = f"{hash16(name)[:8]}-{name}"
     return out if len(out) <= CHAIN_BASE_MAX else out[: CHAIN_BASE_MAX - 3] + "..."
 
 
