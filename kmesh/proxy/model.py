@@ -125,6 +125,8 @@ class NodeContext:
     cluster_cidr: str = "10.244.0.0/16"
     netns: str | None = None  # the namespace to program (None: this process's own)
     masquerade_all: bool = False
+    zone: str = ""  # the node's topology.kubernetes.io/zone label ("" when unknown): topology-aware routing
+    nodeport_addresses: tuple[str, ...] = ()  # --nodeport-addresses CIDRs ("primary" allowed); () = every local IP
 
 
 @dataclass

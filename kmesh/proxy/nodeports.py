@@ -1,0 +1,68 @@
+"""Which of a node's addresses accept NodePort traffic: kube-proxy's ``--nodeport-addresses``.
+
+The flag takes CIDRs, or the single word ``primary`` (the node's own
+addresses, as the Node object lists them). Left empty, the iptables, IPVS
+and userspace modes accept NodePorts on every local address, while the
+nftables mode takes ``primary`` — upstream's defaults since 1.29. A CIDR
+that covers everything (``0.0.0.0/0``) also means every local address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+PRIMARY = "primary"
+ALL: None = None  # what ``select`` returns for "every local address"
+
+
+def parse(values: Iterable[str]) -> tuple[str, ...]:
+    """Check ``--nodeport-addresses`` values (comma-separated lists allowed); ValueError names the bad one."""
+    out: list[str] = []
+    for raw in values:
+        for value in (v.strip() for v in raw.split(",")):
+            if not value:
+                continue
+            if value == PRIMARY:
+                out.append(value)
+                continue
+            try:
+                net = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"--nodeport-addresses: {value!r} is neither a CIDR (like 192.168.56.0/24) nor 'primary'") from None
+            if "/" not in value:
+                raise ValueError(f"--nodeport-addresses: {value!r} needs a prefix length (like {value}/32)")
+            out.append(str(net))
+    if PRIMARY in out and len(out) > 1:
+        raise ValueError("--nodeport-addresses: 'primary' cannot be combined with CIDRs")
+    return tuple(out)
+
+
+def effective(addresses: Sequence[str], mode: str) -> tuple[str, ...]:
+    """``addresses`` with the mode's default filled in when empty (nftables: ``primary``)."""
+    if not addresses and mode == "nftables":
+        return (PRIMARY,)
+    return tuple(addresses)
+
+
+def select(addresses: Sequence[str], node_ips: Sequence[str], local_ips: Iterable[str] = ()) -> list[str] | None:
+    """The addresses NodePorts listen on; ``ALL`` (None) for every local address.
+
+    ``addresses`` are parsed (and defaulted) ``--nodeport-addresses`` values,
+    ``node_ips`` the node's primary addresses, ``local_ips`` every address
+    the node namespace holds (for CIDR matching). Loopback addresses match
+    only when a CIDR names them, as upstream.
+    """
+    if not addresses:
+        return ALL
+    if tuple(addresses) == (PRIMARY,):
+        return list(dict.fromkeys(node_ips))
+    nets = [ipaddress.ip_network(a) for a in addresses]
+    if any(n.prefixlen == 0 for n in nets):
+        return ALL
+    chosen: list[str] = []
+    for ip in dict.fromkeys([*node_ips, *local_ips]):
+        addr = ipaddress.ip_address(ip)
+        if any(addr.version == n.version and addr in n for n in nets):
+            chosen.append(ip)
+    return chosen
