@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import shutil
 import socket
@@ -196,3 +197,12 @@ def ip(name: str | None, *args: str, check: bool = True) -> str:
     """``ip [-n name] args...``; its stdout (raises ``NetnsError`` on failure when ``check``)."""
     full = (["-n", name] if name else []) + list(args)
     return _ip(*full, check=check).stdout
+
+
+def addresses(name: str | None, family: int = socket.AF_INET) -> list[str]:
+    """The IP addresses (no prefix length) held by any link in namespace ``name`` (None: this one)."""
+    flag = "-6" if family == socket.AF_INET6 else "-4"
+    out: list[str] = []
+    for link in json.loads(ip(name, "-j", flag, "addr", "show") or "[]"):
+        out.extend(a["local"] for a in link.get("addr_info", []) if "local" in a)
+    return out

@@ -127,6 +127,7 @@ class NodeContext:
     masquerade_all: bool = False
     zone: str = ""  # the node's topology.kubernetes.io/zone label ("" when unknown): topology-aware routing
     nodeport_addresses: tuple[str, ...] = ()  # --nodeport-addresses CIDRs ("primary" allowed); () = every local IP
+    service_cidrs: tuple[str, ...] = ("10.96.0.0/12",)  # --service-cluster-ip-range: where ClusterIPs come from
 
 
 @dataclass
