@@ -7,8 +7,9 @@ that state and applies it. Nothing here talks to the API or the kernel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; upstream's sessionAffinityConfig.clientIP.timeoutSeconds default
 MASQ_MARK = 0x4000
