@@ -2,8 +2,9 @@
 """The kube-proxy benchmarks, each beside its anchor in the same run.
 
 - userspace throughput: iperf3 through the Service vs a direct connection to
-  the endpoint vs haproxy in the same namespaces (benchmarks/proxy_userspace.py;
-  goal >= 0.9x direct);
+  the endpoint vs haproxy vs a minimal C splice() relay (the ceiling for a
+  TCP-terminating proxy) in the same namespaces (benchmarks/proxy_userspace.py;
+  goal >= 0.9x direct; ``--plot FILE.png`` draws the medians);
 - iptables: a full sync of 10,000 Services x 2 endpoints vs plain
   iptables-restore of the same rules (goal <= 1.3x), and one endpoint change
   at 10,000 Services (goal <= 100 ms) vs a --noflush restore of the changed
