@@ -5,7 +5,11 @@ and nat tables (and mangle's canary chain on a full sync), run inside the node's
 process's own, as when the proxy runs inside its node namespace). A full sync
 first reads ``iptables-save`` to find the jumps from built-in chains that are
 missing and the per-service chains left over from earlier runs. After the
-restore, stale UDP conntrack entries are flushed. As upstream, empty
+restore, stale UDP conntrack entries are flushed. Each full sync also reads
+the node namespace's addresses to pick the ``--nodeport-addresses`` ones
+(``kmesh.proxy.nodeport_ips``); with localhost NodePorts on (upstream: when
+those addresses reach loopback, as the default does), ``start`` sets
+``route_localnet`` inside the node namespace — never in the root one. As upstream, empty
 ``KUBE-PROXY-CANARY`` chains in mangle, nat and filter are watched: when they
 vanish, the tables were flushed by someone else and the next sync is full.
 """
@@ -13,12 +17,14 @@ vanish, the tables were flushed by someone else and the next sync is full.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from dataclasses import replace
 
 import trio
 
 from kmesh.lab import netns
-from kmesh.proxy import conntrack
+from kmesh.proxy import conntrack, nodeport_ips
 from kmesh.proxy.iptables_rules import (
     CANARY,
     CANARY_TABLES,
@@ -87,6 +93,8 @@ class IptablesProxy:
     async def start(self, nursery: trio.Nursery) -> None:
         """Create the shared chains (without flushing existing ones), their constant rules and the jumps."""
         async with self._lock:
+            if self.cfg.localhost_nodeports:
+                await self._route_localnet()
             saved = await self._save()
             tables = parse_save(saved)
             const = constant_rules(self.cfg)
@@ -109,6 +117,21 @@ class IptablesProxy:
             await self._restore("\n".join(parts) + "\n")
         if self.monitor_interval > 0:
             nursery.start_soon(self._monitor)
+
+    async def _route_localnet(self) -> None:
+        """``net.ipv4.conf.all.route_localnet=1`` in the node namespace, so NodePorts answer on 127.0.0.1
+        (upstream sets it whenever localhost NodePorts are on); skipped in the root namespace."""
+        if self.ctx.netns is None and in_root_namespace():
+            log.warning("iptables proxy: in the root network namespace; not setting route_localnet "
+                        "(NodePorts will not answer on 127.0.0.1)")
+            return
+        await netns.run(self.ctx.netns, ["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"])
+
+    async def _resolve_nodeport_ips(self) -> None:
+        """Pick the ``--nodeport-addresses`` addresses among the namespace's current ones (full syncs)."""
+        chosen, _ = await nodeport_ips.select_for(self.ctx, self.name)
+        self.cfg = replace(self.cfg, nodeport_ips=None if chosen is None else tuple(chosen))
+        self.planner.cfg = self.cfg
 
     async def canaries_present(self, tables: tuple[str, ...] = CANARY_TABLES) -> bool:
         """True when the KUBE-PROXY-CANARY chains are in ``tables`` (none was flushed since)."""
@@ -140,6 +163,7 @@ class IptablesProxy:
             existing: list[str] = []
             jumps: list[Jump] = []
             if full:
+                await self._resolve_nodeport_ips()
                 saved = await self._save()
                 existing = [c for c in parse_save(saved).get("nat", {}) if is_service_chain(c)]
                 jumps = missing_jumps(saved, self.cfg)
@@ -198,6 +222,14 @@ class IptablesProxy:
                 await self._restore("\n".join(parts) + "\n")
             self.planner.reset()
             self._need_full = True
+
+
+def in_root_namespace() -> bool:
+    """True when this process shares init's network namespace (or that cannot be told: assume so)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return True
 
 
 IptablesProxier = IptablesProxy  # upstream's name for it

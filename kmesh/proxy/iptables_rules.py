@@ -24,6 +24,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from kmesh.proxy import nodeports
 from kmesh.proxy.model import (
     MASQ_MARK,
     Endpoint,
@@ -33,6 +34,7 @@ from kmesh.proxy.model import (
     ServicePortName,
     usable,
 )
+from kmesh.proxy.nodeport_ips import contains_ipv4_loopback, is_loopback
 
 SERVICES = "KUBE-SERVICES"
 EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
@@ -152,12 +154,20 @@ class RenderConfig:
     conntrack_liberal: bool = False  # nf_conntrack_tcp_be_liberal set → no INVALID drop rule
     large_cluster_endpoints: int = LARGE_CLUSTER_ENDPOINTS
     node_ip: str = ""  # the node's primary IP (a load-balancer source range containing it admits the LB IPs)
+    # --nodeport-addresses resolved at the last full sync: the addresses KUBE-SERVICES sends on to
+    # KUBE-NODEPORTS; None = every local address (no flag, or a 0.0.0.0/0 CIDR)
+    nodeport_ips: tuple[str, ...] | None = None
 
     @classmethod
     def from_context(cls, ctx: NodeContext, **kw: object) -> RenderConfig:
-        """The config of a proxy running as ``ctx`` describes."""
+        """The config of a proxy running as ``ctx`` describes.
+
+        As upstream, localhost NodePorts are off unless ``--nodeport-addresses``
+        reaches a loopback address (no flag does)."""
+        localhost = bool(kw.pop("localhost_nodeports", True))
+        localhost = localhost and contains_ipv4_loopback(nodeports.effective(ctx.nodeport_addresses, "iptables"))
         return cls(node=ctx.node, cluster_cidr=ctx.cluster_cidr, masquerade_all=ctx.masquerade_all,  # type: ignore[arg-type]
-                   node_ip=ctx.node_ips[0] if ctx.node_ips else "", **kw)
+                   node_ip=ctx.node_ips[0] if ctx.node_ips else "", localhost_nodeports=localhost, **kw)
 
     @property
     def mark(self) -> str:
@@ -396,10 +406,17 @@ def constant_rules(cfg: RenderConfig) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def nodeports_jump(cfg: RenderConfig) -> str:
-    """The last rule of nat KUBE-SERVICES: local destinations go on to KUBE-NODEPORTS."""
-    dest = "-m addrtype --dst-type LOCAL" + ("" if cfg.localhost_nodeports else " ! -d 127.0.0.0/8")
-    return f"-A {SERVICES} -m comment --comment {NODEPORTS_COMMENT} {dest} -j {NODEPORTS}"
+def nodeports_jump(cfg: RenderConfig) -> list[str]:
+    """The last rules of nat KUBE-SERVICES: NodePort destinations go on to KUBE-NODEPORTS.
+
+    Every local address (``-m addrtype --dst-type LOCAL``) when ``cfg.nodeport_ips`` is None; else
+    one ``-d <ip>`` rule per selected IPv4 address, a loopback one only with localhost NodePorts."""
+    head = f"-A {SERVICES} -m comment --comment {NODEPORTS_COMMENT}"
+    if cfg.nodeport_ips is None:
+        dest = "-m addrtype --dst-type LOCAL" + ("" if cfg.localhost_nodeports else " ! -d 127.0.0.0/8")
+        return [f"{head} {dest} -j {NODEPORTS}"]
+    return [f"{head} -d {ip} -j {NODEPORTS}" for ip in cfg.nodeport_ips
+            if ":" not in ip and (cfg.localhost_nodeports or not is_loopback(ip))]
 
 
 def shared_chain_order(cfg: RenderConfig) -> dict[str, list[str]]:
@@ -578,7 +595,7 @@ class Planner:
                 for n in order:
                     body[table].extend(getattr(services[n][1], slot))
                 if (table, chain) == ("nat", SERVICES):
-                    body[table].append(nodeports_jump(cfg))
+                    body[table].extend(nodeports_jump(cfg))
 
         # Per-service chains of the re-rendered service ports.
         active: set[str] = set()
