@@ -22,10 +22,29 @@ import trio
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.iptables import IptablesProxy
-from kmesh.proxy.iptables_rules import JUMPS, RenderConfig, missing_jumps, parse_save, render
-from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
+from kmesh.proxy.iptables_rules import (
+    JUMPS,
+    RenderConfig,
+    missing_jumps,
+    parse_save,
+    render,
+)
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
 from tests.conftest import require, require_binary
-from tests.proxy.traffic_lab import CLIENT_NET, WHOAMI_PORT, Lab, MakeNs, ask_tcp, namespace_factory
+from tests.proxy.traffic_lab import (
+    CLIENT_NET,
+    WHOAMI_PORT,
+    Lab,
+    MakeNs,
+    ask_tcp,
+    namespace_factory,
+)
 
 SVC1 = ServicePortName("ns1", "svc1", "p80")
 NP_COMMENT = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
@@ -129,8 +148,8 @@ def test_filter_rules_do_not_depend_on_nodeport_addresses() -> None:
     for chain in ("KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-SERVICES"):
         assert with_flag[chain] == without[chain]
     assert with_flag["KUBE-EXTERNAL-SERVICES"] == [
-        '-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m addrtype --dst-type LOCAL '
-        "-m tcp -p tcp --dport 3001 -j REJECT"]
+        ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m addrtype --dst-type LOCAL '
+         "-m tcp -p tcp --dport 3001 -j REJECT")]
 
 
 # ----------------------------------------------------------------- in a namespace
