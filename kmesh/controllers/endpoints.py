@@ -28,6 +28,7 @@ from kmesh.controllers.endpoint_model import (
     endpoints_subsets, plan_slices, svc_key,
 )
 from kmesh.controllers.informers import InformerFactory, LabelQuery, SelectorIndex, service_selector
+from kmesh.controllers.topology_hints import apply_hints, auto_hints, topology_fingerprint
 
 log = logging.getLogger("kmesh.controllers.endpoints")
 Obj = dict[str, Any]
@@ -154,6 +155,7 @@ class EndpointSliceController(Controller[Key]):
         self.slices = factory.informer("EndpointSlice")
         self.by_service = factory.index("EndpointSlice", "service", lambda o: [k] if (k := _slice_service(o)) else [])
         self.slices.add_handler(self._on_slice)
+        self.sp.nodes.add_handler(self._on_node)
         self.tracker = SliceTracker()
         self.triggers = TriggerTimes()
         self._waiting: set[Key] = set()
@@ -165,6 +167,15 @@ class EndpointSliceController(Controller[Key]):
         own = self.tracker.observe(key, ch.obj, ch.new is None)
         if not own or key in self._waiting:
             self.queue.add(key)
+
+    def _on_node(self, ch: Change) -> None:
+        # Proportional hints depend on every node's zone, CPU and readiness (upstream: SetNodes, then
+        # the overloaded Services are queued; here every Service with the annotation is re-allocated).
+        if topology_fingerprint(ch.old) == topology_fingerprint(ch.new):
+            return
+        for svc in self.sp.services.list():
+            if auto_hints(svc):
+                self.queue.add(svc_key(svc))
 
     async def sync(self, key: Key) -> None:
         """Bring the slices of one Service in line with its pods."""
@@ -185,6 +196,9 @@ class EndpointSliceController(Controller[Key]):
             return
         pods = self.sp.pods_of(svc)
         groups = desired_groups(svc, pods, self.sp.zone_of)
+        why = apply_hints(svc, [ep for g in groups.values() for ep in g.endpoints.values()], self.sp.nodes.list())
+        if why:
+            log.debug("%s/%s: no topology hints: %s", key[0], key[1], why)
         trigger = self.triggers.compute(svc, pods)
         plan = plan_slices(svc, groups, existing, max_per_slice=self.max_per_slice, trigger=trigger)
         if not plan:
