@@ -5,7 +5,10 @@ IPs) is bound /32 on ``kube-ipvs0`` in the node namespace, so the node owns
 it; one virtual server per address:port (and per node IP:NodePort) holds the
 endpoints as "Masq" real servers with weight 1, scheduled by the mode's
 scheduler (default rr), persistent for ClientIP affinity. Removed endpoints
-drain (weight 0) and go once idle. The ipsets (``kmesh.proxy.ipsets``) and
+drain (weight 0) and go once idle. NodePort virtual servers go on the node
+addresses ``--nodeport-addresses`` selects (without the flag: every local
+address but loopback and kube-ipvs0's, as upstream), re-read at each full
+sync; the ipsets and iptables rules do not depend on it. The ipsets (``kmesh.proxy.ipsets``) and
 nat/filter chains ``KUBE-SERVICES``, ``KUBE-NODE-PORT``,
 ``KUBE-LOAD-BALANCER``, ``KUBE-MARK-MASQ``, ``KUBE-POSTROUTING``,
 ``KUBE-FORWARD``, ``KUBE-IPVS-FILTER`` are rewritten each sync.
@@ -31,12 +34,14 @@ import functools
 import logging
 import re
 from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
 from kmesh.lab import netns as nsmod
 from kmesh.proxy import ipsets as ipsetmod
+from kmesh.proxy import nodeport_ips
 from kmesh.proxy.forward import (
     NamespaceSockets,
     OpenSocket,
@@ -88,13 +93,16 @@ class IPVSConfig:
 # ---------------------------------------------------------------------------------------------- what a sync wants
 
 
-def desired_state(state: ProxyState, ctx: NodeContext, scheduler: str = "rr") -> tuple[list[DesiredVS], IPSets, set[str]]:
-    """The virtual servers, ipset members and kube-ipvs0 addresses ``state`` calls for on node ``ctx``."""
+def desired_state(state: ProxyState, ctx: NodeContext, scheduler: str = "rr",
+                  nodeport_ips: Sequence[str] | None = None) -> tuple[list[DesiredVS], IPSets, set[str]]:
+    """The virtual servers, ipset members and kube-ipvs0 addresses ``state`` calls for on node ``ctx``;
+    NodePorts on ``nodeport_ips`` (None: ``ctx.node_ips``)."""
     vss: list[DesiredVS] = []
     sets = IPSets()
     addrs: set[str] = set()
+    node_ips = tuple(ctx.node_ips if nodeport_ips is None else nodeport_ips)
     for sp in state.services.values():
-        _service_port(sp, ctx, scheduler, vss, sets, addrs)
+        _service_port(sp, ctx, scheduler, vss, sets, addrs, node_ips)
     for a in addrs:
         if _v4(a):
             sets.add(ipsetmod.IPVS_IPS, a)
@@ -105,7 +113,8 @@ def _v4(ip: str) -> bool:
     return ":" not in ip  # the ipsets are family inet
 
 
-def _service_port(sp: ServicePort, ctx: NodeContext, scheduler: str, vss: list[DesiredVS], sets: IPSets, addrs: set[str]) -> None:
+def _service_port(sp: ServicePort, ctx: NodeContext, scheduler: str, vss: list[DesiredVS], sets: IPSets, addrs: set[str],
+                  node_ips: tuple[str, ...]) -> None:
     """One service port's virtual servers, set members and addresses."""
     proto = sp.protocol
     make = functools.partial(DesiredVS, protocol=proto, scheduler=scheduler, comment=str(sp.name),
@@ -127,7 +136,7 @@ def _service_port(sp: ServicePort, ctx: NodeContext, scheduler: str, vss: list[D
                 if sp.external_local:
                     sets.add(local_set, ip_port(ip, proto, sp.port))
     if sp.node_port:
-        for nip in ctx.node_ips:
+        for nip in node_ips:
             vss.append(make(ip=nip, port=sp.node_port, dests=external))
         if proto in ("TCP", "UDP"):
             tcp = proto == "TCP"
@@ -293,6 +302,7 @@ class IpvsProxy:
         self.kernel: KernelIPVS | None = None
         self.served: dict[VSKey, Served] = {}
         self.device_kind = ""  # dummy | bridge, once made
+        self.nodeport_ips: list[str] | None = None  # where NodePorts are served; picked at each full sync
         self._applied_rules = ""
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
@@ -326,10 +336,12 @@ class IpvsProxy:
 
     async def sync(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
         """Make addresses, virtual servers, ipsets and rules equal ``state`` (always whole: the table is small)."""
-        vss, sets, addrs = desired_state(state, self.ctx, self.config.scheduler)
         async with self._lock:
             if full or not self.device_kind:
                 await self._ensure_device()
+            if full or self.nodeport_ips is None:
+                self.nodeport_ips = await self._pick_nodeport_ips()
+            vss, sets, addrs = desired_state(state, self.ctx, self.config.scheduler, self.nodeport_ips)
             await self._bind_addresses(addrs, full)
             if self.kernel is not None:  # graceful termination decides on the kernel's connection counts
                 await self.kernel.read_counters(self.table)
@@ -337,6 +349,15 @@ class IpvsProxy:
             self.sets = sets
             await self._apply_rules()
             await self._apply_data_path()
+
+    async def _pick_nodeport_ips(self) -> list[str]:
+        """The node addresses NodePort virtual servers go on: ``--nodeport-addresses``' choice, or without
+        it every local address but kube-ipvs0's; loopback never (as upstream's IPVS mode)."""
+        chosen, local = await nodeport_ips.select_for(self.ctx, self.name)
+        if chosen is None:
+            on_device = await self._bound()
+            chosen = [ip for ip in local if ip not in on_device]
+        return [ip for ip in dict.fromkeys(chosen) if not nodeport_ips.is_loopback(ip)]
 
     async def rules(self) -> str:
         """The ``ipvsadm -Ln`` table, then the ipsets (``ipset save`` form), then the iptables rules."""
@@ -369,6 +390,7 @@ class IpvsProxy:
         self.table = IPVSTable(linger=self.config.linger)
         self.sets = IPSets()
         self.device_kind = ""
+        self.nodeport_ips = None
         self.addresses.clear()
         if self.ctx.netns is not None and not nsmod.exists(self.ctx.netns):
             return  # the node namespace is gone, and everything in it
