@@ -63,9 +63,10 @@ def slice_endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> Ite
             serving = cond.get("serving")
             serving = ready if serving is None else bool(serving)
             terminating = bool(cond.get("terminating"))
+            hints = frozenset(z.get("name") or "" for z in (ep.get("hints") or {}).get("forZones") or []) - {""}
             for ip in (ep.get("addresses") or [])[:1]:  # kube-proxy uses the first address
                 yield ep, Endpoint(ip=ip, port=int(port["port"]), ready=ready, serving=serving, terminating=terminating,
-                                   node=ep.get("nodeName") or "", zone=ep.get("zone") or "")
+                                   node=ep.get("nodeName") or "", zone=ep.get("zone") or "", zone_hints=hints)
 
 
 def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
@@ -77,8 +78,9 @@ def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[En
     return tuple(sorted(seen.values(), key=lambda e: (tuple(int(x) for x in e.ip.split(".")) if "." in e.ip else (0,), e.port)))
 
 
-def service_ports(svc: Obj, slices: Iterable[Obj]) -> list[ServicePort]:
-    """The ``ServicePort``s of one Service with its EndpointSlices' endpoints (IPv4 only)."""
+def service_ports(svc: Obj, slices: Iterable[Obj], node_zone: str = "") -> list[ServicePort]:
+    """The ``ServicePort``s of one Service with its EndpointSlices' endpoints (IPv4 only), for a proxy
+    on a node in ``node_zone`` ("" = unknown; topology hints are then not used)."""
     if not proxied(svc):
         return []
     md = svc.get("metadata") or {}
@@ -109,13 +111,14 @@ def service_ports(svc: Obj, slices: Iterable[Obj]) -> list[ServicePort]:
             load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()) if svc_type == "LoadBalancer" else (),
             health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
             endpoints=_endpoints(slices, p.get("name") or "", protocol),
+            node_zone=node_zone,
             trigger_time=trigger,
         ))
     return out
 
 
-def build_state(services: Iterable[Obj], slices: Iterable[Obj]) -> ProxyState:
-    """The whole ``ProxyState`` from lists of Services and EndpointSlices."""
+def build_state(services: Iterable[Obj], slices: Iterable[Obj], node_zone: str = "") -> ProxyState:
+    """The whole ``ProxyState`` from lists of Services and EndpointSlices (for a proxy in ``node_zone``)."""
     by_service: dict[tuple[str, str], list[Obj]] = {}
     for s in slices:
         md = s.get("metadata") or {}
@@ -125,6 +128,6 @@ def build_state(services: Iterable[Obj], slices: Iterable[Obj]) -> ProxyState:
     state = ProxyState()
     for svc in services:
         md = svc.get("metadata") or {}
-        for sp in service_ports(svc, by_service.get((md.get("namespace", "default"), md.get("name", "")), [])):
+        for sp in service_ports(svc, by_service.get((md.get("namespace", "default"), md.get("name", "")), []), node_zone):
             state.services[sp.name] = sp
     return state

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from kmesh.proxy import topology
+
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; upstream's sessionAffinityConfig.clientIP.timeoutSeconds default
 MASQ_MARK = 0x4000
 
@@ -45,6 +47,7 @@ class Endpoint:
     terminating: bool = False
     node: str = ""
     zone: str = ""
+    zone_hints: frozenset[str] = frozenset()  # hints.forZones: the zones whose nodes should send traffic here
 
     @property
     def addr(self) -> str:
@@ -59,7 +62,8 @@ class ServicePort:
     ``endpoints`` are all endpoints the slices list (ready or not), sorted by
     address; ``cluster_endpoints``/``local_endpoints`` apply upstream's
     selection rules (ready ones; if none is ready, the serving-and-terminating
-    ones — the terminating fallback).
+    ones — the terminating fallback). ``cluster_endpoints`` also applies
+    topology-aware routing (kmesh.proxy.topology) for a proxy in ``node_zone``.
     """
 
     name: ServicePortName
@@ -76,6 +80,7 @@ class ServicePort:
     load_balancer_source_ranges: tuple[str, ...] = ()
     health_check_node_port: int = 0
     endpoints: tuple[Endpoint, ...] = ()
+    node_zone: str = ""  # the zone of the proxy's own node ("" = unknown); stamped by the change tracker
     trigger_time: float | None = field(default=None, compare=False)  # last-change-trigger-time (unix seconds)
 
     @property
@@ -89,8 +94,9 @@ class ServicePort:
         return bool(self.node_port or self.external_ips or self.load_balancer_ips)
 
     def cluster_endpoints(self) -> list[Endpoint]:
-        """Endpoints for traffic from inside the cluster (ready; else serving+terminating)."""
-        return usable(self.endpoints)
+        """Endpoints of Cluster traffic policy from this node: ready (those hinted for ``node_zone`` when
+        hints apply); else serving+terminating."""
+        return topology.cluster_endpoints(self.endpoints, self.node_zone)
 
     def local_endpoints(self, node: str) -> list[Endpoint]:
         """The usable endpoints on ``node`` (for the Local traffic policies)."""

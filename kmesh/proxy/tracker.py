@@ -6,6 +6,11 @@ service-port names whose ``ServicePort`` differs from before. The sync
 loop (kmesh.proxy.runner) takes a snapshot and the changed names together,
 so a mode sees each change exactly once. When the API server is
 unreachable the informers keep their caches, so nothing is taken away.
+
+Like kube-proxy, the tracker also follows the proxy's own Node (one more
+informer, filtered to that one name): its ``topology.kubernetes.io/zone``
+label is the zone topology-aware routing uses, and a change of it recomputes
+every Service.
 """
 
 from __future__ import annotations
@@ -21,17 +26,25 @@ from kmesh.proxy.convert import SERVICE_NAME_LABEL, service_ports
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
 
 Obj = dict[str, Any]
+ZONE_LABEL = "topology.kubernetes.io/zone"
 log = logging.getLogger("kmesh.proxy.tracker")
 
 
 class ChangeTracker:
     """Desired proxy state from the API, with the names changed since the last ``take``."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, node: str = "", zone: str = "") -> None:
+        """``node``: the proxy's Node, whose zone label is followed (none when ""); ``zone``: the zone
+        until that Node is seen (or for good, without ``node``)."""
         self.services = Informer(client, "Service")
         self.slices = Informer(client, "EndpointSlice")
         self.services.add_handler(self._on_service)
         self.slices.add_handler(self._on_slice)
+        self.zone = zone
+        self.node: Informer | None = None
+        if node:
+            self.node = Informer(client, "Node", field_selector=f"metadata.name={node}")
+            self.node.add_handler(self._on_node)
         self._ports: dict[tuple[str, str], dict[ServicePortName, ServicePort]] = {}
         self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # (ns, service) -> slice name -> slice
         self._pending: set[ServicePortName] = set()
@@ -66,10 +79,22 @@ class ChangeTracker:
         for namespace, name in owners:  # once per Service, even when old and new name the same one
             self._recompute(namespace, name)
 
+    def _on_node(self, change: Change) -> None:
+        labels = ((change.new or {}).get("metadata") or {}).get("labels") or {}  # deleted: zone unknown
+        zone = labels.get(ZONE_LABEL) or ""
+        if zone == self.zone:
+            return
+        log.info("node zone is now %r: topology hints are recomputed", zone)
+        self.zone = zone
+        for svc in self.services.list():
+            md = svc["metadata"]
+            self._recompute(md.get("namespace", "default"), md["name"])
+
     def _recompute(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         svc = self.services.get(name, namespace)
-        new = {sp.name: sp for sp in service_ports(svc, self._slices.get(key, {}).values())} if svc else {}
+        new = ({sp.name: sp for sp in service_ports(svc, self._slices.get(key, {}).values(), self.zone)}
+               if svc else {})
         old = self._ports.get(key, {})
         changed = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
         if new:
@@ -109,8 +134,10 @@ class ChangeTracker:
         await self._changed.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run both informers until cancelled; ``task_status`` once both have listed."""
+        """Run the informers until cancelled; ``task_status`` once all have listed."""
         async with trio.open_nursery() as n:
+            if self.node is not None:
+                await n.start(self.node.run)
             await n.start(self.slices.run)
             await n.start(self.services.run)
             task_status.started()
