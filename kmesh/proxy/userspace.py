@@ -16,6 +16,11 @@ Two runtimes:
   NodePorts. The four chains are rewritten in one ``iptables-restore
   --noflush`` per sync.
 
+``--nodeport-addresses`` (``ctx.nodeport_addresses``, read again at each
+full sync) narrows NodePorts to the node addresses it selects: in sim only
+those are bound, in netns the NodePort portal rules gain ``-d <ip>/32``, one
+per address (without it: the node IPs in sim, every local address in netns).
+
 A TCP service port without endpoints refuses connections: the proxy keeps
 its address (sim) or proxy port (netns, so the portals stay) bound but not
 listening, and the kernel answers a SYN with a reset — ECONNREFUSED, curl
@@ -44,6 +49,7 @@ from typing import Literal
 import trio
 
 from kmesh.lab import netns
+from kmesh.proxy import nodeport_ips, nodeports
 from kmesh.proxy.balancer import RoundRobin
 from kmesh.proxy.forward import (
     CONNECT_TIMEOUTS,
@@ -181,6 +187,8 @@ class UserspaceProxy:
         self.unbound: dict[ServicePortName, str] = {}  # service ports that cannot be bound here, and why
         self._draining: list[Relay] = []
         self._nursery: trio.Nursery | None = None
+        self.nodeport_ips: list[str] | None = None  # --nodeport-addresses' choice at the last full sync; None: all
+        self._picked = False
 
     # ------------------------------------------------------------------------------------------ ProxyMode
 
@@ -196,6 +204,8 @@ class UserspaceProxy:
         if self._nursery is None:
             raise RuntimeError("UserspaceProxy.sync before start")
         names = set(state.services) | set(self.services) | set(self.unbound) if full else set(changed)
+        if full or not self._picked:
+            await self._pick_nodeport_ips()
         errors: list[str] = []
         for spn in sorted(names):
             self.unbound.pop(spn, None)
@@ -215,6 +225,20 @@ class UserspaceProxy:
         if errors:
             raise UserspaceSyncError("; ".join(errors))
 
+    async def _pick_nodeport_ips(self) -> None:
+        """Apply ``--nodeport-addresses`` to the node's current addresses; NodePort listeners made for
+        another choice are closed (the sync reopens them)."""
+        wanted = nodeports.effective(self.ctx.nodeport_addresses, self.name)
+        chosen = (await nodeport_ips.select_for(self.ctx, self.name))[0] if wanted else nodeports.ALL
+        if self._picked and chosen != self.nodeport_ips:
+            for spn in [n for n, svc in self.services.items() if svc.sp.node_port]:
+                self._close(self.services.pop(spn))
+        self.nodeport_ips, self._picked = chosen, True
+
+    def _node_addresses(self) -> list[str]:
+        """Where NodePorts are reached: the selected addresses, or the node IPs when all are."""
+        return list(self.ctx.node_ips) if self.nodeport_ips is None else list(self.nodeport_ips)
+
     async def rules(self) -> str:
         """The listener table, and in netns the nat table as ``iptables-save`` prints it."""
         text = self.table()
@@ -225,6 +249,7 @@ class UserspaceProxy:
 
     async def cleanup(self) -> None:
         """Close every listener and connection; in netns remove the portal chains and jumps."""
+        self._picked = False
         relays = [r for s in self.services.values() for r in s.relays] + self._draining
         for svc in self.services.values():
             for slot in svc.slots:
@@ -308,7 +333,7 @@ class UserspaceProxy:
                     external = RoundRobin(sp.external_endpoints(node), affinity_timeout=_affinity(sp))
                 else:
                     external = cluster  # one balancer, as upstream: affinity holds across ClusterIP and NodePort
-                node_addrs = [(ip, sp.node_port) for ip in self.ctx.node_ips]
+                node_addrs = [(ip, sp.node_port) for ip in self._node_addresses()]
                 svc.frontends.append(await self._frontend("nodeport", sp, external, node_addrs))
         except BaseException:
             for slot in svc.slots:
@@ -388,9 +413,11 @@ class UserspaceProxy:
                         lines.append(f"-A {PORTALS_CONTAINER} {match} -j REDIRECT --to-ports {pp}")
                         lines.append(f"-A {PORTALS_HOST} {match} -j DNAT --to-destination {node_ip}:{pp}")
                 else:
-                    match = f"-p {proto} {comment} -m {proto} --dport {svc.sp.node_port}"
-                    lines.append(f"-A {NODEPORT_CONTAINER} {match} -j REDIRECT --to-ports {pp}")
-                    lines.append(f"-A {NODEPORT_HOST} {match} -j DNAT --to-destination {node_ip}:{pp}")
+                    dests = [""] if self.nodeport_ips is None else [f"-d {ip}/32 " for ip in self.nodeport_ips if ":" not in ip]
+                    for dest in dests:
+                        match = f"{dest}-p {proto} {comment} -m {proto} --dport {svc.sp.node_port}"
+                        lines.append(f"-A {NODEPORT_CONTAINER} {match} -j REDIRECT --to-ports {pp}")
+                        lines.append(f"-A {NODEPORT_HOST} {match} -j DNAT --to-destination {node_ip}:{pp}")
         lines.append("COMMIT")
         return "\n".join(lines) + "\n"
 
