@@ -1,40 +1,50 @@
-"""kube-proxy's nftables rules as text: the proxy state → an ``nft -f`` script.
+"""kube-proxy's nftables rules as text: the proxy state → ``nft -f`` transactions.
 
-Pure rendering, no kernel access, so names and rules can be checked against
-upstream's nftables proxier. Everything lives in one table, ``ip kube-proxy``:
+Pure rendering, no kernel access, so names, comments and rule order can be
+checked against upstream's nftables proxier (v1.33/1.34). Everything lives in
+one table, ``ip kube-proxy``:
 
-- base chains hooked as upstream's (filter input/forward/output at
-  dstnat-10 and output after DNAT at dstnat+10; nat prerouting/output at
-  dstnat; nat postrouting at srcnat), written with numeric priorities because
+- base chains hooked as upstream's (filter prerouting/input/forward/output at
+  dstnat-10, filter output after DNAT at dstnat+10, nat prerouting/output at
+  dstnat, nat postrouting at srcnat), written with numeric priorities because
   nft 1.0.6 accepts ``dstnat`` only on prerouting;
 - verdict maps dispatching on ``ip daddr . meta l4proto . th dport``
-  (``service-ips``) and ``meta l4proto . th dport`` (``service-nodeports``);
-- ``no-endpoint-services`` / ``no-endpoint-nodeports`` maps sending
-  connections to services without endpoints to ``reject-chain`` (or to
-  ``drop`` when only the Local traffic policy has none);
-- per service port ``service-<h>`` (cluster endpoints), ``local-<h>``
-  (this node's endpoints, for the Local policies), ``external-<h>``
-  (NodePort / external / load-balancer IPs), where ``<h>`` is
-  ``<8 chars of base32(sha256(ns/svc/proto/port))>-ns/svc/proto/port``;
-  they pick an endpoint with ``numgen random mod N vmap`` (no probabilities);
+  (``service-ips``) and, for addresses in the ``nodeport-ips`` set (or every
+  local address when ``--nodeport-addresses`` covers all), on
+  ``meta l4proto . th dport`` (``service-nodeports``);
+- ``no-endpoint-services`` / ``no-endpoint-nodeports`` sending connections to
+  services without endpoints to ``reject-chain`` (or to ``drop`` when only
+  the Local traffic policy has none);
+- ``firewall-ips`` sending new connections to load-balancer IPs with
+  ``loadBalancerSourceRanges`` to ``firewall-<h>``, which drops other sources;
+- ``cluster-ips`` and ``cluster-ips-check``: a used ClusterIP on a port no
+  Service has is rejected, an address of the service CIDRs no Service holds
+  is dropped;
+- per service port ``service-<h>`` (cluster endpoints), ``local-<h>`` (this
+  node's endpoints), ``external-<h>`` (NodePort / external / load-balancer
+  IPs) and ``firewall-<h>``, where ``<h>`` is
+  ``<8 chars of base32(sha256(ns/svc/proto/port))>-ns/svc/proto/port``; they
+  pick an endpoint with ``numgen random mod N vmap`` (no probabilities);
 - per endpoint ``endpoint-<h'>`` (``<h'>`` hashes ``...__ip/port``): hairpin
-  masquerade mark, affinity set update, DNAT;
-- ClientIP affinity as one dynamic set with a timeout per endpoint
-  (``affinity-<h'>``), checked before the ``numgen``.
+  masquerade mark, affinity set update, DNAT; ClientIP affinity as one
+  dynamic set with a timeout per endpoint (``affinity-<h'>``).
 
-``Ruleset`` is the rendered content; ``script`` turns it into one
-transaction that makes an existing table (as ``parse_listing`` read it) equal
-to it: flush all rules and map elements, delete chains and sets no longer
-rendered, then add everything back. Affinity sets are kept (their entries
-survive a sync) unless their timeout changed.
+``render_service`` gives one service port's share (``ServiceRules``);
+``setup`` the Service-independent part a full sync rewrites; ``transaction``
+the one script that takes the table from what is installed to the new
+rules — everything on a full sync, only changed services' chains and changed
+map/set elements on a partial one, as upstream's partial sync does.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kmesh.proxy import nodeports
 from kmesh.proxy.iptables_rules import hash16
 from kmesh.proxy.model import (
     MASQ_MARK,
@@ -48,42 +58,73 @@ from kmesh.proxy.model import (
 FAMILY, TABLE = "ip", "kube-proxy"
 T = f"{FAMILY} {TABLE}"
 
+# Base chains.
+FILTER_PREROUTING = "filter-prerouting"
+FILTER_INPUT = "filter-input"
+FILTER_FORWARD = "filter-forward"
+FILTER_OUTPUT = "filter-output"
+FILTER_OUTPUT_POST_DNAT = "filter-output-post-dnat"
+NAT_PREROUTING = "nat-prerouting"
+NAT_OUTPUT = "nat-output"
+NAT_POSTROUTING = "nat-postrouting"
+# Regular chains that do not depend on Services.
 SERVICES = "services"
-NODEPORTS = "nodeports"
 MASQUERADING = "masquerading"
 MARK_MASQ = "mark-for-masquerade"
 REJECT_CHAIN = "reject-chain"
 SERVICE_ENDPOINTS_CHECK = "service-endpoints-check"
 NODEPORT_ENDPOINTS_CHECK = "nodeport-endpoints-check"
 CLUSTER_IPS_CHECK = "cluster-ips-check"
-
+FIREWALL_CHECK = "firewall-check"
+# Sets and maps.
 SERVICE_IPS = "service-ips"
 SERVICE_NODEPORTS = "service-nodeports"
 NO_ENDPOINT_SERVICES = "no-endpoint-services"
 NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
 CLUSTER_IPS = "cluster-ips"
+FIREWALL_IPS = "firewall-ips"
+NODEPORT_IPS = "nodeport-ips"
 
 DNAT_PRIO, SNAT_PRIO = -100, 100
-# (name, type, hook, priority) as upstream's base chains (less filter-prerouting: no LB firewall here).
+# (name, type, hook, priority), upstream's nftablesBaseChains.
 BASE_CHAINS: tuple[tuple[str, str, str, int], ...] = (
-    ("filter-input", "filter", "input", DNAT_PRIO - 10),
-    ("filter-forward", "filter", "forward", DNAT_PRIO - 10),
-    ("filter-output", "filter", "output", DNAT_PRIO - 10),
-    ("filter-output-post-dnat", "filter", "output", DNAT_PRIO + 10),
-    ("nat-prerouting", "nat", "prerouting", DNAT_PRIO),
-    ("nat-output", "nat", "output", DNAT_PRIO),
-    ("nat-postrouting", "nat", "postrouting", SNAT_PRIO),
+    (FILTER_PREROUTING, "filter", "prerouting", DNAT_PRIO - 10),
+    (FILTER_INPUT, "filter", "input", DNAT_PRIO - 10),
+    (FILTER_FORWARD, "filter", "forward", DNAT_PRIO - 10),
+    (FILTER_OUTPUT, "filter", "output", DNAT_PRIO - 10),
+    (FILTER_OUTPUT_POST_DNAT, "filter", "output", DNAT_PRIO + 10),
+    (NAT_PREROUTING, "nat", "prerouting", DNAT_PRIO),
+    (NAT_OUTPUT, "nat", "output", DNAT_PRIO),
+    (NAT_POSTROUTING, "nat", "postrouting", SNAT_PRIO),
 )
-# Maps (key type : verdict) and plain sets whose elements are rewritten on every sync.
-MAPS: dict[str, str] = {
-    SERVICE_IPS: "ipv4_addr . inet_proto . inet_service : verdict",
-    SERVICE_NODEPORTS: "inet_proto . inet_service : verdict",
-    NO_ENDPOINT_SERVICES: "ipv4_addr . inet_proto . inet_service : verdict",
-    NO_ENDPOINT_NODEPORTS: "inet_proto . inet_service : verdict",
-}
-SETS: dict[str, str] = {CLUSTER_IPS: "ipv4_addr"}
-CHAIN_BASE_MAX = 200  # upstream's chainNameBaseLengthMax (nftables allows 256, prefixes need room)
 _NEW = "ct state new"
+# (target chain, base chain, match), upstream's nftablesJumpChains, in its order.
+JUMP_CHAINS: tuple[tuple[str, str, str], ...] = (
+    (NODEPORT_ENDPOINTS_CHECK, FILTER_INPUT, _NEW),
+    (SERVICE_ENDPOINTS_CHECK, FILTER_INPUT, _NEW),
+    (SERVICE_ENDPOINTS_CHECK, FILTER_FORWARD, _NEW),
+    (SERVICE_ENDPOINTS_CHECK, FILTER_OUTPUT, _NEW),
+    (FIREWALL_CHECK, FILTER_PREROUTING, _NEW),
+    (FIREWALL_CHECK, FILTER_OUTPUT, _NEW),
+    (SERVICES, NAT_OUTPUT, ""),
+    (SERVICES, NAT_PREROUTING, ""),
+    (MASQUERADING, NAT_POSTROUTING, ""),
+    (CLUSTER_IPS_CHECK, FILTER_FORWARD, _NEW),
+    (CLUSTER_IPS_CHECK, FILTER_OUTPUT_POST_DNAT, _NEW),
+)
+_V4_KEY = "ipv4_addr . inet_proto . inet_service : verdict"
+_PORT_KEY = "inet_proto . inet_service : verdict"
+# The sets/maps whose elements follow the Services: name → (kind, type, comment), in upstream's flush order.
+CONTAINERS: dict[str, tuple[str, str, str]] = {
+    CLUSTER_IPS: ("set", "ipv4_addr", "Active ClusterIPs"),
+    SERVICE_IPS: ("map", _V4_KEY, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+    FIREWALL_IPS: ("map", _V4_KEY, "destinations that are subject to LoadBalancerSourceRanges"),
+    NO_ENDPOINT_SERVICES: ("map", _V4_KEY, "vmap to drop or reject packets to services with no endpoints"),
+    NO_ENDPOINT_NODEPORTS: ("map", _PORT_KEY, "vmap to drop or reject packets to service nodeports with no endpoints"),
+    SERVICE_NODEPORTS: ("map", _PORT_KEY, "NodePort traffic"),
+}
+CHAIN_BASE_MAX = 200  # upstream's chainNameBaseLengthMax (nftables allows 256, prefixes need room)
+NO_LOCALHOST = "ip daddr != 127.0.0.0/8"
 
 
 def _hash_and_truncate(name: str) -> str:
@@ -118,6 +159,11 @@ def external_chain(name: ServicePortName) -> str:
     return "external-" + chain_base(name)
 
 
+def firewall_chain(name: ServicePortName) -> str:
+    """``firewall-<h>``: drops sources outside the load-balancer source ranges."""
+    return "firewall-" + chain_base(name)
+
+
 def endpoint_chain(name: ServicePortName, ep: Endpoint) -> str:
     """``endpoint-<h>``: DNAT to one endpoint."""
     return "endpoint-" + endpoint_base(name, ep)
@@ -128,157 +174,307 @@ def affinity_set(name: ServicePortName, ep: Endpoint) -> str:
     return "affinity-" + endpoint_base(name, ep)
 
 
+def is_service_chain(chain: str) -> bool:
+    """Per-service chains are the ones with a ``/`` in their name (upstream's isServiceChainName)."""
+    return "/" in chain
+
+
+def is_affinity_set(name: str) -> bool:
+    return name.startswith("affinity-")
+
+
 def numgen_rule(chains: list[str]) -> str:
     """Pick one of ``chains`` uniformly: ``numgen random mod N vmap { 0 : goto a, 1 : goto b }``."""
     items = ", ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
     return f"numgen random mod {len(chains)} vmap {{ {items} }}"
 
 
+def _comment(text: str) -> str:
+    return f' comment "{text}"'
+
+
+def source_ranges(sp: ServicePort) -> list[ipaddress.IPv4Network]:
+    """The IPv4 ``loadBalancerSourceRanges``, whitespace trimmed (upstream tolerates padding); others ignored."""
+    out: list[ipaddress.IPv4Network] = []
+    for raw in sp.load_balancer_source_ranges:
+        try:
+            net = ipaddress.ip_network(raw.strip(), strict=False)
+        except ValueError:
+            continue  # the API validates them; a bad one is dropped, as upstream's CIDR parse does
+        if isinstance(net, ipaddress.IPv4Network):
+            out.append(net)
+    return out
+
+
+@dataclass(frozen=True)
+class Element:
+    """One set element or map entry: its value (a verdict; "" in a set) and comment."""
+
+    value: str = ""
+    comment: str = ""
+
+    def text(self, key: str) -> str:
+        """The element as ``add element`` takes it: ``key [comment "c"] [: value]``."""
+        out = key + (_comment(self.comment) if self.comment else "")
+        return f"{out} : {self.value}" if self.value else out
+
+
 @dataclass
-class Ruleset:
-    """The rendered content of the table: regular chains with their rules, affinity sets, elements."""
+class ServiceRules:
+    """One service port's share of the table: its chains with their rules, affinity sets, set/map elements."""
 
-    chains: dict[str, list[str]] = field(default_factory=dict)  # every non-base chain → its rules
-    base: dict[str, list[str]] = field(default_factory=dict)  # base chain → its rules
+    chains: dict[str, list[str]] = field(default_factory=dict)
     affinity: dict[str, int] = field(default_factory=dict)  # dynamic set → timeout seconds
-    elements: dict[str, list[str]] = field(default_factory=dict)  # map/set → element texts
+    elements: dict[str, dict[str, Element]] = field(default_factory=dict)  # set/map → key → element
 
-    def element(self, target: str, text: str) -> None:
-        """Add one element to map or set ``target``."""
-        self.elements.setdefault(target, []).append(text)
+    def element(self, container: str, key: str, value: str = "", comment: str = "") -> None:
+        self.elements.setdefault(container, {})[key] = Element(value, comment)
+
+    def chain(self, name: str) -> list[str]:
+        """The rules of chain ``name``, creating it (empty) if new."""
+        return self.chains.setdefault(name, [])
 
 
 def _by_addr(eps: Iterable[Endpoint]) -> list[Endpoint]:
     return sorted(eps, key=lambda e: e.addr)
 
 
-def constant_rules(ctx: NodeContext, mark: int = MASQ_MARK) -> Ruleset:
-    """The chains that do not depend on Services (base chains' jumps, masquerading, checks)."""
-    m = f"{mark:#x}"
-    rs = Ruleset()
-    rs.base = {
-        "filter-input": [f"{_NEW} jump {NODEPORT_ENDPOINTS_CHECK}", f"{_NEW} jump {SERVICE_ENDPOINTS_CHECK}"],
-        "filter-forward": [f"{_NEW} jump {SERVICE_ENDPOINTS_CHECK}", f"{_NEW} jump {CLUSTER_IPS_CHECK}"],
-        "filter-output": [f"{_NEW} jump {SERVICE_ENDPOINTS_CHECK}"],
-        "filter-output-post-dnat": [f"{_NEW} jump {CLUSTER_IPS_CHECK}"],
-        "nat-prerouting": [f"jump {SERVICES}"],
-        "nat-output": [f"jump {SERVICES}"],
-        "nat-postrouting": [f"jump {MASQUERADING}"],
-    }
-    rs.chains = {
-        SERVICES: [
-            f"ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
-            f"fib daddr type local ip daddr != 127.0.0.0/8 jump {NODEPORTS}",
-        ],
-        NODEPORTS: [f"meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"],
-        MASQUERADING: [
-            f"meta mark & {m} == 0 return",
-            f"meta mark set meta mark ^ {m}",
-            "masquerade fully-random",
-        ],
-        MARK_MASQ: [f"meta mark set meta mark | {m}"],
-        REJECT_CHAIN: ["reject"],
-        SERVICE_ENDPOINTS_CHECK: [f"ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"],
-        NODEPORT_ENDPOINTS_CHECK: [
-            f"fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"],
-        CLUSTER_IPS_CHECK: [f"ip daddr @{CLUSTER_IPS} reject"],  # a ClusterIP on a port it does not serve
-    }
-    return rs
-
-
-def render_service(rs: Ruleset, sp: ServicePort, ctx: NodeContext) -> None:
-    """Add one service port's map elements, chains and affinity sets to ``rs``."""
+def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
+    """One service port's chains, affinity sets and map elements, in upstream's order."""
+    out = ServiceRules()
     n = sp.name
-    proto = n.proto
-    key = f"{proto} . {sp.port}"
+    proto, port = n.proto, sp.port
+    key = f"{proto} . {port}"
     cluster_eps = _by_addr(sp.cluster_endpoints())
     local_eps = _by_addr(sp.local_endpoints(ctx.node))
-    external = sp.has_external
-    ext_local = sp.external_local and external
-    svc, loc, ext = service_chain(n), local_chain(n), external_chain(n)
-    internal_target, internal_eps = (loc, local_eps) if sp.internal_local else (svc, cluster_eps)
-    external_eps = local_eps if ext_local else cluster_eps
-    ext_ips = [*sp.external_ips, *sp.load_balancer_ips]
+    has_endpoints = bool(cluster_eps)
+    svc, loc, ext, fw = service_chain(n), local_chain(n), external_chain(n), firewall_chain(n)
+    has_internal = has_endpoints and (bool(local_eps) or not sp.internal_local)
+    has_external = has_endpoints and (bool(local_eps) or not sp.external_local)
+    internal_chain = loc if sp.internal_local else svc
+    external_policy = loc if sp.external_local else svc
+    # Upstream's UsesClusterEndpoints / UsesLocalEndpoints: an externally reachable port needs the
+    # cluster chain even with externalTrafficPolicy Local (pod and node traffic short-circuits to it).
+    uses_cluster = has_endpoints and (not sp.internal_local or sp.has_external)
+    uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and sp.has_external))
+    uses_external = has_endpoints and sp.has_external
+    ranges = source_ranges(sp)
+    uses_fw = bool(sp.load_balancer_ips) and bool(ranges)
+    name = str(n)
 
-    if sp.cluster_ip and sp.cluster_ip != "None":
-        rs.element(CLUSTER_IPS, sp.cluster_ip)
-    if not cluster_eps:  # no usable endpoint at all: refuse connections
-        for ip in (sp.cluster_ip, *ext_ips):
-            rs.element(NO_ENDPOINT_SERVICES, f"{ip} . {key} : goto {REJECT_CHAIN}")
-        if sp.node_port:
-            rs.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {sp.node_port} : goto {REJECT_CHAIN}")
-        return
-    # Capture: cluster IP → internal chain; external addresses and the NodePort → external chain.
-    if internal_eps:
-        rs.element(SERVICE_IPS, f"{sp.cluster_ip} . {key} : goto {internal_target}")
+    # The chains this port uses, created in upstream's order (endpoints, cluster, local, external, firewall).
+    reachable = _by_addr({e.addr: e for e in [*(cluster_eps if uses_cluster else []),
+                                               *(local_eps if uses_local else [])]}.values())
+    for e in reachable:
+        out.chain(endpoint_chain(n, e))
+    for used, chain in ((uses_cluster, svc), (uses_local, loc), (uses_external, ext), (uses_fw, fw)):
+        if used:
+            out.chain(chain)
+
+    if not has_endpoints:
+        internal_verdict = external_verdict = f"goto {REJECT_CHAIN}"
     else:
-        rs.element(NO_ENDPOINT_SERVICES, f"{sp.cluster_ip} . {key} : drop")
-    if external:
-        if external_eps:
-            for ip in ext_ips:
-                rs.element(SERVICE_IPS, f"{ip} . {key} : goto {ext}")
-            if sp.node_port:
-                rs.element(SERVICE_NODEPORTS, f"{proto} . {sp.node_port} : goto {ext}")
-        else:
-            for ip in ext_ips:
-                rs.element(NO_ENDPOINT_SERVICES, f"{ip} . {key} : drop")
-            if sp.node_port:
-                rs.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {sp.node_port} : drop")
+        internal_verdict = external_verdict = "drop"
+    # Capture the ClusterIP.
+    out.element(CLUSTER_IPS, sp.cluster_ip)
+    if has_internal:
+        out.element(SERVICE_IPS, f"{sp.cluster_ip} . {key}", f"goto {internal_chain}")
+    else:
+        out.element(NO_ENDPOINT_SERVICES, f"{sp.cluster_ip} . {key}", internal_verdict, name)
+    # External IPs.
+    for ip in sp.external_ips:
+        if has_endpoints:
+            out.element(SERVICE_IPS, f"{ip} . {key}", f"goto {ext}")
+        if not has_external:
+            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", external_verdict, name)
+    # Load-balancer IPs, through firewall-<h> first when source ranges restrict them.
+    for ip in sp.load_balancer_ips:
+        if has_endpoints:
+            out.element(SERVICE_IPS, f"{ip} . {key}", f"goto {ext}")
+        if uses_fw:
+            out.element(FIREWALL_IPS, f"{ip} . {key}", f"goto {fw}")
+    if not has_external:
+        for ip in sp.load_balancer_ips:
+            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", external_verdict, name)
+    # The NodePort (not subject to the source ranges, as upstream).
+    if sp.node_port:
+        if has_endpoints:
+            out.element(SERVICE_NODEPORTS, f"{proto} . {sp.node_port}", f"goto {ext}")
+        if not has_external:
+            out.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {sp.node_port}", external_verdict, name)
 
-    used: dict[str, list[Endpoint]] = {}
-    if not sp.internal_local or (external and not ext_local) or (ext_local and external_eps):
-        used[svc] = cluster_eps  # ext_local sends pod and node-local traffic to the cluster chain too
-    if local_eps and (sp.internal_local or ext_local):
-        used[loc] = local_eps
-    # Masquerade cluster-IP traffic not coming from a pod (all of it with masquerade-all).
-    if internal_eps:
-        masq = f"ip daddr {sp.cluster_ip} {proto} dport {sp.port}"
+    # Internal traffic: masquerade what does not come from a pod (all of it with masquerade-all).
+    if has_internal:
+        masq = f"ip daddr {sp.cluster_ip} {proto} dport {port}"
         if ctx.masquerade_all:
-            rs.chains.setdefault(internal_target, []).append(f"{masq} jump {MARK_MASQ}")
+            out.chain(internal_chain).append(f"{masq} jump {MARK_MASQ}")
         elif ctx.cluster_cidr:
-            rs.chains.setdefault(internal_target, []).append(f"{masq} ip saddr != {ctx.cluster_cidr} jump {MARK_MASQ}")
-    if external and external_eps:
-        rules = rs.chains.setdefault(ext, [])
-        if not ext_local:
-            rules += [f"jump {MARK_MASQ}", f"goto {svc}"]
+            out.chain(internal_chain).append(f"{masq} ip saddr != {ctx.cluster_cidr} jump {MARK_MASQ}")
+    # External traffic.
+    if uses_external:
+        rules = out.chain(ext)
+        if not sp.external_local:
+            rules.append(f"jump {MARK_MASQ}")
         else:
             if ctx.cluster_cidr:
-                rules.append(f"ip saddr {ctx.cluster_cidr} goto {svc}")
-            rules += [f"fib saddr type local jump {MARK_MASQ}", f"fib saddr type local goto {svc}", f"goto {loc}"]
-    reachable: dict[str, Endpoint] = {}
-    for chain, eps in used.items():
-        rules = rs.chains.setdefault(chain, [])
-        if sp.session_affinity:
-            rules += [f"ip saddr @{affinity_set(n, e)} goto {endpoint_chain(n, e)}" for e in eps]
-        rules.append(numgen_rule([endpoint_chain(n, e) for e in eps]))
-        reachable.update((e.addr, e) for e in eps)
-    for e in _by_addr(reachable.values()):
-        rules = rs.chains.setdefault(endpoint_chain(n, e), [])
+                rules.append(f"ip saddr {ctx.cluster_cidr} goto {svc}" + _comment("short-circuit pod traffic"))
+            rules.append(f"fib saddr type local jump {MARK_MASQ}" + _comment("masquerade local traffic"))
+            rules.append(f"fib saddr type local goto {svc}" + _comment("short-circuit local traffic"))
+        if has_external:
+            rules.append(f"goto {external_policy}")
+    # Load-balancer source ranges; a range holding the node's IP also admits the LB IPs themselves
+    # (a VIP-style balancer loops the node's own requests back with the VIP as source).
+    if uses_fw:
+        sources = [str(r) for r in ranges]
+        node_ip = _primary_ipv4(ctx.node_ips)
+        if node_ip is not None and any(node_ip in r for r in ranges):
+            sources += list(sp.load_balancer_ips)
+        out.chain(fw).append(f"ip saddr != {{ {', '.join(sources)} }} drop")
+    if sp.session_affinity:
+        for e in reachable:
+            out.affinity[affinity_set(n, e)] = sp.affinity_timeout
+    for used, chain, eps in ((uses_cluster, svc, cluster_eps), (uses_local, loc, local_eps)):
+        if used:
+            rules = out.chain(chain)
+            if sp.session_affinity:
+                rules += [f"ip saddr @{affinity_set(n, e)} goto {endpoint_chain(n, e)}" for e in eps]
+            rules.append(numgen_rule([endpoint_chain(n, e) for e in eps]))
+    for e in reachable:
+        rules = out.chain(endpoint_chain(n, e))
         rules.append(f"ip saddr {e.ip} jump {MARK_MASQ}")  # hairpin: an endpoint reaching itself
         if sp.session_affinity:
-            aff = affinity_set(n, e)
-            rs.affinity[aff] = sp.affinity_timeout
-            rules.append(f"update @{aff} {{ ip saddr }}")
+            rules.append(f"update @{affinity_set(n, e)} {{ ip saddr }}")
         rules.append(f"meta l4proto {proto} dnat to {e.ip}:{e.port}")
+    return out
 
 
-def render(state: ProxyState, ctx: NodeContext, mark: int = MASQ_MARK) -> Ruleset:
-    """The whole table's content for ``state`` on the node ``ctx`` describes (IPv4 service ports only)."""
-    rs = constant_rules(ctx, mark)
-    for name in sorted(state.services, key=str):
-        sp = state.services[name]
-        if ":" in sp.cluster_ip:
-            continue  # an IPv6 family is not built: the table is ip (IPv4) only
-        render_service(rs, sp, ctx)
-    return rs
+def _primary_ipv4(ips: Sequence[str]) -> ipaddress.IPv4Address | None:
+    """The node's IPv4 address (upstream's single nodeIP per family)."""
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        if isinstance(addr, ipaddress.IPv4Address):
+            return addr
+    return None
+
+
+def nodeport_ips(ctx: NodeContext, local_ips: Iterable[str] = ()) -> list[str] | None:
+    """The addresses for the ``nodeport-ips`` set; None when NodePorts open on every local address.
+
+    ``--nodeport-addresses`` defaults to ``primary`` (the node's IPs) in this
+    mode; IPv6 and loopback addresses are left out (upstream does not support
+    localhost NodePorts in nftables mode)."""
+    chosen = nodeports.select(nodeports.effective(ctx.nodeport_addresses, "nftables"), ctx.node_ips, local_ips)
+    if chosen is nodeports.ALL:
+        return None
+    return [ip for ip in chosen if ipaddress.ip_address(ip).version == 4 and not ipaddress.ip_address(ip).is_loopback]
+
+
+def needs_local_addresses(ctx: NodeContext) -> bool:
+    """True when choosing NodePort addresses means matching CIDRs against the node's own addresses."""
+    chosen = nodeports.effective(ctx.nodeport_addresses, "nftables")
+    return bool(chosen) and tuple(chosen) != (nodeports.PRIMARY,)
+
+
+def setup(ctx: NodeContext, nodeports_on: list[str] | None, *, recreate_base: bool = False,
+          mark: int = MASQ_MARK) -> list[str]:
+    """The Service-independent part of the table, as a full sync (re)writes it (upstream's setupNFTables).
+
+    ``nodeports_on``: the ``nodeport-ips`` addresses, None for every local
+    address. ``recreate_base`` deletes the base chains first (upstream does so
+    once per process, so a changed hook or priority can be applied). Ends by
+    flushing the Service-dependent sets and maps."""
+    m = f"{mark:#x}"
+    lines = [f'add table {T} {{ comment "rules for kube-proxy" ; }}']
+    if recreate_base:
+        for c, *_ in BASE_CHAINS:
+            lines += [f"add chain {T} {c}", f"delete chain {T} {c}"]
+    for c, ty, hook, prio in BASE_CHAINS:
+        lines += [f"add chain {T} {c} {{ type {ty} hook {hook} priority {prio} ; }}", f"flush chain {T} {c}"]
+    created: set[str] = set()
+
+    def ensure(chain: str) -> None:
+        if chain not in created:
+            created.add(chain)
+            lines.extend([f"add chain {T} {chain}", f"flush chain {T} {chain}"])
+
+    for dst, src, match in JUMP_CHAINS:
+        ensure(dst)
+        lines.append(f"add rule {T} {src} {match + ' ' if match else ''}jump {dst}")
+    for chain in (SERVICES, CLUSTER_IPS_CHECK, MASQUERADING, MARK_MASQ):
+        ensure(chain)
+    lines += [
+        f"add rule {T} {MARK_MASQ} mark set mark or {m}",
+        f"add rule {T} {MASQUERADING} mark and {m} == 0 return",
+        f"add rule {T} {MASQUERADING} mark set mark xor {m}",
+        f"add rule {T} {MASQUERADING} masquerade fully-random",
+    ]
+    kind, ty, comment = CONTAINERS[CLUSTER_IPS]
+    lines.append(f'add {kind} {T} {CLUSTER_IPS} {{ type {ty} ; comment "{comment}" ; }}')
+    lines.append(f"add rule {T} {CLUSTER_IPS_CHECK} ip daddr @{CLUSTER_IPS} reject"
+                 + _comment("Reject traffic to invalid ports of ClusterIPs"))
+    cidrs = [c for c in ctx.service_cidrs if ipaddress.ip_network(c, strict=False).version == 4]
+    if cidrs:
+        lines.append(f"add rule {T} {CLUSTER_IPS_CHECK} ip daddr {{ {', '.join(cidrs)} }} drop"
+                     + _comment("Drop traffic to unallocated ClusterIPs"))
+    lines.append(f'add set {T} {NODEPORT_IPS} {{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}')
+    if nodeports_on is None:
+        lines.append(f"delete set {T} {NODEPORT_IPS}")
+    else:
+        lines.append(f"flush set {T} {NODEPORT_IPS}")
+        lines += [f"add element {T} {NODEPORT_IPS} {{ {ip} }}" for ip in nodeports_on]
+    for name in (NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS):
+        kind, ty, comment = CONTAINERS[name]
+        lines.append(f'add {kind} {T} {name} {{ type {ty} ; comment "{comment}" ; }}')
+    lines += [
+        f'add chain {T} {REJECT_CHAIN} {{ comment "helper for @{NO_ENDPOINT_SERVICES} / @{NO_ENDPOINT_NODEPORTS}" ; }}',
+        f"flush chain {T} {REJECT_CHAIN}",
+        f"add rule {T} {REJECT_CHAIN} reject",
+        f"add rule {T} {SERVICE_ENDPOINTS_CHECK} ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}",
+    ]
+    on_nodeport_ips = NO_LOCALHOST if nodeports_on is None else f"ip daddr @{NODEPORT_IPS}"
+    lines.append(f"add rule {T} {NODEPORT_ENDPOINTS_CHECK} {on_nodeport_ips} "
+                 f"meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}")
+    kind, ty, comment = CONTAINERS[FIREWALL_IPS]
+    lines += [
+        f'add {kind} {T} {FIREWALL_IPS} {{ type {ty} ; comment "{comment}" ; }}',
+        f"add rule {T} {FIREWALL_CHECK} ip daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}",
+    ]
+    for name in (SERVICE_IPS, SERVICE_NODEPORTS):
+        kind, ty, comment = CONTAINERS[name]
+        lines.append(f'add {kind} {T} {name} {{ type {ty} ; comment "{comment}" ; }}')
+    lines.append(f"add rule {T} {SERVICES} ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}")
+    on_local = f"fib daddr type local {NO_LOCALHOST}" if nodeports_on is None else f"ip daddr @{NODEPORT_IPS}"
+    lines.append(f"add rule {T} {SERVICES} {on_local} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}")
+    lines += [f"flush {CONTAINERS[name][0]} {T} {name}" for name in CONTAINERS]
+    return lines
+
+
+def merged_elements(rules: Iterable[ServiceRules]) -> dict[str, dict[str, Element]]:
+    """Every service port's elements per set/map (a key two ports share: the later one wins)."""
+    out: dict[str, dict[str, Element]] = {name: {} for name in CONTAINERS}
+    for r in rules:
+        for container, elems in r.elements.items():
+            out[container].update(elems)
+    return out
+
+
+@dataclass
+class Installed:
+    """What one proxy last applied successfully: the base a partial sync changes."""
+
+    ports: dict[ServicePortName, ServicePort] = field(default_factory=dict)
+    rules: dict[ServicePortName, ServiceRules] = field(default_factory=dict)
+    elements: dict[str, dict[str, Element]] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)  # affinity set → the timeout it was created with
 
 
 @dataclass
 class Existing:
-    """What an installed table holds (from ``nft list table``): chain and set/map names."""
+    """What an installed table holds (from ``nft list``): chain names, set/map names, affinity set timeouts."""
 
     chains: set[str] = field(default_factory=set)
     sets: set[str] = field(default_factory=set)  # sets and maps
+    timeouts: dict[str, int] = field(default_factory=dict)  # set → timeout seconds (sets with one)
 
     @property
     def empty(self) -> bool:
@@ -296,42 +492,129 @@ def parse_listing(text: str) -> Existing:
     return out
 
 
+def parse_json_listing(chains_json: str, sets_json: str) -> Existing:
+    """This table's chains and sets from ``nft -j list chains ip`` and ``nft -j list sets ip``."""
+    out = Existing()
+    for text, kind in ((chains_json, "chain"), (sets_json, "set")):
+        for obj in (json.loads(text) if text.strip() else {}).get("nftables", []):
+            item = obj.get(kind)
+            if not item or item.get("table") != TABLE or item.get("family") != FAMILY:
+                continue
+            if kind == "chain":
+                out.chains.add(item["name"])
+            else:
+                out.sets.add(item["name"])
+                if isinstance(item.get("timeout"), int):
+                    out.timeouts[item["name"]] = item["timeout"]
+    return out
+
+
 def _set_decl(name: str, timeout: int) -> str:
     return f"add set {T} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}"
 
 
-def script(rs: Ruleset, existing: Existing | None = None, timeouts: dict[str, int] | None = None) -> str:
-    """One ``nft -f`` transaction making the table equal ``rs``.
+@dataclass
+class Transaction:
+    """One ``nft -f`` script and what will be installed once it succeeds."""
 
-    ``existing`` is what is installed now (None: nothing); ``timeouts`` the
-    timeout each affinity set was created with (a set not in it, or with
-    another timeout, is recreated, which forgets its entries)."""
-    existing = existing or Existing()
-    timeouts = timeouts or {}
-    lines = [f'add table {T} {{ comment "rules for kube-proxy" ; }}']
-    lines += [f"add chain {T} {c} {{ type {t} hook {h} priority {p} ; }}" for c, t, h, p in BASE_CHAINS]
-    lines += [f"add map {T} {m} {{ type {ty} ; }}" for m, ty in MAPS.items()]
-    lines += [f"add set {T} {s} {{ type {ty} ; }}" for s, ty in SETS.items()]
-    lines.append(f"flush table {T}")  # every rule; sets and maps keep their elements
-    lines += [f"flush map {T} {m}" for m in MAPS]
-    lines += [f"flush set {T} {s}" for s in SETS]
-    base = {c for c, *_ in BASE_CHAINS}
-    lines += [f"delete chain {T} {c}" for c in sorted(existing.chains - base - set(rs.chains))]
-    fixed = set(MAPS) | set(SETS)
-    recreate = {s for s in rs.affinity if s in existing.sets and timeouts.get(s) != rs.affinity[s]}
-    lines += [f"delete set {T} {s}" for s in sorted((existing.sets - fixed - set(rs.affinity)) | recreate)]
-    lines += [f"add chain {T} {c}" for c in rs.chains]
-    lines += [_set_decl(s, t) for s, t in rs.affinity.items()]
-    for chain, rules in rs.base.items():
-        lines += [f"add rule {T} {chain} {r}" for r in rules]
-    for chain, rules in rs.chains.items():
-        lines += [f"add rule {T} {chain} {r}" for r in rules]
-    for target, elems in rs.elements.items():
-        for e in elems:
-            lines.append(f"add element {T} {target} {{ {e} }}")
-    return "\n".join(lines) + "\n"
+    text: str
+    after: Installed
 
 
-def render_script(state: ProxyState, ctx: NodeContext) -> str:
-    """The script a freshly started proxy applies for ``state`` (nothing installed before)."""
-    return script(render(state, ctx))
+def transaction(ports: Mapping[ServicePortName, ServicePort], rules: Mapping[ServicePortName, ServiceRules],
+                changed: Iterable[ServicePortName], before: Installed, *, setup_lines: list[str] | None = None,
+                existing: Existing | None = None) -> Transaction:
+    """The script taking the table from ``before`` (or, on a full sync, from ``existing``) to ``rules``.
+
+    Full sync (``setup_lines`` given): the setup, then every service port's
+    chains flushed and rewritten and every element added; chains and affinity
+    sets in ``existing`` that no port uses are deleted. Partial sync: only the
+    ``changed`` ports' chains are flushed and rewritten, only elements that
+    differ from ``before`` are deleted or added, and the chains and affinity
+    sets ``before`` had and ``rules`` has not are deleted. Affinity sets keep
+    their entries unless their timeout changed (then they are recreated)."""
+    full = setup_lines is not None
+    lines = list(setup_lines or [])
+    if full:
+        existing = existing or Existing()
+        installed_chains = {c for c in existing.chains if is_service_chain(c)}
+        installed_sets = {s: existing.timeouts.get(s, -1) for s in existing.sets if is_affinity_set(s)}
+        installed_elements: dict[str, dict[str, Element]] = {}
+        rewrite = list(rules)
+    else:
+        installed_chains = {c for r in before.rules.values() for c in r.chains}
+        installed_sets = dict(before.timeouts)
+        installed_elements = before.elements
+        dirty = set(changed)
+        rewrite = [n for n in rules if n in dirty]
+    active_chains = {c for r in rules.values() for c in r.chains}
+    active_sets = {s: t for r in rules.values() for s, t in r.affinity.items()}
+    stale_chains = sorted(installed_chains - active_chains)
+    stale_sets = sorted(set(installed_sets) - set(active_sets))
+
+    for n in rewrite:
+        for chain in rules[n].chains:
+            lines += [f"add chain {T} {chain}", f"flush chain {T} {chain}"]
+    lines += [f"flush chain {T} {c}" for c in stale_chains]
+    for n in rewrite:
+        for s, timeout in rules[n].affinity.items():
+            if s in installed_sets and installed_sets[s] != timeout:
+                lines.append(f"delete set {T} {s}")
+            lines.append(_set_decl(s, timeout))
+    for n in rewrite:
+        for chain, chain_rules in rules[n].chains.items():
+            lines += [f"add rule {T} {chain} {r}" for r in chain_rules]
+    desired = merged_elements(rules.values())
+    adds: list[str] = []
+    for container in CONTAINERS:
+        want, have = desired[container], installed_elements.get(container, {})
+        for key, old in have.items():
+            if want.get(key) != old:
+                lines.append(f"delete element {T} {container} {{ {key} }}")
+        adds += [f"add element {T} {container} {{ {e.text(key)} }}" for key, e in want.items() if have.get(key) != e]
+    lines += adds
+    lines += [f"delete chain {T} {c}" for c in stale_chains]
+    lines += [f"delete set {T} {s}" for s in stale_sets]
+    after = Installed(ports=dict(ports), rules=dict(rules), elements=desired, timeouts=active_sets)
+    return Transaction("\n".join(lines) + "\n" if lines else "", after)
+
+
+@dataclass
+class Ruleset:
+    """Every service port's rules together (for reading and tests): chains, affinity sets, elements as text."""
+
+    services: dict[ServicePortName, ServiceRules] = field(default_factory=dict)
+
+    @property
+    def chains(self) -> dict[str, list[str]]:
+        return {c: r for s in self.services.values() for c, r in s.chains.items()}
+
+    @property
+    def affinity(self) -> dict[str, int]:
+        return {k: t for s in self.services.values() for k, t in s.affinity.items()}
+
+    @property
+    def elements(self) -> dict[str, list[str]]:
+        """Set/map → its elements' texts (``key [comment "c"] [: verdict]``); empty ones left out."""
+        return {c: [e.text(k) for k, e in elems.items()]
+                for c, elems in merged_elements(self.services.values()).items() if elems}
+
+
+def ipv4_ports(state: ProxyState) -> dict[ServicePortName, ServicePort]:
+    """The service ports this IPv4-only table serves, sorted by name (an IPv6 ClusterIP is not built)."""
+    return {n: state.services[n] for n in sorted(state.services, key=str) if ":" not in state.services[n].cluster_ip}
+
+
+def render(state: ProxyState, ctx: NodeContext) -> Ruleset:
+    """Every IPv4 service port's rules for ``state`` on the node ``ctx`` describes."""
+    return Ruleset({n: render_service(sp, ctx) for n, sp in ipv4_ports(state).items()})
+
+
+def full_script(state: ProxyState, ctx: NodeContext, local_ips: Iterable[str] = (),
+                existing: Existing | None = None) -> str:
+    """The script of a full sync of ``state`` over ``existing`` (None: an empty namespace) on a node
+    holding ``local_ips`` (what ``--nodeport-addresses`` CIDRs are matched against)."""
+    ports = ipv4_ports(state)
+    rules = {n: render_service(sp, ctx) for n, sp in ports.items()}
+    return transaction(ports, rules, rules, Installed(), setup_lines=setup(ctx, nodeport_ips(ctx, local_ips)),
+                       existing=existing).text

@@ -25,15 +25,19 @@ from kmesh.proxy.nftables_rules import (
     SERVICE_IPS,
     SERVICE_NODEPORTS,
     Existing,
+    Installed,
     affinity_set,
     endpoint_chain,
     external_chain,
+    firewall_chain,
+    full_script,
+    ipv4_ports,
     local_chain,
     parse_listing,
     render,
-    render_script,
-    script,
+    render_service,
     service_chain,
+    transaction,
 )
 from tests.conftest import require, require_binary
 
@@ -50,6 +54,7 @@ def svc1(*eps: Endpoint, **kw: object) -> ServicePort:
 def test_chain_names_are_upstreams() -> None:
     # The names upstream's nftables proxier gives ns1/svc1:p80 and its endpoint 10.180.0.1:80.
     assert service_chain(SVC1) == "service-ULMVA6XW-ns1/svc1/tcp/p80"
+    assert firewall_chain(SVC1) == "firewall-ULMVA6XW-ns1/svc1/tcp/p80"
     assert external_chain(SVC1) == "external-ULMVA6XW-ns1/svc1/tcp/p80"
     assert local_chain(SVC1) == "local-ULMVA6XW-ns1/svc1/tcp/p80"
     assert endpoint_chain(SVC1, EP1) == "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"
@@ -71,7 +76,7 @@ def test_cluster_ip_dispatch_by_numgen_without_probabilities() -> None:
         f"numgen random mod 3 vmap {{ 0 : goto {eps[0]}, 1 : goto {eps[1]}, 2 : goto {eps[2]} }}",
     ]
     assert rs.chains[eps[0]] == [f"ip saddr 10.180.0.1 jump {MARK_MASQ}", "meta l4proto tcp dnat to 10.180.0.1:80"]
-    assert not rs.affinity and "probability" not in render_script(ProxyState({SVC1: svc1(EP1, EP2)}), CTX)
+    assert not rs.affinity and "probability" not in full_script(ProxyState({SVC1: svc1(EP1, EP2)}), CTX)
     assert NO_ENDPOINT_SERVICES not in rs.elements
 
 
@@ -84,16 +89,18 @@ def test_client_ip_affinity_sets() -> None:
     assert rules[1:] == [f"ip saddr @{sets[0]} goto {eps[0]}", f"ip saddr @{sets[1]} goto {eps[1]}",
                          f"numgen random mod 2 vmap {{ 0 : goto {eps[0]}, 1 : goto {eps[1]} }}"]
     assert rs.chains[eps[1]][1:] == [f"update @{sets[1]} {{ ip saddr }}", "meta l4proto tcp dnat to 10.180.0.2:80"]
-    text = script(rs)
+    text = full_script(ProxyState({SVC1: svc1(EP1, EP2, session_affinity=True, affinity_timeout=300)}), CTX)
     assert f"add set ip kube-proxy {sets[0]} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 300s ; }}" in text
 
 
 def test_no_endpoints_are_rejected() -> None:
     sp = svc1(type="NodePort", node_port=30080, external_ips=("1.2.3.4",))
     rs = render(ProxyState({SVC1: sp}), CTX)
-    assert rs.elements[NO_ENDPOINT_SERVICES] == [f"172.30.0.41 . tcp . 80 : goto {REJECT_CHAIN}",
-                                                 f"1.2.3.4 . tcp . 80 : goto {REJECT_CHAIN}"]
-    assert rs.elements[NO_ENDPOINT_NODEPORTS] == [f"tcp . 30080 : goto {REJECT_CHAIN}"]
+    # Upstream comments each no-endpoint element with the service port's name.
+    assert rs.elements[NO_ENDPOINT_SERVICES] == [f'172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : goto {REJECT_CHAIN}',
+                                                 f'1.2.3.4 . tcp . 80 comment "ns1/svc1:p80" : goto {REJECT_CHAIN}']
+    assert rs.elements[NO_ENDPOINT_NODEPORTS] == [f'tcp . 30080 comment "ns1/svc1:p80" : goto {REJECT_CHAIN}']
+    assert rs.elements[CLUSTER_IPS] == ["172.30.0.41"]  # a used ClusterIP even without endpoints
     assert SERVICE_IPS not in rs.elements and not [c for c in rs.chains if "ns1/svc1" in c]
     # Not ready and not terminating endpoints count as none.
     rs = render(ProxyState({SVC1: svc1(replace(EP1, ready=False))}), CTX)
@@ -117,29 +124,38 @@ def test_local_traffic_policies() -> None:
     assert service_chain(SVC1) not in rs.chains and endpoint_chain(SVC1, EP2) not in rs.chains
     # No local endpoint: dropped, not rejected (the service has endpoints elsewhere).
     rs = render(ProxyState({SVC1: svc1(EP2, internal_local=True)}), CTX)
-    assert rs.elements[NO_ENDPOINT_SERVICES] == ["172.30.0.41 . tcp . 80 : drop"]
+    assert rs.elements[NO_ENDPOINT_SERVICES] == ['172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : drop']
     # externalTrafficPolicy Local: pods and the node itself still use every endpoint; others only local ones.
     rs = render(ProxyState({SVC1: svc1(EP1, EP2, type="NodePort", node_port=30080, external_local=True)}), CTX)
     assert rs.chains[external_chain(SVC1)] == [
-        f"ip saddr 10.0.0.0/8 goto {service_chain(SVC1)}", f"fib saddr type local jump {MARK_MASQ}",
-        f"fib saddr type local goto {service_chain(SVC1)}", f"goto {local_chain(SVC1)}"]
+        f'ip saddr 10.0.0.0/8 goto {service_chain(SVC1)} comment "short-circuit pod traffic"',
+        f'fib saddr type local jump {MARK_MASQ} comment "masquerade local traffic"',
+        f'fib saddr type local goto {service_chain(SVC1)} comment "short-circuit local traffic"',
+        f"goto {local_chain(SVC1)}"]
+    # No local endpoint: outside traffic is dropped, but pods and the node still short-circuit to service-<h>.
     rs = render(ProxyState({SVC1: svc1(EP2, type="NodePort", node_port=30080, external_local=True)}), CTX)
-    assert rs.elements[NO_ENDPOINT_NODEPORTS] == ["tcp . 30080 : drop"]
+    assert rs.elements[NO_ENDPOINT_NODEPORTS] == ['tcp . 30080 comment "ns1/svc1:p80" : drop']
+    assert rs.elements[SERVICE_NODEPORTS] == [f"tcp . 30080 : goto {external_chain(SVC1)}"]
+    assert rs.chains[external_chain(SVC1)][-1] == f'fib saddr type local goto {service_chain(SVC1)} comment "short-circuit local traffic"'
+    assert local_chain(SVC1) not in rs.chains and service_chain(SVC1) in rs.chains
 
 
-def test_transaction_deletes_stale_objects_and_keeps_affinity_sets() -> None:
-    rs = render(ProxyState({SVC1: svc1(EP1, session_affinity=True)}), CTX)
+def test_full_transaction_deletes_stale_objects_and_keeps_affinity_sets() -> None:
+    state = ProxyState({SVC1: svc1(EP1, session_affinity=True)})
     keep, gone = affinity_set(SVC1, EP1), affinity_set(SVC1, EP2)
     existing = Existing(chains={"services", service_chain(SVC1), endpoint_chain(SVC1, EP2), "nat-output"},
-                        sets={SERVICE_IPS, keep, gone})
-    text = script(rs, existing, {keep: rs.affinity[keep]})
-    lines = text.splitlines()
-    assert lines.index("flush table ip kube-proxy") < lines.index(f"delete chain ip kube-proxy {endpoint_chain(SVC1, EP2)}")
-    assert f"delete set ip kube-proxy {gone}" in lines and f"delete set ip kube-proxy {keep}" not in lines
+                        sets={SERVICE_IPS, keep, gone}, timeouts={keep: 10800, gone: 10800})
+    lines = full_script(state, CTX, existing=existing).splitlines()
+    stale = endpoint_chain(SVC1, EP2)
+    # Stale chains are flushed, their map elements go, then they are deleted; base and top-level chains stay.
+    assert lines.index(f"flush chain ip kube-proxy {stale}") < lines.index(f"delete chain ip kube-proxy {stale}")
+    assert lines[-2:] == [f"delete chain ip kube-proxy {stale}", f"delete set ip kube-proxy {gone}"]
+    assert f"delete set ip kube-proxy {keep}" not in lines
     assert not any(l.startswith("delete chain") and ("services" in l or "nat-output" in l) for l in lines)
-    # A changed timeout recreates the set.
-    text = script(rs, existing, {keep: 5})
-    assert f"delete set ip kube-proxy {keep}" in text.splitlines()
+    # A changed timeout recreates the set (after the chains using it were flushed).
+    existing.timeouts[keep] = 5
+    lines = full_script(state, CTX, existing=existing).splitlines()
+    assert lines.index(f"flush chain ip kube-proxy {service_chain(SVC1)}") < lines.index(f"delete set ip kube-proxy {keep}")
 
 
 def test_parse_listing() -> None:
@@ -156,21 +172,23 @@ def test_parse_listing() -> None:
 async def test_script_is_accepted_by_nft() -> None:
     require(netns_usable(), "root with network namespaces (ip netns)")
     require_binary("nft")
-    ns = f"kmn-{uuid.uuid4().hex[:6]}-rules"
+    ns = f"kmnft-{uuid.uuid4().hex[:6]}-rules"
     netns.add(ns)
     try:
+        lb = ServicePortName("ns3", "lb", "http")
         state = ProxyState({
             SVC1: svc1(EP1, EP2, session_affinity=True, type="NodePort", node_port=30080, external_local=True),
             ServicePortName("ns2", "svc2", "", "UDP"): ServicePort(ServicePortName("ns2", "svc2", "", "UDP"),
                                                                    "172.30.0.42", 53, node_port=30053),
+            lb: ServicePort(lb, "172.30.0.43", 80, type="LoadBalancer", node_port=30081, load_balancer_ips=("5.6.7.8",),
+                            load_balancer_source_ranges=("203.0.113.0/25",), endpoints=(EP3,)),
         })
-        text = render_script(state, CTX)
-        await netns.run(ns, ["nft", "-f", "-"], input=text.encode())
+        await netns.run(ns, ["nft", "-f", "-"], input=full_script(state, CTX).encode())
         listing = (await netns.run(ns, ["nft", "list", "table", "ip", "kube-proxy"])).stdout.decode()
         ex = parse_listing(listing)
-        assert service_chain(SVC1) in ex.chains and affinity_set(SVC1, EP2) in ex.sets
-        # The same script again over the installed table gives the same table (the transaction is idempotent).
-        await netns.run(ns, ["nft", "-f", "-"], input=script(render(state, CTX), ex).encode())
-        assert parse_listing((await netns.run(ns, ["nft", "list", "table", "ip", "kube-proxy"])).stdout.decode()) == ex
+        assert service_chain(SVC1) in ex.chains and affinity_set(SVC1, EP2) in ex.sets and firewall_chain(lb) in ex.chains
+        # A full sync over the installed table gives the same table (the transaction is idempotent).
+        await netns.run(ns, ["nft", "-f", "-"], input=full_script(state, CTX, existing=ex).encode())
+        assert (await netns.run(ns, ["nft", "list", "table", "ip", "kube-proxy"])).stdout.decode() == listing
     finally:
         netns.delete(ns)
