@@ -34,7 +34,9 @@ from kmesh.api import errors as E
 from kmesh.bench.stats import ChiSquare, Latency, chisquare
 from kmesh.lab.datadir import ClusterInfo
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
+from kmesh.proxy import topology
 from kmesh.proxy.model import Endpoint, usable
+from kmesh.proxy.topology import ZONE_LABEL
 
 Obj = dict[str, Any]
 Protocol = Literal["tcp", "http", "udp"]
@@ -89,11 +91,14 @@ class ServiceTarget:
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
 
-    def usable(self, node: str | None = None) -> list[Backend]:
+    def usable(self, node: str | None = None, zone: str = "") -> list[Backend]:
         """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule).
 
-        With internalTrafficPolicy Local and a client on ``node``, only that node's endpoints."""
-        return usable([b for b in self.endpoints if b.node == node] if self.internal_local and node else self.endpoints)
+        With internalTrafficPolicy Local and a client on ``node``, only that node's endpoints; else, for a
+        client on a node in ``zone``, those hinted for it when topology hints apply (kmesh.proxy.topology)."""
+        if self.internal_local and node:
+            return usable([b for b in self.endpoints if b.node == node])
+        return topology.cluster_endpoints(self.endpoints, zone)
 
     def speaks_http(self) -> bool:
         """Whether the port says it is HTTP (appProtocol, or a port name ``http``/``http-*`` as Istio reads it)."""
@@ -133,7 +138,8 @@ def backends_from_slices(slices: Sequence[Obj], port_name: str, protocol: str) -
         ref = ep.get("targetRef") or {}
         b = Backend(
             name=ref.get("name") or f"{e.ip}:{e.port}", ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
-            terminating=e.terminating, node=e.node, hostname=ep.get("hostname") or "",
+            terminating=e.terminating, node=e.node, zone=e.zone, zone_hints=e.zone_hints,
+            hostname=ep.get("hostname") or "",
         )
         seen.setdefault(b.addr, b)
     return tuple(sorted(seen.values(), key=lambda b: (b.name, b.addr)))
@@ -147,6 +153,19 @@ async def _get_or_usage_error(client: Any, kind: str, name: str, namespace: str,
         if exc.code == 404:
             raise UsageError(param, missing) from None
         raise
+
+
+async def node_zone(client: Any, node: str | None) -> str:
+    """The ``topology.kubernetes.io/zone`` label of ``node`` ("" without a node, label or Node)."""
+    if not node:
+        return ""
+    try:
+        obj = await client.get("Node", node)
+    except E.APIError as exc:
+        if exc.code == 404:
+            return ""
+        raise
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL) or "")
 
 
 async def resolve_service(client: Any, namespace: str, service: str, port: str | None = None, udp: bool = False) -> ServiceTarget:
@@ -518,17 +537,18 @@ def parse_expect(text: str) -> Expectation:
     return Expectation("weights", tuple(pairs))
 
 
-def expected_shares(target: ServiceTarget, expect: Expectation, node: str | None = None) -> dict[str, float]:
+def expected_shares(target: ServiceTarget, expect: Expectation, node: str | None = None,
+                    zone: str = "") -> dict[str, float]:
     """The expected share of each endpoint (0 for those that should get nothing); sticky: {} (decided by the data).
 
-    Uniform is over the endpoints a client on ``node`` may reach (``ServiceTarget.usable``).
+    Uniform is over the endpoints a client on ``node`` (in ``zone``) may reach (``ServiceTarget.usable``).
     Weights name endpoints by pod name or IP; unnamed endpoints get 0. ``UsageError``
     (``--expect``) for a name that is not an endpoint."""
     names = [b.name for b in target.endpoints]
     if expect.kind == "sticky":
         return {}
     if expect.kind == "uniform":
-        usable = {b.name for b in target.usable(node)}
+        usable = {b.name for b in target.usable(node, zone)}
         if not usable:
             raise UsageError("--from", f"Service {target} has internalTrafficPolicy Local and no usable endpoint "
                                        f"on node {node}: a client there gets nothing")
@@ -693,7 +713,7 @@ async def plan_lb(
         raise UsageError("--expect", str(exc)) from None
     svc = await resolve_service(client, namespace, service, port, udp)
     source = await resolve_source(client, info, namespace, from_pod, svc)
-    shares = expected_shares(svc, expectation, source.node)
+    shares = expected_shares(svc, expectation, source.node, await node_zone(client, source.node))
     if source.netns is not None:
         await _check_can_enter(source)
     host, dport = target or (svc.cluster_ip, svc.port)

@@ -24,9 +24,9 @@ from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, service_ports
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
+from kmesh.proxy.topology import ZONE_LABEL
 
 Obj = dict[str, Any]
-ZONE_LABEL = "topology.kubernetes.io/zone"
 log = logging.getLogger("kmesh.proxy.tracker")
 
 

@@ -73,6 +73,16 @@ def test_local_policies_ignore_hints() -> None:
     assert ips(sp.internal_endpoints("n1")) == ["10.244.2.1"]  # Cluster internal policy: hints apply
 
 
+def test_bench_expects_what_the_proxy_does() -> None:
+    from kmesh.bench.lb import Backend, Expectation, ServiceTarget, expected_shares
+
+    backends = tuple(Backend(ip=e.ip, port=80, node=e.node, zone_hints=e.zone_hints, name=e.node) for e in HINTED)
+    target = ServiceTarget("default", "web", "10.96.0.50", 80, endpoints=backends)
+    uniform = Expectation("uniform", ())
+    assert expected_shares(target, uniform, "n2", "a") == {"n1": 0.5, "n2": 0.0, "n3": 0.5}
+    assert expected_shares(target, uniform, "n2", "") == {"n1": 1 / 3, "n2": 1 / 3, "n3": 1 / 3}
+
+
 SLICE = endpoint_slice_yaml(
     ("{name: http, port: 9376, protocol: TCP}",),
     ("{addresses: [10.244.1.2], conditions: {ready: true}, nodeName: node-1, zone: a, hints: {forZones: [{name: a}]}}",
