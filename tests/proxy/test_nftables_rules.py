@@ -18,6 +18,7 @@ from kmesh.proxy.model import (
 )
 from kmesh.proxy.nftables_rules import (
     CLUSTER_IPS,
+    FIREWALL_IPS,
     MARK_MASQ,
     NO_ENDPOINT_NODEPORTS,
     NO_ENDPOINT_SERVICES,
@@ -33,10 +34,12 @@ from kmesh.proxy.nftables_rules import (
     full_script,
     ipv4_ports,
     local_chain,
+    nodeport_ips,
     parse_listing,
     render,
     render_service,
     service_chain,
+    setup,
     transaction,
 )
 from tests.conftest import require, require_binary
@@ -192,3 +195,163 @@ async def test_script_is_accepted_by_nft() -> None:
         assert (await netns.run(ns, ["nft", "list", "table", "ip", "kube-proxy"])).stdout.decode() == listing
     finally:
         netns.delete(ns)
+
+
+# ------------------------------------------------- what upstream's setupNFTables and syncProxyRules write
+
+
+def test_setup_is_upstreams() -> None:
+    """The Service-independent part of a full sync, in upstream's order, with its comments."""
+    t = "ip kube-proxy"
+    base = [("filter-prerouting", "filter", "prerouting", -110), ("filter-input", "filter", "input", -110),
+            ("filter-forward", "filter", "forward", -110), ("filter-output", "filter", "output", -110),
+            ("filter-output-post-dnat", "filter", "output", -90), ("nat-prerouting", "nat", "prerouting", -100),
+            ("nat-output", "nat", "output", -100), ("nat-postrouting", "nat", "postrouting", 100)]
+    expected = [f'add table {t} {{ comment "rules for kube-proxy" ; }}']
+    for c, ty, hook, prio in base:
+        expected += [f"add chain {t} {c} {{ type {ty} hook {hook} priority {prio} ; }}", f"flush chain {t} {c}"]
+    expected += [
+        f"add chain {t} nodeport-endpoints-check", f"flush chain {t} nodeport-endpoints-check",
+        f"add rule {t} filter-input ct state new jump nodeport-endpoints-check",
+        f"add chain {t} service-endpoints-check", f"flush chain {t} service-endpoints-check",
+        f"add rule {t} filter-input ct state new jump service-endpoints-check",
+        f"add rule {t} filter-forward ct state new jump service-endpoints-check",
+        f"add rule {t} filter-output ct state new jump service-endpoints-check",
+        f"add chain {t} firewall-check", f"flush chain {t} firewall-check",
+        f"add rule {t} filter-prerouting ct state new jump firewall-check",
+        f"add rule {t} filter-output ct state new jump firewall-check",
+        f"add chain {t} services", f"flush chain {t} services",
+        f"add rule {t} nat-output jump services",
+        f"add rule {t} nat-prerouting jump services",
+        f"add chain {t} masquerading", f"flush chain {t} masquerading",
+        f"add rule {t} nat-postrouting jump masquerading",
+        f"add chain {t} cluster-ips-check", f"flush chain {t} cluster-ips-check",
+        f"add rule {t} filter-forward ct state new jump cluster-ips-check",
+        f"add rule {t} filter-output-post-dnat ct state new jump cluster-ips-check",
+        f"add chain {t} mark-for-masquerade", f"flush chain {t} mark-for-masquerade",
+        f"add rule {t} mark-for-masquerade mark set mark or 0x4000",
+        f"add rule {t} masquerading mark and 0x4000 == 0 return",
+        f"add rule {t} masquerading mark set mark xor 0x4000",
+        f"add rule {t} masquerading masquerade fully-random",
+        f'add set {t} cluster-ips {{ type ipv4_addr ; comment "Active ClusterIPs" ; }}',
+        f'add rule {t} cluster-ips-check ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
+        f'add rule {t} cluster-ips-check ip daddr {{ 10.96.0.0/12 }} drop comment "Drop traffic to unallocated ClusterIPs"',
+        f'add set {t} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}',
+        f"flush set {t} nodeport-ips",
+        f"add element {t} nodeport-ips {{ 192.168.56.11 }}",
+        f"add map {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        'comment "vmap to drop or reject packets to services with no endpoints" ; }',
+        f"add map {t} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; "
+        'comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }',
+        f'add chain {t} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}',
+        f"flush chain {t} reject-chain",
+        f"add rule {t} reject-chain reject",
+        f"add rule {t} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+        f"add rule {t} nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports",
+        f"add map {t} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        'comment "destinations that are subject to LoadBalancerSourceRanges" ; }',
+        f"add rule {t} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
+        f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
+        f'add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}',
+        f"add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+        f"flush set {t} cluster-ips", f"flush map {t} service-ips", f"flush map {t} firewall-ips",
+        f"flush map {t} no-endpoint-services", f"flush map {t} no-endpoint-nodeports", f"flush map {t} service-nodeports",
+    ]
+    assert full_script(ProxyState(), CTX).splitlines() == expected
+    # Once per process upstream recreates the base chains (so a changed hook or priority applies).
+    first = setup(CTX, ["192.168.56.11"], recreate_base=True)
+    assert first[1:5] == [f"add chain {t} filter-prerouting", f"delete chain {t} filter-prerouting",
+                          f"add chain {t} filter-input", f"delete chain {t} filter-input"]
+
+
+def test_nodeport_addresses() -> None:
+    # Default (primary): the node's IPs in nodeport-ips, matched instead of `fib daddr type local`.
+    assert nodeport_ips(CTX) == ["192.168.56.11"]
+    # CIDRs match the node's addresses; loopback is left out (no localhost NodePorts in this mode).
+    ctx = replace(CTX, nodeport_addresses=("127.0.0.0/8", "10.1.0.0/16"))
+    assert nodeport_ips(ctx, ["127.0.0.1", "10.1.2.3", "192.168.56.11", "10.2.0.1"]) == ["10.1.2.3"]
+    # 0.0.0.0/0: every local address, through fib; the set is deleted (upstream's add+delete).
+    every = replace(CTX, nodeport_addresses=("0.0.0.0/0",))
+    assert nodeport_ips(every) is None
+    lines = full_script(ProxyState(), every).splitlines()
+    t = "ip kube-proxy"
+    assert lines[lines.index(f'add set {t} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}') + 1] \
+        == f"delete set {t} nodeport-ips"
+    assert f"add rule {t} services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports" in lines
+    assert f"add rule {t} nodeport-endpoints-check ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports" in lines
+    assert not [l for l in lines if "@nodeport-ips" in l]
+
+
+def test_cluster_ips_check_covers_the_ipv4_service_cidrs() -> None:
+    ctx = replace(CTX, service_cidrs=("10.96.0.0/12", "fd00:10:96::/108", "172.30.0.0/16"))
+    lines = full_script(ProxyState(), ctx).splitlines()
+    assert ('add rule ip kube-proxy cluster-ips-check ip daddr { 10.96.0.0/12, 172.30.0.0/16 } drop '
+            'comment "Drop traffic to unallocated ClusterIPs"') in lines
+    # Without service CIDRs only the reject of unused ports of used ClusterIPs remains.
+    lines = full_script(ProxyState(), replace(CTX, service_cidrs=())).splitlines()
+    assert [l for l in lines if l.startswith("add rule ip kube-proxy cluster-ips-check")] == [
+        'add rule ip kube-proxy cluster-ips-check ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"']
+
+
+LB = ServicePortName("ns5", "svc5", "p80")
+
+
+def lb(*eps: Endpoint, ranges: tuple[str, ...] = ("192.168.0.0/24", " 203.0.113.0/25"), **kw: object) -> ServicePort:
+    return ServicePort(LB, "172.30.0.45", 80, type="LoadBalancer", node_port=3002,  # type: ignore[arg-type]
+                       load_balancer_ips=("1.2.3.4", "5.6.7.8"), load_balancer_source_ranges=ranges, endpoints=eps, **kw)
+
+
+def test_load_balancer_source_ranges() -> None:
+    rs = render(ProxyState({LB: lb(EP3)}), CTX)
+    fw, ext = firewall_chain(LB), external_chain(LB)
+    # Padding is trimmed; sources outside the ranges are dropped before DNAT.
+    assert rs.chains[fw] == ["ip saddr != { 192.168.0.0/24, 203.0.113.0/25 } drop"]
+    assert rs.elements[FIREWALL_IPS] == [f"1.2.3.4 . tcp . 80 : goto {fw}", f"5.6.7.8 . tcp . 80 : goto {fw}"]
+    assert rs.elements[SERVICE_IPS][1:] == [f"1.2.3.4 . tcp . 80 : goto {ext}", f"5.6.7.8 . tcp . 80 : goto {ext}"]
+    # The NodePort is not subject to the ranges (as upstream: "for better or for worse").
+    assert rs.elements[SERVICE_NODEPORTS] == [f"tcp . 3002 : goto {ext}"]
+    # A range holding the node's IP also admits the LB IPs (a VIP-style LB loops the node's own requests back).
+    rs = render(ProxyState({LB: lb(EP3)}), replace(CTX, node_ips=("192.168.0.2",)))
+    assert rs.chains[fw] == ["ip saddr != { 192.168.0.0/24, 203.0.113.0/25, 1.2.3.4, 5.6.7.8 } drop"]
+    # Without endpoints the firewall still applies, and the LB IPs reject.
+    rs = render(ProxyState({LB: lb()}), CTX)
+    assert fw in rs.chains and FIREWALL_IPS in rs.elements
+    assert f'1.2.3.4 . tcp . 80 comment "ns5/svc5:p80" : goto {REJECT_CHAIN}' in rs.elements[NO_ENDPOINT_SERVICES]
+    # No firewall without LB IPs, or when no range is IPv4 (the other family's ranges are ignored).
+    assert fw not in render(ProxyState({LB: replace(lb(EP3), load_balancer_ips=())}), CTX).chains
+    rs = render(ProxyState({LB: lb(EP3, ranges=("2001:db8::/64",))}), CTX)
+    assert fw not in rs.chains and FIREWALL_IPS not in rs.elements
+
+
+def test_partial_transaction_touches_only_what_changed() -> None:
+    svc2 = ServicePortName("ns2", "svc2", "p80")
+    two = ServicePort(svc2, "172.30.0.42", 80, endpoints=(EP2,))
+    state = ProxyState({SVC1: svc1(EP1, EP2), svc2: two})
+    ports = ipv4_ports(state)
+    rules = {n: render_service(sp, CTX) for n, sp in ports.items()}
+    installed = transaction(ports, rules, rules, Installed(), setup_lines=setup(CTX, [])).after
+    # svc1 loses EP2: only its chains are rewritten, EP2's chain deleted; the maps do not change.
+    state2 = ProxyState({SVC1: svc1(EP1), svc2: two})
+    ports2 = ipv4_ports(state2)
+    rules2 = {SVC1: render_service(ports2[SVC1], CTX), svc2: installed.rules[svc2]}
+    lines = transaction(ports2, rules2, {SVC1}, installed).text.splitlines()
+    t, gone = "ip kube-proxy", endpoint_chain(SVC1, EP2)
+    assert not [l for l in lines if "ns2/svc2" in l] and not [l for l in lines if "element" in l]
+    assert lines[:4] == [f"add chain {t} {endpoint_chain(SVC1, EP1)}", f"flush chain {t} {endpoint_chain(SVC1, EP1)}",
+                         f"add chain {t} {service_chain(SVC1)}", f"flush chain {t} {service_chain(SVC1)}"]
+    assert lines.index(f"flush chain {t} {gone}") < lines.index(f"delete chain {t} {gone}") == len(lines) - 1
+    # svc2 is removed: its elements are deleted before its chains.
+    after = transaction(ports2, rules2, {SVC1}, installed).after
+    lines = transaction({SVC1: ports2[SVC1]}, {SVC1: rules2[SVC1]}, {svc2}, after).text.splitlines()
+    assert lines == [
+        f"flush chain {t} {endpoint_chain(svc2, EP2)}", f"flush chain {t} {service_chain(svc2)}",
+        f"delete element {t} cluster-ips {{ 172.30.0.42 }}",
+        f"delete element {t} service-ips {{ 172.30.0.42 . tcp . 80 }}",
+        f"delete chain {t} {endpoint_chain(svc2, EP2)}", f"delete chain {t} {service_chain(svc2)}"]
+    # A changed verdict is a delete and an add of the same key.
+    empty = {svc2: ServicePort(svc2, "172.30.0.42", 80)}
+    lines = transaction(empty, {svc2: render_service(empty[svc2], CTX)}, {svc2}, after).text.splitlines()
+    assert lines.index(f"delete element {t} service-ips {{ 172.30.0.42 . tcp . 80 }}") < lines.index(
+        f'add element {t} no-endpoint-services {{ 172.30.0.42 . tcp . 80 comment "ns2/svc2:p80" : goto reject-chain }}')
