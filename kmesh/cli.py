@@ -35,6 +35,24 @@ def _data_dir_option(f):  # type: ignore[no-untyped-def]
     )(f)
 
 
+def _parse_nodeport_addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    from kmesh.proxy.nodeports import parse
+
+    try:
+        return parse(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--nodeport-addresses: "), ctx=ctx, param=param) from None
+
+
+def _nodeport_addresses_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--nodeport-addresses", "nodeport_addresses", multiple=True, callback=_parse_nodeport_addresses,
+        metavar="CIDR[,CIDR]|primary",
+        help="kube-proxy: accept NodePorts only on the node addresses in these CIDRs, or on the node's own "
+             "IP with 'primary' (repeatable; default: every local address, nftables: primary).",
+    )(f)
+
+
 def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
@@ -76,6 +94,7 @@ def main(verbose: int) -> None:
 @click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default=None, help="kube-proxy mode (sim: userspace only).")
 @click.option("--ipvs-scheduler", default="rr", show_default=True,
               help="ipvs mode: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
+@_nodeport_addresses_option
 @click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="Overlay backend.")
 @click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True)
 @click.option("--store", type=click.Choice(STORES), default="sqlite", show_default=True, help="API storage backend.")
@@ -84,7 +103,8 @@ def main(verbose: int) -> None:
 @click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
 def up(
     data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, ipvs_scheduler: str,
-    backend: str, subnet_manager: str, store: str, etcd_url: str, name: str, demo: bool,
+    nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str, name: str,
+    demo: bool,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -124,7 +144,7 @@ def up(
     dd.log_dir.mkdir(exist_ok=True)
     opts = UpOptions(
         data_dir=str(dd.root), name=name, port=port, nodes=nodes, runtime=runtime, proxy_mode=proxy_mode,
-        ipvs_scheduler=ipvs_scheduler,
+        ipvs_scheduler=ipvs_scheduler, nodeport_addresses=list(nodeport_addresses),
         backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
     )
     opts.save(dd.config_file)
@@ -497,10 +517,12 @@ def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_gra
 @click.option("--proxy-mode", type=click.Choice((*PROXY_MODES, "none")), default="iptables", show_default=True,
               help="netns: the kube-proxy mode the agent runs (none: run `kmesh proxy` yourself).")
 @click.option("--ipvs-scheduler", default="rr", show_default=True, help="netns, ipvs mode: the scheduler.")
+@_nodeport_addresses_option
 @_data_dir_option
 def agent(
     kubeconfig: Path, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
-    etcd_url: str, iface: str, cluster_cidr: str, proxy_mode: str, ipvs_scheduler: str, data_dir: Path | None,
+    etcd_url: str, iface: str, cluster_cidr: str, proxy_mode: str, ipvs_scheduler: str,
+    nodeport_addresses: tuple[str, ...], data_dir: Path | None,
 ) -> None:
     """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
@@ -518,7 +540,7 @@ def agent(
         ncfg = NetnsNodeConfig(
             lab=lab, node_name=node_name, node_ip=node_ip, node_dir=node_dir, backend=backend,
             subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface, network=cluster_cidr,
-            proxy_mode=proxy_mode, ipvs_scheduler=ipvs_scheduler,
+            proxy_mode=proxy_mode, ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses,
         )
 
         async def start(client: Any, nursery: Any) -> None:
@@ -559,20 +581,22 @@ def proxy() -> None:
               help="netns: program this network namespace; sim: bind loopback Service IPs (userspace only).")
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network.")
 @click.option("--ipvs-scheduler", default="rr", show_default=True)
+@_nodeport_addresses_option
 @click.option("--min-sync-period", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--sync-period", type=click.FloatRange(min=1), default=30.0, show_default=True)
 @click.option("--metrics-port", type=int, default=10249, show_default=True,
               help="/metrics, /healthz, /rules on 127.0.0.1 (0: a free port; -1: off).")
 def proxy_run(
     kubeconfig: Path, mode: str, node_name: str, node_ips: tuple[str, ...], runtime: str, cluster_cidr: str,
-    ipvs_scheduler: str, min_sync_period: float, sync_period: float, metrics_port: int,
+    ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], min_sync_period: float, sync_period: float,
+    metrics_port: int,
 ) -> None:
     """Run kube-proxy in the foreground in this network namespace."""
     from kmesh.proxy.model import NodeContext
     from kmesh.proxy.modes import make_mode
     from kmesh.proxy.runner import SyncConfig, run_proxy
 
-    ctx = NodeContext(node=node_name, node_ips=node_ips, cluster_cidr=cluster_cidr)
+    ctx = NodeContext(node=node_name, node_ips=node_ips, cluster_cidr=cluster_cidr, nodeport_addresses=nodeport_addresses)
     try:
         m = make_mode(mode, ctx, runtime=runtime, scheduler=ipvs_scheduler)
     except ValueError as exc:

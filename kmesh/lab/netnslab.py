@@ -97,6 +97,8 @@ def agent_argv(opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url:
         "--backend", opts.backend, "--subnet-manager", opts.subnet_manager, "--proxy-mode", opts.proxy_mode,
         "--ipvs-scheduler", opts.ipvs_scheduler,
     ]
+    for value in opts.nodeport_addresses:
+        argv += ["--nodeport-addresses", value]
     if etcd_url:
         argv += ["--etcd", etcd_url]
     return argv

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ class UpOptions:
     runtime: str = "sim"
     proxy_mode: str = "userspace"
     ipvs_scheduler: str = "rr"
+    nodeport_addresses: list[str] = field(default_factory=list)  # kube-proxy's --nodeport-addresses, for every node
     backend: str = "vxlan"
     subnet_manager: str = "kube"
     store: str = "sqlite"
@@ -92,14 +93,16 @@ def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
 Progress = Callable[[str], None]
 
 
-async def start_sim_proxy(nursery: trio.Nursery, client: Client, dd: DataDir, node_ips: list[str], cluster_cidr: str) -> None:
+async def start_sim_proxy(nursery: trio.Nursery, client: Client, dd: DataDir, node_ips: list[str], cluster_cidr: str,
+                          nodeport_addresses: Sequence[str] = ()) -> None:
     """The sim lab's one userspace proxy (Service IPs are loopback addresses, bound once per machine);
     its /rules endpoint port goes to D/run/proxy.port."""
     from kmesh.proxy.model import NodeContext
     from kmesh.proxy.modes import make_mode
     from kmesh.proxy.runner import run_proxy
 
-    ctx = NodeContext(node="", node_ips=tuple(node_ips), cluster_cidr=cluster_cidr)
+    ctx = NodeContext(node="", node_ips=tuple(node_ips), cluster_cidr=cluster_cidr,
+                      nodeport_addresses=tuple(nodeport_addresses))
     runner = await nursery.start(functools.partial(run_proxy, client, make_mode("userspace", ctx, runtime="sim"),
                                                    metrics_port=0))
     (dd.root / "run").mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,7 @@ async def run_lab(
                 nodes = await start_sim_nodes(nursery, client, opts, dd, simnet.node_ip)
                 open_socket = None
                 progress("userspace proxy")
-                await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr)
+                await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr, opts.nodeport_addresses)
             else:
                 from kmesh.lab.netnslab import start_nodes
 

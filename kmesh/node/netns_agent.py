@@ -51,6 +51,7 @@ class NetnsNodeConfig:
     ip_masq: bool = True
     proxy_mode: str = "iptables"  # userspace | iptables | ipvs | none
     ipvs_scheduler: str = "rr"
+    nodeport_addresses: tuple[str, ...] = ()  # kube-proxy's --nodeport-addresses (parsed)
 
     @property
     def subnet_env(self) -> Path:
@@ -114,7 +115,8 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
             from kmesh.proxy.modes import make_mode
             from kmesh.proxy.runner import run_proxy
 
-            ctx = NodeContext(node=cfg.node_name, node_ips=(cfg.node_ip,), cluster_cidr=str(overlay.network.Network))
+            ctx = NodeContext(node=cfg.node_name, node_ips=(cfg.node_ip,), cluster_cidr=str(overlay.network.Network),
+                              nodeport_addresses=cfg.nodeport_addresses)
             mode = make_mode(cfg.proxy_mode, ctx, runtime="netns", scheduler=cfg.ipvs_scheduler)
             await n.start(functools.partial(run_proxy, client, mode, metrics_port=METRICS_PORT))
             log.info("%s: %s proxy running", cfg.node_name, cfg.proxy_mode)
