@@ -10,6 +10,7 @@ import trio
 
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
+from kmesh.proxy.balancer import RoundRobin
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,
@@ -17,7 +18,7 @@ from kmesh.proxy.model import (
     ServicePort,
     ServicePortName,
 )
-from kmesh.proxy.userspace import UserspaceProxy
+from kmesh.proxy.userspace import Frontend, ServiceProxy, Slot, UserspaceProxy
 from tests.conftest import require, require_binary
 from tests.proxy.test_userspace import ask_name, name_server
 from tests.proxy.traffic_lab import (
