@@ -61,12 +61,6 @@ async def test_sim_binds_only_the_selected_node_ip(nursery: trio.Nursery) -> Non
 def test_portal_rules_name_each_selected_address() -> None:
     proxy = UserspaceProxy(NodeContext("node1", ("192.168.56.11",)), runtime="netns")
     sp = ServicePort(WEB, "10.96.0.20", 80, type="NodePort", node_port=30080)
-    from kmesh.proxy.balancer import RoundRobin
-    from kmesh.proxy.userspace import (  # the listener table, as a sync leaves it
-        Frontend,
-        ServiceProxy,
-        Slot,
-    )
 
     rr = RoundRobin([])
     proxy.services[WEB] = ServiceProxy(sp, [Frontend("cluster", rr, [Slot("0.0.0.0", 40001)], [("10.96.0.20", 80)]),
