@@ -1,0 +1,181 @@
+"""Topology-aware routing in a 3-node netns lab, driven as a user would.
+
+node-1 is labelled into zone a, node-2 and node-3 into zone b; a Deployment
+of agnhost serve-hostname pods sits behind a Service with
+``trafficDistribution: PreferClose``. From a pod on each node, connections
+through the ClusterIP must reach only the pods of that node's zone. Then
+hints stop applying, twice: node-1 loses its zone label (its proxy follows
+its Node and falls back to every endpoint) and the Service drops
+``trafficDistribution`` (the controller removes the hints, every proxy falls
+back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kmesh.lab.datadir import DataDir
+from kmesh.lab.netns_check import netns_usable
+from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
+from tests.conftest import require, require_binary
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+KMESH = [sys.executable, "-m", "kmesh.cli"]
+# The modes whose renderer takes Cluster-policy endpoints from ServicePort.cluster_endpoints().
+MODES = ["userspace", "ipvs", "nftables"]
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
+ZONE = "topology.kubernetes.io/zone"
+ZONES = {"node-1": "a", "node-2": "b", "node-3": "b"}
+
+WORKLOADS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: tcp
+        image: %(img)s
+        args: [serve-hostname]
+        ports: [{containerPort: 9376}]
+        readinessProbe: {tcpSocket: {port: 9376}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-1, namespace: default, labels: {app: client}}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: c, image: %(img)s, args: [pause]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: default, labels: {app: client}}
+spec:
+  nodeName: node-2
+  containers:
+  - {name: c, image: %(img)s, args: [pause]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  trafficDistribution: PreferClose
+  ports:
+  - {name: http, port: 80, targetPort: 9376}
+""" % {"img": AGNHOST}
+
+
+class Lab:
+    """A running lab and how to drive it."""
+
+    def __init__(self, root: Path, names: LabNames, mode: str) -> None:
+        self.dd = DataDir(root)
+        self.names = names
+        self.mode = mode
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
+        out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def kmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*KMESH, args[0], "--data-dir", str(self.dd.root), *args[1:]],
+                              capture_output=True, text=True, timeout=180)
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
+
+    def hostnames(self, client: str, n: int = 24) -> Counter[str]:
+        """Who answers ``n`` connections from pod ``client`` to the Service's ClusterIP."""
+        cip = self.kubectl("get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
+        out = self.kmesh("exec", client, "--", "sh", "-c",
+                         "for i in $(seq %d); do curl -s --max-time 2 http://%s/; echo; done" % (n, cip))
+        return Counter(line for line in out.stdout.split() if line)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    require(netns_usable(), "root and network namespaces")
+    require_binary("kubectl")
+    require_binary("curl")
+    root = tmp_path_factory.mktemp(f"topo-{request.param}")
+    names = LabNames(f"t{uuid.uuid4().hex[:5]}")
+    lab = Lab(root, names, request.param)
+    try:
+        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", "3", "--proxy-mode", request.param,
+                             "--name", names.lab, "--data-dir", str(root), "--port", "0"],
+                            capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        for node, zone in ZONES.items():
+            lab.kubectl("label", "node", node, f"{ZONE}={zone}")
+        lab.kubectl("apply", "-f", "-", stdin=WORKLOADS)
+        lab.kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+        lab.kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=client", "--timeout=90s")
+        yield lab
+    finally:
+        subprocess.run([*KMESH, "down", "--data-dir", str(root)], capture_output=True, timeout=120)
+        spaces = lab_namespaces(names)
+        assert spaces == [] and processes_in(spaces) == []
+
+
+def converge(lab: Lab, client: str, want: set[str], timeout: float = 60) -> None:
+    """Connections from ``client`` reach exactly ``want`` (the proxy may still be syncing: batches repeat
+    until they do, each batch being the probe), then once more to show it holds."""
+    deadline = time.monotonic() + timeout
+    got = lab.hostnames(client)
+    while set(got) != want:
+        assert time.monotonic() < deadline, f"{lab.mode}: from {client} reached {dict(got)}, want {sorted(want)}"
+        got = lab.hostnames(client)
+    got = lab.hostnames(client)
+    assert set(got) == want, f"{lab.mode}: from {client} reached {dict(got)}, want {sorted(want)}"
+
+
+def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: Lab) -> None:
+    pods = lab.pods("app=web")
+    by_zone: dict[str, set[str]] = {"a": set(), "b": set()}
+    for p in pods:
+        by_zone[ZONES[p["spec"]["nodeName"]]].add(p["metadata"]["name"])
+    every = by_zone["a"] | by_zone["b"]
+    assert by_zone["a"] and by_zone["b"], f"the scheduler left a zone without pods: {by_zone}"
+
+    # The controller hints each endpoint for its own zone.
+    slices = json.loads(lab.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"))
+    hints = {e["targetRef"]["name"]: [z["name"] for z in e["hints"]["forZones"]]
+             for s in slices["items"] for e in s["endpoints"] if e["conditions"].get("ready")}
+    assert hints == {p["metadata"]["name"]: [ZONES[p["spec"]["nodeName"]]] for p in pods}
+
+    converge(lab, "client-1", by_zone["a"])
+    converge(lab, "client-2", by_zone["b"])
+    bench = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(lab.dd.root), "web", "--requests", "120",
+                            "--alpha", "0.001", "--from", "client-2"], capture_output=True, text=True, timeout=180)
+    assert bench.returncode == 0, bench.stdout + bench.stderr  # the bench expects the zone's pods only
+
+    # node-1's zone becomes unknown: its proxy follows its Node and uses every endpoint; node-2 is unaffected.
+    lab.kubectl("label", "node", "node-1", f"{ZONE}-")
+    converge(lab, "client-1", every)
+    converge(lab, "client-2", by_zone["b"])
+    lab.kubectl("label", "node", "node-1", f"{ZONE}=a")
+    converge(lab, "client-1", by_zone["a"])
+
+    # Without trafficDistribution the controller removes the hints: every proxy uses every endpoint.
+    lab.kubectl("patch", "service", "web", "--type=merge", "-p", '{"spec": {"trafficDistribution": null}}')
+    converge(lab, "client-2", every)
+    converge(lab, "client-1", every)
