@@ -107,6 +107,12 @@ async def test_client_ip_affinity_pins_the_client(lab: tuple[Lab, NftablesProxy]
                                                           affinity_set(WEB, ep)])).stdout.decode()
     await mode.sync(state, frozenset({WEB}), False)
     assert {await ask_tcp(lb.client, CIP, 80) for _ in range(10)} == answers
+    # A full sync, and the first (full) sync of a restarted proxy, keep the sets and their entries.
+    await mode.sync(state, frozenset(), True)
+    await NftablesProxy(mode.ctx).sync(state, frozenset(), True)
+    assert f"{CLIENT_NET}.2" in (await netns.run(lb.node, ["nft", "list", "set", "ip", "kube-proxy",
+                                                          affinity_set(WEB, ep)])).stdout.decode()
+    assert {await ask_tcp(lb.client, CIP, 80) for _ in range(10)} == answers
     # A changed timeout recreates the sets (the transaction deletes and re-adds them).
     await mode.sync(ProxyState({WEB: web(lb, session_affinity=True, affinity_timeout=60)}), frozenset({WEB}), False)
     assert "timeout 1m" in await mode.rules()

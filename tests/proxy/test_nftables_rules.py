@@ -239,20 +239,20 @@ def test_setup_is_upstreams() -> None:
         f'add set {t} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}',
         f"flush set {t} nodeport-ips",
         f"add element {t} nodeport-ips {{ 192.168.56.11 }}",
-        f"add map {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
-        'comment "vmap to drop or reject packets to services with no endpoints" ; }',
-        f"add map {t} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; "
-        'comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }',
+        (f"add map {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+         'comment "vmap to drop or reject packets to services with no endpoints" ; }'),
+        (f"add map {t} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; "
+         'comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }'),
         f'add chain {t} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}',
         f"flush chain {t} reject-chain",
         f"add rule {t} reject-chain reject",
         f"add rule {t} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
         f"add rule {t} nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports",
-        f"add map {t} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
-        'comment "destinations that are subject to LoadBalancerSourceRanges" ; }',
+        (f"add map {t} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+         'comment "destinations that are subject to LoadBalancerSourceRanges" ; }'),
         f"add rule {t} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
-        f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
-        'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
+        (f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+         'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }'),
         f'add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}',
         f"add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
         f"add rule {t} services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",

@@ -20,7 +20,13 @@ import trio
 
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
-from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
 from kmesh.proxy.nftables import NftablesError, NftablesProxy
 from tests.conftest import require, require_binary
 from tests.proxy.traffic_lab import MakeNs, namespace_factory
@@ -70,7 +76,7 @@ def canonical(listing: str) -> dict[str, tuple[tuple[str, ...], frozenset[str]]]
 class Walk:
     """A seeded random walk over a handful of Services, as ProxyStates."""
 
-    NAMES = [f"svc{i}" for i in range(8)]
+    NAMES = tuple(f"svc{i}" for i in range(8))
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
