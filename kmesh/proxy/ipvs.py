@@ -353,10 +353,9 @@ class IpvsProxy:
     async def _pick_nodeport_ips(self) -> list[str]:
         """The node addresses NodePort virtual servers go on: ``--nodeport-addresses``' choice, or without
         it every local address but kube-ipvs0's; loopback never (as upstream's IPVS mode)."""
-        chosen, local = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen, _ = await nodeport_ips.select_for(self.ctx, self.name)
         if chosen is None:
-            on_device = await self._bound()
-            chosen = [ip for ip in local if ip not in on_device]
+            chosen = await nodeport_ips.addresses_except(self.ctx, DEVICE)
         return [ip for ip in dict.fromkeys(chosen) if not nodeport_ips.is_loopback(ip)]
 
     async def rules(self) -> str:

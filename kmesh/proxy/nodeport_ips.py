@@ -10,6 +10,7 @@ be reached on loopback addresses (``ContainsIPv4Loopback``)?
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 
 import trio
@@ -24,6 +25,14 @@ _LOOPBACK_START = ipaddress.ip_address("127.0.0.0")
 async def local_addresses(ctx: NodeContext) -> list[str]:
     """Every IPv4 address the node namespace holds (``ctx.netns``; None: this process's own)."""
     return await trio.to_thread.run_sync(netns.addresses, ctx.netns)
+
+
+async def addresses_except(ctx: NodeContext, device: str) -> list[str]:
+    """Every IPv4 address the node namespace holds on links other than ``device`` (an address that
+    ``device`` shares with another link stays in, as upstream's ``GetAllLocalAddressesExcept``)."""
+    text = await trio.to_thread.run_sync(netns.ip, ctx.netns, "-j", "-4", "addr", "show")
+    return [a["local"] for link in json.loads(text or "[]") if link.get("ifname") != device
+            for a in link.get("addr_info", []) if "local" in a]
 
 
 async def select_for(ctx: NodeContext, mode: str) -> tuple[list[str] | None, list[str]]:
