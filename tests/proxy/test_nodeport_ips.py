@@ -1,4 +1,4 @@
-"""Upstream's ``ContainsIPv4Loopback`` cases (pkg/proxy/util/nodeport_addresses_test.go), and reading a namespace's addresses."""
+"""Upstream's ``ContainsIPv4Loopback`` cases (pkg/proxy/util/nodeport_addresses_test.go) and the loopback test the modes use."""
 
 from __future__ import annotations
 
