@@ -248,6 +248,8 @@ def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
     cluster_eps = _by_addr(sp.cluster_endpoints())
     local_eps = _by_addr(sp.local_endpoints(ctx.node))
     has_endpoints = bool(cluster_eps)
+    external_ips, lb_ips = _ipv4(sp.external_ips), _ipv4(sp.load_balancer_ips)  # the other family: not here
+    externally = bool(sp.node_port or external_ips or lb_ips)  # upstream's ExternallyAccessible
     svc, loc, ext, fw = service_chain(n), local_chain(n), external_chain(n), firewall_chain(n)
     has_internal = has_endpoints and (bool(local_eps) or not sp.internal_local)
     has_external = has_endpoints and (bool(local_eps) or not sp.external_local)
@@ -255,11 +257,11 @@ def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
     external_policy = loc if sp.external_local else svc
     # Upstream's UsesClusterEndpoints / UsesLocalEndpoints: an externally reachable port needs the
     # cluster chain even with externalTrafficPolicy Local (pod and node traffic short-circuits to it).
-    uses_cluster = has_endpoints and (not sp.internal_local or sp.has_external)
-    uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and sp.has_external))
-    uses_external = has_endpoints and sp.has_external
+    uses_cluster = has_endpoints and (not sp.internal_local or externally)
+    uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and externally))
+    uses_external = has_endpoints and externally
     ranges = source_ranges(sp)
-    uses_fw = bool(sp.load_balancer_ips) and bool(ranges)
+    uses_fw = bool(lb_ips) and bool(ranges)
     name = str(n)
 
     # The chains this port uses, created in upstream's order (endpoints, cluster, local, external, firewall).
@@ -271,37 +273,35 @@ def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
         if used:
             out.chain(chain)
 
-    if not has_endpoints:
-        internal_verdict = external_verdict = f"goto {REJECT_CHAIN}"
-    else:
-        internal_verdict = external_verdict = "drop"
+    # No endpoints at all: reject; none for one traffic policy only (Local): drop.
+    refuse = f"goto {REJECT_CHAIN}" if not has_endpoints else "drop"
     # Capture the ClusterIP.
     out.element(CLUSTER_IPS, sp.cluster_ip)
     if has_internal:
         out.element(SERVICE_IPS, f"{sp.cluster_ip} . {key}", f"goto {internal_chain}")
     else:
-        out.element(NO_ENDPOINT_SERVICES, f"{sp.cluster_ip} . {key}", internal_verdict, name)
+        out.element(NO_ENDPOINT_SERVICES, f"{sp.cluster_ip} . {key}", refuse, name)
     # External IPs.
-    for ip in sp.external_ips:
+    for ip in external_ips:
         if has_endpoints:
             out.element(SERVICE_IPS, f"{ip} . {key}", f"goto {ext}")
         if not has_external:
-            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", external_verdict, name)
+            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", refuse, name)
     # Load-balancer IPs, through firewall-<h> first when source ranges restrict them.
-    for ip in sp.load_balancer_ips:
+    for ip in lb_ips:
         if has_endpoints:
             out.element(SERVICE_IPS, f"{ip} . {key}", f"goto {ext}")
         if uses_fw:
             out.element(FIREWALL_IPS, f"{ip} . {key}", f"goto {fw}")
     if not has_external:
-        for ip in sp.load_balancer_ips:
-            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", external_verdict, name)
+        for ip in lb_ips:
+            out.element(NO_ENDPOINT_SERVICES, f"{ip} . {key}", refuse, name)
     # The NodePort (not subject to the source ranges, as upstream).
     if sp.node_port:
         if has_endpoints:
             out.element(SERVICE_NODEPORTS, f"{proto} . {sp.node_port}", f"goto {ext}")
         if not has_external:
-            out.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {sp.node_port}", external_verdict, name)
+            out.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {sp.node_port}", refuse, name)
 
     # Internal traffic: masquerade what does not come from a pod (all of it with masquerade-all).
     if has_internal:
@@ -328,7 +328,7 @@ def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
         sources = [str(r) for r in ranges]
         node_ip = _primary_ipv4(ctx.node_ips)
         if node_ip is not None and any(node_ip in r for r in ranges):
-            sources += list(sp.load_balancer_ips)
+            sources += lb_ips
         out.chain(fw).append(f"ip saddr != {{ {', '.join(sources)} }} drop")
     if sp.session_affinity:
         for e in reachable:
@@ -346,6 +346,10 @@ def render_service(sp: ServicePort, ctx: NodeContext) -> ServiceRules:
             rules.append(f"update @{affinity_set(n, e)} {{ ip saddr }}")
         rules.append(f"meta l4proto {proto} dnat to {e.ip}:{e.port}")
     return out
+
+
+def _ipv4(ips: Iterable[str]) -> list[str]:
+    return [ip for ip in ips if ":" not in ip]
 
 
 def _primary_ipv4(ips: Sequence[str]) -> ipaddress.IPv4Address | None:

@@ -117,6 +117,9 @@ def test_node_port_and_external_ips_go_through_the_external_chain() -> None:
     assert rs.elements[SERVICE_NODEPORTS] == [f"tcp . 30080 : goto {ext}"]
     assert f"1.2.3.4 . tcp . 80 : goto {ext}" in rs.elements[SERVICE_IPS]
     assert rs.chains[ext] == [f"jump {MARK_MASQ}", f"goto {svc}"]
+    # Addresses of the other family are not this table's (upstream filters them per family).
+    rs = render(ProxyState({SVC1: replace(sp, external_ips=("2001:db8::1",), node_port=0)}), CTX)
+    assert not [e for e in rs.elements[SERVICE_IPS] if "2001" in e] and ext not in rs.chains
 
 
 def test_local_traffic_policies() -> None:
