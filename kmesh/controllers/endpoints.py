@@ -22,6 +22,7 @@ from kmesh.client.api import Client
 from kmesh.client.informer import Change
 from kmesh.controllers import podutil
 from kmesh.controllers.base import Controller
+from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.endpoint_model import (
     MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, OVER_CAPACITY_ANNOTATION, SERVICE_NAME_LABEL,
     TRIGGER_ANNOTATION, ZONE_LABEL, Key, TriggerTimes, desired_groups, endpoint_fingerprint, endpoints_labels,
@@ -147,9 +148,10 @@ class EndpointSliceController(Controller[Key]):
     name = "endpointslice"
 
     def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 5,
-                 max_per_slice: int = MAX_ENDPOINTS_PER_SLICE) -> None:
+                 max_per_slice: int = MAX_ENDPOINTS_PER_SLICE, events: EventRecorder | None = None) -> None:
         super().__init__(workers)
         self.client = client
+        self.events = events
         self.max_per_slice = max_per_slice
         self.sp = _ServicePods(factory, self.queue.add)
         self.slices = factory.informer("EndpointSlice")
@@ -159,6 +161,7 @@ class EndpointSliceController(Controller[Key]):
         self.tracker = SliceTracker()
         self.triggers = TriggerTimes()
         self._waiting: set[Key] = set()
+        self._auto: dict[Key, str] = {}  # Services with the topology annotation: "" hints set, else why not
 
     def _on_slice(self, ch: Change) -> None:
         key = _slice_service(ch.obj)
@@ -185,6 +188,7 @@ class EndpointSliceController(Controller[Key]):
             # Slices carry an ownerReference: the garbage collector removes them.
             self.tracker.forget(key)
             self.triggers.forget(key)
+            self._auto.pop(key, None)
             return
         spec = svc.get("spec") or {}
         if not spec.get("selector") or spec.get("type") == "ExternalName":
@@ -197,11 +201,10 @@ class EndpointSliceController(Controller[Key]):
         pods = self.sp.pods_of(svc)
         groups = desired_groups(svc, pods, self.sp.zone_of)
         why = apply_hints(svc, [ep for g in groups.values() for ep in g.endpoints.values()], self.sp.nodes.list())
-        if why:
-            log.debug("%s/%s: no topology hints: %s", key[0], key[1], why)
         trigger = self.triggers.compute(svc, pods)
         plan = plan_slices(svc, groups, existing, max_per_slice=self.max_per_slice, trigger=trigger)
         if not plan:
+            self._hint_events(key, svc, why)
             return
         try:
             async with trio.open_nursery() as nursery:
@@ -214,6 +217,28 @@ class EndpointSliceController(Controller[Key]):
         except BaseException:
             self.triggers.forget(key)  # the next try reports this change's time again
             raise
+        self._hint_events(key, svc, why)
+
+    def _hint_events(self, key: Key, svc: Obj, why: str) -> None:
+        """Upstream's TopologyAwareHintsEnabled / TopologyAwareHintsDisabled events, once per change of state."""
+        prev = self._auto.get(key)
+        cur = why if auto_hints(svc) else None
+        if cur == prev:
+            return
+        if cur is None:
+            del self._auto[key]
+        else:
+            self._auto[key] = cur
+        if cur:
+            log.info("%s/%s: topology hints removed: %s", key[0], key[1], cur)
+        if self.events is None or (cur is None and prev != ""):
+            return
+        if cur == "":
+            self.events.event(svc, "Normal", "TopologyAwareHintsEnabled",
+                              "Topology Aware Hints enabled, addressType: IPv4")
+        else:
+            what = cur or "the topology annotation was removed or changed"
+            self.events.event(svc, "Warning", "TopologyAwareHintsDisabled", f"hints removed: {what}, addressType: IPv4")
 
     async def _create(self, key: Key, body: Obj) -> None:
         self.tracker.expect(key, await self.client.create(body))

@@ -81,7 +81,8 @@ def build(client: Client, config: ControllerConfig) -> ControllerManager:
     c = mgr.controllers
     w = config.workers
     if config.enabled("endpointslice"):
-        c["endpointslice"] = EndpointSliceController(client, f, workers=w, max_per_slice=config.max_endpoints_per_slice)
+        c["endpointslice"] = EndpointSliceController(client, f, workers=w, max_per_slice=config.max_endpoints_per_slice,
+                                                     events=recorder("endpoint-slice-controller"))
     if config.enabled("endpoint"):
         c["endpoint"] = EndpointsController(client, f, workers=w)
     if config.enabled("replicaset"):

@@ -162,7 +162,8 @@ def _most(values: dict[str, float]) -> tuple[str, float]:
     return best, num
 
 
-def giving_and_receiving(allocs: dict[str, Allocation], hinted: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+def giving_and_receiving(allocs: dict[str, Allocation],
+                         hinted: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     """How many endpoints each zone gives away and each receives, to move from ``hinted`` towards ``desired``.
 
     Whole endpoints move from the zone with the largest surplus to the one with

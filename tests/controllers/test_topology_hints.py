@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import trio
+
+from kmesh.client.informer import Informer
 from kmesh.controllers.topology_hints import (
     ENDPOINT_WITHOUT_ZONE,
     INSUFFICIENT_NODE_INFO,
@@ -200,11 +203,19 @@ async def _zone_node(env: Env, name: str, zone: str, cpu: str = "2") -> None:
 
 
 def _zones_by_pod(slices: Any) -> dict[str, str | None]:
-    return {name: (e.get("hints") or {}).get("forZones", [{}])[0].get("name") for name, e in by_pod(slices, "web").items()}
+    return {name: (e.get("hints") or {}).get("forZones", [{}])[0].get("name")
+            for name, e in by_pod(slices, "web").items()}
 
 
-async def test_controller_writes_prefer_close_and_auto_hints(env: Env) -> None:
+def _reasons(events: Informer) -> list[str]:
+    evs = [e for e in events.list("default") if e["involvedObject"]["name"] == "web"]
+    return [e["reason"] for e in sorted(evs, key=lambda e: int(e["metadata"]["resourceVersion"]))]
+
+
+async def test_controller_writes_prefer_close_and_auto_hints(env: Env, nursery: trio.Nursery) -> None:
     c = env.client
+    events = Informer(c, "Event", namespace="default")
+    await nursery.start(events.run)
     await _zone_node(env, "n1", "a")
     await _zone_node(env, "n2", "b")
     slices = env.informer("EndpointSlice")
@@ -222,6 +233,7 @@ async def test_controller_writes_prefer_close_and_auto_hints(env: Env) -> None:
     await c.update(cur)
     await wait(slices, lambda i: sorted(v or "" for v in _zones_by_pod(i).values()) == ["a", "a", "b", "b"])
     assert _zones_by_pod(slices)["web-0"] == "b"
+    await wait(events, lambda i: _reasons(i) == ["TopologyAwareHintsEnabled"])
 
     # A new node without a zone label: node information is insufficient, the hints go.
     await add_node(c, "n3")
@@ -229,6 +241,9 @@ async def test_controller_writes_prefer_close_and_auto_hints(env: Env) -> None:
     n3["status"]["allocatable"] = {"cpu": "2"}
     await c.update_status(n3)
     await wait(slices, lambda i: set(_zones_by_pod(i).values()) == {None})
+    await wait(events, lambda i: _reasons(i)[-1:] == ["TopologyAwareHintsDisabled"])
+    last = [e for e in events.list("default") if e["reason"] == "TopologyAwareHintsDisabled"][0]
+    assert INSUFFICIENT_NODE_INFO in last["message"] and last["type"] == "Warning"
 
     # Without it, the allocation comes back.
     await c.delete("Node", "n3")
@@ -240,3 +255,5 @@ async def test_controller_writes_prefer_close_and_auto_hints(env: Env) -> None:
     cur["spec"].pop("trafficDistribution")
     await c.update(cur)
     await wait(slices, lambda i: set(_zones_by_pod(i).values()) == {None})
+    enabled, disabled = "TopologyAwareHintsEnabled", "TopologyAwareHintsDisabled"
+    await wait(events, lambda i: _reasons(i) == [enabled, disabled, enabled, disabled])
