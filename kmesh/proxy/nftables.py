@@ -114,6 +114,7 @@ class NftablesProxy:
             self.last_sync_seconds = time.perf_counter() - t0
 
     async def _apply(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
+        """One transaction: everything when ``full`` (or after a failure), else only what changed."""
         full = full or self._need_full
         before = self._installed
         ports = ipv4_ports(state)
