@@ -1,4 +1,4 @@
-"""The nftables renderer: upstream's names, numgen dispatch, affinity sets, no-endpoint rejects, the transaction."""
+"""The nftables renderer: upstream's names, setup, numgen dispatch, affinity sets, no-endpoint rejects, LB firewall, NodePort addresses, transactions."""
 
 from __future__ import annotations
 
