@@ -7,7 +7,8 @@ through the ClusterIP must reach only the pods of that node's zone. Then
 hints stop applying, twice: node-1 loses its zone label (its proxy follows
 its Node and falls back to every endpoint) and the Service drops
 ``trafficDistribution`` (the controller removes the hints, every proxy falls
-back).
+back). Last, the annotation ``service.kubernetes.io/topology-mode: Auto``
+brings hints back, shared out by the zones' CPU.
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def converge(lab: Lab, client: str, want: set[str], timeout: float = 60) -> None
     assert set(got) == want, f"{lab.mode}: from {client} reached {dict(got)}, want {sorted(want)}"
 
 
+def hinted(lab: Lab) -> dict[str, set[str]] | None:
+    """Zone -> pods hinted for it, from the Service's slices; None while a ready endpoint has no hint."""
+    slices = json.loads(lab.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"))
+    out: dict[str, set[str]] = {}
+    for s in slices["items"]:
+        for e in s.get("endpoints") or []:
+            if not e["conditions"].get("ready"):
+                continue
+            zones = [z["name"] for z in (e.get("hints") or {}).get("forZones") or []]
+            if not zones:
+                return None
+            for z in zones:
+                out.setdefault(z, set()).add(e["targetRef"]["name"])
+    return out
+
+
 def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: Lab) -> None:
     pods = lab.pods("app=web")
     by_zone: dict[str, set[str]] = {"a": set(), "b": set()}
@@ -179,3 +196,16 @@ def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: 
     lab.kubectl("patch", "service", "web", "--type=merge", "-p", '{"spec": {"trafficDistribution": null}}')
     converge(lab, "client-2", every)
     converge(lab, "client-1", every)
+
+    # topology-mode Auto: the controller shares the endpoints out by the zones' allocatable CPU (zone b has two
+    # of the three equal nodes); each client then reaches the pods hinted for its zone.
+    lab.kubectl("annotate", "service", "web", "service.kubernetes.io/topology-mode=Auto")
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, f"{lab.mode}: no Auto hints: {hinted(lab)}"
+        zones = hinted(lab)
+        if zones is not None and set(lab.hostnames("client-1")) == zones.get("a"):
+            break
+    assert sorted(zones) == ["a", "b"] and len(zones["a"]) == 2 and len(zones["b"]) == 4, zones
+    converge(lab, "client-1", zones["a"])
+    converge(lab, "client-2", zones["b"])
