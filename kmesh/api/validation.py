@@ -2105,6 +2105,7 @@ MAX_SLICE_ENDPOINTS = 1000
 MAX_SLICE_ADDRESSES = 100
 MAX_SLICE_PORTS = 100
 MAX_TOPOLOGY_LABELS = 16
+MAX_ZONE_HINTS = 8
 
 
 def _validate_endpoints(obj: Obj, opts: _Opts) -> list[Cause]:
@@ -2162,6 +2163,23 @@ def _validate_fqdn(path: str, value: str) -> list[Cause]:
     return []
 
 
+def _validate_hints(hints: Obj, path: str) -> list[Cause]:
+    """An endpoint's topology hints: at most 8 zones, each a distinct label value."""
+    zones = _l(hints.get("forZones"))
+    if len(zones) > MAX_ZONE_HINTS:
+        return [too_many(path + ".forZones", len(zones), MAX_ZONE_HINTS)]
+    errs: list[Cause] = []
+    seen: set[str] = set()
+    for i, z in enumerate(zones):
+        zp = f"{path}.forZones[{i}].name"
+        name = _s(_d(z).get("name"))
+        if name in seen:
+            errs.append(duplicate(zp, name))
+        seen.add(name)
+        errs += [invalid(zp, name, m) for m in is_label_value(name)]
+    return errs
+
+
 def _validate_endpointslice(obj: Obj, opts: _Opts, address_types: tuple[str, ...] = ADDRESS_TYPES) -> list[Cause]:
     errs = validate_object_meta(obj.get("metadata"), True, name_is_dns_subdomain)
     at = _s(obj.get("addressType"))
@@ -2207,6 +2225,8 @@ def _validate_endpointslice(obj: Obj, opts: _Opts, address_types: tuple[str, ...
             if ep.get("nodeName") is not None:
                 nn = _s(ep["nodeName"])
                 errs += [invalid(ip_ + ".nodeName", nn, m) for m in name_is_dns_subdomain(nn)]
+            if ep.get("hints") is not None:
+                errs += _validate_hints(_d(ep["hints"]), ip_ + ".hints")
     ports = _l(obj.get("ports"))
     if len(ports) > MAX_SLICE_PORTS:
         errs.append(too_many("ports", len(ports), MAX_SLICE_PORTS))

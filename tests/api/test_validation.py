@@ -1030,6 +1030,21 @@ def test_endpointslice_limits_and_ports() -> None:
     ]
 
 
+def test_endpointslice_zone_hints() -> None:
+    from kmesh.api.validation import is_label_value
+
+    def hinted(*zones: str) -> dict:
+        return slice_(endpoints=[{"addresses": ["10.244.1.5"], "hints": {"forZones": [{"name": z} for z in zones]}}])
+
+    assert causes("EndpointSlice", hinted("zone-a")) == []
+    assert causes("EndpointSlice", hinted(*"abcdefghi")) == [
+        ("endpoints[0].hints.forZones", "Too many: 9: must have at most 8 items")]
+    assert causes("EndpointSlice", hinted("a", "a", "b c")) == [
+        ("endpoints[0].hints.forZones[1].name", 'Duplicate value: "a"'),
+        *[("endpoints[0].hints.forZones[2].name", f'Invalid value: "b c": {m}') for m in is_label_value("b c")],
+    ]
+
+
 def test_endpointslice_update_accepts_legacy_ip_type() -> None:
     old = slice_()
     old["addressType"] = "IP"
