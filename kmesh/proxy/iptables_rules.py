@@ -218,7 +218,7 @@ def render_service(sp: ServicePort, cfg: RenderConfig, large: bool = False) -> S
     uses_local = internal_local or (external and external_local)
 
     eps = _by_addr(sp.endpoints)
-    cluster_eps = usable(eps) if uses_cluster else []
+    cluster_eps = _by_addr(sp.cluster_endpoints()) if uses_cluster else []
     has_endpoints = bool(cluster_eps)
     local_eps: list[Endpoint] = []
     if uses_local:

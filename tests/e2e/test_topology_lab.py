@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 KMESH = [sys.executable, "-m", "kmesh.cli"]
 # The modes whose renderer takes Cluster-policy endpoints from ServicePort.cluster_endpoints(); iptables
 # joins once iptables_rules.render_service does too (it reads usable(sp.endpoints) itself).
-MODES = ["userspace", "ipvs", "nftables"]
+MODES = ["iptables", "userspace", "ipvs", "nftables"]
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 ZONE = "topology.kubernetes.io/zone"
 ZONES = {"node-1": "a", "node-2": "b", "node-3": "b"}
