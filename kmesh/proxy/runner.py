@@ -44,6 +44,12 @@ class ProxyMetrics:
         self.sync_duration = Histogram(
             "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
             buckets=BUCKETS, registry=self.registry)
+        self.full_sync_duration = Histogram(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs",
+            buckets=BUCKETS, registry=self.registry)
+        self.partial_sync_duration = Histogram(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for partial resyncs",
+            buckets=BUCKETS, registry=self.registry)
         self.programming = Histogram(
             "kubeproxy_network_programming_duration_seconds",
             "In Cluster Network Programming Latency in seconds", buckets=PROGRAMMING_BUCKETS, registry=self.registry)
@@ -83,7 +89,9 @@ class ProxyRunner:
             self.tracker.give_back(changed)
             return False
         now = time.time()
-        self.metrics.sync_duration.observe(time.monotonic() - t0)
+        took = time.monotonic() - t0
+        self.metrics.sync_duration.observe(took)
+        (self.metrics.full_sync_duration if full else self.metrics.partial_sync_duration).observe(took)
         self.metrics.last_sync.set(now)
         for name in changed:
             sp = state.services.get(name)

@@ -82,6 +82,35 @@ async def test_changes_reach_the_mode_once_with_the_terminating_fallback(cluster
     assert mode.calls[-1][1] >= {HTTP}
 
 
+def _sample(runner: ProxyRunner, name: str) -> float:
+    """One sample of the proxy's /metrics text, read as Prometheus would."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(runner.metrics.registry).decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                return s.value
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+async def test_sync_metrics_carry_upstreams_names(cluster: Cluster, nursery: trio.Nursery) -> None:
+    mode = RecordingMode()
+    runner: ProxyRunner = await nursery.start(run_proxy, cluster.client, mode, SyncConfig(min_sync_period=0.0))
+    assert _sample(runner, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") == 1  # the first sync is full
+    assert _sample(runner, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") == 0
+    before = _sample(runner, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+    await cluster.kubectl("apply", "-f", "-", stdin=SVC)
+    await cluster.kubectl("apply", "-f", "-", stdin=SLICE % "true")
+    await _until(runner, mode, lambda: HTTP in mode.calls[-1][0].services and mode.calls[-1][0].services[HTTP].endpoints)
+    partial = _sample(runner, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count")
+    assert partial >= 1 and _sample(runner, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") == 1
+    assert _sample(runner, "kubeproxy_sync_proxy_rules_duration_seconds_count") == partial + 1
+    assert _sample(runner, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") > before
+    assert _sample(runner, "kubeproxy_network_programming_duration_seconds_count") >= 1
+
+
 async def test_a_failed_sync_is_retried_as_full_with_its_changes(cluster: Cluster, nursery: trio.Nursery) -> None:
     mode = RecordingMode()
     runner: ProxyRunner = await nursery.start(run_proxy, cluster.client, mode, SyncConfig(min_sync_period=0.0))
