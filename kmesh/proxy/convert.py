@@ -90,7 +90,10 @@ def service_ports(svc: Obj, slices: Iterable[Obj], node_zone: str = "") -> list[
     timeout = (((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
                or DEFAULT_AFFINITY_TIMEOUT)
     svc_type = spec.get("type") or "ClusterIP"
-    lb_ips = tuple(i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [] if i.get("ip"))
+    # An ingress IP with ipMode Proxy is the load balancer's own address: traffic to it must reach the LB,
+    # so the proxy leaves it alone (KEP-1860); VIP (the default) is captured like a ClusterIP.
+    lb_ips = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+                   if i.get("ip") and i.get("ipMode") != "Proxy")
     trigger = _trigger_time(slices)
     out = []
     for p in spec.get("ports") or []:
