@@ -4,25 +4,18 @@ answers on the node's underlay address but not on its pod-network gateway addres
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kmesh.lab import netns
-from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
-from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
-from tests.conftest import require, require_binary
+from kmesh.lab.topology import LabNames
+from tests.e2e.labdriver import AGNHOST, Lab, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-KMESH = [sys.executable, "-m", "kmesh.cli"]
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 WORKLOADS = """
 apiVersion: v1
 kind: Pod
@@ -55,45 +48,14 @@ spec:
 """.replace("AGNHOST", AGNHOST)
 
 
-class Lab:
-    def __init__(self, root: Path, names: LabNames) -> None:
-        self.dd = DataDir(root)
-        self.names = names
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
-        out = subprocess.run(["kubectl", *args], input=stdin, check=False, capture_output=True, text=True, env=env,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def exec(self, pod: str, script: str) -> str:
-        out = subprocess.run([*KMESH, "exec", "--data-dir", str(self.dd.root), pod, "--", "sh", "-c", script],
-                             check=False, capture_output=True, text=True, timeout=120)
-        return out.stdout + out.stderr
-
-
 @pytest.fixture(scope="module", params=["iptables", "ipvs", "userspace"])
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require(netns_usable(), "root and network namespaces")
-    require_binary("kubectl")
-    require_binary("curl")
     root = tmp_path_factory.mktemp(f"npa-{request.param}")
-    names = LabNames(f"kmnpa{uuid.uuid4().hex[:4]}")
-    lab = Lab(root, names)
-    try:
-        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", "1", "--proxy-mode", request.param,
-                             "--nodeport-addresses", "192.168.56.0/24", "--name", names.lab,
-                             "--data-dir", str(root), "--port", "0"],
-                            check=False, capture_output=True, text=True, timeout=180)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_lab(root, LabNames(f"kmnpa{uuid.uuid4().hex[:4]}"), request.param, nodes=1,
+                     flags=["--nodeport-addresses", "192.168.56.0/24"]) as lab:
         lab.kubectl("apply", "-f", "-", stdin=WORKLOADS)
         lab.kubectl("wait", "--for=condition=Ready", "pod/web", "pod/client", "--timeout=90s")
         yield lab
-    finally:
-        subprocess.run([*KMESH, "down", "--data-dir", str(root)], check=False, capture_output=True, timeout=120)
-        spaces = lab_namespaces(names)
-        assert spaces == [] and processes_in(spaces) == []
 
 
 def test_nodeport_only_on_the_selected_address(lab: Lab) -> None:

@@ -10,26 +10,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from kmesh.lab import netns
-from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
-from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
-from tests.conftest import require, require_binary
+from kmesh.lab.topology import LabNames
+from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-KMESH = [sys.executable, "-m", "kmesh.cli"]
 MODES = ["iptables", "ipvs", "userspace", "nftables"]
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 
 WORKLOADS = """
 apiVersion: apps/v1
@@ -112,57 +106,15 @@ spec:
 """ % {"img": AGNHOST}
 
 
-class Lab:
-    """A running lab and how to drive it."""
-
-    def __init__(self, root: Path, names: LabNames, mode: str) -> None:
-        self.dd = DataDir(root)
-        self.names = names
-        self.mode = mode
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
-        out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def kmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*KMESH, args[0], "--data-dir", str(self.dd.root), *args[1:]],
-                              capture_output=True, text=True, timeout=180)
-
-    def pods(self, selector: str) -> list[dict[str, Any]]:
-        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
-
-    def exec(self, pod: str, script: str) -> str:
-        out = self.kmesh("exec", pod, "--", "sh", "-c", script)
-        return out.stdout + out.stderr
-
-    def cluster_ip(self, svc: str) -> str:
-        return self.kubectl("get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}")
-
-
 @pytest.fixture(scope="module", params=MODES)
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require(netns_usable(), "root and network namespaces")
-    require_binary("kubectl")
-    require_binary("curl")
     root = tmp_path_factory.mktemp(f"proxy-{request.param}")
-    names = LabNames(f"p{uuid.uuid4().hex[:5]}")
-    lab = Lab(root, names, request.param)
-    try:
-        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", "3", "--proxy-mode", request.param,
-                             "--name", names.lab, "--data-dir", str(root), "--port", "0"],
-                            capture_output=True, text=True, timeout=180)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_lab(root, LabNames(f"p{uuid.uuid4().hex[:5]}"), request.param) as lab:
         lab.kubectl("apply", "-f", "-", stdin=WORKLOADS)
         lab.kubectl("rollout", "status", "deployment/web", "--timeout=90s")
         lab.kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=client", "--timeout=90s")
         lab.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s")
         yield lab
-    finally:
-        subprocess.run([*KMESH, "down", "--data-dir", str(root)], capture_output=True, timeout=120)
-        spaces = lab_namespaces(names)
-        assert spaces == [] and processes_in(spaces) == []
 
 
 UDP_ASK = ("python3 -c \"import socket\n"

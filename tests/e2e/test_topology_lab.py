@@ -14,29 +14,22 @@ brings hints back, shared out by the zones' CPU.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
-from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
-from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
-from tests.conftest import require, require_binary
+from kmesh.lab.topology import LabNames
+from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-KMESH = [sys.executable, "-m", "kmesh.cli"]
 # The modes whose renderer takes Cluster-policy endpoints from ServicePort.cluster_endpoints(); iptables
 # joins once iptables_rules.render_service does too (it reads usable(sp.endpoints) itself).
 MODES = ["iptables", "userspace", "ipvs", "nftables"]
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 ZONE = "topology.kubernetes.io/zone"
 ZONES = {"node-1": "a", "node-2": "b", "node-3": "b"}
 
@@ -84,58 +77,22 @@ spec:
 """ % {"img": AGNHOST}
 
 
-class Lab:
-    """A running lab and how to drive it."""
-
-    def __init__(self, root: Path, names: LabNames, mode: str) -> None:
-        self.dd = DataDir(root)
-        self.names = names
-        self.mode = mode
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
-        out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def kmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*KMESH, args[0], "--data-dir", str(self.dd.root), *args[1:]],
-                              capture_output=True, text=True, timeout=180)
-
-    def pods(self, selector: str) -> list[dict[str, Any]]:
-        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
-
-    def hostnames(self, client: str, n: int = 24) -> Counter[str]:
-        """Who answers ``n`` connections from pod ``client`` to the Service's ClusterIP."""
-        cip = self.kubectl("get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
-        out = self.kmesh("exec", client, "--", "sh", "-c",
-                         "for i in $(seq %d); do curl -s --max-time 2 http://%s/; echo; done" % (n, cip))
-        return Counter(line for line in out.stdout.split() if line)
+def hostnames(lab: Lab, client: str, n: int = 24) -> Counter[str]:
+    """Who answers ``n`` connections from pod ``client`` to the Service's ClusterIP."""
+    out = lab.exec(client, "for i in $(seq %d); do curl -s --max-time 2 http://%s/; echo; done" % (n, lab.cluster_ip("web")))
+    return Counter(line for line in out.split() if line)
 
 
 @pytest.fixture(scope="module", params=MODES)
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require(netns_usable(), "root and network namespaces")
-    require_binary("kubectl")
-    require_binary("curl")
     root = tmp_path_factory.mktemp(f"topo-{request.param}")
-    names = LabNames(f"t{uuid.uuid4().hex[:5]}")
-    lab = Lab(root, names, request.param)
-    try:
-        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", "3", "--proxy-mode", request.param,
-                             "--name", names.lab, "--data-dir", str(root), "--port", "0"],
-                            capture_output=True, text=True, timeout=180)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_lab(root, LabNames(f"t{uuid.uuid4().hex[:5]}"), request.param) as lab:
         for node, zone in ZONES.items():
             lab.kubectl("label", "node", node, f"{ZONE}={zone}")
         lab.kubectl("apply", "-f", "-", stdin=WORKLOADS)
         lab.kubectl("rollout", "status", "deployment/web", "--timeout=90s")
         lab.kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=client", "--timeout=90s")
         yield lab
-    finally:
-        subprocess.run([*KMESH, "down", "--data-dir", str(root)], capture_output=True, timeout=120)
-        spaces = lab_namespaces(names)
-        assert spaces == [] and processes_in(spaces) == []
 
 
 def converge(lab: Lab, client: str, want: set[str], timeout: float = 60) -> None:
@@ -143,11 +100,11 @@ def converge(lab: Lab, client: str, want: set[str], timeout: float = 60) -> None
     reaches exactly ``want`` (the proxy may still be syncing; each batch is the probe), then one more
     batch must stay inside ``want`` (random modes need not hit every pod in one batch)."""
     deadline = time.monotonic() + timeout
-    got = lab.hostnames(client)
+    got = hostnames(lab, client)
     while set(got) != want:
         assert time.monotonic() < deadline, f"{lab.mode}: from {client} reached {dict(got)}, want {sorted(want)}"
-        got = lab.hostnames(client)
-    got = lab.hostnames(client)
+        got = hostnames(lab, client)
+    got = hostnames(lab, client)
     assert set(got) <= want, f"{lab.mode}: from {client} reached {dict(got)}, want {sorted(want)}"
 
 
@@ -206,7 +163,7 @@ def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: 
     while True:
         assert time.monotonic() < deadline, f"{lab.mode}: no Auto hints: {hinted(lab)}"
         zones = hinted(lab)
-        if zones is not None and set(lab.hostnames("client-1")) == zones.get("a"):  # the proxy has synced
+        if zones is not None and set(hostnames(lab, "client-1")) == zones.get("a"):  # the proxy has synced
             break
     assert sorted(zones) == ["a", "b"] and len(zones["a"]) == 2 and len(zones["b"]) == 4, zones
     converge(lab, "client-1", zones["a"])

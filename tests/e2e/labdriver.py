@@ -1,0 +1,78 @@
+"""A netns lab for an end-to-end test module, driven as a user would: `kmesh up`, kubectl, `kmesh exec`.
+
+``running_lab`` brings a lab up with the given `kmesh up` flags and, however
+the tests end, takes it down and checks that no namespace or process of it
+is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kmesh.lab.datadir import DataDir
+from kmesh.lab.netns_check import netns_usable
+from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
+from tests.conftest import require, require_binary
+
+KMESH = [sys.executable, "-m", "kmesh.cli"]
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
+
+
+class Lab:
+    """A running lab and how to drive it."""
+
+    def __init__(self, root: Path, names: LabNames, mode: str) -> None:
+        self.dd = DataDir(root)
+        self.names = names
+        self.mode = mode
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """``kubectl`` against the lab; its stdout (the test fails on a non-zero exit)."""
+        env = dict(os.environ, KUBECONFIG=str(self.dd.kubeconfig))
+        out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def kmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``kmesh <command> --data-dir <lab> args...``."""
+        return subprocess.run([*KMESH, args[0], "--data-dir", str(self.dd.root), *args[1:]],
+                              capture_output=True, text=True, timeout=180)
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector, as kubectl returns them."""
+        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
+
+    def exec(self, pod: str, script: str) -> str:
+        """stdout + stderr of ``sh -c script`` in ``pod``."""
+        out = self.kmesh("exec", pod, "--", "sh", "-c", script)
+        return out.stdout + out.stderr
+
+    def cluster_ip(self, svc: str) -> str:
+        """The ClusterIP of Service ``svc`` in the default namespace."""
+        return self.kubectl("get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}")
+
+
+@contextmanager
+def running_lab(root: Path, names: LabNames, mode: str, *, nodes: int = 3, flags: Sequence[str] = ()) -> Iterator[Lab]:
+    """A netns lab of ``nodes`` nodes with kube-proxy in ``mode``, removed (and checked gone) afterwards."""
+    require(netns_usable(), "root and network namespaces")
+    require_binary("kubectl")
+    require_binary("curl")
+    lab = Lab(root, names, mode)
+    try:
+        up = subprocess.run([*KMESH, "up", "--runtime", "netns", "--nodes", str(nodes), "--proxy-mode", mode,
+                             *flags, "--name", names.lab, "--data-dir", str(root), "--port", "0"],
+                            capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield lab
+    finally:
+        subprocess.run([*KMESH, "down", "--data-dir", str(root)], capture_output=True, timeout=120)
+        spaces = lab_namespaces(names)
+        assert spaces == [] and processes_in(spaces) == []
