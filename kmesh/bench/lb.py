@@ -31,12 +31,12 @@ from typing import Any, Literal
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.bench.stats import ChiSquare, Latency, chisquare
 from kmesh.lab.datadir import ClusterInfo
-from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
 from kmesh.proxy import topology
+from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
 from kmesh.proxy.model import Endpoint, usable
-from kmesh.proxy.topology import ZONE_LABEL
 
 Obj = dict[str, Any]
 Protocol = Literal["tcp", "http", "udp"]

@@ -24,7 +24,6 @@ MANAGED_BY = "endpointslice-controller.k8s.io"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 OVER_CAPACITY_ANNOTATION = "endpoints.kubernetes.io/over-capacity"
-ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_ENDPOINTS_PER_SLICE = 100
 MAX_ENDPOINTS_ADDRESSES = 1000  # legacy Endpoints are truncated past this
 

@@ -18,18 +18,39 @@ from typing import Any
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.client.api import Client
 from kmesh.client.informer import Change
 from kmesh.controllers import podutil
 from kmesh.controllers.base import Controller
-from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.endpoint_model import (
-    MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, OVER_CAPACITY_ANNOTATION, SERVICE_NAME_LABEL,
-    TRIGGER_ANNOTATION, ZONE_LABEL, Key, TriggerTimes, desired_groups, endpoint_fingerprint, endpoints_labels,
-    endpoints_subsets, plan_slices, svc_key,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MAX_ENDPOINTS_PER_SLICE,
+    OVER_CAPACITY_ANNOTATION,
+    SERVICE_NAME_LABEL,
+    TRIGGER_ANNOTATION,
+    Key,
+    TriggerTimes,
+    desired_groups,
+    endpoint_fingerprint,
+    endpoints_labels,
+    endpoints_subsets,
+    plan_slices,
+    svc_key,
 )
-from kmesh.controllers.informers import InformerFactory, LabelQuery, SelectorIndex, service_selector
-from kmesh.controllers.topology_hints import apply_hints, auto_hints, topology_fingerprint
+from kmesh.controllers.events import EventRecorder
+from kmesh.controllers.informers import (
+    InformerFactory,
+    LabelQuery,
+    SelectorIndex,
+    service_selector,
+)
+from kmesh.controllers.topology_hints import (
+    apply_hints,
+    auto_hints,
+    topology_fingerprint,
+)
 
 log = logging.getLogger("kmesh.controllers.endpoints")
 Obj = dict[str, Any]

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from kmesh.api.meta import parse_quantity
+from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.controllers import podutil
 
 Obj = dict[str, Any]
@@ -38,7 +39,6 @@ Obj = dict[str, Any]
 TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
 DEPRECATED_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
 PREFER_CLOSE = "PreferClose"
-ZONE_LABEL = "topology.kubernetes.io/zone"
 OVERLOAD_THRESHOLD = 0.2  # the most extra load (20 %) any zone's endpoints may be expected to take
 EXCLUDED_NODE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-ZONE_LABEL = "topology.kubernetes.io/zone"  # the Node label that says which zone a node is in
-
 
 class Hinted(Protocol):
     """What the filter reads of an endpoint."""

@@ -20,11 +20,11 @@ from typing import Any
 
 import trio
 
+from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, service_ports
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
-from kmesh.proxy.topology import ZONE_LABEL
 
 Obj = dict[str, Any]
 log = logging.getLogger("kmesh.proxy.tracker")
