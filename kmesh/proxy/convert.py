@@ -78,6 +78,11 @@ def _endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[En
     return tuple(sorted(seen.values(), key=lambda e: (tuple(int(x) for x in e.ip.split(".")) if "." in e.ip else (0,), e.port)))
 
 
+def _ipv4(addresses: Iterable[str]) -> tuple[str, ...]:
+    """The IPv4 addresses (or CIDRs) of ``addresses``: each proxy serves one family, kmesh's IPv4."""
+    return tuple(a.strip() for a in addresses if ":" not in a)
+
+
 def service_ports(svc: Obj, slices: Iterable[Obj], node_zone: str = "") -> list[ServicePort]:
     """The ``ServicePort``s of one Service with its EndpointSlices' endpoints (IPv4 only), for a proxy
     on a node in ``node_zone`` ("" = unknown; topology hints are then not used)."""
@@ -92,8 +97,10 @@ def service_ports(svc: Obj, slices: Iterable[Obj], node_zone: str = "") -> list[
     svc_type = spec.get("type") or "ClusterIP"
     # An ingress IP with ipMode Proxy is the load balancer's own address: traffic to it must reach the LB,
     # so the proxy leaves it alone (KEP-1860); VIP (the default) is captured like a ClusterIP.
-    lb_ips = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    lb_ips = _ipv4(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
                    if i.get("ip") and i.get("ipMode") != "Proxy")
+    if ":" in (spec.get("clusterIP") or ""):
+        return []  # an IPv6 Service: kmesh's proxies are IPv4-only (as an IPv4 kube-proxy of a dual-stack pair)
     trigger = _trigger_time(slices)
     out = []
     for p in spec.get("ports") or []:
@@ -105,13 +112,13 @@ def service_ports(svc: Obj, slices: Iterable[Obj], node_zone: str = "") -> list[
             port=int(p["port"]),
             type=svc_type,
             node_port=int(p.get("nodePort") or 0) if svc_type in ("NodePort", "LoadBalancer") else 0,
-            external_ips=tuple(spec.get("externalIPs") or ()),
+            external_ips=_ipv4(spec.get("externalIPs") or ()),
             load_balancer_ips=lb_ips if svc_type == "LoadBalancer" else (),
             session_affinity=affinity,
             affinity_timeout=int(timeout),
             internal_local=spec.get("internalTrafficPolicy") == "Local",
             external_local=spec.get("externalTrafficPolicy") == "Local" and svc_type in ("NodePort", "LoadBalancer"),
-            load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()) if svc_type == "LoadBalancer" else (),
+            load_balancer_source_ranges=_ipv4(spec.get("loadBalancerSourceRanges") or ()) if svc_type == "LoadBalancer" else (),
             health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
             endpoints=_endpoints(slices, p.get("name") or "", protocol),
             node_zone=node_zone,

@@ -28,3 +28,14 @@ def test_load_balancer_ips_only_for_type_load_balancer() -> None:
     svc["spec"]["type"] = "NodePort"
     (sp,) = build_state([svc], []).services.values()
     assert sp.load_balancer_ips == ()
+
+
+def test_ipv6_addresses_are_left_to_an_ipv6_proxy() -> None:
+    svc = lb_service([{"ip": "2001:db8::1"}, {"ip": "203.0.113.1"}])
+    svc["spec"]["externalIPs"] = ["2001:db8::2", "198.51.100.7"]
+    svc["spec"]["loadBalancerSourceRanges"] = ["2001:db8::/64", " 192.0.2.0/24"]
+    (sp,) = build_state([svc], []).services.values()
+    assert (sp.external_ips, sp.load_balancer_ips, sp.load_balancer_source_ranges) == (
+        ("198.51.100.7",), ("203.0.113.1",), ("192.0.2.0/24",))
+    svc["spec"]["clusterIP"] = "fd00:10:96::50"
+    assert build_state([svc], []).services == {}
