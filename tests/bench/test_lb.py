@@ -495,7 +495,7 @@ def test_cli_bench_lb_on_demo(sim_lab: Path) -> None:
     # sessionAffinity ClientIP (set from the start, so the warm-up answer means it is in): one client, one endpoint
     sticky_svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-sticky", "namespace": "default"},
                   "spec": {"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
-                           "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+                           "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}}  # ≥ 1024: plain users too
     trio.run(_apply_and_wait, sim_lab / "kubeconfig.yaml", [sticky_svc], "web-sticky", 3)
     res = _kmesh("bench", "lb", "web-sticky", "--requests", "60", "--expect", "sticky", "--data-dir", str(sim_lab))
     assert res.returncode == 0 and "PASS: sticky: all 60 answers from web-" in res.stdout, res.stdout + res.stderr
