@@ -12,7 +12,6 @@ import trio
 import yaml
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.convert import build_state
 from kmesh.proxy.iptables import IptablesProxy
 from kmesh.proxy.iptables_rules import normalise, parse_save, sep_chain, svc_chain
@@ -23,7 +22,7 @@ from kmesh.proxy.model import (
     ServicePort,
     ServicePortName,
 )
-from tests.conftest import require, require_binary
+from tests.conftest import require_binary
 from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, service_yaml
 from tests.proxy.test_iptables_rules import CASES, EXPECTED, NODE
 from tests.proxy.traffic_lab import (
@@ -48,17 +47,13 @@ from tests.support.cluster import Cluster
 pytestmark = pytest.mark.netns
 
 
-def _need_netns() -> None:
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("iptables-restore")
-    require_binary("iptables-save")
+IPTABLES = ("iptables-restore", "iptables-save")
 
 
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
     """Creates uniquely named namespaces (``kmi-<random>-<what>``) and deletes them all afterwards."""
-    _need_netns()
-    with namespace_factory("kmi") as make:
+    with namespace_factory("kmi", IPTABLES) as make:
         yield make
 
 

@@ -20,7 +20,6 @@ import pytest
 import trio
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.iptables import IptablesProxy
 from kmesh.proxy.iptables_rules import (
     JUMPS,
@@ -36,7 +35,6 @@ from kmesh.proxy.model import (
     ServicePort,
     ServicePortName,
 )
-from tests.conftest import require, require_binary
 from tests.proxy.traffic_lab import (
     CLIENT_NET,
     WHOAMI_PORT,
@@ -158,10 +156,7 @@ def test_filter_rules_do_not_depend_on_nodeport_addresses() -> None:
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
     """Namespaces ``kmnpa-<random>-<what>``, all deleted afterwards."""
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("iptables-restore")
-    require_binary("iptables-save")
-    with namespace_factory("kmnpa") as make:
+    with namespace_factory("kmnpa", ("iptables-restore", "iptables-save")) as make:
         yield make
 
 

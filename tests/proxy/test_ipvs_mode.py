@@ -23,9 +23,20 @@ from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.ipvs import IPVSConfig, IpvsProxy, desired_state, iptables_text
 from kmesh.proxy.ipvs_table import IPVSTable
-from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
 from tests.conftest import require, require_binary
-from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, read_line, service_yaml
+from tests.proxy.support import (
+    endpoint_slice_yaml,
+    endpoint_yaml,
+    read_line,
+    service_yaml,
+)
 
 NODE_IP = "192.168.56.11"
 CTX = NodeContext("node-a", (NODE_IP,), cluster_cidr="10.244.0.0/16")

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.ipvs import IPVSConfig, IpvsProxy, desired_state, iptables_text
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePort, ServicePortName
-from tests.conftest import require, require_binary
 from tests.proxy.traffic_lab import (
     CLIENT_NET,
     PODS,
@@ -56,10 +54,7 @@ def test_desired_state_puts_nodeports_on_the_given_addresses_only() -> None:
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
     """Namespaces ``kmnpa-<random>-<what>``, all deleted afterwards."""
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    for prog in ("ipset", "iptables-restore", "iptables-save"):
-        require_binary(prog)
-    with namespace_factory("kmnpa") as make:
+    with namespace_factory("kmnpa", ("ipset", "iptables-restore", "iptables-save")) as make:
         yield make
 
 

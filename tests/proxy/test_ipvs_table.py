@@ -7,8 +7,21 @@ from dataclasses import replace
 
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
-from kmesh.proxy.ipvs_kernel import dest_fields, dest_message, parse_dest, parse_service, service_fields, service_message
-from kmesh.proxy.ipvs_table import DesiredVS, IPVSTable, RealServer, VirtualServer, render_table
+from kmesh.proxy.ipvs_kernel import (
+    dest_fields,
+    dest_message,
+    parse_dest,
+    parse_service,
+    service_fields,
+    service_message,
+)
+from kmesh.proxy.ipvs_table import (
+    DesiredVS,
+    IPVSTable,
+    RealServer,
+    VirtualServer,
+    render_table,
+)
 
 
 class Clock:

@@ -16,11 +16,9 @@ import pytest
 import trio
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
 from kmesh.proxy.nftables import NftablesProxy
 from kmesh.proxy.nftables_rules import firewall_chain
-from tests.conftest import require, require_binary
 from tests.proxy.traffic_lab import (
     CIP,
     CLIENT_NET,
@@ -45,9 +43,7 @@ NODE_UNDERLAY = "192.168.56.11"
 
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("nft")
-    with namespace_factory("kmnft") as make:
+    with namespace_factory("kmnft", ("nft",)) as make:
         yield make
 
 
@@ -58,23 +54,10 @@ async def lab(make_ns: MakeNs, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab
         yield pair
 
 
-async def ask_from(ns: str, src: str, ip: str, port: int) -> str:
-    """Connect from address ``src`` of namespace ``ns`` and read the answer."""
-    sock = await netns.open_socket(ns)
-    with sock:
-        await sock.bind((src, 0))
-        with trio.fail_after(5):
-            await sock.connect((ip, port))
-            data = b""
-            while chunk := await sock.recv(100):
-                data += chunk
-    return data.decode()
-
-
 async def unanswered(ns: str, src: str, ip: str, port: int, wait: float = 1.5) -> bool:
     """True when a connection from ``src`` gets neither an answer nor a refusal within ``wait`` seconds."""
     with trio.move_on_after(wait):
-        await ask_from(ns, src, ip, port)
+        await ask_tcp(ns, ip, port, src)
         return False
     return True
 
@@ -115,20 +98,20 @@ async def test_load_balancer_source_ranges(lab: tuple[Lab, NftablesProxy]) -> No
     watch = Watch(lb.node, LB_IP, 80, "prerouting", -105)  # after filter-prerouting (-110), before DNAT (-100)
     await watch.install()
     # Inside the range: through the LB IP to the endpoint (masqueraded: externalTrafficPolicy Cluster).
-    assert await ask_from(lb.client, ALLOWED, LB_IP, 80) == f"pod1 {POD_NET}.1"
+    assert await ask_tcp(lb.client, LB_IP, 80, ALLOWED) == f"pod1 {POD_NET}.1"
     # Outside: dropped by firewall-<h> before DNAT.
     assert await unanswered(lb.client, BLOCKED, LB_IP, 80)
     counts = await watch.counts()
     assert counts["early"] > 1 and counts["late"] == 1, counts  # only the allowed SYN got past the firewall
     # The NodePort is not subject to the ranges (as upstream).
-    assert await ask_from(lb.client, BLOCKED, f"{CLIENT_NET}.1", 30061) == f"pod1 {POD_NET}.1"
+    assert await ask_tcp(lb.client, f"{CLIENT_NET}.1", 30061, BLOCKED) == f"pod1 {POD_NET}.1"
     # A partial sync widens the range: the second address gets through now.
     await mode.sync(ProxyState({LB: lb_service(lb, (f"{CLIENT_NET}.0/24",))}), frozenset({LB}), False)
-    assert await ask_from(lb.client, BLOCKED, LB_IP, 80) == f"pod1 {POD_NET}.1"
+    assert await ask_tcp(lb.client, LB_IP, 80, BLOCKED) == f"pod1 {POD_NET}.1"
     # No ranges: no firewall chain at all.
     await mode.sync(ProxyState({LB: lb_service(lb, ())}), frozenset({LB}), False)
     assert firewall_chain(LB) not in await mode.rules()
-    assert await ask_from(lb.client, BLOCKED, LB_IP, 80) == f"pod1 {POD_NET}.1"
+    assert await ask_tcp(lb.client, LB_IP, 80, BLOCKED) == f"pod1 {POD_NET}.1"
 
 
 async def test_unallocated_cluster_ips_are_dropped_and_unused_ports_rejected(lab: tuple[Lab, NftablesProxy]) -> None:

@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,
@@ -26,7 +25,6 @@ from kmesh.proxy.nftables_rules import (
     parse_listing,
     service_chain,
 )
-from tests.conftest import require, require_binary
 from tests.proxy.support import endpoint_slice_yaml, endpoint_yaml, service_yaml
 from tests.proxy.traffic_lab import (
     CIP,
@@ -55,9 +53,7 @@ pytestmark = pytest.mark.netns
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
     """Creates uniquely named namespaces (``kmn-<random>-<what>``) and deletes them all afterwards."""
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("nft")
-    with namespace_factory("kmn") as make:
+    with namespace_factory("kmn", ("nft",)) as make:
         yield make
 
 

@@ -19,7 +19,6 @@ import pytest
 import trio
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,
@@ -28,7 +27,6 @@ from kmesh.proxy.model import (
     ServicePortName,
 )
 from kmesh.proxy.nftables import NftablesError, NftablesProxy
-from tests.conftest import require, require_binary
 from tests.proxy.traffic_lab import MakeNs, namespace_factory
 
 pytestmark = pytest.mark.netns
@@ -121,9 +119,7 @@ class Walk:
 
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("nft")
-    with namespace_factory("kmnft") as make:
+    with namespace_factory("kmnft", ("nft",)) as make:
         yield make
 
 

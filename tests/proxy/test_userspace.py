@@ -16,9 +16,26 @@ import trio.testing
 
 from kmesh.lab import netns
 from kmesh.lab.netns_check import netns_usable
-from kmesh.proxy.forward import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
-from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName
-from kmesh.proxy.userspace import CHAINS, UserspaceProxy, UserspaceSyncError, proxy_socket_opener
+from kmesh.proxy.forward import (
+    NamespaceSockets,
+    OpenSocket,
+    default_open_socket,
+    tcp_listener,
+    udp_socket,
+)
+from kmesh.proxy.model import (
+    Endpoint,
+    NodeContext,
+    ProxyState,
+    ServicePort,
+    ServicePortName,
+)
+from kmesh.proxy.userspace import (
+    CHAINS,
+    UserspaceProxy,
+    UserspaceSyncError,
+    proxy_socket_opener,
+)
 from tests.conftest import require
 from tests.proxy.support import bridged_node, read_line
 

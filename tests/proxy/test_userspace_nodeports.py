@@ -9,7 +9,6 @@ import pytest
 import trio
 
 from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.balancer import RoundRobin
 from kmesh.proxy.model import (
     Endpoint,
@@ -19,7 +18,6 @@ from kmesh.proxy.model import (
     ServicePortName,
 )
 from kmesh.proxy.userspace import Frontend, ServiceProxy, Slot, UserspaceProxy
-from tests.conftest import require, require_binary
 from tests.proxy.test_userspace import ask_name, name_server
 from tests.proxy.traffic_lab import (
     CLIENT_NET,
@@ -84,9 +82,7 @@ def test_portal_rules_name_each_selected_address() -> None:
 @pytest.fixture
 def make_ns() -> Iterator[MakeNs]:
     """Namespaces ``kmnpa-<random>-<what>``, all deleted afterwards."""
-    require(netns_usable(), "root with network namespaces (ip netns)")
-    require_binary("iptables-restore")
-    with namespace_factory("kmnpa") as make:
+    with namespace_factory("kmnpa", ("iptables-restore",)) as make:
         yield make
 
 

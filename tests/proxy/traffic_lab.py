@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
 
 from kmesh.lab import netns
+from kmesh.lab.netns_check import netns_usable
 from kmesh.proxy.model import Endpoint, NodeContext, ServicePort, ServicePortName
+from tests.conftest import require, require_binary
 
 MakeNs = Callable[[str], str]
 NODE = "node1"
 
 
 @contextmanager
-def namespace_factory(prefix: str) -> Iterator[MakeNs]:
-    """``make(what)`` creates namespace ``<prefix>-<random>-<what>``; all are deleted on the way out."""
+def namespace_factory(prefix: str, needs: Sequence[str] = ()) -> Iterator[MakeNs]:
+    """``make(what)`` creates namespace ``<prefix>-<random>-<what>``; all are deleted on the way out.
+
+    First it requires root with network namespaces and the programs ``needs``
+    (skipped without them, failed under ``KMESH_REQUIRE_NETNS=1``)."""
+    require(netns_usable(), "root with network namespaces (ip netns)")
+    for program in needs:
+        require_binary(program)
     tag = uuid.uuid4().hex[:6]
     made: list[str] = []
 
@@ -121,10 +129,12 @@ async def _udp_answer(sock: trio.socket.SocketType, name: str) -> None:
             await sock.sendto(name.encode(), addr)
 
 
-async def ask_tcp(ns: str, ip: str, port: int) -> str:
-    """Connect from namespace ``ns`` and read the answering pod's name."""
+async def ask_tcp(ns: str, ip: str, port: int, src: str | None = None) -> str:
+    """Connect from namespace ``ns`` (from its address ``src`` if given) and read the answering pod's name."""
     sock = await netns.open_socket(ns)
     with sock:
+        if src is not None:
+            await sock.bind((src, 0))
         with trio.fail_after(5):
             await sock.connect((ip, port))
             data = b""
