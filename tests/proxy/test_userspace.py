@@ -372,10 +372,17 @@ async def test_namespace_sockets_come_from_the_namespace(netns_lab: NetnsLab) ->
     opener.close()
 
 
+def _neighbour(ip: str) -> str:
+    """Another address of the same /24 (the next one, or the one before at the top)."""
+    head, last = ip.rsplit(".", 1)
+    n = int(last)
+    return f"{head}.{n + 1 if n < 254 else n - 1}"
+
+
 async def test_sim_bind_failure_reports_and_leaks_nothing(sim: tuple[SimLab, UserspaceProxy]) -> None:
     lab, proxy = sim
-    other = ServicePort(ServicePortName("default", "other", "", "TCP"), f"{lab.cluster_ip[:-1]}{'7' if lab.cluster_ip[-1] != '7' else '8'}",
-                        lab.port, endpoints=lab.endpoints(1))
+    other = ServicePort(ServicePortName("default", "other", "", "TCP"), _neighbour(lab.cluster_ip), lab.port,
+                        endpoints=lab.endpoints(1))
     blocker = await tcp_listener(lab.node_ip, lab.node_port)  # someone else holds the NodePort
     with blocker:
         sp = lab.service(1, type="NodePort", node_port=lab.node_port)
