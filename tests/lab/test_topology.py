@@ -35,15 +35,18 @@ def test_hosts_reach_each_other_and_sweep_removes_all(names: LabNames) -> None:
     assert out.returncode == 0, out.stderr
     fwd = netns.call_in(names.node("node-1"), lambda: open("/proc/sys/net/ipv4/ip_forward").read().strip())
     assert fwd == "1"
-    sleeper = subprocess.Popen(netns.nsenter_argv(names.node("node-1"), ["sleep", "600"]))
+    # nsenter enters the namespace, then execs sh, which says so and execs sleep: one PID throughout
+    sleeper = subprocess.Popen(netns.nsenter_argv(names.node("node-1"), ["sh", "-c", "echo in; exec sleep 600"]),
+                               stdout=subprocess.PIPE, text=True)
     try:
-        # nsenter execs sleep in place: the PID is the sleeping process
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == "in\n"  # it is inside now
         assert sleeper.pid in processes_in([names.node("node-1")])
         removed = sweep(names, grace=2.0)
     finally:
         if sleeper.poll() is None:
             sleeper.kill()
         sleeper.wait()
+        sleeper.stdout.close()
     assert f"process {sleeper.pid} (in a lab namespace)" in removed
     assert netns.names(names.prefix) == []
     assert removed[-1] == f"namespace {names.underlay}"
