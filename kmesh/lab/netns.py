@@ -199,10 +199,12 @@ def ip(name: str | None, *args: str, check: bool = True) -> str:
     return _ip(*full, check=check).stdout
 
 
-def addresses(name: str | None, family: int = socket.AF_INET) -> list[str]:
-    """The IP addresses (no prefix length) held by any link in namespace ``name`` (None: this one)."""
+def addresses(name: str | None, family: int = socket.AF_INET, *, except_link: str | None = None) -> list[str]:
+    """The IP addresses (no prefix length) held by the links of namespace ``name`` (None: this one),
+    all of them or all but ``except_link``'s (an address another link holds too stays in)."""
     flag = "-6" if family == socket.AF_INET6 else "-4"
     out: list[str] = []
     for link in json.loads(ip(name, "-j", flag, "addr", "show") or "[]"):
-        out.extend(a["local"] for a in link.get("addr_info", []) if "local" in a)
+        if except_link is None or link.get("ifname") != except_link:
+            out.extend(a["local"] for a in link.get("addr_info", []) if "local" in a)
     return out

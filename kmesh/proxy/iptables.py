@@ -129,7 +129,7 @@ class IptablesProxy:
 
     async def _resolve_nodeport_ips(self) -> None:
         """Pick the ``--nodeport-addresses`` addresses among the namespace's current ones (full syncs)."""
-        chosen, _ = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen = await nodeport_ips.select_for(self.ctx, self.name)
         self.cfg = replace(self.cfg, nodeport_ips=None if chosen is None else tuple(chosen))
         self.planner.cfg = self.cfg
 

@@ -353,9 +353,9 @@ class IpvsProxy:
     async def _pick_nodeport_ips(self) -> list[str]:
         """The node addresses NodePort virtual servers go on: ``--nodeport-addresses``' choice, or without
         it every local address but kube-ipvs0's; loopback never (as upstream's IPVS mode)."""
-        chosen, _ = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen = await nodeport_ips.select_for(self.ctx, self.name)
         if chosen is None:
-            chosen = await nodeport_ips.addresses_except(self.ctx, DEVICE)
+            chosen = await nodeport_ips.local_addresses(self.ctx, except_link=DEVICE)
         return [ip for ip in dict.fromkeys(chosen) if not nodeport_ips.is_loopback(ip)]
 
     async def rules(self) -> str:

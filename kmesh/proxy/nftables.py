@@ -32,13 +32,13 @@ from kmesh.proxy.nftables_rules import (
     Existing,
     Installed,
     ipv4_ports,
-    needs_local_addresses,
     nodeport_ips,
     parse_json_listing,
     render_service,
     setup,
     transaction,
 )
+from kmesh.proxy.nodeport_ips import local_addresses_for
 
 log = logging.getLogger("kmesh.proxy")
 
@@ -85,10 +85,7 @@ class NftablesProxy:
 
     async def _nodeport_ips(self) -> list[str] | None:
         """The ``nodeport-ips`` addresses (None: every local address), from the node's addresses if needed."""
-        local: list[str] = []
-        if needs_local_addresses(self.ctx):
-            local = await trio.to_thread.run_sync(netns.addresses, self.ctx.netns)
-        return nodeport_ips(self.ctx, local)
+        return nodeport_ips(self.ctx, await local_addresses_for(self.ctx, self.name))
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Install the table with its base chains (no services) when it is not there yet."""

@@ -373,12 +373,6 @@ def nodeport_ips(ctx: NodeContext, local_ips: Iterable[str] = ()) -> list[str] |
     return [ip for ip in chosen if ipaddress.ip_address(ip).version == 4 and not ipaddress.ip_address(ip).is_loopback]
 
 
-def needs_local_addresses(ctx: NodeContext) -> bool:
-    """True when choosing NodePort addresses means matching CIDRs against the node's own addresses."""
-    chosen = nodeports.effective(ctx.nodeport_addresses, "nftables")
-    return bool(chosen) and tuple(chosen) != (nodeports.PRIMARY,)
-
-
 def setup(ctx: NodeContext, nodeports_on: list[str] | None, *, recreate_base: bool = False,
           mark: int = MASQ_MARK) -> list[str]:
     """The Service-independent part of the table, as a full sync (re)writes it (upstream's setupNFTables).

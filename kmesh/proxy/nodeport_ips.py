@@ -2,7 +2,8 @@
 
 ``kmesh.proxy.nodeports`` parses the flag and matches addresses; this module
 asks the node namespace which addresses it holds (an ``ip addr`` run, so the
-modes call it at each full sync, not on every partial one) and answers the
+modes call it at each full sync, not on every partial one, and only when
+CIDRs need matching) and answers the
 one question upstream's iptables proxier asks once at start: may NodePorts
 be reached on loopback addresses (``ContainsIPv4Loopback``)?
 """
@@ -10,8 +11,8 @@ be reached on loopback addresses (``ContainsIPv4Loopback``)?
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -22,25 +23,24 @@ from kmesh.proxy.model import NodeContext
 _LOOPBACK_START = ipaddress.ip_address("127.0.0.0")
 
 
-async def local_addresses(ctx: NodeContext) -> list[str]:
-    """Every IPv4 address the node namespace holds (``ctx.netns``; None: this process's own)."""
-    return await trio.to_thread.run_sync(netns.addresses, ctx.netns)
+async def local_addresses(ctx: NodeContext, except_link: str | None = None) -> list[str]:
+    """Every IPv4 address the node namespace holds (``ctx.netns``; None: this process's own), or all but
+    those of link ``except_link`` (as upstream's ``GetAllLocalAddressesExcept``)."""
+    return await trio.to_thread.run_sync(partial(netns.addresses, ctx.netns, except_link=except_link))
 
 
-async def addresses_except(ctx: NodeContext, device: str) -> list[str]:
-    """Every IPv4 address the node namespace holds on links other than ``device`` (an address that
-    ``device`` shares with another link stays in, as upstream's ``GetAllLocalAddressesExcept``)."""
-    text = await trio.to_thread.run_sync(netns.ip, ctx.netns, "-j", "-4", "addr", "show")
-    return [a["local"] for link in json.loads(text or "[]") if link.get("ifname") != device
-            for a in link.get("addr_info", []) if "local" in a]
+async def local_addresses_for(ctx: NodeContext, mode: str) -> list[str]:
+    """The namespace's addresses when ``mode``'s ``--nodeport-addresses`` choice has CIDRs to match
+    against them; else [] without asking (every address, or ``primary``)."""
+    if nodeports.needs_local(nodeports.effective(ctx.nodeport_addresses, mode)):
+        return await local_addresses(ctx)
+    return []
 
 
-async def select_for(ctx: NodeContext, mode: str) -> tuple[list[str] | None, list[str]]:
-    """(the NodePort addresses of ``mode`` on this node — ``nodeports.ALL`` for every local address —,
-    the namespace's local addresses they were chosen from)."""
-    local = await local_addresses(ctx)
-    chosen = nodeports.select(nodeports.effective(ctx.nodeport_addresses, mode), ctx.node_ips, local)
-    return chosen, local
+async def select_for(ctx: NodeContext, mode: str) -> list[str] | None:
+    """The NodePort addresses of ``mode`` on this node (``nodeports.ALL`` for every local address)."""
+    local = await local_addresses_for(ctx, mode)
+    return nodeports.select(nodeports.effective(ctx.nodeport_addresses, mode), ctx.node_ips, local)
 
 
 def contains_ipv4_loopback(addresses: Sequence[str]) -> bool:

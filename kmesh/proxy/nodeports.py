@@ -45,6 +45,14 @@ def effective(addresses: Sequence[str], mode: str) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+def needs_local(addresses: Sequence[str]) -> bool:
+    """True when choosing among ``addresses`` (parsed, defaulted) means matching the node's own addresses
+    against CIDRs; not for every address (empty, or a /0) nor for ``primary``."""
+    if not addresses or tuple(addresses) == (PRIMARY,):
+        return False
+    return all(ipaddress.ip_network(a).prefixlen != 0 for a in addresses)
+
+
 def select(addresses: Sequence[str], node_ips: Sequence[str], local_ips: Iterable[str] = ()) -> list[str] | None:
     """The addresses NodePorts listen on; ``ALL`` (None) for every local address.
 

@@ -39,3 +39,10 @@ def test_select() -> None:
     assert nodeports.select(("10.244.0.0/16",), node, local) == ["10.244.1.1"]
     assert nodeports.select(("127.0.0.0/8", "192.168.56.0/24"), node, local) == ["192.168.56.11", "127.0.0.1"]
     assert nodeports.select(("172.16.0.0/12",), node, local) == []
+
+
+def test_needs_local_only_for_cidrs_to_match() -> None:
+    assert not nodeports.needs_local(())
+    assert not nodeports.needs_local(("primary",))
+    assert not nodeports.needs_local(("0.0.0.0/0", "10.0.0.0/8"))  # every address anyway
+    assert nodeports.needs_local(("10.0.0.0/8",))
