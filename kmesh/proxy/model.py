@@ -132,7 +132,6 @@ class NodeContext:
     cluster_cidr: str = "10.244.0.0/16"
     netns: str | None = None  # the namespace to program (None: this process's own)
     masquerade_all: bool = False
-    zone: str = ""  # the node's topology.kubernetes.io/zone label ("" when unknown): topology-aware routing
     nodeport_addresses: tuple[str, ...] = ()  # --nodeport-addresses CIDRs ("primary" allowed); () = every local IP
     service_cidrs: tuple[str, ...] = ("10.96.0.0/12",)  # --service-cluster-ip-range: where ClusterIPs come from
 

@@ -147,7 +147,7 @@ async def run_proxy(
     """Run a proxy in ``mode`` until cancelled; ``task_status`` gets the runner after the first sync.
     On cancellation the installed rules stay (as upstream's); call ``mode.cleanup()`` to remove them."""
     cfg = cfg or SyncConfig()
-    tracker = ChangeTracker(client, node=mode.ctx.node, zone=mode.ctx.zone)
+    tracker = ChangeTracker(client, node=mode.ctx.node)
     metrics = ProxyMetrics()
     runner = ProxyRunner(tracker, mode, cfg, metrics)
     async with trio.open_nursery() as n:

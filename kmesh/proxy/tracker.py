@@ -33,14 +33,13 @@ log = logging.getLogger("kmesh.proxy.tracker")
 class ChangeTracker:
     """Desired proxy state from the API, with the names changed since the last ``take``."""
 
-    def __init__(self, client: Client, *, node: str = "", zone: str = "") -> None:
-        """``node``: the proxy's Node, whose zone label is followed (none when ""); ``zone``: the zone
-        until that Node is seen (or for good, without ``node``)."""
+    def __init__(self, client: Client, *, node: str = "") -> None:
+        """``node``: the proxy's Node, whose zone label is followed ("": none, and no zone)."""
         self.services = Informer(client, "Service")
         self.slices = Informer(client, "EndpointSlice")
         self.services.add_handler(self._on_service)
         self.slices.add_handler(self._on_slice)
-        self.zone = zone
+        self.zone = ""  # unknown until the Node is seen
         self.node: Informer | None = None
         if node:
             self.node = Informer(client, "Node", field_selector=f"metadata.name={node}")
