@@ -10,12 +10,15 @@ inside the proxy's namespace.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kmesh.lab import netns
 from kmesh.proxy.model import Endpoint, ServicePort, ServicePortName, usable
+
+log = logging.getLogger("kmesh.proxy")
 
 
 class ConntrackError(Exception):
@@ -111,3 +114,24 @@ async def flush(ns: str | None, flushes: Iterable[Flush]) -> int:
         if proc.returncode != 0 and "0 flow entries" not in text:
             raise ConntrackError(f"{' '.join(f.argv())}: {text.strip() or proc.returncode}")
     return len(todo)
+
+
+async def flush_stale(
+    ns: str | None,
+    old: Mapping[ServicePortName, ServicePort],
+    new: Mapping[ServicePortName, ServicePort],
+    names: Iterable[ServicePortName],
+    node: str,
+    mode: str,
+) -> str:
+    """After a sync's rules are in: flush the UDP flows ``stale_flushes`` finds; "" or what went wrong.
+
+    A failure is logged and returned, not raised: the rules are installed, and
+    a stale UDP flow is not worth a resync.
+    """
+    try:
+        await flush(ns, stale_flushes(old, new, names, node))
+    except ConntrackError as exc:
+        log.warning("%s proxy: %s", mode, exc)
+        return str(exc)
+    return ""

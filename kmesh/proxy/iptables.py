@@ -185,13 +185,8 @@ class IptablesProxy:
             self.last_plan = plan
             self.syncs += 1
             if self.flush_conntrack:
-                flushes = conntrack.stale_flushes(old, state.services, names, self.ctx.node)
-                try:
-                    await conntrack.flush(self.ctx.netns, flushes)
-                    self.last_conntrack_error = ""
-                except conntrack.ConntrackError as exc:  # the rules are in; a stale UDP flow is not worth a resync
-                    self.last_conntrack_error = str(exc)
-                    log.warning("iptables proxy: %s", exc)
+                self.last_conntrack_error = await conntrack.flush_stale(
+                    self.ctx.netns, old, state.services, names, self.ctx.node, self.name)
             t3 = time.perf_counter()
             self.last_sync_seconds = t3 - t0
             self.last_timings = {"prepare": t1 - t0, "restore": t2 - t1, "conntrack": t3 - t2}

@@ -18,7 +18,6 @@ iptables mode.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import trio
@@ -39,8 +38,6 @@ from kmesh.proxy.nftables_rules import (
     transaction,
 )
 from kmesh.proxy.nodeport_ips import local_addresses_for
-
-log = logging.getLogger("kmesh.proxy")
 
 
 class NftablesError(Exception):
@@ -98,20 +95,16 @@ class NftablesProxy:
         async with self._lock:
             t0 = time.perf_counter()
             old = self._installed.ports
-            await self._apply(state, changed, full)
+            touched = await self._apply(state, changed, full)
             self.syncs += 1
             if self.flush_conntrack:
-                names = set(old) | set(state.services)
-                try:
-                    await conntrack.flush(self.ctx.netns, conntrack.stale_flushes(old, state.services, names, self.ctx.node))
-                    self.last_conntrack_error = ""
-                except conntrack.ConntrackError as exc:  # the rules are in; a stale UDP flow is not worth a resync
-                    self.last_conntrack_error = str(exc)
-                    log.warning("nftables proxy: %s", exc)
+                self.last_conntrack_error = await conntrack.flush_stale(
+                    self.ctx.netns, old, state.services, touched, self.ctx.node, self.name)
             self.last_sync_seconds = time.perf_counter() - t0
 
-    async def _apply(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> None:
-        """One transaction: everything when ``full`` (or after a failure), else only what changed."""
+    async def _apply(self, state: ProxyState, changed: frozenset[ServicePortName], full: bool) -> set[ServicePortName]:
+        """One transaction: everything when ``full`` (or after a failure), else only what changed; the
+        service ports it rewrote (every one before and after a full sync)."""
         full = full or self._need_full
         before = self._installed
         ports = ipv4_ports(state)
@@ -119,11 +112,13 @@ class NftablesProxy:
             setup_lines = setup(self.ctx, await self._nodeport_ips(), recreate_base=not self._base_recreated)
             rules = {n: render_service(sp, self.ctx) for n, sp in ports.items()}
             tx = transaction(ports, rules, rules, before, setup_lines=setup_lines, existing=await self._existing())
+            touched = set(ports) | set(before.ports)
         else:
             # What changed: what the runner says, and anything that differs from what was applied.
             dirty = set(changed) | {n for n in ports.keys() | before.ports.keys() if ports.get(n) != before.ports.get(n)}
             rules = {n: before.rules[n] if n not in dirty else render_service(sp, self.ctx) for n, sp in ports.items()}
             tx = transaction(ports, rules, dirty, before)
+            touched = dirty
         try:
             if tx.text:
                 await self._nft(["-f", "-"], tx.text)
@@ -134,6 +129,7 @@ class NftablesProxy:
             self._base_recreated = True
         self._installed, self._need_full = tx.after, False
         self.last_script, self.last_full = tx.text, full
+        return touched
 
     async def rules(self) -> str:
         """``nft list table ip kube-proxy`` ("" when the table is absent)."""
