@@ -33,6 +33,7 @@ from typing import Any
 from kmesh.api.meta import parse_quantity
 from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.controllers import podutil
+from kmesh.controllers.scheduler import node_ready
 
 Obj = dict[str, Any]
 
@@ -67,11 +68,6 @@ def prefer_close(svc: Obj) -> bool:
 
 def _ready(ep: Obj) -> bool:
     return (ep.get("conditions") or {}).get("ready") is True
-
-
-def _node_ready(node: Obj) -> bool:
-    c = podutil.condition(node, "Ready")
-    return c is not None and c.get("status") == "True"
 
 
 def _hint(ep: Obj, zone: str) -> None:
@@ -109,7 +105,7 @@ def zone_shares(nodes: Iterable[Obj]) -> ZoneShares:
     cpu: dict[str, Decimal] = {}
     for node in nodes:
         labels = podutil.labels(node)
-        if any(k in labels for k in EXCLUDED_NODE_LABELS) or not _node_ready(node):
+        if any(k in labels for k in EXCLUDED_NODE_LABELS) or not node_ready(node):
             continue
         zone = labels.get(ZONE_LABEL) or ""
         alloc = ((node.get("status") or {}).get("allocatable") or {}).get("cpu")
@@ -256,6 +252,6 @@ def topology_fingerprint(node: Obj | None) -> tuple[Any, ...]:
         return ()
     labels = podutil.labels(node)
     return (
-        labels.get(ZONE_LABEL), tuple(k for k in EXCLUDED_NODE_LABELS if k in labels), _node_ready(node),
+        labels.get(ZONE_LABEL), tuple(k for k in EXCLUDED_NODE_LABELS if k in labels), node_ready(node),
         ((node.get("status") or {}).get("allocatable") or {}).get("cpu"),
     )
