@@ -104,13 +104,15 @@ async def test_replicaset_scales_and_reports_status(env: Env) -> None:
     await c.delete("Pod", gone, "default")
     await wait(pods, lambda i: len(live(i, "rs")) == 4 and gone not in {p["metadata"]["name"] for p in live(i, "rs")})
 
-    # An orphan that matches is adopted: no extra pod, one fewer created.
-    await c.patch("ReplicaSet", "rs", {"spec": {"replicas": 5}}, "default")
-    await c.create(pod("adoptee", {"app": "rs"}, node="node-0"))
-    await wait(sets, status_is(5))
-    await wait(pods, lambda i: any(r.get("uid") == rs["metadata"]["uid"]
-                                   for r in (i.get("adoptee", "default") or {"metadata": {}})["metadata"].get("ownerReferences") or []))
-    assert len(live(pods, "rs")) == 5
+    # An orphan that matches is adopted: no extra pod, one fewer created. The orphan exists (and the
+    # controllers have seen it) before its ReplicaSet does, so adoption cannot race a scale-up.
+    await c.create(pod("adoptee", {"app": "adopter"}, node="node-0"))
+    await wait(pods, lambda i: i.get("adoptee", "default") is not None)
+    adopter = await c.create(replicaset("adopter", 2))
+    await wait(sets, lambda i: ((i.get("adopter", "default") or {}).get("status") or {}).get("readyReplicas") == 2)
+    owners = pods.get("adoptee", "default")["metadata"].get("ownerReferences") or []
+    assert [r["uid"] for r in owners] == [adopter["metadata"]["uid"]]
+    assert len(live(pods, "adopter")) == 2
 
 
 def _pod(name: str, node: str | None, phase: str, ready: bool, created: str, ready_at: str | None = None) -> Obj:
