@@ -83,10 +83,15 @@ def condition(obj: Obj, ctype: str) -> dict[str, Any] | None:
     return None
 
 
+def condition_true(obj: Obj, ctype: str) -> bool:
+    """The object's status condition of type ``ctype`` is True."""
+    c = condition(obj, ctype)
+    return c is not None and c.get("status") == "True"
+
+
 def is_ready(pod: Obj) -> bool:
     """The pod's Ready condition is True."""
-    c = condition(pod, "Ready")
-    return c is not None and c.get("status") == "True"
+    return condition_true(pod, "Ready")
 
 
 def ready_since(pod: Obj) -> float | None:

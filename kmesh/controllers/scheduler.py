@@ -90,8 +90,7 @@ def _affinity_matches(pod: Obj, node: Obj) -> bool:
 
 def node_ready(node: Obj) -> bool:
     """The node's Ready condition is True."""
-    c = podutil.condition(node, "Ready")
-    return c is not None and c.get("status") == "True"
+    return podutil.condition_true(node, "Ready")
 
 
 def why_not(pod: Obj, node: Obj) -> str | None:
