@@ -25,6 +25,19 @@ KMESH = [sys.executable, "-m", "kmesh.cli"]
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.39"
 
 
+def client_pods(*nodes: int) -> str:
+    """YAML for pods ``client-<n>`` (label app=client, agnhost pause) pinned to ``node-<n>``, one per node."""
+    return "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client-{n}, namespace: default, labels: {{app: client}}}}
+spec:
+  nodeName: node-{n}
+  containers:
+  - {{name: c, image: {AGNHOST}, args: [pause]}}
+""" for n in nodes)
+
+
 class Lab:
     """A running lab and how to drive it."""
 

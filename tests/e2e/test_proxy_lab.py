@@ -19,7 +19,7 @@ import pytest
 
 from kmesh.lab import netns
 from kmesh.lab.topology import LabNames
-from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
+from tests.e2e.labdriver import AGNHOST, KMESH, Lab, client_pods, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -44,30 +44,6 @@ spec:
       - name: udp
         image: %(img)s
         args: [serve-hostname, --udp, --http=false, --port=9377]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client-1, namespace: default, labels: {app: client}}
-spec:
-  nodeName: node-1
-  containers:
-  - {name: c, image: %(img)s, args: [pause]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client-2, namespace: default, labels: {app: client}}
-spec:
-  nodeName: node-2
-  containers:
-  - {name: c, image: %(img)s, args: [pause]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client-3, namespace: default, labels: {app: client}}
-spec:
-  nodeName: node-3
-  containers:
-  - {name: c, image: %(img)s, args: [pause]}
 ---
 apiVersion: v1
 kind: Service
@@ -103,7 +79,7 @@ spec:
   selector: {app: nobody}
   ports:
   - {name: http, port: 80, targetPort: 9376}
-""" % {"img": AGNHOST}
+""" % {"img": AGNHOST} + client_pods(1, 2, 3)
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from kmesh.lab.topology import LabNames
-from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
+from tests.e2e.labdriver import AGNHOST, KMESH, Lab, client_pods, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -51,22 +51,6 @@ spec:
         readinessProbe: {tcpSocket: {port: 9376}, periodSeconds: 1}
 ---
 apiVersion: v1
-kind: Pod
-metadata: {name: client-1, namespace: default, labels: {app: client}}
-spec:
-  nodeName: node-1
-  containers:
-  - {name: c, image: %(img)s, args: [pause]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client-2, namespace: default, labels: {app: client}}
-spec:
-  nodeName: node-2
-  containers:
-  - {name: c, image: %(img)s, args: [pause]}
----
-apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
@@ -74,7 +58,7 @@ spec:
   trafficDistribution: PreferClose
   ports:
   - {name: http, port: 80, targetPort: 9376}
-""" % {"img": AGNHOST}
+""" % {"img": AGNHOST} + client_pods(1, 2)
 
 
 def hostnames(lab: Lab, client: str, n: int = 24) -> Counter[str]:
