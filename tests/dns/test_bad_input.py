@@ -165,7 +165,7 @@ async def test_server_survives_garbage_over_udp_and_tcp(lab: DNSLab) -> None:
         await stream.aclose()
     # A zero-length TCP message: closed or FORMERR, not a hang.
     stream = await trio.open_tcp_stream(lab.host, lab.port)
-    with trio.fail_after(3):
+    with trio.fail_after(10):
         await stream.send_all(b"\x00\x00")
         await stream.receive_some(100)
     await stream.aclose()
