@@ -7,8 +7,10 @@ SO_REUSEPORT workers) watching it; dnsmasq (the anchor) is started on another
 loopback port with the same A records from an addn-hosts file and
 ``--local=/cluster.local/`` (so it answers the zone itself, never forwarding).
 dnsperf sends the same query file to each for D seconds. Prints QPS, latency
-and the ratio kmesh/dnsmasq. Both servers listen on 127.0.0.1 only and are
-stopped by their PIDs.
+and the ratio kmesh/dnsmasq. Then it times how long a change takes to reach
+the answers: for kmesh from the API create/delete of a Service to the first
+answer that shows it, for dnsmasq from rewriting its hosts file and SIGHUP to
+the same. Both servers listen on 127.0.0.1 only and are stopped by their PIDs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 # This file is named dns.py: keep its directory off the path so ``import dns`` finds dnspython.
@@ -38,6 +41,7 @@ import trio
 
 from kmesh.apiserver.server import ServerConfig, run_server
 from kmesh.client.api import Client
+from kmesh.client.informer import Change, Informer
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 
 
@@ -91,6 +95,58 @@ def wait_answers(port: int, name: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"no answer for {name} on port {port}")
 
 
+def answered(port: int, name: str) -> bool:
+    """The server has an A record for ``name`` now (a short UDP query; a timeout counts as no)."""
+    try:
+        r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=0.2)
+    except (dns.exception.Timeout, OSError):
+        return False
+    return bool(r.answer)
+
+
+def time_until(port: int, name: str, present: bool, change: Callable[[], None], timeout: float = 10.0) -> tuple[float, float]:
+    """When ``change()`` started, and the seconds until ``name`` is (or is no longer) answered on ``port``."""
+    start = time.perf_counter()
+    change()
+    while answered(port, name) != present:
+        if time.perf_counter() - start > timeout:
+            raise SystemExit(f"{name} on port {port} never became {'present' if present else 'absent'}")
+        time.sleep(0.0005)  # leave the GIL to the API server in this process
+    return start, time.perf_counter() - start
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of xs."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def propagation(kport: int, mport: int, hosts: Path, dnsmasq_pid: int, api: "ApiOps", rounds: int) -> None:
+    """Time a create and a delete reaching answers, kmesh (via the API) against dnsmasq (hosts file + SIGHUP)."""
+    base = hosts.read_text()
+    got: dict[str, list[float]] = {"kmesh": [], "dnsmasq": [], "API watch": []}
+    for i in range(rounds):
+        name, fqdn = f"prop-{i}", f"prop-{i}.default.svc.cluster.local"
+        for present, change in ((True, api.create), (False, api.delete)):
+            start, took = time_until(kport, fqdn, present, lambda: change(name))
+            got["kmesh"].append(took)
+            got["API watch"].append(api.seen[("ADDED" if present else "DELETED", name)] - start)
+
+        def rewrite(text: str) -> Callable[[], None]:
+            def go() -> None:
+                hosts.write_text(text)
+                os.kill(dnsmasq_pid, signal.SIGHUP)
+            return go
+        got["dnsmasq"].append(time_until(mport, fqdn, True, rewrite(base + f"10.96.200.{i % 250 + 1} {fqdn}\n"))[1])
+        got["dnsmasq"].append(time_until(mport, fqdn, False, rewrite(base))[1])
+    print(f"change -> answer ({rounds} creates + {rounds} deletes each; kmesh from the API call, dnsmasq from the "
+          "hosts-file write + SIGHUP; API watch: the event reaching a plain informer, the floor of any API-fed DNS)")
+    for label, xs in got.items():
+        print(f"{label:10} p50 {pct(xs, 0.5) * 1000:7.1f} ms  p95 {pct(xs, 0.95) * 1000:7.1f} ms  max {max(xs) * 1000:7.1f} ms")
+    print(f"ratio kmesh/dnsmasq p50: {pct(got['kmesh'], 0.5) / pct(got['dnsmasq'], 0.5):.2f}; "
+          f"kmesh/API watch p50: {pct(got['kmesh'], 0.5) / pct(got['API watch'], 0.5):.2f}")
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop a server we started, by its PID."""
     if proc.poll() is None:
@@ -102,7 +158,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def measure(names: dict[str, str], kubeconfig: Path, work: Path, args: argparse.Namespace) -> None:
+def measure(names: dict[str, str], kubeconfig: Path, work: Path, args: argparse.Namespace, api: "ApiOps") -> None:
     """Start both servers, run dnsperf against each, print the comparison."""
     queries = work / "queries.txt"
     queries.write_text("".join(f"{n} A\n" for n in names))
@@ -131,6 +187,8 @@ def measure(names: dict[str, str], kubeconfig: Path, work: Path, args: argparse.
             order = [("dnsmasq", mport), ("kmesh", kport)]
             for label, port in order if rnd % 2 == 0 else order[::-1]:
                 runs[label].append(run_dnsperf(port, queries, args.seconds, args.clients))
+        if args.changes:
+            propagation(kport, mport, hosts, dnsmasq.pid, api, args.changes)
     finally:
         stop(kmesh)
         stop(dnsmasq)
@@ -144,6 +202,29 @@ def measure(names: dict[str, str], kubeconfig: Path, work: Path, args: argparse.
         print(f"{label:10} {med[label].qps:11.0f} {med[label].avg_ms:10.3f}ms  {rounds}")
     ratios = sorted(k.qps / d.qps for k, d in zip(runs["kmesh"], runs["dnsmasq"]))
     print(f"ratio kmesh/dnsmasq: median {ratios[len(ratios) // 2]:.2f} (per round {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 1.0)")
+
+
+class ApiOps:
+    """Service creates and deletes on the API server, callable from the measuring thread, and when a watch saw them."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.seen: dict[tuple[str, str], float] = {}
+        self.informer = Informer(client, "Service", handlers=[self._saw])
+
+    def _saw(self, change: Change) -> None:
+        obj = change.new or change.old or {}
+        self.seen.setdefault((change.type, obj["metadata"]["name"]), time.perf_counter())
+
+    def create(self, name: str) -> None:
+        """Create ClusterIP Service ``name`` in default."""
+        trio.from_thread.run(self.client.create, {"apiVersion": "v1", "kind": "Service",
+                                                  "metadata": {"name": name, "namespace": "default"},
+                                                  "spec": {"ports": [{"name": "http", "port": 80}]}})
+
+    def delete(self, name: str) -> None:
+        """Delete Service ``name`` in default."""
+        trio.from_thread.run(self.client.delete, "Service", name, "default")
 
 
 async def setup(args: argparse.Namespace, work: Path) -> None:
@@ -160,7 +241,10 @@ async def setup(args: argparse.Namespace, work: Path) -> None:
                                            "metadata": {"name": f"svc-{i}", "namespace": "default"},
                                            "spec": {"ports": [{"name": "http", "port": 80}]}})
                 names[f"svc-{i}.default.svc.cluster.local"] = svc["spec"]["clusterIP"]
-        await trio.to_thread.run_sync(measure, names, kc, work, args)
+            api = ApiOps(client)
+            n.start_soon(api.informer.run)
+            await api.informer.synced.wait()
+            await trio.to_thread.run_sync(measure, names, kc, work, args, api)
         n.cancel_scope.cancel()
 
 
@@ -172,6 +256,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1, help="kmesh processes (SO_REUSEPORT); on 2 vCPUs shared with dnsperf, 1 measured best")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--changes", type=int, default=20, help="creates+deletes timed from change to answer (0: skip)")
     args = ap.parse_args()
     for tool in ("dnsperf", "dnsmasq"):
         if shutil.which(tool) is None:

@@ -64,8 +64,6 @@ class DNSConfig:
     forward_timeout: float = 2.0
     max_udp_payload: int = 4096
     """Largest UDP answer we send to an EDNS client (its advertised size is honoured below this)."""
-    debounce: float = 0.02
-    """Seconds to gather a burst of API changes into one rebuild of the answers (well under the 1 s budget)."""
 
     def __post_init__(self) -> None:
         self.zone = self.zone.strip(".").lower()

@@ -1,6 +1,7 @@
 """The cluster as DNS sees it: an immutable snapshot built from the informer caches.
 
-Rebuilt (whole) after each burst of API changes; comparing two snapshots
+Rebuilt after each burst of API changes (records of unchanged Services are
+reused); comparing two snapshots
 tells whether a change mattered to DNS at all (only then does the SOA serial
 move and the prepared answers get replaced).
 """
@@ -97,42 +98,88 @@ def _endpoints(slices: list[Obj]) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
+def _service_record(svc: Obj, slices: list[Obj]) -> Service | None:
+    """What DNS needs of one Service and its slices (None while a ClusterIP is not allocated yet)."""
+    md = svc.get("metadata") or {}
+    spec = svc.get("spec") or {}
+    typ = _service_type(spec)
+    ips: tuple[str, ...] = ()
+    if typ == "ClusterIP":
+        ips = tuple(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None")
+        if not ips:
+            return None  # nothing to answer yet
+    return Service(
+        (md.get("namespace") or "").lower(), (md.get("name") or "").lower(), typ, ips,
+        (spec.get("externalName") or "").rstrip(".").lower(), _ports(spec.get("ports")), _endpoints(slices),
+    )
+
+
+def _version_key(svc: Obj, slices: list[Obj]) -> tuple[Any, ...] | None:
+    """Identifies a Service and its slices as they are now (None when an object has no resourceVersion)."""
+    parts: list[Any] = []
+    for obj in (svc, *slices):
+        md = obj.get("metadata") or {}
+        rv = md.get("resourceVersion")
+        if not rv:
+            return None
+        parts += (md.get("uid"), md.get("name"), rv)
+    return tuple(parts)
+
+
+class SnapshotBuilder:
+    """Builds snapshots from informer caches, reusing the record of every Service whose objects did not change.
+
+    A rebuild after one change then costs a dictionary look-up per Service, and
+    comparing it with the previous snapshot meets the same record objects.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[Any, ...], Service | None] = {}
+
+    def build(
+        self, services: Iterable[Obj], slices: Iterable[Obj], namespaces: Iterable[Obj], pods: Iterable[Obj] = ()
+    ) -> Snapshot:
+        """Turn informer caches into a snapshot (EndpointSlices join their Service by the service-name label)."""
+        by_svc: dict[tuple[str, str], list[Obj]] = {}
+        for sl in slices:
+            md = sl.get("metadata") or {}
+            owner = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if owner:
+                by_svc.setdefault((md.get("namespace") or "", owner), []).append(sl)
+        records: dict[tuple[Any, ...], Service | None] = {}
+        out: dict[tuple[str, str], Service] = {}
+        dns_ips: tuple[str, ...] = ()
+        for svc in services:
+            md = svc.get("metadata") or {}
+            ns, name = md.get("namespace") or "", md.get("name") or ""
+            own = by_svc.get((ns, name), [])
+            key = _version_key(svc, own)
+            if key is not None and key in self._records:
+                rec = records[key] = self._records[key]
+            else:
+                rec = _service_record(svc, own)
+                if key is not None:
+                    records[key] = rec
+            if rec is None:
+                continue
+            out[(rec.namespace, rec.name)] = rec
+            if (ns, name) == ("kube-system", "kube-dns"):
+                dns_ips = rec.cluster_ips
+        self._records = records  # what is gone from the caches is forgotten
+        nss = frozenset((n.get("metadata") or {}).get("name", "").lower() for n in namespaces)
+        nss |= frozenset(ns for ns, _ in out)
+        pod_ips: set[tuple[str, str]] = set()
+        for pod in pods:
+            md = pod.get("metadata") or {}
+            st = pod.get("status") or {}
+            for entry in st.get("podIPs") or ([{"ip": st["podIP"]}] if st.get("podIP") else []):
+                if entry.get("ip"):
+                    pod_ips.add(((md.get("namespace") or "").lower(), entry["ip"]))
+        return Snapshot(out, nss, frozenset(pod_ips), dns_ips)
+
+
 def build_snapshot(
     services: Iterable[Obj], slices: Iterable[Obj], namespaces: Iterable[Obj], pods: Iterable[Obj] = ()
 ) -> Snapshot:
-    """Turn informer caches into a snapshot (EndpointSlices join their Service by the service-name label)."""
-    by_svc: dict[tuple[str, str], list[Obj]] = {}
-    for sl in slices:
-        md = sl.get("metadata") or {}
-        owner = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if owner:
-            by_svc.setdefault((md.get("namespace") or "", owner), []).append(sl)
-    out: dict[tuple[str, str], Service] = {}
-    dns_ips: tuple[str, ...] = ()
-    for svc in services:
-        md = svc.get("metadata") or {}
-        spec = svc.get("spec") or {}
-        ns, name = md.get("namespace") or "", md.get("name") or ""
-        typ = _service_type(spec)
-        ips: tuple[str, ...] = ()
-        if typ == "ClusterIP":
-            ips = tuple(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None")
-            if not ips:
-                continue  # not allocated yet: nothing to answer
-        rec = Service(
-            ns.lower(), name.lower(), typ, ips, (spec.get("externalName") or "").rstrip(".").lower(),
-            _ports(spec.get("ports")), _endpoints(by_svc.get((ns, name), [])),
-        )
-        out[(rec.namespace, rec.name)] = rec
-        if (ns, name) == ("kube-system", "kube-dns"):
-            dns_ips = ips
-    nss = frozenset((n.get("metadata") or {}).get("name", "").lower() for n in namespaces)
-    nss |= frozenset(ns for ns, _ in out)
-    pod_ips: set[tuple[str, str]] = set()
-    for pod in pods:
-        md = pod.get("metadata") or {}
-        st = pod.get("status") or {}
-        for entry in st.get("podIPs") or ([{"ip": st["podIP"]}] if st.get("podIP") else []):
-            if entry.get("ip"):
-                pod_ips.add(((md.get("namespace") or "").lower(), entry["ip"]))
-    return Snapshot(out, nss, frozenset(pod_ips), dns_ips)
+    """A snapshot built from scratch (``SnapshotBuilder`` reuses unchanged records across builds)."""
+    return SnapshotBuilder().build(services, slices, namespaces, pods)

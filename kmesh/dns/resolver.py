@@ -22,7 +22,7 @@ from kmesh.dns.config import DNSConfig
 from kmesh.dns.forward import Forwarder
 from kmesh.dns.lookup import AAAA, REFUSED, SERVFAIL, SRV, A, Lookup, Result
 from kmesh.dns.metrics import Stats
-from kmesh.dns.model import Snapshot
+from kmesh.dns.model import Service, Snapshot
 from kmesh.dns.names import Kind, parse
 from kmesh.dns.wire import (
     AXFR,
@@ -60,6 +60,12 @@ def qname_wire(name: str) -> bytes:
     return out + b"\x00"
 
 
+def _service_of(name: str, zone: str) -> tuple[str, str]:
+    """(namespace, service) of a service-kind name."""
+    req = parse(name, zone)
+    return req.namespace, req.service
+
+
 class Resolver:
     """Holds the current snapshot and its prepared answers; answers queries."""
 
@@ -73,6 +79,7 @@ class Resolver:
         self.lookup: Lookup | None = None
         self.serial = int(time.time())
         self.answers: dict[bytes, Entry] = {}
+        self._owners: dict[bytes, Service] = {}  # prepared positive answers that depend on one Service record only
         self.generation = 0
         self._allowed_nets = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self._allowed: dict[str, bool] = {}
@@ -89,7 +96,10 @@ class Resolver:
         self.snapshot = snap
         self.lookup = Lookup(snap, self.cfg.zone, self.cfg.ttl, self.cfg.pods, self.ns_ips)
         self.serial = max(serial or int(time.time()), self.serial if self.generation else 0)
-        self.answers = {}
+        # Positive answers of Services whose record is the very same object stay valid (they carry no SOA).
+        self._owners = {k: svc for k, svc in self._owners.items()
+                        if snap.services.get((svc.namespace, svc.name)) is svc}
+        self.answers = {k: self.answers[k] for k in self._owners}
         self.generation += 1
         return True
 
@@ -207,6 +217,10 @@ class Resolver:
         e = make_entry(tmpl, q.qend)
         if keep and len(self.answers) < self.cfg.cache_size:
             self.answers[q.key] = e
+            if kind is Kind.SERVICE and not res.negative and not res.chase and self.snapshot is not None:
+                svc = self.snapshot.service(*_service_of(name, self.cfg.zone))
+                if svc is not None and svc.type != "ExternalName":
+                    self._owners[q.key] = svc
         return render(data, q, e, limit, payload), res.rcode, q.qtype
 
     def _outside(self, data: bytes, q: Query, client: str, tcp: bool, limit: int, payload: int) -> tuple[Any, int, int]:

@@ -15,6 +15,7 @@ import logging
 import socket
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
@@ -26,7 +27,7 @@ from kmesh.dns import mmsg
 from kmesh.dns.config import DNSConfig, parse_hostport
 from kmesh.dns.forward import Forwarder
 from kmesh.dns.metrics import Stats, registry_for, serve_metrics
-from kmesh.dns.model import Snapshot, build_snapshot
+from kmesh.dns.model import Snapshot, SnapshotBuilder
 from kmesh.dns.resolver import Pending, Resolver
 
 log = logging.getLogger("kmesh.dns")
@@ -169,31 +170,57 @@ async def serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
     await trio.serve_listeners(lambda s: _tcp_conn(s, resolver), [listener])
 
 
+PREPARE_SLICE = 0.002
+"""Seconds of answer preparation between two turns of the scheduler (queries and watch events go on meanwhile)."""
+REBUILD_SHARE = 1 / 3
+"""Share of a CPU that rebuilds may take over a long burst of changes."""
+REBUILD_BURST = 0.1
+"""Seconds of rebuilding allowed back to back before the share applies (isolated changes never wait)."""
+
+
 async def _keep_current(resolver: Resolver, informers: list[Informer], running: RunningDNS,
-                        dirty: list[trio.Event], debounce: float) -> None:
-    """Rebuild the snapshot after each burst of changes; prepare the hot answers in small slices."""
+                        dirty: list[trio.Event]) -> None:
+    """Rebuild the snapshot after changes (at once, paced only in a long burst); prepare hot answers in slices."""
     for inf in informers:
         await inf.synced.wait()
+    builder = SnapshotBuilder()
+    budget, last = REBUILD_BURST, time.perf_counter()
     while True:
         dirty[0] = trio.Event()
+        started = time.perf_counter()
         by = {inf.kind.kind: inf for inf in informers}
-        snap = build_snapshot(
+        snap = builder.build(
             by["Service"].cache.values(), by["EndpointSlice"].cache.values(), by["Namespace"].cache.values(),
             by["Pod"].cache.values() if "Pod" in by else (),
         )
-        if resolver.install(snap):
-            gen = resolver.generation
-            names = resolver.hot_names()
-            await running._notify()
-            for i in range(0, len(names), 200):
-                if resolver.generation != gen or dirty[0].is_set():
-                    break
-                resolver.prepare(names[i:i + 200])
-                await trio.lowlevel.checkpoint()
-        else:
-            await running._notify()
+        changed = resolver.install(snap)
+        last = time.perf_counter()
+        budget -= last - started
+        await running._notify()
+        if changed:
+            await _prepare(resolver, dirty)
         await dirty[0].wait()
-        await trio.sleep(debounce)  # gather a burst of watch events into one rebuild
+        await trio.sleep(0)  # events that arrived together land in the same rebuild
+        now = time.perf_counter()
+        budget, last = min(REBUILD_BURST, budget + (now - last) * REBUILD_SHARE), now
+        if budget < 0:
+            await trio.sleep(-budget / REBUILD_SHARE)
+            budget, last = 0.0, time.perf_counter()
+
+
+async def _prepare(resolver: Resolver, dirty: list[trio.Event]) -> None:
+    """Encode the hot answers of the installed snapshot, a slice at a time, until done or the data changes."""
+    gen = resolver.generation
+    names = resolver.hot_names()
+    i = 0
+    while i < len(names):
+        if resolver.generation != gen or dirty[0].is_set():
+            return
+        until = time.perf_counter() + PREPARE_SLICE
+        while i < len(names) and time.perf_counter() < until:
+            resolver.prepare(names[i:i + 4])
+            i += 4
+        await trio.lowlevel.checkpoint()
 
 
 def _worker_argv(cfg: DNSConfig, addresses: list[tuple[str, int]]) -> list[str]:
@@ -252,7 +279,7 @@ async def run_dns(
         running = RunningDNS(addresses, resolver, metrics_port, informers)
         for inf in informers:
             n.start_soon(inf.run)
-        n.start_soon(_keep_current, resolver, informers, running, dirty, cfg.debounce)
+        n.start_soon(_keep_current, resolver, informers, running, dirty)
         if cfg.workers > 1 and spawn_workers:
             if not cfg.kubeconfig:
                 raise ValueError("workers > 1 needs cfg.kubeconfig (each worker process watches the API itself)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from pathlib import Path
 
 import dns.asyncquery
@@ -16,6 +17,7 @@ import trio
 from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials
 from kmesh.dns.config import DNSConfig
+from kmesh.dns.resolver import qname_wire
 from kmesh.dns.server import RunningDNS, run_dns
 from tests.dns.conftest import (
     DNSLab,
@@ -139,6 +141,45 @@ async def test_prepared_answers_exist_for_every_service(lab: DNSLab) -> None:
     with trio.fail_after(10):
         while b"\x03web\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01" not in lab.dns.resolver.answers:
             await trio.lowlevel.checkpoint()  # the preparation slices run on the next scheduler turns
+
+
+def _key(name: str, qtype: int) -> bytes:
+    return qname_wire(name) + struct.pack("!HH", qtype, 1)
+
+
+async def _prepared(lab: DNSLab, *keys: bytes) -> None:
+    with trio.fail_after(10):
+        while any(k not in lab.dns.resolver.answers for k in keys):
+            await trio.lowlevel.checkpoint()  # the preparation slices run on the next scheduler turns
+
+
+async def test_a_change_keeps_the_prepared_answers_of_other_services(lab: DNSLab) -> None:
+    web = await lab.client.create(service("web"))
+    await lab.client.create(service("db"))
+    await lab.client.create(service("hl", cluster_ip="None"))
+    await lab.client.create(endpoint_slice("hl", endpoints=[ep("10.244.1.5")]))
+    await lab.settle(lambda s: s.service("default", "hl") is not None and len(s.service("default", "hl").endpoints) == 1)
+    web_a, web_aaaa, db_srv, hl_a = (_key(f"web.default.svc.{Z}", 1), _key(f"web.default.svc.{Z}", 28),
+                                     _key(f"db.default.svc.{Z}", 33), _key(f"hl.default.svc.{Z}", 1))
+    await _prepared(lab, web_a, web_aaaa, db_srv, hl_a)
+    before = dict(lab.dns.resolver.answers)
+
+    # db gets another port, hl another endpoint: their answers are made again, web's positive one is kept.
+    await lab.client.patch("Service", "db", {"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                                                {"name": "grpc", "port": 9090, "protocol": "TCP"}]}},
+                           "default")
+    await lab.client.patch("EndpointSlice", "hl-abc", {"endpoints": [ep("10.244.1.5"), ep("10.244.2.6")]}, "default")
+    await lab.settle(lambda s: len(s.service("default", "db").ports) == 2 and len(s.service("default", "hl").endpoints) == 2)
+    await _prepared(lab, web_a, web_aaaa, db_srv, hl_a)
+    answers = lab.dns.resolver.answers
+    assert answers[web_a] is before[web_a]
+    assert answers[web_aaaa] is not before[web_aaaa]  # NODATA carries the SOA (serial): never kept
+    assert answers[db_srv] is not before[db_srv] and answers[hl_a] is not before[hl_a]
+    assert sorted(rd.port for r in (await lab.query(f"db.default.svc.{Z}", "SRV")).answer for rd in r) == [80, 9090]
+    assert sorted(rd.to_text() for r in (await lab.query(f"hl.default.svc.{Z}", "A")).answer
+                  for rd in r) == ["10.244.1.5", "10.244.2.6"]
+    assert [rd.to_text() for r in (await lab.query(f"web.default.svc.{Z}", "A")).answer
+            for rd in r] == [web["spec"]["clusterIP"]]
 
 
 async def test_metrics_coredns_names(lab: DNSLab) -> None:
