@@ -19,6 +19,7 @@ from kmesh.api import errors as E
 from kmesh.api import tables
 from kmesh.api.kinds import Kind, by_resource
 from kmesh.apiserver import discovery, openapi
+from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.apiserver.registry import ListOptions, Registry, WatchEvent
 
 Scope = dict[str, Any]
@@ -294,8 +295,9 @@ class APIApp:
             return "list", kind.plural
         if req.method == "POST":
             obj = self._decode(req)
-            created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req))
-            await self._send(send, 201, _json(created))
+            fields = FieldValidation.from_query(req.query.get("fieldValidation"))
+            created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req), fields=fields)
+            await self._send(send, 201, _json(created), extra_headers=fields.headers())
             return "create", kind.plural
         if req.method == "DELETE":
             opts = self._delete_options(req)
@@ -326,17 +328,20 @@ class APIApp:
             return "create", res
         if req.method == "PUT":
             obj = self._decode(req)
+            fields = FieldValidation.from_query(req.query.get("fieldValidation"))
             if sub == "scale":
                 out = await r.update_scale(kind, namespace, name, obj)
             else:
-                out = await r.update(kind, namespace, name, obj, subresource=sub, dry_run=dry)
-            await self._send(send, 200, _json(out))
+                out = await r.update(kind, namespace, name, obj, subresource=sub, dry_run=dry, fields=fields)
+            await self._send(send, 200, _json(out), extra_headers=fields.headers())
             return "update", res
         if req.method == "PATCH":
+            fields = FieldValidation.from_query(req.query.get("fieldValidation"))
             out = await r.patch(
-                kind, namespace, name, req.headers.get("content-type", ""), req.body, subresource=sub, dry_run=dry
+                kind, namespace, name, req.headers.get("content-type", ""), req.body, subresource=sub, dry_run=dry,
+                fields=fields,
             )
-            await self._send(send, 200, _json(out))
+            await self._send(send, 200, _json(out), extra_headers=fields.headers())
             return "patch", res
         if req.method == "DELETE" and sub is None:
             opts = self._delete_options(req)

@@ -20,8 +20,11 @@ import trio
 from kmesh.api import defaults, meta, patch, selectors, validation
 from kmesh.api import errors as E
 from kmesh.api.kinds import KINDS, Kind, get as kind_named
+from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.store import base as S
 from kmesh.store.base import Obj, Store
+
+IGNORE = FieldValidation("Ignore")  # what the registry's own callers get: unknown fields dropped, nothing said
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -164,10 +167,12 @@ class Registry:
 
     # ------------------------------------------------------------------ verbs
 
-    async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False) -> Obj:
-        """Create an object; 409 if the name is taken, 422 if it is invalid."""
+    async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False,
+                     fields: FieldValidation | None = None) -> Obj:
+        """Create an object; 409 if the name is taken, 422 if it is invalid, 400 for unknown fields if Strict."""
         self._check_type(kind, obj)
         obj = copy.deepcopy(obj)
+        (fields or IGNORE).check(kind, obj)
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
         md = obj.setdefault("metadata", {})
@@ -257,6 +262,7 @@ class Registry:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> Obj:
         """Replace an object (or its status); 409 on a stale resourceVersion."""
         self._check_type(kind, obj)
@@ -271,7 +277,7 @@ class Registry:
             )
         expected = _parse_rv(md.get("resourceVersion"))
         old = await self._get_raw(kind, namespace, name)
-        return await self._write(kind, namespace, name, obj, old, expected, subresource, dry_run)
+        return await self._write(kind, namespace, name, obj, old, expected, subresource, dry_run, fields)
 
     async def _write(
         self,
@@ -283,8 +289,10 @@ class Registry:
         expected: int | None,
         subresource: str | None,
         dry_run: bool,
+        fields: FieldValidation | None = None,
     ) -> Obj:
         new = copy.deepcopy(obj)
+        (fields or IGNORE).check(kind, new)
         new["apiVersion"] = kind.api_version
         new["kind"] = kind.kind
         nmd = new.setdefault("metadata", {})
@@ -319,6 +327,7 @@ class Registry:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> Obj:
         """Apply a JSON, merge or strategic-merge patch, retrying on races."""
         try:
@@ -338,7 +347,7 @@ class Registry:
             try:
                 return await self._write(
                     kind, namespace, name, patched, old,
-                    _parse_rv(old["metadata"]["resourceVersion"]), subresource, dry_run,
+                    _parse_rv(old["metadata"]["resourceVersion"]), subresource, dry_run, fields,
                 )
             except E.APIError as exc:
                 if exc.reason == "Conflict" and expected is None:

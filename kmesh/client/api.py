@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,8 @@ PATCH_TYPES = {
     "strategic": "application/strategic-merge-patch+json",
     "json": "application/json-patch+json",
 }
+
+log = logging.getLogger("kmesh.client")
 
 
 class APIUnavailable(Exception):
@@ -99,6 +102,8 @@ class Client:
             raise APIUnavailable(f"{method} {path}: {exc!r}") from exc
         if resp.status_code >= 400:
             raise _error(resp)
+        for warning in resp.headers.get_list("warning"):
+            log.warning("%s %s: server warning: %s", method, path, warning)  # as client-go prints them
         return resp.json()
 
     # -------------------------------------------------------------- the verbs
