@@ -60,7 +60,7 @@ ALL = ("all",)
 KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "Namespace", "namespaces", "namespace", False, ("ns",), ("status",)),
     Kind("", "v1", "Node", "nodes", "node", False, ("no",), ("status",)),
-    Kind("", "v1", "Pod", "pods", "pod", True, ("po",), ("status", "binding"), ALL),
+    Kind("", "v1", "Pod", "pods", "pod", True, ("po",), ("status", "binding", "log"), ALL),
     Kind("", "v1", "Service", "services", "service", True, ("svc",), ("status",), ALL),
     Kind("", "v1", "Endpoints", "endpoints", "endpoints", True, ("ep",)),
     Kind("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),

@@ -13,6 +13,7 @@ SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
+    "log": ["get"],
 }
 
 
@@ -108,7 +109,7 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
                         "name": f"{k.plural}/{sub}",
                         "singularName": "",
                         "namespaced": k.namespaced,
-                        "kind": "Binding" if sub == "binding" else k.kind,
+                        "kind": {"binding": "Binding", "log": "Pod"}.get(sub, k.kind),
                         "verbs": SUBRESOURCE_VERBS[sub],
                     }
                 )

@@ -6,6 +6,7 @@ import hmac
 import json
 import random
 import time
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -20,6 +21,7 @@ from kmesh.api import tables
 from kmesh.api.kinds import Kind, by_resource
 from kmesh.apiserver import discovery, openapi
 from kmesh.apiserver.fieldvalidation import FieldValidation
+from kmesh.apiserver.podlogs import LogOptions, log_file, stream_log
 from kmesh.apiserver.registry import ListOptions, Registry, WatchEvent
 
 Scope = dict[str, Any]
@@ -113,8 +115,10 @@ def _list_doc(kind: Kind, items: list[dict[str, Any]], rv: int, cont: str) -> di
 class APIApp:
     """ASGI application serving the Kubernetes API from a Registry."""
 
-    def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443") -> None:
+    def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443",
+                 nodes_dir: Path | None = None) -> None:
         self.registry = registry
+        self.nodes_dir = nodes_dir  # where the lab's node agents keep their pods' logs
         self.token = token
         self.server_address = server_address
         self.metrics = Metrics()
@@ -256,6 +260,9 @@ class APIApp:
             raise E.APIError(404, "NotFound", "the server could not find the requested resource")
         if name is None:
             return await self._collection(req, kind, namespace, receive, send)
+        if sub == "log":
+            await self._log(req, kind, namespace, name, receive, send)
+            return "get", "pods/log"
         return await self._item(req, kind, namespace, name, sub, send)
 
     # ------------------------------------------------------------- collection
@@ -426,6 +433,48 @@ class APIApp:
                             await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
                         except E.APIError as exc:
                             await emit(WatchEvent("ERROR", exc.status()))
+            nursery.cancel_scope.cancel()
+        if not gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _log(self, req: Request, kind: Kind, namespace: str | None, name: str, receive: Receive,
+                   send: Send) -> None:
+        if req.method != "GET":
+            raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        opts = LogOptions.parse(req.query)
+        pod = await self.registry.get(kind, namespace, name)
+        if self.nodes_dir is None:
+            raise E.bad_request("this API server has no node directories to read pod logs from")
+        path, _ = log_file(self.nodes_dir, pod, opts)
+        uid = pod["metadata"].get("uid")
+
+        async def still_current() -> bool:
+            try:
+                now = await self.registry.get(kind, namespace, name)
+            except E.APIError:
+                return False
+            return now["metadata"].get("uid") == uid and log_file(self.nodes_dir, now, opts)[0] == path  # type: ignore[arg-type]
+
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        gone = False
+
+        async def until_disconnect(cancel: trio.CancelScope) -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            cancel.cancel()
+
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"transfer-encoding", b"chunked")]})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_disconnect, nursery.cancel_scope)
+            try:
+                await stream_log(path, opts, write, still_current)
+            except (OSError, E.APIError):
+                pass  # the file or the pod went away mid-stream: the log ends there
             nursery.cancel_scope.cancel()
         if not gone:
             await send({"type": "http.response.body", "body": b"", "more_body": False})

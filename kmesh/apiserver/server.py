@@ -89,7 +89,7 @@ async def run_server(
         hc.keep_alive_timeout = 120
         hc.graceful_timeout = 1
         hc.h11_max_incomplete_size = 64 * 1024
-        app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}")
+        app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}", nodes_dir=cfg.data_dir / "nodes")
         binds = await nursery.start(serve, app, hc)  # type: ignore[arg-type]
         port = _port_of(binds[0]) if binds else cfg.port
         url = f"https://{cfg.host}:{port}"

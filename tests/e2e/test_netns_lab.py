@@ -193,6 +193,18 @@ def test_pod_resolves_through_its_search_list(lab: Lab) -> None:
     assert "10.96.0.10" in out.splitlines()[-1]
 
 
+def test_kubectl_logs_reads_a_pod_on_any_node(lab: Lab) -> None:
+    lab.kubectl("run", "hello", "--image=busybox", "--restart=Never", "--overrides",
+                '{"spec": {"nodeName": "node-2"}}', "--command", "--", "sh", "-c", "echo hello from $(hostname)")
+    try:
+        lab.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/hello", "--timeout=50s")
+        assert lab.kubectl("logs", "hello") == "hello from hello\n"
+        for pod in lab.pods():  # the web pods, spread over the nodes: their (empty or not) logs are there
+            lab.kubectl("logs", pod["metadata"]["name"], "--tail=5")
+    finally:
+        lab.kubectl("delete", "pod", "hello", "--wait=false")
+
+
 def test_status_shows_nodes_and_subnets(lab: Lab) -> None:
     out = subprocess.run([*KMESH, "status", "--data-dir", str(lab.dd.root)], capture_output=True, text=True,
                          env=dict(os.environ, COLUMNS="250"), timeout=60)
