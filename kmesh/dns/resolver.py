@@ -60,12 +60,6 @@ def qname_wire(name: str) -> bytes:
     return out + b"\x00"
 
 
-def _service_of(name: str, zone: str) -> tuple[str, str]:
-    """(namespace, service) of a service-kind name."""
-    req = parse(name, zone)
-    return req.namespace, req.service
-
-
 class Resolver:
     """Holds the current snapshot and its prepared answers; answers queries."""
 
@@ -198,7 +192,8 @@ class Resolver:
         if e is not None:
             return render(data, q, e, limit, payload), e.b3 & 0x0F, q.qtype
         name = q.qname
-        kind = parse(name, self.cfg.zone).kind
+        req = parse(name, self.cfg.zone)
+        kind = req.kind
         if kind is Kind.OUTSIDE:
             return self._outside(data, q, client, tcp, limit, payload)
         if self.lookup is None:
@@ -218,7 +213,7 @@ class Resolver:
         if keep and len(self.answers) < self.cfg.cache_size:
             self.answers[q.key] = e
             if kind is Kind.SERVICE and not res.negative and not res.chase and self.snapshot is not None:
-                svc = self.snapshot.service(*_service_of(name, self.cfg.zone))
+                svc = self.snapshot.service(req.namespace, req.service)
                 if svc is not None and svc.type != "ExternalName":
                     self._owners[q.key] = svc
         return render(data, q, e, limit, payload), res.rcode, q.qtype

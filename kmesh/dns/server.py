@@ -184,11 +184,11 @@ async def _keep_current(resolver: Resolver, informers: list[Informer], running: 
     for inf in informers:
         await inf.synced.wait()
     builder = SnapshotBuilder()
+    by = {inf.kind.kind: inf for inf in informers}
     budget, last = REBUILD_BURST, time.perf_counter()
     while True:
         dirty[0] = trio.Event()
         started = time.perf_counter()
-        by = {inf.kind.kind: inf for inf in informers}
         snap = builder.build(
             by["Service"].cache.values(), by["EndpointSlice"].cache.values(), by["Namespace"].cache.values(),
             by["Pod"].cache.values() if "Pod" in by else (),
