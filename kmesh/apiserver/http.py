@@ -6,9 +6,9 @@ import hmac
 import json
 import random
 import time
-from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 
@@ -407,24 +407,7 @@ class APIApp:
                         break
                 await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
 
-        gone = False
-
-        async def until_disconnect(cancel: trio.CancelScope) -> None:
-            nonlocal gone
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    gone = True
-                    cancel.cancel()
-                    return
-
-        # Headers go out at once, as kube-apiserver flushes them.
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
-        })
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(until_disconnect, nursery.cancel_scope)
+        async def body() -> None:
             async with trio.open_nursery() as streaming:
                 streaming.start_soon(sender)
                 async with lines_in:
@@ -433,31 +416,13 @@ class APIApp:
                             await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
                         except E.APIError as exc:
                             await emit(WatchEvent("ERROR", exc.status()))
-            nursery.cancel_scope.cancel()
-        if not gone:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _log(self, req: Request, kind: Kind, namespace: str | None, name: str, receive: Receive,
-                   send: Send) -> None:
-        if req.method != "GET":
-            raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-        opts = LogOptions.parse(req.query)
-        pod = await self.registry.get(kind, namespace, name)
-        if self.nodes_dir is None:
-            raise E.bad_request("this API server has no node directories to read pod logs from")
-        path, _ = log_file(self.nodes_dir, pod, opts)
-        uid = pod["metadata"].get("uid")
+        await self._stream(receive, send, b"application/json", body)
 
-        async def still_current() -> bool:
-            try:
-                now = await self.registry.get(kind, namespace, name)
-            except E.APIError:
-                return False
-            return now["metadata"].get("uid") == uid and log_file(self.nodes_dir, now, opts)[0] == path  # type: ignore[arg-type]
-
-        async def write(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
+    @staticmethod
+    async def _stream(receive: Receive, send: Send, content_type: bytes, body: Callable[[], Awaitable[None]]) -> None:
+        """A chunked 200 answer: headers at once (as kube-apiserver flushes them), the chunks ``body`` sends,
+        then the end, unless the client left first (which also cancels ``body``)."""
         gone = False
 
         async def until_disconnect(cancel: trio.CancelScope) -> None:
@@ -468,16 +433,43 @@ class APIApp:
             cancel.cancel()
 
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"transfer-encoding", b"chunked")]})
+                    "headers": [(b"content-type", content_type), (b"transfer-encoding", b"chunked")]})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(until_disconnect, nursery.cancel_scope)
+            await body()
+            nursery.cancel_scope.cancel()
+        if not gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _log(self, req: Request, kind: Kind, namespace: str | None, name: str, receive: Receive,
+                   send: Send) -> None:
+        if req.method != "GET":
+            raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        opts = LogOptions.parse(req.query)
+        nodes_dir = self.nodes_dir
+        if nodes_dir is None:
+            raise E.bad_request("this API server has no node directories to read pod logs from")
+        pod = await self.registry.get(kind, namespace, name)
+        path = log_file(nodes_dir, pod, opts)
+        uid = pod["metadata"].get("uid")
+
+        async def still_current() -> bool:
+            try:
+                now = await self.registry.get(kind, namespace, name)
+            except E.APIError:
+                return False
+            return now["metadata"].get("uid") == uid and log_file(nodes_dir, now, opts) == path
+
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def body() -> None:
             try:
                 await stream_log(path, opts, write, still_current)
             except (OSError, E.APIError):
                 pass  # the file or the pod went away mid-stream: the log ends there
-            nursery.cancel_scope.cancel()
-        if not gone:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self._stream(receive, send, b"text/plain", body)
 
     # ---------------------------------------------------------------- parsing
 

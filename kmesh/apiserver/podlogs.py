@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from kmesh.api import errors as E
+from kmesh.node.podspec import pod_log_dir
 
 Obj = dict[str, Any]
 FOLLOW_POLL = 0.2
@@ -80,25 +81,26 @@ def _restarts(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem))
 
 
-def log_file(nodes_dir: Path, pod: Obj, opts: LogOptions) -> tuple[Path, str]:
-    """The file holding the requested log and the container it belongs to; 400 with upstream's texts if none."""
+def log_file(nodes_dir: Path, pod: Obj, opts: LogOptions) -> Path:
+    """The file holding the requested log; 400 with upstream's texts if there is none."""
     md = pod["metadata"]
     container = _container(pod, opts.container)
+    waiting = E.bad_request(f'container "{container}" in pod "{md["name"]}" is waiting to start: ContainerCreating')
     node = (pod.get("spec") or {}).get("nodeName")
     if not node:
-        raise E.bad_request(f'container "{container}" in pod "{md["name"]}" is waiting to start: ContainerCreating')
+        raise waiting
     node_dir = nodes_dir / node
     if not node_dir.is_dir():
         raise E.bad_request(f'the logs of node "{node}" are not on this machine: kmesh serves the logs of the nodes '
                             f"in its data directory ({nodes_dir})")
-    files = _restarts(node_dir / "pods" / f"{md['namespace']}_{md['name']}_{md.get('uid')}" / container)
+    files = _restarts(pod_log_dir(node_dir, pod) / container)
     if opts.previous:
         if len(files) < 2:
             raise E.bad_request(f'previous terminated container "{container}" in pod "{md["name"]}" not found')
-        return files[-2], container
+        return files[-2]
     if not files:
-        raise E.bad_request(f'container "{container}" in pod "{md["name"]}" is waiting to start: ContainerCreating')
-    return files[-1], container
+        raise waiting
+    return files[-1]
 
 
 def _tail(data: bytes, lines: int) -> bytes:

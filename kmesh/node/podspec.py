@@ -109,8 +109,7 @@ def resolve_port(container: Obj, port: Any) -> int:
 
 def log_path(data_dir: Path, pod: Obj, container: str, restart: int) -> Path:
     """Where a container's output goes: ``pods/<ns>_<name>_<uid>/<container>/<restart>.log`` (as upstream)."""
-    md = pod.get("metadata") or {}
-    d = data_dir / "pods" / f"{md.get('namespace')}_{md.get('name')}_{md.get('uid')}" / container
+    d = pod_log_dir(data_dir, pod) / container
     d.mkdir(parents=True, exist_ok=True)
     return d / f"{restart}.log"
 

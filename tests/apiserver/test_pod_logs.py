@@ -84,8 +84,8 @@ def test_previous_is_the_restart_before_and_unknown_nodes_are_named(tmp_path: Pa
     node_dir = tmp_path / "node-1"
     for restart in (0, 1, 2):
         log_path(node_dir, pod, "a", restart).write_text(f"run {restart}\n")
-    assert log_file(tmp_path, pod, LogOptions("a"))[0].read_text() == "run 2\n"
-    assert log_file(tmp_path, pod, LogOptions("a", previous=True))[0].read_text() == "run 1\n"
+    assert log_file(tmp_path, pod, LogOptions("a")).read_text() == "run 2\n"
+    assert log_file(tmp_path, pod, LogOptions("a", previous=True)).read_text() == "run 1\n"
     with pytest.raises(E.APIError, match=r"a container name must be specified for pod p, choose one of: \[a b\]"):
         log_file(tmp_path, pod, LogOptions())
     with pytest.raises(E.APIError, match='container "b" in pod "p" is waiting to start'):
