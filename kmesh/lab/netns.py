@@ -208,3 +208,11 @@ def addresses(name: str | None, family: int = socket.AF_INET, *, except_link: st
         if except_link is None or link.get("ifname") != except_link:
             out.extend(a["local"] for a in link.get("addr_info", []) if "local" in a)
     return out
+
+
+def in_root_namespace() -> bool:
+    """True when this process shares init's network namespace (or that cannot be told: assume so)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return True

@@ -17,7 +17,6 @@ vanish, the tables were flushed by someone else and the next sync is full.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import replace
 
@@ -121,7 +120,7 @@ class IptablesProxy:
     async def _route_localnet(self) -> None:
         """``net.ipv4.conf.all.route_localnet=1`` in the node namespace, so NodePorts answer on 127.0.0.1
         (upstream sets it whenever localhost NodePorts are on); skipped in the root namespace."""
-        if self.ctx.netns is None and in_root_namespace():
+        if self.ctx.netns is None and netns.in_root_namespace():
             log.warning("iptables proxy: in the root network namespace; not setting route_localnet "
                         "(NodePorts will not answer on 127.0.0.1)")
             return
@@ -217,14 +216,6 @@ class IptablesProxy:
                 await self._restore("\n".join(parts) + "\n")
             self.planner.reset()
             self._need_full = True
-
-
-def in_root_namespace() -> bool:
-    """True when this process shares init's network namespace (or that cannot be told: assume so)."""
-    try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
-    except OSError:
-        return True
 
 
 IptablesProxier = IptablesProxy  # upstream's name for it

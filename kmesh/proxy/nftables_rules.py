@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from kmesh.proxy import nodeports
 from kmesh.proxy.iptables_rules import hash16
+from kmesh.proxy.nodeport_ips import is_loopback
 from kmesh.proxy.model import (
     MASQ_MARK,
     Endpoint,
@@ -370,7 +371,7 @@ def nodeport_ips(ctx: NodeContext, local_ips: Iterable[str] = ()) -> list[str] |
     chosen = nodeports.select(nodeports.effective(ctx.nodeport_addresses, "nftables"), ctx.node_ips, local_ips)
     if chosen is nodeports.ALL:
         return None
-    return [ip for ip in chosen if ipaddress.ip_address(ip).version == 4 and not ipaddress.ip_address(ip).is_loopback]
+    return [ip for ip in chosen if ipaddress.ip_address(ip).version == 4 and not is_loopback(ip)]
 
 
 def setup(ctx: NodeContext, nodeports_on: list[str] | None, *, recreate_base: bool = False,
