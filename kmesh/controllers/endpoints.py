@@ -221,7 +221,7 @@ class EndpointSliceController(Controller[Key]):
             return
         pods = self.sp.pods_of(svc)
         groups = desired_groups(svc, pods, self.sp.zone_of)
-        why = apply_hints(svc, [ep for g in groups.values() for ep in g.endpoints.values()], self.sp.nodes.list())
+        why = apply_hints(svc, [ep for g in groups.values() for ep in g.endpoints.values()], self.sp.nodes.cache.values())
         trigger = self.triggers.compute(svc, pods)
         plan = plan_slices(svc, groups, existing, max_per_slice=self.max_per_slice, trigger=trigger)
         if not plan:
