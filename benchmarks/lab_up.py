@@ -25,7 +25,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net.netns_check import netns_usable
 
 console = Console()
 KMESH = [sys.executable, "-m", "kmesh.cli"]

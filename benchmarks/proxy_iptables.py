@@ -40,7 +40,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.iptables import RESTORE, IptablesProxy
 from kmesh.proxy.iptables_rules import JUMPS, Planner, RenderConfig
 from kmesh.proxy.model import (

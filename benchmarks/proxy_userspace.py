@@ -45,7 +45,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kmesh.lab import netns  # noqa: E402
+from kmesh.net import netns  # noqa: E402
 from kmesh.proxy.model import Endpoint, NodeContext, ProxyState, ServicePort, ServicePortName  # noqa: E402
 from kmesh.proxy.userspace import UserspaceProxy  # noqa: E402
 from tests.proxy.support import bridged_node

@@ -70,7 +70,7 @@ def _port_free(port: int) -> bool:
 
 
 def _default_runtime() -> str:
-    from kmesh.lab.netns_check import netns_usable
+    from kmesh.net.netns_check import netns_usable
 
     return "netns" if netns_usable() else "sim"
 
@@ -372,7 +372,7 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
 
     from kmesh.api import errors as E
     from kmesh.client.api import APIUnavailable, Client
-    from kmesh.lab import netns
+    from kmesh.net import netns
     from kmesh.lab.topology import LabNames
 
     if command and command[0] == "--":

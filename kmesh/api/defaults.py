@@ -19,6 +19,7 @@ import re
 from typing import Any, Callable
 
 from kmesh.api.kinds import Kind, get
+from kmesh.api.obj import Obj
 
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
 DEFAULT_CLIENT_IP_AFFINITY_SECONDS = 10800
@@ -27,7 +28,6 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 DEFAULT_VOLUME_MODE = 420  # 0644
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
 
-Obj = dict[str, Any]
 
 
 def _kind(kind: Kind | str) -> Kind:

@@ -36,8 +36,8 @@ from kmesh.api import errors
 from kmesh.api.errors import Cause
 from kmesh.api.kinds import Kind, get
 from kmesh.api.meta import parse_quantity
+from kmesh.api.obj import Obj
 
-Obj = dict[str, Any]
 NameFn = Callable[[str, bool], list[str]]
 
 MAX_INT32 = 2**31 - 1

@@ -16,14 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.node.podspec import pod_log_dir
 
-Obj = dict[str, Any]
 FOLLOW_POLL = 0.2
 """Seconds between looks at a followed log file (kubelet watches the file; the lab polls it)."""
 CHUNK = 64 * 1024

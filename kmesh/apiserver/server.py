@@ -15,7 +15,7 @@ from kmesh.apiserver.bootstrap import ensure_kubernetes_service
 from kmesh.apiserver.http import APIApp
 from kmesh.apiserver.pki import PKI, ensure_pki
 from kmesh.apiserver.registry import Admission, Registry
-from kmesh.controllers.service_ips import ServiceIPAllocator
+from kmesh.apiserver.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
 from kmesh.store.compactor import run_compactor
 

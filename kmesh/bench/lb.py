@@ -31,6 +31,7 @@ from typing import Any, Literal
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.bench.stats import ChiSquare, Latency, chisquare
 from kmesh.lab.datadir import ClusterInfo
@@ -38,7 +39,6 @@ from kmesh.proxy import topology
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
 from kmesh.proxy.model import Endpoint, usable
 
-Obj = dict[str, Any]
 Protocol = Literal["tcp", "http", "udp"]
 UDP_PAYLOAD = b"hostname"  # serve-hostname --udp answers anything; netexec's UDP server wants "hostname"
 MAX_ANSWER = 64 * 1024
@@ -249,7 +249,7 @@ async def resolve_source(
     (one that is not an endpoint of ``target`` if there is one), else a
     node's namespace; in the sim runtime it is this process on loopback."""
     if exists is None:
-        from kmesh.lab import netns
+        from kmesh.net import netns
 
         exists = netns.exists
     if from_pod:
@@ -323,7 +323,7 @@ async def _open(probe: Probe, kind: int) -> trio.socket.SocketType:
     if probe.netns is None:
         sock = trio.socket.socket(socket.AF_INET, kind)
     else:
-        from kmesh.lab import netns
+        from kmesh.net import netns
 
         sock = await netns.open_socket(probe.netns, socket.AF_INET, kind)
     if probe.bind_ip:
@@ -673,7 +673,7 @@ class LbResult:
 
 async def _check_can_enter(source: Source) -> None:
     """Open (and close) one socket in the source namespace now, so a missing privilege is a usage error."""
-    from kmesh.lab import netns
+    from kmesh.net import netns
 
     try:
         sock = await netns.open_socket(source.netns)

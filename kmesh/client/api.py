@@ -14,9 +14,9 @@ import httpx
 from kmesh.api import errors as E
 from kmesh.api.kinds import Kind
 from kmesh.api.kinds import get as kind_named
+from kmesh.api.obj import Obj
 from kmesh.client.kubeconfig import Credentials, load_kubeconfig
 
-Obj = dict[str, Any]
 PatchType = Literal["merge", "strategic", "json"]
 PATCH_TYPES = {
     "merge": "application/merge-patch+json",

@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import trio
 
 from kmesh.api import errors as E
 from kmesh.api.kinds import Kind
 from kmesh.api.kinds import get as kind_named
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 
 log = logging.getLogger("kmesh.informer")
 
-Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
 
 

@@ -30,7 +30,7 @@ from kmesh.cni.spec import (
     find_executable,
     version_at_least,
 )
-from kmesh.lab import netns as _netns
+from kmesh.net import netns as _netns
 
 CONFLIST_NAME = "10-kmesh.conflist"
 DEFAULT_TIMEOUT = 60.0

@@ -16,9 +16,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, key_of
 from kmesh.controllers import deployment_util as U
@@ -29,7 +29,6 @@ from kmesh.controllers.informers import InformerFactory, LabelQuery, SelectorInd
 from kmesh.controllers.refmanager import claim
 
 log = logging.getLogger("kmesh.controllers.deployment")
-Obj = dict[str, Any]
 Key = tuple[str, str]
 
 

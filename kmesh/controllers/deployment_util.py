@@ -15,9 +15,9 @@ import json
 import math
 from typing import Any, Iterable
 
+from kmesh.api.obj import Obj
 from kmesh.controllers import podutil
 
-Obj = dict[str, Any]
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"

@@ -12,9 +12,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from kmesh.api.obj import Obj
 from kmesh.controllers import podutil
 
-Obj = dict[str, Any]
 Key = tuple[str, str]
 PortKey = tuple[tuple[str, int, str, str], ...]
 

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.client.api import Client
 from kmesh.client.informer import Change
@@ -53,7 +54,6 @@ from kmesh.controllers.topology_hints import (
 )
 
 log = logging.getLogger("kmesh.controllers.endpoints")
-Obj = dict[str, Any]
 DELETED = -1
 
 

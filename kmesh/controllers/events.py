@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 from kmesh.controllers import podutil
 
 log = logging.getLogger("kmesh.controllers.events")
-Obj = dict[str, Any]
 
 
 class EventRecorder:

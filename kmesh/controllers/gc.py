@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
 
 from kmesh.api import errors as E
 from kmesh.api.kinds import by_kind, get as kind_named
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.controllers import podutil
@@ -23,7 +23,6 @@ from kmesh.controllers.base import Controller
 from kmesh.controllers.informers import Index, InformerFactory, by_owner_uid
 
 log = logging.getLogger("kmesh.controllers.gc")
-Obj = dict[str, Any]
 GCKey = tuple[str, str, str]  # (kind, namespace, name)
 
 # Kinds whose objects may have owners (and be owners); Node only owns (its Lease).

@@ -15,11 +15,11 @@ from typing import Any, Callable, Hashable, Iterable, Mapping
 import trio
 
 from kmesh.api.kinds import Kind, get as kind_named
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer, Key, key_of
 from kmesh.controllers import podutil
 
-Obj = dict[str, Any]
 IndexFn = Callable[[Obj], Iterable[Hashable]]
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change
 from kmesh.controllers import podutil
@@ -22,7 +22,6 @@ from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.informers import InformerFactory
 
 log = logging.getLogger("kmesh.controllers.nodeipam")
-Obj = dict[str, Any]
 RESERVED = "<service-cidr>"
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any
 
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change
 from kmesh.controllers import podutil
@@ -29,7 +29,6 @@ from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.informers import InformerFactory, by_node
 
 log = logging.getLogger("kmesh.controllers.nodelifecycle")
-Obj = dict[str, Any]
 LEASE_NAMESPACE = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")

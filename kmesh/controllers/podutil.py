@@ -7,8 +7,8 @@ import time
 from typing import Any, Iterable, Mapping
 
 from kmesh.api import selectors
+from kmesh.api.obj import Obj
 
-Obj = dict[str, Any]
 
 
 # ------------------------------------------------------------------ time

@@ -9,14 +9,13 @@ side is being deleted.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import key_of
 from kmesh.controllers import podutil
 
-Obj = dict[str, Any]
 
 
 async def claim(client: Client, owner: Obj, candidates: list[Obj]) -> list[Obj]:

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, key_of
 from kmesh.controllers import podutil
@@ -31,7 +32,6 @@ from kmesh.controllers.informers import (
 from kmesh.controllers.refmanager import claim
 
 log = logging.getLogger("kmesh.controllers.replicaset")
-Obj = dict[str, Any]
 Key = tuple[str, str]
 BURST_REPLICAS = 500
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}

@@ -16,9 +16,9 @@ import copy
 import logging
 import random
 from collections import Counter
-from typing import Any
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Key, key_of
 from kmesh.controllers import podutil
@@ -27,7 +27,6 @@ from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.informers import InformerFactory, by_node
 
 log = logging.getLogger("kmesh.controllers.scheduler")
-Obj = dict[str, Any]
 DEFAULT_SCHEDULER = "default-scheduler"
 
 

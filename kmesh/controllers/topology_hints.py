@@ -31,11 +31,11 @@ from decimal import Decimal
 from typing import Any
 
 from kmesh.api.meta import parse_quantity
+from kmesh.api.obj import Obj
 from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.controllers import podutil
 from kmesh.controllers.scheduler import node_ready
 
-Obj = dict[str, Any]
 
 TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
 DEPRECATED_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"

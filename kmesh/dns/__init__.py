@@ -3,7 +3,7 @@
 Public API: ``DNSConfig`` (what to serve and where), ``run_dns(client, cfg,
 *, task_status)`` (the server as a trio task; ``task_status`` gets a
 ``RunningDNS``). ``python -m kmesh.dns`` runs it from the command line;
-the image ``kmesh/dns`` runs it in a pod (``kmesh.dns.app:main``).
+the image ``kmesh/dns`` runs it in a pod (``kmesh.node.apps.dns:main``).
 """
 
 from kmesh.dns.config import DNSConfig

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from kmesh import metrics_http
-from kmesh.metrics_http import OpenSocket
+from kmesh.net import metrics as metrics_endpoint
+from kmesh.net.sockets import OpenSocket
 
 BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
@@ -96,5 +96,5 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int, *,
                         open_socket: OpenSocket | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """The metrics endpoint: every GET answered with the registry's text format; reports the bound port."""
-    await metrics_http.serve_metrics(registry, host, port, any_path=True, open_socket=open_socket, backlog=128,
+    await metrics_endpoint.serve_metrics(registry, host, port, any_path=True, open_socket=open_socket, backlog=128,
                                      task_status=task_status)

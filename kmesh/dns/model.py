@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmesh.api.obj import Obj
 from kmesh.dns.names import dashed
 
-Obj = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 

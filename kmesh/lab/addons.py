@@ -101,7 +101,7 @@ async def wait_cluster_dns(namespaces: list[str], *, timeout: float = 90.0) -> N
     import trio
     from dnslib import DNSRecord
 
-    from kmesh.lab import netns
+    from kmesh.net import netns
 
     query = DNSRecord.question("kubernetes.default.svc.cluster.local").pack()
 

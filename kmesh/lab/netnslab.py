@@ -26,7 +26,7 @@ import trio
 
 from kmesh.client.api import Client
 from kmesh.client.informer import Informer
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.lab.datadir import DataDir, NodeInfo
 from kmesh.lab.procs import start_until, stop_process
 from kmesh.lab.topology import (

@@ -37,7 +37,7 @@ from kmesh.lab.simslots import claim as claim_sim_slot
 from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
 if TYPE_CHECKING:
-    from kmesh.lab.netnslab import NetnsLab
+    from kmesh.net.netnslab import NetnsLab
 
 API_PORT = 6443
 log = logging.getLogger("kmesh.lab")
@@ -173,7 +173,7 @@ async def run_lab(
                 progress("userspace proxy")
                 await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr, opts.nodeport_addresses)
             else:
-                from kmesh.lab.netnslab import start_nodes
+                from kmesh.net.netnslab import start_nodes
 
                 lab_kubeconfig = dd.root / "run" / "kubeconfig-lab.yaml"
                 lab_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def supervise(data_dir: Path) -> None:
     lab = None
     try:
         if opts.runtime == "netns":
-            from kmesh.lab.netnslab import prepare
+            from kmesh.net.netnslab import prepare
 
             lab = prepare(opts, progress)
         trio.run(run_lab, opts, ready, lab, progress)

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net.netns_check import netns_usable
 from kmesh.lab.procs import stop_pid
 from kmesh.lab.topology import LabNames, lab_namespaces, sweep
 

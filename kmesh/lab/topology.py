@@ -23,7 +23,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.lab.procs import wait_gone
 
 UNDERLAY = ipaddress.ip_network("192.168.56.0/24")

@@ -15,11 +15,11 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 from kmesh.client.informer import Change, Informer
 from kmesh.node.kubelet import Kubelet
@@ -34,7 +34,6 @@ from kmesh.node.nodeinfo import (
 from kmesh.node.runtime import PodRuntime
 from kmesh.node.waits import sleeper, wait_any
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.agent")
 LEASE_NAMESPACE = "kube-node-lease"
 

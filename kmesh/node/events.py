@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 
 import trio
 
 from kmesh.api import errors as E
 from kmesh.api.meta import now
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.events")
 
 

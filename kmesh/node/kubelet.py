@@ -12,10 +12,11 @@ kubelet stops every pod task and process.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
+from kmesh.api.obj import Obj
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.node.events import EventRecorder
@@ -28,7 +29,6 @@ from kmesh.node.statusmgr import StatusManager
 if TYPE_CHECKING:
     from kmesh.node.agent import AgentConfig
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.kubelet")
 
 

@@ -14,7 +14,7 @@ import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from kmesh import metrics_http
+from kmesh.net import metrics as metrics_endpoint
 
 if TYPE_CHECKING:
     from kmesh.node.kubelet import Kubelet
@@ -61,4 +61,4 @@ def registry_for(kubelet: Kubelet) -> CollectorRegistry:
 
 async def serve_metrics(kubelet: Kubelet, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``/metrics`` on ``host:port`` until cancelled; ``task_status`` gets the bound port."""
-    await metrics_http.serve_metrics(registry_for(kubelet), host, port, task_status=task_status)
+    await metrics_endpoint.serve_metrics(registry_for(kubelet), host, port, task_status=task_status)

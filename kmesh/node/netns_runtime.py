@@ -32,12 +32,13 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from kmesh import __version__
-from kmesh.lab import netns
+from kmesh.api.obj import Obj
+from kmesh.net import netns
 from kmesh.lab.topology import LabNames
 from kmesh.node import apps
 from kmesh.node.containers import exec_in_container, start_container
@@ -66,7 +67,6 @@ from kmesh.node.sim import unknown_image_message
 if TYPE_CHECKING:
     from kmesh.cni.caller import CNIChain
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.netns_runtime")
 
 CNI_TIMEOUT = 60.0  # seconds one CNI ADD/DEL may take before the sandbox counts as failed

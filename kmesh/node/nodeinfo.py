@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kmesh import __version__
 from kmesh.api.meta import now
+from kmesh.api.obj import Obj
 
 if TYPE_CHECKING:
     from kmesh.node.agent import AgentConfig
 
-Obj = dict[str, Any]
 KUBELET_VERSION = "v1.32.0-kmesh"
 UNREACHABLE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-Obj = dict[str, Any]
+from kmesh.api.obj import Obj
+
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FIELD_RE = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")

@@ -11,11 +11,12 @@ Succeeded/Failed) gives its sandbox and IP back and stays until deleted.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from kmesh.api.meta import now
+from kmesh.api.obj import Obj
 from kmesh.node.ipam import IPExhausted
 from kmesh.node.runner import ContainerRunner
 from kmesh.node.runtime import ContainerError, Sandbox
@@ -25,7 +26,6 @@ from kmesh.node.waits import sleeper, wait_any
 if TYPE_CHECKING:
     from kmesh.node.kubelet import Kubelet
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.pod")
 GONE_GRACE = 2.0  # seconds containers get when their pod vanished from the API (force deletion)
 TERMINAL = ("Succeeded", "Failed")

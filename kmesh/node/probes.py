@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 import trio
 
+from kmesh.api.obj import Obj
 from kmesh.node.podspec import resolve_port
 from kmesh.node.runtime import ExecResult
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.probes")
 USER_AGENT = "kube-probe/1.32"
 

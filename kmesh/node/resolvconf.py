@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-Obj = dict[str, Any]
+from kmesh.api.obj import Obj
+
 
 MAX_NAMESERVERS = 3
 MAX_SEARCH_PATHS = 32

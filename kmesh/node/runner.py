@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from kmesh.api.meta import now
+from kmesh.api.obj import Obj
 from kmesh.node.probes import ProbeTarget, ProbeWorker, check
 from kmesh.node.runtime import ContainerError, ContainerHandle, ExecResult, ImageError
 from kmesh.node.status import ContainerState
@@ -17,7 +18,6 @@ from kmesh.node.waits import sleeper, wait_any
 if TYPE_CHECKING:
     from kmesh.node.podworker import PodWorker
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.runner")
 MIN_STOP_GRACE = 2.0  # the kubelet's floor for the time a container gets after its preStop hook
 

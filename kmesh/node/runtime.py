@@ -25,7 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-Obj = dict[str, Any]
+from kmesh.api.obj import Obj
+
 
 
 class ContainerError(Exception):

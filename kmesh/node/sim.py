@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from kmesh import __version__
+from kmesh.api.obj import Obj
 from kmesh.node import apps
 from kmesh.node.containers import exec_in_container, start_container
 from kmesh.node.podspec import (
@@ -35,7 +35,6 @@ from kmesh.node.runtime import (
     StartError,
 )
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.sim")
 
 SIM_POD_NETWORK = ipaddress.ip_network("127.244.0.0/16")

@@ -12,17 +12,16 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
 from kmesh.api import errors as E
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 from kmesh.client.informer import Informer
 from kmesh.client.workqueue import WorkQueue
 from kmesh.node.status import merge_status
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.status")
 
 

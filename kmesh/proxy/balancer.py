@@ -1,6 +1,6 @@
 """Choosing an endpoint per connection: upstream userspace kube-proxy's round robin with ClientIP affinity.
 
-The relays in ``kmesh.proxy.forward`` ask a ``Picker`` for an endpoint per
+The relays in ``kmesh.proxy.relay`` ask a ``Picker`` for an endpoint per
 new connection (or UDP session) and give it back with ``release`` when the
 connection ends, so connection-counting schedulers (IPVS ``lc``, ``wlc``...)
 can plug in beside ``RoundRobin``. ``pick(client_ip, retry=True)`` means the

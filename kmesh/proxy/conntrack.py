@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.model import Endpoint, ServicePort, ServicePortName, usable
 
 log = logging.getLogger("kmesh.proxy")

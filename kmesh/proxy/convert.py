@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import Any, Iterable
+from typing import Iterable
 
+from kmesh.api.obj import Obj
 from kmesh.proxy.model import DEFAULT_AFFINITY_TIMEOUT, Endpoint, ProxyState, ServicePort, ServicePortName
 
-Obj = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"

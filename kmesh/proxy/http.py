@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from kmesh.metrics_http import serve_metrics
-from kmesh.node.apps.http import Request, Response, http_get
+from kmesh.net.metrics import serve_metrics
+from kmesh.net.http import Request, Response, http_get
 
 if TYPE_CHECKING:
     from kmesh.proxy.runner import ProxyRunner
@@ -48,7 +48,7 @@ async def serve(runner: ProxyRunner, host: str = "127.0.0.1", port: int = METRIC
 
 async def fetch(path: str, *, netns_name: str | None, host: str = "127.0.0.1", port: int = METRICS_PORT) -> tuple[int, str]:
     """GET ``path`` from a proxy's endpoint, from inside ``netns_name`` (its node) when given."""
-    from kmesh.lab import netns
+    from kmesh.net import netns
 
     sock = await netns.open_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM)
     with sock, trio.fail_after(30):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 
 
 @dataclass(frozen=True)

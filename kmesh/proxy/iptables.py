@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy import conntrack, nodeport_ips
 from kmesh.proxy.iptables_rules import (
     CANARY,

@@ -19,7 +19,7 @@ serves the same table itself: a listener on each virtual server address —
 bound inside the node namespace, where the address is local thanks to
 kube-ipvs0 — picks the real server with the table's scheduler (honouring
 the connection counters and persistence) and relays with
-``kmesh.proxy.forward``. A virtual server without real servers has no
+``kmesh.proxy.relay``. A virtual server without real servers has no
 listener, so clients are refused as ip_vs refuses them. Unlike ip_vs's NAT,
 the relay connects from the node, so endpoints see the node's address as the
 client; the counters (ActiveConn, InActConn) follow the kernel's meaning.
@@ -39,19 +39,11 @@ from dataclasses import dataclass
 
 import trio
 
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 from kmesh.proxy import ipsets as ipsetmod
 from kmesh.proxy import nodeport_ips
-from kmesh.proxy.forward import (
-    NamespaceSockets,
-    OpenSocket,
-    Stats,
-    TcpRelay,
-    UdpRelay,
-    default_open_socket,
-    tcp_listener,
-    udp_socket,
-)
+from kmesh.net.sockets import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
+from kmesh.proxy.relay import Stats, TcpRelay, UdpRelay
 from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
 from kmesh.proxy.ipvs_kernel import KernelIPVS, kernel_has_ipvs
 from kmesh.proxy.ipvs_table import INACTIVE_LINGER, DesiredVS, IPVSTable, VSKey, render_table

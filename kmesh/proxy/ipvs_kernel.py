@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 from kmesh.proxy.ipvs_table import IPVSTable, RealServer, VirtualServer, VSKey, vs_key
 
 IP_VS_SVC_F_PERSISTENT = 0x0001

@@ -22,7 +22,7 @@ import time
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy import conntrack
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePortName
 from kmesh.proxy.nftables_rules import (

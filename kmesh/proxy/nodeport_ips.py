@@ -16,7 +16,7 @@ from functools import partial
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy import nodeports
 from kmesh.proxy.model import NodeContext
 

@@ -16,17 +16,16 @@ every Service.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
+from kmesh.api.obj import Obj
 from kmesh.api.wellknown import ZONE_LABEL
 from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, service_ports
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.proxy.tracker")
 
 

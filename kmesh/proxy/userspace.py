@@ -48,21 +48,18 @@ from typing import Literal
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy import nodeport_ips
 from kmesh.proxy.balancer import RoundRobin
-from kmesh.proxy.forward import (
-    CONNECT_TIMEOUTS,
-    UDP_IDLE_TIMEOUT,
+from kmesh.net.sockets import (
     NamespaceSockets,
     OpenSocket,
-    TcpRelay,
-    UdpRelay,
     default_open_socket,
     family_of,
     tcp_listener,
     udp_socket,
 )
+from kmesh.proxy.relay import CONNECT_TIMEOUTS, UDP_IDLE_TIMEOUT, TcpRelay, UdpRelay
 from kmesh.proxy.model import NodeContext, ProxyState, ServicePort, ServicePortName
 
 Runtime = Literal["sim", "netns"]

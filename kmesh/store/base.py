@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Protocol
+from typing import AsyncIterator, Literal, Protocol
 
-Obj = dict[str, Any]
+from kmesh.api.obj import Obj
+
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 

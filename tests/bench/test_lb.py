@@ -416,8 +416,8 @@ async def test_netns_source_names(api: Any, tmp_path: Path) -> None:
 
 async def test_probe_from_inside_a_namespace(nursery: trio.Nursery) -> None:
     """Sockets of a netns source are opened in that namespace: its own 127.0.0.1 answers."""
-    from kmesh.lab import netns
-    from kmesh.lab.netns_check import netns_usable
+    from kmesh.net import netns
+    from kmesh.net.netns_check import netns_usable
     from tests.conftest import require
 
     require(netns_usable(), "root and network namespaces")
@@ -543,7 +543,7 @@ async def _apply_and_wait(kubeconfig: Path, objects: list[dict[str, Any]], servi
 @pytest.mark.slow
 def test_cli_bench_lb_netns_lab(tmp_path: Path) -> None:
     """A netns lab: requests leave from pod namespaces (default and --from), TCP through iptables, UDP with affinity."""
-    from kmesh.lab.netns_check import netns_usable
+    from kmesh.net.netns_check import netns_usable
     from tests.conftest import require
 
     require(netns_usable(), "root and network namespaces")

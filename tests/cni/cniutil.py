@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from tests.conftest import require
 
 REFERENCE_PLUGINS = "/usr/lib/cni"

@@ -9,8 +9,8 @@ import trio
 
 from kmesh.cni.backends import make_backend
 from kmesh.cni.backends.masq import apply_masq, masq_rules, remove_masq
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from tests.cni.topo import NETWORK, Topo, tcp_connection
 from tests.conftest import require, require_binary
 

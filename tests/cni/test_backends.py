@@ -14,8 +14,8 @@ import trio
 
 from kmesh.cni.backends import Backend, BackendError, make_backend
 from kmesh.cni.lease import Lease
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from tests.cni.topo import NETWORK, Node, Topo, tcp_connection
 from tests.conftest import require
 

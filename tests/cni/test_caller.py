@@ -20,7 +20,7 @@ from kmesh.cni.caller import (
     write_conflist,
 )
 from kmesh.cni.spec import CODE_INCOMPATIBLE_VERSION, CODE_INVALID_CONFIG, CNIError
-from kmesh.lab import netns
+from kmesh.net import netns
 from tests.cni.cniutil import (  # noqa: F401
     CNI_PATH,
     GATEWAY,

@@ -184,8 +184,8 @@ async def test_real_backend_in_namespaces(cluster: Cluster, tmp_path: Path, kind
     """Two namespace nodes run run_overlay with a real backend and the kube manager: pods reach each other,
     a deleted Node's route goes, and closing the overlay removes what the backend made."""
     from kmesh.cni.backends import make_backend
-    from kmesh.lab import netns
-    from kmesh.lab.netns_check import netns_usable
+    from kmesh.net import netns
+    from kmesh.net.netns_check import netns_usable
     from tests.cni.topo import NETWORK, Topo
     from tests.conftest import require
 

@@ -23,7 +23,7 @@ from kmesh.cni.spec import (
     SUPPORTED_VERSIONS,
     CNIError,
 )
-from kmesh.lab import netns
+from kmesh.net import netns
 from tests.cni.cniutil import (  # noqa: F401
     CNI_PATH,
     GATEWAY,

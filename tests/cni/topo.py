@@ -23,7 +23,7 @@ from typing import Any, Self
 import trio
 
 from kmesh.cni.lease import Lease
-from kmesh.lab import netns
+from kmesh.net import netns
 
 NETWORK = "10.244.0.0/16"
 

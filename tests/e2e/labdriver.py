@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net.netns_check import netns_usable
 from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
 from tests.conftest import require, require_binary
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.lab.datadir import DataDir
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net.netns_check import netns_usable
 from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
 from tests.conftest import require, require_binary
 

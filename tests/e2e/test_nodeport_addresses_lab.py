@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.lab.topology import LabNames
 from tests.e2e.labdriver import AGNHOST, Lab, running_lab
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.lab.topology import LabNames
 from tests.e2e.labdriver import AGNHOST, KMESH, Lab, client_pods, running_lab
 

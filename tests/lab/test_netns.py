@@ -9,8 +9,8 @@ import uuid
 import pytest
 import trio
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from tests.conftest import require
 
 pytestmark = pytest.mark.netns

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from kmesh.lab.topology import LabNames, add_host, build_underlay, node_ip, processes_in, sweep
 from tests.conftest import require
 

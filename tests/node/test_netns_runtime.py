@@ -24,8 +24,8 @@ import pytest
 import trio
 
 from kmesh.cni.caller import CNIChain
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from kmesh.node.agent import AgentConfig
 from kmesh.node.netns_runtime import (
     NetnsRuntime,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 
 
 def service_yaml(cluster_ip: str, *ports: str, name: str = "web", namespace: str = "default") -> str:

@@ -11,7 +11,7 @@ import pytest
 import trio
 import yaml
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.convert import build_state
 from kmesh.proxy.iptables import IptablesProxy
 from kmesh.proxy.iptables_rules import normalise, parse_save, sep_chain, svc_chain

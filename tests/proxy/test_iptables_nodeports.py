@@ -19,7 +19,7 @@ from dataclasses import replace
 import pytest
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.iptables import IptablesProxy
 from kmesh.proxy.iptables_rules import (
     JUMPS,

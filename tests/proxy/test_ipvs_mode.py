@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 import pytest
 import trio
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from kmesh.proxy.ipvs import IPVSConfig, IpvsProxy, desired_state, iptables_text
 from kmesh.proxy.ipvs_table import IPVSTable
 from kmesh.proxy.model import (

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.model import ProxyState, ServicePort, ServicePortName
 from kmesh.proxy.nftables import NftablesProxy
 from kmesh.proxy.nftables_rules import firewall_chain

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,

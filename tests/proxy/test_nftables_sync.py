@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,

@@ -14,15 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
-from kmesh.proxy.forward import (
-    NamespaceSockets,
-    OpenSocket,
-    default_open_socket,
-    tcp_listener,
-    udp_socket,
-)
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
+from kmesh.net.sockets import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
 from kmesh.proxy.model import (
     Endpoint,
     NodeContext,

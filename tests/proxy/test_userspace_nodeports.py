@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.balancer import RoundRobin
 from kmesh.proxy.model import (
     Endpoint,

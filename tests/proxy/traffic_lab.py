@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from kmesh.lab import netns
-from kmesh.lab.netns_check import netns_usable
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
 from kmesh.proxy.model import Endpoint, NodeContext, ServicePort, ServicePortName
 from tests.conftest import require, require_binary
 

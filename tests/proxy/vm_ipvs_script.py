@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net import netns
 from kmesh.proxy.ipvs import desired_state
 from kmesh.proxy.ipvs_kernel import UPSTREAM_SYSCTLS, KernelIPVS, kernel_has_ipvs
 from kmesh.proxy.ipvs_table import IPVSTable, render_table

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 
 KUBE_PROXY_MARK = "0x4000/0x4000"
 MASQ = '-m comment --comment "flanneld masq"'

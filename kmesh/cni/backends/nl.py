@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 
 T = TypeVar("T")
 

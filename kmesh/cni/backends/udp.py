@@ -32,7 +32,7 @@ from kmesh.cni.backends.nl import (
     set_only_address,
 )
 from kmesh.cni.lease import Lease
-from kmesh.lab import netns as nsmod
+from kmesh.net import netns as nsmod
 
 UDP_PORT = 8285
 OVERHEAD = 28

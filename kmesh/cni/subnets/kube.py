@@ -21,6 +21,7 @@ import trio
 
 from kmesh.api import errors as E
 from kmesh.api.meta import now
+from kmesh.api.obj import Obj
 from kmesh.client.api import APIUnavailable, Client
 from kmesh.client.informer import Change, Informer
 from kmesh.cni.lease import Lease
@@ -35,7 +36,6 @@ BACKEND_DATA = PREFIX + "backend-data"
 PUBLIC_IP = PREFIX + "public-ip"
 KUBE_MANAGED = PREFIX + "kube-subnet-manager"
 
-Obj = dict[str, Any]
 
 
 def lease_of(node: Obj | None) -> Lease | None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import trio
 
+from kmesh.api.obj import Obj
 from kmesh.node.runtime import Sandbox
 
-Obj = dict[str, Any]
 log = logging.getLogger("kmesh.node.apps")
 
 
@@ -160,8 +160,7 @@ def app_args(app: App, container: Obj) -> list[str] | None:
 def _register_builtins() -> None:
     register_app("registry.k8s.io/e2e-test-images/agnhost", "kmesh.node.apps.agnhost:main", ("agnhost",))
     register_app("kmesh/echo", "kmesh.node.apps.echo:main", ("kmesh-echo",))
-    # The cluster DNS app arrives with its own issue; it must provide main(ctx).
-    register_app("kmesh/dns", "kmesh.dns.app:main", ("kmesh-dns",))
+    register_app("kmesh/dns", "kmesh.node.apps.dns:main", ("kmesh-dns",))
 
 
 _register_builtins()

@@ -16,7 +16,7 @@ import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
-from kmesh.node.apps.http import (
+from kmesh.net.http import (
     CloseConnection,
     Request,
     Response,

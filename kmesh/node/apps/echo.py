@@ -22,7 +22,7 @@ import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
-from kmesh.node.apps.http import Request, Response, looks_like_http, serve_connection
+from kmesh.net.http import Request, Response, looks_like_http, serve_connection
 
 DEFAULT_PORT = 8080
 

@@ -11,9 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from kmesh.proxy import forward
+from kmesh.proxy import relay as relay_mod
 from kmesh.proxy.balancer import RoundRobin
-from kmesh.proxy.forward import TcpRelay, UdpRelay, tcp_listener, udp_socket
+from kmesh.net.sockets import tcp_listener, udp_socket
+from kmesh.proxy.relay import TcpRelay, UdpRelay
 from kmesh.proxy.model import Endpoint
 
 LO = "127.0.0.1"
@@ -196,7 +197,7 @@ async def test_all_attempts_fail_resets(nursery: trio.Nursery, relay_to) -> None
     with sock, dead, trio.fail_after(10):
         with pytest.raises(ConnectionResetError):
             await sock.recv(10)
-    assert relay.stats[f"{LO}:{dead_port}"].failed == len(forward.CONNECT_TIMEOUTS)
+    assert relay.stats[f"{LO}:{dead_port}"].failed == len(relay_mod.CONNECT_TIMEOUTS)
 
 
 async def test_close_keeps_established_and_abort_drops(nursery: trio.Nursery, relay_to) -> None:
@@ -260,7 +261,7 @@ async def test_connect_timeout_then_next(nursery: trio.Nursery) -> None:
         return sock
 
     with trio.fail_after(5):
-        got = await forward.connect(Slow(), "10.0.0.1", open_socket=slow_open, timeouts=(0.05, 1.0))
+        got = await relay_mod.connect(Slow(), "10.0.0.1", open_socket=slow_open, timeouts=(0.05, 1.0))
     assert got is not None and calls == [False, True]
     got[0].close()
 

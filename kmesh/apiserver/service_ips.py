@@ -26,7 +26,7 @@ from kmesh.api.kinds import Kind, get as kind_named
 from kmesh.api.validation import invalid
 from kmesh.store.base import Obj, Store
 
-log = logging.getLogger("kmesh.controllers.service_ips")
+log = logging.getLogger("kmesh.apiserver.service_ips")
 
 DEFAULT_NODE_PORTS = (30000, 32767)
 

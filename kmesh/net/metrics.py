@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
-from kmesh.node.apps.http import Request, Response, serve_http
-from kmesh.proxy.forward import OpenSocket, default_open_socket, tcp_listener
+from kmesh.net.http import Request, Response, serve_http
+from kmesh.net.sockets import OpenSocket, default_open_socket, tcp_listener
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Route = Callable[[Request], Awaitable[Response]]

@@ -17,7 +17,7 @@ from kmesh.api.kinds import get as kind_named
 from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
 from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials
-from kmesh.controllers.service_ips import ServiceIPAllocator
+from kmesh.apiserver.service_ips import ServiceIPAllocator
 from tests.support.cluster import Cluster, start_cluster
 
 Obj = dict[str, Any]

@@ -30,12 +30,12 @@ import fcntl
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
-from kmesh.lab import netns
+from kmesh.net.sockets import OpenSocket, default_open_socket, family_of
 from kmesh.proxy.balancer import Picker
 from kmesh.proxy.model import Endpoint
 
@@ -48,80 +48,8 @@ COPY_BUFFER = 256 * 1024
 UDP_BUFFER = 65535
 YIELD_EVERY = 8  # splice rounds between trio checkpoints when data keeps flowing
 
-OpenSocket = Callable[[int, int], Awaitable[trio.socket.SocketType]]
-"""``await open_socket(family, type)``: a new trio socket (possibly made inside a namespace)."""
-
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _NO_SPLICE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
-
-
-async def default_open_socket(family: int, type: int) -> trio.socket.SocketType:
-    """A trio socket in this process's own namespace."""
-    return trio.socket.socket(family, type)
-
-
-def _make_sockets(family: int, type: int, n: int) -> list[socket.socket]:
-    return [socket.socket(family, type) for _ in range(n)]
-
-
-class NamespaceSockets:
-    """An ``OpenSocket`` for namespace ``name`` that makes sockets ``batch`` at a time.
-
-    Entering a namespace takes a worker-thread trip (two ``setns`` calls);
-    doing it once per 16 sockets instead of once per connection keeps the
-    relay's connect latency close to the sim runtime's. ``close`` closes the
-    sockets still in stock.
-    """
-
-    def __init__(self, name: str, batch: int = 16) -> None:
-        self.name = name
-        self.batch = batch
-        self._stock: dict[tuple[int, int], list[socket.socket]] = {}
-        self._lock = trio.Lock()
-
-    async def __call__(self, family: int, type: int) -> trio.socket.SocketType:
-        stock = self._stock.setdefault((family, type), [])
-        if not stock:
-            async with self._lock:
-                if not stock:
-                    stock.extend(await netns.run_sync_in(self.name, _make_sockets, family, type, self.batch))
-        return trio.socket.from_stdlib_socket(stock.pop())
-
-    def close(self) -> None:
-        """Close the sockets made but not handed out."""
-        for stock in self._stock.values():
-            for sock in stock:
-                sock.close()
-            stock.clear()
-
-
-def family_of(ip: str) -> int:
-    """AF_INET6 for an IPv6 literal, else AF_INET."""
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
-
-
-async def tcp_listener(host: str, port: int, open_socket: OpenSocket = default_open_socket, backlog: int = 1024) -> trio.socket.SocketType:
-    """A listening TCP socket on ``host:port`` (port 0: any free one; read it with ``getsockname``)."""
-    sock = await open_socket(family_of(host), socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((host, port))
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def udp_socket(host: str, port: int, open_socket: OpenSocket = default_open_socket) -> trio.socket.SocketType:
-    """A bound UDP socket on ``host:port``."""
-    sock = await open_socket(family_of(host), socket.SOCK_DGRAM)
-    try:
-        await sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @dataclass
