@@ -22,7 +22,7 @@ import trio
 
 from kmesh.api import errors as E
 from kmesh.api.obj import Obj
-from kmesh.node.podspec import pod_log_dir
+from kmesh.api.podlogpaths import pod_log_dir
 
 FOLLOW_POLL = 0.2
 """Seconds between looks at a followed log file (kubelet watches the file; the lab polls it)."""

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from kmesh.api import errors as E
 from kmesh.api.kinds import Kind, get as kind_named
 from kmesh.api.validation import invalid
+from kmesh.api.wellknown import SERVICE_CIDR
 from kmesh.store.base import Obj, Store
 
 log = logging.getLogger("kmesh.apiserver.service_ips")
@@ -195,7 +196,7 @@ class _Txn:
 class ServiceIPAllocator:
     """Admission hook for Services: allocates cluster IPs and NodePorts, releases them, repairs at start."""
 
-    def __init__(self, service_cidr: str = "10.96.0.0/12", node_ports: tuple[int, int] = DEFAULT_NODE_PORTS) -> None:
+    def __init__(self, service_cidr: str = SERVICE_CIDR, node_ports: tuple[int, int] = DEFAULT_NODE_PORTS) -> None:
         self.cidr = str(ipaddress.ip_network(service_cidr, strict=False))
         self.ips = IPRange(self.cidr)
         self.ports = PortRange(*node_ports)

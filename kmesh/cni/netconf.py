@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmesh.api.wellknown import CLUSTER_CIDR
+
 BACKEND_TYPES = ("vxlan", "host-gw", "udp")
 DEFAULT_PORTS = {"vxlan": 8472, "udp": 8285}
 
@@ -146,7 +148,7 @@ class NetConf:
         return cls(network, sublen, smin, smax, _backend(doc.get("Backend")))
 
     @classmethod
-    def default(cls, network: str = "10.244.0.0/16", backend: str = "vxlan") -> NetConf:
+    def default(cls, network: str = CLUSTER_CIDR, backend: str = "vxlan") -> NetConf:
         """Kubernetes' usual cluster network with flannel's defaults."""
         return cls.parse({"Network": network, "Backend": {"Type": backend}})
 

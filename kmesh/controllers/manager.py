@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from kmesh.api.wellknown import CLUSTER_CIDR, SERVICE_CIDR
 from kmesh.client.api import Client
 from kmesh.controllers.base import Controller
 from kmesh.controllers.deployment import DeploymentController
@@ -42,9 +43,9 @@ ALL_CONTROLLERS = (
 class ControllerConfig:
     """What the controllers need: address ranges, timings, concurrency, which ones run."""
 
-    cluster_cidr: str = "10.244.0.0/16"  # pod subnets are cut from it (sim runtime: 127.244.0.0/16)
+    cluster_cidr: str = CLUSTER_CIDR  # pod subnets are cut from it (sim runtime: 127.244.0.0/16)
     node_cidr_mask: int = 24  # one /24 per node
-    service_cidr: str = "10.96.0.0/12"  # kept out of node subnets
+    service_cidr: str = SERVICE_CIDR  # kept out of node subnets
     node_grace_period: float = 40.0  # seconds without a lease renewal before a node is NotReady
     workers: int = 5  # workers of each busy controller (endpoints, slices, replicasets, deployments, gc)
     controllers: tuple[str, ...] = ("*",)  # names from ALL_CONTROLLERS, "*" for all, "-name" to leave one out

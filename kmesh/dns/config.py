@@ -7,9 +7,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DOMAIN, SERVICE_CIDR
+
 PodsMode = Literal["disabled", "insecure", "verified"]
 
-DEFAULT_ALLOWED = ("10.244.0.0/16", "10.96.0.0/12", "127.0.0.0/8", "::1/128")
+DEFAULT_ALLOWED = (CLUSTER_CIDR, SERVICE_CIDR, "127.0.0.0/8", "::1/128")
 
 
 def resolv_conf_nameservers(path: str | Path = "/etc/resolv.conf") -> list[str]:
@@ -43,7 +45,7 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
 class DNSConfig:
     """Configuration of one cluster DNS server (the flags of ``kmesh dns`` map one to one onto these fields)."""
 
-    zone: str = "cluster.local"
+    zone: str = CLUSTER_DOMAIN
     ttl: int = 5
     pods: PodsMode = "disabled"
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:53"])

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from kmesh.api import errors as E
+from kmesh.api.wellknown import CLUSTER_DNS_IP
 from kmesh.client.api import Client
 
 DNS_IMAGE = "kmesh/dns"
-CLUSTER_DNS_IP = "10.96.0.10"
 
 
 def coredns_objects(kubeconfig: Path, *, replicas: int = 2, allow: list[str] | None = None) -> list[dict[str, Any]]:

@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SERVICE_CIDR = "10.96.0.0/12"
-CLUSTER_CIDR = "10.244.0.0/16"
-SIM_SERVICE_CIDR = "127.96.0.0/16"
-SIM_CLUSTER_CIDR = "127.244.0.0/16"
+from kmesh.api.wellknown import CLUSTER_CIDR, SERVICE_CIDR, SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
+
+__all__ = ["CLUSTER_CIDR", "SERVICE_CIDR", "SIM_CLUSTER_CIDR", "SIM_SERVICE_CIDR"]
 
 
 def default_data_dir() -> Path:

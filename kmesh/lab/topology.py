@@ -23,8 +23,9 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from kmesh.net import netns
 from kmesh.lab.procs import wait_gone
+from kmesh.net import netns
+from kmesh.node.netns_runtime import pod_netns_name
 
 UNDERLAY = ipaddress.ip_network("192.168.56.0/24")
 UNDERLAY_GATEWAY = "192.168.56.1"  # on br0: stands for the host, as in a Vagrant host-only network
@@ -59,9 +60,13 @@ class LabNames:
         """Node ``node``'s namespace."""
         return self.prefix + node
 
+    def pod_prefix(self, node: str) -> str:
+        """What the namespace of every pod on ``node`` starts with (the node agent's ``netns_prefix``)."""
+        return self.node(node) + "-"
+
     def pod(self, node: str, pod_name: str, uid: str) -> str:
         """The namespace of pod ``pod_name`` (UID ``uid``) on ``node``."""
-        return f"{self.node(node)}-{pod_name[:40]}-{uid[:8]}"
+        return pod_netns_name(self.pod_prefix(node), pod_name, uid)
 
 
 def node_ip(i: int) -> str:

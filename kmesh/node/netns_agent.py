@@ -27,8 +27,7 @@ from pathlib import Path
 import trio
 
 from kmesh.client.api import Client
-from kmesh.lab.addons import CLUSTER_DNS_IP
-from kmesh.lab.datadir import CLUSTER_CIDR
+from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN
 
 log = logging.getLogger("kmesh.node.netns")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -36,9 +35,14 @@ CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 @dataclass
 class NetnsNodeConfig:
-    """What one netns node needs; the agent runs in the namespace it programs."""
+    """What one netns node needs; the agent runs in the namespace it programs.
 
-    lab: str
+    The node knows nothing of the lab that started it: the names of its pods'
+    namespaces (``pod_netns_prefix``), the pod network and the cluster DNS
+    address all come in here.
+    """
+
+    pod_netns_prefix: str  # every pod namespace of this node starts with it (a lab: ``kmesh-<lab>-<node>-``)
     node_name: str
     node_ip: str
     node_dir: Path
@@ -46,8 +50,9 @@ class NetnsNodeConfig:
     subnet_manager: str = "kube"
     etcd_url: str = ""
     iface: str = "eth0"
-    network: str = CLUSTER_CIDR
-    dns_ip: str = CLUSTER_DNS_IP
+    network: str = CLUSTER_CIDR  # the pod network (flannel's Network)
+    dns_ip: str = CLUSTER_DNS_IP  # the kubelet's --cluster-dns
+    cluster_domain: str = CLUSTER_DOMAIN  # the kubelet's --cluster-domain
     ip_masq: bool = True
     proxy_mode: str = "iptables"  # userspace | iptables | ipvs | none
     ipvs_scheduler: str = "rr"
@@ -89,7 +94,8 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
     write_conflist(cfg.conflist, subnet_file=cfg.subnet_env, data_dir=cfg.cni_dir / "flannel",
                    ipam_data_dir=cfg.cni_dir / "networks")
     chain = CNIChain(cfg.conflist, cni_path=default_cni_path(), cache_dir=cfg.cni_dir / "results")
-    runtime = NetnsRuntime(cfg.node_dir, cluster=cfg.lab, node=cfg.node_name, cni=chain, dns_ip=cfg.dns_ip,
+    runtime = NetnsRuntime(cfg.node_dir, netns_prefix=cfg.pod_netns_prefix, node=cfg.node_name, cni=chain,
+                           dns_ip=cfg.dns_ip, cluster_domain=cfg.cluster_domain,
                            node_ip=cfg.node_ip)
     network_ready = trio.Event()
     agent_cfg = AgentConfig(node_name=cfg.node_name, node_ip=cfg.node_ip, runtime=runtime, data_dir=cfg.node_dir,

@@ -38,15 +38,15 @@ import trio
 
 from kmesh import __version__
 from kmesh.api.obj import Obj
+from kmesh.api.podlogpaths import pod_log_dir
+from kmesh.api.wellknown import CLUSTER_DNS_IP, CLUSTER_DOMAIN
 from kmesh.net import netns
-from kmesh.lab.topology import LabNames
 from kmesh.node import apps
 from kmesh.node.containers import exec_in_container, start_container
 from kmesh.node.podspec import (
     container_env,
     log_path,
     pod_hostname,
-    pod_log_dir,
 )
 from kmesh.node.resolvconf import (
     host_network_hosts_file,
@@ -138,6 +138,11 @@ def pod_exec_prefix(ns_name: str, hostname: str) -> list[str]:
     ]
 
 
+def pod_netns_name(prefix: str, pod_name: str, uid: str) -> str:
+    """The namespace of a pod: the node's prefix, the pod name (40 characters at most) and 8 of its UID."""
+    return f"{prefix}{pod_name[:40]}-{uid[:8]}"
+
+
 class NetnsRuntime:
     """The ``PodRuntime`` of the netns mode (see the module docstring)."""
 
@@ -145,12 +150,12 @@ class NetnsRuntime:
     assigns_ips = True
 
     def __init__(
-        self, data_dir: Path, *, cluster: str, node: str, cni: CNIChain, dns_ip: str = "10.96.0.10",
-        cluster_domain: str = "cluster.local", node_netns: str | None = None, node_ip: str = "",
+        self, data_dir: Path, *, netns_prefix: str, node: str, cni: CNIChain, dns_ip: str = CLUSTER_DNS_IP,
+        cluster_domain: str = CLUSTER_DOMAIN, node_netns: str | None = None, node_ip: str = "",
         resolv_conf: Path | None = Path("/etc/resolv.conf"),
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.cluster = cluster
+        self.netns_prefix = netns_prefix
         self.node = node
         self.cni = cni
         self.dns_ip = dns_ip
@@ -164,15 +169,10 @@ class NetnsRuntime:
 
     # ------------------------------------------------------------ naming
 
-    @property
-    def ns_prefix(self) -> str:
-        """The start of every pod namespace name of this node."""
-        return f"kmesh-{self.cluster}-{self.node}-"
-
     def netns_name(self, pod: Obj) -> str:
-        """``kmesh-<cluster>-<node>-<podname[:40]>-<uid[:8]>`` (kmesh.lab.topology.LabNames.pod)."""
+        """``<netns_prefix><podname[:40]>-<uid[:8]>``: the lab gives the prefix (``kmesh-<lab>-<node>-``)."""
         md = pod.get("metadata") or {}
-        return LabNames(self.cluster).pod(self.node, md.get("name", ""), md.get("uid", ""))
+        return pod_netns_name(self.netns_prefix, md.get("name", ""), md.get("uid", ""))
 
     # ----------------------------------------------------------- records
 
@@ -357,7 +357,7 @@ class NetnsRuntime:
                 continue
             if await self._teardown(name, rec):
                 reaped.append(name)
-        unknown = [n for n in netns.names(self.ns_prefix) if n not in self._records and n not in reaped]
+        unknown = [n for n in netns.names(self.netns_prefix) if n not in self._records and n not in reaped]
         if unknown:
             log.info("pod namespaces with this node's prefix but not recorded here (left alone): %s", ", ".join(unknown))
         return reaped

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kmesh.api.obj import Obj
-
+from kmesh.api.podlogpaths import container_log_file
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FIELD_RE = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
@@ -110,12 +110,6 @@ def resolve_port(container: Obj, port: Any) -> int:
 
 def log_path(data_dir: Path, pod: Obj, container: str, restart: int) -> Path:
     """Where a container's output goes: ``pods/<ns>_<name>_<uid>/<container>/<restart>.log`` (as upstream)."""
-    d = pod_log_dir(data_dir, pod) / container
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{restart}.log"
-
-
-def pod_log_dir(data_dir: Path, pod: Obj) -> Path:
-    """The directory holding every log of one pod."""
-    md = pod.get("metadata") or {}
-    return data_dir / "pods" / f"{md.get('namespace')}_{md.get('name')}_{md.get('uid')}"
+    path = container_log_file(data_dir, pod, container, restart)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -19,13 +19,13 @@ import trio
 
 from kmesh import __version__
 from kmesh.api.obj import Obj
+from kmesh.api.podlogpaths import pod_log_dir
 from kmesh.node import apps
 from kmesh.node.containers import exec_in_container, start_container
 from kmesh.node.podspec import (
     container_env,
     log_path,
     pod_hostname,
-    pod_log_dir,
 )
 from kmesh.node.runtime import (
     ContainerHandle,

@@ -24,6 +24,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from kmesh.api.wellknown import CLUSTER_CIDR
 from kmesh.proxy import nodeports
 from kmesh.proxy.model import (
     MASQ_MARK,
@@ -146,7 +147,7 @@ class RenderConfig:
     """The node-wide knobs that shape the rules (from kube-proxy's flags)."""
 
     node: str = ""
-    cluster_cidr: str = "10.244.0.0/16"  # detect-local-mode ClusterCIDR; "" = no local detector
+    cluster_cidr: str = CLUSTER_CIDR  # detect-local-mode ClusterCIDR; "" = no local detector
     masquerade_all: bool = False
     masq_mark: int = MASQ_MARK
     localhost_nodeports: bool = True  # upstream's default (iptables.localhostNodePorts)

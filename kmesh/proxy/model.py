@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from kmesh.api.wellknown import CLUSTER_CIDR, SERVICE_CIDR
 from kmesh.proxy import topology
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; upstream's sessionAffinityConfig.clientIP.timeoutSeconds default
@@ -129,11 +130,11 @@ class NodeContext:
 
     node: str
     node_ips: tuple[str, ...]
-    cluster_cidr: str = "10.244.0.0/16"
+    cluster_cidr: str = CLUSTER_CIDR
     netns: str | None = None  # the namespace to program (None: this process's own)
     masquerade_all: bool = False
     nodeport_addresses: tuple[str, ...] = ()  # --nodeport-addresses CIDRs ("primary" allowed); () = every local IP
-    service_cidrs: tuple[str, ...] = ("10.96.0.0/12",)  # --service-cluster-ip-range: where ClusterIPs come from
+    service_cidrs: tuple[str, ...] = (SERVICE_CIDR,)  # --service-cluster-ip-range: where ClusterIPs come from
 
 
 @dataclass

@@ -68,8 +68,9 @@ class Lab:
     def runtime(self, **kw: Any) -> NetnsRuntime:
         """Another runtime on the same data dir (an agent that restarted)."""
         kw.setdefault("resolv_conf", self.tmp / "node-resolv.conf")
+        node = kw.pop("node", "node-1")
         return NetnsRuntime(
-            self.tmp / "node", cluster=self.tag, node=kw.pop("node", "node-1"), cni=self.chain,
+            self.tmp / "node", netns_prefix=f"kmesh-{self.tag}-{node}-", node=node, cni=self.chain,
             node_netns=self.node_ns, node_ip="192.168.56.11", **kw,
         )
 
@@ -108,7 +109,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
         # The node's resolver has no search line, whatever this machine's /etc/resolv.conf says.
         (tmp_path / "node-resolv.conf").write_text("nameserver 192.168.56.1\n")
         rt = NetnsRuntime(
-            tmp_path / "node", cluster=tag, node="node-1", cni=chain, node_netns=node_ns, node_ip="192.168.56.11",
+            tmp_path / "node", netns_prefix=f"kmesh-{tag}-node-1-", node="node-1", cni=chain, node_netns=node_ns, node_ip="192.168.56.11",
             resolv_conf=tmp_path / "node-resolv.conf",
         )
         yield Lab(tag, node_ns, tmp_path, chain, rt)
@@ -286,7 +287,7 @@ async def test_cni_failure_is_a_sandbox_error_and_undone(lab: Lab, tmp_path: Pat
     conf = conflist(lab.tag, tmp_path / "ipam")
     conf["plugins"][0]["ipam"]["ranges"] = [[{"subnet": SUBNET, "rangeStart": "10.250.1.10", "rangeEnd": "10.250.1.10"}]]
     chain = CNIChain(conf, cni_path=CNI_PATH, cache_dir=tmp_path / "cni-cache", netns_for_plugins=lab.node_ns)
-    rt = NetnsRuntime(tmp_path / "node", cluster=lab.tag, node="node-1", cni=chain, node_netns=lab.node_ns)
+    rt = NetnsRuntime(tmp_path / "node", netns_prefix=f"kmesh-{lab.tag}-node-1-", node="node-1", cni=chain, node_netns=lab.node_ns)
     first = await rt.create_sandbox(mkpod("first", agnhost("app", "serve-hostname")), "")
     assert first.ip == "10.250.1.10"
     with pytest.raises(SandboxError) as e:  # the one address is taken
@@ -301,7 +302,7 @@ async def test_missing_plugin_fails_the_sandbox_and_stays_recorded_for_reaping(l
     conf = conflist(lab.tag, tmp_path / "ipam")
     conf["plugins"].append({"type": "kmr-no-such-plugin"})
     chain = CNIChain(conf, cni_path=CNI_PATH, cache_dir=tmp_path / "cni-cache", netns_for_plugins=lab.node_ns)
-    rt = NetnsRuntime(tmp_path / "node", cluster=lab.tag, node="node-1", cni=chain, node_netns=lab.node_ns)
+    rt = NetnsRuntime(tmp_path / "node", netns_prefix=f"kmesh-{lab.tag}-node-1-", node="node-1", cni=chain, node_netns=lab.node_ns)
     with pytest.raises(SandboxError) as e:
         await rt.create_sandbox(mkpod("broken", agnhost("app", "serve-hostname")), "")
     assert "kmr-no-such-plugin" in e.value.message
@@ -319,7 +320,7 @@ async def test_reap_orphans_after_a_restart_spares_live_pods_and_other_nodes(lab
     s_dead = await lab.rt.create_sandbox(dead, "")
     # node-1-a's pod shares our prefix "kmesh-<tag>-node-1-" but is not ours.
     other = lab.runtime(node="node-1-a")
-    assert other.ns_prefix.startswith(lab.rt.ns_prefix)
+    assert other.netns_prefix.startswith(lab.rt.netns_prefix)
     netns.add(other.netns_name(mkpod("x")))
     restarted = lab.runtime()
     assert set(restarted.recorded()) == {s_live.netns, s_dead.netns}
@@ -327,7 +328,7 @@ async def test_reap_orphans_after_a_restart_spares_live_pods_and_other_nodes(lab
     assert reaped == [s_dead.netns]
     assert not netns.exists(s_dead.netns or "") and netns.exists(s_live.netns or "")
     assert lab.ipam_ips() == [s_live.ip]
-    assert len(netns.names(other.ns_prefix)) == 1
+    assert len(netns.names(other.netns_prefix)) == 1
     # The live pod's sandbox is made again from scratch (the old one is torn down first).
     again = await restarted.create_sandbox(live, "")
     assert again.netns == s_live.netns and netns.exists(again.netns or "")

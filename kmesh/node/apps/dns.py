@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import trio
 
+from kmesh.api.wellknown import CLUSTER_DOMAIN
 from kmesh.client.api import Client
 from kmesh.dns.config import DEFAULT_ALLOWED, DNSConfig
 from kmesh.dns.server import run_dns
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
 
-DEFAULTS = {"kubeconfig": "", "zone": "cluster.local", "ttl": 5, "pods": "disabled", "port": 53,
+DEFAULTS = {"kubeconfig": "", "zone": CLUSTER_DOMAIN, "ttl": 5, "pods": "disabled", "port": 53,
             "upstream": "", "allow": "", "metrics-port": 9153}
 
 
