@@ -1,4 +1,4 @@
-"""The node agent: kubelet-lite, pod runtimes (sim now, netns later) and built-in apps.
+"""The node agent: kubelet-lite, pod runtimes (sim, netns) and built-in apps.
 
 Public API: ``AgentConfig`` and ``run_agent`` (kmesh.node.agent), the
 ``PodRuntime`` protocol (kmesh.node.runtime), ``SimRuntime`` (kmesh.node.sim)

@@ -54,7 +54,7 @@ class NetnsNodeConfig:
     dns_ip: str = CLUSTER_DNS_IP  # the kubelet's --cluster-dns
     cluster_domain: str = CLUSTER_DOMAIN  # the kubelet's --cluster-domain
     ip_masq: bool = True
-    proxy_mode: str = "iptables"  # userspace | iptables | ipvs | none
+    proxy_mode: str = "iptables"  # userspace | iptables | ipvs | nftables | none
     ipvs_scheduler: str = "rr"
     nodeport_addresses: tuple[str, ...] = ()  # kube-proxy's --nodeport-addresses (parsed)
 

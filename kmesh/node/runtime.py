@@ -1,4 +1,4 @@
-"""The contract between the kubelet and a pod runtime (sim today, netns later).
+"""The contract between the kubelet and a pod runtime (sim and netns).
 
 The kubelet never touches sockets, processes or namespaces itself: it asks a
 ``PodRuntime`` for a sandbox (the pod's network identity: one IP, one place

@@ -10,7 +10,7 @@ from kmesh.proxy.model import NodeContext, ProxyState, ServicePortName
 
 
 class ProxyMode(Protocol):
-    """One way of making Services reachable (userspace, iptables, ipvs).
+    """One way of making Services reachable (userspace, iptables, ipvs, nftables).
 
     ``start`` installs what does not depend on Services (base chains,
     devices) and starts long-running work (listeners, the IPVS table's data

@@ -7,7 +7,7 @@ first reads ``iptables-save`` to find the jumps from built-in chains that are
 missing and the per-service chains left over from earlier runs. After the
 restore, stale UDP conntrack entries are flushed. Each full sync also reads
 the node namespace's addresses to pick the ``--nodeport-addresses`` ones
-(``kmesh.proxy.nodeport_ips``); with localhost NodePorts on (upstream: when
+(``kmesh.proxy.nodeports``); with localhost NodePorts on (upstream: when
 those addresses reach loopback, as the default does), ``start`` sets
 ``route_localnet`` inside the node namespace — never in the root one. As upstream, empty
 ``KUBE-PROXY-CANARY`` chains in mangle, nat and filter are watched: when they
@@ -23,7 +23,7 @@ from dataclasses import replace
 import trio
 
 from kmesh.net import netns
-from kmesh.proxy import conntrack, nodeport_ips
+from kmesh.proxy import conntrack, nodeports
 from kmesh.proxy.iptables_rules import (
     CANARY,
     CANARY_TABLES,
@@ -128,7 +128,7 @@ class IptablesProxy:
 
     async def _resolve_nodeport_ips(self) -> None:
         """Pick the ``--nodeport-addresses`` addresses among the namespace's current ones (full syncs)."""
-        chosen = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen = await nodeports.select_for(self.ctx, self.name)
         self.cfg = replace(self.cfg, nodeport_ips=None if chosen is None else tuple(chosen))
         self.planner.cfg = self.cfg
 

@@ -19,13 +19,13 @@ everything.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kmesh.api.wellknown import CLUSTER_CIDR
 from kmesh.proxy import nodeports
+from kmesh.proxy.chainhash import hash16
 from kmesh.proxy.model import (
     MASQ_MARK,
     Endpoint,
@@ -35,7 +35,7 @@ from kmesh.proxy.model import (
     ServicePortName,
     usable,
 )
-from kmesh.proxy.nodeport_ips import contains_ipv4_loopback, is_loopback
+from kmesh.proxy.nodeports import contains_ipv4_loopback, is_loopback
 
 SERVICES = "KUBE-SERVICES"
 EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
@@ -90,16 +90,6 @@ JUMPS: tuple[Jump, ...] = (
     Jump("filter", "INPUT", FIREWALL),
     Jump("filter", "OUTPUT", FIREWALL),
 )
-
-
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
-
-def hash16(text: str) -> str:
-    """base32(sha256(text))[:16], the hash in upstream's chain names (iptables and nftables modes); the 16
-    characters are exactly the first 10 bytes of the digest."""
-    n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
-    return "".join(_B32[(n >> shift) & 31] for shift in range(75, -1, -5))
 
 
 def port_proto_hash(svc_port_name: str, proto: str) -> str:

@@ -41,7 +41,7 @@ import trio
 
 from kmesh.net import netns as nsmod
 from kmesh.proxy import ipsets as ipsetmod
-from kmesh.proxy import nodeport_ips
+from kmesh.proxy import nodeports
 from kmesh.net.sockets import NamespaceSockets, OpenSocket, default_open_socket, tcp_listener, udp_socket
 from kmesh.proxy.relay import Stats, TcpRelay, UdpRelay
 from kmesh.proxy.ipsets import IPSets, ip_port, ip_port_ip
@@ -345,10 +345,10 @@ class IpvsProxy:
     async def _pick_nodeport_ips(self) -> list[str]:
         """The node addresses NodePort virtual servers go on: ``--nodeport-addresses``' choice, or without
         it every local address but kube-ipvs0's; loopback never (as upstream's IPVS mode)."""
-        chosen = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen = await nodeports.select_for(self.ctx, self.name)
         if chosen is None:
-            chosen = await nodeport_ips.local_addresses(self.ctx, except_link=DEVICE)
-        return [ip for ip in dict.fromkeys(chosen) if not nodeport_ips.is_loopback(ip)]
+            chosen = await nodeports.local_addresses(self.ctx, except_link=DEVICE)
+        return [ip for ip in dict.fromkeys(chosen) if not nodeports.is_loopback(ip)]
 
     async def rules(self) -> str:
         """The ``ipvsadm -Ln`` table, then the ipsets (``ipset save`` form), then the iptables rules."""

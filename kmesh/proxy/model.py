@@ -1,7 +1,7 @@
 """What every proxy mode renders: service ports and their endpoints, as kube-proxy sees them.
 
 The change tracker (kmesh.proxy.tracker) turns Services and EndpointSlices
-into a ``ProxyState``; each mode (userspace, iptables, ipvs) only renders
+into a ``ProxyState``; each mode (userspace, iptables, ipvs, nftables) only renders
 that state and applies it. Nothing here talks to the API or the kernel.
 """
 

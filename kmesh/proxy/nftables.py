@@ -37,7 +37,7 @@ from kmesh.proxy.nftables_rules import (
     setup,
     transaction,
 )
-from kmesh.proxy.nodeport_ips import local_addresses_for
+from kmesh.proxy.nodeports import local_addresses_for
 
 
 class NftablesError(Exception):

@@ -45,8 +45,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kmesh.proxy import nodeports
-from kmesh.proxy.iptables_rules import hash16
-from kmesh.proxy.nodeport_ips import is_loopback
+from kmesh.proxy.chainhash import hash16
+from kmesh.proxy.nodeports import is_loopback
 from kmesh.proxy.model import (
     MASQ_MARK,
     Endpoint,

@@ -49,7 +49,7 @@ from typing import Literal
 import trio
 
 from kmesh.net import netns
-from kmesh.proxy import nodeport_ips
+from kmesh.proxy import nodeports
 from kmesh.proxy.balancer import RoundRobin
 from kmesh.net.sockets import (
     NamespaceSockets,
@@ -225,7 +225,7 @@ class UserspaceProxy:
     async def _pick_nodeport_ips(self) -> None:
         """Apply ``--nodeport-addresses`` to the node's current addresses; NodePort listeners made for
         another choice are closed (the sync reopens them)."""
-        chosen = await nodeport_ips.select_for(self.ctx, self.name)
+        chosen = await nodeports.select_for(self.ctx, self.name)
         if self._picked and chosen != self.nodeport_ips:
             for spn in [n for n, svc in self.services.items() if svc.sp.node_port]:
                 self._close(self.services.pop(spn))

@@ -282,7 +282,7 @@ def test_fast_hash_is_base32_of_sha256() -> None:
     import base64
     import hashlib
 
-    from kmesh.proxy.iptables_rules import hash16
+    from kmesh.proxy.chainhash import hash16
 
     for text in ("", "ns1/svc1:p80tcp", "ns/ü:pudp10.0.0.1:53", "x" * 300):
         assert hash16(text) == base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
