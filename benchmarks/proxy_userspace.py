@@ -19,7 +19,8 @@ run (100 % = every CPU): when the direct run already keeps the CPUs busy, a
 relay's extra TCP connection costs throughput in proportion, and the C
 relay shows how much of that any userspace proxy must pay.
 Ctrl-C removes the namespaces and stops every process the script started.
-Goal (issue 6): the proxy at ≥ 0.9× direct.
+Goal (issue 11, replacing issue 6's 0.9× of direct, which no TCP-terminating relay reaches on
+2 vCPUs): the proxy at ≥ 0.95× the C splice relay measured in the same run.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ HAPROXY_PORT = 8000
 RELAY_PORT = 9000
 RELAY_SOURCE = Path(__file__).resolve().parent / "splice_relay.c"
 CLUSTER_IP_NETNS = "10.96.0.50"
+GOAL_VS_RELAY = 0.95  # of the C splice relay in the same run
 CLUSTER_IP_LO = "127.96.250.50"
 console = Console()
 
@@ -266,12 +268,16 @@ async def main(args: argparse.Namespace) -> None:
     console.print(table)
     ratio = results["kmesh userspace"] / direct
     vs_haproxy = results["kmesh userspace"] / results["haproxy"]
-    goal = "met" if ratio >= 0.9 else "missed"
-    console.print(f"userspace/direct = {ratio:.2f} (goal ≥ 0.90: {goal}); userspace/haproxy = {vs_haproxy:.2f}")
+    console.print(f"userspace/direct = {ratio:.2f}; userspace/haproxy = {vs_haproxy:.2f}")
     if "C splice relay" in results:
         ceiling = results["C splice relay"]
-        console.print(f"userspace/C splice relay = {ratio * direct / ceiling:.2f}; the C relay itself = {ceiling / direct:.2f}× direct "
-                      f"(the most a TCP-terminating proxy reached on this machine); direct run kept the CPUs {busy['direct']:.0%} busy")
+        vs_relay = results["kmesh userspace"] / ceiling
+        goal = "met" if vs_relay >= GOAL_VS_RELAY else "missed"
+        console.print(f"userspace/C splice relay = {vs_relay:.2f} (goal ≥ {GOAL_VS_RELAY:.2f}: {goal}); the C relay itself = "
+                      f"{ceiling / direct:.2f}× direct (the most a TCP-terminating proxy reached on this machine); "
+                      f"direct run kept the CPUs {busy['direct']:.0%} busy")
+    else:
+        console.print(f"goal ≥ {GOAL_VS_RELAY:.2f}× the C splice relay: not judged (no gcc to build splice_relay.c)")
     if args.plot:
         plot(args.plot, samples, title)
 
