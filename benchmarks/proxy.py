@@ -4,7 +4,7 @@
 - userspace throughput: iperf3 through the Service vs a direct connection to
   the endpoint vs haproxy vs a minimal C splice() relay (the ceiling for a
   TCP-terminating proxy) in the same namespaces (benchmarks/proxy_userspace.py;
-  goal >= 0.9x direct; ``--plot FILE.png`` draws the medians);
+  goal >= 0.95x the C relay; ``--plot FILE.png`` draws the medians);
 - iptables: a full sync of 10,000 Services x 2 endpoints vs plain
   iptables-restore of the same rules (goal <= 1.3x), and one endpoint change
   at 10,000 Services (goal <= 100 ms) vs a --noflush restore of the changed
