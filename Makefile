@@ -42,6 +42,12 @@ system-deps:
 	else \
 	  echo "not root (or no apt): skipping system packages"; \
 	fi
+	@if v=$$(kubectl version --client 2>/dev/null | head -n 1) && [ -n "$$v" ]; then \
+	  echo "kubectl: $$(command -v kubectl) -- $$v"; \
+	else \
+	  echo "kubectl: none that runs could be found or installed; as root: apt-get install kubernetes-client" \
+	       "(Debian's 1.20), or any release from https://kubernetes.io/docs/tasks/tools/ on PATH"; \
+	fi
 
 python-deps: $(STAMP)
 

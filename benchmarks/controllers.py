@@ -77,7 +77,8 @@ async def main(args: argparse.Namespace) -> None:
         ctrl = None
         try:
             ctrl = await start_until(py + ["controllers", "--kubeconfig", str(d / "kubeconfig.yaml"), "--cluster-cidr",
-                                     SIM_CLUSTER_CIDR, "--service-cidr", SIM_SERVICE_CIDR], b"controllers running", d / "ctrl.log")
+                                     SIM_CLUSTER_CIDR, "--service-cidr", SIM_SERVICE_CIDR, "--metrics-port", "0",
+                                     "--scheduler-metrics-port", "0"], b"controllers running", d / "ctrl.log")
             async with Client.from_kubeconfig(d / "kubeconfig.yaml") as c:
                 await run_bench(c, args)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR
 from kmesh.lab.datadir import DataDir, default_data_dir
 
 console = Console()
@@ -53,6 +56,26 @@ def _nodeport_addresses_option(f):  # type: ignore[no-untyped-def]
     )(f)
 
 
+def _parse_kubeconfig_mode(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from kmesh.lab.access import parse_mode
+
+    if value is None:
+        return None
+    try:
+        return parse_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _kubeconfig_mode_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--write-kubeconfig-mode", "kubeconfig_mode", default=None, callback=_parse_kubeconfig_mode,
+        metavar="MODE", envvar="KMESH_KUBECONFIG_MODE",
+        help="File mode of D/kubeconfig.yaml, as k3s's flag (600 default, 640 adds its group, 644 every local "
+             "user); under sudo it belongs to the user who ran sudo.",
+    )(f)
+
+
 def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
@@ -69,13 +92,45 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _preflight_or_exit(needs: Any, command: str, *, kernel: bool = True) -> None:
+    """Exit with status 1 and one message naming every missing program (and its package) or kernel feature,
+    before anything is made."""
+    from kmesh.lab.preflight import check
+
+    problem = check(needs, command, kernel=kernel)
+    if problem:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+
+
 def _default_runtime() -> str:
     from kmesh.net.netns_check import netns_usable
 
     return "netns" if netns_usable() else "sim"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_LAZY_COMMANDS = {"dns": ("kmesh.dns.command", "dns")}  # name → (module, attribute)
+
+
+class _Group(click.Group):
+    """The ``kmesh`` group; commands defined on lower floors are imported only when used (their imports are heavy)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, the lazy ones included."""
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A command by name, importing a lazy one on first use."""
+        if cmd_name in _LAZY_COMMANDS:
+            import importlib
+
+            module, attr = _LAZY_COMMANDS[cmd_name]
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """kmesh: a Kubernetes networking lab on one Linux machine."""
@@ -101,10 +156,13 @@ def main(verbose: int) -> None:
 @click.option("--etcd", "etcd_url", default="", help="Use this etcd (http://host:port) instead of starting one.")
 @click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes every namespace, link and rule.")
 @click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
+@click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
+              help="Seconds to wait for the demo to be available.")
+@_kubeconfig_mode_option
 def up(
     data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str, name: str,
-    demo: bool,
+    demo: bool, demo_timeout: float, kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -113,6 +171,9 @@ def up(
     pid = dd.supervisor_pid()
     if pid is not None:
         raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid}); run `kmesh down` first")
+    if runtime is None and os.geteuid() == 0 and shutil.which("ip") is None:
+        err_console.print("[yellow]note:[/] using the sim runtime: the netns runtime needs `ip` (Debian package "
+                          "iproute2)", highlight=False)
     runtime = runtime or _default_runtime()
     if runtime == "netns" and os.geteuid() != 0:
         raise click.BadParameter("the netns runtime needs root; use --runtime sim", param_hint="--runtime")
@@ -138,14 +199,20 @@ def up(
             raise click.BadParameter(
                 f"a lab named {name!r} already has namespaces ({', '.join(taken[:3])}{', …' if len(taken) > 3 else ''}); "
                 "pick another --name, or stop that lab with `kmesh down --data-dir <its dir>`", param_hint="--name")
-    if store == "etcd" and not etcd_url and shutil.which("etcd") is None:
-        raise click.BadParameter("no etcd on PATH; install etcd-server or pass --etcd URL", param_hint="--store")
-    dd.root.mkdir(parents=True, exist_ok=True)
-    dd.log_dir.mkdir(exist_ok=True)
+    from kmesh.lab import preflight
+
+    _preflight_or_exit(preflight.lab_needs(
+        runtime=runtime, proxy_mode=proxy_mode, backend=backend, subnet_manager=subnet_manager, store=store,
+        etcd_url=etcd_url), "kmesh up")
+    from kmesh.lab.access import kubeconfig_access, prepare_data_dir
+
+    access = kubeconfig_access(kubeconfig_mode)
+    who_may = prepare_data_dir(dd.root, access)
     opts = UpOptions(
         data_dir=str(dd.root), name=name, port=port, nodes=nodes, runtime=runtime, proxy_mode=proxy_mode,
         ipvs_scheduler=ipvs_scheduler, nodeport_addresses=list(nodeport_addresses),
         backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
+        kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
     )
     opts.save(dd.config_file)
     log_path = dd.log_dir / "kmesh.log"
@@ -177,22 +244,55 @@ def up(
         raise SystemExit(1)
     info = dd.read_cluster()
     assert info is not None
+    demo_problem = None
     if demo:
         with console.status("[bold]Waiting for the demo Deployment `web` to be available…"):
-            _wait_demo(dd)
-    console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}, {len(info.nodes)} node(s)")
+            demo_problem = _wait_demo(dd, demo_timeout)
+    if demo_problem:
+        console.print(f"[yellow]![/] lab [bold]{name}[/] is up, but the demo is not ready: API {info.api}, "
+                      f"{len(info.nodes)} node(s)")
+    else:
+        console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}, {len(info.nodes)} node(s)")
     for n in info.nodes:
         console.print(f"  node {n.name}: {n.ip}, pods {n.podCIDR}", highlight=False)
     if info.dns:
         host, port = info.dns
         console.print(f"  cluster DNS: dig @{host} -p {port} kubernetes.default.svc.cluster.local", highlight=False)
     console.print(f"  kube-proxy: {info.proxyMode} mode (kmesh proxy rules --data-dir {dd.root})", highlight=False)
+    if info.metrics:
+        console.print(f"  metrics: {len(info.metrics)} /metrics URLs in cluster.json (kmesh status lists them)",
+                      highlight=False)
     if info.runtime == "netns":
-        console.print("  in pods: Services by name through kube-dns 10.96.0.10, e.g. "
+        console.print(f"  in pods: Services by name through kube-dns {CLUSTER_DNS_IP}, e.g. "
                       f"kmesh exec --data-dir {dd.root} <pod> -- curl -s http://web", highlight=False)
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
+    _print_kubeconfig_access(dd, access, who_may)
     console.print("  kubectl get nodes,pods,services,endpointslices -o wide")
     console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}")
+    if demo_problem:
+        click.echo(f"kmesh up: warning: {demo_problem}", err=True)
+        click.echo(f"  the lab stays up: look with `kubectl get pods -l app=web -o wide`, remove it with "
+                   f"`kmesh down --data-dir {dd.root}`", err=True)
+        raise SystemExit(1)
+
+
+def _print_kubeconfig_access(dd: DataDir, access: Any, who_may: str) -> None:
+    """Say who may use the kubeconfig, and warn when its owner cannot reach the data dir."""
+    from kmesh.lab.access import unreachable_parent
+
+    import pwd
+
+    uid, _ = access.uid_gid()
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        owner = f"uid {uid}"
+    sudo = " (who ran sudo)" if access.owner else ""
+    console.print(f"  [dim]kubeconfig: mode {access.mode:04o}, owner {owner}{sudo}; {who_may}[/]", highlight=False)
+    blocked = unreachable_parent(dd.root, uid)
+    if blocked is not None:
+        err_console.print(f"[yellow]note:[/] uid {uid} cannot traverse {blocked}, so it cannot reach "
+                          f"{dd.kubeconfig}; pick a --data-dir under a directory it can enter", highlight=False)
 
 
 def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, timeout: float = 180.0) -> bool:
@@ -224,27 +324,63 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, time
                     status.update(f"{title}: {doc['progress']}…")
 
 
-def _wait_demo(dd: DataDir, timeout: float = 120.0) -> None:
+def _pod_trouble(pod: dict[str, Any]) -> str:
+    """Why a pod is not ready, as `kubectl get pods` would show it (waiting reason, unscheduled, probe)."""
+    st = pod.get("status") or {}
+    for cs in st.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        for key in ("waiting", "terminated"):
+            if state.get(key):
+                reason, msg = state[key].get("reason") or key, state[key].get("message") or ""
+                return f"{reason}: {msg[:120]}" if msg else reason
+        if not cs.get("ready"):
+            return "running, not ready (readiness probe)"
+    for c in st.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"not scheduled ({c.get('reason') or 'no node'})"
+    return str(st.get("phase") or "Pending")
+
+
+def _wait_demo(dd: DataDir, timeout: float = 120.0) -> str | None:
+    """Wait until the demo Deployment `web` is available; None when it is, else what is not ready."""
     import trio
 
     from kmesh.client.api import Client
     from kmesh.client.informer import Informer
 
-    async def wait() -> None:
-        async with Client.from_kubeconfig(dd.kubeconfig) as c, trio.open_nursery() as n:
-            deploys = Informer(c, "Deployment", namespace="default")
-            await n.start(deploys.run)
+    def available(inf: Informer) -> bool:
+        d = inf.get("web", "default") or {}
+        st = d.get("status") or {}
+        return bool(d) and st.get("availableReplicas", 0) >= (d.get("spec") or {}).get("replicas", 1)
 
-            def available(inf: Informer) -> bool:
-                d = inf.get("web", "default") or {}
-                st = d.get("status") or {}
-                return st.get("availableReplicas", 0) >= (d.get("spec") or {}).get("replicas", 1)
+    async def wait() -> str | None:
+        async with Client.from_kubeconfig(dd.kubeconfig) as c:
+            async with trio.open_nursery() as n:
+                deploys = Informer(c, "Deployment", namespace="default")
+                await n.start(deploys.run)
+                ready = False
+                with trio.move_on_after(timeout):
+                    await deploys.wait_for(available)
+                    ready = True
+                d = deploys.get("web", "default") or {}
+                n.cancel_scope.cancel()
+            if ready:
+                return None
+            if not d:
+                return f"demo: Deployment web does not exist after {timeout:g} s"
+            want = (d.get("spec") or {}).get("replicas", 1)
+            have = (d.get("status") or {}).get("availableReplicas", 0)
+            lines = [f"demo: Deployment web has {have}/{want} available replicas after {timeout:g} s"]
+            selector = ",".join(f"{k}={v}" for k, v in
+                                (((d.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items())
+            pods = (await c.list("Pod", "default", label_selector=selector)).get("items") or []
+            for pod in pods[:5]:
+                if not any(x.get("type") == "Ready" and x.get("status") == "True"
+                           for x in (pod.get("status") or {}).get("conditions") or []):
+                    lines.append(f"  pod {pod['metadata']['name']}: {_pod_trouble(pod)}")
+            return "\n".join(lines)
 
-            with trio.move_on_after(timeout):
-                await deploys.wait_for(available)
-            n.cancel_scope.cancel()
-
-    trio.run(wait)
+    return trio.run(wait)
 
 
 @main.command()
@@ -286,24 +422,33 @@ def _proxy_endpoints(dd: DataDir, info: Any) -> dict[str, tuple[str | None, int]
     return {n.name: (n.netns, METRICS_PORT) for n in info.nodes}
 
 
-async def _proxy_health(dd: DataDir, info: Any) -> dict[str, str]:
-    """Each node's proxy as "<mode>, <n> syncs" from its /healthz ("" is the sim lab's one proxy)."""
-    import json
+def _proxy_healthz_port(dd: DataDir, info: Any) -> int | None:
+    """Where the proxies' health servers listen (sim: D/run/proxy-healthz.port; netns: 10256 in each node)."""
+    from kmesh.proxy.health import HEALTHZ_PORT
 
+    if info.runtime != "sim":
+        return HEALTHZ_PORT
+    try:
+        return int((dd.root / "run" / "proxy-healthz.port").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def _proxy_health(dd: DataDir, info: Any) -> dict[str, str]:
+    """Each node's proxy as "<mode>, <n> syncs" from its endpoints ("" is the sim lab's one proxy)."""
     import trio
 
-    from kmesh.proxy.http import fetch
+    from kmesh.proxy.http import summary
 
     where = _proxy_endpoints(dd, info)
+    healthz = _proxy_healthz_port(dd, info)
     out: dict[str, str] = {}
 
     async def one(node: str, ns: str | None, port: int) -> None:
         try:
             with trio.fail_after(3):
-                _, body = await fetch("/healthz", netns_name=ns, port=port)
-            doc = json.loads(body)
-            out[node] = f"{doc['mode']}, {doc['syncs']} syncs" + (f", {doc['failures']} failed" if doc["failures"] else "")
-        except (OSError, ValueError, KeyError, trio.TooSlowError):
+                out[node] = await summary(netns_name=ns, metrics_port=port, healthz_port=healthz)
+        except (OSError, ValueError, trio.TooSlowError):
             out[node] = "not answering"
 
     async with trio.open_nursery() as n:
@@ -326,15 +471,15 @@ def status(data_dir: Path | None) -> None:
 
     from kmesh.client.api import APIUnavailable, Client
 
-    async def fetch() -> tuple[dict, list, list, dict[str, str]]:
+    async def fetch() -> tuple[dict, list, list, dict[str, str], dict[str, bool]]:
         async with Client.from_kubeconfig(info.kubeconfig) as c:
             ver = await c.request("GET", "/version")
             nodes, _ = await c.list_all("Node")
             pods, _ = await c.list_all("Pod")
-        return ver, nodes, pods, await _proxy_health(dd, info)
+        return ver, nodes, pods, await _proxy_health(dd, info), await _metrics_answer(info)
 
     try:
-        ver, nodes, pods, proxies = trio.run(fetch)
+        ver, nodes, pods, proxies, answers = trio.run(fetch)
     except APIUnavailable as exc:
         console.print(f"[red]lab {info.name} (pid {pid}): API {info.api} does not answer[/]: {exc}")
         raise SystemExit(1) from None
@@ -359,6 +504,33 @@ def status(data_dir: Path | None) -> None:
                   proxies.get(name, proxies.get("", "-")), (ni.netns or "-") if ni else "-", str(by_node.get(name, 0)))
     console.print(t)
     console.print(f"{len(pods)} pod(s); kubeconfig {info.kubeconfig}")
+    if info.metrics:
+        console.print("metrics (Prometheus):")
+        width = max(len(k) for k in info.metrics)
+        for component, url in info.metrics.items():
+            note = "(kubectl get --raw /metrics)" if component == "apiserver" else \
+                "" if answers.get(component, True) else "not answering"
+            console.print(f"  {component.ljust(width)}  {url}  {note}".rstrip(), highlight=False, soft_wrap=True)
+
+
+async def _metrics_answer(info: Any) -> dict[str, bool]:
+    """Whether each plain-HTTP metrics URL of cluster.json answers 200 (the API server's needs credentials)."""
+    import httpx
+    import trio
+
+    out: dict[str, bool] = {}
+    async with httpx.AsyncClient(timeout=3.0, trust_env=False) as http:
+        async def one(component: str, url: str) -> None:
+            try:
+                out[component] = (await http.get(url)).status_code == 200
+            except httpx.HTTPError:
+                out[component] = False
+
+        async with trio.open_nursery() as n:
+            for component, url in info.metrics.items():
+                if url.startswith("http://"):
+                    n.start_soon(one, component, url)
+    return out
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -424,19 +596,24 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
 @click.option("--port", type=int, default=6443, show_default=True)
 @click.option("--store", "store_url", default="", help="memory:// | sqlite:///path.db | etcd://host:port (default: SQLite in the data dir).")
 @click.option("--name", default="kmesh", show_default=True, help="Cluster name in the kubeconfig.")
-@click.option("--service-cidr", default="10.96.0.0/12", show_default=True, help="Range ClusterIPs come from.")
+@click.option("--service-cidr", default=SERVICE_CIDR, show_default=True, help="Range ClusterIPs come from.")
 @click.option("--loopback-ok", is_flag=True, help="Accept 127.x endpoint addresses (the sim runtime's pods).")
+@_kubeconfig_mode_option
 def server(
-    data_dir: Path | None, host: str, port: int, store_url: str, name: str, service_cidr: str, loopback_ok: bool
+    data_dir: Path | None, host: str, port: int, store_url: str, name: str, service_cidr: str, loopback_ok: bool,
+    kubeconfig_mode: int | None,
 ) -> None:
     """Run the API server in the foreground (writes D/kubeconfig.yaml)."""
     import trio
 
     from kmesh.apiserver.server import ServerConfig, run_server
     from kmesh.client.kubeconfig import Credentials, write_kubeconfig
+    from kmesh.lab.access import grant_traverse, kubeconfig_access
 
     dd = _resolve(data_dir)
-    dd.root.mkdir(parents=True, exist_ok=True)
+    dd.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    access = kubeconfig_access(kubeconfig_mode)
+    grant_traverse(dd.root, access)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -445,7 +622,8 @@ def server(
                 service_cidr=service_cidr, loopback_ok=loopback_ok,
             )
             srv = await nursery.start(run_server, cfg)
-            write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token))
+            write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token),
+                             mode=access.mode, owner=access.owner)
             console.print(f"API server on {srv.url}; export KUBECONFIG={dd.kubeconfig}", highlight=False)
             sys.stdout.flush()
 
@@ -455,15 +633,21 @@ def server(
         pass
 
 
-def _foreground(start: Any, kubeconfig: Path, ready: str) -> None:
+def _foreground(start: Any, kubeconfig: _KubeconfigRef, ready: str) -> None:
     """Run ``start(client, nursery)`` with a client from ``kubeconfig`` until Ctrl-C; print ``ready`` once up."""
     import trio
 
     from kmesh.client.api import Client
+    from kmesh.client.kubeconfig import load_kubeconfig
+
+    try:
+        creds = load_kubeconfig(kubeconfig.files, kubeconfig.context)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"kubeconfig {kubeconfig.files}: {exc}") from None
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with Client.from_kubeconfig(kubeconfig) as client, trio.open_nursery() as nursery:
+            async with Client(creds) as client, trio.open_nursery() as nursery:
                 await start(client, nursery)
                 console.print(ready, highlight=False)
                 sys.stdout.flush()
@@ -477,26 +661,68 @@ def _foreground(start: Any, kubeconfig: Path, ready: str) -> None:
         pass
 
 
-_kubeconfig_option = click.option(
-    "--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-    help="kubeconfig of the API server to use.",
-)
+@dataclass(frozen=True)
+class _KubeconfigRef:
+    """The kubeconfig files (one path, or $KUBECONFIG's ``a:b`` list) and the context a component uses."""
+
+    files: str
+    context: str | None = None
+
+
+def _kubeconfig_ref(explicit: str | None, context: str | None) -> _KubeconfigRef:
+    """--kubeconfig, else $KUBECONFIG (read as kubectl does), else the default data dir's kubeconfig."""
+    if explicit:
+        if not Path(explicit).is_file():
+            raise click.BadParameter(f"{explicit}: no such file", param_hint="--kubeconfig")
+        return _KubeconfigRef(explicit, context)
+    if os.environ.get("KUBECONFIG"):
+        return _KubeconfigRef(os.environ["KUBECONFIG"], context)
+    lab = DataDir(default_data_dir()).kubeconfig
+    if lab.is_file():
+        return _KubeconfigRef(str(lab), context)
+    raise click.UsageError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or start a lab with `kmesh up`")
+
+
+def _kubeconfig_option(f):  # type: ignore[no-untyped-def]
+    """``--kubeconfig`` and ``--context``, handed to the command as one ``_KubeconfigRef`` named ``kubeconfig``."""
+
+    @functools.wraps(f)
+    def with_ref(*args: Any, kubeconfig: str | None, context: str | None, **kw: Any) -> Any:
+        return f(*args, kubeconfig=_kubeconfig_ref(kubeconfig, context), **kw)
+
+    with_ref = click.option("--context", default=None, help="kubeconfig context to use (default: its current one).")(
+        with_ref)
+    return click.option(
+        "--kubeconfig", default=None, metavar="FILE",
+        help="kubeconfig of the API server (default: $KUBECONFIG, read as kubectl does; else the lab's).",
+    )(with_ref)
 
 
 @main.command()
 @_kubeconfig_option
-@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="Pod network; nodes get /24s of it.")
-@click.option("--service-cidr", default="10.96.0.0/12", show_default=True)
+@click.option("--cluster-cidr", default=CLUSTER_CIDR, show_default=True, help="Pod network; nodes get /24s of it.")
+@click.option("--service-cidr", default=SERVICE_CIDR, show_default=True)
 @click.option("--node-grace-period", type=click.FloatRange(min=1), default=40.0, show_default=True,
               help="Seconds without a lease renewal before a node is NotReady.")
-def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_grace_period: float) -> None:
+@click.option("--bind-address", default="127.0.0.1", show_default=True, help="Where both /metrics endpoints listen.")
+@click.option("--metrics-port", type=click.IntRange(min=-1, max=65535), default=10257, show_default=True,
+              help="The controller-manager's /metrics, plain HTTP (upstream's port; 0: a free one; -1: off).")
+@click.option("--scheduler-metrics-port", type=click.IntRange(min=-1, max=65535), default=10259, show_default=True,
+              help="The scheduler's /metrics, plain HTTP (upstream's port; 0: a free one; -1: off).")
+def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str, node_grace_period: float,
+                bind_address: str, metrics_port: int, scheduler_metrics_port: int) -> None:
     """Run the controllers (endpoints, deployments, scheduler, node IPAM/lifecycle) in the foreground."""
     from kmesh.controllers.manager import ControllerConfig, run_controllers
 
-    cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period)
+    cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period,
+                           metrics_host=bind_address, metrics_port=None if metrics_port < 0 else metrics_port,
+                           scheduler_metrics_port=None if scheduler_metrics_port < 0 else scheduler_metrics_port)
 
     async def start(client: Any, nursery: Any) -> None:
-        await nursery.start(run_controllers, client, cfg)
+        mgr = await nursery.start(run_controllers, client, cfg)
+        for what, port in (("controller-manager", mgr.metrics_port), ("scheduler", mgr.scheduler_metrics_port)):
+            if port:
+                console.print(f"{what} metrics on http://{bind_address}:{port}/metrics", highlight=False)
 
     _foreground(start, kubeconfig, "controllers running")
 
@@ -513,16 +739,18 @@ def controllers(kubeconfig: Path, cluster_cidr: str, service_cidr: str, node_gra
               help="netns: where node subnets come from.")
 @click.option("--etcd", "etcd_url", default="", help="netns with --subnet-manager etcd: the etcd URL.")
 @click.option("--iface", default="eth0", show_default=True, help="netns: the underlay interface.")
-@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="netns: the pod network.")
+@click.option("--cluster-cidr", default=CLUSTER_CIDR, show_default=True, help="netns: the pod network.")
+@click.option("--cluster-dns", default=CLUSTER_DNS_IP, show_default=True, help="netns: the DNS server pods' resolv.conf names.")
+@click.option("--cluster-domain", default=CLUSTER_DOMAIN, show_default=True, help="netns: the cluster's DNS domain.")
 @click.option("--proxy-mode", type=click.Choice((*PROXY_MODES, "none")), default="iptables", show_default=True,
               help="netns: the kube-proxy mode the agent runs (none: run `kmesh proxy` yourself).")
 @click.option("--ipvs-scheduler", default="rr", show_default=True, help="netns, ipvs mode: the scheduler.")
 @_nodeport_addresses_option
 @_data_dir_option
 def agent(
-    kubeconfig: Path, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
-    etcd_url: str, iface: str, cluster_cidr: str, proxy_mode: str, ipvs_scheduler: str,
-    nodeport_addresses: tuple[str, ...], data_dir: Path | None,
+    kubeconfig: _KubeconfigRef, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
+    etcd_url: str, iface: str, cluster_cidr: str, cluster_dns: str, cluster_domain: str, proxy_mode: str,
+    ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], data_dir: Path | None,
 ) -> None:
     """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
@@ -535,12 +763,17 @@ def agent(
             raise click.BadParameter("the netns runtime needs root", param_hint="--runtime")
         if subnet_manager == "etcd" and not etcd_url:
             raise click.BadParameter("--subnet-manager etcd needs --etcd URL", param_hint="--etcd")
+        from kmesh.lab.preflight import agent_needs
+
+        _preflight_or_exit(agent_needs(runtime=runtime, proxy_mode=proxy_mode, backend=backend), "kmesh agent")
+        from kmesh.lab.topology import LabNames
         from kmesh.node.netns_agent import NetnsNodeConfig, run_netns_node
 
         ncfg = NetnsNodeConfig(
-            lab=lab, node_name=node_name, node_ip=node_ip, node_dir=node_dir, backend=backend,
-            subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface, network=cluster_cidr,
-            proxy_mode=proxy_mode, ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses,
+            pod_netns_prefix=LabNames(lab).pod_prefix(node_name), node_name=node_name, node_ip=node_ip,
+            node_dir=node_dir, backend=backend, subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface,
+            network=cluster_cidr, dns_ip=cluster_dns, cluster_domain=cluster_domain, proxy_mode=proxy_mode,
+            ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses,
         )
 
         async def start(client: Any, nursery: Any) -> None:
@@ -558,15 +791,6 @@ def agent(
     _foreground(start_sim, kubeconfig, f"agent {node_name} running")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def dns(args: tuple[str, ...]) -> None:
-    """Run the cluster DNS server in the foreground (`kmesh dns --help` for its flags)."""
-    from kmesh.dns.__main__ import main as dns_main
-
-    raise SystemExit(dns_main(list(args)))
-
-
 @main.group()
 def proxy() -> None:
     """kube-proxy: run it, or show what it installed on a node."""
@@ -579,36 +803,49 @@ def proxy() -> None:
 @click.option("--node-ip", "node_ips", multiple=True, required=True, help="The node's IP (repeat for several).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="netns", show_default=True,
               help="netns: program this network namespace; sim: bind loopback Service IPs (userspace only).")
-@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network.")
+@click.option("--cluster-cidr", default=CLUSTER_CIDR, show_default=True, help="The pod network.")
 @click.option("--ipvs-scheduler", default="rr", show_default=True)
 @_nodeport_addresses_option
 @click.option("--min-sync-period", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--sync-period", type=click.FloatRange(min=1), default=30.0, show_default=True)
 @click.option("--metrics-port", type=int, default=10249, show_default=True,
-              help="/metrics, /healthz, /rules on 127.0.0.1 (0: a free port; -1: off).")
+              help="/metrics, /healthz, /proxyMode, /rules on 127.0.0.1 (0: a free port; -1: off).")
+@click.option("--healthz-bind-address", default="0.0.0.0:10256", show_default=True, metavar="HOST:PORT",
+              help="/healthz and /livez, upstream's JSON (port 0: a free one; empty: off).")
 def proxy_run(
-    kubeconfig: Path, mode: str, node_name: str, node_ips: tuple[str, ...], runtime: str, cluster_cidr: str,
+    kubeconfig: _KubeconfigRef, mode: str, node_name: str, node_ips: tuple[str, ...], runtime: str, cluster_cidr: str,
     ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], min_sync_period: float, sync_period: float,
-    metrics_port: int,
+    metrics_port: int, healthz_bind_address: str,
 ) -> None:
     """Run kube-proxy in the foreground in this network namespace."""
+    from kmesh.lab.preflight import proxy_needs
     from kmesh.proxy.model import NodeContext
     from kmesh.proxy.modes import make_mode
     from kmesh.proxy.runner import SyncConfig, run_proxy
 
+    _preflight_or_exit(proxy_needs(mode=mode, runtime=runtime), "kmesh proxy run", kernel=False)
     ctx = NodeContext(node=node_name, node_ips=node_ips, cluster_cidr=cluster_cidr, nodeport_addresses=nodeport_addresses)
     try:
         m = make_mode(mode, ctx, runtime=runtime, scheduler=ipvs_scheduler)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mode") from None
     cfg = SyncConfig(min_sync_period=min_sync_period, sync_period=sync_period)
+    healthz_host, healthz_port = "", None
+    if healthz_bind_address:
+        healthz_host, _, port_text = healthz_bind_address.rpartition(":")
+        if not healthz_host or not port_text.isdigit() or int(port_text) > 65535:
+            raise click.BadParameter(f"{healthz_bind_address!r} is not HOST:PORT", param_hint="--healthz-bind-address")
+        healthz_host, healthz_port = healthz_host.strip("[]"), int(port_text)
 
     async def start(client: Any, nursery: Any) -> None:
         runner = await nursery.start(
             lambda task_status: run_proxy(client, m, cfg, metrics_port=None if metrics_port < 0 else metrics_port,
+                                          healthz_port=healthz_port, healthz_host=healthz_host,
                                           task_status=task_status))
         if runner.metrics_port:
             console.print(f"metrics on 127.0.0.1:{runner.metrics_port}", highlight=False)
+        if runner.healthz_port:
+            console.print(f"healthz on {healthz_host}:{runner.healthz_port}", highlight=False)
 
     _foreground(start, kubeconfig, f"{mode} proxy running on {node_name}")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -16,6 +17,7 @@ from kmesh.client.api import Client
 from kmesh.lab.datadir import DataDir
 from kmesh.lab.procs import start_until, stop_process
 from tests.conftest import require_binary
+from tests.support.metrics import check_metrics
 
 
 async def kmesh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -59,12 +61,20 @@ async def test_up_status_down(tmp_path: Path, store: str) -> None:
             capture_stdout=True,
         )
         assert res.stdout.decode().split() == ["127.96.0.1"]
+        await trio.to_thread.run_sync(check_metrics, info, d / "kubeconfig.yaml")
+        healthz = int((d / "run" / "proxy-healthz.port").read_text())
+        async with httpx.AsyncClient(trust_env=False) as http:
+            resp = await http.get(f"http://127.0.0.1:{healthz}/healthz")
+        assert resp.status_code == 200 and resp.json()["nodeEligible"] is True
 
         again = await kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim", check=False)
         assert again.returncode != 0 and "already running" in again.stderr
 
         st = await kmesh("status", "--data-dir", str(d))
         assert info["api"] in st.stdout.replace("\n", "")
+        assert "userspace, " in st.stdout and " syncs" in st.stdout and "not answering" not in st.stdout, st.stdout
+        for component, url in info["metrics"].items():
+            assert f"{component}" in st.stdout and url in st.stdout, st.stdout
     finally:
         down = await kmesh("down", "--data-dir", str(d))
     assert "lab supervisor" in down.stdout
@@ -165,7 +175,8 @@ async def test_components_run_as_separate_processes(tmp_path: Path) -> None:
             b"API server on"))
         kc = str(tmp_path / "kubeconfig.yaml")
         procs.append(await start_until(
-            py + ["controllers", "--kubeconfig", kc, "--cluster-cidr", "127.244.0.0/16", "--service-cidr", "127.96.0.0/16"],
+            py + ["controllers", "--kubeconfig", kc, "--cluster-cidr", "127.244.0.0/16", "--service-cidr", "127.96.0.0/16",
+                  "--metrics-port", "0", "--scheduler-metrics-port", "0"],  # free ports: a lab may hold 10257/10259
             b"controllers running"))
         procs.append(await start_until(
             py + ["agent", "--kubeconfig", kc, "--node", "solo", "--node-ip", "127.1.0.9", "--data-dir", str(tmp_path)],

@@ -10,7 +10,7 @@ import pytest
 
 from kmesh.cli import agent, proxy_run, up
 from kmesh.lab.datadir import DataDir
-from kmesh.net.netnslab import agent_argv
+from kmesh.lab.netnslab import agent_argv
 from kmesh.lab.supervisor import UpOptions
 from tests.test_cli import kmesh
 

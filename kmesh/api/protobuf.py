@@ -488,7 +488,7 @@ MESSAGES: dict[str, dict[int, Field]] = _parse_spec(SPEC)
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     """Read a base-128 varint at ``pos``: (unsigned value, next position)."""
     value = shift = 0
     while True:
@@ -504,21 +504,21 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("malformed protobuf: varint longer than 10 bytes")
 
 
-def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
+def wire_fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
     """Yield (field number, wire type, value) for each field of one message.
 
     The value is an int for varint and fixed fields, ``bytes`` for length-delimited ones.
     """
     pos, end = 0, len(data)
     while pos < end:
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         num, wire = key >> 3, key & 7
         if num == 0:
             raise ValueError("malformed protobuf: field number 0")
         if wire == _VARINT:
-            value, pos = _varint(data, pos)
+            value, pos = read_varint(data, pos)
         elif wire == _BYTES:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             if pos + length > end:
                 raise ValueError(f"truncated protobuf: field {num} wants {length} bytes, "
                                  f"{end - pos} left")
@@ -557,7 +557,7 @@ def _timestamp(raw: bytes, micro: bool) -> str | None:
     if not raw:
         return None
     seconds = nanos = 0
-    for num, wire, value in _fields(raw):
+    for num, wire, value in wire_fields(raw):
         if wire != _VARINT:
             continue
         if num == 1:
@@ -577,7 +577,7 @@ def _timestamp(raw: bytes, micro: bool) -> str | None:
 def _quantity(raw: bytes) -> str:
     """resource.Quantity {string=1} as its string; an empty one is ``"0"``, Go's zero Quantity."""
     text = ""
-    for num, wire, value in _fields(raw):
+    for num, wire, value in wire_fields(raw):
         if num == 1 and wire == _BYTES:
             text = _text(value)
     return text or "0"
@@ -586,7 +586,7 @@ def _quantity(raw: bytes) -> str:
 def _int_or_string(raw: bytes) -> int | str:
     """intstr.IntOrString {type=1, intVal=2, strVal=3} as a plain int or string."""
     typ, int_val, str_val = 0, 0, ""
-    for num, wire, value in _fields(raw):
+    for num, wire, value in wire_fields(raw):
         if num == 1 and wire == _VARINT:
             typ = _signed(value)
         elif num == 2 and wire == _VARINT:
@@ -599,7 +599,7 @@ def _int_or_string(raw: bytes) -> int | str:
 def _raw_json(raw: bytes) -> Any:
     """FieldsV1 / RawExtension {raw=1}: the JSON document the raw bytes hold."""
     doc = b""
-    for num, wire, value in _fields(raw):
+    for num, wire, value in wire_fields(raw):
         if num == 1 and wire == _BYTES:
             doc = value
     if not doc:
@@ -668,7 +668,7 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
     if fields is None:
         raise ValueError(f"no protobuf message {message!r} is known")
     out: dict[str, Any] = {}
-    for num, wire, value in _fields(data):
+    for num, wire, value in wire_fields(data):
         f = fields.get(num)
         if f is None:
             continue
@@ -677,7 +677,7 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
             if wire != _BYTES:
                 raise ValueError(f"protobuf field {where}: expected a map entry, got wire type {wire}")
             key, item = "", _zero(f.kind)
-            for enum, ewire, evalue in _fields(value):
+            for enum, ewire, evalue in wire_fields(value):
                 if enum == 1:
                     key = _scalar("s", ewire, evalue, where + " key")
                 elif enum == 2:
@@ -687,7 +687,7 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
             if f.kind in "bi" and wire == _BYTES:  # packed; an empty run adds nothing, as in Go
                 pos = 0
                 while pos < len(value):
-                    v, pos = _varint(value, pos)
+                    v, pos = read_varint(value, pos)
                     out.setdefault(f.name, []).append(bool(v) if f.kind == "b" else _signed(v))
             else:
                 out.setdefault(f.name, []).append(_value(f.kind, wire, value, where))
@@ -728,11 +728,11 @@ def unwrap(body: bytes) -> tuple[str, str, bytes, str]:
         raise ValueError("not a Kubernetes protobuf body: it does not start with the magic 'k8s\\x00'")
     api_version = kind = content_type = encoding = ""
     raw = b""
-    for num, wire, value in _fields(body[4:]):
+    for num, wire, value in wire_fields(body[4:]):
         if wire != _BYTES:
             continue
         if num == 1:
-            for tnum, twire, tvalue in _fields(value):
+            for tnum, twire, tvalue in wire_fields(value):
                 if tnum == 1 and twire == _BYTES:
                     api_version = _text(tvalue)
                 elif tnum == 2 and twire == _BYTES:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import random
 import time
@@ -14,13 +13,15 @@ from urllib.parse import parse_qs, unquote
 
 import trio
 import yaml
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmesh.api import errors as E
 from kmesh.api import tables
 from kmesh.api.kinds import Kind, by_resource
 from kmesh.apiserver import discovery, openapi
+from kmesh.apiserver.authn import Authenticator, peer_certificate
 from kmesh.apiserver.fieldvalidation import FieldValidation
+from kmesh.apiserver.metrics import Metrics, request_info
 from kmesh.apiserver.podlogs import LogOptions, log_file, stream_log
 from kmesh.apiserver.registry import ListOptions, Registry, WatchEvent
 
@@ -81,20 +82,17 @@ class Request:
             raise E.bad_request(f"invalid value for {name}: {raw!r}") from None
 
 
-class Metrics:
-    """The API server's Prometheus metrics, named after kube-apiserver's."""
+def _noting(send: Send, sent: list[int]) -> Send:
+    """``send`` that also notes the response status in ``sent[0]`` and adds the body bytes to ``sent[1]``."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "apiserver_request_total", "Requests by verb, resource and HTTP code.",
-            ["verb", "resource", "code"], registry=self.registry,
-        )
-        self.duration = Histogram(
-            "apiserver_request_duration_seconds", "Request latency by verb and resource.",
-            ["verb", "resource"], registry=self.registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
+    async def noting(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            sent[0] = msg["status"]
+        elif msg["type"] == "http.response.body":
+            sent[1] += len(msg.get("body", b""))
+        await send(msg)
+
+    return noting
 
 
 def _json(obj: Any) -> bytes:
@@ -116,10 +114,11 @@ class APIApp:
     """ASGI application serving the Kubernetes API from a Registry."""
 
     def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443",
-                 nodes_dir: Path | None = None) -> None:
+                 nodes_dir: Path | None = None, client_ca_pem: bytes | None = None) -> None:
         self.registry = registry
         self.nodes_dir = nodes_dir  # where the lab's node agents keep their pods' logs
         self.token = token
+        self.authenticator = Authenticator(token, client_ca_pem)  # client certificates, then the bearer token
         self.server_address = server_address
         self.metrics = Metrics()
         self.min_request_timeout = 1800
@@ -140,7 +139,10 @@ class APIApp:
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True).items()}
         path = scope["path"]
         started = time.perf_counter()
-        verb, resource = scope["method"].lower(), ""
+        info = request_info(scope["method"], path, query, headers.get("content-type", ""))
+        sent = [0, 0]  # the status sent, the body bytes sent: what the metrics count
+        send = _noting(send, sent)
+        self.metrics.started(info)
         try:
             if path not in PUBLIC_PATHS and not self._authorized(headers):
                 raise E.APIError(401, "Unauthorized", "Unauthorized")
@@ -148,25 +150,18 @@ class APIApp:
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 body = await self._read_body(receive)
             req = Request(scope["method"], path, query, headers, body)
-            verb, resource = await self._dispatch(req, receive, send)
-            code = 200
+            await self._dispatch(req, receive, send)
         except E.APIError as exc:
-            code = exc.code
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
             await self._send(send, exc.code, _json(exc.status()), extra_headers=extra)
         except Exception as exc:  # noqa: BLE001 - the server must answer, not crash
-            code = 500
             err = E.APIError(500, "InternalError", f"Internal error occurred: {exc!r}")
             await self._send(send, 500, _json(err.status()))
-        if verb != "watch":
-            self.metrics.requests.labels(verb, resource, str(code)).inc()
-            self.metrics.duration.labels(verb, resource).observe(time.perf_counter() - started)
+        finally:
+            self.metrics.finished(info, sent[0], time.perf_counter() - started, sent[1])
 
     def _authorized(self, headers: dict[str, str]) -> bool:
-        auth = headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+        return self.authenticator.authenticate(headers, peer_certificate()) is not None
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes:
@@ -213,6 +208,16 @@ class APIApp:
         if path == "/apis":
             await self._send(send, 200, _json(discovery.api_group_list()))
             return "get", ""
+        if path == "/openapi/v2":
+            body, content_type, etag = openapi.v2_body(openapi.v2_wants_protobuf(req.headers.get("accept", "")))
+            if etag in req.headers.get("if-none-match", ""):
+                await self._send(send, 304, b"", content_type, [(b"etag", etag.encode())])
+            else:
+                await self._send(send, 200, body, content_type, [(b"etag", etag.encode())])
+            return "get", ""
+        if path == openapi.CRD_LIST_PATH and req.method == "GET" and not req.flag("watch"):
+            await self._send(send, 200, _json(openapi.crd_list()))
+            return "list", "customresourcedefinitions"
         if path == "/openapi/v3":
             await self._send(send, 200, _json(openapi.index()))
             return "get", ""

@@ -83,7 +83,7 @@ def _current_sans(cert_path: Path) -> set[str]:
 def ensure_pki(directory: Path, extra_sans: list[str] | None = None) -> PKI:
     """Create (or reuse) the CA, a server certificate covering the SANs, and a token."""
     d = directory / "pki"
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki = PKI(d / "ca.crt", d / "ca.key", d / "apiserver.crt", d / "apiserver.key", d / "token")
     now = dt.datetime.now(dt.timezone.utc)
     if not (pki.ca_cert.exists() and pki.ca_key.exists()):

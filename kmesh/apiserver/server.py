@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from kmesh.api.wellknown import SERVICE_CIDR
+from kmesh.apiserver.authn import server_tls_context
 from kmesh.apiserver.bootstrap import ensure_kubernetes_service
 from kmesh.apiserver.http import APIApp
 from kmesh.apiserver.pki import PKI, ensure_pki
@@ -34,7 +37,7 @@ class ServerConfig:
     extra_sockets: list[socket.socket] = field(default_factory=list)
     compact_interval: float = 300.0
     loopback_ok: bool = False  # accept 127.x endpoint addresses (sim runtime)
-    service_cidr: str = "10.96.0.0/12"  # ClusterIPs; the sim runtime uses 127.96.0.0/16
+    service_cidr: str = SERVICE_CIDR  # ClusterIPs; the sim runtime uses 127.96.0.0/16
     node_port_range: tuple[int, int] = (30000, 32767)
     advertise_address: str = ""  # where the kubernetes Service's endpoints point; default: host
 
@@ -80,7 +83,8 @@ async def run_server(
         await registry.ensure_default_namespaces()
         await registry.resume_terminating_namespaces()
         nursery.start_soon(run_compactor, store, cfg.compact_interval)
-        hc = HypercornConfig()
+        hc = _TLSConfig()
+        hc.ca_certs = str(pki.ca_cert)  # client certificates: the cluster CA's only
         hc.bind = [f"{cfg.host}:{cfg.port}"] + [f"fd://{s.fileno()}" for s in cfg.extra_sockets]
         hc.certfile = str(pki.server_cert)
         hc.keyfile = str(pki.server_key)
@@ -89,7 +93,8 @@ async def run_server(
         hc.keep_alive_timeout = 120
         hc.graceful_timeout = 1
         hc.h11_max_incomplete_size = 64 * 1024
-        app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}", nodes_dir=cfg.data_dir / "nodes")
+        app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}", nodes_dir=cfg.data_dir / "nodes",
+                     client_ca_pem=pki.ca_pem())
         binds = await nursery.start(serve, app, hc)  # type: ignore[arg-type]
         port = _port_of(binds[0]) if binds else cfg.port
         url = f"https://{cfg.host}:{port}"
@@ -99,6 +104,17 @@ async def run_server(
             await ensure_kubernetes_service(registry, allocator.first_ip(), advertise, port)
         log.info("API server listening on %s", ", ".join(binds))
         task_status.started(RunningServer(url, pki, registry, list(binds)))
+
+
+class _TLSConfig(HypercornConfig):
+    """Hypercorn's config with kmesh's TLS context: asks for client certificates and records them per connection."""
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        """The context of ``authn.server_tls_context`` (CA from ``ca_certs``)."""
+        if self.certfile is None or self.keyfile is None or self.ca_certs is None:
+            return super().create_ssl_context()
+        return server_tls_context(Path(self.certfile), Path(self.keyfile), Path(self.ca_certs),
+                                  alpn=self.alpn_protocols, ciphers=self.ciphers)
 
 
 def _port_of(bind: str) -> int:

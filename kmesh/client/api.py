@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 
 import httpx
@@ -15,7 +13,7 @@ from kmesh.api import errors as E
 from kmesh.api.kinds import Kind
 from kmesh.api.kinds import get as kind_named
 from kmesh.api.obj import Obj
-from kmesh.client.kubeconfig import Credentials, load_kubeconfig
+from kmesh.client.kubeconfig import Credentials, KubeconfigSpec, load_kubeconfig
 
 PatchType = Literal["merge", "strategic", "json"]
 PATCH_TYPES = {
@@ -64,20 +62,25 @@ class Client:
     """CRUD, patch and watch against one API server."""
 
     def __init__(self, creds: Credentials, *, timeout: float = 30.0) -> None:
-        ctx = ssl.create_default_context(cadata=creds.ca_pem.decode())
         self.creds = creds
+        headers = {"Accept": "application/json"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
         self._http = httpx.AsyncClient(
             base_url=creds.server,
-            verify=ctx,
-            headers={"Authorization": f"Bearer {creds.token}", "Accept": "application/json"},
+            verify=creds.ssl_context(),
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
 
     @classmethod
-    def from_kubeconfig(cls, path: str | Path, **kw: Any) -> "Client":
-        """A client for the current context of a kubeconfig file."""
-        return cls(load_kubeconfig(Path(path)), **kw)
+    def from_kubeconfig(cls, path: KubeconfigSpec = None, *, context: str | None = None, **kw: Any) -> "Client":
+        """A client for the current (or named) context, read as kubectl reads kubeconfigs.
+
+        ``path``: one file, a ``$KUBECONFIG``-style ``a:b`` string or a list; None: $KUBECONFIG,
+        else ~/.kube/config."""
+        return cls(load_kubeconfig(path, context), **kw)
 
     async def aclose(self) -> None:
         """Close connections."""

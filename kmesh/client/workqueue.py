@@ -5,6 +5,11 @@ Semantics follow client-go's workqueue: a key added while queued is not
 queued twice; a key added while being processed is queued again once its
 worker calls ``done``; ``add_rate_limited`` retries with exponential backoff
 until ``forget`` resets it.
+
+A queue given ``metrics`` (a ``QueueMetrics``, see
+``kmesh.client.workqueue_metrics``) reports to it where client-go's queue
+reports: an add that really queues, a get, a done, and every delayed add
+(client-go counts those as retries).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+from typing import Awaitable, Callable, Generic, Hashable, Protocol, TypeVar
 
 import trio
 
@@ -20,10 +25,27 @@ K = TypeVar("K", bound=Hashable)
 log = logging.getLogger("kmesh.workqueue")
 
 
+class QueueMetrics(Protocol):
+    """What a queue tells its metrics (client-go's queueMetrics)."""
+
+    def add(self, key: Hashable) -> None:
+        """``key`` was queued (it was not already waiting)."""
+
+    def get(self, key: Hashable) -> None:
+        """A worker took ``key``."""
+
+    def done(self, key: Hashable) -> None:
+        """The worker finished ``key``."""
+
+    def retry(self) -> None:
+        """A delayed add (a retry or a resync)."""
+
+
 class WorkQueue(Generic[K]):
     """An async, deduplicating queue of keys with retry backoff."""
 
-    def __init__(self, *, base_delay: float = 0.005, max_delay: float = 30.0) -> None:
+    def __init__(self, *, base_delay: float = 0.005, max_delay: float = 30.0,
+                 metrics: QueueMetrics | None = None) -> None:
         self._queue: deque[K] = deque()
         self._queued: set[K] = set()
         self._processing: set[K] = set()
@@ -34,23 +56,31 @@ class WorkQueue(Generic[K]):
         self._delay_changed = trio.Event()
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.metrics = metrics
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, key: K) -> None:
         """Queue ``key`` unless it is already queued."""
+        if key in self._queued or key in self._dirty:
+            return
+        if self.metrics is not None:
+            self.metrics.add(key)
         if key in self._processing:
             self._dirty.add(key)
             return
-        if key in self._queued:
-            return
+        self._push(key)
+
+    def _push(self, key: K) -> None:
         self._queued.add(key)
         self._queue.append(key)
         self._wakeup.set()
 
     def add_after(self, key: K, delay: float) -> None:
         """Queue ``key`` after ``delay`` seconds (the earliest of several requests wins)."""
+        if self.metrics is not None:
+            self.metrics.retry()
         if delay <= 0:
             self.add(key)
             return
@@ -73,6 +103,14 @@ class WorkQueue(Generic[K]):
         """How many times in a row ``key`` was retried."""
         return self._failures.get(key, 0)
 
+    def waiting(self, key: K) -> bool:
+        """Whether ``key`` is queued, being worked on, or due later."""
+        return key in self._queued or key in self._processing or key in self._delayed
+
+    def delayed(self) -> int:
+        """How many keys wait for a delayed add (backoff or resync)."""
+        return len(self._delayed)
+
     async def get(self) -> K:
         """The next key to work on; call ``done`` when finished."""
         while not self._queue:
@@ -81,14 +119,18 @@ class WorkQueue(Generic[K]):
         key = self._queue.popleft()
         self._queued.discard(key)
         self._processing.add(key)
+        if self.metrics is not None:
+            self.metrics.get(key)
         return key
 
     def done(self, key: K) -> None:
         """Mark ``key`` finished; re-queue it if it was added meanwhile."""
         self._processing.discard(key)
+        if self.metrics is not None:
+            self.metrics.done(key)
         if key in self._dirty:
             self._dirty.discard(key)
-            self.add(key)
+            self._push(key)
 
     async def run_delays(self) -> None:
         """Move delayed keys into the queue when due (run as a task)."""

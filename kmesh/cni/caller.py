@@ -150,9 +150,18 @@ def load_conflist(
     return data
 
 
+PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # Debian's (containernetworking-plugins) and upstream's
+
+
+def plugin_dirs() -> list[str]:
+    """Where the reference plugins are looked for: ``$CNI_PATH`` when set (as ``cnitool`` reads it), else
+    ``PLUGIN_DIRS``."""
+    return [d for d in os.environ.get("CNI_PATH", "").split(os.pathsep) if d] or list(PLUGIN_DIRS)
+
+
 def default_cni_path() -> list[str]:
-    """Where plugins are looked up: this Python's bin dir (kmesh-cni), Debian's and upstream's plugin dirs."""
-    dirs = [os.path.dirname(sys.executable), "/usr/lib/cni", "/opt/cni/bin"]
+    """Where plugins are looked up: this Python's bin dir (kmesh-cni), then ``plugin_dirs()``."""
+    dirs = [os.path.dirname(sys.executable), *plugin_dirs()]
     return [d for d in dirs if os.path.isdir(d)]
 
 

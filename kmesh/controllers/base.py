@@ -1,4 +1,4 @@
-"""What every controller shares: a keyed work queue, workers that retry with backoff, metrics.
+"""What every controller shares: a keyed work queue (with workqueue metrics), workers that retry with backoff.
 
 A controller's informer handlers only add keys to its queue; ``sync(key)``
 compares the cached state with the desired one and writes the difference.
@@ -9,58 +9,34 @@ loop: the key is retried with backoff and logged quietly.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Generic, Hashable, TypeVar
 
 import trio
-from prometheus_client import Counter, Gauge, Histogram
 
 from kmesh.api import errors as E
 from kmesh.client.api import APIUnavailable
 from kmesh.client.workqueue import WorkQueue
+from kmesh.client.workqueue_metrics import WorkqueueMetrics
+from kmesh.controllers.metrics import CONTROLLER_MANAGER
 
 K = TypeVar("K", bound=Hashable)
 log = logging.getLogger("kmesh.controllers")
-
-QUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue", ["name"])
-QUEUE_ADDS = Counter("workqueue_adds_total", "Total number of adds handled by workqueue", ["name"])
-QUEUE_RETRIES = Counter("workqueue_retries_total", "Total number of retries handled by workqueue", ["name"])
-WORK_DURATION = Histogram(
-    "workqueue_work_duration_seconds", "How long in seconds processing an item from workqueue takes.", ["name"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
-)
 
 
 class Retry(Exception):
     """Raised by ``sync`` to retry its key with backoff without logging a traceback."""
 
 
-class MeteredQueue(WorkQueue[K]):
-    """A WorkQueue that reports its depth and adds under upstream's metric names."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self._depth = QUEUE_DEPTH.labels(name)
-        self._adds = QUEUE_ADDS.labels(name)
-
-    def add(self, key: K) -> None:
-        """Queue ``key`` (counted)."""
-        self._adds.inc()
-        super().add(key)
-        self._depth.set(len(self))
-
-
 class Controller(Generic[K]):
     """Base of the controllers: subclasses fill the queue from informer handlers and implement ``sync``."""
 
     name = "controller"
+    queue_name = ""  # the queue's ``name`` label in workqueue_* metrics (upstream's); default: ``name``
+    workqueue_metrics: WorkqueueMetrics = CONTROLLER_MANAGER  # whose /metrics reports the queue
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
-        self.queue: MeteredQueue[K] = MeteredQueue(self.name)
-        self._retries = QUEUE_RETRIES.labels(self.name)
-        self._duration = WORK_DURATION.labels(self.name)
+        self.queue: WorkQueue[K] = WorkQueue(metrics=self.workqueue_metrics.for_queue(self.queue_name or self.name))
 
     async def sync(self, key: K) -> None:
         """Bring the world in line for ``key``."""
@@ -77,8 +53,6 @@ class Controller(Generic[K]):
         q = self.queue
         while True:
             key = await q.get()
-            q._depth.set(len(q))
-            start = time.perf_counter()
             try:
                 await self.sync(key)
             except Exception as exc:  # one bad key must not stop the controller
@@ -92,11 +66,9 @@ class Controller(Generic[K]):
             else:
                 q.forget(key)
             finally:
-                self._duration.observe(time.perf_counter() - start)
                 q.done(key)
 
     def _retry(self, key: K) -> None:
-        self._retries.inc()
         self.queue.add_rate_limited(key)
 
 

@@ -167,6 +167,7 @@ class EndpointSliceController(Controller[Key]):
     """Keeps ``endpointslice-controller.k8s.io`` slices for every Service with a selector."""
 
     name = "endpointslice"
+    queue_name = "endpoint_slice"
 
     def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 5,
                  max_per_slice: int = MAX_ENDPOINTS_PER_SLICE, events: EventRecorder | None = None) -> None:

@@ -36,6 +36,7 @@ class GarbageCollector(Controller[GCKey]):
     """Deletes objects whose owners are all gone; drops references to owners that are gone."""
 
     name = "garbagecollector"
+    queue_name = "garbage_collector_attempt_to_delete"
 
     def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 5) -> None:
         super().__init__(workers)

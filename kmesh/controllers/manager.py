@@ -5,6 +5,11 @@ which asks the :class:`InformerFactory` for the informers and indexes it
 needs (so every kind is listed and watched once), starts the informers,
 and reports ``started`` once all of them have listed; then the controllers'
 workers run until cancelled.
+
+With ``metrics_port`` / ``scheduler_metrics_port`` set it also serves the
+controller-manager's and the scheduler's ``/metrics`` (plain HTTP; upstream's
+ports 10257 and 10259 serve HTTPS with authentication), see
+``kmesh.controllers.metrics``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from kmesh.controllers.endpoints import EndpointsController, EndpointSliceContro
 from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.gc import GarbageCollector
 from kmesh.controllers.informers import InformerFactory
+from kmesh.controllers.metrics import CONTROLLER_MANAGER, SCHEDULER
 from kmesh.controllers.nodeipam import NodeIPAM
 from kmesh.controllers.nodelifecycle import NodeLifecycle
 from kmesh.controllers.replicaset import ReplicaSetController
 from kmesh.controllers.scheduler import DEFAULT_SCHEDULER, Scheduler
+from kmesh.net.sockets import OpenSocket
 
 __all__ = ["ALL_CONTROLLERS", "ControllerConfig", "ControllerManager", "InformerFactory", "run_controllers"]
 
@@ -52,6 +59,10 @@ class ControllerConfig:
     events: bool = True  # record Events (Scheduled, ScalingReplicaSet, ...)
     max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE
     scheduler_name: str = DEFAULT_SCHEDULER
+    metrics_host: str = "127.0.0.1"  # where both /metrics endpoints listen
+    metrics_port: int | None = None  # controller-manager /metrics (upstream 10257); 0: a free port; None: off
+    scheduler_metrics_port: int | None = None  # scheduler /metrics (upstream 10259); 0: a free port; None: off
+    metrics_any_port_if_taken: bool = False  # a port in use: take a free one instead of failing (labs)
 
     def enabled(self, name: str) -> bool:
         """Whether controller ``name`` runs (kube-controller-manager's --controllers syntax)."""
@@ -67,6 +78,8 @@ class ControllerManager:
     factory: InformerFactory
     controllers: dict[str, Controller[Any]] = field(default_factory=dict)
     recorders: list[EventRecorder] = field(default_factory=list)
+    metrics_port: int | None = None  # where the controller-manager's /metrics listens (None: not served)
+    scheduler_metrics_port: int | None = None  # where the scheduler's /metrics listens (None: not served)
 
 
 def build(client: Client, config: ControllerConfig) -> ControllerManager:
@@ -108,12 +121,16 @@ async def run_controllers(
     client: Client,
     config: ControllerConfig | None = None,
     *,
+    open_socket: OpenSocket | None = None,
     task_status: trio.TaskStatus[ControllerManager] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run every enabled controller until cancelled; ``task_status`` fires once all informers synced."""
+    """Run every enabled controller until cancelled; ``task_status`` fires once all informers synced.
+
+    ``open_socket`` makes the metrics listeners' sockets (the netns lab: in the root namespace)."""
     config = config or ControllerConfig()
     mgr = build(client, config)
     async with trio.open_nursery() as nursery:
+        mgr.metrics_port, mgr.scheduler_metrics_port = await _serve_metrics(nursery, config, open_socket)
         await nursery.start(mgr.factory.run)
         for r in mgr.recorders:
             nursery.start_soon(r.run)
@@ -124,3 +141,22 @@ async def run_controllers(
             nursery.start_soon(ctl.run)
         log.info("controllers running: %s", ", ".join(mgr.controllers))
         task_status.started(mgr)
+
+
+async def _serve_metrics(nursery: trio.Nursery, config: ControllerConfig,
+                         open_socket: OpenSocket | None) -> tuple[int | None, int | None]:
+    """Start the two /metrics endpoints that are configured; their bound ports."""
+    from functools import partial
+
+    from kmesh.net.metrics import serve_metrics
+
+    ports: list[int | None] = []
+    for registry, port in ((CONTROLLER_MANAGER.registry, config.metrics_port),
+                           (SCHEDULER.registry, config.scheduler_metrics_port)):
+        if port is None:
+            ports.append(None)
+            continue
+        ports.append(await nursery.start(partial(
+            serve_metrics, registry, config.metrics_host, port, open_socket=open_socket,
+            any_port_if_taken=config.metrics_any_port_if_taken)))
+    return ports[0], ports[1]

@@ -29,6 +29,7 @@ class NodeIPAM(Controller[str]):
     """Allocates one pod subnet per Node."""
 
     name = "nodeipam"
+    queue_name = "cidrallocator_node"
 
     def __init__(self, client: Client, factory: InformerFactory, cluster_cidr: str, *, mask: int = 24,
                  service_cidr: str | None = None, events: EventRecorder | None = None) -> None:

@@ -48,6 +48,7 @@ class NodeLifecycle(Controller[str]):
     """Marks nodes whose agent went silent, and their pods."""
 
     name = "nodelifecycle"
+    queue_name = "node_lifecycle_controller"
 
     def __init__(self, client: Client, factory: InformerFactory, *, grace_period: float = 40.0,
                  events: EventRecorder | None = None) -> None:

@@ -8,6 +8,12 @@ scheduler's "assumed" pods); ties are broken at random. A pod that fits
 nowhere gets ``PodScheduled=False`` (reason Unschedulable, upstream's
 "0/N nodes are available: ..." message) and a FailedScheduling event, and is
 tried again whenever a node changes.
+
+Metrics (kube-scheduler's, on the scheduler's own registry): attempts and
+their duration by result (scheduled, unschedulable, error), attempts per
+scheduled pod, pods pending by queue (active: queued; backoff: waiting to
+be retried after an error; unschedulable: tried, fitting nowhere, waiting
+for a node to change) and the cache's size.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import time
 from collections import Counter
 
 from kmesh.api import errors as E
@@ -25,6 +32,14 @@ from kmesh.controllers import podutil
 from kmesh.controllers.base import Controller
 from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.informers import InformerFactory, by_node
+from kmesh.controllers.metrics import (
+    ATTEMPT_DURATION,
+    INCOMING_PODS,
+    POD_ATTEMPTS,
+    SCHEDULE_ATTEMPTS,
+    SCHEDULER,
+    track_scheduler,
+)
 
 log = logging.getLogger("kmesh.controllers.scheduler")
 DEFAULT_SCHEDULER = "default-scheduler"
@@ -121,6 +136,7 @@ class Scheduler(Controller[Key]):
     """Binds pods without a node to the least loaded node they fit."""
 
     name = "scheduler"
+    workqueue_metrics = SCHEDULER
 
     def __init__(self, client: Client, factory: InformerFactory, *, scheduler_name: str = DEFAULT_SCHEDULER,
                  events: EventRecorder | None = None) -> None:
@@ -134,8 +150,19 @@ class Scheduler(Controller[Key]):
                                         lambda p: [] if podutil.is_terminal(p) else by_node(p))
         self.assumed: dict[Key, str] = {}  # bound by us, not yet seen bound in the cache
         self.unschedulable: set[Key] = set()
+        self.attempts: Counter[Key] = Counter()  # attempts so far of each pod not yet scheduled
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
+        track_scheduler(self)
+
+    def pending(self) -> dict[str, int]:
+        """Pods waiting, by kube-scheduler's queue names (for scheduler_pending_pods)."""
+        waiting = sum(1 for k in self.unschedulable if not self.queue.waiting(k))
+        return {"active": len(self.queue), "backoff": self.queue.delayed(), "unschedulable": waiting, "gated": 0}
+
+    def cache_size(self) -> dict[str, int]:
+        """Nodes, pods and assumed pods in the cache (for scheduler_scheduler_cache_size)."""
+        return {"nodes": len(self.nodes.list()), "pods": len(self.pods.list()), "assumed_pods": len(self.assumed)}
 
     def _wants(self, pod: Obj) -> bool:
         spec = pod.get("spec") or {}
@@ -147,8 +174,11 @@ class Scheduler(Controller[Key]):
         if ch.new is None or not self._wants(ch.new):
             self.assumed.pop(k, None)
             self.unschedulable.discard(k)
+            self.attempts.pop(k, None)
             return
         if ch.old is None or (ch.old.get("spec") or {}) != (ch.new.get("spec") or {}) or k not in self.unschedulable:
+            if not self.queue.waiting(k):
+                INCOMING_PODS.labels("active", "PodAdd" if ch.old is None else "PodUpdate").inc()
             self.queue.add(k)
 
     def _on_node(self, ch: Change) -> None:
@@ -156,7 +186,10 @@ class Scheduler(Controller[Key]):
                 (ch.old.get("spec"), podutil.labels(ch.old), node_ready(ch.old)) == \
                 (ch.new.get("spec"), podutil.labels(ch.new), node_ready(ch.new)):
             return
+        event = "NodeAdd" if ch.old is None else "NodeDelete" if ch.new is None else "NodeUpdate"
         for k in list(self.unschedulable):
+            if not self.queue.waiting(k):
+                INCOMING_PODS.labels("active", event).inc()
             self.queue.add(k)
 
     def _load(self, node: str) -> int:
@@ -164,10 +197,33 @@ class Scheduler(Controller[Key]):
         return len(on) + sum(1 for k, where in self.assumed.items() if where == node and k not in on)
 
     async def sync(self, key: Key) -> None:
-        """Schedule one pod."""
+        """Schedule one pod (one attempt, counted by its result)."""
         pod = self.pods.get(key[1], key[0])
         if pod is None or not self._wants(pod) or key in self.assumed:
             return
+        self.attempts[key] += 1
+        started = time.perf_counter()
+        try:
+            result = await self._attempt(pod, key)
+        except Exception:
+            self._count("error", started)
+            INCOMING_PODS.labels("backoff", "ScheduleAttemptFailure").inc()
+            raise
+        if result == "unschedulable":
+            self._count(result, started)
+            INCOMING_PODS.labels("unschedulable", "ScheduleAttemptFailure").inc()
+        elif result == "scheduled":
+            self._count(result, started)
+            POD_ATTEMPTS.observe(self.attempts.pop(key, 1))
+        else:
+            self.attempts.pop(key, None)
+
+    def _count(self, result: str, started: float) -> None:
+        SCHEDULE_ATTEMPTS.labels(result, self.scheduler_name).inc()
+        ATTEMPT_DURATION.labels(result, self.scheduler_name).observe(time.perf_counter() - started)
+
+    async def _attempt(self, pod: Obj, key: Key) -> str:
+        """Filter, score, bind: "scheduled", "unschedulable", or "gone" (not an attempt after all)."""
         nodes = self.nodes.list()
         reasons: Counter[str] = Counter()
         fits: list[Obj] = []
@@ -179,7 +235,7 @@ class Scheduler(Controller[Key]):
                 reasons[why] += 1
         if not fits:
             await self._unschedulable(pod, key, unschedulable_message(len(nodes), reasons))
-            return
+            return "unschedulable"
         loads = {podutil.md(n)["name"]: self._load(podutil.md(n)["name"]) for n in fits}
         least = min(loads.values())
         target = random.choice(sorted(name for name, n in loads.items() if n == least))
@@ -189,7 +245,7 @@ class Scheduler(Controller[Key]):
         except BaseException as exc:
             self.assumed.pop(key, None)
             if isinstance(exc, E.APIError) and exc.code in (404, 409):
-                return  # gone, or bound by someone else meanwhile
+                return "gone"  # gone, or bound by someone else meanwhile
             raise
         cur = self.pods.get(key[1], key[0])
         if cur is None or not self._wants(cur):
@@ -197,6 +253,7 @@ class Scheduler(Controller[Key]):
         self.unschedulable.discard(key)
         if self.events:
             self.events.event(pod, "Normal", "Scheduled", f"Successfully assigned {key[0]}/{key[1]} to {target}")
+        return "scheduled"
 
     async def _unschedulable(self, pod: Obj, key: Key, message: str) -> None:
         self.unschedulable.add(key)

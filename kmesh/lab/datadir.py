@@ -44,6 +44,10 @@ class ClusterInfo:
     serviceCIDR: str
     clusterCIDR: str
     nodes: list[NodeInfo] = field(default_factory=list)
+    # component → its Prometheus /metrics URL, reachable from the machine that ran `kmesh up`:
+    # apiserver (HTTPS, the kubeconfig's credentials), controller-manager, scheduler, coredns,
+    # kubelet/<node>, kube-proxy/<node> (sim: one "kube-proxy" for every node)
+    metrics: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The JSON text written to disk."""
@@ -96,10 +100,10 @@ class DataDir:
             return None
 
     def write_cluster(self, info: ClusterInfo) -> None:
-        """Write cluster.json atomically."""
-        tmp = self.cluster_json.with_suffix(".tmp")
-        tmp.write_text(info.to_json())
-        os.replace(tmp, self.cluster_json)
+        """Write cluster.json atomically, 0600 as everything in the data dir."""
+        from kmesh.lab.access import write_private
+
+        write_private(self.cluster_json, info.to_json())
 
     def supervisor_pid(self) -> int | None:
         """The supervisor's PID if it is still running."""

@@ -31,20 +31,26 @@ def sim_node_ip(i: int) -> str:
 
 async def start_sim_nodes(
     nursery: trio.Nursery, client: Client, opts: UpOptions, dd: DataDir, node_ip: Callable[[int], str] | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> list[NodeInfo]:
     """Start one agent per node in ``nursery``; return once every node has its pod CIDR.
 
-    ``node_ip``: the i-th node's address (default: slot 0's 127.1.0.N)."""
+    ``node_ip``: the i-th node's address (default: slot 0's 127.1.0.N). Each kubelet serves its
+    /metrics on its node IP, port 10250 when free; ``metrics`` gets ``kubelet/<node>`` → URL."""
     node_ip = node_ip or sim_node_ip
     from kmesh.node.agent import AgentConfig, run_agent
+    from kmesh.node.metrics import KUBELET_PORT
     from kmesh.node.sim import SimRuntime
 
     names = [sim_node_name(i) for i in range(opts.nodes)]
     for i, name in enumerate(names):
         node_dir = dd.root / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
-        cfg = AgentConfig(node_name=name, node_ip=node_ip(i), runtime=SimRuntime(Path(node_dir)), data_dir=Path(node_dir))
-        await nursery.start(run_agent, client, cfg)
+        cfg = AgentConfig(node_name=name, node_ip=node_ip(i), runtime=SimRuntime(Path(node_dir)),
+                          data_dir=Path(node_dir), metrics_port=KUBELET_PORT, metrics_any_port_if_taken=True)
+        agent = await nursery.start(run_agent, client, cfg)
+        if metrics is not None:
+            metrics[f"kubelet/{name}"] = f"http://{cfg.node_ip}:{agent.metrics_port}/metrics"
     nodes = Informer(client, "Node")
     async with trio.open_nursery() as watch:
         await watch.start(nodes.run)

@@ -23,7 +23,9 @@ from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
 from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.controllers.manager import ControllerConfig, run_controllers
+from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
 from kmesh.dns import DNSConfig, RunningDNS, run_dns
+from kmesh.lab.access import write_private
 from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
@@ -32,12 +34,13 @@ from kmesh.lab.datadir import (
     DataDir,
 )
 from kmesh.lab.demo import apply_demo
+from kmesh.lab.metrics import http_url, relay_node_metrics
 from kmesh.lab.simnodes import start_sim_nodes
 from kmesh.lab.simslots import claim as claim_sim_slot
 from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
 if TYPE_CHECKING:
-    from kmesh.net.netnslab import NetnsLab
+    from kmesh.lab.netnslab import NetnsLab
 
 API_PORT = 6443
 log = logging.getLogger("kmesh.lab")
@@ -61,10 +64,12 @@ class UpOptions:
     etcd: str = ""
     demo: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    kubeconfig_mode: int = 0o600  # D/kubeconfig.yaml's mode and owner (uid, gid): see kmesh.lab.access
+    kubeconfig_owner: list[int] | None = None
 
     def save(self, path: Path) -> None:
-        """Write the options as JSON."""
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Write the options as JSON (0600, as everything in the data dir)."""
+        write_private(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> UpOptions:
@@ -94,9 +99,10 @@ Progress = Callable[[str], None]
 
 
 async def start_sim_proxy(nursery: trio.Nursery, client: Client, dd: DataDir, node_ips: list[str], cluster_cidr: str,
-                          nodeport_addresses: Sequence[str] = ()) -> None:
+                          nodeport_addresses: Sequence[str] = ()) -> int:
     """The sim lab's one userspace proxy (Service IPs are loopback addresses, bound once per machine);
-    its /rules endpoint port goes to D/run/proxy.port."""
+    its metrics endpoint's port (/metrics, /rules) goes to D/run/proxy.port and is returned, its health
+    server's (/healthz, /livez) to D/run/proxy-healthz.port."""
     from kmesh.proxy.model import NodeContext
     from kmesh.proxy.modes import make_mode
     from kmesh.proxy.runner import run_proxy
@@ -104,9 +110,11 @@ async def start_sim_proxy(nursery: trio.Nursery, client: Client, dd: DataDir, no
     ctx = NodeContext(node="", node_ips=tuple(node_ips), cluster_cidr=cluster_cidr,
                       nodeport_addresses=tuple(nodeport_addresses))
     runner = await nursery.start(functools.partial(run_proxy, client, make_mode("userspace", ctx, runtime="sim"),
-                                                   metrics_port=0))
+                                                   metrics_port=0, healthz_port=0, healthz_host="127.0.0.1"))
     (dd.root / "run").mkdir(parents=True, exist_ok=True)
     (dd.root / "run" / "proxy.port").write_text(f"{runner.metrics_port}\n")
+    (dd.root / "run" / "proxy-healthz.port").write_text(f"{runner.healthz_port}\n")
+    return int(runner.metrics_port)
 
 
 def _no_progress(msg: str) -> None:
@@ -160,26 +168,34 @@ async def run_lab(
             srv: RunningServer = await nursery.start(run_server, cfg)
             creds = Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token)
             user_url = srv.url if lab is None else f"https://127.0.0.1:{lab.api_port}"
-            write_kubeconfig(dd.kubeconfig, opts.name, Credentials(user_url, creds.ca_pem, creds.token))
+            write_kubeconfig(dd.kubeconfig, opts.name, Credentials(user_url, creds.ca_pem, creds.token),
+                             mode=opts.kubeconfig_mode,
+                             owner=(opts.kubeconfig_owner[0], opts.kubeconfig_owner[1]) if opts.kubeconfig_owner else None)
             client = await stack.enter_async_context(Client(creds))
             progress("controllers")
-            await nursery.start(
-                run_controllers, client, ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
-            )
+            mgr = await nursery.start(functools.partial(
+                run_controllers, client, ControllerConfig(
+                    cluster_cidr=cluster_cidr, service_cidr=service_cidr, metrics_port=CONTROLLER_MANAGER_PORT,
+                    scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True),
+                open_socket=None if lab is None else lab.open_root_socket))
+            metrics = {"apiserver": f"{user_url}/metrics", "controller-manager": http_url(mgr.metrics_port),
+                       "scheduler": http_url(mgr.scheduler_metrics_port)}
             if lab is None:
                 assert simnet is not None
-                nodes = await start_sim_nodes(nursery, client, opts, dd, simnet.node_ip)
+                nodes = await start_sim_nodes(nursery, client, opts, dd, simnet.node_ip, metrics)
                 open_socket = None
                 progress("userspace proxy")
-                await start_sim_proxy(nursery, client, dd, [n.ip for n in nodes], cluster_cidr, opts.nodeport_addresses)
+                metrics["kube-proxy"] = http_url(await start_sim_proxy(
+                    nursery, client, dd, [n.ip for n in nodes], cluster_cidr, opts.nodeport_addresses))
             else:
-                from kmesh.net.netnslab import start_nodes
+                from kmesh.lab.netnslab import start_nodes
 
                 lab_kubeconfig = dd.root / "run" / "kubeconfig-lab.yaml"
                 lab_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
                 write_kubeconfig(lab_kubeconfig, opts.name, creds)
                 nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, agents_etcd_url, progress)
                 open_socket = lab.open_root_socket
+                metrics.update(await relay_node_metrics(nursery, lab, nodes))
                 progress("CoreDNS Deployment and Service kube-dns")
                 await apply_objects(client, coredns_objects(
                     lab_kubeconfig, allow=[cluster_cidr, service_cidr, str(UNDERLAY), "127.0.0.0/8"]))
@@ -200,6 +216,7 @@ async def run_lab(
                 serviceCIDR=service_cidr,
                 clusterCIDR=cluster_cidr,
                 nodes=nodes,
+                metrics={**metrics, "coredns": http_url(dns.metrics_port)} if dns.metrics_port else metrics,
             )
             dd.write_cluster(info)
             if opts.demo:
@@ -220,7 +237,7 @@ def supervise(data_dir: Path) -> None:
     the pipe ``kmesh up`` passed in $KMESH_READY_FD."""
     dd = DataDir(data_dir)
     opts = UpOptions.load(dd.config_file)
-    dd.pid_file.write_text(f"{os.getpid()}\n")
+    write_private(dd.pid_file, f"{os.getpid()}\n")
     ready_fd = int(os.environ.pop("KMESH_READY_FD", "-1"))
 
     def say(doc: dict[str, object]) -> None:
@@ -242,7 +259,7 @@ def supervise(data_dir: Path) -> None:
     lab = None
     try:
         if opts.runtime == "netns":
-            from kmesh.net.netnslab import prepare
+            from kmesh.lab.netnslab import prepare
 
             lab = prepare(opts, progress)
         trio.run(run_lab, opts, ready, lab, progress)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 
+from kmesh.lab.access import PRIVATE_DIRS
 from kmesh.lab.datadir import DataDir
-from kmesh.net.netns_check import netns_usable
 from kmesh.lab.procs import stop_pid
 from kmesh.lab.topology import LabNames, lab_namespaces, sweep
+from kmesh.net.netns_check import netns_usable
 
 # Everything `kmesh up` creates in a data dir, and nothing else.
 MADE_FILES = (
     "kubeconfig.yaml", "cluster.json", "up.json", "kmesh.pid",
     "store.db", "store.db-wal", "store.db-shm", "store.db-lock",
 )
-MADE_DIRS = ("pki", "logs", "etcd", "nodes", "run")
+MADE_DIRS = PRIVATE_DIRS  # ("pki", "logs", "etcd", "nodes", "run"), made 0700 by `kmesh up`
 
 
 def _netns_lab_name(dd: DataDir) -> str | None:

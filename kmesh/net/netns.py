@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +138,35 @@ def enter_for_good(name: str) -> None:
             raise NetnsError(f"setns into {name!r}: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(fd)
+
+
+def call_in_private(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in a new thread inside a new network namespace of its own, and return its result.
+
+    The namespace has no name and nothing else in it: it and every link made
+    in it go away when the thread ends, so a probe can try what the kernel
+    supports without touching any namespace that outlives it. Raises
+    ``NetnsError`` when no namespace can be made (never runs ``fn`` where we are)."""
+    out: list[Any] = []
+
+    def body() -> None:
+        try:
+            before = os.stat("/proc/thread-self/ns/net").st_ino
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                raise NetnsError(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}")
+            if os.stat("/proc/thread-self/ns/net").st_ino == before:  # pragma: no cover - the kernel ignored it
+                raise NetnsError("unshare(CLONE_NEWNET) left the thread in its namespace")
+            out.append((True, fn(*args)))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out.append((False, e))
+
+    t = threading.Thread(target=body, name="kmesh-private-netns", daemon=True)
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def call_in(name: str | None, fn: Callable[..., T], *args: Any) -> T:

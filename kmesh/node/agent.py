@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class AgentConfig:
     backoff_max: float = 300.0
     retry_max: float = 7.0
     metrics_port: int | None = None  # serve /metrics on node_ip:port (0: any free port); None: off
+    metrics_any_port_if_taken: bool = False  # metrics_port in use: take a free one instead of failing
     # Set once the pod network is up (CNI config written); pods wait for it before their sandbox,
     # as the kubelet waits while the runtime reports NetworkReady=false. None: ready at once.
     network_ready: trio.Event | None = None
@@ -279,7 +281,9 @@ async def run_agent(client: Client, cfg: AgentConfig, *, task_status: trio.TaskS
         if cfg.metrics_port is not None:
             from kmesh.node.metrics import serve_metrics
 
-            agent.metrics_port = await n.start(serve_metrics, agent.kubelet, cfg.node_ip, cfg.metrics_port)
+            agent.metrics_port = await n.start(functools.partial(
+                serve_metrics, agent.kubelet, cfg.node_ip, cfg.metrics_port,
+                any_port_if_taken=cfg.metrics_any_port_if_taken))
         node = agent.node
         if node is not None:
             agent.on_node(Change(nodes.kind, None, node))

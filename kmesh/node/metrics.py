@@ -1,7 +1,8 @@
 """Prometheus metrics of one agent (upstream kubelet names), served at ``http://<node IP>:<port>/metrics``.
 
 Each agent has its own registry, so several agents in one process (the sim
-lab) do not mix their numbers.
+lab) do not mix their numbers. The labs serve it on upstream's kubelet port
+10250 (plain HTTP, where upstream serves HTTPS with authentication).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kmesh.net import metrics as metrics_endpoint
+
+KUBELET_PORT = 10250
 
 if TYPE_CHECKING:
     from kmesh.node.kubelet import Kubelet
@@ -59,6 +62,9 @@ def registry_for(kubelet: Kubelet) -> CollectorRegistry:
     return reg
 
 
-async def serve_metrics(kubelet: Kubelet, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``/metrics`` on ``host:port`` until cancelled; ``task_status`` gets the bound port."""
-    await metrics_endpoint.serve_metrics(registry_for(kubelet), host, port, task_status=task_status)
+async def serve_metrics(kubelet: Kubelet, host: str, port: int, *, any_port_if_taken: bool = False,
+                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``/metrics`` on ``host:port`` until cancelled (``any_port_if_taken``: a free port if that one is
+    in use); ``task_status`` gets the bound port."""
+    await metrics_endpoint.serve_metrics(registry_for(kubelet), host, port, any_port_if_taken=any_port_if_taken,
+                                         task_status=task_status)

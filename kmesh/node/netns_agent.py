@@ -28,9 +28,9 @@ import trio
 
 from kmesh.client.api import Client
 from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN
+from kmesh.node.metrics import KUBELET_PORT
 
 log = logging.getLogger("kmesh.node.netns")
-CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 
 @dataclass
@@ -57,6 +57,7 @@ class NetnsNodeConfig:
     proxy_mode: str = "iptables"  # userspace | iptables | ipvs | nftables | none
     ipvs_scheduler: str = "rr"
     nodeport_addresses: tuple[str, ...] = ()  # kube-proxy's --nodeport-addresses (parsed)
+    kubelet_metrics_port: int | None = KUBELET_PORT  # the kubelet's /metrics on node_ip (plain HTTP; None: off)
 
     @property
     def subnet_env(self) -> Path:
@@ -99,7 +100,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
                            node_ip=cfg.node_ip)
     network_ready = trio.Event()
     agent_cfg = AgentConfig(node_name=cfg.node_name, node_ip=cfg.node_ip, runtime=runtime, data_dir=cfg.node_dir,
-                            network_ready=network_ready)
+                            network_ready=network_ready, metrics_port=cfg.kubelet_metrics_port)
     overlay_cfg = OverlayConfig(
         node=cfg.node_name, public_ip=cfg.node_ip, subnet_manager=cfg.subnet_manager,  # type: ignore[arg-type]
         netconf=netconf, etcd_url=cfg.etcd_url, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,
@@ -116,6 +117,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
         network_ready.set()
         log.info("%s: pod network ready: subnet %s, %s backend", cfg.node_name, overlay.lease.subnet, cfg.backend)
         if cfg.proxy_mode != "none":
+            from kmesh.proxy.health import HEALTHZ_PORT
             from kmesh.proxy.http import METRICS_PORT
             from kmesh.proxy.model import NodeContext
             from kmesh.proxy.modes import make_mode
@@ -124,6 +126,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
             ctx = NodeContext(node=cfg.node_name, node_ips=(cfg.node_ip,), cluster_cidr=str(overlay.network.Network),
                               nodeport_addresses=cfg.nodeport_addresses)
             mode = make_mode(cfg.proxy_mode, ctx, runtime="netns", scheduler=cfg.ipvs_scheduler)
-            await n.start(functools.partial(run_proxy, client, mode, metrics_port=METRICS_PORT))
+            await n.start(functools.partial(run_proxy, client, mode, metrics_port=METRICS_PORT,
+                                            healthz_port=HEALTHZ_PORT))
             log.info("%s: %s proxy running", cfg.node_name, cfg.proxy_mode)
         task_status.started()

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 import trio
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kmesh.client.api import Client
 from kmesh.proxy.base import ProxyMode
+from kmesh.proxy.health import ProxyHealth
 from kmesh.proxy.tracker import ChangeTracker
 
 log = logging.getLogger("kmesh.proxy")
@@ -36,10 +37,20 @@ class SyncConfig:
     retry_max: float = 30.0
 
 
-class ProxyMetrics:
-    """kube-proxy's sync metrics, with upstream's names, in a registry of their own."""
+# The counter of failed syncs upstream registers for each mode (the userspace mode had none).
+FAILURE_COUNTERS = {
+    "iptables": ("kubeproxy_sync_proxy_rules_iptables_restore_failures", "Cumulative proxy iptables restore failures"),
+    "ipvs": ("kubeproxy_sync_proxy_rules_iptables_restore_failures", "Cumulative proxy iptables restore failures"),
+    "nftables": ("kubeproxy_sync_proxy_rules_nftables_sync_failures", "Cumulative proxy nftables sync failures"),
+}
 
-    def __init__(self) -> None:
+
+class ProxyMetrics:
+    """kube-proxy's sync metrics, with upstream's names, in a registry of their own.
+
+    ``mode`` adds that mode's failure counter (upstream's, see FAILURE_COUNTERS)."""
+
+    def __init__(self, mode: str = "") -> None:
         self.registry = CollectorRegistry()
         self.sync_duration = Histogram(
             "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
@@ -56,6 +67,12 @@ class ProxyMetrics:
         self.last_sync = Gauge(
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced",
             registry=self.registry)
+        self.last_queued = Gauge(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            registry=self.registry)
+        failure = FAILURE_COUNTERS.get(mode)
+        self.failures_total = Counter(*failure, registry=self.registry) if failure else None
         self.syncs = 0
         self.failures = 0
 
@@ -68,8 +85,17 @@ class ProxyRunner:
         self.mode = mode
         self.cfg = cfg
         self.metrics = metrics
+        self.health = ProxyHealth(2 * cfg.sync_period, metrics.registry)  # upstream: healthTimeout = 2 × syncPeriod
+        tracker.on_change = self._queued
+        if tracker.node is not None:
+            tracker.node.add_handler(self.health.on_node)
         self._synced = trio.Condition()
         self.metrics_port: int | None = None
+        self.healthz_port: int | None = None
+
+    def _queued(self) -> None:
+        self.health.queued_update()
+        self.metrics.last_queued.set(time.time())
 
     async def wait_synced(self, count: int = 1) -> None:
         """Return once ``count`` successful syncs have happened in all."""
@@ -85,6 +111,8 @@ class ProxyRunner:
             await self.mode.sync(state, changed, full)
         except Exception as exc:  # noqa: BLE001 - a failed sync keeps what is installed and is retried
             self.metrics.failures += 1
+            if self.metrics.failures_total is not None:
+                self.metrics.failures_total.inc()
             log.warning("%s proxy: sync failed, will retry as full: %s", self.mode.name, exc)
             self.tracker.give_back(changed)
             return False
@@ -93,6 +121,7 @@ class ProxyRunner:
         self.metrics.sync_duration.observe(took)
         (self.metrics.full_sync_duration if full else self.metrics.partial_sync_duration).observe(took)
         self.metrics.last_sync.set(now)
+        self.health.updated(still_pending=self.tracker.pending)
         for name in changed:
             sp = state.services.get(name)
             if sp is not None and sp.trigger_time is not None:
@@ -142,13 +171,18 @@ class ProxyRunner:
 
 async def run_proxy(
     client: Client, mode: ProxyMode, cfg: SyncConfig | None = None, *, metrics_port: int | None = None,
-    metrics_host: str = "127.0.0.1", task_status: trio.TaskStatus[ProxyRunner] = trio.TASK_STATUS_IGNORED,
+    metrics_host: str = "127.0.0.1", healthz_port: int | None = None, healthz_host: str = "0.0.0.0",
+    task_status: trio.TaskStatus[ProxyRunner] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a proxy in ``mode`` until cancelled; ``task_status`` gets the runner after the first sync.
-    On cancellation the installed rules stay (as upstream's); call ``mode.cleanup()`` to remove them."""
+
+    ``metrics_port``: /metrics, /healthz, /proxyMode (and kmesh's /rules, /ipvs) on ``metrics_host``
+    (upstream 127.0.0.1:10249); ``healthz_port``: /healthz and /livez on ``healthz_host`` (upstream
+    0.0.0.0:10256); 0 picks a free port, None serves none. On cancellation the installed rules stay
+    (as upstream's); call ``mode.cleanup()`` to remove them."""
     cfg = cfg or SyncConfig()
     tracker = ChangeTracker(client, node=mode.ctx.node)
-    metrics = ProxyMetrics()
+    metrics = ProxyMetrics(mode.name)
     runner = ProxyRunner(tracker, mode, cfg, metrics)
     async with trio.open_nursery() as n:
         await n.start(tracker.run)
@@ -159,4 +193,8 @@ async def run_proxy(
             from kmesh.proxy.http import serve
 
             runner.metrics_port = await n.start(serve, runner, metrics_host, metrics_port)
+        if healthz_port is not None:
+            from kmesh.proxy.health import serve_health
+
+            runner.healthz_port = await n.start(serve_health, runner.health, healthz_host, healthz_port)
         task_status.started(runner)

@@ -16,6 +16,7 @@ every Service.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -47,6 +48,7 @@ class ChangeTracker:
         self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # (ns, service) -> slice name -> slice
         self._pending: set[ServicePortName] = set()
         self._changed = trio.Event()
+        self.on_change: Callable[[], None] | None = None  # told whenever something becomes pending (health)
 
     # ------------------------------------------------------------ events
 
@@ -102,6 +104,8 @@ class ChangeTracker:
         if changed:
             self._pending |= changed
             self._changed.set()
+            if self.on_change is not None:
+                self.on_change()
 
     # ------------------------------------------------------------- reads
 
@@ -124,6 +128,13 @@ class ChangeTracker:
         if changed:
             self._pending |= changed
             self._changed.set()
+            if self.on_change is not None:
+                self.on_change()
+
+    @property
+    def pending(self) -> bool:
+        """Whether changes wait for the next ``take``."""
+        return bool(self._pending)
 
     async def wait_changed(self) -> None:
         """Return once something is pending."""

@@ -76,6 +76,7 @@ class SqliteEngine:
         self.path = Path(path)
         self._lock_fd = _lock(self.path)
         try:
+            _private(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -212,6 +213,18 @@ class _Checkpointer:
         self._stopping = True
         self._wake.set()
         self._thread.join()
+
+
+def _private(path: Path) -> None:
+    """Create the database 0600 (SQLite would make it 0644, and gives its -wal/-shm the db's mode);
+    an older one of ours that others could read loses those bits."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, st.st_mode & 0o700)
+    finally:
+        os.close(fd)
 
 
 def _lock(path: Path) -> int:

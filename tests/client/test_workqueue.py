@@ -72,3 +72,31 @@ async def test_one_key_is_never_worked_on_twice_at_once() -> None:
         await all_done.wait()
         n.cancel_scope.cancel()
     assert overlaps == 0
+
+
+async def test_metrics_count_as_client_go_does() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from kmesh.client.workqueue_metrics import WorkqueueMetrics
+
+    reg = CollectorRegistry()
+    q: WorkQueue[str] = WorkQueue(metrics=WorkqueueMetrics(reg).for_queue("things"))
+
+    def val(name: str) -> float:
+        return reg.get_sample_value(name, {"name": "things"}) or 0.0
+
+    q.add("a")
+    q.add("a")  # already waiting: not an add
+    assert (val("workqueue_adds_total"), val("workqueue_depth")) == (1, 1)
+    assert await q.get() == "a"
+    assert val("workqueue_depth") == 0 and val("workqueue_queue_duration_seconds_count") == 1
+    assert val("workqueue_unfinished_work_seconds") >= 0
+    q.add("a")  # while processing: counted, waits for done
+    assert (val("workqueue_adds_total"), val("workqueue_depth"), len(q)) == (2, 1, 0)
+    q.done("a")
+    assert val("workqueue_work_duration_seconds_count") == 1 and len(q) == 1
+    assert await q.get() == "a"
+    q.add_rate_limited("a")  # a delayed add is a retry
+    q.done("a")
+    assert val("workqueue_retries_total") == 1 and val("workqueue_work_duration_seconds_count") == 2
+    assert val("workqueue_depth") == 0 and q.delayed() == 1 and q.waiting("a")

@@ -26,6 +26,7 @@ from kmesh.lab.datadir import DataDir
 from kmesh.net.netns_check import netns_usable
 from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
 from tests.conftest import require, require_binary
+from tests.support.metrics import check_metrics
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -213,6 +214,22 @@ def test_status_shows_nodes_and_subnets(lab: Lab) -> None:
         assert n in out.stdout and lab.names.node(n) in out.stdout
     assert lab.backend in out.stdout
     assert out.stdout.count(" syncs ") == 3 and "not answering" not in out.stdout, out.stdout  # every proxy answers /healthz
+
+
+def test_metrics_urls_and_proxy_health(lab: Lab) -> None:
+    """cluster.json's metrics answer on the root namespace's loopback; kube-proxy's /healthz on every node IP:10256."""
+    info = json.loads(lab.dd.cluster_json.read_text())
+    check_metrics(info, lab.dd.kubeconfig)
+    assert all(not url.startswith("http://192.168.") for url in info["metrics"].values())
+    ips = {n["name"]: n["ip"] for n in info["nodes"]}
+    for node, ip in ips.items():
+        other = lab.names.node("node-1" if node != "node-1" else "node-2")  # as a load balancer's health check would
+        out = subprocess.run(["ip", "netns", "exec", other, "curl", "-s", "-w", " %{http_code}",
+                              f"http://{ip}:10256/healthz"], capture_output=True, text=True, timeout=30)
+        body, _, code = out.stdout.rpartition(" ")
+        assert code == "200", f"{node}: {out.stdout} {out.stderr}"
+        doc = json.loads(body)
+        assert doc["nodeEligible"] is True and {"lastUpdated", "currentTime"} <= set(doc)
 
 
 def test_deleting_a_node_removes_its_entries_on_the_others(lab: Lab) -> None:

@@ -25,9 +25,11 @@ class Cluster:
     client: Client
     data_dir: Path
 
-    async def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the real kubectl against this server; returns its result (text)."""
-        kubectl = require_binary("kubectl")
+    async def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, binary: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl (the one on PATH, or ``binary``) against this server; returns its result (text)."""
+        kubectl = binary or require_binary("kubectl")
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
         res = await trio.run_process(
             [kubectl, *args],

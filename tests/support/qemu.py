@@ -17,20 +17,17 @@ The console goes to a log file; ``boot`` returns it with the time taken.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import io
 import lzma
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import debcache
 
 BUSYBOX = Path("/bin/busybox")
 BASE_MODULES = ("virtio_pci", "9pnet_virtio", "9p")  # what the init needs to reach the host root
@@ -81,20 +78,8 @@ class Boot:
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("KMESH_QEMU_CACHE") or Path.home() / ".cache" / "kmesh" / "qemu")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """One process at a time fetches or builds in ``cache`` (test runs may overlap on one machine)."""
-    with open(cache / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Where the kernel and initramfs are kept (created if missing)."""
+    return debcache.cache_dir("qemu", "KMESH_QEMU_CACHE")
 
 
 def kernel_package() -> str:
@@ -109,24 +94,13 @@ def kernel_package() -> str:
 def fetch_kernel(cache: Path | None = None) -> Kernel:
     """Download (once) and unpack Debian's kernel image package; installs nothing."""
     cache = cache or cache_dir()
-    with _locked(cache):
+    with debcache.locked(cache):
         done = sorted(cache.glob("linux-image-*/.unpacked"))
         if done:
             return _kernel_in(done[-1].parent)
-        pkg = kernel_package()
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            got = subprocess.run(["apt-get", "download", "-q", pkg], cwd=tmp, capture_output=True, text=True, check=False)
-            if got.returncode != 0:  # stale package lists (the mirror moved on to a newer kernel ABI): refresh once
-                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-                pkg = kernel_package()
-                got = subprocess.run(["apt-get", "download", "-q", pkg], cwd=tmp, capture_output=True, text=True, check=False)
-            if got.returncode != 0:
-                raise RuntimeError(f"apt-get download {pkg}: {got.stderr.strip() or got.returncode}")
-            deb = next(Path(tmp).glob("*.deb"))
-            dest = cache / pkg
-            shutil.rmtree(dest, ignore_errors=True)
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
-        (dest / ".unpacked").write_text(pkg + "\n")
+        # The package is named again after a refresh: the mirror may have moved on to a newer kernel ABI.
+        dest = debcache.unpack_package(kernel_package, cache, lambda pkg: cache / pkg)
+        (dest / ".unpacked").write_text(dest.name + "\n")
         return _kernel_in(dest)
 
 
@@ -218,7 +192,7 @@ def build_initramfs(kernel: Kernel, modules: tuple[str, ...], cache: Path | None
     order = module_order(kernel, wanted)
     tag = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kernel.version}-{'-'.join(sorted(wanted))}")
     out = cache / f"initramfs-{tag}.cpio.gz"
-    with _locked(cache):
+    with debcache.locked(cache):
         if out.exists() and out.stat().st_mtime >= Path(__file__).stat().st_mtime:
             return out
         _write_initramfs(kernel, order, out)

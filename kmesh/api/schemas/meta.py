@@ -61,6 +61,13 @@ struct(M + "ObjectMeta", {
     "managedFields": ListOf(m("ManagedFieldsEntry")),
 })
 
+struct(M + "ListMeta", {  # the metadata of a list (PodList ...), which kubectl validates a list file with
+    "selfLink": STRING,
+    "resourceVersion": STRING,
+    "continue": STRING,
+    "remainingItemCount": INT64,
+})
+
 struct(M + "LabelSelectorRequirement", {
     "key": STRING,
     "operator": STRING,
