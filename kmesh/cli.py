@@ -247,7 +247,9 @@ def up(
     demo_problem = None
     if demo:
         with console.status("[bold]Waiting for the demo Deployment `web` to be available…"):
-            demo_problem = _wait_demo(dd, demo_timeout)
+            from kmesh.lab.demo import wait_demo
+
+            demo_problem = wait_demo(dd.kubeconfig, demo_timeout)
     if demo_problem:
         console.print(f"[yellow]![/] lab [bold]{name}[/] is up, but the demo is not ready: API {info.api}, "
                       f"{len(info.nodes)} node(s)")
@@ -324,63 +326,6 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, time
                     status.update(f"{title}: {doc['progress']}…")
 
 
-def _pod_trouble(pod: dict[str, Any]) -> str:
-    """Why a pod is not ready, as `kubectl get pods` would show it (waiting reason, unscheduled, probe)."""
-    st = pod.get("status") or {}
-    for cs in st.get("containerStatuses") or []:
-        state = cs.get("state") or {}
-        for key in ("waiting", "terminated"):
-            if state.get(key):
-                reason, msg = state[key].get("reason") or key, state[key].get("message") or ""
-                return f"{reason}: {msg[:120]}" if msg else reason
-        if not cs.get("ready"):
-            return "running, not ready (readiness probe)"
-    for c in st.get("conditions") or []:
-        if c.get("type") == "PodScheduled" and c.get("status") == "False":
-            return f"not scheduled ({c.get('reason') or 'no node'})"
-    return str(st.get("phase") or "Pending")
-
-
-def _wait_demo(dd: DataDir, timeout: float = 120.0) -> str | None:
-    """Wait until the demo Deployment `web` is available; None when it is, else what is not ready."""
-    import trio
-
-    from kmesh.client.api import Client
-    from kmesh.client.informer import Informer
-
-    def available(inf: Informer) -> bool:
-        d = inf.get("web", "default") or {}
-        st = d.get("status") or {}
-        return bool(d) and st.get("availableReplicas", 0) >= (d.get("spec") or {}).get("replicas", 1)
-
-    async def wait() -> str | None:
-        async with Client.from_kubeconfig(dd.kubeconfig) as c:
-            async with trio.open_nursery() as n:
-                deploys = Informer(c, "Deployment", namespace="default")
-                await n.start(deploys.run)
-                ready = False
-                with trio.move_on_after(timeout):
-                    await deploys.wait_for(available)
-                    ready = True
-                d = deploys.get("web", "default") or {}
-                n.cancel_scope.cancel()
-            if ready:
-                return None
-            if not d:
-                return f"demo: Deployment web does not exist after {timeout:g} s"
-            want = (d.get("spec") or {}).get("replicas", 1)
-            have = (d.get("status") or {}).get("availableReplicas", 0)
-            lines = [f"demo: Deployment web has {have}/{want} available replicas after {timeout:g} s"]
-            selector = ",".join(f"{k}={v}" for k, v in
-                                (((d.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items())
-            pods = (await c.list("Pod", "default", label_selector=selector)).get("items") or []
-            for pod in pods[:5]:
-                if not any(x.get("type") == "Ready" and x.get("status") == "True"
-                           for x in (pod.get("status") or {}).get("conditions") or []):
-                    lines.append(f"  pod {pod['metadata']['name']}: {_pod_trouble(pod)}")
-            return "\n".join(lines)
-
-    return trio.run(wait)
 
 
 @main.command()
