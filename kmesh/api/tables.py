@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from kmesh.api.errors import APIError, bad_request
 from kmesh.api.kinds import Kind
+from kmesh.api.obj import Obj
 from kmesh.api.selectors import format_label_selector, format_labels, from_selector_object
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "INCLUDE_OBJECT_VALUES",
 ]
 
-Obj = Mapping[str, Any]
 INCLUDE_OBJECT_VALUES = ("None", "Metadata", "Object")
 
 # --------------------------------------------------------------------------
