@@ -76,6 +76,45 @@ def _kubeconfig_mode_option(f):  # type: ignore[no-untyped-def]
     )(f)
 
 
+_ETCD_TLS_FLAGS = (
+    ("cafile", "the CA that verifies etcd's server certificate"),
+    ("certfile", "the client certificate presented to etcd"),
+    ("keyfile", "the client certificate's key"),
+)
+
+
+def _etcd_tls_options(f):  # type: ignore[no-untyped-def]
+    """kube-apiserver's --etcd-cafile/--etcd-certfile/--etcd-keyfile (or $KMESH_ETCD_CAFILE, ...)."""
+    for name, what in reversed(_ETCD_TLS_FLAGS):
+        f = click.option(f"--etcd-{name}", f"etcd_{name}", default="", metavar="FILE",
+                         envvar=f"KMESH_ETCD_{name.upper()}", help=f"An https etcd: {what}.")(f)
+    return f
+
+
+def _etcd_tls(url: str, cafile: str, certfile: str, keyfile: str, url_flag: str) -> Any:
+    """The EtcdTLS the --etcd-* flags give (None without any), checked against ``url``; absolute paths."""
+    from click.core import ParameterSource
+
+    from kmesh.store.etcd_api import EtcdTLS, client_endpoints
+
+    if not (cafile or certfile or keyfile):
+        return None
+    if not url:
+        ctx = click.get_current_context()
+        given = [f"--etcd-{n}" for n, _ in _ETCD_TLS_FLAGS
+                 if ctx.get_parameter_source(f"etcd_{n}") == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.BadParameter(f"{', '.join(given)} go with an etcd URL", param_hint=url_flag)
+        return None  # $KMESH_ETCD_* set for another command
+    try:
+        tls = EtcdTLS(*(os.path.abspath(v) if v else "" for v in (cafile, certfile, keyfile)))
+        tls.ssl_context()
+        client_endpoints(url, tls)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--etcd-cafile/--etcd-certfile/--etcd-keyfile") from None
+    return tls
+
+
 def _resolve(data_dir: Path | None) -> DataDir:
     return DataDir((data_dir or default_data_dir()).expanduser().absolute())
 
@@ -153,7 +192,10 @@ def main(verbose: int) -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="Overlay backend.")
 @click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True)
 @click.option("--store", type=click.Choice(STORES), default="sqlite", show_default=True, help="API storage backend.")
-@click.option("--etcd", "etcd_url", default="", help="Use this etcd (http://host:port) instead of starting one.")
+@click.option("--etcd", "etcd_url", default="",
+              help="Use this etcd (https://host:port with --etcd-cafile/-certfile/-keyfile, or http://) "
+                   "instead of starting one.")
+@_etcd_tls_options
 @click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes every namespace, link and rule.")
 @click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
@@ -161,16 +203,20 @@ def main(verbose: int) -> None:
 @_kubeconfig_mode_option
 def up(
     data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, ipvs_scheduler: str,
-    nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str, name: str,
+    nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
+    etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
     demo: bool, demo_timeout: float, kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
 
+    etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--etcd")
+
     dd = _resolve(data_dir)
-    pid = dd.supervisor_pid()
-    if pid is not None:
-        raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid}); run `kmesh down` first")
+    if dd.locked():  # the supervisor's lock on the data dir, not a PID that may be anyone's by now
+        pid = dd.supervisor_pid()
+        raise click.ClickException(f"a lab is already running in {dd.root} (pid {pid or 'unknown'}); "
+                                   "run `kmesh down` first")
     if runtime is None and os.geteuid() == 0 and shutil.which("ip") is None:
         err_console.print("[yellow]note:[/] using the sim runtime: the netns runtime needs `ip` (Debian package "
                           "iproute2)", highlight=False)
@@ -205,42 +251,54 @@ def up(
         runtime=runtime, proxy_mode=proxy_mode, backend=backend, subnet_manager=subnet_manager, store=store,
         etcd_url=etcd_url), "kmesh up")
     from kmesh.lab.access import kubeconfig_access, prepare_data_dir
+    from kmesh.lab.supervisor import network_problem
+    from kmesh.lab.teardown import Before, undo_failed_up
 
     access = kubeconfig_access(kubeconfig_mode)
-    who_may = prepare_data_dir(dd.root, access)
     opts = UpOptions(
         data_dir=str(dd.root), name=name, port=port, nodes=nodes, runtime=runtime, proxy_mode=proxy_mode,
         ipvs_scheduler=ipvs_scheduler, nodeport_addresses=list(nodeport_addresses),
         backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
-        kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
+        etcd_cafile=etcd_tls.cafile if etcd_tls else "", etcd_certfile=etcd_tls.certfile if etcd_tls else "",
+        etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
     )
+    problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
+    if problem:
+        raise click.ClickException(problem)
+    before = Before.look(dd)  # a failed start removes only what is not here yet
+    who_may = prepare_data_dir(dd.root, access)
     opts.save(dd.config_file)
     log_path = dd.log_dir / "kmesh.log"
     r, w = os.pipe()
     env = dict(os.environ, KMESH_READY_FD=str(w))
-    with open(log_path, "ab") as logf:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kmesh.cli", "supervise", "--data-dir", str(dd.root)],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             env=env, pass_fds=(w,), start_new_session=True,
         )
     os.close(w)
-    ok = _follow_start(r, name, runtime, nodes, store)
+    ok, error = _follow_start(r, name, runtime, nodes, store)
     os.close(r)
     if not ok:
-        if proc.poll() is None:
+        if proc.poll() is None:  # our own child, not reaped yet: its PID is still its own
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        tail = log_path.read_text(errors="replace").splitlines()[-25:]
-        err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
-        for t in tail:
-            err_console.print("  " + t, markup=False, highlight=False)
-        from kmesh.lab.teardown import teardown
-
-        teardown(dd)  # leave nothing half-made behind
+                proc.wait()
+        if error:
+            err_console.print(f"[red]the lab did not start:[/] {error}", highlight=False)
+        else:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:] if log_path.exists() else []
+            err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
+            for t in tail:
+                err_console.print("  " + t, markup=False, highlight=False)
+        undo_failed_up(dd, before)  # leave nothing half-made behind, and keep what was there before
+        if before.entries:
+            err_console.print(f"  kept what {dd.root} held before this start "
+                              f"({', '.join(sorted(before.entries))})", highlight=False)
         raise SystemExit(1)
     info = dd.read_cluster()
     assert info is not None
@@ -297,8 +355,10 @@ def _print_kubeconfig_access(dd: DataDir, access: Any, who_may: str) -> None:
                           f"{dd.kubeconfig}; pick a --data-dir under a directory it can enter", highlight=False)
 
 
-def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, timeout: float = 180.0) -> bool:
-    """Show the supervisor's progress lines until it says the API is up (True) or gives up (False)."""
+def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str,
+                  timeout: float = 180.0) -> tuple[bool, str | None]:
+    """Show the supervisor's progress lines until it says the API is up (True) or gives up (False, with
+    the reason it gave, if any)."""
     import json
 
     buf = b""
@@ -308,10 +368,10 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, time
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return False
+                return False, None
             chunk = os.read(fd, 4096)
             if not chunk:
-                return False
+                return False, None
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -320,7 +380,9 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, time
                 except ValueError:
                     continue
                 if "api" in doc:
-                    return True
+                    return True, None
+                if "error" in doc:
+                    return False, str(doc["error"])
                 if "progress" in doc:
                     console.print(f"  [dim]·[/] {doc['progress']}", highlight=False)
                     status.update(f"{title}: {doc['progress']}…")
@@ -332,10 +394,13 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str, time
 @_data_dir_option
 def down(data_dir: Path | None) -> None:
     """Stop the lab and remove everything it made. Running it twice is fine."""
-    from kmesh.lab.teardown import teardown
+    from kmesh.lab.teardown import LabNotProven, teardown
 
     dd = _resolve(data_dir)
-    removed = teardown(dd)
+    try:
+        removed = teardown(dd)
+    except LabNotProven as exc:
+        raise click.ClickException(str(exc)) from None
     if not removed:
         console.print(f"nothing to remove in {dd.root}")
         return
@@ -539,23 +604,31 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
 @_data_dir_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=6443, show_default=True)
-@click.option("--store", "store_url", default="", help="memory:// | sqlite:///path.db | etcd://host:port (default: SQLite in the data dir).")
+@click.option("--store", "store_url", default="",
+              help="memory:// | sqlite:///path.db | etcd://host:port | https://host:port (default: SQLite in the data dir).")
+@_etcd_tls_options
 @click.option("--name", default="kmesh", show_default=True, help="Cluster name in the kubeconfig.")
 @click.option("--service-cidr", default=SERVICE_CIDR, show_default=True, help="Range ClusterIPs come from.")
 @click.option("--loopback-ok", is_flag=True, help="Accept 127.x endpoint addresses (the sim runtime's pods).")
 @_kubeconfig_mode_option
 def server(
-    data_dir: Path | None, host: str, port: int, store_url: str, name: str, service_cidr: str, loopback_ok: bool,
-    kubeconfig_mode: int | None,
+    data_dir: Path | None, host: str, port: int, store_url: str, etcd_cafile: str, etcd_certfile: str,
+    etcd_keyfile: str, name: str, service_cidr: str, loopback_ok: bool, kubeconfig_mode: int | None,
 ) -> None:
     """Run the API server in the foreground (writes D/kubeconfig.yaml)."""
     import trio
+
+    from kmesh.store import store_kind
+
+    etcd_url = store_url if store_url and store_kind(store_url) == "etcd" else ""
+    etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--store")
 
     from kmesh.apiserver.server import ServerConfig, run_server
     from kmesh.client.kubeconfig import Credentials, write_kubeconfig
     from kmesh.lab.access import grant_traverse, kubeconfig_access
 
     dd = _resolve(data_dir)
+    os.umask(0o077)  # the store, PKI and logs it writes are private (the kubeconfig gets its own mode)
     dd.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     access = kubeconfig_access(kubeconfig_mode)
     grant_traverse(dd.root, access)
@@ -564,7 +637,7 @@ def server(
         async with trio.open_nursery() as nursery:
             cfg = ServerConfig(
                 data_dir=dd.root, store_url=store_url, host=host, port=port,
-                service_cidr=service_cidr, loopback_ok=loopback_ok,
+                service_cidr=service_cidr, loopback_ok=loopback_ok, etcd_tls=etcd_tls,
             )
             srv = await nursery.start(run_server, cfg)
             write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token),
@@ -683,6 +756,7 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
 @click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True,
               help="netns: where node subnets come from.")
 @click.option("--etcd", "etcd_url", default="", help="netns with --subnet-manager etcd: the etcd URL.")
+@_etcd_tls_options
 @click.option("--iface", default="eth0", show_default=True, help="netns: the underlay interface.")
 @click.option("--cluster-cidr", default=CLUSTER_CIDR, show_default=True, help="netns: the pod network.")
 @click.option("--cluster-dns", default=CLUSTER_DNS_IP, show_default=True, help="netns: the DNS server pods' resolv.conf names.")
@@ -694,13 +768,15 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
 @_data_dir_option
 def agent(
     kubeconfig: _KubeconfigRef, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
-    etcd_url: str, iface: str, cluster_cidr: str, cluster_dns: str, cluster_domain: str, proxy_mode: str,
+    etcd_url: str, etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, iface: str, cluster_cidr: str,
+    cluster_dns: str, cluster_domain: str, proxy_mode: str,
     ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], data_dir: Path | None,
 ) -> None:
     """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
 
     root = _resolve(data_dir).root
+    os.umask(0o077)  # pod logs, CNI and subnet state are private (pods' own processes get 022)
     node_dir = root / "nodes" / node_name
     node_dir.mkdir(parents=True, exist_ok=True)
     if runtime == "netns":
@@ -708,6 +784,7 @@ def agent(
             raise click.BadParameter("the netns runtime needs root", param_hint="--runtime")
         if subnet_manager == "etcd" and not etcd_url:
             raise click.BadParameter("--subnet-manager etcd needs --etcd URL", param_hint="--etcd")
+        etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--etcd")
         from kmesh.lab.preflight import agent_needs
 
         _preflight_or_exit(agent_needs(runtime=runtime, proxy_mode=proxy_mode, backend=backend), "kmesh agent")
@@ -716,7 +793,8 @@ def agent(
 
         ncfg = NetnsNodeConfig(
             pod_netns_prefix=LabNames(lab).pod_prefix(node_name), node_name=node_name, node_ip=node_ip,
-            node_dir=node_dir, backend=backend, subnet_manager=subnet_manager, etcd_url=etcd_url, iface=iface,
+            node_dir=node_dir, backend=backend, subnet_manager=subnet_manager, etcd_url=etcd_url, etcd_tls=etcd_tls,
+            iface=iface,
             network=cluster_cidr, dns_ip=cluster_dns, cluster_domain=cluster_domain, proxy_mode=proxy_mode,
             ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses,
         )

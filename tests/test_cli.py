@@ -50,7 +50,10 @@ async def test_up_status_down(tmp_path: Path, store: str) -> None:
         assert "is up" in out.stdout
         info = json.loads((d / "cluster.json").read_text())
         assert info["runtime"] == "sim" and info["api"].startswith("https://127.0.0.1:")
-        assert info["serviceCIDR"] == "127.96.0.0/16" and info["clusterCIDR"] == "127.244.0.0/16"
+        net = DataDir(d).read_network(store)
+        assert net is not None and net.simSlot is not None
+        slot = net.simSlot  # 0 unless other sim labs run on this machine
+        assert info["serviceCIDR"] == f"127.{96 + slot}.0.0/16" and info["clusterCIDR"] == f"127.{244 + slot}.0.0/16"
         assert info["kubeconfig"] == str(d / "kubeconfig.yaml")
         names = (await kubectl(d / "kubeconfig.yaml", "get", "ns", "-o", "name")).split()
         assert "namespace/default" in names and "namespace/kube-system" in names
@@ -60,7 +63,7 @@ async def test_up_status_down(tmp_path: Path, store: str) -> None:
             [require_binary("dig"), f"@{host}", "-p", str(port), "+short", "kubernetes.default.svc.cluster.local"],
             capture_stdout=True,
         )
-        assert res.stdout.decode().split() == ["127.96.0.1"]
+        assert res.stdout.decode().split() == [f"127.{96 + slot}.0.1"]
         await trio.to_thread.run_sync(check_metrics, info, d / "kubeconfig.yaml")
         healthz = int((d / "run" / "proxy-healthz.port").read_text())
         async with httpx.AsyncClient(trust_env=False) as http:

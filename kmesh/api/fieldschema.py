@@ -132,6 +132,157 @@ def _walk(spec: Spec, value: Any, path: str, out: list[str], prune: bool = False
             _walk(sub, value[k], where, out, prune)
 
 
+_GO_SCALARS = {
+    STRING: "string", INT32: "int32", INT64: "int64", BOOL: "bool", NUMBER: "float64",
+    QUANTITY: "resource.Quantity", INT_OR_STRING: "intstr.IntOrString", TIME: "v1.Time", BYTES: "[]uint8",
+    ANY: "interface {}",
+}
+_INT_RANGES = {INT32: (-(1 << 31), (1 << 31) - 1), INT64: (-(1 << 63), (1 << 63) - 1)}
+QUANTITY_FORMAT = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+
+
+def go_type(spec: Spec) -> str:
+    """The Go type of a field as Go's decoder names it in errors (``int32``, ``[]v1.Container``, ``map[string]string``)."""
+    if isinstance(spec, str):
+        return _GO_SCALARS[spec]
+    if isinstance(spec, ListOf):
+        return "[]" + go_type(spec.item)
+    if isinstance(spec, MapOf):
+        return "map[string]" + go_type(spec.value)
+    parts = spec.name.split(".")
+    return f"{parts[-2]}.{parts[-1]}"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    return "array"
+
+
+def _number(value: Any) -> str:
+    return "number " + (repr(value) if isinstance(value, float) else str(value))
+
+
+def _mismatch(spec: Spec, value: Any) -> tuple[str, bool] | None:
+    """What Go's decoder says of ``value`` in a field of ``spec``: (the JSON value's description, or a whole message
+    of a type with its own unmarshaller; whether it is such a whole message), or None if it decodes."""
+    if isinstance(spec, (Ref, MapOf)):
+        return None if isinstance(value, dict) else (_json_kind(value), False)
+    if isinstance(spec, ListOf):
+        return None if isinstance(value, list) else (_json_kind(value), False)
+    if spec == ANY:
+        return None
+    if spec in (STRING, BYTES):
+        return None if isinstance(value, str) else (_json_kind(value), False)
+    if spec == BOOL:
+        return None if isinstance(value, bool) else (_json_kind(value), False)
+    if spec in _INT_RANGES:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _json_kind(value), False
+        low, high = _INT_RANGES[spec]
+        if isinstance(value, float) or not low <= value <= high:
+            return _number(value), False
+        return None
+    if spec == NUMBER:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else (_json_kind(value), False)
+    if spec == QUANTITY:
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        return None if ok else (QUANTITY_FORMAT, True)
+    if spec == INT_OR_STRING:
+        if isinstance(value, str):
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and -(1 << 31) <= value <= (1 << 31) - 1:
+            return None
+        what = _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _json_kind(value)
+        return f"json: cannot unmarshal {what} into Go value of type int32", True
+    if spec == TIME:
+        return None if isinstance(value, str) else (
+            f"json: cannot unmarshal {_json_kind(value)} into Go value of type string", True)
+    return None
+
+
+def _scalar_ok(spec: str, value: Any) -> bool:
+    """The fast path of ``_mismatch`` for the common scalars."""
+    t = type(value)
+    if spec == STRING:
+        return t is str
+    if spec == INT32:
+        return t is int and -2147483648 <= value <= 2147483647
+    if spec == INT64:
+        return t is int and -9223372036854775808 <= value <= 9223372036854775807
+    if spec == BOOL:
+        return t is bool
+    return _mismatch(spec, value) is None
+
+
+def struct_decode_error(struct_name: str, obj: Any) -> str | None:
+    """The error Go's JSON decoder gives decoding ``obj`` into struct ``struct_name``, or None if it decodes.
+
+    The first value (in document order) whose JSON type does not fit its field's
+    Go type, or an integer outside int32/int64, in Go's words: ``json: cannot
+    unmarshal number 2147483648 into Go struct field DeploymentSpec.spec.replicas
+    of type int32``. Unknown fields are not looked into (that is strict field
+    validation's business), nulls always decode. No recursion: any depth is walked.
+    """
+    load()
+    # (spec, value, trail): a trail is (parent trail, field name, owning struct) or None at the top.
+    stack: list[tuple[Spec, Any, Any]] = [(Ref(struct_name), obj, None)]
+    while stack:
+        spec, value, trail = stack.pop()
+        if type(spec) is str:
+            if _scalar_ok(spec, value):
+                continue
+            return _decode_message(spec, value, trail)
+        if _mismatch(spec, value) is not None:
+            return _decode_message(spec, value, trail)
+        if type(spec) is Ref:
+            fields = STRUCTS[spec.name].fields
+            name = spec.name.rsplit(".", 1)[-1]
+            todo = []
+            for k, v in value.items():
+                sub = fields.get(k)
+                if sub is None or v is None or sub == ANY:
+                    continue
+                if type(sub) is str and _scalar_ok(sub, v):
+                    continue
+                todo.append((sub, v, (trail, k, name)))
+            stack.extend(reversed(todo))
+        else:
+            item = spec.item if type(spec) is ListOf else spec.value
+            values = value if type(spec) is ListOf else list(value.values())
+            if type(item) is str and all(v is None or _scalar_ok(item, v) for v in values):
+                continue
+            stack.extend((item, v, trail) for v in reversed(values) if v is not None)
+    return None
+
+
+def _decode_message(spec: Spec, value: Any, trail: Any) -> str:
+    what, whole = _mismatch(spec, value) or ("value", False)
+    if whole:
+        return what
+    if trail is None:
+        return f"json: cannot unmarshal {what} into Go value of type {go_type(spec)}"
+    owner = trail[2]
+    path: list[str] = []
+    while trail is not None:
+        path.append(trail[1])
+        trail = trail[0]
+    return f"json: cannot unmarshal {what} into Go struct field {owner}.{'.'.join(reversed(path))} of type {go_type(spec)}"
+
+
+def decode_error(group: str, version: str, kind_name: str, obj: Any) -> str | None:
+    """``struct_decode_error`` for the top-level struct of a served kind (None for a kind without tables)."""
+    load()
+    name = KIND_STRUCTS.get((group, version, kind_name))
+    return None if name is None else struct_decode_error(name, obj)
+
+
 _loaded = False
 
 

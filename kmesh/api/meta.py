@@ -30,7 +30,7 @@ import copy
 import datetime as _dt
 import secrets
 import uuid
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any
 
 from kmesh.api import errors
@@ -489,6 +489,10 @@ _SUFFIXES = {
 }
 
 
+_WIDE = Context(Emax=MAX_EMAX, Emin=MIN_EMIN)  # a quantity may carry any int64 exponent
+_HUGE = Decimal("1e100")
+
+
 def parse_quantity(value: Any) -> Decimal | None:
     """A resource quantity ("500m", "1Gi", "2", 3) as a number; None when it is not one."""
     if isinstance(value, bool):
@@ -518,8 +522,11 @@ def parse_quantity(value: Any) -> Decimal | None:
     if suffix[:1] in ("e", "E"):
         exp = suffix[1:]
         digits = exp[1:] if exp[:1] in "+-" else exp
-        if digits.isdigit():
-            return base * (Decimal(10) ** int(exp))
+        if digits.isdigit() and len(digits) <= 18:  # upstream parses the exponent as an int64
+            # No 10**exp (an exponent of 10^18 costs nothing this way), and a bound far above any real
+            # quantity, so that sums and comparisons in the default decimal context never overflow.
+            value = base.scaleb(int(exp), context=_WIDE)
+            return value if value.adjusted() <= _HUGE.adjusted() else _HUGE.copy_sign(value)
     return None
 
 

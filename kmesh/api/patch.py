@@ -23,6 +23,7 @@ None of the functions modifies its arguments; each returns a new object.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -161,18 +162,22 @@ def _remove(doc: JSON, parts: list[str], op: str, path: str) -> tuple[JSON, JSON
     return doc, parent.pop(_index(key, len(parent), path))
 
 
-def json_patch(target: JSON, ops: Any) -> JSON:
+def json_patch(target: JSON, ops: Any, *, max_copy_bytes: int | None = None) -> JSON:
     """Apply an RFC 6902 JSON patch (add, remove, replace, move, copy, test).
 
     JSON pointers use ``~0``/``~1`` escapes, ``-`` appends to an array, and
     (as in evanphx/json-patch, which kube-apiserver uses) negative indices
     count from the end. A patch that is not a list of operation objects is
     400 BadRequest; an operation that does not apply (a failed ``test``, a
-    missing path, a bad index) is 422 Invalid.
+    missing path, a bad index) is 422 Invalid. With ``max_copy_bytes``, the
+    ``copy`` operations may add at most that many bytes (of JSON) in total
+    (evanphx's ``AccumulatedCopySizeLimit``, which kube-apiserver sets to 3 MiB),
+    else 422.
     """
     if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     doc = copy.deepcopy(target)
+    copied = 0
     for operation in ops:
         op = operation.get("op")
         path = operation.get("path")
@@ -213,6 +218,13 @@ def json_patch(target: JSON, ops: Any) -> JSON:
                 value = _get_at(doc, _pointer(src, op, "from"), op, src)
             except APIError:
                 raise _unprocessable(f'copy operation does not apply: doc is missing from path: "{src}": missing value')
+            if max_copy_bytes is not None:
+                copied += len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+                if copied > max_copy_bytes:
+                    raise _unprocessable(
+                        "Unable to complete the copy, the accumulated size increase of copy is "
+                        f"{copied}, exceeding the limit {max_copy_bytes}"
+                    )
             doc = _add(doc, _pointer(path, op), copy.deepcopy(value), op, path)
         elif op == "test":
             parts = _pointer(path, op)
@@ -423,19 +435,66 @@ def _go_map(m: Any) -> str:
     return str(m)
 
 
-def _index_in(order: list[Any], item: Any, key: tuple[str, ...]) -> int:
-    for i, o in enumerate(order):
-        if key:
-            if _key_matches(o, item, key) or _key_matches(item, o, key):
+def _hkey(value: Any) -> Any:
+    """A hashable stand-in for a scalar, equal exactly where ``_same`` is true; None for a map or list."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if value is None:
+        return ("0", None)
+    return None
+
+
+class _Positions:
+    """Where items stand in a list, found through a hash of their merge key (or value) instead of a scan.
+
+    A patch may carry hundreds of thousands of list items (3 MiB of finalizers);
+    scanning the list for each of them would hold the server for hours.
+    """
+
+    def __init__(self, order: list[Any], key: tuple[str, ...]) -> None:
+        self.order, self.key = order, key
+        self.buckets: dict[Any, list[int]] = {}
+        for i, o in enumerate(order):
+            h = self._lookup(o)
+            if h is not None:
+                self.buckets.setdefault(h, []).append(i)
+
+    def _lookup(self, value: Any) -> Any:
+        if self.key:
+            if not isinstance(value, dict) or self.key[0] not in value:
+                return None
+            value = value[self.key[0]]
+        return _hkey(value)
+
+    def index(self, item: Any) -> int:
+        """The first position whose item matches ``item`` (by merge key, or equal), or -1."""
+        key = self.key
+        h = self._lookup(item)
+        if h is None:
+            if key and (not isinstance(item, dict) or key[0] not in item):
+                return -1  # no merge key: it matches nothing
+            candidates: Any = range(len(self.order))  # a map or list as the value: look at every item
+        else:
+            candidates = self.buckets.get(h, ())
+        for i in candidates:
+            o = self.order[i]
+            if (_key_matches(o, item, key) or _key_matches(item, o, key)) if key else _same(o, item):
                 return i
-        elif _same(o, item):
-            return i
-    return -1
+        return -1
+
+
+def _index_in(order: list[Any], item: Any, key: tuple[str, ...]) -> int:
+    return _Positions(order, key).index(item)
 
 
 def _sort_by(items: list[Any], order: list[Any], key: tuple[str, ...]) -> list[Any]:
     """Stable sort of ``items`` by position in ``order`` (items not there keep their place first)."""
-    ranked = [(_index_in(order, it, key), n, it) for n, it in enumerate(items)]
+    positions = _Positions(order, key)
+    ranked = [(positions.index(it), n, it) for n, it in enumerate(items)]
     ranked.sort(key=lambda r: (r[0], r[1]))
     return [it for _, _, it in ranked]
 
@@ -447,6 +506,7 @@ def _normalize_order(
     in live order, interleaved by live order where both are known, patch items first otherwise."""
     right = _sort_by(patch_items, patch_order, key)
     left = _sort_by(server_only, server_order, key)
+    server = _Positions(server_order, key)
     out: list[Any] = []
     i = j = 0
     while i < len(left) or j < len(right):
@@ -457,8 +517,8 @@ def _normalize_order(
             out.append(left[i])
             i += 1
         else:
-            li = _index_in(server_order, left[i], key)
-            ri = _index_in(server_order, right[j], key)
+            li = server.index(left[i])
+            ri = server.index(right[j])
             if li >= 0 and ri >= 0 and li < ri:
                 out.append(left[i])
                 i += 1
@@ -470,17 +530,33 @@ def _normalize_order(
 
 def _partition(merged: list[Any], by: list[Any], key: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
     inside, outside = [], []
+    positions = _Positions(by, key)
     for it in merged:
-        (inside if _index_in(by, it, key) >= 0 else outside).append(it)
+        (inside if positions.index(it) >= 0 else outside).append(it)
     return inside, outside
 
 
 def _dedupe(items: list[Any]) -> list[Any]:
     out: list[Any] = []
+    seen: set[Any] = set()
+    others: list[Any] = []  # maps and lists: compared one by one
     for it in items:
-        if not any(_same(it, o) for o in out):
+        h = _hkey(it)
+        if h is not None:
+            if h not in seen:
+                seen.add(h)
+                out.append(it)
+        elif not any(_same(it, o) for o in others):
+            others.append(it)
             out.append(it)
     return out
+
+
+def _without(values: list[Any], drop: list[Any]) -> list[Any]:
+    """``values`` without those ``_same`` as one of ``drop``."""
+    hashed = {h for h in map(_hkey, drop) if h is not None}
+    others = [d for d in drop if _hkey(d) is None]
+    return [v for v in values if not (_hkey(v) in hashed if _hkey(v) is not None else any(_same(v, d) for d in others))]
 
 
 def _merge_value(orig: Any, patch: Any, spec: str | ListSpec | None) -> Any:
@@ -570,7 +646,7 @@ def _merge_map(orig: dict[str, Any] | None, patch: dict[str, Any], fields: Mappi
             if not name or not isinstance(pv, list):
                 raise _SMPError("invalid patch format of primitive list", 400)
             if isinstance(out.get(name), list):
-                out[name] = [v for v in out[name] if not any(_same(v, d) for d in pv)]
+                out[name] = _without(out[name], pv)
             continue
         if pv is None:
             out.pop(k, None)
@@ -632,6 +708,7 @@ def _merge_list(orig: list[Any], patch: list[Any], spec: ListSpec) -> list[Any]:
         raise _SMPError("list element types are not identical")
     # special elements: $patch: replace / delete / merge
     plain: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
     replace = False
     for item in patch:
         d = item.get(_DIRECTIVE, _MISSING)
@@ -639,7 +716,7 @@ def _merge_list(orig: list[Any], patch: list[Any], spec: ListSpec) -> list[Any]:
             plain.append(item)
         elif d == "delete":
             _require_key(item, key)
-            orig = [o for o in orig if not _key_matches(o, item, key)]
+            deletes.append(item)  # removed below, all at once: plain items are merged only after this loop
         elif d == "replace":
             replace = True
         elif d == "merge":
@@ -648,20 +725,35 @@ def _merge_list(orig: list[Any], patch: list[Any], spec: ListSpec) -> list[Any]:
                 plain.append(rest)
         else:
             raise _SMPError(f"unknown patch type: {d} in map: {_go_map(item)}")
+    if deletes:
+        doomed = _Positions(deletes, key)
+        orig = [o for o in orig if not _deleted(o, doomed)]
     if replace:
         orig = [_merge_map(None, p, _fields(spec.item)) for p in plain]
         plain = []
     server_order = list(orig)
+    live = _Positions(orig, key)  # kept up to date as items are appended
     for item in plain:
         _require_key(item, key)
-        for n, o in enumerate(orig):
-            if _key_matches(o, item, key):
-                orig[n] = _merge_map(o, item, _fields(spec.item))
+        h = live._lookup(item)
+        candidates: Any = live.buckets.get(h, ()) if h is not None else range(len(orig))
+        for n in candidates:
+            if _key_matches(orig[n], item, key):
+                orig[n] = _merge_map(orig[n], item, _fields(spec.item))
                 break
         else:
             orig.append(_merge_map(None, item, _fields(spec.item)))
+            if h is not None:
+                live.buckets.setdefault(h, []).append(len(orig) - 1)
     inside, outside = _partition(orig, plain, key)
     return _normalize_order(inside, outside, plain, server_order, key)
+
+
+def _deleted(item: Any, doomed: _Positions) -> bool:
+    """Whether a ``$patch: delete`` element (in ``doomed``) names ``item`` by its merge key."""
+    h = doomed._lookup(item)
+    probes = doomed.buckets.get(h, ()) if h is not None else range(len(doomed.order))
+    return any(_key_matches(item, doomed.order[i], doomed.key) for i in probes)
 
 
 def strategic_merge_patch(target: dict[str, Any], patch: Any, kind: Kind | str) -> dict[str, Any]:

@@ -25,9 +25,10 @@ such as ``replicas: 0``, or a field JSON writes even when empty, such as
 from __future__ import annotations
 
 import base64
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, NamedTuple
+
+from kmesh.api import codec
 
 MAGIC = b"k8s\x00"
 """The prefix of every Kubernetes protobuf body."""
@@ -605,7 +606,7 @@ def _raw_json(raw: bytes) -> Any:
     if not doc:
         return {}
     try:
-        return json.loads(doc)
+        return codec.loads_json(doc)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"protobuf raw JSON field is not JSON: {exc}") from None
 
@@ -758,7 +759,7 @@ def decode(body: bytes) -> dict[str, Any]:
     api_version, kind, raw, content_type = unwrap(body)
     if content_type and content_type.split(";")[0].strip() == "application/json":
         try:
-            obj = json.loads(raw or b"null")
+            obj = codec.loads_json(raw or b"null")
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"protobuf envelope holds bad JSON: {exc}") from None
         if not isinstance(obj, dict):

@@ -290,14 +290,13 @@ class _Parser:
         if op in ("exists", "!"):
             return Requirement.new(key, op)
         tok, lit = self.consume(values=False)
-        ops = {"!": "!", "=": "=", "==": "==", ">": "gt", "<": "lt", "in": "in", "!=": "!=", "notin": "notin"}
+        # "!" is unary (``!key``): after a key it is no operator, as upstream's parseOperator says.
+        ops = {"=": "=", "==": "==", ">": "gt", "<": "lt", "in": "in", "!=": "!=", "notin": "notin"}
         if tok not in ops:
             raise _SelectorError(f"found '{lit}', expected: in, notin, =, ==, !=, gt, lt")
         op = ops[tok]
         if op in ("in", "notin"):
             values = self.set_values()
-        elif op == "!":
-            values = []
         else:
             values = self.exact_value()
         return Requirement.new(key, op, sorted(set(values)))

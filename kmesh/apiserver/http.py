@@ -15,15 +15,20 @@ import trio
 import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kmesh.api import codec, tables
 from kmesh.api import errors as E
-from kmesh.api import tables
 from kmesh.api.kinds import Kind, by_resource
 from kmesh.apiserver import discovery, openapi
 from kmesh.apiserver.authn import Authenticator, peer_certificate
 from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.apiserver.metrics import Metrics, request_info
 from kmesh.apiserver.podlogs import LogOptions, log_file, stream_log
-from kmesh.apiserver.registry import ListOptions, Registry, WatchEvent
+from kmesh.apiserver.registry import (
+    ListOptions,
+    Registry,
+    WatchEvent,
+    check_delete_options,
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -31,15 +36,23 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
-WATCH_BUFFER = 10_000  # encoded events a slow watcher may fall behind before it is slowed down
+# Encoded events queued for one watcher before the watch waits for the socket (one larger event
+# always fits); a client that then reads nothing for ConnectionLimits.write_stall is dropped.
+WATCH_BUFFER_BYTES = 32 * 1024
+ENCODED_CACHE_BYTES = 16 * 1024 * 1024  # the shared cache of encoded watch lines, all watchers together
 
 
 class EncodedEvents:
-    """Watch-event lines encoded once and shared by every watcher that sends the same event."""
+    """Watch-event lines encoded once and shared by every watcher that sends the same event.
 
-    def __init__(self, size: int = 8192) -> None:
+    Bounded by count and by bytes: a few large objects must not pin
+    hundreds of megabytes after their watchers have moved on."""
+
+    def __init__(self, size: int = 8192, max_bytes: int = ENCODED_CACHE_BYTES) -> None:
         self._lines: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
         self._size = size
+        self._max_bytes = max_bytes
+        self.bytes = 0
 
     def line(self, ev: WatchEvent) -> bytes:
         """The JSON line of ``ev`` (cached by type, resourceVersion and object identity)."""
@@ -51,10 +64,63 @@ class EncodedEvents:
         line = self._lines.get(key)
         if line is None:
             line = _json({"type": ev.type, "object": ev.obj}) + b"\n"
+            if len(line) > self._max_bytes // 16:
+                return line  # too large to be worth a slot
             self._lines[key] = line
-            if len(self._lines) > self._size:
-                self._lines.popitem(last=False)
+            self.bytes += len(line)
+            while len(self._lines) > self._size or self.bytes > self._max_bytes:
+                self.bytes -= len(self._lines.popitem(last=False)[1])
         return line
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+class LineBuffer:
+    """One watcher's encoded lines on their way to its socket, bounded in bytes.
+
+    ``put`` waits while the buffer is full (a line larger than the bound is
+    admitted alone); ``take`` returns everything queued as one chunk."""
+
+    def __init__(self, max_bytes: int = WATCH_BUFFER_BYTES) -> None:
+        self._lines: list[bytes] = []
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._closed = False
+        self._space = trio.lowlevel.ParkingLot()
+        self._data = trio.lowlevel.ParkingLot()
+
+    async def put(self, line: bytes) -> None:
+        """Queue ``line``, first waiting for room."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._bytes and self._bytes + len(line) > self._max_bytes:
+            await self._space.park()
+        self._lines.append(line)
+        self._bytes += len(line)
+        if self._data:
+            self._data.unpark_all()
+        # Yield only now, with the line queued (as a channel's send does): lines put while the
+        # sender waits for its turn go out together, not one write each.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def take(self) -> bytes | None:
+        """Everything queued, waiting for at least one line; None once closed and empty."""
+        await trio.lowlevel.checkpoint()  # lines put by tasks ready to run now join this chunk
+        while not self._lines:
+            if self._closed:
+                return None
+            await self._data.park()
+        chunk = b"".join(self._lines)
+        self._lines.clear()
+        self._bytes = 0
+        if self._space:
+            self._space.unpark_all()
+        return chunk
+
+    def close(self) -> None:
+        """No more lines: ``take`` returns what is left, then None."""
+        self._closed = True
+        self._data.unpark_all()
 
 
 @dataclass
@@ -72,14 +138,18 @@ class Request:
         return self.query.get(name, "").lower() in ("1", "true", "yes")
 
     def int_param(self, name: str) -> int | None:
-        """An integer query parameter, 400 if malformed."""
+        """An int64 query parameter (limit, timeoutSeconds, gracePeriodSeconds); 400 in the words of
+        upstream's parameter decoder (strconv.ParseInt) if it is not one."""
         raw = self.query.get(name)
         if raw in (None, ""):
             return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise E.bad_request(f"invalid value for {name}: {raw!r}") from None
+        digits = raw[1:] if raw[:1] in ("+", "-") else raw
+        if not (digits.isascii() and digits.isdigit()):
+            raise E.bad_request(f'strconv.ParseInt: parsing "{raw}": invalid syntax')
+        value = int(raw) if len(digits) <= 19 else 1 << 64
+        if not -(1 << 63) <= value < (1 << 63):
+            raise E.bad_request(f'strconv.ParseInt: parsing "{raw}": value out of range')
+        return value
 
 
 def _noting(send: Send, sent: list[int]) -> Send:
@@ -93,6 +163,10 @@ def _noting(send: Send, sent: list[int]) -> Send:
         await send(msg)
 
     return noting
+
+
+def _too_large() -> E.APIError:
+    return E.APIError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}")
 
 
 def _json(obj: Any) -> bytes:
@@ -114,8 +188,10 @@ class APIApp:
     """ASGI application serving the Kubernetes API from a Registry."""
 
     def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443",
-                 nodes_dir: Path | None = None, client_ca_pem: bytes | None = None) -> None:
+                 nodes_dir: Path | None = None, client_ca_pem: bytes | None = None,
+                 request_timeout: float = 60.0) -> None:
         self.registry = registry
+        self.request_timeout = request_timeout  # seconds a request body may take to arrive
         self.nodes_dir = nodes_dir  # where the lab's node agents keep their pods' logs
         self.token = token
         self.authenticator = Authenticator(token, client_ca_pem)  # client certificates, then the bearer token
@@ -148,7 +224,7 @@ class APIApp:
                 raise E.APIError(401, "Unauthorized", "Unauthorized")
             body = b""
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-                body = await self._read_body(receive)
+                body = await self._read_body(receive, headers, self.request_timeout)
             req = Request(scope["method"], path, query, headers, body)
             await self._dispatch(req, receive, send)
         except E.APIError as exc:
@@ -164,20 +240,28 @@ class APIApp:
         return self.authenticator.authenticate(headers, peer_certificate()) is not None
 
     @staticmethod
-    async def _read_body(receive: Receive) -> bytes:
+    async def _read_body(receive: Receive, headers: dict[str, str], timeout: float) -> bytes:
+        """The request body, at most MAX_BODY bytes (413, from Content-Length before reading, else as
+        counted), arriving whole within ``timeout`` seconds (504, as kube-apiserver's request timeout)."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise _too_large()
         chunks: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise E.bad_request("client went away")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise E.APIError(413, "RequestEntityTooLarge", "the request body is too large")
-            chunks.append(chunk)
-            if not msg.get("more_body"):
-                return b"".join(chunks)
+        with trio.move_on_after(timeout):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise E.bad_request("client went away")
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _too_large()
+                chunks.append(chunk)
+                if not msg.get("more_body"):
+                    return b"".join(chunks)
+        raise E.APIError(504, "Timeout",
+                         "Timeout: request did not complete within requested timeout - context deadline exceeded")
 
     @staticmethod
     async def _send(
@@ -279,6 +363,8 @@ class APIApp:
             limit=req.int_param("limit") or 0,
             continue_token=req.query.get("continue", ""),
             resource_version=req.query.get("resourceVersion", ""),
+            resource_version_match=req.query.get("resourceVersionMatch", ""),
+            send_initial_events=req.query.get("sendInitialEvents"),
         )
 
     async def _collection(
@@ -306,7 +392,7 @@ class APIApp:
             await self._send(send, 200, _json(doc))
             return "list", kind.plural
         if req.method == "POST":
-            obj = self._decode(req)
+            obj = self._decode(req, kind)
             fields = FieldValidation.from_query(req.query.get("fieldValidation"))
             created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req), fields=fields)
             await self._send(send, 201, _json(created), extra_headers=fields.headers())
@@ -339,7 +425,7 @@ class APIApp:
             await self._send(send, 201, _json(out))
             return "create", res
         if req.method == "PUT":
-            obj = self._decode(req)
+            obj = self._decode(req, kind if sub != "scale" else None)
             fields = FieldValidation.from_query(req.query.get("fieldValidation"))
             if sub == "scale":
                 out = await r.update_scale(kind, namespace, name, obj)
@@ -361,7 +447,7 @@ class APIApp:
                 kind, namespace, name,
                 grace_period=opts.get("gracePeriodSeconds"),
                 preconditions=opts.get("preconditions"),
-                dry_run=dry,
+                dry_run=dry or "All" in (opts.get("dryRun") or []),  # kubectl sends DeleteOptions.dryRun in the body
             )
             if gone and kind.kind not in ("Pod",):
                 md = obj.get("metadata", {})
@@ -379,7 +465,8 @@ class APIApp:
 
     async def _watch(self, req: Request, kind: Kind, namespace: str | None, receive: Receive, send: Send) -> None:
         opts = self._list_options(req)
-        opts.filter(kind)  # selector errors are answered before the stream starts
+        opts.validate(watch=True)  # option and selector errors are answered before the stream starts
+        opts.filter(kind)
         as_table = _wants_table(req.headers.get("accept", ""))
         include = req.query.get("includeObject", "Metadata")
         timeout = req.int_param("timeoutSeconds")
@@ -387,7 +474,7 @@ class APIApp:
             timeout = int(self.min_request_timeout * (1 + random.random()))
         bookmarks = req.flag("allowWatchBookmarks")
         sent_columns = False
-        lines_in, lines_out = trio.open_memory_channel[bytes](WATCH_BUFFER)
+        lines = LineBuffer()
 
         async def emit(ev: WatchEvent) -> None:
             nonlocal sent_columns
@@ -399,28 +486,24 @@ class APIApp:
                 line = _json({"type": ev.type, "object": obj}) + b"\n"
             else:
                 line = self._encoded.line(ev)
-            await lines_in.send(line)
+            await lines.put(line)
 
         async def sender() -> None:
             # Everything queued while the last write was in flight goes out as one chunk.
-            async for first in lines_out:
-                chunks = [first]
-                while True:
-                    try:
-                        chunks.append(lines_out.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+            while (chunk := await lines.take()) is not None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def body() -> None:
             async with trio.open_nursery() as streaming:
                 streaming.start_soon(sender)
-                async with lines_in:
+                try:
                     with trio.move_on_after(timeout):
                         try:
                             await self.registry.watch(kind, namespace, opts, emit, bookmarks=bookmarks)
                         except E.APIError as exc:
                             await emit(WatchEvent("ERROR", exc.status()))
+                finally:
+                    lines.close()
 
         await self._stream(receive, send, b"application/json", body)
 
@@ -479,24 +562,33 @@ class APIApp:
     # ---------------------------------------------------------------- parsing
 
     @staticmethod
-    def _decode(req: Request) -> dict[str, Any]:
+    def _decode(req: Request, kind: Kind | None = None) -> dict[str, Any]:
+        """The body as a wire dict, decoded within ``kmesh.api.codec``'s bounds (depth, aliases, numbers);
+        400 as kube-apiserver words it for a body of ``kind`` that does not decode, 415 for an unknown type."""
         ct = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         try:
             if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
-                obj = yaml.safe_load(req.body)
+                obj = codec.loads_yaml(req.body)
             elif ct in ("application/json", ""):
-                obj = json.loads(req.body or b"null")
+                try:
+                    obj = codec.loads_json(req.body or b"null")
+                except codec.DecodeError as exc:
+                    raise codec.DecodeError(f"couldn't get version/kind; json parse error: {exc}") from None
             elif ct == "application/vnd.kubernetes.protobuf":
                 from kmesh.api import protobuf
 
                 obj = protobuf.decode(req.body)
+                codec.check_depth(obj)
             else:
                 raise E.APIError(
                     415, "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: "
                     "application/json, application/yaml, application/vnd.kubernetes.protobuf",
                 )
-        except (ValueError, yaml.YAMLError) as exc:
+        except (ValueError, yaml.YAMLError, RecursionError) as exc:
+            if kind is not None:
+                raise E.bad_request(f"the object provided is unrecognized (must be of type {kind.kind}): {exc} "
+                                    f"({codec.summarize(req.body)})") from None
             raise E.bad_request(f"error decoding request body: {exc}") from None
         if not isinstance(obj, dict):
             raise E.bad_request("the request body must be an object")
@@ -521,5 +613,10 @@ class APIApp:
         grace = req.int_param("gracePeriodSeconds")
         if grace is not None:
             opts["gracePeriodSeconds"] = grace
+        if req.query.get("propagationPolicy"):
+            opts["propagationPolicy"] = req.query["propagationPolicy"]
+        if req.query.get("orphanDependents"):
+            opts["orphanDependents"] = req.flag("orphanDependents")
+        check_delete_options(opts)
         return opts
 

@@ -190,17 +190,14 @@ def _schemas(kinds: list[Kind], fl: _Flavour) -> dict[str, Any]:
     F.load()
     gvk: dict[str, list[dict[str, str]]] = {}
     todo: list[str] = []
+    out: dict[str, Any] = {}
     for k in kinds:
         name = F.KIND_STRUCTS.get((k.group, k.version, k.kind))
         if name:
             gvk.setdefault(name, []).append({"group": k.group, "version": k.version, "kind": k.kind})
             todo.append(name)
-    lists = _patch_lists()
-    out: dict[str, Any] = {}
-    for k in kinds:
-        name = F.KIND_STRUCTS.get((k.group, k.version, k.kind))
-        if name:
             out[name + "List"] = _list_schema(k, name, todo, fl)
+    lists = _patch_lists()
     while todo:
         name = todo.pop()
         if name in out:
@@ -241,8 +238,9 @@ def gv_document(group: str, version: str) -> dict[str, Any] | None:
     }
 
 
-def _hash(doc: dict[str, Any]) -> str:
-    return hashlib.sha512(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:64].upper()
+def _hash(data: bytes) -> str:
+    """Upstream's content hash of a served document: the v3 index's ``?hash=``, the v2 ``ETag``."""
+    return hashlib.sha512(data).hexdigest()[:64].upper()
 
 
 @functools.cache
@@ -253,7 +251,8 @@ def index() -> dict[str, Any]:
         doc = gv_document(group, version)
         assert doc is not None
         gv = _gv_path(group, version)
-        paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={_hash(doc)}"}
+        digest = _hash(json.dumps(doc, sort_keys=True).encode())
+        paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
     return {"paths": paths}
 
 
@@ -321,8 +320,7 @@ def v2_body(protobuf: bool) -> tuple[bytes, str, str]:
     """The encoded ``/openapi/v2`` document, once per form: (body, content type, ETag)."""
     doc = v2_document()
     body = gnostic.encode(doc) if protobuf else json.dumps(doc, separators=(",", ":")).encode()
-    etag = '"' + hashlib.sha512(body).hexdigest()[:64].upper() + '"'
-    return body, V2_PROTOBUF if protobuf else V2_JSON, etag
+    return body, V2_PROTOBUF if protobuf else V2_JSON, f'"{_hash(body)}"'
 
 
 CRD_LIST_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

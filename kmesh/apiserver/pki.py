@@ -1,7 +1,15 @@
-"""The cluster's certificate authority, the API server's certificate and its bearer token.
+"""The cluster's certificate authority, the API server's certificate and its bearer token;
+etcd's own CA and certificates.
 
 Everything lives in the data dir and is reused across restarts, so a
 kubeconfig written once keeps working.
+
+etcd's PKI follows kubeadm's: a CA of its own (``D/pki/etcd/ca.crt``), so
+that no certificate the cluster CA issues (kubectl users' client
+certificates) opens etcd; ``server``, ``peer`` and ``healthcheck-client``
+pairs beside it; the API server's client pair ``D/pki/apiserver-etcd-client``
+and, for flannel-like etcd subnet managers, ``D/pki/flannel-etcd-client``.
+Keys and certificates are 0600, in 0700 directories.
 """
 
 from __future__ import annotations
@@ -10,13 +18,18 @@ import datetime as dt
 import ipaddress
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kmesh.store.etcd_api import EtcdTLS
+from kmesh.store.etcd_server import EtcdServerTLS
 
 DEFAULT_SANS = (
     "localhost",
@@ -129,4 +142,169 @@ def ensure_pki(directory: Path, extra_sans: list[str] | None = None) -> PKI:
         pki.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     if not pki.token_file.exists():
         _write_private(pki.token_file, (secrets.token_hex(24) + "\n").encode())
+    return pki
+
+
+# --- etcd (kubeadm's layout) -------------------------------------------------------------------------
+
+ETCD_SANS = ("localhost", "127.0.0.1", "::1")
+_LEAF_DAYS = 3650
+_RENEW_BEFORE = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class EtcdPKI:
+    """Paths of etcd's CA and key pairs under ``root`` (``D/pki``), as kubeadm lays them out."""
+
+    root: Path
+
+    @property
+    def dir(self) -> Path:
+        """``D/pki/etcd``: etcd's CA and its own key pairs."""
+        return self.root / "etcd"
+
+    @property
+    def ca_cert(self) -> Path:
+        """etcd's CA certificate: what etcd trusts for clients and peers, and what clients verify etcd with."""
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        """etcd's CA key."""
+        return self.dir / "ca.key"
+
+    def pair(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of ``name``: server, peer, healthcheck-client (in ``etcd/``),
+        apiserver-etcd-client or flannel-etcd-client (in ``pki/``)."""
+        d = self.dir if name in ("server", "peer", "healthcheck-client") else self.root
+        return d / f"{name}.crt", d / f"{name}.key"
+
+    def client(self, name: str) -> EtcdTLS:
+        """A client's TLS settings: etcd's CA and the ``name`` pair."""
+        cert, key = self.pair(name)
+        return EtcdTLS(str(self.ca_cert), str(cert), str(key))
+
+    def apiserver_client(self) -> EtcdTLS:
+        """What the API server presents to etcd (kube-apiserver's --etcd-cafile/--etcd-certfile/--etcd-keyfile)."""
+        return self.client("apiserver-etcd-client")
+
+    def flannel_client(self) -> EtcdTLS:
+        """What the node agents' etcd subnet managers present (flanneld's --etcd-cafile/-certfile/-keyfile)."""
+        return self.client("flannel-etcd-client")
+
+    def server_tls(self) -> EtcdServerTLS:
+        """etcd's own flags' files."""
+        cert, key = self.pair("server")
+        peer_cert, peer_key = self.pair("peer")
+        hc_cert, hc_key = self.pair("healthcheck-client")
+        return EtcdServerTLS(self.ca_cert, cert, key, peer_cert, peer_key, hc_cert, hc_key)
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _new_ca(cert_path: Path, key_path: Path, common_name: str) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_file(key_path, _key_pem(key), 0o600)
+    _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
+
+
+def _pair_ok(cert_path: Path, key_path: Path, ca: x509.Certificate, sans: Sequence[str]) -> bool:
+    """Whether a key pair exists, matches, was issued by ``ca``, covers ``sans`` and is not about to expire."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        cert.verify_directly_issued_by(ca)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    if cert.public_key() != key.public_key():
+        return False
+    if cert.not_valid_after_utc - _RENEW_BEFORE < dt.datetime.now(dt.timezone.utc):
+        return False
+    return not sans or set(sans) <= _current_sans(cert_path)
+
+
+def _issue(
+    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str, sans: Sequence[str], usages: Sequence[x509.ObjectIdentifier],
+) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_san_list(list(sans))), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write_file(key_path, _key_pem(key), 0o600)
+    _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
+
+
+def ensure_etcd_pki(directory: Path, hosts: Sequence[str] = (), *, name: str = "kmesh-etcd") -> EtcdPKI:
+    """Create (or reuse) etcd's CA and key pairs in ``directory/pki`` (kubeadm's layout).
+
+    ``hosts``: addresses besides localhost/127.0.0.1/::1 that clients reach
+    etcd on (a lab's control-plane address); the server and peer
+    certificates cover them, and are reissued when they do not. ``name``: the
+    server and peer certificates' common name (kubeadm: the node's name).
+    """
+    root = directory / "pki"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pki = EtcdPKI(root)
+    pki.dir.mkdir(exist_ok=True, mode=0o700)
+    os.chmod(pki.dir, 0o700)
+    try:
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+        if ca_cert.public_key() != ca_key.public_key():
+            raise ValueError("etcd CA key does not match its certificate")
+    except (OSError, ValueError, TypeError):
+        _new_ca(pki.ca_cert, pki.ca_key, "etcd-ca")
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey), "etcd's CA key is not an EC key"
+    serving = list(dict.fromkeys([*ETCD_SANS, *hosts]))
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]  # etcd's gateway dials with it
+    client = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    wanted: list[tuple[str, str, list[str], list[x509.ObjectIdentifier]]] = [
+        ("server", name, serving, both),
+        ("peer", name, serving, both),
+        ("healthcheck-client", "kube-etcd-healthcheck-client", [], client),
+        ("apiserver-etcd-client", "kube-apiserver-etcd-client", [], client),
+        ("flannel-etcd-client", "kmesh-flannel-etcd-client", [], client),
+    ]
+    for pair, common_name, sans, usages in wanted:
+        cert_path, key_path = pki.pair(pair)
+        if not _pair_ok(cert_path, key_path, ca_cert, sans):
+            _issue(cert_path, key_path, ca_cert, ca_key, common_name, sans, usages)
     return pki

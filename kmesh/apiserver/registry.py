@@ -9,6 +9,7 @@ written when a step fails.
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 import datetime as dt
 import json
@@ -17,7 +18,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
-from kmesh.api import defaults, meta, patch, selectors, validation
+from kmesh.api import codec, defaults, fieldschema, meta, patch, selectors, validation
 from kmesh.api import errors as E
 from kmesh.api.kinds import KINDS, Kind, get as kind_named
 from kmesh.apiserver.fieldvalidation import FieldValidation
@@ -43,6 +44,10 @@ class Admission(Protocol):
     # async def on_update_failed(self, kind: Kind, new: Obj, old: Obj) -> None: ...
 
 
+RV_MATCHES = ("Exact", "NotOlderThan")
+PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
+
+
 @dataclass
 class ListOptions:
     """Parsed list/watch query parameters."""
@@ -52,6 +57,46 @@ class ListOptions:
     limit: int = 0
     continue_token: str = ""
     resource_version: str = ""
+    resource_version_match: str = ""
+    send_initial_events: str | None = None  # the raw parameter, None when absent
+
+    def validate(self, *, watch: bool = False) -> None:
+        """Refuse what upstream's ``ValidateListOptions`` refuses (422 on ListOptions), and a resourceVersion
+        that is no uint64 (400). kmesh has no WatchList (``sendInitialEvents``): it answers as upstream does
+        with that feature off, so that clients fall back to list and watch."""
+        parse_resource_version(self.resource_version)
+        match, causes = self.resource_version_match, []
+        if watch:
+            if self.send_initial_events is not None:
+                if match != "NotOlderThan":
+                    causes.append(E.forbidden(
+                        "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
+                causes.append(E.forbidden(
+                    "sendInitialEvents", "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"))
+            if match:
+                if self.send_initial_events is None:
+                    causes.append(E.forbidden(
+                        "resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
+                if match != "NotOlderThan":
+                    causes.append(E.not_supported("resourceVersionMatch", match, ["NotOlderThan"]))
+                if self.continue_token:
+                    causes.append(E.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"))
+        else:
+            if match:
+                if not self.resource_version:
+                    causes.append(E.forbidden(
+                        "resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+                if self.continue_token:
+                    causes.append(E.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"))
+                if match not in RV_MATCHES:
+                    causes.append(E.not_supported("resourceVersionMatch", match, [*RV_MATCHES, ""]))
+                if match == "Exact" and self.resource_version == "0":
+                    causes.append(E.forbidden(
+                        "resourceVersionMatch", 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+            if self.send_initial_events is not None:
+                causes.append(E.forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"))
+        if causes:
+            raise E.invalid_object("ListOptions", "", "meta.k8s.io", causes)
 
     def filter(self, kind: Kind) -> Callable[[Obj], bool] | None:
         """A predicate for the selectors, or None when nothing is filtered."""
@@ -106,6 +151,9 @@ class Registry:
             return E.conflict(kind.plural, name, kind.group)
         if isinstance(exc, S.Gone):
             return E.APIError(410, "Expired", "too old resource version: " + str(exc))
+        if isinstance(exc, S.RevisionTooLarge):
+            return E.APIError(504, "Timeout", f"Too large resource version: {exc}", retry_after=1,
+                              causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}])
         if isinstance(exc, S.Unavailable):
             return E.APIError(503, "ServiceUnavailable", f"storage unavailable: {exc}", retry_after=1)
         return E.APIError(500, "InternalError", str(exc))
@@ -157,6 +205,21 @@ class Registry:
         if md is not None and not isinstance(md, dict):
             raise E.bad_request("metadata must be an object")
 
+    @staticmethod
+    def _check_decodes(kind: Kind, obj: Obj) -> None:
+        """400 for a value Go's decoder would not put in the kind's struct (a ConfigMap value that is an
+        object, replicas beyond int32), in kube-apiserver's words."""
+        err = fieldschema.decode_error(kind.group, kind.version, kind.kind, obj)
+        if err is not None:
+            raise E.bad_request(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: {err}')
+
+    @staticmethod
+    def _check_size(obj: Obj) -> None:
+        """413 for an object larger than a request body may be (a patch or a YAML alias that grew it)."""
+        if codec.encoded_size(obj) > codec.MAX_OBJECT_BYTES:
+            raise E.APIError(413, "RequestEntityTooLarge",
+                             f"Request entity too large: limit is {codec.MAX_OBJECT_BYTES}")
+
     def _validate(self, kind: Kind, obj: Obj, old: Obj | None = None, subresource: str | None = None) -> None:
         if old is None:
             causes = validation.validate(kind, obj, loopback_ok=self.loopback_ok)
@@ -169,8 +232,10 @@ class Registry:
 
     async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False,
                      fields: FieldValidation | None = None) -> Obj:
-        """Create an object; 409 if the name is taken, 422 if it is invalid, 400 for unknown fields if Strict."""
+        """Create an object; 409 if the name is taken, 422 if it is invalid, 400 for unknown fields if Strict
+        or a value its field cannot hold, 413 if it is larger than a body may be."""
         self._check_type(kind, obj)
+        self._check_decodes(kind, obj)
         obj = copy.deepcopy(obj)
         (fields or IGNORE).check(kind, obj)
         obj["apiVersion"] = kind.api_version
@@ -189,6 +254,7 @@ class Registry:
         defaults.apply_defaults(kind, obj)
         meta.prepare_create(kind, obj, namespace)
         self._validate(kind, obj)
+        self._check_size(obj)
         await self._check_namespace(kind, namespace)
         await self._hooks(kind, "on_create", obj)
         if dry_run:
@@ -205,14 +271,34 @@ class Registry:
         return await self._get_raw(kind, namespace, name)
 
     async def list(self, kind: Kind, namespace: str | None, opts: ListOptions) -> ListPage:
-        """A filtered, optionally paged list at one revision."""
+        """A filtered, optionally paged list at one revision.
+
+        ``resourceVersion`` with ``resourceVersionMatch=Exact`` lists the state at that
+        revision (410 once compacted); otherwise (NotOlderThan) the current state, and
+        504 "Too large resource version" for a revision this store has not reached.
+        """
+        opts.validate()
         match = opts.filter(kind)
         prefix = kind.prefix(namespace)
         revision: int | None = None
         start_after: str | None = None
         if opts.continue_token:
-            revision, start_after = _decode_continue(opts.continue_token)
-        limit = opts.limit if opts.limit and opts.limit > 0 else None
+            if opts.resource_version not in ("", "0"):
+                raise E.bad_request("specifying resource version is not allowed when using continue")
+            token_rv, start_after = _decode_continue(opts.continue_token)
+            revision = token_rv if token_rv > 0 else None
+        elif opts.resource_version not in ("", "0"):
+            wanted = parse_resource_version(opts.resource_version)
+            try:
+                current = await self.store.current_revision()
+            except S.StoreError as exc:
+                raise self._err(kind, exc, "") from None
+            if wanted > current:
+                raise _too_large(wanted, current)
+            if opts.resource_version_match == "Exact":
+                revision = wanted
+        # Any limit beyond what a store can hold lists everything, as it would upstream.
+        limit = min(opts.limit, 1 << 31) if opts.limit and opts.limit > 0 else None
         items: list[Obj] = []
         more = False
         last_key: str | None = None
@@ -240,6 +326,8 @@ class Registry:
                     break
                 start_after = last_key
         except S.Gone:
+            if not opts.continue_token:
+                raise E.APIError(410, "Expired", "The resourceVersion for the provided list is too old.") from None
             raise E.APIError(
                 410,
                 "Expired",
@@ -266,6 +354,7 @@ class Registry:
     ) -> Obj:
         """Replace an object (or its status); 409 on a stale resourceVersion."""
         self._check_type(kind, obj)
+        self._check_decodes(kind, obj)
         md = obj.get("metadata") or {}
         if md.get("name") and md["name"] != name:
             raise E.bad_request(
@@ -303,6 +392,7 @@ class Registry:
             defaults.apply_defaults(kind, new)
         meta.prepare_update(kind, new, old, subresource)
         self._validate(kind, new, old, subresource)
+        self._check_size(new)
         await self._hooks(kind, "on_update", new, old)
         if dry_run or _finalized(new):
             await self._hooks(kind, "on_update_failed", new, old)
@@ -329,15 +419,21 @@ class Registry:
         dry_run: bool = False,
         fields: FieldValidation | None = None,
     ) -> Obj:
-        """Apply a JSON, merge or strategic-merge patch, retrying on races."""
+        """Apply a JSON, merge or strategic-merge patch, retrying on races.
+
+        The patched object must still decode into its kind (else 422 on ``patch``, as
+        upstream) and be no larger than a body may be (else 413).
+        """
+        patch_type(content_type)
         try:
-            doc = json.loads(body or b"null")
-        except ValueError as exc:
+            doc = codec.loads_json(body or b"null")
+        except codec.DecodeError as exc:
             raise E.bad_request(f"error decoding patch: {exc}") from None
         for _ in range(8):
             old = await self._get_raw(kind, namespace, name)
             current = _scale_of(kind, old) if subresource == "scale" else old
             patched = apply_patch(kind, current, content_type, doc)
+            _check_patched(kind, patched, SCALE if subresource == "scale" else None)
             if subresource == "scale":
                 return await self._write_scale(kind, namespace, name, patched, old, dry_run)
             pmd = patched.get("metadata") or {}
@@ -393,7 +489,11 @@ class Registry:
                 return old, False
         new = copy.deepcopy(old)
         nmd = new["metadata"]
-        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=grace or 0)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            when = now + dt.timedelta(seconds=grace or 0)
+        except OverflowError:  # an int64 grace period beyond the year 9999: as far as a timestamp goes
+            when = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
         nmd["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         nmd["deletionGracePeriodSeconds"] = grace or 0
         try:
@@ -412,6 +512,8 @@ class Registry:
             return None
         if requested is None:
             requested = spec.get("terminationGracePeriodSeconds", 30)
+        elif requested < 0:
+            requested = 1  # upstream's BeforeDelete: a negative grace period is 1 s
         grace = int(requested)
         return grace if grace > 0 else None
 
@@ -505,6 +607,9 @@ class Registry:
     async def bind(self, namespace: str, name: str, binding: Obj) -> Obj:
         """Assign a pod to a node (pods/binding), as the scheduler does; 409 if already bound."""
         kind = kind_named("Pod")
+        err = fieldschema.struct_decode_error(BINDING, binding)
+        if err is not None:
+            raise E.bad_request(f'Binding in version "v1" cannot be handled as a Binding: {err}')
         target = binding.get("target") or {}
         node = target.get("name")
         if not node:
@@ -546,6 +651,9 @@ class Registry:
 
     async def update_scale(self, kind: Kind, namespace: str | None, name: str, scale: Obj) -> Obj:
         """Set replicas through the scale subresource."""
+        err = fieldschema.struct_decode_error(SCALE, scale)
+        if err is not None:
+            raise E.bad_request(f'Scale in version "v1" cannot be handled as a Scale: {err}')
         old = await self._get_raw(kind, namespace, name)
         rv = (scale.get("metadata") or {}).get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
@@ -583,6 +691,7 @@ class Registry:
         Returns when the store ends the stream; the caller bounds it with a
         cancel scope (timeoutSeconds, client gone).
         """
+        opts.validate(watch=True)
         match = opts.filter(kind)
         prefix = kind.prefix(namespace)
         rv = opts.resource_version
@@ -596,9 +705,10 @@ class Registry:
                 if match is not None:
                     seen = {_key(kind, o) for o in initial}
             else:
-                start = _parse_rv(rv)
-                if start is None:
-                    raise E.bad_request(f"invalid resourceVersion {rv!r}")
+                start = parse_resource_version(rv)
+                current = await self.store.current_revision()
+                if start > current:
+                    raise _too_large(start, current)
                 if match is not None:
                     res = await self.store.list(prefix, revision=start) if start else await self.store.list(prefix)
                     seen = {_key(kind, o) for o in res.items if match(o)}
@@ -637,6 +747,52 @@ class Registry:
             nursery.cancel_scope.cancel()
 
 
+_DELETE_OPTION_TYPES: dict[str, tuple[type, str]] = {
+    "gracePeriodSeconds": (int, "int64"),
+    "preconditions": (dict, "v1.Preconditions"),
+    "orphanDependents": (bool, "bool"),
+    "propagationPolicy": (str, "v1.DeletionPropagation"),
+    "dryRun": (list, "[]string"),
+    "kind": (str, "string"),
+    "apiVersion": (str, "string"),
+}
+
+
+def check_delete_options(opts: dict[str, Any]) -> None:
+    """Refuse DeleteOptions that upstream cannot decode (400) or that its ``ValidateDeleteOptions`` refuses
+    (422 on DeleteOptions: a propagationPolicy other than Foreground/Background/Orphan, one together with
+    orphanDependents, a dryRun other than All). Nothing is deleted then."""
+    for key, value in opts.items():
+        want = _DELETE_OPTION_TYPES.get(key)
+        if want is None or value is None:
+            continue
+        typ, go = want
+        bad = (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ)
+        if typ is int and not bad and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise E.bad_request(f"json: cannot unmarshal number {value} into Go struct field DeleteOptions.{key} of type int64")
+        if typ is dict and not bad:
+            bad_pre = [k for k in ("uid", "resourceVersion") if value.get(k) is not None and not isinstance(value[k], str)]
+            if bad_pre:
+                raise E.bad_request(f"json: cannot unmarshal {_json_kind(value[bad_pre[0]])} into Go struct field "
+                                    f"Preconditions.preconditions.{bad_pre[0]} of type string")
+        if typ is list and not bad and not all(isinstance(v, str) for v in value):
+            raise E.bad_request("json: cannot unmarshal number into Go struct field DeleteOptions.dryRun of type string")
+        if bad:
+            raise E.bad_request(f"json: cannot unmarshal {_json_kind(value)} into Go struct field DeleteOptions.{key} of type {go}")
+    causes: list[E.Cause] = []
+    policy = opts.get("propagationPolicy")
+    if opts.get("orphanDependents") is not None and policy is not None:
+        causes.append(E.invalid("propagationPolicy", policy, "orphanDependents and deletionPropagation cannot be both set"))
+    if policy is not None and policy not in PROPAGATION_POLICIES:
+        causes.append(E.not_supported("propagationPolicy", policy, [*PROPAGATION_POLICIES, "nil"]))
+    dry = opts.get("dryRun") or []
+    if any(v != "All" for v in dry):
+        shown = "[]string{" + ", ".join(json.dumps(v) for v in dry) + "}"
+        causes.append(E.cause("dryRun", "FieldValueNotSupported", f'Unsupported value: {shown}: supported values: "All"'))
+    if causes:
+        raise E.invalid_object("DeleteOptions", "", "meta.k8s.io", causes)
+
+
 def _key(kind: Kind, obj: Obj) -> str:
     return kind.key(meta.namespace(obj) or None, meta.name(obj))
 
@@ -673,13 +829,43 @@ def _gone_status(rv: str) -> Obj:
     return E.APIError(410, "Expired", f"too old resource version: {rv}").status()
 
 
+INT64_MAX = (1 << 63) - 1
+UINT64_MAX = (1 << 64) - 1
+
+
+def parse_resource_version(value: str) -> int:
+    """A list/watch ``resourceVersion`` parameter as upstream's ``ParseResourceVersion`` reads it (a uint64,
+    "" and "0" meaning any); 400 with its words otherwise."""
+    if value in ("", "0"):
+        return 0
+    if value.isascii() and value.isdigit():
+        number = int(value)
+        if number <= UINT64_MAX:
+            return number
+        why = "value out of range"
+    else:
+        why = "invalid syntax"
+    raise E.bad_request(
+        f'invalid resource version: resourceVersion: Invalid value: "{value}": strconv.ParseUint: parsing "{value}": {why}')
+
+
 def _parse_rv(value: Any) -> int | None:
+    """An object's ``metadata.resourceVersion`` (for a precondition); beyond int64 it can match no revision."""
     if value in (None, ""):
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise E.bad_request(f"invalid resourceVersion {value!r}") from None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return min(int(value), INT64_MAX)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return min(value, INT64_MAX)
+    raise E.bad_request(f"invalid resourceVersion {value!r}")
+
+
+def _too_large(wanted: int, current: int) -> E.APIError:
+    """504 as upstream answers a resourceVersion newer than the store's (clients retry, reflectors relist)."""
+    return E.APIError(
+        504, "Timeout", f"Too large resource version: {wanted}, current: {current}", retry_after=1,
+        causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+    )
 
 
 def _finalized(obj: Obj) -> bool:
@@ -693,12 +879,56 @@ def _encode_continue(revision: int, key: str) -> str:
 
 
 def _decode_continue(token: str) -> tuple[int, str]:
+    """(revision, start key) of a continue token, checked as upstream's ``DecodeContinue`` checks it.
+
+    A revision below 0 means "the latest" (upstream's tokens after compaction carry -1).
+    Anything else that is not a token kmesh could have made is 400 "invalid continue token".
+    """
+    def invalid(detail: str) -> E.APIError:
+        return E.bad_request(f"invalid continue token: continue key is not valid{detail}")
+
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        return int(data["rv"]), str(data["start"])
-    except (ValueError, KeyError, TypeError):
-        raise E.bad_request("continue key is not valid: incorrect encoded start resourceVersion") from None
+        if "=" in token:
+            raise ValueError("padding")
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (ValueError, binascii.Error):
+        raise invalid(": illegal base64 data") from None
+    try:
+        data = codec.loads_json(raw)
+    except codec.DecodeError as exc:
+        raise invalid(f": {exc}") from None
+    if not isinstance(data, dict):
+        raise invalid(f": json: cannot unmarshal {_json_kind(data)} into Go value of type storage.continueToken")
+    for field_name, want in (("v", "string"), ("rv", "int64"), ("start", "string")):
+        value = data.get(field_name)
+        if value is None:
+            continue
+        if want == "string" and not isinstance(value, str):
+            raise invalid(f": json: cannot unmarshal {_json_kind(value)} into Go struct field "
+                          f"continueToken.{field_name} of type string")
+        if want == "int64" and (isinstance(value, bool) or not isinstance(value, int)
+                                or not -INT64_MAX - 1 <= value <= INT64_MAX):
+            what = f"number {value!r}" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                else _json_kind(value)
+            raise invalid(f": json: cannot unmarshal {what} into Go struct field continueToken.rv of type int64")
+    if data.get("v") != "meta.k8s.io/v1":
+        raise invalid(f": server does not recognize this encoded version {data.get('v') or ''}".rstrip())
+    rv = data.get("rv") or 0
+    if rv == 0:
+        raise invalid(": incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    if not data.get("start"):
+        raise invalid(": encoded start key empty (version meta.k8s.io/v1)")
+    return rv, data["start"]
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "object" if isinstance(value, dict) else "array"
 
 
 def _scale_of(kind: Kind, obj: Obj) -> Obj:
@@ -732,22 +962,65 @@ def _scale_of(kind: Kind, obj: Obj) -> Obj:
     }
 
 
-def apply_patch(kind: Kind, current: Obj, content_type: str, doc: Any) -> Obj:
-    """The object after applying a patch document of the given content type."""
+SCALE = "io.k8s.api.autoscaling.v1.Scale"
+BINDING = "io.k8s.api.core.v1.Binding"
+PATCH_TYPES = (
+    "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+)
+
+
+def patch_type(content_type: str) -> str:
+    """The patch type of a Content-Type; 415 for one kube-apiserver does not take (checked before the body)."""
     ct = content_type.split(";")[0].strip().lower()
-    if ct == "application/json-patch+json":
-        if not isinstance(doc, list):
-            raise E.bad_request("json patch must be a list of operations")
-        return patch.json_patch(current, doc)
-    if not isinstance(doc, dict):
-        raise E.bad_request("patch must be a JSON object")
-    if ct == "application/merge-patch+json":
-        return patch.merge_patch(current, doc)
-    if ct == "application/strategic-merge-patch+json":
-        return patch.strategic_merge_patch(current, doc, kind)
     if ct == "application/apply-patch+yaml":
         raise E.APIError(
             415, "UnsupportedMediaType",
             "server-side apply is not supported by kmesh; use client-side apply (kubectl apply without --server-side)",
         )
-    raise E.APIError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+    if ct not in PATCH_TYPES:
+        raise E.APIError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                         "media types include: " + ", ".join(PATCH_TYPES))
+    return ct
+
+
+def _check_patched(kind: Kind, patched: Any, struct: str | None = None) -> None:
+    """422 as upstream refuses a patched object that no longer decodes into its kind (``patch: Invalid value``)."""
+    if not isinstance(patched, dict):
+        err = ("couldn't get version/kind; json parse error: json: cannot unmarshal "
+               f"{_json_kind(patched) if patched is not None else 'null'} into Go value of type struct "
+               '{ APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string "json:\\"kind,omitempty\\"" }')
+    elif struct is not None:
+        err = fieldschema.struct_decode_error(struct, patched)
+    else:
+        err = fieldschema.decode_error(kind.group, kind.version, kind.kind, patched)
+    if err is None:
+        return
+    shown = json.dumps(patched, separators=(",", ":"))
+    if len(shown) > 1024:  # upstream quotes it all; a few MB of it help nobody
+        shown = shown[:1024] + "..."
+    raise E.invalid_object("", "", "", [E.invalid("patch", shown, err)])
+
+
+def apply_patch(kind: Kind, current: Obj, content_type: str, doc: Any) -> Any:
+    """The object after applying a patch document of the given content type.
+
+    A JSON patch may hold at most ``maxJSONPatchOperations`` operations (413) and its
+    ``copy`` operations may add at most 3 MiB (422), as in kube-apiserver. The result
+    may be something other than an object (a JSON patch can replace the root).
+    """
+    ct = patch_type(content_type)
+    if ct == "application/json-patch+json":
+        if not isinstance(doc, list):
+            raise E.bad_request("json patch must be a list of operations")
+        if len(doc) > codec.MAX_JSON_PATCH_OPERATIONS:
+            raise E.APIError(
+                413, "RequestEntityTooLarge",
+                f"Request entity too large: The allowed maximum operations in a JSON patch is "
+                f"{codec.MAX_JSON_PATCH_OPERATIONS}, got {len(doc)}",
+            )
+        return patch.json_patch(current, doc, max_copy_bytes=codec.MAX_JSON_PATCH_COPY_BYTES)
+    if not isinstance(doc, dict):
+        raise E.bad_request("patch must be a JSON object")
+    if ct == "application/merge-patch+json":
+        return patch.merge_patch(current, doc)
+    return patch.strategic_merge_patch(current, doc, kind)

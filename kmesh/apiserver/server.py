@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -10,17 +11,18 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from kmesh.api.wellknown import SERVICE_CIDR
 from kmesh.apiserver.authn import server_tls_context
 from kmesh.apiserver.bootstrap import ensure_kubernetes_service
 from kmesh.apiserver.http import APIApp
+from kmesh.apiserver.listener import ConnectionLimits, serve
 from kmesh.apiserver.pki import PKI, ensure_pki
 from kmesh.apiserver.registry import Admission, Registry
 from kmesh.apiserver.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
 from kmesh.store.compactor import run_compactor
+from kmesh.store.etcd_api import EtcdTLS
 
 log = logging.getLogger("kmesh.apiserver")
 
@@ -40,6 +42,9 @@ class ServerConfig:
     service_cidr: str = SERVICE_CIDR  # ClusterIPs; the sim runtime uses 127.96.0.0/16
     node_port_range: tuple[int, int] = (30000, 32767)
     advertise_address: str = ""  # where the kubernetes Service's endpoints point; default: host
+    request_timeout: float = 60.0  # seconds a request body may take to arrive (kube-apiserver's --request-timeout)
+    write_stall: float = 30.0  # seconds a client may read nothing before its connection (a watch) is dropped
+    etcd_tls: EtcdTLS | None = None  # an https etcd's CA and our client certificate (--etcd-cafile/-certfile/-keyfile)
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to SQLite in the data dir."""
@@ -73,7 +78,8 @@ async def run_server(
         admission = {"Service": [ServiceIPAllocator(cfg.service_cidr, cfg.node_port_range)]}
     allocator = next((h for h in admission.get("Service", []) if isinstance(h, ServiceIPAllocator)), None)
     pki = ensure_pki(cfg.data_dir, [cfg.host, *cfg.extra_sans])
-    async with open_store(cfg.resolved_store_url()) as store, trio.open_nursery() as nursery:
+    raise_open_files_limit()
+    async with open_store(cfg.resolved_store_url(), etcd_tls=cfg.etcd_tls) as store, trio.open_nursery() as nursery:
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
         for hooks in registry.admission.values():
             for hook in hooks:
@@ -92,10 +98,11 @@ async def run_server(
         hc.errorlog = log
         hc.keep_alive_timeout = 120
         hc.graceful_timeout = 1
+        hc.backlog = 4096  # a burst of new connections waits in the queue instead of being dropped (Go: somaxconn)
         hc.h11_max_incomplete_size = 64 * 1024
         app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}", nodes_dir=cfg.data_dir / "nodes",
-                     client_ca_pem=pki.ca_pem())
-        binds = await nursery.start(serve, app, hc)  # type: ignore[arg-type]
+                     client_ca_pem=pki.ca_pem(), request_timeout=cfg.request_timeout)
+        binds = await nursery.start(serve, app, hc, ConnectionLimits(write_stall=cfg.write_stall))
         port = _port_of(binds[0]) if binds else cfg.port
         url = f"https://{cfg.host}:{port}"
         app.server_address = f"{cfg.host}:{port}"
@@ -115,6 +122,23 @@ class _TLSConfig(HypercornConfig):
             return super().create_ssl_context()
         return server_tls_context(Path(self.certfile), Path(self.keyfile), Path(self.ca_certs),
                                   alpn=self.alpn_protocols, ciphers=self.ciphers)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft open-files limit to its hard limit (as Go programs do at start); return it.
+
+    Every connection, watch and store file is a descriptor; the usual soft
+    limit of 1024 is reached by a burst of short connections.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.info("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+    return soft
 
 
 def _port_of(bind: str) -> int:

@@ -78,7 +78,7 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> No
 def write_kubeconfig(
     path: Path, name: str, creds: Credentials, *, mode: int = 0o600, owner: tuple[int, int] | None = None
 ) -> None:
-    """Write a kubeconfig with one cluster, user and current context, atomically.
+    """Write a kubeconfig with one cluster, user and current context, atomically (``write_private``).
 
     The file gets ``mode`` (default 0600) and, when given, the ``(uid, gid)``
     ``owner`` before it replaces the old one, so it is never readable by
@@ -105,11 +105,21 @@ def write_kubeconfig(
         "preferences": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    write_private(path, yaml.safe_dump(doc, sort_keys=False), mode=mode, owner=owner)
+
+
+def write_private(path: Path, data: str | bytes, *, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+    """Write a file atomically (a temporary file beside it, then rename) that no one else can read meanwhile.
+
+    The temporary file is made 0600, then gets ``mode`` (whatever the umask)
+    and, when given, the ``(uid, gid)`` ``owner`` before it replaces
+    ``path``. Kubeconfigs and the lab's other private files
+    (``kmesh.lab.access``) are written this way."""
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(doc, f, sort_keys=False)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             if owner is not None:
                 os.fchown(f.fileno(), *owner)
             os.fchmod(f.fileno(), mode)

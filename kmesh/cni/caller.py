@@ -159,10 +159,14 @@ def plugin_dirs() -> list[str]:
     return [d for d in os.environ.get("CNI_PATH", "").split(os.pathsep) if d] or list(PLUGIN_DIRS)
 
 
-def default_cni_path() -> list[str]:
+def plugin_search_dirs() -> list[str]:
     """Where plugins are looked up: this Python's bin dir (kmesh-cni), then ``plugin_dirs()``."""
-    dirs = [os.path.dirname(sys.executable), *plugin_dirs()]
-    return [d for d in dirs if os.path.isdir(d)]
+    return [os.path.dirname(sys.executable), *plugin_dirs()]
+
+
+def default_cni_path() -> list[str]:
+    """The dirs of ``plugin_search_dirs()`` that exist (the CNI chain's path)."""
+    return [d for d in plugin_search_dirs() if os.path.isdir(d)]
 
 
 def find_conflist(conf_dir: str | os.PathLike[str]) -> Path | None:
@@ -591,6 +595,7 @@ __all__ = [
     "default_cni_path",
     "find_conflist",
     "load_conflist",
+    "plugin_search_dirs",
     "pod_args",
     "pod_ip",
     "write_conflist",

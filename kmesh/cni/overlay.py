@@ -39,6 +39,7 @@ from kmesh.cni.subnets.etcd import (
     ensure_config,
 )
 from kmesh.cni.subnets.kube import KubeSubnetManager
+from kmesh.store.etcd_api import EtcdTLS
 
 log = logging.getLogger("kmesh.cni.overlay")
 
@@ -72,6 +73,7 @@ class OverlayConfig:
     subnet_manager: Literal["kube", "etcd"] = "kube"
     netconf: NetConf | None = None
     etcd_url: str = ""
+    etcd_tls: EtcdTLS | None = None  # an https etcd's CA and this node's client certificate
     etcd_prefix: str = PREFIX
     subnet_env: Path = subnetenv.DEFAULT_PATH
     ip_masq: bool = True
@@ -199,7 +201,7 @@ async def run_overlay(
             if cfg.subnet_manager == "etcd":
                 from kmesh.store.etcd_api import EtcdClient
 
-                etcd = EtcdClient(cfg.etcd_url)
+                etcd = EtcdClient(cfg.etcd_url, cfg.etcd_tls)
             manager = make_manager(client, cfg, etcd)
         if isinstance(manager, EtcdSubnetManager):
             if cfg.netconf is not None:

@@ -9,6 +9,17 @@ Unknown ("Kubelet stopped posting node status."), it is tainted
 ``node.kubernetes.io/unreachable`` (NoSchedule and NoExecute) and every pod
 on it gets Ready=False, so its endpoints turn not ready. When the Lease is
 renewed again the taints go; the agent reports its node and pods itself.
+
+Nodes are judged only on what this controller could have seen. While its
+Node or Lease watch is broken (the API server is away) nobody could write
+a Lease and nothing is judged; once the watch is back every node gets a
+fresh grace period, counted from then. The same holds when this process
+itself was not running (stopped with SIGSTOP, or its loop blocked): the
+monitor wakes at least every ``grace_period / 8``, and waking more than
+``grace_period / 4`` late restarts every node's grace too. Upstream gets
+the same effect from its in-memory probe timestamps: a controller-manager
+that lost the API loses its leader lease, restarts, and starts every node
+at "now".
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import trio
 from kmesh.api import errors as E
 from kmesh.api.obj import Obj
 from kmesh.client.api import Client
-from kmesh.client.informer import Change
+from kmesh.client.informer import Change, Informer
 from kmesh.controllers import podutil
 from kmesh.controllers.base import Controller, Retry
 from kmesh.controllers.events import EventRecorder
@@ -64,6 +75,12 @@ class NodeLifecycle(Controller[str]):
         self._beat: dict[str, str] = {}
         self.unreachable: set[str] = set()
         self._wake = trio.Event()
+        self.tick = grace_period / 8  # the monitor wakes at least this often
+        self.stall = grace_period / 4  # waking later than planned by more: this process was not running
+        self.sight = 0.0  # trio time since when this controller has been watching without a gap (set by run)
+        self.blind: set[str] = set()  # informers whose watch is broken
+        self._planned = math.inf  # when the monitor is due to wake next
+        self.sight_regained = 0  # how often every node got a fresh grace period (watch back, stall)
         self.nodes.add_handler(self._on_node)
         self.leases.add_handler(self._on_lease)
         factory.informer("Pod").add_handler(self._on_pod)
@@ -112,30 +129,70 @@ class NodeLifecycle(Controller[str]):
     # ----------------------------------------------------------------- loop
 
     async def run(self) -> None:
-        """Workers plus the monitor that notices expired nodes."""
+        """Workers, the monitor that notices expired nodes, and the watchers of the watches."""
+        self.sight = trio.current_time()
+        self._planned = self.sight + self.tick
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow, self.nodes)
+            nursery.start_soon(self._follow, self.leases)
             nursery.start_soon(super().run)
             nursery.start_soon(self._monitor)
+
+    def _regain_sight(self, why: str) -> None:
+        """From now on this controller sees lease changes again: every node's grace starts anew."""
+        self.sight = trio.current_time()
+        self.sight_regained += 1
+        if self.probe:
+            log.info("%s: every node gets a fresh grace period of %.0f s", why, self.grace_period)
+        self._wake.set()
+
+    async def _follow(self, informer: Informer) -> None:
+        """Keep ``blind`` current while ``informer``'s watch breaks and comes back."""
+        kind = informer.kind.kind
+        while True:
+            if informer.connected:
+                await informer.wait_for(lambda i: not i.connected)
+                self.blind.add(kind)
+                log.info("%s watch broken: judging no node until it is back", kind)
+            else:
+                self.blind.add(kind)
+                await informer.wait_for(lambda i: i.connected)
+                self.blind.discard(kind)
+                self._regain_sight(f"{kind} watch back")
+
+    def seeing(self) -> bool:
+        """Every watch is up and this process kept running: silence now means a silent node."""
+        return not self.blind and trio.current_time() - self._planned <= self.stall
 
     async def _monitor(self) -> None:
         while True:
             now = trio.current_time()
+            if now - self._planned > self.stall:
+                self._regain_sight(f"this controller was held up {now - self._planned:.1f} s")
             nxt = math.inf
-            for name, seen in list(self.probe.items()):
-                deadline = seen + self.grace_period
-                if deadline <= now:
-                    if name not in self.unreachable:
-                        self.queue.add(name)
-                else:
-                    nxt = min(nxt, deadline)
+            if not self.blind:
+                for name, seen in list(self.probe.items()):
+                    deadline = max(seen, self.sight) + self.grace_period
+                    if deadline <= now:
+                        if name not in self.unreachable:
+                            self.queue.add(name)
+                    else:
+                        nxt = min(nxt, deadline)
+            self._planned = min(nxt, now + self.tick)
             self._wake = trio.Event()
-            with trio.move_on_at(nxt):
+            with trio.move_on_at(self._planned):
                 await self._wake.wait()
 
     def expired(self, name: str) -> bool:
-        """No sign of life for the grace period."""
+        """No sign of life for the grace period, counted from when this controller could see one."""
         seen = self.probe.get(name)
-        return seen is not None and trio.current_time() - seen >= self.grace_period
+        return (seen is not None and self.seeing()
+                and trio.current_time() - max(seen, self.sight) >= self.grace_period)
+
+    def heard_from(self, name: str) -> bool:
+        """A sign of life within the grace period."""
+        seen = self.probe.get(name)
+        return seen is not None and trio.current_time() - seen < self.grace_period
 
     # ----------------------------------------------------------------- sync
 
@@ -154,6 +211,8 @@ class NodeLifecycle(Controller[str]):
             await self._set_taints(node, add=True)
             await self._pods_not_ready(key)
             return
+        if not self.heard_from(key):
+            return  # not judged now (a watch was broken), nor heard from: leave it as it is
         self.unreachable.discard(key)
         if has_unreachable_taint(node):
             log.info("node %s: lease renewed; removing the unreachable taints", key)

@@ -28,15 +28,14 @@ def config_from_flags(
         "zone": zone, "ttl": ttl, "pods": pods, "listen": list(listen) or None,
         "allowed_networks": list(allow) or None, "upstreams": [] if no_forward else (list(upstream) or None),
         "workers": workers, "kubeconfig": kubeconfig,
-    }
-    if metrics_port is not None:
-        given["metrics_port"] = None if metrics_port < 0 else metrics_port
+    }  # None: not given
     if config:
         cfg = DNSConfig.from_file(config, **given)
-        if metrics_port is not None and metrics_port < 0:
-            cfg.metrics_port = None
-        return cfg
-    return DNSConfig(**{k: v for k, v in given.items() if v is not None or k == "metrics_port"})
+    else:
+        cfg = DNSConfig(**{k: v for k, v in given.items() if v is not None})
+    if metrics_port is not None:  # it wins over the file; -1 turns metrics off (None above means "not given")
+        cfg.metrics_port = None if metrics_port < 0 else metrics_port
+    return cfg
 
 
 async def serve(cfg: DNSConfig) -> None:

@@ -95,6 +95,6 @@ def registry_for(stats: Stats) -> CollectorRegistry:
 async def serve_metrics(registry: CollectorRegistry, host: str, port: int, *,
                         open_socket: OpenSocket | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """The metrics endpoint: every GET answered with the registry's text format; reports the bound port."""
-    await metrics_endpoint.serve_metrics(registry, host, port, any_path=True, open_socket=open_socket, backlog=128,
-                                     task_status=task_status)
+    """The metrics endpoint: ``/metrics`` only, as CoreDNS's prometheus plugin (GET and HEAD); reports the bound port."""
+    await metrics_endpoint.serve_metrics(registry, host, port, open_socket=open_socket, backlog=128,
+                                         task_status=task_status)

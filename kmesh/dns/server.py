@@ -33,7 +33,13 @@ from kmesh.dns.resolver import Pending, Resolver
 log = logging.getLogger("kmesh.dns")
 OpenSocket = Callable[[int, int], Awaitable[trio.socket.SocketType]]
 BATCH = 64
-TCP_IDLE = 10.0
+# TCP deadlines, miekg/dns's defaults that CoreDNS serves with: the first message (length prefix and
+# body) must arrive within TCP_READ_TIMEOUT of the accept, each later one within TCP_IDLE_TIMEOUT of the
+# previous answer, and an answer must be taken within TCP_WRITE_TIMEOUT. A deadline bounds the whole
+# message, not the gap between two bytes, so a client dribbling bytes cannot hold a connection.
+TCP_READ_TIMEOUT = 2.0
+TCP_IDLE_TIMEOUT = 8.0
+TCP_WRITE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -136,38 +142,57 @@ async def serve_udp(sock: socket.socket, resolver: Resolver, nursery: trio.Nurse
         sock.close()
 
 
-async def _tcp_conn(stream: trio.SocketStream, resolver: Resolver) -> None:
+async def _read_message(stream: trio.SocketStream, buf: bytearray) -> bytes | None:
+    """One length-prefixed message out of ``buf`` + the stream (None: the client closed first)."""
+    while len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], "big"):
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    n = int.from_bytes(buf[:2], "big")
+    msg = bytes(buf[2:2 + n])
+    del buf[:2 + n]
+    return msg
+
+
+async def _tcp_conn(stream: trio.SocketStream, resolver: Resolver, read_timeout: float, idle_timeout: float,
+                    write_timeout: float) -> None:
     try:
         peer = stream.socket.getpeername()[0]
     except OSError:
         await trio.aclose_forcefully(stream)
         return
-    buf = b""
+    buf = bytearray()
+    timeout = read_timeout
     async with stream:
         try:
             while True:
-                while len(buf) < 2 or len(buf) < 2 + struct.unpack_from("!H", buf)[0]:
-                    with trio.move_on_after(TCP_IDLE) as idle:
-                        chunk = await stream.receive_some(65536)
-                    if idle.cancelled_caught or not chunk:
-                        return
-                    buf += chunk
-                n = struct.unpack_from("!H", buf)[0]
-                msg, buf = buf[2:2 + n], buf[2 + n:]
+                msg = None
+                with trio.move_on_after(timeout):
+                    msg = await _read_message(stream, buf)
+                if msg is None:
+                    return  # the whole message did not arrive in time, or the client closed
                 out = resolver.handle(msg, peer, True)
                 if isinstance(out, Pending):
                     out = await resolver.finish(out)
                 if out is None:
                     return  # silently dropped: close, as CoreDNS does
-                await stream.send_all(struct.pack("!H", len(out)) + out)
+                with trio.move_on_after(write_timeout) as writing:
+                    await stream.send_all(struct.pack("!H", len(out)) + out)
+                if writing.cancelled_caught:
+                    return
+                timeout = idle_timeout
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
 
 
-async def serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
-    """Answer length-prefixed messages on TCP connections (several per connection; idle ones close after 10 s)."""
+async def serve_tcp(sock: socket.socket, resolver: Resolver, *, read_timeout: float = TCP_READ_TIMEOUT,
+                    idle_timeout: float = TCP_IDLE_TIMEOUT, write_timeout: float = TCP_WRITE_TIMEOUT) -> None:
+    """Answer length-prefixed messages on TCP connections (several per connection), each message within
+    its deadline (``read_timeout`` for the first, ``idle_timeout`` after an answer), else close."""
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    await trio.serve_listeners(lambda s: _tcp_conn(s, resolver), [listener])
+    await trio.serve_listeners(
+        lambda s: _tcp_conn(s, resolver, read_timeout, idle_timeout, write_timeout), [listener])
 
 
 PREPARE_SLICE = 0.002

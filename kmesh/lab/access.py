@@ -25,6 +25,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from kmesh.client.kubeconfig import write_private  # noqa: F401 - the lab writes its private files with it
+
 PRIVATE_DIRS = ("pki", "logs", "etcd", "nodes", "run")
 """Every directory a lab makes directly in its data dir (teardown removes the same)."""
 
@@ -90,19 +92,6 @@ def prepare_data_dir(root: Path, access: KubeconfigAccess) -> str:
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
             os.chmod(path, 0o700)
     return grant_traverse(root, access)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file 0600, atomically (a temporary file beside it, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _acl(entries: list[tuple[int, int, int]]) -> bytes:

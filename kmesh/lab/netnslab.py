@@ -36,6 +36,7 @@ from kmesh.lab.topology import (
     build_underlay,
     node_ip,
 )
+from kmesh.store.etcd_api import EtcdTLS
 
 if TYPE_CHECKING:
     from kmesh.lab.supervisor import UpOptions
@@ -89,8 +90,10 @@ def prepare(opts: UpOptions, progress: Callable[[str], None]) -> NetnsLab:
     return NetnsLab(names=names, api_socket=api, root_ns=f"/proc/self/fd/{root_fd}", node_names=node_names)
 
 
-def agent_argv(opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url: str | None) -> list[str]:
-    """The command line of node ``i``'s agent."""
+def agent_argv(
+    opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url: str | None, etcd_tls: EtcdTLS | None = None,
+) -> list[str]:
+    """The command line of node ``i``'s agent (``etcd_tls``: the files its subnet manager presents to etcd)."""
     argv = [
         sys.executable, "-m", "kmesh.cli", "agent", "--runtime", "netns", "--kubeconfig", str(kubeconfig),
         "--node", node_name(i), "--node-ip", node_ip(i), "--lab", opts.name, "--data-dir", str(dd.root),
@@ -101,6 +104,11 @@ def agent_argv(opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url:
         argv += ["--nodeport-addresses", value]
     if etcd_url:
         argv += ["--etcd", etcd_url]
+    if etcd_url and etcd_tls is not None:
+        for flag, value in (("--etcd-cafile", etcd_tls.cafile), ("--etcd-certfile", etcd_tls.certfile),
+                            ("--etcd-keyfile", etcd_tls.keyfile)):
+            if value:
+                argv += [flag, value]
     return argv
 
 
@@ -123,14 +131,14 @@ async def run_node(
 
 async def start_nodes(
     nursery: trio.Nursery, client: Client, opts: UpOptions, dd: DataDir, lab: NetnsLab, kubeconfig: Path,
-    etcd_url: str | None, progress: Callable[[str], None],
+    etcd_url: str | None, progress: Callable[[str], None], *, etcd_tls: EtcdTLS | None = None,
 ) -> list[NodeInfo]:
     """Start every node's agent and return once each node has a pod subnet."""
     dd.log_dir.mkdir(parents=True, exist_ok=True)
 
     async def one(i: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_node(lab, agent_argv(opts, dd, i, kubeconfig, etcd_url), node_name(i), dd.log_dir / f"{node_name(i)}.log",
-                       task_status=task_status)
+        await run_node(lab, agent_argv(opts, dd, i, kubeconfig, etcd_url, etcd_tls), node_name(i),
+                       dd.log_dir / f"{node_name(i)}.log", task_status=task_status)
 
     async with trio.open_nursery() as starting:
         for i in range(opts.nodes):

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from kmesh.cni.spec import find_executable
+
 Kind = Literal["program", "cni-plugin", "kernel"]
 
 # program -> the Debian package that provides it
@@ -149,6 +151,7 @@ def etcd_rows(runtime: str, store: str, subnet_manager: str, etcd_url: str) -> l
         rows.append(("program", "etcd", "--store etcd"))
     if subnet_manager == "etcd" and runtime == "netns":
         rows.append(("program", "etcd", "--subnet-manager etcd"))
+        rows.append(("program", "nft", "keeping pods off etcd's underlay port (kmesh.lab.etcd)"))
     return rows
 
 
@@ -174,21 +177,6 @@ def proxy_needs(*, mode: str, runtime: str) -> list[Need]:
 
 
 # --- looking ---------------------------------------------------------------------------------------------
-
-def cni_search_dirs() -> list[str]:
-    """Where the CNI chain looks for plugins (kmesh-cni next to this Python, then $CNI_PATH or the plugin dirs)."""
-    from kmesh.cni.caller import plugin_dirs
-
-    return [os.path.dirname(sys.executable), *plugin_dirs()]
-
-
-def _find_plugin(name: str, dirs: Iterable[str]) -> str | None:
-    for d in dirs:
-        p = os.path.join(d, name)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    return None
-
 
 def _link_probe(kind: str, **extra: object) -> Callable[[], None]:
     def probe() -> None:
@@ -265,13 +253,15 @@ def find_missing(needs: Iterable[Need], *, kernel: bool = True) -> list[Missing]
     kernel features the kernel refuses (probed only when ``kernel``)."""
     needs = list(needs)
     out: list[Missing] = []
-    dirs = cni_search_dirs()
+    from kmesh.cni.caller import plugin_search_dirs
+
+    dirs = plugin_search_dirs()  # where the CNI chain looks: kmesh-cni next to this Python, then the plugin dirs
     for n in needs:
         if n.kind == "program" and shutil.which(n.name) is None:
             out.append(Missing(n, "not on $PATH"))
         elif n.kind == "cni-plugin":
             where = dirs[:1] if n.name == KMESH_CNI else dirs[1:]
-            if _find_plugin(n.name, where) is None:
+            if find_executable(n.name, where) is None:
                 out.append(Missing(n, " or ".join(where)))
     if kernel:
         kernel_needs = [n for n in needs if n.kind == "kernel"]

@@ -1,15 +1,80 @@
-"""Stopping processes kmesh started, by PID, without polling loops."""
+"""Stopping processes kmesh started, by PID, without polling loops, and only once they are proven ours.
+
+A PID alone proves nothing: after its process exits the number is free for
+any other. kmesh records a PID together with the process's start time
+(``/proc/<pid>/stat`` field 22, clock ticks since boot) as a ``ProcId``, and
+signals it only through a pidfd opened *before* the start time is checked
+again, so the signal reaches exactly the process that was checked, never a
+newcomer that took the number.
+"""
 
 from __future__ import annotations
 
 import os
 import select
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import trio
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19])  # field 22 of the whole line
+
+
+@dataclass(frozen=True)
+class ProcId:
+    """One process, told apart from any later process that reuses its PID."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcId | None:
+        """The running process ``pid``, None when there is none."""
+        start = start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    def format(self) -> str:
+        """The PID file form: ``<pid> <start time>``."""
+        return f"{self.pid} {self.start}\n"
+
+    @classmethod
+    def parse(cls, text: str) -> ProcId | None:
+        """Read ``format``'s text; None for anything else (an old PID-only file proves nothing)."""
+        parts = text.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            return None
+        return cls(int(parts[0]), int(parts[1]))
+
+    def alive(self) -> bool:
+        """True while this very process runs (not another that took its PID)."""
+        return start_time(self.pid) == self.start
+
+    def open(self) -> int | None:
+        """A pidfd of this process, or None when it is gone (its PID free or someone else's).
+
+        The pidfd is opened first and the start time checked after: a pidfd
+        names the process that held the PID when it was opened, so if the
+        start time still matches, the pidfd is this process's."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return None
+        if not self.alive():
+            os.close(fd)
+            return None
+        return fd
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -19,25 +84,44 @@ def wait_gone(pid: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
+        return wait_fd(fd, timeout)
     finally:
         os.close(fd)
 
 
-def stop_pid(pid: int, grace: float = 10.0) -> bool:
-    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; True if it was running."""
+def wait_fd(pidfd: int, timeout: float) -> bool:
+    """Wait until the process behind ``pidfd`` has exited (True) or ``timeout`` passed (False)."""
+    ready, _, _ = select.select([pidfd], [], [], timeout)
+    return bool(ready)
+
+
+def send(pidfd: int, sig: int) -> bool:
+    """Signal the process behind ``pidfd``; False when it has exited already."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
         return False
-    if not wait_gone(pid, grace):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return True
-        wait_gone(pid, 5.0)
     return True
+
+
+def stop_fd(pidfd: int, grace: float = 10.0) -> bool:
+    """SIGTERM the process behind ``pidfd``, wait up to ``grace`` seconds, then SIGKILL; True if it was running."""
+    if not send(pidfd, signal.SIGTERM):
+        return False
+    if not wait_fd(pidfd, grace) and send(pidfd, signal.SIGKILL):
+        wait_fd(pidfd, 5.0)
+    return True
+
+
+def stop(proc: ProcId, grace: float = 10.0) -> bool:
+    """Stop ``proc`` (SIGTERM, SIGKILL after ``grace`` seconds) if it is still that process; True if it was."""
+    fd = proc.open()
+    if fd is None:
+        return False
+    try:
+        return stop_fd(fd, grace)
+    finally:
+        os.close(fd)
 
 
 async def start_until(cmd: list[str], marker: bytes, log: Path | None = None, timeout: float = 120.0) -> trio.Process:

@@ -2,6 +2,12 @@
 
 All components run as tasks of one nursery; SIGTERM or SIGINT cancels it, and
 every component cleans up on the way out.
+
+The supervisor proves it is the lab's: it holds an exclusive ``flock`` on the
+data dir for its whole life and writes ``<pid> <start time>`` to kmesh.pid
+(``DataDir.supervisor``). Everything it and its children create is private
+(umask 077). A lab restarted on its store gets the address ranges it was made
+with (``D/network.json``), or refuses with a ``LabError`` that names them.
 """
 
 from __future__ import annotations
@@ -32,10 +38,15 @@ from kmesh.lab.datadir import (
     SERVICE_CIDR,
     ClusterInfo,
     DataDir,
+    LabLocked,
+    LabNetwork,
 )
 from kmesh.lab.demo import apply_demo
+from kmesh.lab.etcd import start_lab_etcd
 from kmesh.lab.metrics import http_url, relay_node_metrics
+from kmesh.lab.procs import ProcId
 from kmesh.lab.simnodes import start_sim_nodes
+from kmesh.lab.simslots import SimNet, SlotsTaken
 from kmesh.lab.simslots import claim as claim_sim_slot
 from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
@@ -43,7 +54,12 @@ if TYPE_CHECKING:
     from kmesh.lab.netnslab import NetnsLab
 
 API_PORT = 6443
+PRIVATE_UMASK = 0o077  # files 0600, directories 0700: the lab's state is its owner's alone
 log = logging.getLogger("kmesh.lab")
+
+
+class LabError(RuntimeError):
+    """The lab cannot start as asked; the message says why and what to do. Nothing was changed."""
 
 
 @dataclass
@@ -62,6 +78,9 @@ class UpOptions:
     subnet_manager: str = "kube"
     store: str = "sqlite"
     etcd: str = ""
+    etcd_cafile: str = ""  # with --etcd: kube-apiserver's --etcd-cafile, --etcd-certfile, --etcd-keyfile
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
     demo: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     kubeconfig_mode: int = 0o600  # D/kubeconfig.yaml's mode and owner (uid, gid): see kmesh.lab.access
@@ -93,6 +112,86 @@ def store_url(opts: UpOptions, dd: DataDir, etcd_url: str | None) -> str:
         assert etcd_url
         return etcd_url
     return f"sqlite://{dd.root / 'store.db'}"
+
+
+def state_key(opts: UpOptions) -> str | None:
+    """Which state the lab starts on: ``"sqlite"`` (D/store.db), ``"etcd"`` (the lab's etcd, data in
+    D/etcd) or ``"etcd <url>"`` (the user's etcd); None for the memory store, whose state dies with the lab."""
+    if opts.store == "sqlite":
+        return "sqlite"
+    if opts.store == "etcd":
+        return f"etcd {opts.etcd}" if opts.etcd else "etcd"
+    return None
+
+
+def state_persists(opts: UpOptions, dd: DataDir) -> bool:
+    """Whether the lab starts on state an earlier run left (SQLite file or etcd data dir in D, or an
+    etcd of the user's): its objects hold addresses from the ranges that run had."""
+    if opts.store == "sqlite":
+        return (dd.root / "store.db").exists()
+    if opts.store == "etcd":
+        return bool(opts.etcd) or (dd.root / "etcd" / "data").exists()
+    return False
+
+
+def recorded_network(opts: UpOptions, dd: DataDir) -> LabNetwork | None:
+    """The ranges the state in ``dd`` was made with, when this start reuses that state; None otherwise."""
+    key = state_key(opts)
+    return dd.read_network(key) if key is not None and state_persists(opts, dd) else None
+
+
+def network_problem(opts: UpOptions, dd: DataDir, *, check_slot: bool = True) -> str | None:
+    """Why ``kmesh up`` cannot restart on the state in ``dd`` as asked, or None.
+
+    ``check_slot``: also say when another lab holds the sim slot now (a hint; ``claim_network`` decides)."""
+    from kmesh.lab import simslots
+
+    rec = recorded_network(opts, dd)
+    if rec is None:
+        return None
+    if rec.runtime != opts.runtime:
+        return (f"{dd.root} holds the state of a {rec.describe()}; start it with --runtime {rec.runtime}, "
+                f"or remove it first with `kmesh down --data-dir {dd.root}`")
+    if rec.simSlot is not None and check_slot and not simslots.is_free(rec.simSlot):
+        return slot_taken(dd, rec)
+    return None
+
+
+def slot_taken(dd: DataDir, rec: LabNetwork) -> str:
+    """The refusal when the sim slot the state in ``dd`` was made with is held by another lab."""
+    from kmesh.lab import simslots
+
+    assert rec.simSlot is not None
+    return (f"{dd.root} holds the state of a {rec.describe()}, and its Services keep those addresses; "
+            f"{simslots.taken_message(rec.simSlot)}: stop that lab (`kmesh down --data-dir <its dir>`) and run "
+            f"`kmesh up` here again. The state in {dd.root} is kept.")
+
+
+def claim_network(opts: UpOptions, dd: DataDir, *, sim: bool) -> tuple[LabNetwork, SimNet | None, int | None]:
+    """The lab's ranges (those its state was made with, on a restart), recorded in D/network.json for its
+    store; for a sim lab also its slot and the descriptor holding it (close it to give the slot back)."""
+    problem = network_problem(opts, dd, check_slot=False)
+    if problem:
+        raise LabError(problem)
+    rec = recorded_network(opts, dd)
+    key = state_key(opts)
+    if not sim:
+        net = LabNetwork(opts.runtime, SERVICE_CIDR, CLUSTER_CIDR)
+        if key is not None:
+            dd.write_network(key, net)
+        return net, None, None
+    try:
+        simnet, fd = claim_sim_slot(slot=rec.simSlot if rec is not None else None)
+    except SlotsTaken as exc:
+        raise LabError(slot_taken(dd, rec) if rec is not None else str(exc)) from None
+    net = LabNetwork("sim", simnet.service_cidr, simnet.cluster_cidr, simnet.slot)
+    try:
+        if key is not None:
+            dd.write_network(key, net)
+    except BaseException:
+        os.close(fd)
+        raise
+    return net, simnet, fd
 
 
 Progress = Callable[[str], None]
@@ -127,41 +226,39 @@ async def run_lab(
 ) -> None:
     """Run the lab until SIGTERM/SIGINT; ``on_ready`` is called once it answers.
 
-    ``lab``: the namespaces ``netnslab.prepare`` made (netns runtime); None for sim."""
+    ``lab``: the namespaces ``netnslab.prepare`` made (netns runtime); None for sim.
+    Raises ``LabError`` before starting anything when the lab's state needs ranges it cannot have."""
     dd = DataDir(Path(opts.data_dir))
     dd.root.mkdir(parents=True, exist_ok=True)
+    _, simnet, slot_fd = claim_network(opts, dd, sim=lab is None)
+    if simnet is not None and simnet.slot:
+        progress(f"sim address slot {simnet.slot} (another sim lab holds the default ranges)")
+    try:
+        await _run_lab(opts, dd, simnet, on_ready, lab, progress)
+    finally:
+        if slot_fd is not None:
+            os.close(slot_fd)
+
+
+async def _run_lab(
+    opts: UpOptions, dd: DataDir, simnet: SimNet | None, on_ready: Callable[[ClusterInfo], None] | None,
+    lab: NetnsLab | None, progress: Progress,
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-            sim = lab is None
-            etcd_url = opts.etcd or None
-            agents_etcd_url = etcd_url
-            if (opts.store == "etcd" or (opts.subnet_manager == "etcd" and not sim)) and not etcd_url:
-                from kmesh.store.etcd_server import EtcdServer
-
-                progress("etcd")
-                extra = () if sim else (CONTROL_PLANE_IP,)
-                etcd = await stack.enter_async_context(
-                    EtcdServer(dd.root / "etcd" / "data", die_with_parent=True, extra_hosts=extra))
-                etcd_url = etcd.url
-                if not sim:  # node agents reach it on the underlay
-                    agents_etcd_url = f"http://{CONTROL_PLANE_IP}:{etcd.client_port}"
-            simnet = None
-            if sim:
-                simnet, slot_fd = claim_sim_slot()
-                stack.callback(os.close, slot_fd)
-                if simnet.slot:
-                    progress(f"sim address slot {simnet.slot} (another sim lab holds the default ranges)")
+            etcd = await start_lab_etcd(stack, opts, dd, lab, progress)
             service_cidr = simnet.service_cidr if simnet else SERVICE_CIDR
             cluster_cidr = simnet.cluster_cidr if simnet else CLUSTER_CIDR
             progress("API server")
             if lab is None:
                 cfg = ServerConfig(
-                    data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), port=opts.port,
-                    service_cidr=service_cidr, loopback_ok=True,
+                    data_dir=dd.root, store_url=store_url(opts, dd, etcd.api_url), port=opts.port,
+                    service_cidr=service_cidr, loopback_ok=True, etcd_tls=etcd.api_tls,
                 )
             else:
                 cfg = ServerConfig(
-                    data_dir=dd.root, store_url=store_url(opts, dd, etcd_url), host=CONTROL_PLANE_IP, port=API_PORT,
+                    data_dir=dd.root, store_url=store_url(opts, dd, etcd.api_url), etcd_tls=etcd.api_tls,
+                    host=CONTROL_PLANE_IP, port=API_PORT,
                     service_cidr=service_cidr, extra_sans=["127.0.0.1"], extra_sockets=[lab.api_socket],
                     advertise_address=CONTROL_PLANE_IP,
                 )
@@ -193,7 +290,8 @@ async def run_lab(
                 lab_kubeconfig = dd.root / "run" / "kubeconfig-lab.yaml"
                 lab_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
                 write_kubeconfig(lab_kubeconfig, opts.name, creds)
-                nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, agents_etcd_url, progress)
+                nodes = await start_nodes(nursery, client, opts, dd, lab, lab_kubeconfig, etcd.agents_url, progress,
+                                          etcd_tls=etcd.agents_tls)
                 open_socket = lab.open_root_socket
                 metrics.update(await relay_node_metrics(nursery, lab, nodes))
                 progress("CoreDNS Deployment and Service kube-dns")
@@ -235,9 +333,9 @@ def supervise(data_dir: Path) -> None:
 
     Progress lines (``{"progress": ...}``) and finally ``{"api": ...}`` go to
     the pipe ``kmesh up`` passed in $KMESH_READY_FD."""
+    os.umask(PRIVATE_UMASK)  # inherited by the agents, etcd and the CNI plugins; pods get 022 back
     dd = DataDir(data_dir)
     opts = UpOptions.load(dd.config_file)
-    write_private(dd.pid_file, f"{os.getpid()}\n")
     ready_fd = int(os.environ.pop("KMESH_READY_FD", "-1"))
 
     def say(doc: dict[str, object]) -> None:
@@ -256,13 +354,30 @@ def supervise(data_dir: Path) -> None:
         if ready_fd >= 0:
             os.close(ready_fd)
 
+    try:
+        lock_fd = dd.hold_lab_lock()  # held until this process exits, however it exits
+    except LabLocked as exc:
+        log.error("%s", exc)
+        say({"error": str(exc)})
+        raise SystemExit(1) from None
+    me = ProcId.of(os.getpid())
+    assert me is not None
+    write_private(dd.pid_file, me.format())
     lab = None
     try:
-        if opts.runtime == "netns":
-            from kmesh.lab.netnslab import prepare
+        try:
+            problem = network_problem(opts, dd, check_slot=False)
+            if problem:  # before anything is made
+                raise LabError(problem)
+            if opts.runtime == "netns":
+                from kmesh.lab.netnslab import prepare
 
-            lab = prepare(opts, progress)
-        trio.run(run_lab, opts, ready, lab, progress)
+                lab = prepare(opts, progress)
+            trio.run(run_lab, opts, ready, lab, progress)
+        except LabError as exc:
+            log.error("%s", exc)
+            say({"error": str(exc)})
+            raise SystemExit(1) from None
     finally:
         if lab is not None:
             from kmesh.lab.topology import sweep
@@ -270,7 +385,8 @@ def supervise(data_dir: Path) -> None:
             for what in sweep(lab.names):
                 log.info("removed %s", what)
         try:
-            if dd.pid_file.read_text().strip() == str(os.getpid()):
+            if ProcId.parse(dd.pid_file.read_text()) == me:
                 dd.pid_file.unlink()
         except FileNotFoundError:
             pass
+        os.close(lock_fd)

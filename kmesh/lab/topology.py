@@ -23,7 +23,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from kmesh.lab.procs import wait_gone
+from kmesh.lab.procs import send, wait_fd
 from kmesh.net import netns
 from kmesh.node.netns_runtime import pod_netns_name
 
@@ -121,47 +121,68 @@ def lab_namespaces(names: LabNames) -> list[str]:
     return netns.names(names.prefix)
 
 
-def processes_in(namespaces: list[str]) -> list[int]:
-    """PIDs of processes whose network namespace is one of ``namespaces``."""
+def _netns_inodes(namespaces: list[str]) -> set[int]:
     inodes = set()
     for ns in namespaces:
         try:
             inodes.add(os.stat(netns.path(ns)).st_ino)
         except FileNotFoundError:
             continue
+    return inodes
+
+
+def _in_netns(pid: int, inodes: set[int]) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino in inodes
+    except (FileNotFoundError, PermissionError, ProcessLookupError):
+        return False
+
+
+def processes_in(namespaces: list[str]) -> list[int]:
+    """PIDs of processes whose network namespace is one of ``namespaces``."""
+    inodes = _netns_inodes(namespaces)
     me = os.getpid()
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if os.stat(entry / "ns" / "net").st_ino in inodes:
-                out.append(int(entry.name))
-        except (FileNotFoundError, PermissionError, ProcessLookupError):
-            continue
-    return sorted(out)
+    return sorted(int(e.name) for e in Path("/proc").iterdir()
+                  if e.name.isdigit() and int(e.name) != me and _in_netns(int(e.name), inodes))
+
+
+def _open_if_in(pid: int, inodes: set[int]) -> int | None:
+    """A pidfd of ``pid`` if that process is in one of the namespaces ``inodes`` (checked after the pidfd
+    is open, so the pidfd cannot name a process that took the PID since)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if _in_netns(pid, inodes):
+        return fd
+    os.close(fd)
+    return None
 
 
 def sweep(names: LabNames, grace: float = 5.0) -> list[str]:
     """Kill what still runs inside the lab's namespaces and delete them all; what was removed.
 
-    Pods go first, then nodes, the control plane and the underlay, so a
-    veth is never left with one end."""
+    A process is signalled only through a pidfd opened before it is seen in
+    one of the lab's namespaces. Pods go first, then nodes, the control plane
+    and the underlay, so a veth is never left with one end."""
     removed: list[str] = []
     spaces = lab_namespaces(names)
-    pids = processes_in(spaces)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+    inodes = _netns_inodes(spaces)
+    victims: list[tuple[int, int]] = []
+    for pid in processes_in(spaces):
+        fd = _open_if_in(pid, inodes)
+        if fd is None:
             continue
-    for pid in pids:
-        if not wait_gone(pid, grace):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            wait_gone(pid, 2.0)
+        if send(fd, signal.SIGTERM):
+            victims.append((pid, fd))
+        else:
+            os.close(fd)
+    for pid, fd in victims:
+        try:
+            if not wait_fd(fd, grace) and send(fd, signal.SIGKILL):
+                wait_fd(fd, 2.0)
+        finally:
+            os.close(fd)
         removed.append(f"process {pid} (in a lab namespace)")
     special = {names.underlay: 3, names.control_plane: 2}
     node_like = {ns for ns in spaces if ns.count("-") <= names.prefix.count("-") + 1}

@@ -64,7 +64,8 @@ def names(prefix: str = "") -> list[str]:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["ip", *args], check=False, capture_output=True, text=True)
+    # umask 022: `ip netns add` makes /run/netns with the system's mode, whatever the caller's umask
+    proc = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, umask=0o022)
     if check and proc.returncode != 0:
         raise NetnsError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc
@@ -96,9 +97,17 @@ def delete(name: str) -> bool:
 def write_etc(name: str, filename: str, text: str) -> Path:
     """Write ``/etc/netns/<name>/<filename>`` (``ip netns exec`` shows it as ``/etc/<filename>``)."""
     d = ETC_NETNS / name
-    d.mkdir(parents=True, exist_ok=True)
+    for made in (ETC_NETNS, d):  # the system's modes, whatever the caller's umask (a lab's is 077)
+        try:
+            made.mkdir(mode=0o755)
+        except FileExistsError:
+            continue
+        os.chmod(made, 0o755)
     p = d / filename
-    p.write_text(text)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o644)
+        f.write(text)
     return p
 
 
@@ -240,9 +249,51 @@ def addresses(name: str | None, family: int = socket.AF_INET, *, except_link: st
     return out
 
 
-def in_root_namespace() -> bool:
-    """True when this process shares init's network namespace (or that cannot be told: assume so)."""
+INIT_NET_INO = 0xEFFFFFF9  # the initial namespace's inode number on newer kernels; others always get ≥ 0xF0000000
+PF_KTHREAD = 0x00200000
+
+
+def _ns_id(p: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of a network namespace file, which tells namespaces apart; None when unreadable."""
     try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+        st = os.stat(p)
     except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _kthreadd_namespace() -> tuple[int, int] | None:
+    """The network namespace of kthreadd, PID 2 where the PID namespace is the initial one: kernel
+    threads always live in the initial network namespace. None when PID 2 is not that kernel thread."""
+    try:
+        stat = Path("/proc/2/stat").read_text()
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm != "kthreadd" or not int(rest[6]) & PF_KTHREAD:
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    return _ns_id("/proc/2/ns/net")
+
+
+def in_root_namespace() -> bool:
+    """True when the calling thread is in the machine's initial network namespace, where kmesh changes nothing.
+
+    Decided from the first thing that can be read: init's namespace
+    (``/proc/1/ns/net``, which some sandboxes refuse even to root), kthreadd's
+    (kernel threads live in the initial one), the initial namespace's fixed
+    inode number (newer kernels), the named namespaces under ``/run/netns``
+    (being in one of them means not the root). When nothing tells, True:
+    callers use the answer to keep away from the root namespace."""
+    own = _ns_id("/proc/thread-self/ns/net")  # this thread's: a thread may have entered a namespace
+    if own is None:
         return True
+    for reference in (_ns_id("/proc/1/ns/net"), _kthreadd_namespace()):
+        if reference is not None:
+            return own == reference
+    if own[1] == INIT_NET_INO:
+        return True
+    try:
+        named = list(NETNS_DIR.iterdir())
+    except OSError:
+        named = []
+    return not any(_ns_id(p) == own for p in named)

@@ -19,7 +19,7 @@ import trio
 
 from kmesh.node import apps
 from kmesh.node.apps import AppContext, AppMain
-from kmesh.node.podspec import container_argv, expand
+from kmesh.node.podspec import container_argv, expand, open_log
 from kmesh.node.runtime import (
     ContainerHandle,
     ExecResult,
@@ -114,6 +114,20 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
+async def _until_exited(proc: trio.Process) -> None:
+    """Wait until ``proc`` has exited, without reaping it: as long as it is not reaped its PID, which is
+    also its process group's ID, stays reserved, so killing the group cannot reach a process that took
+    the number since."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # reaped already
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
 class ProcessContainer(_ExitRecord):
     """A container command running as a process (its own process group, killed with the agent)."""
 
@@ -124,16 +138,15 @@ class ProcessContainer(_ExitRecord):
     async def _supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            await self.proc.wait()
-        except BaseException:
+            await _until_exited(self.proc)
+        finally:
+            # The rest of the group dies with its main process, as in a container's PID namespace (and
+            # all of it when the agent stops); the main process is reaped only after that.
             _killpg(self.proc.pid, signal.SIGKILL)
             with trio.CancelScope(shield=True):
-                await self.proc.wait()
-            raise
-        finally:
-            # The rest of the group dies with its main process, as in a container's PID namespace.
-            _killpg(self.proc.pid, signal.SIGKILL)
-            self._exited(exit_code_of(self.proc.returncode if self.proc.returncode is not None else -9))
+                await _until_exited(self.proc)
+            code = self.proc.poll()  # reaps it; no checkpoint until stop() sees the exit recorded
+            self._exited(exit_code_of(code if code is not None else -9))
 
     async def stop(self, grace: float) -> int:
         """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL."""
@@ -183,11 +196,11 @@ async def start_process(
     exe = resolve_executable(argv[0], env)
     if cwd and not os.path.isdir(cwd):
         raise StartError(f"failed to create containerd task: chdir to cwd ({cwd!r}) set in config.json failed: no such file or directory")
-    with open(log_path, "ab") as out:  # noqa: ASYNC230 - opening a local log file does not block for long
-        try:
+    with open_log(log_path) as out:  # opening a local log file does not block for long
+        try:  # umask 022, as a container runtime gives its containers (the agent's own is 077)
             proc = await trio.lowlevel.open_process(
                 _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
             )
         except OSError as exc:
             raise StartError(f"failed to start {argv[0]!r}: {exc}") from None
@@ -211,7 +224,7 @@ async def run_command(
     try:
         proc = await trio.lowlevel.open_process(
             _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
         )
     except OSError as exc:
         return 126, str(exc).encode(), False
@@ -224,10 +237,10 @@ async def run_command(
                 while chunk := await proc.stdout.receive_some(65536):
                     if len(output) < 1 << 16:
                         output += chunk
-            await proc.wait()
+            await _until_exited(proc)
         timed_out = scope.cancelled_caught
     finally:
-        _killpg(proc.pid, signal.SIGKILL)
+        _killpg(proc.pid, signal.SIGKILL)  # not reaped yet (_until_exited): the group's ID is still its own
         with trio.CancelScope(shield=True):
             await proc.wait()
     return exit_code_of(proc.returncode or 0) if not timed_out else 137, bytes(output), timed_out

@@ -29,6 +29,7 @@ import trio
 from kmesh.client.api import Client
 from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN
 from kmesh.node.metrics import KUBELET_PORT
+from kmesh.store.etcd_api import EtcdTLS
 
 log = logging.getLogger("kmesh.node.netns")
 
@@ -49,6 +50,7 @@ class NetnsNodeConfig:
     backend: str = "vxlan"
     subnet_manager: str = "kube"
     etcd_url: str = ""
+    etcd_tls: EtcdTLS | None = None  # an https etcd's CA and this node's client certificate
     iface: str = "eth0"
     network: str = CLUSTER_CIDR  # the pod network (flannel's Network)
     dns_ip: str = CLUSTER_DNS_IP  # the kubelet's --cluster-dns
@@ -103,7 +105,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
                             network_ready=network_ready, metrics_port=cfg.kubelet_metrics_port)
     overlay_cfg = OverlayConfig(
         node=cfg.node_name, public_ip=cfg.node_ip, subnet_manager=cfg.subnet_manager,  # type: ignore[arg-type]
-        netconf=netconf, etcd_url=cfg.etcd_url, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,
+        netconf=netconf, etcd_url=cfg.etcd_url, etcd_tls=cfg.etcd_tls, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,
     )
     async with trio.open_nursery() as n:
         agent = await n.start(run_agent, client, agent_cfg)

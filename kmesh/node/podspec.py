@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kmesh.api.obj import Obj
 from kmesh.api.podlogpaths import container_log_file
@@ -109,7 +109,15 @@ def resolve_port(container: Obj, port: Any) -> int:
 
 
 def log_path(data_dir: Path, pod: Obj, container: str, restart: int) -> Path:
-    """Where a container's output goes: ``pods/<ns>_<name>_<uid>/<container>/<restart>.log`` (as upstream)."""
+    """Where a container's output goes: ``pods/<ns>_<name>_<uid>/<container>/<restart>.log`` (as upstream);
+    its directories are made 0700."""
     path = container_log_file(data_dir, pod, container, restart)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for d in (path.parent.parent, path.parent):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def open_log(path: Path, text: bool = False) -> IO[Any]:
+    """Open a container log to append to it, created 0600: pod output is cluster data, its node's owner's alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "a", buffering=1) if text else os.fdopen(fd, "ab")

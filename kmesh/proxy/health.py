@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from kmesh.api.obj import Obj
 from kmesh.client.informer import Change
-from kmesh.net.http import Request, Response, serve_http
-from kmesh.net.sockets import OpenSocket, default_open_socket, tcp_listener
+from kmesh.net.http import Request, Response
+from kmesh.net.metrics import serve_routes
+from kmesh.net.sockets import OpenSocket
 
 HEALTHZ_PORT = 10256
 TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
@@ -101,14 +102,5 @@ async def serve_health(health: ProxyHealth, host: str = "0.0.0.0", port: int = H
                        open_socket: OpenSocket | None = None,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``/healthz`` and ``/livez`` on ``host:port`` until cancelled; ``task_status`` gets the bound port."""
-    routes = {"/healthz": health.healthz, "/livez": health.livez}
-
-    async def handle(req: Request) -> Response:
-        route = routes.get(req.path)
-        if route is None:
-            return Response(status=404, body="404 page not found\n")
-        return await route(req)
-
-    sock = await tcp_listener(host, port, open_socket or default_open_socket, 64)
-    task_status.started(sock.getsockname()[1])
-    await serve_http(trio.SocketListener(sock), handle)
+    await serve_routes({"/healthz": health.healthz, "/livez": health.livez}, host, port, open_socket=open_socket,
+                       task_status=task_status)

@@ -4,6 +4,9 @@ As upstream's: ``/metrics``: the sync metrics; ``/healthz``: ``ok``;
 ``/proxyMode``: the mode's name. kmesh's own: ``/rules``: what the mode has
 installed, in the native tool's text (``kmesh proxy rules`` reads it);
 ``/ipvs``: the IPVS table as ``ipvsadm -Ln`` prints it (IPVS mode only).
+Every path answers GET and HEAD only (405 otherwise), any other path 404
+(``kmesh.net.metrics.serve_routes``); docs/differences.md says why the two
+kmesh paths stay.
 """
 
 from __future__ import annotations

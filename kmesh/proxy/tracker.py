@@ -101,6 +101,9 @@ class ChangeTracker:
             self._ports[key] = new
         else:
             self._ports.pop(key, None)
+        self._mark_pending(changed)
+
+    def _mark_pending(self, changed: set[ServicePortName] | frozenset[ServicePortName]) -> None:
         if changed:
             self._pending |= changed
             self._changed.set()
@@ -125,11 +128,7 @@ class ChangeTracker:
 
     def give_back(self, changed: frozenset[ServicePortName]) -> None:
         """Mark ``changed`` pending again (a sync that failed)."""
-        if changed:
-            self._pending |= changed
-            self._changed.set()
-            if self.on_change is not None:
-                self.on_change()
+        self._mark_pending(changed)
 
     @property
     def pending(self) -> bool:

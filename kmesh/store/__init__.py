@@ -4,14 +4,15 @@
 
 - ``memory://`` — in memory, for tests;
 - ``sqlite:///abs/path.db`` or a plain path — the default, one file;
-- ``etcd://host:port`` or ``http://host:port`` (comma-separated for
-  several members) — a real etcd.
+- ``etcd://host:port``, ``http://host:port`` or ``https://host:port``
+  (comma-separated for several members) — a real etcd; over TLS, with
+  ``etcd_tls`` naming the CA and client certificate.
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from kmesh.store.base import (
     AlreadyExists,
@@ -29,6 +30,9 @@ from kmesh.store.base import (
 )
 from kmesh.store.broadcast import DEFAULT_WINDOW
 from kmesh.store.compactor import run_compactor
+
+if TYPE_CHECKING:
+    from kmesh.store.etcd_api import EtcdTLS
 
 __all__ = [
     "AlreadyExists",
@@ -58,7 +62,7 @@ def store_kind(url: str) -> str:
         return "etcd"
     if scheme in ("sqlite", ""):
         return "sqlite"
-    raise ValueError(f"unknown store URL {url!r} (memory://, sqlite:///path.db, etcd://host:port)")
+    raise ValueError(f"unknown store URL {url!r} (memory://, sqlite:///path.db, etcd://host:port, https://host:port)")
 
 
 def sqlite_path(url: str) -> str:
@@ -70,11 +74,14 @@ def sqlite_path(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_store(url: str, *, prefix: str = "", window: int = DEFAULT_WINDOW) -> AsyncIterator[Store]:
+async def open_store(
+    url: str, *, prefix: str = "", window: int = DEFAULT_WINDOW, etcd_tls: EtcdTLS | None = None
+) -> AsyncIterator[Store]:
     """A running store for ``url``, closed (with its background tasks) on exit.
 
     ``prefix`` is the etcd key prefix (ignored by the other backends);
-    ``window`` is how many recent events watchers share in memory.
+    ``window`` is how many recent events watchers share in memory;
+    ``etcd_tls`` the CA and client certificate of an https etcd.
     """
     kind = store_kind(url)
     if kind == "memory":
@@ -90,5 +97,5 @@ async def open_store(url: str, *, prefix: str = "", window: int = DEFAULT_WINDOW
     else:
         from kmesh.store.etcd import EtcdStore
 
-        async with EtcdStore(url, prefix, window=window) as etcd:
+        async with EtcdStore(url, prefix, window=window, tls=etcd_tls) as etcd:
             yield etcd

@@ -1,7 +1,9 @@
 """One shared window of recent events that any number of watchers read.
 
 A backend publishes every change once, in revision order, into a bounded
-in-memory window. Each watcher only keeps its position (the revision of the
+in-memory window (bounded in events, and in bytes where the backend says how
+large its events are: a few large objects must not pin hundreds of megabytes
+until 100,000 newer events push them out). Each watcher only keeps its position (the revision of the
 last event it yielded), so 100 watchers cost 100 positions, not 100 streams.
 
 A watcher whose position is older than the window (it started from an old
@@ -26,6 +28,7 @@ import trio
 from kmesh.store.base import Event, Unavailable
 
 DEFAULT_WINDOW = 100_000
+DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024  # encoded size of the events the window keeps, at most
 # How many window events one watcher takes per refill: bounds the work done
 # without a checkpoint and the size of each watcher's private buffer.
 _READ_BATCH = 1024
@@ -68,40 +71,60 @@ class Broadcaster:
     window, and ``last`` is the revision of the newest published event.
     """
 
-    def __init__(self, history: History, floor: int, capacity: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, history: History, floor: int, capacity: int = DEFAULT_WINDOW,
+                 max_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
         if capacity < 1:
             raise ValueError("window capacity must be at least 1")
         self.history = history
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the sizes published with the events in the window
         self.floor = floor
         self.last = floor
         self.closed = False
         self.active_watches = 0
         self.open_readers = 0
         self._events: list[Event] = []
+        self._sizes: list[int] = []  # parallel to _events: the size published with each
         self._start = 0  # index of the oldest event still in the window
         self._lot = trio.lowlevel.ParkingLot()
 
     def __len__(self) -> int:
         return len(self._events) - self._start
 
-    def publish(self, events: Iterable[Event]) -> None:
-        """Append events (revision order, after ``last``) and wake the watchers."""
+    def publish(self, events: Iterable[Event], nbytes: int = 0) -> None:
+        """Append events (revision order, after ``last``) and wake the watchers.
+
+        ``nbytes``: their encoded size, if the backend knows it; the window
+        then also keeps at most ``max_bytes`` (and always the newest event).
+        """
         added = False
         for ev in events:
             if ev.revision < self.last:
                 raise ValueError(f"event revision {ev.revision} is older than {self.last}")
             self._events.append(ev)
+            self._sizes.append(0)
             self.last = ev.revision
             added = True
         if not added:
             return
-        excess = len(self) - self.capacity
-        if excess > 0:
-            self._start += excess
-            self.floor = max(self.floor, self._events[self._start - 1].revision)
-            if self._start >= self.capacity:  # amortised O(1) trimming
+        self._sizes[-1] += nbytes
+        self.bytes += nbytes
+        drop = self._start + max(0, len(self) - self.capacity)
+        for i in range(self._start, drop):
+            self.bytes -= self._sizes[i]
+        newest = len(self._events) - 1
+        while self.bytes > self.max_bytes and drop < newest:
+            self.bytes -= self._sizes[drop]
+            drop += 1
+        if drop > self._start:
+            self.floor = max(self.floor, self._events[drop - 1].revision)
+            for i in range(self._start, drop):
+                self._events[i] = _GONE  # release the objects now, not when the list is next cut
+            self._start = drop
+            if self._start >= max(len(self._events) // 2, 1024):  # amortised O(1) trimming
                 del self._events[: self._start]
+                del self._sizes[: self._start]
                 self._start = 0
         self._lot.unpark_all()
 
@@ -113,6 +136,8 @@ class Broadcaster:
         tells them Gone if it cannot serve them.
         """
         del self._events[:]
+        del self._sizes[:]
+        self.bytes = 0
         self._start = 0
         self.floor = max(self.floor, floor)
         self.last = max(self.last, self.floor)
@@ -157,6 +182,9 @@ class Broadcaster:
         finally:
             self.active_watches -= 1
             await watcher.aclose()
+
+
+_GONE = Event("DELETED", "", {}, 0)  # stands in for an event the window dropped (never read: below _start)
 
 
 def _revision(ev: Event) -> int:

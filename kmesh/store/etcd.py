@@ -34,15 +34,20 @@ from kmesh.store.base import (
 )
 from kmesh.store.broadcast import DEFAULT_WINDOW, Broadcaster
 from kmesh.store.codec import decode, encode
-from kmesh.store.etcd_api import EtcdClient, Json, b64, range_end, unb64
+from kmesh.store.etcd_api import EtcdClient, EtcdTLS, Json, b64, range_end, unb64
 from kmesh.store.etcd_watch import EtcdHistory, run_feed
 
 
 class EtcdStore:
-    """A Store in etcd under ``prefix``; use as ``async with EtcdStore(url) as store``."""
+    """A Store in etcd under ``prefix``; use as ``async with EtcdStore(url) as store``.
 
-    def __init__(self, url: str | Sequence[str], prefix: str = "", *, window: int = DEFAULT_WINDOW) -> None:
-        self.client = EtcdClient(url)
+    ``tls``: the CA and client certificate for an https etcd (see ``EtcdTLS``).
+    """
+
+    def __init__(
+        self, url: str | Sequence[str], prefix: str = "", *, window: int = DEFAULT_WINDOW, tls: EtcdTLS | None = None
+    ) -> None:
+        self.client = EtcdClient(url, tls)
         self.prefix = prefix
         self._window = window
         self._stack: AsyncExitStack | None = None

@@ -5,13 +5,20 @@ Only what the store needs: unary POSTs (``/v3/kv/range``, ``put``, ``txn``,
 values travel base64-encoded; 64-bit integers come back as strings. Errors
 map onto the store's: a compacted revision is Gone, a future one
 RevisionTooLarge, an unreachable server Unavailable.
+
+``https://`` endpoints speak TLS; ``EtcdTLS`` names the CA that signed etcd's
+server certificate and this client's certificate and key, as kube-apiserver's
+``--etcd-cafile``, ``--etcd-certfile`` and ``--etcd-keyfile`` do (an etcd
+started with ``--client-cert-auth`` refuses clients without one).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import ssl
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 import httpx
@@ -45,22 +52,68 @@ def range_end(prefix: bytes) -> bytes:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-def split_endpoints(url: str | Sequence[str]) -> list[str]:
-    """``"etcd://a:2379,b:2379"`` or a list → ``["http://a:2379", "http://b:2379"]``."""
+@dataclass(frozen=True)
+class EtcdTLS:
+    """TLS towards etcd: the CA file that verifies its server, and this client's certificate and key.
+
+    ``cafile`` empty: the system's CAs. ``certfile``/``keyfile`` empty: no
+    client certificate (an etcd with ``--client-cert-auth`` then refuses).
+    """
+
+    cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ValueError("an etcd client certificate needs both its certificate file and its key file")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context: etcd's server verified against ``cafile``, our certificate presented."""
+        try:
+            ctx = ssl.create_default_context(cafile=self.cafile or None)
+            if self.certfile:
+                ctx.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"cannot load the etcd TLS files: {e}") from e
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+
+def split_endpoints(url: str | Sequence[str], *, secure: bool = False) -> list[str]:
+    """``"etcd://a:2379,b:2379"`` or a list → ``["http://a:2379", "http://b:2379"]``.
+
+    ``etcd://`` and scheme-less endpoints become ``https://`` when ``secure``
+    (TLS files were given); explicit ``http://``/``https://`` stay as written.
+    """
     parts = url.split(",") if isinstance(url, str) else list(url)
+    default = "https://" if secure else "http://"
     out = []
     for part in parts:
         part = part.strip().rstrip("/")
         if not part:
             continue
         if part.startswith("etcd://"):
-            part = "http://" + part[len("etcd://") :]
+            part = default + part[len("etcd://") :]
         elif "://" not in part:
-            part = "http://" + part
+            part = default + part
+        scheme = part.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"etcd endpoint {part!r}: the scheme must be http, https or etcd")
         out.append(part)
     if not out:
         raise ValueError(f"no etcd endpoint in {url!r}")
     return out
+
+
+def client_endpoints(url: str | Sequence[str], tls: EtcdTLS | None) -> list[str]:
+    """The endpoints a client of ``url`` with ``tls`` talks to; ValueError for a plain http one with TLS files
+    (the cluster's data is not sent in the clear to a server we meant to verify)."""
+    endpoints = split_endpoints(url, secure=tls is not None)
+    plain = [e for e in endpoints if e.lower().startswith("http://")]
+    if tls is not None and plain:
+        raise ValueError(f"etcd TLS files given, but {', '.join(plain)} is plain http (use https://)")
+    return endpoints
 
 
 def error_from(status: int, body: bytes) -> StoreError:
@@ -86,18 +139,27 @@ def error_for(message: str, code: int = 0, status: int = 0) -> StoreError:
 
 
 class EtcdClient:
-    """POSTs to the gateway of the first reachable endpoint (fails over on refusal)."""
+    """POSTs to the gateway of the first reachable endpoint (fails over on refusal).
 
-    def __init__(self, url: str | Sequence[str]) -> None:
-        self.endpoints = split_endpoints(url)
+    ``tls``: the CA and client certificate for ``https://`` endpoints; with it,
+    ``etcd://host:port`` means https, and a plain ``http://`` endpoint is refused
+    rather than sent the cluster's data in the clear.
+    """
+
+    def __init__(self, url: str | Sequence[str], tls: EtcdTLS | None = None) -> None:
+        self.endpoints = client_endpoints(url, tls)
+        self.tls = tls
+        context = None
+        if any(e.lower().startswith("https://") for e in self.endpoints):
+            context = (tls or EtcdTLS()).ssl_context()
         self._current = 0
         # LeanTransport: a fraction of httpcore's CPU per request, and no pool
         # limit, so watches holding their connection open never block others.
-        self._kv = httpx.AsyncClient(timeout=_KV_TIMEOUT, transport=LeanTransport())
+        self._kv = httpx.AsyncClient(timeout=_KV_TIMEOUT, transport=LeanTransport(ssl_context=context))
         # Watch streams talk to their transport directly: httpx's response
         # iterators are async generators, which a stream dropped half-way
         # would leave to the garbage collector.
-        self._streaming = LeanTransport(max_idle=0)
+        self._streaming = LeanTransport(max_idle=0, ssl_context=context)
         self._streams: set[WatchStream] = set()
         self.closed = False
 

@@ -8,6 +8,11 @@
 It listens only on 127.0.0.1 (free ports picked at start), keeps its data
 in ``data_dir`` (a fresh temporary directory, removed on stop, when none is
 given), and is stopped by its PID: SIGTERM, then SIGKILL if it lingers.
+
+With ``tls`` (``EtcdServerTLS``, e.g. from ``kmesh.apiserver.pki.ensure_etcd_pki``)
+it runs as kubeadm runs etcd: client and peer URLs are https, and only
+clients presenting a certificate of its CA get in (``--client-cert-auth``,
+``--peer-client-cert-auth``); ``client_tls`` is the health-check client's.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 import trio
+
+from kmesh.store.etcd_api import EtcdTLS
 
 _PR_SET_PDEATHSIG = 1
 
@@ -48,6 +57,37 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+@dataclass(frozen=True)
+class EtcdServerTLS:
+    """etcd's certificates: the CA it trusts for clients and peers, its serving and peer key pairs,
+    and the client key pair its start-up health check presents (kubeadm's healthcheck-client)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    peer_cert: Path
+    peer_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client(self) -> EtcdTLS:
+        """TLS settings of a client holding the health-check certificate."""
+        return EtcdTLS(str(self.ca), str(self.client_cert), str(self.client_key))
+
+    def argv(self) -> list[str]:
+        """etcd's TLS flags."""
+        return [
+            f"--cert-file={self.cert}",
+            f"--key-file={self.key}",
+            "--client-cert-auth=true",
+            f"--trusted-ca-file={self.ca}",
+            f"--peer-cert-file={self.peer_cert}",
+            f"--peer-key-file={self.peer_key}",
+            "--peer-client-cert-auth=true",
+            f"--peer-trusted-ca-file={self.ca}",
+        ]
+
+
 class EtcdServer:
     """One local etcd process; ``url`` is its client URL once started."""
 
@@ -61,13 +101,17 @@ class EtcdServer:
         die_with_parent: bool = False,
         startup_timeout: float = 30.0,
         extra_hosts: tuple[str, ...] = (),
+        tls: EtcdServerTLS | None = None,
     ) -> None:
         """``tmp_root``: where the temporary data dir goes when ``data_dir`` is None
         (e.g. /dev/shm for speed). ``die_with_parent``: etcd gets SIGTERM if the
         starting thread dies (for tests; not for a lab that outlives its CLI).
         ``extra_hosts``: more addresses clients may reach it on (a lab's
-        control-plane address on the underlay), same port."""
+        control-plane address on the underlay), same port; they must be in
+        the server certificate's SANs with ``tls``. ``tls``: https with client
+        certificates (None: plain http, for tests and benchmarks)."""
         self.extra_hosts = tuple(extra_hosts)
+        self.tls = tls
         self.binary = shutil.which(binary) or binary
         self.name = name
         self._given_dir = Path(data_dir) if data_dir is not None else None
@@ -82,9 +126,19 @@ class EtcdServer:
         self._log: Path | None = None
 
     @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "https" if self.tls is not None else "http"
+
+    @property
     def url(self) -> str:
-        """The client URL, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self.client_port}"
+        """The client URL, e.g. ``https://127.0.0.1:40123``."""
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def client_tls(self) -> EtcdTLS | None:
+        """What a client needs to get in (the health-check certificate); None for plain http."""
+        return self.tls.client() if self.tls is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -105,8 +159,8 @@ class EtcdServer:
             self._log = self.data_dir.with_name(self.data_dir.name + ".log")
         if not self.client_port:  # keep the ports across a restart on the same data dir
             self.client_port, self.peer_port = free_ports(2)
-        client = ",".join(f"http://{h}:{self.client_port}" for h in ("127.0.0.1", *self.extra_hosts))
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        client = ",".join(f"{self.scheme}://{h}:{self.client_port}" for h in ("127.0.0.1", *self.extra_hosts))
+        peer = f"{self.scheme}://127.0.0.1:{self.peer_port}"
         argv = [
             self.binary,
             f"--name={self.name}",
@@ -119,8 +173,9 @@ class EtcdServer:
             "--initial-cluster-state=new",
             "--logger=zap",
             "--log-level=warn",
+            *(self.tls.argv() if self.tls is not None else ()),
         ]
-        with open(self._log, "ab") as log:
+        with open(os.open(self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             self._proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -128,6 +183,10 @@ class EtcdServer:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify`` for the health check: the health-check client's TLS context."""
+        return self.tls.client().ssl_context() if self.tls is not None else True
 
     def _check_alive(self) -> None:
         assert self._proc is not None
@@ -146,7 +205,7 @@ class EtcdServer:
         """Start etcd and wait until ``/health`` says true."""
         self._launch()
         deadline = time.monotonic() + self.startup_timeout
-        with httpx.Client(timeout=2.0) as http:
+        with httpx.Client(timeout=2.0, verify=self._verify()) as http:
             while time.monotonic() < deadline:
                 self._check_alive()
                 if _healthy(http, self.url):
@@ -193,7 +252,7 @@ class EtcdServer:
         self._launch()
         try:
             with trio.move_on_after(self.startup_timeout):
-                async with httpx.AsyncClient(timeout=2.0) as http:
+                async with httpx.AsyncClient(timeout=2.0, verify=self._verify()) as http:
                     while True:
                         self._check_alive()
                         if await _ahealthy(http, self.url):

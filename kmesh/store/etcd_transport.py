@@ -2,14 +2,17 @@
 
 httpx's default pool (httpcore) costs about 1 ms of CPU per request under
 trio, which made the etcd store CPU-bound at ~600 writes/s on a small
-machine. This transport keeps what the gateway needs — plain HTTP/1.1 over
-keep-alive TCP connections, streamed response bodies — and nothing else
-(no TLS, no proxies, no HTTP/2), in about a quarter of the CPU. It plugs
-into ``httpx.AsyncClient(transport=...)``, so requests, responses, errors
-and timeouts stay httpx's.
+machine. This transport keeps what the gateway needs — HTTP/1.1 over
+keep-alive TCP connections, TLS (``https://``, with the client certificate
+an etcd started with ``--client-cert-auth`` asks for), streamed response
+bodies — and nothing else (no proxies, no HTTP/2), in about a quarter of the
+CPU. It plugs into ``httpx.AsyncClient(transport=...)``, so requests,
+responses, errors and timeouts stay httpx's.
 """
 
 from __future__ import annotations
+
+import ssl
 
 import h11
 import httpx
@@ -19,7 +22,7 @@ _READ_SIZE = 65536
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.reused = False
@@ -36,32 +39,54 @@ class _Connection:
             self.h11.receive_data(data)
 
     async def aclose(self) -> None:
+        # Forcefully: no TLS close_notify sent to a peer that may not be reading (a stopped etcd).
         with trio.CancelScope(shield=True):
-            await self.stream.aclose()
+            await trio.aclose_forcefully(self.stream)
+
+
+_Key = tuple[str, str, int]  # scheme, host, port
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """Plain-HTTP/1.1 keep-alive transport (``http://`` URLs only)."""
+    """HTTP/1.1 keep-alive transport for ``http://`` and ``https://`` URLs.
 
-    def __init__(self, max_idle: int = 32) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+    ``ssl_context``: the client context for https (the CA that verifies the
+    server, our client certificate); default: the system's CAs, no certificate.
+    """
+
+    def __init__(self, max_idle: int = 32, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._idle: dict[_Key, list[_Connection]] = {}
         self._max_idle = max_idle
+        self._ssl_context = ssl_context
         self._closed = False
 
-    async def _connect(self, host: str, port: int, timeout: float | None, reuse: bool = True) -> _Connection:
-        idle = self._idle.get((host, port))
+    async def _connect(self, key: _Key, timeout: float | None, reuse: bool = True) -> _Connection:
+        idle = self._idle.get(key)
         if idle and reuse:
             conn = idle.pop()
             conn.reused = True
             return conn
+        scheme, host, port = key
+        stream: trio.abc.Stream | None = None
         try:
             with trio.fail_after(timeout if timeout is not None else float("inf")):
                 stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as e:
-            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {e!r}") from e
+                if scheme == "https":
+                    if self._ssl_context is None:
+                        self._ssl_context = ssl.create_default_context()
+                    stream = trio.SSLStream(stream, self._ssl_context, server_hostname=host, https_compatible=True)
+                    await stream.do_handshake()
+        except BaseException as e:  # cancelled or failed: the socket (and its TLS) go too
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            if not isinstance(e, (OSError, trio.TooSlowError, trio.BrokenResourceError)):
+                raise
+            why = e.__cause__ if isinstance(e, trio.BrokenResourceError) and e.__cause__ else e
+            raise httpx.ConnectError(f"cannot connect to {scheme}://{host}:{port}: {why!r}") from e
+        assert stream is not None
         return _Connection(stream)
 
-    def _release(self, key: tuple[str, int], conn: _Connection) -> bool:
+    def _release(self, key: _Key, conn: _Connection) -> bool:
         """Keep ``conn`` for reuse if it can take another request."""
         if self._closed or conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
             return False
@@ -75,17 +100,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and return a response whose body streams from the socket."""
         url = request.url
-        if url.scheme != "http":
-            raise httpx.UnsupportedProtocol(f"the etcd transport speaks plain http only, not {url.scheme}")
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"the etcd transport speaks http and https only, not {url.scheme}")
         timeouts = request.extensions.get("timeout", {})
-        key = (url.host, url.port or 80)
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = await request.aread()
         headers = [(k, v) for k, v in request.headers.raw if k.lower() not in (b"transfer-encoding", b"content-length")]
         headers.append((b"content-length", str(len(body)).encode()))
         h11_request = h11.Request(method=request.method, target=url.raw_path, headers=headers)
         reuse = True
         while True:
-            conn = await self._connect(key[0], key[1], timeouts.get("connect"), reuse)
+            conn = await self._connect(key, timeouts.get("connect"), reuse)
             try:
                 event = await self._exchange(conn, h11_request, body, timeouts.get("read"))
                 break
@@ -120,7 +145,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if broken and conn.reused and conn.h11.their_state is h11.SEND_RESPONSE:
                 raise _StaleConnection() from e
             if broken:
-                raise httpx.ReadError(f"connection to etcd broke: {e!r}") from e
+                raise httpx.ReadError(f"connection to etcd broke: {_reason(e)}") from e
             if isinstance(e, h11.RemoteProtocolError):
                 raise httpx.RemoteProtocolError(str(e)) from e
             raise
@@ -134,6 +159,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 await conn.aclose()
 
 
+def _reason(e: BaseException) -> str:
+    """What broke a connection; for TLS, the SSL error under trio's (e.g. etcd refused our certificate)."""
+    cause = e.__cause__
+    if isinstance(e, trio.BrokenResourceError) and isinstance(cause, ssl.SSLError):
+        return f"TLS: {cause.reason or cause!r}"
+    return repr(e)
+
+
 class _StaleConnection(Exception):
     """A reused connection failed before any answer: the request never got there."""
 
@@ -145,9 +178,7 @@ class _Body(httpx.AsyncByteStream):
     dropped half-way leaves no generator for the garbage collector.
     """
 
-    def __init__(
-        self, transport: LeanTransport, key: tuple[str, int], conn: _Connection, timeout: float | None
-    ) -> None:
+    def __init__(self, transport: LeanTransport, key: _Key, conn: _Connection, timeout: float | None) -> None:
         self._transport = transport
         self._key = key
         self._conn: _Connection | None = conn
@@ -164,7 +195,7 @@ class _Body(httpx.AsyncByteStream):
             try:
                 event = await conn.next_event(self._timeout)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                raise httpx.ReadError(f"connection to etcd broke: {e!r}") from e
+                raise httpx.ReadError(f"connection to etcd broke: {_reason(e)}") from e
             except h11.RemoteProtocolError as e:
                 raise httpx.RemoteProtocolError(str(e)) from e
             if isinstance(event, h11.Data):

@@ -153,7 +153,7 @@ class LocalStore:
 
     async def _commit(self, key: str, type: EventType, value: str) -> Obj:
         revision = self._engine.write(key, type, value)
-        self._bc.publish([Event(type, key, decode(value, revision), revision)])
+        self._bc.publish([Event(type, key, decode(value, revision), revision)], len(value))
         # The write happened: yield to others, but never lose its result to a cancel.
         await trio.lowlevel.cancel_shielded_checkpoint()
         return decode(value, revision)

@@ -1,10 +1,11 @@
-"""The etcd subnet manager against a real etcd: races, exhaustion, restarts, renewal, duplicates, peers."""
+"""The etcd subnet manager against a real etcd: races, exhaustion, restarts, renewal, duplicates, peers; over TLS."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -16,8 +17,13 @@ from kmesh.cni.subnets import (
     SubnetsExhausted,
     ensure_config,
 )
-from kmesh.store.etcd_api import EtcdClient, b64, unb64
+from kmesh.apiserver.pki import EtcdPKI, ensure_etcd_pki
+from kmesh.store.base import Unavailable
+from kmesh.store.etcd_api import EtcdClient, EtcdTLS, b64, unb64
+from kmesh.store.etcd_server import EtcdServer
+from tests.cni.conftest import SHM
 from tests.cni.peer_events import PeerEvents
+from tests.conftest import require_binary
 
 pytestmark = pytest.mark.etcd
 
@@ -191,3 +197,41 @@ async def test_peers_added_changed_removed_and_expired(etcd: EtcdClient, prefix:
             n.cancel_scope.cancel()
     assert all(e.lease.node != "me" for e in events)
     assert my_lease.node == "me"
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EtcdServer, EtcdPKI]]:
+    """An etcd as the lab runs its own: https, client certificates of its own CA only."""
+    require_binary("etcd")
+    pki = ensure_etcd_pki(tmp_path_factory.mktemp("etcd-tls"))
+    with EtcdServer(tmp_root=SHM, die_with_parent=True, tls=pki.server_tls()) as server:
+        yield server, pki
+
+
+async def test_managers_over_tls_with_the_flannel_certificate(tls_etcd: tuple[EtcdServer, EtcdPKI], prefix: str) -> None:
+    """The node agents' subnet managers on the lab's etcd: leases, peers and renewals over TLS; no certificate, no way in."""
+    server, pki = tls_etcd
+    etcd = EtcdClient(server.url, pki.flannel_client())
+    nocert = EtcdClient(server.url, EtcdTLS(str(pki.ca_cert)))
+    try:
+        await ensure_config(etcd, SMALL, prefix=prefix)
+        me = manager(etcd, prefix, "me", "192.168.56.11")
+        peers = PeerEvents()
+        with trio.fail_after(20):
+            async with trio.open_nursery() as n:
+                mine = await me.acquire("vxlan", VXLAN)
+                await n.start(me.watch_peers, peers.on_event)
+                other = await manager(etcd, prefix, "other", "192.168.56.12").acquire("vxlan", VXLAN)
+                ev = await peers.first(lambda e: e.lease.node == "other")
+                assert ev.kind == "added" and ev.lease == other and other.subnet != mine.subnet
+                await me.renew()
+                n.cancel_scope.cancel()
+        assert (await stored(etcd, prefix, mine.key) or {}).get("KmeshNode") == "me"
+        with trio.fail_after(20):  # a manager would retry; its calls fail the same way
+            with pytest.raises(Unavailable, match="TLS"):
+                await ensure_config(nocert, SMALL, prefix=prefix + "-intruder")
+            with pytest.raises(Unavailable, match="TLS"):
+                await stored(nocert, prefix, mine.key)
+    finally:
+        await etcd.aclose()
+        await nocert.aclose()

@@ -12,7 +12,7 @@ import copy
 import datetime as dt
 import ipaddress
 import itertools
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -57,23 +57,32 @@ async def add_node(c: Client, name: str, *, ready: bool = True, labels: dict[str
     return node
 
 
-async def set_node_ready(c: Client, node: Obj, ready: bool) -> Obj:
-    """Post the node's status (Ready condition with a fresh heartbeat), retrying on conflicts as an agent does."""
-    name = node["metadata"]["name"]
+async def post_node_status(c: Client, name: str, change: Callable[[Obj], None]) -> Obj:
+    """Apply ``change`` to a fresh copy of node ``name`` and post its status, retrying on conflicts as an
+    agent does (the controllers write the Node too: podCIDR, taints)."""
     for _ in range(20):
         node = copy.deepcopy(await c.get("Node", name))
-        t = now()
-        node["status"] = {**(node.get("status") or {}), "conditions": [{
-            "type": "Ready", "status": "True" if ready else "False",
-            "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status", "lastHeartbeatTime": micro_now(), "lastTransitionTime": t,
-        }]}
+        node["status"] = node.get("status") or {}
+        change(node)
         try:
             return await c.update_status(node)
         except E.APIError as exc:
             if exc.code != 409:
                 raise
     raise AssertionError(f"could not post the status of node {name}")
+
+
+async def set_node_ready(c: Client, node: Obj, ready: bool) -> Obj:
+    """Post the node's status (Ready condition with a fresh heartbeat), retrying on conflicts as an agent does."""
+
+    def ready_condition(node: Obj) -> None:
+        node["status"]["conditions"] = [{
+            "type": "Ready", "status": "True" if ready else "False",
+            "reason": "KubeletReady" if ready else "KubeletNotReady",
+            "message": "kubelet is posting ready status", "lastHeartbeatTime": micro_now(), "lastTransitionTime": now(),
+        }]
+
+    return await post_node_status(c, node["metadata"]["name"], ready_condition)
 
 
 async def renew_lease(c: Client, node: str) -> None:

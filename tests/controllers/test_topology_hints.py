@@ -22,7 +22,7 @@ from kmesh.controllers.topology_hints import (
     zone_shares,
 )
 from tests.controllers.conftest import Env
-from tests.controllers.kubelet import add_node, pod
+from tests.controllers.kubelet import add_node, pod, post_node_status
 from tests.controllers.test_endpoints import by_pod, service, wait
 
 Obj = dict[str, Any]
@@ -196,10 +196,8 @@ def test_the_allocation_is_stable() -> None:
 
 
 async def _zone_node(env: Env, name: str, zone: str, cpu: str = "2") -> None:
-    n = await add_node(env.client, name, labels={ZONE: zone})
-    n = copy.deepcopy(n)
-    n["status"]["allocatable"] = {"cpu": cpu}
-    await env.client.update_status(n)
+    await add_node(env.client, name, labels={ZONE: zone})
+    await post_node_status(env.client, name, lambda n: n["status"].update(allocatable={"cpu": cpu}))
 
 
 def _zones_by_pod(slices: Any) -> dict[str, str | None]:

@@ -3,7 +3,10 @@
 One 3-node lab per overlay set-up (backend × subnet manager); six agnhost
 pods spread over the nodes; every pod must reach every other pod over ICMP
 and TCP, each node must hold exactly the per-peer entries flannel programs,
-and deleting a node must remove its entries on the others.
+and deleting a node must remove its entries on the others. The etcd set-up
+also keeps the API's objects in the lab's etcd (``--store etcd``), which
+speaks TLS to client certificates of its own CA only, and which no pod can
+reach.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import pytest
 from kmesh.net import netns
 from kmesh.lab.datadir import DataDir
 from kmesh.net.netns_check import netns_usable
-from kmesh.lab.topology import LabNames, lab_namespaces, processes_in
+from kmesh.lab.etcd import GUARD_TABLE, node_guard_rules
+from kmesh.lab.topology import CONTROL_PLANE_IP, LabNames, lab_namespaces, processes_in
 from tests.conftest import require, require_binary
+from tests.e2e.etcdprobe import apiserver_files, client_urls, etcdctl, lab_etcd_argv
+from tests.support.files import exposed
 from tests.support.metrics import check_metrics
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -86,10 +92,11 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp(f"lab-{backend}-{manager}")
     names = LabNames(f"e{uuid.uuid4().hex[:5]}")
     lab = Lab(DataDir(root), names, backend, manager)
+    store = ["--store", "etcd"] if manager == "etcd" else []  # the API server and the subnet managers share it
     try:
         up = subprocess.run(
             [*KMESH, "up", "--runtime", "netns", "--nodes", "3", "--backend", backend, "--subnet-manager", manager,
-             "--name", names.lab, "--data-dir", str(root), "--port", "0"],
+             *store, "--name", names.lab, "--data-dir", str(root), "--port", "0"],
             capture_output=True, text=True, timeout=180,
         )
         assert up.returncode == 0, up.stdout + up.stderr
@@ -202,6 +209,13 @@ def test_kubectl_logs_reads_a_pod_on_any_node(lab: Lab) -> None:
         assert lab.kubectl("logs", "hello") == "hello from hello\n"
         for pod in lab.pods():  # the web pods, spread over the nodes: their (empty or not) logs are there
             lab.kubectl("logs", pod["metadata"]["name"], "--tail=5")
+        # pod logs, store, PKI, CNI and subnet state: no one else reads them (issue 12 point 9) ...
+        assert list(lab.dd.root.glob("nodes/node-2/pods/default_hello_*/*/0.log"))
+        assert exposed(lab.dd.root) == []
+        # ... while a pod's /etc files keep the system's modes, as /etc/resolv.conf has
+        web = lab.pods()[0]
+        etc = netns.ETC_NETNS / lab.names.pod(web["spec"]["nodeName"], web["metadata"]["name"], web["metadata"]["uid"])
+        assert [(etc / f).stat().st_mode & 0o777 for f in ("resolv.conf", "hosts")] == [0o644, 0o644]
     finally:
         lab.kubectl("delete", "pod", "hello", "--wait=false")
 
@@ -230,6 +244,49 @@ def test_metrics_urls_and_proxy_health(lab: Lab) -> None:
         assert code == "200", f"{node}: {out.stdout} {out.stderr}"
         doc = json.loads(body)
         assert doc["nodeEligible"] is True and {"lastUpdated", "currentTime"} <= set(doc)
+
+
+def test_pods_cannot_reach_etcd(lab: Lab) -> None:
+    """etcd listens on the control plane's loopback and, for the subnet managers, on its underlay address,
+    where pods reach it through their node: the node resets their connections, and without a client
+    certificate of etcd's CA etcd gives them nothing anyway. The agents (certificate in hand) get in."""
+    if lab.manager != "etcd":
+        pytest.skip("only the etcd subnet manager's lab runs etcd")
+    require_binary("curl")
+    argv = lab_etcd_argv(lab.dd)
+    urls = client_urls(argv)
+    assert sorted(u.rsplit(":", 1)[0] for u in urls) == ["https://127.0.0.1", f"https://{CONTROL_PLANE_IP}"], urls
+    underlay = next(u for u in urls if CONTROL_PLANE_IP in u)
+    port = int(underlay.rsplit(":", 1)[1])
+    pod = next(p for p in lab.pods() if p["spec"]["nodeName"] == "node-1")["metadata"]["name"]
+    probe = f"curl -sk --max-time 5 -o /dev/null {underlay}/version; echo rc=$?"
+
+    out = lab.exec(pod, probe)
+    assert "rc=7" in out, out  # connection refused: the node's guard resets it
+
+    node1 = lab.names.node("node-1")
+    subprocess.run(["ip", "netns", "exec", node1, "nft", "delete", "table", "inet", GUARD_TABLE], check=True)
+    try:  # without the guard, the connection opens, and TLS without a certificate of etcd's CA ends it
+        out = lab.exec(pod, probe)
+        assert "rc=0" not in out and "rc=7" not in out, out
+        got = lab.exec(pod, f"curl -sk --max-time 5 -d '{{\"key\":\"AA==\",\"range_end\":\"AA==\"}}' "
+                            f"{underlay}/v3/kv/range; echo \" rc=$?\"")
+        assert "kvs" not in got and "rc=0" not in got, got
+    finally:
+        subprocess.run(["ip", "netns", "exec", node1, "nft", "-f", "-"], input=node_guard_rules(port), text=True,
+                       check=True)
+    assert "rc=7" in lab.exec(pod, probe)
+
+    # The node agents' certificate opens it from a node: the subnet leases are there.
+    pki = lab.dd.root / "pki"
+    flannel = (pki / "etcd" / "ca.crt", pki / "flannel-etcd-client.crt", pki / "flannel-etcd-client.key")
+    leases = etcdctl(underlay, "get", "/coreos.com/network/subnets/", "--prefix", "--keys-only", files=flannel,
+                     namespace=node1)
+    assert leases.returncode == 0 and leases.stdout.count("/coreos.com/network/subnets/") == 3, leases
+    # ... and the API's objects, which the API server keeps there.
+    objects = etcdctl(urls[0], "get", "", "--from-key", "--keys-only", files=apiserver_files(lab.dd),
+                      namespace=lab.names.control_plane)
+    assert objects.returncode == 0 and "web" in objects.stdout, objects.stderr
 
 
 def test_deleting_a_node_removes_its_entries_on_the_others(lab: Lab) -> None:
@@ -287,15 +344,11 @@ def test_down_after_kill_9_of_everything_leaves_nothing(tmp_path: Path) -> None:
 
 
 def _delete_lease_of(lab: Lab, node: str) -> None:
-    """Remove ``node``'s subnet lease from the lab's etcd, with etcdctl inside the control plane."""
-    etcdctl = require_binary("etcdctl")
-    cp = lab.names.control_plane
-    etcd_pid = next(p for p in processes_in([cp]) if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"etcd"))
-    args = Path(f"/proc/{etcd_pid}/cmdline").read_bytes().decode().split("\0")
-    url = next(a.split("=", 1)[1].split(",")[0] for a in args if a.startswith("--listen-client-urls="))
+    """Remove ``node``'s subnet lease from the lab's etcd, with etcdctl inside the control plane
+    (presenting the API server's client certificate: etcd takes no client without one)."""
+    url = client_urls(lab_etcd_argv(lab.dd))[0]
     env = (lab.dd.root / "nodes" / node / "run" / "subnet.env").read_text()
     subnet = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("FLANNEL_SUBNET="))
     key = "/coreos.com/network/subnets/" + subnet.split("/")[0].rsplit(".", 1)[0] + ".0-24"
-    out = subprocess.run(netns.exec_argv(cp, [etcdctl, f"--endpoints={url}", "del", key]),
-                         capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=30)
+    out = etcdctl(url, "del", key, files=apiserver_files(lab.dd), namespace=lab.names.control_plane, timeout=30)
     assert out.stdout.strip() == "1", out.stdout + out.stderr

@@ -18,7 +18,7 @@ import trio
 from kmesh.client.api import Client
 from kmesh.lab import preflight
 from kmesh.lab.datadir import DataDir
-from kmesh.lab.procs import stop_pid
+from kmesh.lab.procs import stop
 from kmesh.lab.topology import LabNames, lab_namespaces
 from kmesh.net import netns
 from kmesh.net.netns_check import netns_usable
@@ -83,6 +83,7 @@ OWNER = {
     "kmesh/net/netns.py": "netns", "kmesh/node/netns_runtime.py": "netns", "kmesh/cni/backends/masq.py": "netns",
     "kmesh/proxy/iptables.py": "iptables", "kmesh/proxy/ipvs.py": "ipvs", "kmesh/proxy/ipsets.py": "ipvs",
     "kmesh/proxy/nftables.py": "nftables", "kmesh/proxy/userspace.py": "userspace",
+    "kmesh/lab/etcd.py": "etcd",  # the lab's own etcd on the underlay (netns, --subnet-manager etcd)
 }
 NOT_REQUIRED = {
     ("kmesh/node/containers.py", "setpriv"): "pods run without --pdeathsig when it is missing",
@@ -120,7 +121,9 @@ def test_every_program_kmesh_runs_is_in_the_table() -> None:
             assert where in OWNER, f"{where} runs {prog!r}: add it to kmesh/lab/preflight.py (and OWNER here)"
             owners = {OWNER[where]}
         for owner in owners:
-            rows = (preflight.runtime_rows("netns") if owner == "netns" else preflight.proxy_rows(owner, "netns"))
+            rows = (preflight.runtime_rows("netns") if owner == "netns"
+                    else preflight.etcd_rows("netns", "sqlite", "etcd", "") if owner == "etcd"
+                    else preflight.proxy_rows(owner, "netns"))
             assert prog in {name for kind, name, _ in rows if kind == "program"}, f"{where} runs {prog!r} ({owner})"
             assert prog in preflight.PACKAGES
     used = {prog for _, prog in found} | {"etcd"}  # etcd: kmesh.store.etcd_server's EtcdServer(binary="etcd")
@@ -345,8 +348,8 @@ async def test_demo_that_does_not_become_ready_is_a_warning_and_exit_1(lab_args:
                 "metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{"name": "web", "image": "kmesh.invalid/no-such-image:1"}]}}},
         }, "default")
-    pid = DataDir(d).supervisor_pid()
-    assert pid is not None and stop_pid(pid, grace=30.0)  # the lab stops; its store stays
+    sup = DataDir(d).supervisor()
+    assert sup is not None and stop(sup, grace=30.0)  # the lab stops; its store stays
     again = await trio.run_process([*base, "--demo", "--demo-timeout", "3"], capture_stdout=True, capture_stderr=True,
                                    env=env, check=False)
     out, err = again.stdout.decode(), again.stderr.decode()

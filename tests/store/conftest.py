@@ -1,4 +1,8 @@
-"""Store fixtures: every conformance test runs on memory, SQLite and a real etcd."""
+"""Store fixtures: every conformance test runs on memory, SQLite and a real etcd.
+
+The session's etcd runs as the lab runs its own: https with client
+certificates from its own CA (``kmesh.apiserver.pki.ensure_etcd_pki``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
+from kmesh.apiserver.pki import ensure_etcd_pki
 from kmesh.store import Store, open_store
+from kmesh.store.etcd_api import EtcdTLS
 from kmesh.store.etcd_server import EtcdServer
 from tests.conftest import require_binary
 
@@ -28,17 +34,20 @@ class Backend:
     name: str
     url: str
     prefix: str = ""
+    tls: EtcdTLS | None = None
 
     def open(self, **kw: Any) -> AbstractAsyncContextManager[Store]:
         """A fresh store on this backend (for memory, an empty one)."""
-        return open_store(self.url, prefix=self.prefix, **kw)
+        return open_store(self.url, prefix=self.prefix, etcd_tls=self.tls, **kw)
 
 
 @pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
-    """One etcd for the whole session (tests keep apart by key prefix)."""
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """One etcd for the whole session (tests keep apart by key prefix), TLS with client certificates;
+    ``client_tls`` opens it."""
     require_binary("etcd")
-    with EtcdServer(tmp_root=SHM, die_with_parent=True) as server:
+    pki = ensure_etcd_pki(tmp_path_factory.mktemp("etcd-pki"))
+    with EtcdServer(tmp_root=SHM, die_with_parent=True, tls=pki.server_tls()) as server:
         yield server
 
 
@@ -49,7 +58,7 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
     if name == "sqlite":
         return Backend("sqlite", f"sqlite://{tmp_path}/store.db")
     server: EtcdServer = request.getfixturevalue("etcd_server")
-    return Backend("etcd", server.url, prefix=f"/kmesh-test-{uuid.uuid4().hex[:12]}")
+    return Backend("etcd", server.url, prefix=f"/kmesh-test-{uuid.uuid4().hex[:12]}", tls=server.client_tls)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,4 +1,8 @@
-"""etcd specifics: other writers, lost streams, unreachable members, the test server itself."""
+"""etcd specifics: other writers, lost streams, unreachable members, the test server itself.
+
+The session's ``etcd_server`` speaks TLS with client certificates (as the lab's);
+``own_etcd`` runs both ways, so plain http (a user's etcd) stays covered.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import base64
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 import trio
 
+from kmesh.apiserver.pki import ensure_etcd_pki
 from kmesh.store import Unavailable, open_store
 from kmesh.store.etcd_server import EtcdServer, free_ports
 from tests.conftest import require_binary
@@ -25,37 +31,46 @@ def prefix() -> str:
     return f"/kmesh-test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def own_etcd() -> Iterator[EtcdServer]:
-    """An etcd of this test's own, to stop and restart."""
+@pytest.fixture(params=["http", "https"])
+def own_etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd of this test's own, to stop and restart: plain http, and TLS with client certificates."""
     require_binary("etcd")
-    server = EtcdServer(tmp_root=SHM, die_with_parent=True)
+    tls = ensure_etcd_pki(tmp_path).server_tls() if request.param == "https" else None
+    server = EtcdServer(tmp_root=SHM, die_with_parent=True, tls=tls)
     try:
         yield server.start()
     finally:
         server.stop()
 
 
-async def etcd_watchers(url: str) -> int:
+def http_client(server: EtcdServer) -> httpx.AsyncClient:
+    """A plain httpx client of ``server`` (with its client certificate when it speaks TLS)."""
+    tls = server.client_tls
+    return httpx.AsyncClient(verify=tls.ssl_context() if tls is not None else True)
+
+
+async def etcd_watchers(server: EtcdServer) -> int:
     """How many watches etcd is serving (its own metric)."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(url + "/metrics")).text
+    async with http_client(server) as http:
+        text = (await http.get(server.url + "/metrics")).text
     for line in text.splitlines():
         if line.startswith("etcd_debugging_mvcc_watcher_total "):
             return int(float(line.split()[1]))
     raise AssertionError("etcd has no watcher metric")
 
 
-async def wait_watchers(url: str, n: int) -> None:
+async def wait_watchers(server: EtcdServer, n: int) -> None:
     """Poll etcd's metric until it shows ``n`` watches (etcd updates it asynchronously)."""
     with trio.fail_after(10):
-        while await etcd_watchers(url) != n:
+        while await etcd_watchers(server) != n:
             await trio.sleep(0.02)
 
 
 async def test_other_clients_writes_reach_watchers(etcd_server: EtcdServer) -> None:
     p = prefix()
-    async with open_store(etcd_server.url, prefix=p) as mine, open_store(etcd_server.url, prefix=p) as theirs:
+    tls = etcd_server.client_tls
+    async with (open_store(etcd_server.url, prefix=p, etcd_tls=tls) as mine,
+                open_store(etcd_server.url, prefix=p, etcd_tls=tls) as theirs):
         start = await mine.current_revision()
         async with mine.watch(PREFIX, start) as events:
             a = await theirs.create(key("a"), cm("a"))
@@ -64,7 +79,7 @@ async def test_other_clients_writes_reach_watchers(etcd_server: EtcdServer) -> N
                 "key": base64.b64encode((p + key("b")).encode()).decode(),
                 "value": base64.b64encode(json.dumps(cm("b")).encode()).decode(),
             }
-            async with httpx.AsyncClient() as http:
+            async with http_client(etcd_server) as http:
                 resp = await http.post(etcd_server.url + "/v3/kv/put", json=put)
             b_rev = int(resp.json()["header"]["revision"])
             got = await take(events, 2)
@@ -74,7 +89,7 @@ async def test_other_clients_writes_reach_watchers(etcd_server: EtcdServer) -> N
 
 
 async def test_watch_survives_an_etcd_restart(own_etcd: EtcdServer) -> None:
-    async with open_store(own_etcd.url, prefix=prefix()) as store:
+    async with open_store(own_etcd.url, prefix=prefix(), etcd_tls=own_etcd.client_tls) as store:
         start = await store.current_revision()
         async with store.watch(PREFIX, start) as events:
             before = [rv(await store.create(key(f"a{i}"), cm(f"a{i}"))) for i in range(3)]
@@ -91,9 +106,10 @@ async def test_watch_survives_an_etcd_restart(own_etcd: EtcdServer) -> None:
 
 
 async def test_cancelled_history_watch_closes_its_etcd_stream(etcd_server: EtcdServer) -> None:
-    url = etcd_server.url
-    baseline = await etcd_watchers(url)
-    async with open_store(url, prefix=prefix()) as store, open_store(url, prefix=prefix()) as elsewhere:
+    url, tls = etcd_server.url, etcd_server.client_tls
+    baseline = await etcd_watchers(etcd_server)
+    async with (open_store(url, prefix=prefix(), etcd_tls=tls) as store,
+                open_store(url, prefix=prefix(), etcd_tls=tls) as elsewhere):
         start = await store.current_revision()
         a = await store.create(key("a"), cm("a"))
         await elsewhere.create(key("x"), cm("x"))  # etcd's revision moves on, not under our prefix
@@ -109,15 +125,15 @@ async def test_cancelled_history_watch_closes_its_etcd_stream(etcd_server: EtcdS
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
             # The shared feed plus this watcher's own history stream.
-            await wait_watchers(url, baseline + 2)
+            await wait_watchers(etcd_server, baseline + 2)
             with trio.fail_after(10):
                 await first.wait()
             assert got == [rv(a)]
             assert getattr(store, "open_readers") == 1  # still on history: nothing newer under the prefix yet
             nursery.cancel_scope.cancel()
         assert getattr(store, "open_readers") == 0
-        await wait_watchers(url, baseline + 1)
-    await wait_watchers(url, baseline)
+        await wait_watchers(etcd_server, baseline + 1)
+    await wait_watchers(etcd_server, baseline)
 
 
 async def test_unreachable_etcd_is_unavailable() -> None:
@@ -133,8 +149,8 @@ async def test_unreachable_etcd_is_unavailable() -> None:
 
 async def test_endpoint_list_fails_over(etcd_server: EtcdServer) -> None:
     (dead,) = free_ports(1)
-    url = f"etcd://127.0.0.1:{dead},{etcd_server.url.removeprefix('http://')}"
-    async with open_store(url, prefix=prefix()) as store:
+    url = f"etcd://127.0.0.1:{dead},{etcd_server.url.removeprefix('https://')}"  # etcd:// + TLS files: https
+    async with open_store(url, prefix=prefix(), etcd_tls=etcd_server.client_tls) as store:
         a = await store.create(key("a"), cm("a"))
         async with store.watch(PREFIX, rv(a) - 1) as events:
             assert summary(await take(events, 1)) == [("ADDED", key("a"), rv(a))]
@@ -172,10 +188,10 @@ async def test_etcd_server_from_trio() -> None:
 
 
 async def test_closing_the_store_ends_watches_reading_history(etcd_server: EtcdServer) -> None:
-    url = etcd_server.url
+    url, tls = etcd_server.url, etcd_server.client_tls
     outcome: list[str] = []
-    async with open_store(url, prefix=prefix()) as elsewhere:
-        async with open_store(url, prefix=prefix()) as store:
+    async with open_store(url, prefix=prefix(), etcd_tls=tls) as elsewhere:
+        async with open_store(url, prefix=prefix(), etcd_tls=tls) as store:
             start = await store.current_revision()
             await store.create(key("a"), cm("a"))
             await elsewhere.create(key("x"), cm("x"))

@@ -41,6 +41,11 @@ struct(C + "ObjectReference", {
     "fieldPath": STRING,
 })
 
+# pods/binding's body: not a served kind (no kind() line), checked by the registry as Go decodes it.
+struct(C + "Binding", top({
+    "target": c("ObjectReference"),
+}), required=("target",))
+
 # --- Namespace ---------------------------------------------------------------
 
 struct(C + "NamespaceSpec", {

@@ -19,6 +19,8 @@ from typing import Any
 import trio
 
 from kmesh.api.obj import Obj
+from kmesh.net.sockets import tcp_listener, udp_socket
+from kmesh.node.podspec import open_log
 from kmesh.node.runtime import Sandbox
 
 log = logging.getLogger("kmesh.node.apps")
@@ -62,7 +64,7 @@ class AppContext:
     def log(self, msg: str) -> None:
         """Append a line to the container's log file."""
         if self._log_file is None:
-            self._log_file = open(self.log_path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+            self._log_file = open_log(self.log_path, text=True)  # closed by close()
         self._log_file.write(msg.rstrip("\n") + "\n")
 
     def close(self) -> None:
@@ -73,25 +75,11 @@ class AppContext:
 
     async def listen_tcp(self, port: int) -> trio.SocketListener:
         """A TCP listener on ``host:port`` in the pod's network."""
-        sock = await self.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-            await sock.bind((self.host, port))
-            sock.listen(512)
-        except BaseException:
-            sock.close()
-            raise
-        return trio.SocketListener(sock)
+        return trio.SocketListener(await tcp_listener(self.host, port, self.sandbox.open_socket, 512))
 
     async def bind_udp(self, port: int) -> trio.socket.SocketType:
         """A UDP socket bound to ``host:port`` in the pod's network."""
-        sock = await self.sandbox.open_socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        try:
-            await sock.bind((self.host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return await udp_socket(self.host, port, self.sandbox.open_socket)
 
 
 AppMain = Callable[[AppContext], Awaitable[int | None]]
