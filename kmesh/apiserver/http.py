@@ -39,7 +39,7 @@ MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
 # Encoded events queued for one watcher before the watch waits for the socket (one larger event
 # always fits); a client that then reads nothing for ConnectionLimits.write_stall is dropped.
 WATCH_BUFFER_BYTES = 32 * 1024
-ENCODED_CACHE_BYTES = 16 * 1024 * 1024  # the shared cache of encoded watch lines, all watchers together
+ENCODED_CACHE_BYTES = 8 * 1024 * 1024  # the shared cache of encoded watch lines, all watchers together
 
 
 class EncodedEvents:

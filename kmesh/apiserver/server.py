@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 import resource
 import socket
 import ssl
@@ -79,6 +81,7 @@ async def run_server(
     allocator = next((h for h in admission.get("Service", []) if isinstance(h, ServiceIPAllocator)), None)
     pki = ensure_pki(cfg.data_dir, [cfg.host, *cfg.extra_sans])
     raise_open_files_limit()
+    return_large_blocks()
     async with open_store(cfg.resolved_store_url(), etcd_tls=cfg.etcd_tls) as store, trio.open_nursery() as nursery:
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
         for hooks in registry.admission.values():
@@ -139,6 +142,28 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError) as exc:
             log.info("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
     return soft
+
+
+def return_large_blocks(threshold: int = 128 * 1024) -> bool:
+    """Make glibc give blocks of ``threshold`` bytes or more back to the system when they are freed.
+
+    glibc raises its mmap threshold each time a large block is freed, after
+    which request bodies, encoded objects and lists of a few hundred KiB come
+    from the heap and stay in the RSS (the server's grew 57 -> 288 MiB over
+    100 MB of 900 KiB ConfigMaps, for good). A fixed threshold keeps them
+    mmap-ed. Returns whether it applied (False off glibc).
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError) as exc:
+        log.info("cannot set malloc's mmap threshold: %s", exc)
+        return False
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def _port_of(bind: str) -> int:
