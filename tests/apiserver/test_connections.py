@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from kmesh.client.api import Client
+from kmesh.client.kubeconfig import Credentials, load_kubeconfig
 from tests.apiserver.rawhttp import (
     ServerProc,
     close_wait,
@@ -38,14 +39,14 @@ NS_PATH = "/api/v1/namespaces/default"
 CM_PATH = "/api/v1/namespaces/default/configmaps"
 
 
-async def burst(server: ServerProc, count: int, concurrency: int = 64) -> list[int]:
+async def burst(creds: Credentials, port: int, count: int, concurrency: int = 64) -> list[int]:
     """``count`` GETs, each on a new connection the client closes after the answer; their statuses."""
     statuses: list[int] = []
     todo = iter(range(count))
 
     async def worker() -> None:
         for _ in todo:
-            statuses.append((await get(server.creds, server.port, NS_PATH)).status)
+            statuses.append((await get(creds, port, NS_PATH)).status)
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
@@ -58,7 +59,7 @@ async def test_burst_of_short_connections_at_1024_files(tmp_path: Path) -> None:
     async with server_process(tmp_path / "srv", nofile=1024) as server:
         baseline = open_fds(server.pid)
         with trio.fail_after(600):
-            statuses = await burst(server, BURST)
+            statuses = await burst(server.creds, server.port, BURST)
         assert statuses.count(200) == BURST, {s: statuses.count(s) for s in set(statuses)}
         # Connections closed without reading the answer (the server's writes then meet a reset).
         for _ in range(200):
@@ -222,10 +223,16 @@ RSS_BOUND = 400 * MiB
 @pytest.mark.slow
 async def test_watchers_that_never_read_are_bounded_then_dropped(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < WATCHERS + 500:
-        if hard < WATCHERS + 500:
-            pytest.skip(f"needs {WATCHERS + 500} open files, the hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < WATCHERS + 500:
+        pytest.skip(f"needs {WATCHERS + 500} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, WATCHERS + 500), hard))
+    try:
+        await _watchers_that_never_read(tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _watchers_that_never_read(tmp_path: Path) -> None:
     async with server_process(tmp_path / "srv", "--write-stall", "10") as server:
         creds = server.creds
         streams: list[trio.SSLStream] = []
@@ -292,8 +299,6 @@ async def test_sim_lab_nodes_stay_ready_through_a_burst_at_1024_files(tmp_path: 
     import json
     import sys
 
-    from kmesh.client.kubeconfig import load_kubeconfig
-
     lab = tmp_path / "lab"
     env = dict(os.environ, COLUMNS="200")
 
@@ -309,7 +314,7 @@ async def test_sim_lab_nodes_stay_ready_through_a_burst_at_1024_files(tmp_path: 
         assert up.returncode == 0, up.stdout + up.stderr
         info = json.loads((lab / "cluster.json").read_text())
         creds = load_kubeconfig(lab / "kubeconfig.yaml")
-        server = ServerProc(None, creds, int(info["api"].rsplit(":", 1)[1]), lab / "kmesh.log")  # type: ignore[arg-type]
+        port = int(info["api"].rsplit(":", 1)[1])
         not_ready: list[tuple[str, str]] = []
         renewed: dict[str, int] = {}
         async with Client(creds) as client, trio.open_nursery() as nursery:
@@ -339,10 +344,10 @@ async def test_sim_lab_nodes_stay_ready_through_a_burst_at_1024_files(tmp_path: 
                 done = 0
                 # Short connections until at least BURST were made and every node renewed its lease meanwhile.
                 while done < BURST or any(renewed.get(n, 0) < 1 for n in names):
-                    statuses = await burst(server, 500)
+                    statuses = await burst(creds, port, 500)
                     assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
                     done += len(statuses)
-            await wait_until(lambda: close_wait(server.port) == 0, "no API socket in CLOSE-WAIT", guard=15)
+            await wait_until(lambda: close_wait(port) == 0, "no API socket in CLOSE-WAIT", guard=15)
             nursery.cancel_scope.cancel()
         assert not_ready == []
         final = (await trio.to_thread.run_sync(lambda: kmesh("status", "--data-dir", str(lab)))).stdout
