@@ -153,7 +153,8 @@ def go_type(spec: Spec) -> str:
     return f"{parts[-2]}.{parts[-1]}"
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in Go's words (``cannot unmarshal <kind> into ...``)."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
@@ -173,24 +174,24 @@ def _mismatch(spec: Spec, value: Any) -> tuple[str, bool] | None:
     """What Go's decoder says of ``value`` in a field of ``spec``: (the JSON value's description, or a whole message
     of a type with its own unmarshaller; whether it is such a whole message), or None if it decodes."""
     if isinstance(spec, (Ref, MapOf)):
-        return None if isinstance(value, dict) else (_json_kind(value), False)
+        return None if isinstance(value, dict) else (json_kind(value), False)
     if isinstance(spec, ListOf):
-        return None if isinstance(value, list) else (_json_kind(value), False)
+        return None if isinstance(value, list) else (json_kind(value), False)
     if spec == ANY:
         return None
     if spec in (STRING, BYTES):
-        return None if isinstance(value, str) else (_json_kind(value), False)
+        return None if isinstance(value, str) else (json_kind(value), False)
     if spec == BOOL:
-        return None if isinstance(value, bool) else (_json_kind(value), False)
+        return None if isinstance(value, bool) else (json_kind(value), False)
     if spec in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return _json_kind(value), False
+            return json_kind(value), False
         low, high = _INT_RANGES[spec]
         if isinstance(value, float) or not low <= value <= high:
             return _number(value), False
         return None
     if spec == NUMBER:
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else (_json_kind(value), False)
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else (json_kind(value), False)
     if spec == QUANTITY:
         ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
         return None if ok else (QUANTITY_FORMAT, True)
@@ -199,11 +200,11 @@ def _mismatch(spec: Spec, value: Any) -> tuple[str, bool] | None:
             return None
         if isinstance(value, int) and not isinstance(value, bool) and -(1 << 31) <= value <= (1 << 31) - 1:
             return None
-        what = _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _json_kind(value)
+        what = _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else json_kind(value)
         return f"json: cannot unmarshal {what} into Go value of type int32", True
     if spec == TIME:
         return None if isinstance(value, str) else (
-            f"json: cannot unmarshal {_json_kind(value)} into Go value of type string", True)
+            f"json: cannot unmarshal {json_kind(value)} into Go value of type string", True)
     return None
 
 

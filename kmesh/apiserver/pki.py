@@ -100,24 +100,7 @@ def ensure_pki(directory: Path, extra_sans: list[str] | None = None) -> PKI:
     pki = PKI(d / "ca.crt", d / "ca.key", d / "apiserver.crt", d / "apiserver.key", d / "token")
     now = dt.datetime.now(dt.timezone.utc)
     if not (pki.ca_cert.exists() and pki.ca_key.exists()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kmesh-ca")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-            .sign(key, hashes.SHA256())
-        )
-        _write_private(pki.ca_key, _key_pem(key))
-        pki.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _new_ca(pki.ca_cert, pki.ca_key, "kmesh-ca")
         for p in (pki.server_cert, pki.server_key):
             p.unlink(missing_ok=True)
     sans = list(dict.fromkeys([*DEFAULT_SANS, *(extra_sans or [])]))

@@ -773,12 +773,12 @@ def check_delete_options(opts: dict[str, Any]) -> None:
         if typ is dict and not bad:
             bad_pre = [k for k in ("uid", "resourceVersion") if value.get(k) is not None and not isinstance(value[k], str)]
             if bad_pre:
-                raise E.bad_request(f"json: cannot unmarshal {_json_kind(value[bad_pre[0]])} into Go struct field "
+                raise E.bad_request(f"json: cannot unmarshal {fieldschema.json_kind(value[bad_pre[0]])} into Go struct field "
                                     f"Preconditions.preconditions.{bad_pre[0]} of type string")
         if typ is list and not bad and not all(isinstance(v, str) for v in value):
             raise E.bad_request("json: cannot unmarshal number into Go struct field DeleteOptions.dryRun of type string")
         if bad:
-            raise E.bad_request(f"json: cannot unmarshal {_json_kind(value)} into Go struct field DeleteOptions.{key} of type {go}")
+            raise E.bad_request(f"json: cannot unmarshal {fieldschema.json_kind(value)} into Go struct field DeleteOptions.{key} of type {go}")
     causes: list[E.Cause] = []
     policy = opts.get("propagationPolicy")
     if opts.get("orphanDependents") is not None and policy is not None:
@@ -898,18 +898,18 @@ def _decode_continue(token: str) -> tuple[int, str]:
     except codec.DecodeError as exc:
         raise invalid(f": {exc}") from None
     if not isinstance(data, dict):
-        raise invalid(f": json: cannot unmarshal {_json_kind(data)} into Go value of type storage.continueToken")
+        raise invalid(f": json: cannot unmarshal {fieldschema.json_kind(data)} into Go value of type storage.continueToken")
     for field_name, want in (("v", "string"), ("rv", "int64"), ("start", "string")):
         value = data.get(field_name)
         if value is None:
             continue
         if want == "string" and not isinstance(value, str):
-            raise invalid(f": json: cannot unmarshal {_json_kind(value)} into Go struct field "
+            raise invalid(f": json: cannot unmarshal {fieldschema.json_kind(value)} into Go struct field "
                           f"continueToken.{field_name} of type string")
         if want == "int64" and (isinstance(value, bool) or not isinstance(value, int)
                                 or not -INT64_MAX - 1 <= value <= INT64_MAX):
             what = f"number {value!r}" if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                else _json_kind(value)
+                else fieldschema.json_kind(value)
             raise invalid(f": json: cannot unmarshal {what} into Go struct field continueToken.rv of type int64")
     if data.get("v") != "meta.k8s.io/v1":
         raise invalid(f": server does not recognize this encoded version {data.get('v') or ''}".rstrip())
@@ -921,14 +921,6 @@ def _decode_continue(token: str) -> tuple[int, str]:
     return rv, data["start"]
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "object" if isinstance(value, dict) else "array"
 
 
 def _scale_of(kind: Kind, obj: Obj) -> Obj:
@@ -987,7 +979,7 @@ def _check_patched(kind: Kind, patched: Any, struct: str | None = None) -> None:
     """422 as upstream refuses a patched object that no longer decodes into its kind (``patch: Invalid value``)."""
     if not isinstance(patched, dict):
         err = ("couldn't get version/kind; json parse error: json: cannot unmarshal "
-               f"{_json_kind(patched) if patched is not None else 'null'} into Go value of type struct "
+               f"{fieldschema.json_kind(patched) if patched is not None else 'null'} into Go value of type struct "
                '{ APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string "json:\\"kind,omitempty\\"" }')
     elif struct is not None:
         err = fieldschema.struct_decode_error(struct, patched)
