@@ -25,7 +25,7 @@ from kmesh.lab.datadir import DataDir, default_data_dir
 console = Console()
 err_console = Console(stderr=True)
 
-RUNTIMES = ("netns", "sim")
+RUNTIMES = ("netns", "sim", "host")
 PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")
 BACKENDS = ("vxlan", "host-gw", "udp")
 STORES = ("sqlite", "etcd", "memory")
@@ -184,7 +184,18 @@ def main(verbose: int) -> None:
 @_data_dir_option
 @click.option("--port", type=int, default=6443, show_default=True, help="API server port on 127.0.0.1 (0 picks a free one).")
 @click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True, help="Number of nodes.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="netns (root) or sim; default: netns when possible.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="netns (root) or sim; default: netns when possible. host: this machine is a node "
+                   "(with --advertise-address; others join it with `kmesh join`).")
+@click.option("--advertise-address", default="", metavar="IP",
+              help="host: this machine's address the other machines reach the API on (IP:6443).")
+@click.option("--node-name", default="", metavar="NAME", help="host: this machine's node name (default: the hostname).")
+@click.option("--iface", default="", metavar="IFACE",
+              help="host: the interface of the overlay (default: the one holding --advertise-address).")
+@click.option("--server", "server_url", default="", metavar="URL",
+              help="host: join the control plane of this server as another server (needs --token with the "
+                   "server token and --store etcd --etcd URL,... shared by every server).")
+@click.option("--token", default="", metavar="TOKEN", help="host, with --server: the server token (D/server-token).")
 @click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default=None, help="kube-proxy mode (sim: userspace only).")
 @click.option("--ipvs-scheduler", default="rr", show_default=True,
               help="ipvs mode: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
@@ -202,7 +213,8 @@ def main(verbose: int) -> None:
               help="Seconds to wait for the demo to be available.")
 @_kubeconfig_mode_option
 def up(
-    data_dir: Path | None, port: int, nodes: int, runtime: str | None, proxy_mode: str | None, ipvs_scheduler: str,
+    data_dir: Path | None, port: int, nodes: int, runtime: str | None, advertise_address: str, node_name: str,
+    iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
     demo: bool, demo_timeout: float, kubeconfig_mode: int | None,
@@ -221,11 +233,12 @@ def up(
         err_console.print("[yellow]note:[/] using the sim runtime: the netns runtime needs `ip` (Debian package "
                           "iproute2)", highlight=False)
     runtime = runtime or _default_runtime()
-    if runtime == "netns" and os.geteuid() != 0:
-        raise click.BadParameter("the netns runtime needs root; use --runtime sim", param_hint="--runtime")
+    if runtime in ("netns", "host") and os.geteuid() != 0:
+        raise click.BadParameter(f"the {runtime} runtime needs root; use --runtime sim", param_hint="--runtime")
+    _check_host_options(runtime, advertise_address, node_name, iface, server_url, token, nodes, store, etcd_url)
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
-    proxy_mode = proxy_mode or ("iptables" if runtime == "netns" else "userspace")
+    proxy_mode = proxy_mode or ("userspace" if runtime == "sim" else "iptables")
     from kmesh.proxy.schedulers import SCHEDULERS
 
     if ipvs_scheduler not in SCHEDULERS:
@@ -250,9 +263,8 @@ def up(
     _preflight_or_exit(preflight.lab_needs(
         runtime=runtime, proxy_mode=proxy_mode, backend=backend, subnet_manager=subnet_manager, store=store,
         etcd_url=etcd_url), "kmesh up")
-    from kmesh.lab.access import kubeconfig_access, prepare_data_dir
+    from kmesh.lab.access import kubeconfig_access
     from kmesh.lab.supervisor import network_problem
-    from kmesh.lab.teardown import Before, undo_failed_up
 
     access = kubeconfig_access(kubeconfig_mode)
     opts = UpOptions(
@@ -261,45 +273,13 @@ def up(
         backend=backend, subnet_manager=subnet_manager, store=store, etcd=etcd_url, demo=demo,
         etcd_cafile=etcd_tls.cafile if etcd_tls else "", etcd_certfile=etcd_tls.certfile if etcd_tls else "",
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
+        advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:
         raise click.ClickException(problem)
-    before = Before.look(dd)  # a failed start removes only what is not here yet
-    who_may = prepare_data_dir(dd.root, access)
-    opts.save(dd.config_file)
-    log_path = dd.log_dir / "kmesh.log"
-    r, w = os.pipe()
-    env = dict(os.environ, KMESH_READY_FD=str(w))
-    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kmesh.cli", "supervise", "--data-dir", str(dd.root)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            env=env, pass_fds=(w,), start_new_session=True,
-        )
-    os.close(w)
-    ok, error = _follow_start(r, name, runtime, nodes, store)
-    os.close(r)
-    if not ok:
-        if proc.poll() is None:  # our own child, not reaped yet: its PID is still its own
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if error:
-            err_console.print(f"[red]the lab did not start:[/] {error}", highlight=False)
-        else:
-            tail = log_path.read_text(errors="replace").splitlines()[-25:] if log_path.exists() else []
-            err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
-            for t in tail:
-                err_console.print("  " + t, markup=False, highlight=False)
-        undo_failed_up(dd, before)  # leave nothing half-made behind, and keep what was there before
-        if before.entries:
-            err_console.print(f"  kept what {dd.root} held before this start "
-                              f"({', '.join(sorted(before.entries))})", highlight=False)
-        raise SystemExit(1)
+    who_may = _run_supervisor(dd, opts, access, f"[bold]Starting lab {name!r}[/] ({runtime} runtime, "
+                                            f"{nodes if runtime != 'host' else 1} node(s), store {store})")
     info = dd.read_cluster()
     assert info is not None
     demo_problem = None
@@ -322,7 +302,11 @@ def up(
     if info.metrics:
         console.print(f"  metrics: {len(info.metrics)} /metrics URLs in cluster.json (kmesh status lists them)",
                       highlight=False)
-    if info.runtime == "netns":
+    if info.runtime == "host" and (dd.root / "join-token").exists():
+        console.print("  join other machines to this cluster (as root on each):", highlight=False)
+        console.print(f"    kmesh join {info.api} --token $(cat {dd.root / 'join-token'})   [dim](the token: "
+                      f"{dd.root / 'join-token'})[/]", highlight=False, soft_wrap=True)
+    if info.runtime in ("netns", "host"):
         console.print(f"  in pods: Services by name through kube-dns {CLUSTER_DNS_IP}, e.g. "
                       f"kmesh exec --data-dir {dd.root} <pod> -- curl -s http://web", highlight=False)
     console.print(f"  export KUBECONFIG={dd.kubeconfig}")
@@ -334,6 +318,81 @@ def up(
         click.echo(f"  the lab stays up: look with `kubectl get pods -l app=web -o wide`, remove it with "
                    f"`kmesh down --data-dir {dd.root}`", err=True)
         raise SystemExit(1)
+
+
+def _run_supervisor(dd: DataDir, opts: Any, access: Any, title: str) -> str:
+    """Start the lab supervisor for ``opts`` in the background and follow its progress until it is ready;
+    on failure remove what this start made (keeping what was there before) and exit 1. Returns who may read
+    the kubeconfig."""
+    from kmesh.lab.access import prepare_data_dir
+    from kmesh.lab.teardown import Before, undo_failed_up
+
+    before = Before.look(dd)  # a failed start removes only what is not here yet
+    who_may = prepare_data_dir(dd.root, access)
+    opts.save(dd.config_file)
+    log_path = dd.log_dir / "kmesh.log"
+    r, w = os.pipe()
+    env = dict(os.environ, KMESH_READY_FD=str(w))
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kmesh.cli", "supervise", "--data-dir", str(dd.root)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            env=env, pass_fds=(w,), start_new_session=True,
+        )
+    os.close(w)
+    ok, error = _follow_start(r, title)
+    os.close(r)
+    if not ok:
+        if proc.poll() is None:  # our own child, not reaped yet: its PID is still its own
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if error:
+            err_console.print(f"[red]the lab did not start:[/] {error}", highlight=False)
+        else:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:] if log_path.exists() else []
+            err_console.print("[red]the lab did not start.[/] Last lines of " + str(log_path) + ":")
+            for t in tail:
+                err_console.print("  " + t, markup=False, highlight=False)
+        undo_failed_up(dd, before)  # leave nothing half-made behind, and keep what was there before
+        if before.entries:
+            err_console.print(f"  kept what {dd.root} held before this start "
+                              f"({', '.join(sorted(before.entries))})", highlight=False)
+        raise SystemExit(1)
+    return who_may
+
+
+def _check_host_options(runtime: str, advertise_address: str, node_name: str, iface: str, server_url: str,
+                        token: str, nodes: int, store: str, etcd_url: str) -> None:
+    """``click.BadParameter`` for host-runtime options given without the host runtime, or missing with it."""
+    import ipaddress
+
+    given = [flag for flag, v in (("--advertise-address", advertise_address), ("--node-name", node_name),
+                                  ("--iface", iface), ("--server", server_url), ("--token", token)) if v]
+    if runtime != "host":
+        if given:
+            raise click.BadParameter(f"only the host runtime takes {', '.join(given)}", param_hint="--runtime")
+        return
+    if not advertise_address:
+        raise click.BadParameter("the host runtime needs this machine's address: --advertise-address IP "
+                                 "(on a Vagrant VM, its eth1 address, e.g. 192.168.56.10)",
+                                 param_hint="--advertise-address")
+    try:
+        ipaddress.IPv4Address(advertise_address)
+    except ValueError:
+        raise click.BadParameter(f"{advertise_address!r} is not an IPv4 address", param_hint="--advertise-address") from None
+    if nodes != 1:
+        raise click.BadParameter("the host runtime is one node per machine; add machines with `kmesh join`",
+                                 param_hint="--nodes")
+    if bool(server_url) != bool(token):
+        raise click.BadParameter("--server and --token go together (another server joins with the server token)",
+                                 param_hint="--token" if server_url else "--server")
+    if server_url and not (store == "etcd" and etcd_url):
+        raise click.BadParameter("servers of one cluster share one store: give every server --store etcd "
+                                 "--etcd URL[,URL...]", param_hint="--store")
 
 
 def _print_kubeconfig_access(dd: DataDir, access: Any, who_may: str) -> None:
@@ -355,14 +414,12 @@ def _print_kubeconfig_access(dd: DataDir, access: Any, who_may: str) -> None:
                           f"{dd.kubeconfig}; pick a --data-dir under a directory it can enter", highlight=False)
 
 
-def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str,
-                  timeout: float = 180.0) -> tuple[bool, str | None]:
+def _follow_start(fd: int, title: str, timeout: float = 600.0) -> tuple[bool, str | None]:
     """Show the supervisor's progress lines until it says the API is up (True) or gives up (False, with
     the reason it gave, if any)."""
     import json
 
     buf = b""
-    title = f"[bold]Starting lab {name!r}[/] ({runtime} runtime, {nodes} node(s), store {store})"
     with console.status(title + "…") as status:
         deadline = time.monotonic() + timeout
         while True:
@@ -388,6 +445,67 @@ def _follow_start(fd: int, name: str, runtime: str, nodes: int, store: str,
                     status.update(f"{title}: {doc['progress']}…")
 
 
+
+
+@main.command()
+@click.argument("server_url", metavar="SERVER-URL")
+@click.option("--token", required=True, metavar="TOKEN",
+              help="The join token (D/join-token on the first server; K10<CA hash>::<id>.<secret>).")
+@click.option("--node-name", default="", metavar="NAME", help="This machine's node name (default: the hostname).")
+@click.option("--iface", default="", metavar="IFACE",
+              help="The interface of the overlay (default: the one whose subnet holds the server's address).")
+@click.option("--node-ip", default="", metavar="IP", help="This node's address (default: --iface's, else as above).")
+@click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default="iptables", show_default=True)
+@click.option("--ipvs-scheduler", default="rr", show_default=True, help="ipvs mode: the scheduler.")
+@_nodeport_addresses_option
+@click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True,
+              help="Overlay backend (the same on every node).")
+@click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes this node's pod namespaces.")
+@_data_dir_option
+def join(server_url: str, token: str, node_name: str, iface: str, node_ip: str, proxy_mode: str, ipvs_scheduler: str,
+         nodeport_addresses: tuple[str, ...], backend: str, name: str, data_dir: Path | None) -> None:
+    """Make this machine a node of the cluster at SERVER-URL; return when the node is Ready."""
+    import ipaddress
+
+    from kmesh.client.bootstrap import JoinError, JoinToken
+    from kmesh.lab.access import kubeconfig_access
+    from kmesh.lab.supervisor import UpOptions
+
+    if os.geteuid() != 0:
+        raise click.UsageError("kmesh join needs root: this machine's network becomes a node's")
+    try:
+        JoinToken.parse(token)
+    except JoinError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--token: "), param_hint="--token") from None
+    if not server_url.startswith("https://"):
+        raise click.BadParameter(f"{server_url!r}: expected https://HOST:PORT, as `kmesh up --runtime host` "
+                                 "prints it", param_hint="SERVER-URL")
+    if node_ip:
+        try:
+            ipaddress.IPv4Address(node_ip)
+        except ValueError:
+            raise click.BadParameter(f"{node_ip!r} is not an IPv4 address", param_hint="--node-ip") from None
+    dd = _resolve(data_dir)
+    if dd.locked():
+        raise click.ClickException(f"a lab is already running in {dd.root} (pid {dd.supervisor_pid() or 'unknown'}); "
+                                   "run `kmesh down` first")
+    from kmesh.lab import preflight
+
+    _preflight_or_exit(preflight.agent_needs(runtime="netns", proxy_mode=proxy_mode, backend=backend), "kmesh join")
+    access = kubeconfig_access(None)
+    opts = UpOptions(
+        data_dir=str(dd.root), name=name, runtime="host", role="agent", proxy_mode=proxy_mode,
+        ipvs_scheduler=ipvs_scheduler, nodeport_addresses=list(nodeport_addresses), backend=backend,
+        store="memory", node_name=node_name, iface=iface, node_ip=node_ip, server_url=server_url, token=token,
+    )
+    _run_supervisor(dd, opts, access, f"[bold]Joining {server_url}[/]")
+    info = dd.read_cluster()
+    assert info is not None
+    for n in info.nodes:
+        console.print(f"[green]✓[/] node [bold]{n.name}[/] joined {server_url}: {n.ip}, pods {n.podCIDR}, "
+                      f"kube-proxy {info.proxyMode}", highlight=False)
+    console.print(f"  kmesh status --data-dir {dd.root}    kmesh down --data-dir {dd.root}  (removes this node)",
+                  highlight=False)
 
 
 @main.command()
@@ -727,20 +845,47 @@ def _kubeconfig_option(f):  # type: ignore[no-untyped-def]
               help="The controller-manager's /metrics, plain HTTP (upstream's port; 0: a free one; -1: off).")
 @click.option("--scheduler-metrics-port", type=click.IntRange(min=-1, max=65535), default=10259, show_default=True,
               help="The scheduler's /metrics, plain HTTP (upstream's port; 0: a free one; -1: off).")
+@click.option("--leader-elect/--no-leader-elect", default=False, show_default=True,
+              help="Run the controllers only while holding the Lease kube-system/kube-controller-manager, the "
+                   "scheduler only while holding kube-system/kube-scheduler (several servers, one active).")
+@click.option("--leader-elect-lease-duration", type=click.FloatRange(min=0, min_open=True), default=15.0,
+              show_default=True, metavar="SECONDS",
+              help="How long a standby waits, after it last saw the leader renew, before taking the lease.")
+@click.option("--leader-elect-renew-deadline", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="How long the leader retries renewing before it stops leading (less than the lease duration).")
+@click.option("--leader-elect-retry-period", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, metavar="SECONDS", help="Time between tries to acquire or renew the lease.")
 def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str, node_grace_period: float,
-                bind_address: str, metrics_port: int, scheduler_metrics_port: int) -> None:
+                bind_address: str, metrics_port: int, scheduler_metrics_port: int, leader_elect: bool,
+                leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
+                leader_elect_retry_period: float) -> None:
     """Run the controllers (endpoints, deployments, scheduler, node IPAM/lifecycle) in the foreground."""
+    from kmesh.controllers.leaderelection import LeaderElectionConfig
     from kmesh.controllers.manager import ControllerConfig, run_controllers
 
+    if leader_elect:
+        try:  # upstream's checks, before anything starts
+            LeaderElectionConfig("kube-controller-manager", "-", lease_duration=leader_elect_lease_duration,
+                                 renew_deadline=leader_elect_renew_deadline,
+                                 retry_period=leader_elect_retry_period)
+        except ValueError as exc:
+            raise click.UsageError(f"--leader-elect-*: {exc}") from None
     cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period,
                            metrics_host=bind_address, metrics_port=None if metrics_port < 0 else metrics_port,
-                           scheduler_metrics_port=None if scheduler_metrics_port < 0 else scheduler_metrics_port)
+                           scheduler_metrics_port=None if scheduler_metrics_port < 0 else scheduler_metrics_port,
+                           leader_elect=leader_elect, leader_elect_lease_duration=leader_elect_lease_duration,
+                           leader_elect_renew_deadline=leader_elect_renew_deadline,
+                           leader_elect_retry_period=leader_elect_retry_period)
 
     async def start(client: Any, nursery: Any) -> None:
         mgr = await nursery.start(run_controllers, client, cfg)
         for what, port in (("controller-manager", mgr.metrics_port), ("scheduler", mgr.scheduler_metrics_port)):
             if port:
                 console.print(f"{what} metrics on http://{bind_address}:{port}/metrics", highlight=False)
+        for lease, elector in mgr.electors.items():
+            console.print(f"leader election: Lease kube-system/{lease} as {elector.identity}", highlight=False,
+                          soft_wrap=True)
 
     _foreground(start, kubeconfig, "controllers running")
 
@@ -779,15 +924,19 @@ def agent(
     os.umask(0o077)  # pod logs, CNI and subnet state are private (pods' own processes get 022)
     node_dir = root / "nodes" / node_name
     node_dir.mkdir(parents=True, exist_ok=True)
-    if runtime == "netns":
+    if runtime in ("netns", "host"):  # host: the netns agent, run in this machine's own namespace
         if os.geteuid() != 0:
-            raise click.BadParameter("the netns runtime needs root", param_hint="--runtime")
+            raise click.BadParameter(f"the {runtime} runtime needs root", param_hint="--runtime")
+        if runtime == "host":
+            from kmesh.node.apps import IN_CLUSTER_KUBECONFIG
+
+            os.environ[IN_CLUSTER_KUBECONFIG] = kubeconfig.files.split(":")[0]
         if subnet_manager == "etcd" and not etcd_url:
             raise click.BadParameter("--subnet-manager etcd needs --etcd URL", param_hint="--etcd")
         etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--etcd")
         from kmesh.lab.preflight import agent_needs
 
-        _preflight_or_exit(agent_needs(runtime=runtime, proxy_mode=proxy_mode, backend=backend), "kmesh agent")
+        _preflight_or_exit(agent_needs(runtime="netns", proxy_mode=proxy_mode, backend=backend), "kmesh agent")
         from kmesh.lab.topology import LabNames
         from kmesh.node.netns_agent import NetnsNodeConfig, run_netns_node
 

@@ -37,26 +37,35 @@ def kubernetes_service(cluster_ip: str, api_port: int) -> Obj:
     }
 
 
-def kubernetes_endpoints(address: str, api_port: int) -> Obj:
-    """The ``kubernetes`` Endpoints object (not mirrored into a second slice)."""
+def kubernetes_endpoints(address: str | list[str], api_port: int) -> Obj:
+    """The ``kubernetes`` Endpoints object (not mirrored into a second slice); one address per API server."""
+    addresses = [address] if isinstance(address, str) else list(address)
     return {
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": NAME, "namespace": NAMESPACE,
                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": address}],
+        "subsets": [{"addresses": [{"ip": a} for a in addresses],
                      "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}]}],
     }
 
 
-def kubernetes_slice(address: str, api_port: int) -> Obj:
+def kubernetes_slice(address: str | list[str], api_port: int) -> Obj:
     """The ``kubernetes`` EndpointSlice object."""
+    addresses = [address] if isinstance(address, str) else list(address)
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": NAME}},
-        "addressType": "IPv4" if ipaddress.ip_address(address).version == 4 else "IPv6",
-        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "addressType": "IPv4" if ipaddress.ip_address(addresses[0]).version == 4 else "IPv6",
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
         "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
     }
+
+
+async def publish_endpoints(registry: Registry, addresses: list[str], api_port: int) -> None:
+    """Point the ``kubernetes`` Endpoints and EndpointSlice at ``addresses`` (every live API server)."""
+    await _ensure(registry, "Endpoints", kubernetes_endpoints(addresses, api_port), ("subsets", "labels"))
+    await _ensure(registry, "EndpointSlice", kubernetes_slice(addresses, api_port),
+                  ("addressType", "endpoints", "ports", "labels"))
 
 
 async def _ensure(registry: Registry, kind_name: str, want: Obj, fields: tuple[str, ...]) -> None:
@@ -99,9 +108,7 @@ async def ensure_kubernetes_service(registry: Registry, cluster_ip: str, address
             new["spec"]["ports"] = want_ports
             await registry.update(svc_kind, NAMESPACE, NAME, new)
     try:
-        await _ensure(registry, "Endpoints", kubernetes_endpoints(address, api_port), ("subsets", "labels"))
-        await _ensure(registry, "EndpointSlice", kubernetes_slice(address, api_port),
-                      ("addressType", "endpoints", "ports", "labels"))
+        await publish_endpoints(registry, [address], api_port)
     except E.APIError as exc:
         if exc.code != 422:
             raise

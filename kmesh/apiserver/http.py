@@ -22,6 +22,7 @@ from kmesh.apiserver import discovery, openapi
 from kmesh.apiserver.authn import Authenticator, peer_certificate
 from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.apiserver.metrics import Metrics, request_info
+from kmesh.apiserver.nodebootstrap import NodeBootstrap
 from kmesh.apiserver.podlogs import LogOptions, log_file, stream_log
 from kmesh.apiserver.registry import (
     ListOptions,
@@ -189,8 +190,9 @@ class APIApp:
 
     def __init__(self, registry: Registry, token: str, server_address: str = "127.0.0.1:6443",
                  nodes_dir: Path | None = None, client_ca_pem: bytes | None = None,
-                 request_timeout: float = 60.0) -> None:
+                 request_timeout: float = 60.0, bootstrap: NodeBootstrap | None = None) -> None:
         self.registry = registry
+        self.bootstrap = bootstrap  # the join paths (/cacerts, /v1-kmesh/...), which check their own secrets
         self.request_timeout = request_timeout  # seconds a request body may take to arrive
         self.nodes_dir = nodes_dir  # where the lab's node agents keep their pods' logs
         self.token = token
@@ -220,6 +222,11 @@ class APIApp:
         send = _noting(send, sent)
         self.metrics.started(info)
         try:
+            if self.bootstrap is not None and self.bootstrap.handles(path):
+                body = await self._read_body(receive, headers, self.request_timeout) if scope["method"] == "POST" else b""
+                status, out, content_type = self.bootstrap.answer(scope["method"], path, headers, body)
+                await self._send(send, status, out, content_type)
+                return
             if path not in PUBLIC_PATHS and not self._authorized(headers):
                 raise E.APIError(401, "Unauthorized", "Unauthorized")
             body = b""

@@ -291,3 +291,77 @@ def ensure_etcd_pki(directory: Path, hosts: Sequence[str] = (), *, name: str = "
         if not _pair_ok(cert_path, key_path, ca_cert, sans):
             _issue(cert_path, key_path, ca_cert, ca_key, common_name, sans, usages)
     return pki
+
+
+# --- nodes joining (kmesh.client.bootstrap) ----------------------------------------------------------
+
+NODE_CERT_DAYS = 365  # k3s's client certificates last a year
+
+
+def _token_chars(n: int) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+@dataclass(frozen=True)
+class JoinSecrets:
+    """The join secrets of a cluster, in ``D/pki``: the agents' bootstrap token and the servers' secret."""
+
+    join_token: str  # "<id>.<secret>" (kubeadm's bootstrap token form)
+    server_token: str  # 32 characters a-z0-9
+
+
+def ensure_join_secrets(directory: Path) -> JoinSecrets:
+    """Create (or reuse) ``D/pki/join.token`` and ``D/pki/server.token`` (0600)."""
+    d = directory / "pki"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    join, server = d / "join.token", d / "server.token"
+    if not join.exists():
+        _write_private(join, f"{_token_chars(6)}.{_token_chars(16)}\n".encode())
+    if not server.exists():
+        _write_private(server, (_token_chars(32) + "\n").encode())
+    return JoinSecrets(join.read_text().strip(), server.read_text().strip())
+
+
+def install_cluster_secrets(directory: Path, files: dict[str, str]) -> None:
+    """Write what another server handed over (``ca.crt``, ``ca.key``, ``token``, ``join.token``,
+    ``server.token``) into ``D/pki``; this server's own certificate is then issued from that CA."""
+    d = directory / "pki"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in ("ca.crt", "ca.key", "token", "join.token", "server.token"):
+        if not files.get(name):
+            raise ValueError(f"the server handed over no {name}")
+    current = d / "ca.crt"
+    if current.exists() and current.read_text() != files["ca.crt"]:
+        for p in (d / "apiserver.crt", d / "apiserver.key"):
+            p.unlink(missing_ok=True)
+    for name in ("ca.crt", "ca.key", "token", "join.token", "server.token"):
+        _write_private(d / name, files[name].encode())
+
+
+def sign_node_csr(pki: PKI, csr_pem: bytes, node_name: str) -> bytes:
+    """A client certificate for ``system:node:<node_name>`` in ``system:nodes``, for the CSR's key (PEM).
+
+    The subject is set here, whatever the CSR asked for. Raises ``ValueError`` for a CSR that is not one
+    or whose signature does not verify."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    if not csr.is_signature_valid:
+        raise ValueError("the CSR's signature does not verify")
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=NODE_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -14,12 +14,15 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from kmesh.api.kinds import get as kind_named
 from kmesh.api.wellknown import SERVICE_CIDR
 from kmesh.apiserver.authn import server_tls_context
 from kmesh.apiserver.bootstrap import ensure_kubernetes_service
 from kmesh.apiserver.http import APIApp
 from kmesh.apiserver.listener import ConnectionLimits, serve
 from kmesh.apiserver.pki import PKI, ensure_pki
+from kmesh.apiserver.nodeaddresses import NodeAddressGuard
+from kmesh.apiserver.nodebootstrap import NodeBootstrap
 from kmesh.apiserver.registry import Admission, Registry
 from kmesh.apiserver.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
@@ -47,6 +50,7 @@ class ServerConfig:
     request_timeout: float = 60.0  # seconds a request body may take to arrive (kube-apiserver's --request-timeout)
     write_stall: float = 30.0  # seconds a client may read nothing before its connection (a watch) is dropped
     etcd_tls: EtcdTLS | None = None  # an https etcd's CA and our client certificate (--etcd-cafile/-certfile/-keyfile)
+    endpoint_leases: bool = False  # several servers share the store: each keeps itself in the kubernetes endpoints
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to SQLite in the data dir."""
@@ -79,11 +83,14 @@ async def run_server(
     if admission is None:
         admission = {"Service": [ServiceIPAllocator(cfg.service_cidr, cfg.node_port_range)]}
     allocator = next((h for h in admission.get("Service", []) if isinstance(h, ServiceIPAllocator)), None)
+    if allocator is not None:
+        allocator.shared = cfg.endpoint_leases  # other servers allocate on the same store
     pki = ensure_pki(cfg.data_dir, [cfg.host, *cfg.extra_sans])
     raise_open_files_limit()
     return_large_blocks()
     async with open_store(cfg.resolved_store_url(), etcd_tls=cfg.etcd_tls) as store, trio.open_nursery() as nursery:
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
+        registry.admission["Node"] = [*registry.admission.get("Node", []), NodeAddressGuard(store, kind_named("Node"))]
         for hooks in registry.admission.values():
             for hook in hooks:
                 repair = getattr(hook, "repair", None)
@@ -104,7 +111,8 @@ async def run_server(
         hc.backlog = 4096  # a burst of new connections waits in the queue instead of being dropped (Go: somaxconn)
         hc.h11_max_incomplete_size = 64 * 1024
         app = APIApp(registry, pki.token, f"{cfg.host}:{cfg.port}", nodes_dir=cfg.data_dir / "nodes",
-                     client_ca_pem=pki.ca_pem(), request_timeout=cfg.request_timeout)
+                     client_ca_pem=pki.ca_pem(), request_timeout=cfg.request_timeout,
+                     bootstrap=NodeBootstrap(pki, cfg.data_dir))
         binds = await nursery.start(serve, app, hc, ConnectionLimits(write_stall=cfg.write_stall))
         port = _port_of(binds[0]) if binds else cfg.port
         url = f"https://{cfg.host}:{port}"
@@ -112,6 +120,10 @@ async def run_server(
         if allocator is not None:
             advertise = cfg.advertise_address or (cfg.host if cfg.host not in ("0.0.0.0", "") else "127.0.0.1")
             await ensure_kubernetes_service(registry, allocator.first_ip(), advertise, port)
+            if cfg.endpoint_leases:
+                from kmesh.apiserver.endpointleases import run_endpoint_leases
+
+                await nursery.start(run_endpoint_leases, registry, advertise, port)
         log.info("API server listening on %s", ", ".join(binds))
         task_status.started(RunningServer(url, pki, registry, list(binds)))
 

@@ -201,6 +201,15 @@ class ServiceIPAllocator:
         self.ips = IPRange(self.cidr)
         self.ports = PortRange(*node_ports)
         self._pending: dict[int, _Txn] = {}
+        # Several API servers on one store (the host runtime's servers): the tables are re-read from the store
+        # before each allocation, since another server may have allocated since (upstream keeps the bitmap
+        # itself in etcd; docs/differences.md).
+        self.shared = False
+        self._store: Store | None = None
+
+    async def _refresh(self) -> None:
+        if self.shared and self._store is not None:
+            await self.repair(self._store, quiet=True)
 
     # ------------------------------------------------------------- queries
 
@@ -222,6 +231,7 @@ class ServiceIPAllocator:
 
     async def on_create(self, kind: Kind, obj: Obj) -> None:
         """Allocate everything a new Service needs (raises 422 on a refused request)."""
+        await self._refresh()
         txn = _Txn()
         try:
             self._allocate(obj, None, txn)
@@ -236,6 +246,7 @@ class ServiceIPAllocator:
 
     async def on_update(self, kind: Kind, new: Obj, old: Obj) -> None:
         """Allocate what an update newly needs; releases wait until it is stored (``on_updated``)."""
+        await self._refresh()
         txn = _Txn()
         try:
             self._allocate(new, old, txn)
@@ -264,8 +275,9 @@ class ServiceIPAllocator:
 
     # --------------------------------------------------------------- repair
 
-    async def repair(self, store: Store) -> None:
-        """Rebuild the tables from every stored Service (run once at server start)."""
+    async def repair(self, store: Store, *, quiet: bool = False) -> None:
+        """Rebuild the tables from every stored Service (at server start; before each allocation when shared)."""
+        self._store = store
         kind = kind_named("Service")
         res = await store.list(kind.prefix())
         self.ips.bits.owners.clear()
@@ -285,7 +297,7 @@ class ServiceIPAllocator:
                     log.warning("Service %s: node port %d is not within the port range %s", name, port, self.ports)
                 elif not self.ports.bits.take(off, uid):
                     log.error("Service %s: node port %d was assigned to more than one service", name, port)
-        log.info("service allocator repaired: %d cluster IPs, %d node ports in use",
+        (log.debug if quiet else log.info)("service allocator repaired: %d cluster IPs, %d node ports in use",
                  len(self.ips.bits.owners), len(self.ports.bits.owners))
 
     # ------------------------------------------------------------- internals

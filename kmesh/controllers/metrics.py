@@ -13,7 +13,10 @@ one manager, so each has a registry of its own, served on its own port:
   ``scheduler_pod_scheduling_attempts``, ``scheduler_pending_pods{queue}``,
   ``scheduler_queue_incoming_pods_total{queue,event}``,
   ``scheduler_scheduler_cache_size{type}``, the scheduler queue's
-  ``workqueue_*{name="scheduler"}`` and ``process_*``.
+  ``workqueue_*{name="scheduler"}`` and ``process_*``;
+- both, with leader election on: client-go's
+  ``leader_election_master_status{name}`` (1 while leading), ``name`` being
+  the Lease (``kube-controller-manager``, ``kube-scheduler``).
 
 The registries are per process, as upstream's legacy registry is: managers
 started side by side in one process (tests) add into the same numbers.
@@ -104,3 +107,46 @@ class _SchedulerCollector:
 
 
 SCHEDULER.registry.register(_SchedulerCollector())  # type: ignore[arg-type]
+
+
+class LeaderState(Protocol):
+    """What a leader elector reports at scrape time."""
+
+    @property
+    def name(self) -> str:
+        """The Lease's name."""
+
+    @property
+    def leading(self) -> bool:
+        """Whether it leads now."""
+
+
+class LeaderElectionMetrics:
+    """``leader_election_master_status{name}`` of the electors tracked in one registry (electors of one
+    name in one process add up, as the other families do: tests run managers side by side)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._electors: weakref.WeakSet[LeaderState] = weakref.WeakSet()  # type: ignore[type-var]
+        registry.register(self)  # type: ignore[arg-type]
+
+    def track(self, elector: LeaderState) -> None:
+        """Report ``elector`` while it lives."""
+        self._electors.add(elector)
+
+    def collect(self) -> Iterator[Metric]:
+        """The gauge, one sample per Lease name tracked here."""
+        status: dict[str, int] = {}
+        for e in list(self._electors):
+            status[e.name] = status.get(e.name, 0) + (1 if e.leading else 0)
+        g = GaugeMetricFamily(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates "
+            "master. 'name' is the string used to identify the lease. Please make sure to group by name.",
+            labels=["name"])
+        for name in sorted(status):
+            g.add_metric([name], status[name])
+        yield g
+
+
+CONTROLLER_MANAGER_ELECTION = LeaderElectionMetrics(CONTROLLER_MANAGER.registry)
+SCHEDULER_ELECTION = LeaderElectionMetrics(SCHEDULER.registry)

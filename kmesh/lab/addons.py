@@ -20,10 +20,11 @@ from kmesh.client.api import Client
 DNS_IMAGE = "kmesh/dns"
 
 
-def coredns_objects(kubeconfig: Path, *, replicas: int = 2, allow: list[str] | None = None) -> list[dict[str, Any]]:
-    """Deployment ``coredns`` and Service ``kube-dns`` (kube-system); pods read the API through ``kubeconfig``."""
+def coredns_objects(kubeconfig: Path | None, *, replicas: int = 2, allow: list[str] | None = None) -> list[dict[str, Any]]:
+    """Deployment ``coredns`` and Service ``kube-dns`` (kube-system); pods read the API through ``kubeconfig``
+    (None: the node's in-cluster credentials, for labs whose nodes are other machines)."""
     labels = {"k8s-app": "kube-dns"}
-    args = [f"--kubeconfig={kubeconfig}", "--port=53", "--metrics-port=9153"]
+    args = ([f"--kubeconfig={kubeconfig}"] if kubeconfig else []) + ["--port=53", "--metrics-port=9153"]
     if allow:
         args.append("--allow=" + ",".join(allow))
     deployment = {
@@ -82,8 +83,15 @@ def coredns_objects(kubeconfig: Path, *, replicas: int = 2, allow: list[str] | N
 
 
 async def apply_objects(client: Client, objects: list[dict[str, Any]]) -> None:
-    """Create each object unless it exists already (a restarted lab keeps what it had)."""
+    """Create each object unless it exists already (a restarted lab, or another server, made it)."""
     for obj in objects:
+        md = obj["metadata"]
+        try:
+            await client.get(obj["kind"], md["name"], md.get("namespace"))
+            continue
+        except E.APIError as exc:
+            if exc.code != 404:
+                raise
         try:
             await client.create(copy.deepcopy(obj))
         except E.APIError as exc:
@@ -91,8 +99,8 @@ async def apply_objects(client: Client, objects: list[dict[str, Any]]) -> None:
                 raise
 
 
-async def wait_cluster_dns(namespaces: list[str], *, timeout: float = 90.0) -> None:
-    """Return once a query to kube-dns (10.96.0.10) from every node namespace gets an answer.
+async def wait_cluster_dns(namespaces: list[str | None], *, timeout: float = 90.0) -> None:
+    """Return once a query to kube-dns (10.96.0.10) from every node namespace (None: this one) gets an answer.
 
     The answer has to come through each node's proxy, so this also waits for
     the proxies to program kube-dns's endpoints. Raises ``TimeoutError``."""
@@ -105,7 +113,7 @@ async def wait_cluster_dns(namespaces: list[str], *, timeout: float = 90.0) -> N
 
     query = DNSRecord.question("kubernetes.default.svc.cluster.local").pack()
 
-    async def one(ns: str) -> None:
+    async def one(ns: str | None) -> None:
         delay = 0.1
         while True:
             sock = await netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)

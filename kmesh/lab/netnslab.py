@@ -28,7 +28,7 @@ from kmesh.client.api import Client
 from kmesh.client.informer import Informer
 from kmesh.net import netns
 from kmesh.lab.datadir import DataDir, NodeInfo
-from kmesh.lab.procs import start_until, stop_process
+from kmesh.lab.procs import run_agent_process
 from kmesh.lab.topology import (
     CONTROL_PLANE_IP,
     LabNames,
@@ -115,18 +115,8 @@ def agent_argv(
 async def run_node(
     lab: NetnsLab, argv: list[str], name: str, log: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """One agent process inside its node namespace, until cancelled (then SIGTERM, SIGKILL after 10 s).
-
-    An agent that exits is not restarted: its node goes NotReady, as a node
-    whose kubelet died does, and ``kmesh status`` shows it."""
-    proc = await start_until(netns.nsenter_argv(lab.names.node(name), argv), f"agent {name} running".encode(), log)
-    try:
-        task_status.started()
-        await proc.wait()
-        _log.error("the agent of %s exited with %s; see %s", name, proc.returncode, log)
-    finally:
-        with trio.CancelScope(shield=True):
-            await stop_process(proc)
+    """One agent process inside its node namespace, until cancelled (see ``procs.run_agent_process``)."""
+    await run_agent_process(netns.nsenter_argv(lab.names.node(name), argv), name, log, task_status=task_status)
 
 
 async def start_nodes(

@@ -136,13 +136,18 @@ async def start_until(cmd: list[str], marker: bytes, log: Path | None = None, ti
     )
     assert proc.stdout is not None
     seen = b""
-    with trio.fail_after(timeout):
-        while marker not in seen:
-            chunk = await proc.stdout.receive_some()
-            if not chunk:
-                detail = log.read_text()[-2000:] if log is not None else seen.decode(errors="replace")
-                raise RuntimeError(f"{' '.join(cmd)} exited before it was ready:\n{detail}")
-            seen += chunk
+    try:
+        with trio.fail_after(timeout):
+            while marker not in seen:
+                chunk = await proc.stdout.receive_some()
+                if not chunk:
+                    detail = log.read_text()[-2000:] if log is not None else seen.decode(errors="replace")
+                    raise RuntimeError(f"{' '.join(cmd)} exited before it was ready:\n{detail}")
+                seen += chunk
+    except BaseException:  # not ready in time, or cancelled: the process is ours, so it goes too
+        with trio.CancelScope(shield=True):
+            await stop_process(proc)
+        raise
     proc.startup_output = seen  # type: ignore[attr-defined]
     return proc
 
@@ -158,3 +163,23 @@ async def stop_process(proc: trio.Process, grace: float = 10.0) -> None:
     if proc.returncode is None:
         proc.kill()
         await proc.wait()
+
+
+async def run_agent_process(argv: list[str], name: str, log: Path, *, task_status: trio.TaskStatus[None]) -> None:
+    """One node agent process (``argv``), started once it prints ``agent <name> running``, until cancelled
+    (then SIGTERM, SIGKILL after 10 s); run it with ``nursery.start``.
+
+    An agent that exits is not restarted: its node goes NotReady, as a node
+    whose kubelet died does, and ``kmesh status`` shows it."""
+    import logging
+
+    import trio
+
+    proc = await start_until(argv, f"agent {name} running".encode(), log)
+    try:
+        task_status.started()
+        await proc.wait()
+        logging.getLogger("kmesh.lab").error("the agent of %s exited with %s; see %s", name, proc.returncode, log)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_process(proc)

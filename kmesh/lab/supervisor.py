@@ -85,6 +85,14 @@ class UpOptions:
     extra: dict[str, str] = field(default_factory=dict)
     kubeconfig_mode: int = 0o600  # D/kubeconfig.yaml's mode and owner (uid, gid): see kmesh.lab.access
     kubeconfig_owner: list[int] | None = None
+    # the host runtime (kmesh.lab.hostlab): a server (`up --runtime host`) or an agent (`join`)
+    role: str = "server"
+    advertise_address: str = ""
+    node_name: str = ""
+    iface: str = ""
+    node_ip: str = ""
+    server_url: str = ""  # `join URL`, or `up --server URL` for another control-plane server
+    token: str = ""  # the join token (agent) or server token (another server)
 
     def save(self, path: Path) -> None:
         """Write the options as JSON (0600, as everything in the data dir)."""
@@ -230,6 +238,15 @@ async def run_lab(
     Raises ``LabError`` before starting anything when the lab's state needs ranges it cannot have."""
     dd = DataDir(Path(opts.data_dir))
     dd.root.mkdir(parents=True, exist_ok=True)
+    if opts.runtime == "host":
+        from kmesh.lab.hostlab import HostLabError, run_host_lab
+
+        claim_network(opts, dd, sim=False)
+        try:
+            await run_host_lab(opts, dd, on_ready, progress)
+        except HostLabError as exc:
+            raise LabError(str(exc)) from None
+        return
     _, simnet, slot_fd = claim_network(opts, dd, sim=lab is None)
     if simnet is not None and simnet.slot:
         progress(f"sim address slot {simnet.slot} (another sim lab holds the default ranges)")

@@ -22,7 +22,7 @@ from kmesh.net.netns_check import netns_usable
 
 # Everything `kmesh up` creates in a data dir, and nothing else.
 MADE_FILES = (
-    "kubeconfig.yaml", "cluster.json", "up.json", "kmesh.pid", "network.json",
+    "kubeconfig.yaml", "cluster.json", "up.json", "kmesh.pid", "network.json", "join-token", "server-token",
     "store.db", "store.db-wal", "store.db-shm", "store.db-lock",
 )
 MADE_DIRS = PRIVATE_DIRS  # ("pki", "logs", "etcd", "nodes", "run"), made 0700 by `kmesh up`
@@ -30,6 +30,15 @@ MADE_DIRS = PRIVATE_DIRS  # ("pki", "logs", "etcd", "nodes", "run"), made 0700 b
 
 class LabNotProven(RuntimeError):
     """A process holds the lab lock, but kmesh.pid does not prove which: nothing is signalled or removed."""
+
+
+def _up_json(dd: DataDir) -> dict:
+    """up.json of the lab made in ``dd`` ({} for none)."""
+    try:
+        doc = json.loads(dd.config_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _netns_lab_name(dd: DataDir) -> str | None:
@@ -60,6 +69,11 @@ def teardown(dd: DataDir) -> list[str]:
                            f"or find the holder of the lock on {dd.root} in /proc/locks")
     if sup is not None and stop(sup, grace=30.0):
         removed.append(f"process {sup.pid} (lab supervisor)")
+    up = _up_json(dd)
+    if up.get("runtime") == "host" and netns_usable():
+        from kmesh.lab.hostlab import teardown_host
+
+        removed += teardown_host(dd, up)
     if names is not None:
         swept = sweep(names)
         # the supervisor removes its namespaces on the way out: name them too
@@ -119,6 +133,11 @@ def undo_failed_up(dd: DataDir, before: Before) -> list[str]:
     name = _netns_lab_name(dd)
     if name is not None and netns_usable():
         removed += sweep(LabNames(name))
+    up = _up_json(dd)
+    if up.get("runtime") == "host" and netns_usable():
+        from kmesh.lab.hostlab import teardown_host
+
+        removed += teardown_host(dd, {**up, "role": "failed"})  # its Node may be another machine's: kept
     removed += _remove(dd, keep=before.entries, keep_root=before.existed)
     if before.up_json is not None and dd.root.exists():
         from kmesh.lab.access import write_private

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 
 import trio
 
@@ -23,17 +24,55 @@ log = logging.getLogger("kmesh.net.portforward")
 CONNECT_TIMEOUT = 5.0
 
 
-async def _one(client: trio.SocketStream, host: str, port: int, connect_socket: OpenSocket) -> None:
+class Failover:
+    """Where a forwarder may connect, in order of preference: the first that answers takes the connection.
+
+    One that fails goes to the back of the line, so later connections try the
+    others first (how k3s's agent load balancer treats API servers)."""
+
+    def __init__(self, targets: Sequence[tuple[str, int]]) -> None:
+        self._targets = list(dict.fromkeys(targets))
+
+    def order(self) -> list[tuple[str, int]]:
+        """The targets, preferred first."""
+        return list(self._targets)
+
+    def replace(self, targets: Sequence[tuple[str, int]]) -> None:
+        """A new set of targets; those known keep their place, new ones go to the back, gone ones leave."""
+        want = list(dict.fromkeys(targets))
+        if want:
+            self._targets = [t for t in self._targets if t in want] + [t for t in want if t not in self._targets]
+
+    def failed(self, target: tuple[str, int]) -> None:
+        """``target`` did not answer: try it last from now on."""
+        if target in self._targets and len(self._targets) > 1:
+            self._targets.remove(target)
+            self._targets.append(target)
+
+
+async def _connect(host: str, port: int, connect_socket: OpenSocket) -> trio.socket.SocketType | None:
+    sock = await connect_socket(family_of(host), socket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(CONNECT_TIMEOUT) as scope:
+            await sock.connect((host, port))
+    except OSError:
+        sock.close()
+        return None
+    if scope.cancelled_caught:
+        sock.close()
+        return None
+    return sock
+
+
+async def _one(client: trio.SocketStream, targets: Failover, connect_socket: OpenSocket) -> None:
     async with client:
-        sock = await connect_socket(family_of(host), socket.SOCK_STREAM)
-        try:
-            with trio.move_on_after(CONNECT_TIMEOUT) as scope:
-                await sock.connect((host, port))
-        except OSError:
-            sock.close()
-            return
-        if scope.cancelled_caught:
-            sock.close()
+        sock = None
+        for host, port in targets.order():
+            sock = await _connect(host, port, connect_socket)
+            if sock is not None:
+                break
+            targets.failed((host, port))
+        if sock is None:
             return
         with sock:
             try:
@@ -45,20 +84,22 @@ async def _one(client: trio.SocketStream, host: str, port: int, connect_socket: 
 
 
 async def forward(
-    listener: trio.socket.SocketType, host: str, port: int, connect_socket: OpenSocket = default_open_socket,
+    listener: trio.socket.SocketType, host: str | Failover, port: int = 0, connect_socket: OpenSocket = default_open_socket,
     *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Relay every connection accepted on ``listener`` (already listening) to ``host:port`` until cancelled.
+    """Relay every connection accepted on ``listener`` (already listening) to ``host:port`` until cancelled;
+    ``host`` may be a ``Failover``, whose targets are tried in its order.
 
     The peer socket of each connection comes from ``connect_socket``; a
     connection whose peer cannot be reached is closed at once, and no
     failure of one connection stops the others."""
+    targets = host if isinstance(host, Failover) else Failover([(host, port)])
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            await _one(stream, host, port, connect_socket)
+            await _one(stream, targets, connect_socket)
         except Exception as exc:  # noqa: BLE001 - e.g. the peer's namespace is gone: this connection ends
-            log.debug("forward to %s:%d: %r", host, port, exc)
+            log.debug("forward to %s: %r", targets.order(), exc)
 
     listeners = [trio.SocketListener(listener)]
     await trio.serve_listeners(handle, listeners, task_status=task_status)  # type: ignore[arg-type]

@@ -20,6 +20,10 @@ import trio
 
 from kmesh.api.obj import Obj
 from kmesh.net.sockets import tcp_listener, udp_socket
+
+# The agent's environment variable naming the kubeconfig its built-in apps use when their pod names none:
+# the node's own credentials, where a kubelet would mount a ServiceAccount token (in-cluster config).
+IN_CLUSTER_KUBECONFIG = "KMESH_IN_CLUSTER_KUBECONFIG"
 from kmesh.node.podspec import open_log
 from kmesh.node.runtime import Sandbox
 

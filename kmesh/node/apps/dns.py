@@ -10,13 +10,15 @@ Sockets (DNS and metrics) are opened in the pod's network through the sandbox.
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from kmesh.api.wellknown import CLUSTER_DOMAIN
 from kmesh.client.api import Client
 from kmesh.dns.config import DEFAULT_ALLOWED, DNSConfig
 from kmesh.dns.server import run_dns
-from kmesh.node.apps import AppContext
+from kmesh.node.apps import IN_CLUSTER_KUBECONFIG, AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
 
 DEFAULTS = {"kubeconfig": "", "zone": CLUSTER_DOMAIN, "ttl": 5, "pods": "disabled", "port": 53,
@@ -43,8 +45,8 @@ async def main(ctx: AppContext) -> int | None:
     """Serve cluster DNS in the pod until stopped."""
     try:
         flags, _ = parse_flags(ctx.args, DEFAULTS)
-        if not flags["kubeconfig"]:
-            flags["kubeconfig"] = ctx.env.get("KUBECONFIG", "")
+        if not flags["kubeconfig"]:  # else the pod's $KUBECONFIG, else the node's in-cluster credentials
+            flags["kubeconfig"] = ctx.env.get("KUBECONFIG", "") or os.environ.get(IN_CLUSTER_KUBECONFIG, "")
         cfg = config_from_flags(flags, ctx.host)
     except (FlagError, ValueError) as exc:
         ctx.log(f"Error: {exc}")

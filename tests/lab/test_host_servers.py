@@ -1,0 +1,155 @@
+"""Three control-plane servers on one 3-member etcd cluster, and what happens when one of them dies.
+
+Machines m1..m3 each run an etcd member and `kmesh up --runtime host` (m2 and
+m3 join m1's control plane with the server token); m4 is an agent that joined
+through m1. Then m1 loses power (every process in it gets SIGKILL, its etcd
+member included): within 30 s another server's controller manager holds the
+Lease, a Deployment scaled through another server gets its pods and
+endpoints, m4 keeps its API through its balancer, and traffic to a Service
+whose pods live on m3 and m4 never stops.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from tests.conftest import require, require_binary
+from tests.support.machines import Machines, kill_machine, make_machines, start_etcd_members
+
+pytestmark = [pytest.mark.netns, pytest.mark.etcd, pytest.mark.slow]
+
+
+def _ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"rc {r.returncode}\nstdout: {r.stdout[-3000:]}\nstderr: {r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
+    import os
+
+    from kmesh.net.netns_check import netns_usable
+
+    require(os.geteuid() == 0 and netns_usable(), "root and network namespaces")
+    for tool in ("etcd", "kubectl", "curl", "iptables"):
+        require_binary(tool)
+    m = make_machines(tmp_path_factory.mktemp("servers"), 4)
+    try:
+        start_etcd_members(m, ["m1", "m2", "m3"])
+
+        def etcd_for(x: str) -> str:  # each server's own member first
+            return ",".join(f"http://{m.ip(y)}:2379" for y in [x, *[z for z in ("m1", "m2", "m3") if z != x]])
+
+        _ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
+                    "--name", m.lab, "--store", "etcd", "--etcd", etcd_for("m1")))
+        server_token = (m.data_dir("m1") / "server-token").read_text().strip()
+        for x in ("m2", "m3"):
+            _ok(m.kmesh(x, "up", "--runtime", "host", "--advertise-address", m.ip(x), "--node-name", x,
+                        "--name", m.lab, "--store", "etcd", "--etcd", etcd_for(x),
+                        "--server", f"https://{m.ip('m1')}:6443", "--token", server_token))
+        join_token = (m.data_dir("m1") / "join-token").read_text().strip()
+        _ok(m.kmesh("m4", "join", f"https://{m.ip('m1')}:6443", "--token", join_token, "--node-name", "m4",
+                    "--name", m.lab))
+        yield m
+    finally:
+        m.close()
+
+
+def _kubectl(m: Machines, via: str, *argv: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    cfg = m.data_dir(via) / "kubeconfig.yaml"
+    return subprocess.run(["ip", "netns", "exec", m.lan, "kubectl", "--kubeconfig", str(cfg), *argv],
+                          input=input, capture_output=True, text=True, timeout=90)
+
+
+def _lease_holder(m: Machines, via: str, name: str) -> str:
+    r = _kubectl(m, via, "-n", "kube-system", "get", "lease", name, "-o", "jsonpath={.spec.holderIdentity}")
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def _deployment(name: str, replicas: int, nodes: list[str]) -> dict:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}]}}},
+                "containers": [{"name": "c", "image": "kmesh/echo", "ports": [{"containerPort": 8080}]}]}}},
+    }
+
+
+def _service(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+def test_every_server_serves_and_one_leads(servers: Machines) -> None:
+    m = servers
+    for via in ("m1", "m2", "m3"):
+        nodes = json.loads(_ok(_kubectl(m, via, "get", "nodes", "-o", "json")))["items"]
+        assert sorted(n["metadata"]["name"] for n in nodes) == ["m1", "m2", "m3", "m4"]
+    holders = {_lease_holder(m, via, "kube-controller-manager") for via in ("m1", "m2", "m3")}
+    assert len(holders) == 1 and holders != {""}, holders
+    eps = json.loads(_ok(_kubectl(m, "m2", "get", "endpoints", "kubernetes", "-o", "json")))
+    assert sorted(a["ip"] for a in eps["subsets"][0]["addresses"]) == [m.ip("m1"), m.ip("m2"), m.ip("m3")]
+
+
+def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
+    m = servers
+    _ok(_kubectl(m, "m2", "apply", "-f", "-", input=yaml.safe_dump_all([_deployment("web", 2, ["m3", "m4"]),
+                                                                        _service("web"),
+                                                                        _deployment("client", 1, ["m4"])])))
+    _ok(_kubectl(m, "m2", "rollout", "status", "deployment/web", "--timeout=120s"))
+    _ok(_kubectl(m, "m2", "rollout", "status", "deployment/client", "--timeout=120s"))
+    client = json.loads(_ok(_kubectl(m, "m2", "get", "pods", "-l", "app=client", "-o", "json")))["items"][0]
+    cluster_ip = _ok(_kubectl(m, "m2", "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).strip()
+    pod_ns = m.pod_ns("m4", client["metadata"]["name"], client["metadata"]["uid"])
+    failures: list[str] = []
+    sent = [0]
+    stop = threading.Event()
+
+    def traffic() -> None:  # one request every 100 ms from m4's pod through the ClusterIP
+        while not stop.is_set():
+            r = subprocess.run(["ip", "netns", "exec", pod_ns, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                "--max-time", "3", f"http://{cluster_ip}/"], capture_output=True, text=True)
+            sent[0] += 1
+            if r.stdout != "200":
+                failures.append(f"{time.monotonic():.1f}: {r.stdout} {r.stderr.strip()}")
+            stop.wait(0.1)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        before = _lease_holder(m, "m2", "kube-controller-manager")
+        killed_at = time.monotonic()
+        assert kill_machine(m, "m1"), "nothing ran on m1"
+        deadline = killed_at + 30
+        holder = before
+        while time.monotonic() < deadline:
+            holder = _lease_holder(m, "m2", "kube-controller-manager")
+            if holder and not holder.startswith("m1_"):
+                break
+            time.sleep(0.5)
+        assert holder and not holder.startswith("m1_"), f"the lease is still {holder!r} 30 s after m1 died"
+        # a scale-up through another server gets its pods and endpoints (the controllers of m2 or m3 act)
+        _ok(_kubectl(m, "m3", "scale", "deployment/web", "--replicas=4"))
+        _ok(_kubectl(m, "m3", "rollout", "status", "deployment/web", "--timeout=120s"))
+        slices = json.loads(_ok(_kubectl(m, "m3", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+                                          "-o", "json")))["items"]
+        ready = [e for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+        assert len(ready) == 4
+        # m4 joined through m1: its balancer now reaches m2 or m3, so m4 stays Ready
+        node = json.loads(_ok(_kubectl(m, "m3", "get", "node", "m4", "-o", "json")))
+        assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    finally:
+        stop.set()
+        t.join(10)
+    assert sent[0] > 50
+    assert failures == [], f"{len(failures)} of {sent[0]} requests failed: {failures[:5]}"

@@ -1,0 +1,198 @@
+"""Namespaces that act as machines, for the host runtime's tests: what a Vagrant lab looks like, on one kernel.
+
+Each machine is a namespace with
+- ``eth0``: a NAT-like interface with 10.0.2.15/24 on EVERY machine and the
+  default route (via 10.0.2.2, which lives in a small namespace of its own per
+  machine): VirtualBox's NAT NIC;
+- ``eth1``: its own address on the shared "host-only" bridge (192.168.56.0/24,
+  the bridge in a LAN namespace that also holds 192.168.56.1, "the host").
+
+Machines run kmesh as a user would on a VM: ``nsenter --net=<machine> kmesh
+up --runtime host ...`` (``run``). Everything is named with one unique prefix
+and removed by ``close``, processes first (only those inside these
+namespaces, through pidfds), then the lab's pod namespaces, then the
+machines.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kmesh.lab.procs import send, wait_fd
+from kmesh.lab.topology import LabNames, processes_in, sweep
+from kmesh.net import netns
+
+LAN = "192.168.56"
+NAT_IP = "10.0.2.15"
+KMESH = [sys.executable, "-m", "kmesh.cli"]
+
+
+@dataclass
+class Machines:
+    """A set of namespace machines on one host-only LAN, and the lab name their kmesh uses."""
+
+    prefix: str
+    root: Path  # data dirs live under it, one per machine
+    lab: str  # --name of every kmesh command (prefixes pod namespaces)
+    names: list[str] = field(default_factory=list)
+    eth1_mtu: int = 1400
+
+    @property
+    def lan(self) -> str:
+        """The namespace holding the host-only bridge and "the host" (192.168.56.1)."""
+        return f"{self.prefix}lan"
+
+    def ns(self, machine: str) -> str:
+        """The namespace of ``machine``."""
+        return f"{self.prefix}{machine}"
+
+    def ip(self, machine: str) -> str:
+        """``machine``'s eth1 address."""
+        return f"{LAN}.{10 + self.names.index(machine)}"
+
+    def data_dir(self, machine: str) -> Path:
+        """``machine``'s kmesh data dir."""
+        return self.root / machine
+
+    def add(self, machine: str) -> None:
+        """Create ``machine`` (eth0 NAT-like with 10.0.2.15, eth1 on the LAN)."""
+        self.names.append(machine)
+        ns, nat = self.ns(machine), f"{self.prefix}{machine}-nat"
+        netns.add(ns)
+        netns.add(nat)
+        netns.add_veth(nat, "wan", ns, "eth0")
+        netns.ip(nat, "addr", "add", "10.0.2.2/24", "dev", "wan")
+        netns.ip(ns, "addr", "add", f"{NAT_IP}/24", "dev", "eth0")
+        netns.ip(ns, "route", "add", "default", "via", "10.0.2.2", "dev", "eth0")
+        port = f"p-{machine}"[:15]
+        netns.add_veth(self.lan, port, ns, "eth1", mtu=self.eth1_mtu)
+        netns.ip(ns, "link", "set", "eth1", "mtu", str(self.eth1_mtu))  # both ends: a bridge does not fragment
+        netns.ip(self.lan, "link", "set", port, "master", "br0")
+        netns.ip(ns, "addr", "add", f"{self.ip(machine)}/24", "dev", "eth1")
+        for key, value in (("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/rp_filter", "0"),
+                           ("net/bridge/bridge-nf-call-iptables", "1")):
+            netns.call_in(ns, _write_sysctl, key, value)
+
+    def run(self, machine: str, *argv: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command on ``machine``, output captured: ``nsenter --net`` only, as the lab runs its agents, so
+        the namespaces kmesh makes there (pods) are seen by every process (``ip netns exec`` would give the
+        command a mount namespace of its own, and pod namespaces made in it would not be seen outside)."""
+        return subprocess.run(netns.nsenter_argv(self.ns(machine), list(argv)), capture_output=True, text=True,
+                               timeout=timeout, check=check, env=dict(os.environ, COLUMNS="200"))
+
+    def kmesh(self, machine: str, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """``kmesh ARGV --data-dir <machine's>`` on ``machine``."""
+        return self.run(machine, *KMESH, *argv, "--data-dir", str(self.data_dir(machine)), timeout=timeout)
+
+    def kubectl(self, *argv: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """``kubectl`` from "the host" (the LAN namespace), with the first machine's admin kubeconfig."""
+        cfg = kubeconfig or self.data_dir(self.names[0]) / "kubeconfig.yaml"
+        return subprocess.run(["ip", "netns", "exec", self.lan, "kubectl", "--kubeconfig", str(cfg), *argv],
+                              capture_output=True, text=True, timeout=60)
+
+    def pod_ns(self, node: str, pod: str, uid: str) -> str:
+        """The namespace of a pod on ``node``."""
+        return LabNames(self.lab).pod(node, pod, uid)
+
+    def close(self) -> None:
+        """Stop everything running in the machines, then remove the lab's pods and every namespace made."""
+        for machine in self.names:
+            if self.data_dir(machine).exists():
+                try:
+                    self.kmesh(machine, "down", timeout=120)
+                except subprocess.TimeoutExpired:
+                    pass
+        spaces = netns.names(self.prefix)
+        for pid in processes_in(spaces):
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                if send(fd, signal.SIGKILL):
+                    wait_fd(fd, 5.0)
+            finally:
+                os.close(fd)
+        sweep(LabNames(self.lab))
+        for ns in sorted(spaces, key=lambda n: n == self.lan):
+            netns.delete(ns)
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    p = Path("/proc/sys") / key
+    if p.exists():
+        p.write_text(value)
+
+
+def make_machines(root: Path, count: int, *, eth1_mtu: int = 1400) -> Machines:
+    """``count`` machines m1..mN on a fresh LAN (close them with ``Machines.close``)."""
+    tag = secrets.token_hex(3)
+    m = Machines(prefix=f"kmh{tag}-", root=root, lab=f"t{tag}", eth1_mtu=eth1_mtu)
+    try:
+        netns.add(m.lan)
+        netns.ip(m.lan, "link", "add", "br0", "type", "bridge")
+        netns.ip(m.lan, "addr", "add", f"{LAN}.1/24", "dev", "br0")
+        netns.ip(m.lan, "link", "set", "br0", "up")
+        for i in range(count):
+            m.add(f"m{i + 1}")
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def start_etcd_members(m: Machines, members: list[str]) -> dict[str, subprocess.Popen[bytes]]:
+    """A plain-http etcd cluster, one member per machine on its eth1 address (client 2379, peer 2380);
+    returns once every member answers /health. ``Machines.close`` stops them with everything else."""
+    import time
+
+    cluster = ",".join(f"{x}=http://{m.ip(x)}:2380" for x in members)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for x in members:
+        ip = m.ip(x)
+        data = m.root / f"etcd-{x}"
+        log = open(m.root / f"etcd-{x}.log", "wb")
+        procs[x] = subprocess.Popen(netns.nsenter_argv(m.ns(x), [
+            "etcd", "--name", x, "--data-dir", str(data),
+            "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
+            "--listen-client-urls", f"http://{ip}:2379", "--advertise-client-urls", f"http://{ip}:2379",
+            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", m.prefix]),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+    deadline = time.monotonic() + 60
+    for x in members:
+        while True:
+            try:
+                r = subprocess.run(netns.nsenter_argv(m.ns(x), ["curl", "-fsS", f"http://{m.ip(x)}:2379/health"]),
+                                   capture_output=True, text=True, timeout=5)
+                if r.returncode == 0 and '"true"' in r.stdout:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd member {x} is not healthy: {(m.root / f'etcd-{x}.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    return procs
+
+
+def kill_machine(m: Machines, machine: str) -> list[int]:
+    """SIGKILL every process inside ``machine``'s namespace (a machine that loses power); their PIDs."""
+    killed = []
+    for pid in processes_in([m.ns(machine)]):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if send(fd, signal.SIGKILL):
+                wait_fd(fd, 5.0)
+                killed.append(pid)
+        finally:
+            os.close(fd)
+    return killed
