@@ -74,7 +74,8 @@ def this_machine(opts: UpOptions, server_host: str | None) -> Machine:
     ``--iface``, else the interface whose subnet holds ``server_host``."""
     try:
         address = ifaces.choose(server=server_host, iface=opts.iface or None,
-                                node_ip=(opts.node_ip or opts.advertise_address) or None)
+                                node_ip=(opts.node_ip or opts.advertise_address) or None,
+                                node_ip_flag="--node-ip" if opts.node_ip else "--advertise-address")
     except ifaces.InterfaceError as exc:
         raise HostLabError(str(exc)) from None
     return Machine(opts.node_name or socket.gethostname().split(".")[0].lower(), address)

@@ -60,20 +60,22 @@ def _route_iface(dest: str) -> str | None:
         return links[0].get_attr("IFLA_IFNAME") if links else None
 
 
-def choose(*, server: str | None = None, iface: str | None = None, node_ip: str | None = None) -> Address:
+def choose(*, server: str | None = None, iface: str | None = None, node_ip: str | None = None,
+           node_ip_flag: str = "--node-ip") -> Address:
     """The address this machine is known by in the cluster, and its interface.
 
     ``node_ip`` (``--node-ip``) must be an address of this machine; ``iface``
     (``--iface``) must exist and hold an IPv4 address. Without either, the
     interface whose subnet holds ``server`` (the server's advertised address),
-    else the one the route to ``server`` leaves by. Raises ``InterfaceError``."""
+    else the one the route to ``server`` leaves by. Raises ``InterfaceError``, naming ``node_ip``'s flag as
+    ``node_ip_flag``."""
     have = addresses()
     listing = ", ".join(f"{a.iface} {a.ip}/{a.network.prefixlen}" for a in have) or "none"
     if node_ip:
         match = [a for a in have if a.ip == node_ip and (iface is None or a.iface == iface)]
         if not match:
             where = f" on {iface}" if iface else ""
-            raise InterfaceError(f"--node-ip {node_ip}: no interface of this machine has that address{where} "
+            raise InterfaceError(f"{node_ip_flag} {node_ip}: no interface of this machine has that address{where} "
                                  f"(addresses: {listing})")
         return match[0]
     if iface:

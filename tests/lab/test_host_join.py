@@ -193,6 +193,34 @@ def test_a_duplicate_public_ip_is_refused_naming_both_nodes(lab: Machines) -> No
         lab.kubectl("delete", "node", "ghost", "--ignore-not-found")
 
 
+def test_status_on_the_server_and_on_a_joined_machine(lab: Machines) -> None:
+    for machine in ("m1", "m2"):
+        out = _ok(lab.kmesh(machine, "status"))
+        assert "runtime host" in out
+        for name in ("m1", "m2", "m3"):
+            assert name in out
+    info = json.loads((lab.data_dir("m2") / "cluster.json").read_text())
+    assert info["runtime"] == "host" and info["api"] == f"https://{lab.ip('m1')}:6443"
+    assert [(n["name"], n["ip"], n["netns"]) for n in info["nodes"]] == [("m2", lab.ip("m2"), None)]
+
+
+def test_bad_host_options_are_refused_before_anything_is_made(lab: Machines) -> None:
+    r = lab.kmesh("m4", "up", "--runtime", "host", "--name", lab.lab)
+    assert r.returncode == 2 and "--advertise-address" in r.stderr
+    r = lab.kmesh("m4", "up", "--runtime", "host", "--advertise-address", "192.168.56.99", "--name", lab.lab,
+                  "--port", "6443")
+    assert r.returncode == 1
+    assert "--advertise-address 192.168.56.99: no interface of this machine has that address" in r.stderr
+    assert "eth1 192.168.56.13/24" in r.stderr  # the addresses it does have
+    r = lab.kmesh("m4", "up", "--runtime", "host", "--advertise-address", lab.ip("m4"), "--nodes", "3")
+    assert r.returncode == 2 and "--nodes" in r.stderr
+    r = lab.kmesh("m4", "join", "http://192.168.56.10:6443", "--token", "x")
+    assert r.returncode == 2
+    assert not lab.data_dir("m4").exists()
+    links = _ok(lab.run("m4", "ip", "-o", "link", "show"))
+    assert "cni0" not in links and "flannel" not in links
+
+
 def test_down_on_a_joined_machine_removes_its_node_and_network(lab: Machines) -> None:
     _ok(lab.kmesh("m3", "down"))
     assert "m3" not in _nodes(lab)
