@@ -1103,7 +1103,8 @@ def bench() -> None:
               help="Wait up to this long for a first answer (not counted) before sending; 0: start at once.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG bar chart of the split.")
-def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, **options: Any) -> None:
+@click.option("--json", "json_out", is_flag=True, help="Print the result as JSON (for scripts) instead of the table.")
+def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_out: bool, **options: Any) -> None:
     """Send requests through SERVICE's ClusterIP and test how they split over its endpoints.
 
     Exit code 0 when the split matches --expect, 1 when not, 2 on bad arguments."""
@@ -1112,7 +1113,8 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, **opti
     from kmesh.client.api import APIUnavailable
 
     try:
-        code = run_lb_command(_resolve(data_dir), service, console=console, plot_path=plot_path, **options)
+        code = run_lb_command(_resolve(data_dir), service, console=console, plot_path=plot_path, json_out=json_out,
+                              **options)
     except UsageError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.param) from None
     except APIUnavailable as exc:

@@ -4,7 +4,7 @@ It sends N requests (a new TCP connection each, or one UDP datagram each)
 to a Service's ClusterIP:port from one place in the lab — a pod's network
 namespace (netns runtime), a pod's loopback address (sim runtime) or this
 process — and asks every answer who served it: agnhost ``serve-hostname``
-(and ``netexec``) answer their pod name. The answers are counted per
+(and ``netexec``) answer their pod name, kmesh/echo's HTTP JSON names it in ``pod``. The answers are counted per
 endpoint of the Service's EndpointSlices (endpoints that got nothing
 included) and the split is judged against what was expected: ``uniform``
 over the usable endpoints, explicit ``weights``, or ``sticky`` (one client,
@@ -19,6 +19,7 @@ The pieces are separate so tests can drive each: ``resolve_service`` and
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import random
@@ -231,7 +232,7 @@ def _source_of(info: ClusterInfo, pod: Obj, exists: Callable[[str], bool]) -> So
         raise UsageError("--from", f"{label} is not running ({phase})")
     ip = pod["status"]["podIP"]
     node = (pod.get("spec") or {}).get("nodeName") or None
-    if info.runtime != "netns":
+    if info.runtime not in ("netns", "host"):
         return Source(None, ip, f"{label} ({ip})", node)
     ns = _pod_netns(info, pod)
     if not exists(ns):
@@ -245,9 +246,10 @@ async def resolve_source(
 ) -> Source:
     """Where to send from: ``from_pod`` (``POD`` in ``namespace`` or ``NS/POD``), else a default.
 
-    The default in the netns runtime is a random running pod of the cluster
-    (one that is not an endpoint of ``target`` if there is one), else a
-    node's namespace; in the sim runtime it is this process on loopback."""
+    The default in the netns and host runtimes is a random running pod whose
+    namespace is on this machine (one that is not an endpoint of ``target``
+    if there is one), else a node's namespace (host: this machine itself); in
+    the sim runtime it is this process on loopback."""
     if exists is None:
         from kmesh.net import netns
 
@@ -257,7 +259,7 @@ async def resolve_source(
         ns = ns or namespace
         pod = await _get_or_usage_error(client, "Pod", name, ns, "--from", f"pod {ns}/{name} not found")
         return _source_of(info, pod, exists)
-    if info.runtime != "netns":
+    if info.runtime not in ("netns", "host"):
         return Source()
     pods, _ = await client.list_all("Pod")
     backends = {b.ip for b in (target.endpoints if target else ())}
@@ -271,6 +273,9 @@ async def resolve_source(
     for node in info.nodes:
         if node.netns and exists(node.netns):
             return Source(node.netns, None, f"node {node.name} (netns {node.netns})", node.name)
+    if info.runtime == "host":  # no pod of this machine: the machine itself, through its kube-proxy
+        return Source(None, None, f"this machine ({info.nodes[0].name if info.nodes else 'host'})",
+                      info.nodes[0].name if info.nodes else None)
     raise UsageError("--from", "no running pod (nor node namespace) to send from; give --from POD")
 
 
@@ -390,6 +395,18 @@ async def _exchange(probe: Probe) -> str:
         raise _BadAnswer("not HTTP") from None
     if status != 200:
         raise _BadAnswer(f"http {status}")
+    return _named(body)
+
+
+def _named(body: str) -> str:
+    """The answer's name of its pod: kmesh/echo's JSON ``{"pod": ...}``, else the body (serve-hostname, netexec)."""
+    if body.startswith("{"):
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return body
+        if isinstance(doc, dict) and isinstance(doc.get("pod"), str):
+            return doc["pod"]
     return body
 
 

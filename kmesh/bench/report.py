@@ -127,10 +127,13 @@ def plot(result: LbResult, path: Path) -> Path:
 
 
 def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Path | None = None,
-                   warmup: float = 0.0, **options: Any) -> int:
+                   warmup: float = 0.0, json_out: bool = False, **options: Any) -> int:
     """Plan, send with a progress bar, show the table and verdict, write the plot; the exit code (0 pass, 1 fail).
 
+    ``json_out``: print ``LbResult.as_dict()`` as JSON on stdout instead (progress goes to stderr).
     ``options`` are ``plan_lb``'s keyword arguments."""
+    if json_out:
+        out_console, console = console, Console(stderr=True)
     from kmesh.client.api import Client
 
     if plot_path is not None:
@@ -165,8 +168,14 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: no verdict[/]")
             return 130
-    console.print(split_table(result))
-    console.print(summary(result))
+    if json_out:
+        import json
+
+        out_console.file.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        out_console.file.flush()
+    else:
+        console.print(split_table(result))
+        console.print(summary(result))
     if plot_path is not None:
         console.print(f"plot written to {plot(result, plot_path)}", highlight=False)
     return 0 if result.passed else 1

@@ -148,6 +148,16 @@ def test_pods_talk_across_machines_through_services_and_dns(lab: Machines) -> No
         assert json.loads(short)["pod"] in names
 
 
+def test_bench_lb_across_machines(lab: Machines) -> None:
+    # the Service `web` of the test above: endpoints on m1, m2 and m3; sent from m2 (a joined machine)
+    r = lab.kmesh("m2", "bench", "lb", "web", "--requests", "150", "--concurrency", "4", "--protocol", "http", "--json")
+    out = _ok(r)
+    doc = json.loads(out)
+    assert doc["passed"] is True, doc
+    assert sorted(e["name"] for e in doc["endpoints"]) == ["web-m1", "web-m2", "web-m3"]
+    assert all(e["count"] > 0 for e in doc["endpoints"])
+
+
 def test_a_wrong_token_or_ca_is_refused_and_nothing_is_left(lab: Machines) -> None:
     from kmesh.client.bootstrap import JoinToken
 
