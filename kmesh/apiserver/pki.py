@@ -228,27 +228,36 @@ def _pair_ok(cert_path: Path, key_path: Path, ca: x509.Certificate, sans: Sequen
     return not sans or set(sans) <= _current_sans(cert_path)
 
 
-def _issue(
-    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-    common_name: str, sans: Sequence[str], usages: Sequence[x509.ObjectIdentifier],
-) -> None:
+def _leaf(
+    public_key: ec.EllipticCurvePublicKey, subject: x509.Name, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+    sans: Sequence[str], usages: Sequence[x509.ObjectIdentifier], days: int,
+) -> x509.Certificate:
+    """A leaf certificate for ``public_key`` signed by the CA (not a CA itself; signature and key encipherment)."""
     now = dt.datetime.now(dt.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(_san_list(list(sans))), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _issue(
+    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str, sans: Sequence[str], usages: Sequence[x509.ObjectIdentifier],
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _leaf(key.public_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), ca_cert, ca_key,
+                 sans, usages, _LEAF_DAYS)
     _write_file(key_path, _key_pem(key), 0o600)
     _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
@@ -347,21 +356,13 @@ def sign_node_csr(pki: PKI, csr_pem: bytes, node_name: str) -> bytes:
     csr = x509.load_pem_x509_csr(csr_pem)
     if not csr.is_signature_valid:
         raise ValueError("the CSR's signature does not verify")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("the CSR's key is not an EC key (kmesh nodes use P-256)")
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey), "the cluster CA's key is not an EC key"
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=NODE_CERT_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])
+    cert = _leaf(public_key, subject, ca_cert, ca_key, (), [ExtendedKeyUsageOID.CLIENT_AUTH], NODE_CERT_DAYS)
     return cert.public_bytes(serialization.Encoding.PEM)

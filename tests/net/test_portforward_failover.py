@@ -12,25 +12,8 @@ import trio
 
 from kmesh.net.portforward import Failover, forward
 from kmesh.net.sockets import tcp_listener
+from tests.net.test_portforward import _echo_upper, _roundtrip
 
-
-async def _echo_upper(stream: trio.SocketStream) -> None:
-    data = b""
-    while chunk := await stream.receive_some(65536):
-        data += chunk
-    await stream.send_all(data.upper())
-    await stream.aclose()
-
-
-async def _roundtrip(port: int, payload: bytes) -> bytes:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(payload)
-        await stream.send_eof()
-        out = b""
-        while chunk := await stream.receive_some(65536):
-            out += chunk
-    return out
 
 
 @pytest.fixture

@@ -109,16 +109,7 @@ class Machines:
                 except subprocess.TimeoutExpired:
                     pass
         spaces = netns.names(self.prefix)
-        for pid in processes_in(spaces):
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            try:
-                if send(fd, signal.SIGKILL):
-                    wait_fd(fd, 5.0)
-            finally:
-                os.close(fd)
+        _kill_in(spaces)
         sweep(LabNames(self.lab))
         for ns in sorted(spaces, key=lambda n: n == self.lan):
             netns.delete(ns)
@@ -183,11 +174,18 @@ def start_etcd_members(m: Machines, members: list[str]) -> dict[str, subprocess.
 
 def kill_machine(m: Machines, machine: str) -> list[int]:
     """SIGKILL every process inside ``machine``'s namespace (a machine that loses power); their PIDs."""
+    return _kill_in([m.ns(machine)])
+
+
+def _kill_in(spaces: list[str]) -> list[int]:
+    """SIGKILL every process inside one of ``spaces`` (through a pidfd); their PIDs."""
+    from kmesh.lab.topology import _netns_inodes, _open_if_in
+
     killed = []
-    for pid in processes_in([m.ns(machine)]):
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
+    inodes = _netns_inodes(spaces)
+    for pid in processes_in(spaces):
+        fd = _open_if_in(pid, inodes)  # checked again once the pidfd holds the process
+        if fd is None:
             continue
         try:
             if send(fd, signal.SIGKILL):
