@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""How long a Vagrant lab takes from `vagrant up` to every node Ready, and how much of it is kmesh's own.
+
+Runs the project's Vagrantfile with the libvirt provider and the box ``make vagrant-box`` builds, libvirtd
+confined to a network namespace made for the run (tests/support/libvirt.py: nothing touches this
+machine's own network), QEMU with TCG unless ``--accel kvm``. While ``vagrant up`` runs, kubectl (in the
+namespace, with the kubeconfig the first server leaves in the synced folder) watches for every node Ready.
+
+The total splits into
+- VM: libvirt and Vagrant preparing the domains, the VMs booting to ssh, Vagrant mounting the synced
+  folder and starting the provisioners, installing kmesh's wheel;
+- kmesh: ``kmesh up`` on the first server (as provisioning reports it), then the slowest ``kmesh join``
+  (the joins run in parallel, once the join command is there) - kmesh's part of the critical path.
+The goal is kmesh's share under 20 % of the total. Prints both and the ratio, then ``vagrant destroy``.
+Needs root and the VM test's packages. Run: ``.venv/bin/python benchmarks/vagrant_up.py [--nodes 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.vagrant import VagrantLab, build_box, default_settings, missing_packages, vagrant_lab
+
+console = Console()
+GOAL = 0.20
+
+
+def watch_ready(lab: VagrantLab, t0: float, done: threading.Event, out: dict[str, float]) -> None:
+    """Record when every node is first Ready (seconds since ``t0``), polling kubectl from the namespace."""
+    while not done.is_set():
+        if lab.kubeconfig.exists():
+            r = lab.kubectl("get", "nodes", "-o", "json", check=False, timeout=60)
+            if r.returncode == 0:
+                items = json.loads(r.stdout)["items"]
+                ready = [n for n in items if any(c["type"] == "Ready" and c["status"] == "True"
+                                                 for c in n["status"].get("conditions", []))]
+                if len(items) == len(lab.names()) and len(ready) == len(items):
+                    out["all ready"] = time.monotonic() - t0
+                    return
+        done.wait(1.0)
+
+
+def phases(lab: VagrantLab) -> dict[str, float]:
+    """What the stamped output of ``vagrant up`` says (seconds since it started, or durations)."""
+    got: dict[str, float] = {}
+    joins: list[float] = []
+    for t, line in lab.up_stamped:
+        if "Starting domain." in line:
+            got.setdefault("first domain starts", t)
+        if "Machine booted and ready!" in line:
+            got["last VM booted"] = t
+        if m := re.search(r"kmesh up returned after (\d+) s", line):
+            got["kmesh up"] = float(m.group(1))
+            got["kmesh up done at"] = t
+        if m := re.search(r"kmesh join returned after (\d+) s", line):
+            joins.append(float(m.group(1)))
+        if m := re.search(r"kmesh installed in (\d+) s", line):
+            got["kmesh install (max)"] = max(got.get("kmesh install (max)", 0.0), float(m.group(1)))
+    got["kmesh join (slowest)"] = max(joins, default=0.0)
+    return got
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=2, help="VMs: 1 server + N-1 workers (default 2)")
+    parser.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU acceleration (default tcg)")
+    parser.add_argument("--proxy-mode", default="iptables")
+    parser.add_argument("--keep", type=Path, help="keep the work dir (logs) here instead of a temporary one")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        console.print("[red]needs root (libvirtd, namespaces, QEMU)[/]")
+        return 2
+    if missing := missing_packages():
+        console.print(f"[red]missing Debian packages: {' '.join(missing)} (make deps as root)[/]")
+        return 2
+    work = args.keep or Path(tempfile.mkdtemp(prefix="kmesh-bench-vagrant-"))
+    work.mkdir(parents=True, exist_ok=True)
+    box, box_s = build_box(work / "box.log" if args.keep else None)
+    console.print(f"box: {box} ({box_s:.0f} s)")
+    settings = default_settings(work, workers=args.nodes - 1, proxy_mode=args.proxy_mode)
+    settings["libvirt"]["accel"] = args.accel
+    ready: dict[str, float] = {}
+    with vagrant_lab(work, f"kmb-{secrets.token_hex(3)}", settings, box) as lab:
+        done = threading.Event()
+        t0 = time.monotonic()
+        watcher = threading.Thread(target=watch_ready, args=(lab, t0, done, ready), daemon=True)
+        watcher.start()
+        try:
+            with console.status(f"vagrant up ({args.nodes} VMs, {args.accel})"):
+                lab.up()
+                up_s = time.monotonic() - t0
+                if "all ready" not in ready:  # the last join returns once its node is Ready: a last look
+                    watcher.join(timeout=120)
+        finally:
+            done.set()
+        p = phases(lab)
+        with console.status("vagrant destroy"):
+            destroy_s = lab.destroy()
+    total = ready.get("all ready", up_s)
+    kmesh = p.get("kmesh up", 0.0) + p["kmesh join (slowest)"]
+    vm = total - kmesh
+    t = Table("phase", "seconds", title=f"vagrant up -> {args.nodes} nodes Ready ({args.accel}, {args.proxy_mode})")
+    t.add_row("VMs created, booted to ssh (last VM)", f"{p.get('last VM booted', 0):.0f}")
+    t.add_row("  of which booting (first domain start -> last VM ssh)",
+              f"{p.get('last VM booted', 0) - p.get('first domain starts', 0):.0f}")
+    t.add_row("kmesh wheel installed in a VM (slowest)", f"{p.get('kmesh install (max)', 0):.0f}")
+    t.add_row("kmesh up (first server)", f"{p.get('kmesh up', 0):.0f}")
+    t.add_row("kmesh join (slowest worker)", f"{p['kmesh join (slowest)']:.0f}")
+    t.add_row("[b]total: vagrant up -> every node Ready", f"[b]{total:.0f}")
+    t.add_row("VM and Vagrant share (total - kmesh)", f"{vm:.0f}")
+    t.add_row("kmesh share (up + slowest join)", f"{kmesh:.0f}")
+    t.add_row("vagrant up returned / vagrant destroy", f"{up_s:.0f} / {destroy_s:.0f}")
+    console.print(t)
+    ratio = kmesh / total if total else 0.0
+    verdict = "[green]within[/]" if ratio < GOAL else "[red]over[/]"
+    console.print(f"VM {vm:.0f} s, kmesh {kmesh:.0f} s: kmesh's share {ratio:.1%} ({verdict} the {GOAL:.0%} goal)")
+    console.print(f"logs: {work}" if args.keep else "")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
