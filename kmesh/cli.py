@@ -683,9 +683,10 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
     info = dd.read_cluster()
     if info is None:
         raise click.ClickException(f"no lab is running in {dd.root}")
-    if info.runtime != "netns":
+    if info.runtime not in ("netns", "host"):
         raise click.ClickException(
-            "kmesh exec needs the netns runtime; sim pods share this machine's network, run the command directly")
+            "kmesh exec needs the netns or host runtime; sim pods share this machine's network, run the command "
+            "directly")
 
     async def fetch() -> dict[str, Any]:
         async with Client.from_kubeconfig(info.kubeconfig) as c:
@@ -702,12 +703,15 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
     if not node:
         raise click.ClickException(f"pod {namespace}/{pod} is not scheduled to a node yet")
     names = LabNames(info.name)
+    if spec.get("hostNetwork") and info.runtime == "host":
+        os.execvp(command[0], list(command))  # the machine's own network is the pod's
     if spec.get("hostNetwork"):
         ns = names.node(node)
     else:
         ns = names.pod(node, pod, obj["metadata"]["uid"])
     if not netns.exists(ns):
-        raise click.ClickException(f"pod {namespace}/{pod} has no network namespace yet ({ns}); is it running?")
+        where = f" on this machine; it runs on node {node}" if info.runtime == "host" else "; is it running?"
+        raise click.ClickException(f"pod {namespace}/{pod} has no network namespace {ns}{where}")
     if spec.get("hostNetwork"):
         argv = netns.exec_argv(ns, list(command))
     else:

@@ -183,6 +183,7 @@ async def _run_agent(nursery: trio.Nursery, opts: UpOptions, dd: DataDir, machin
                      progress: Progress) -> None:
     dd.log_dir.mkdir(parents=True, exist_ok=True)
     write_private(agent_marker(dd), machine.node_name + "\n")  # from here on, this machine's network is ours
+    node_sysctls()
     progress(f"node agent {machine.node_name} ({machine.address.iface} {machine.address.ip}, "
              f"MTU {machine.address.mtu})")
     await nursery.start(functools.partial(run_agent_process, agent_argv(opts, dd, machine, kubeconfig),
@@ -252,7 +253,7 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     await apply_objects(client, coredns_objects(
         None, allow=[CLUSTER_CIDR, SERVICE_CIDR, str(machine.address.network), "127.0.0.0/8"]))
     progress("kube-dns answering")
-    await wait_cluster_dns([None])
+    await wait_cluster_dns([None], timeout=300.0)  # a VM under emulation takes minutes
     progress("cluster DNS for this machine")
     dns: RunningDNS = await nursery.start(functools.partial(
         run_dns, client, lab_dns_config(CLUSTER_CIDR, SERVICE_CIDR), spawn_workers=False))
@@ -305,6 +306,22 @@ async def _start_agent_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: 
         proxyMode=opts.proxy_mode, serviceCIDR=SERVICE_CIDR, clusterCIDR=CLUSTER_CIDR,
         nodes=[NodeInfo(machine.node_name, machine.address.ip, node["spec"]["podCIDR"], None)],
     )
+
+
+def node_sysctls() -> None:
+    """What a node needs of its kernel, as kubeadm's preflight asks for: forwarding on, and bridged pod traffic
+    through iptables (``br_netfilter``; without it, replies between pods of one node through a ClusterIP are
+    lost). Loads the module when its sysctl is missing."""
+    import subprocess
+
+    bridge = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if not bridge.exists():
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
+    for path in (Path("/proc/sys/net/ipv4/ip_forward"), bridge):
+        try:
+            path.write_text("1")
+        except OSError as exc:
+            log.warning("cannot set %s: %s", path, exc)
 
 
 def agent_marker(dd: DataDir) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import require, require_binary
-from tests.support.machines import NAT_IP, Machines, make_machines
+from tests.support.machines import KMESH, NAT_IP, Machines, make_machines
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -83,6 +83,12 @@ def test_nodes_ready_with_their_eth1_addresses(lab: Machines) -> None:
         assert link["mtu"] == 1400 - 50
         vxlan = _ok(lab.run(name, "ip", "-d", "link", "show", "flannel.1"))
         assert f"local {lab.ip(name)} dev eth1" in vxlan
+        # the MAC is set at creation (udev leaves it alone) and is what the node announces
+        from kmesh.cni.backends.vxlan import stable_mac
+
+        assert link["address"] == stable_mac(lab.ip(name), 1)
+        data = json.loads(nodes[name]["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"])
+        assert data["VtepMAC"] == link["address"]
 
 
 def test_kubectl_from_the_host_machine(lab: Machines) -> None:
@@ -107,6 +113,10 @@ def _running(m: Machines, names: list[str], timeout: float = 120) -> dict[str, d
 def _in_pod(m: Machines, pod: dict, *argv: str) -> subprocess.CompletedProcess[str]:
     ns = m.pod_ns(pod["spec"]["nodeName"], pod["metadata"]["name"], pod["metadata"]["uid"])
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=30)
+
+
+def _exec(m: Machines, machine: str, pod: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return m.run(machine, *KMESH, "exec", "--data-dir", str(m.data_dir(machine)), pod, "--", *argv)
 
 
 def _until_served(m: Machines, pod: dict, url: str, timeout: float = 30.0) -> None:
@@ -146,6 +156,11 @@ def test_pods_talk_across_machines_through_services_and_dns(lab: Machines) -> No
         assert answer.split() == [cluster_ip]
         short = _ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10", "http://web/"))  # search path
         assert json.loads(short)["pod"] in names
+    node_of = {n: n.removeprefix("web-") for n in names}
+    for src in names:  # kmesh exec on the pod's own machine
+        out = _ok(_exec(lab, node_of[src], src, "ip", "-4", "-o", "addr", "show", "eth0"))
+        assert pods[src]["status"]["podIP"] in out
+
 
 
 def test_bench_lb_across_machines(lab: Machines) -> None:

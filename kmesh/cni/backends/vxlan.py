@@ -74,7 +74,10 @@ class VxlanBackend:
                 ipr.link("del", index=idx)  # wrong parameters: recreate, keeping the MAC peers know
                 idx = None
         if idx is None:
-            extra = {"address": mac} if mac else {}
+            # An explicit MAC (kept, else one derived from the node's address): a device created with a kernel-
+            # chosen one gets it rewritten by udev's MACAddressPolicy=persistent on systemd machines a moment
+            # later, after peers learnt the first one (flannel's stale-VtepMAC trouble).
+            extra = {"address": mac or stable_mac(self.public_ip, self.vni)}
             ipr.link("add", ifname=self.device, kind="vxlan", vxlan_id=self.vni, vxlan_local=self.public_ip,
                      vxlan_link=link_idx, vxlan_port=self.port, vxlan_learning=0, mtu=mtu, **extra)
             idx = require_index(ipr, self.device)
@@ -160,3 +163,11 @@ class VxlanBackend:
 
         if not namespace_gone(self.netns):
             await netlink(self.netns, work)
+
+
+def stable_mac(public_ip: str, vni: int) -> str:
+    """A locally administered unicast MAC for the VXLAN device of the node at ``public_ip``, the same every time."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{public_ip}/{vni}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
