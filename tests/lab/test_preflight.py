@@ -90,6 +90,7 @@ NOT_REQUIRED = {
     ("kmesh/proxy/ipvs_kernel.py", "sysctl"): "only with the kernel's ip_vs, and its failure is ignored",
     ("kmesh/net/netns_check.py", "ip"): "the check whether namespaces can be used at all",
     ("kmesh/store/bench.py", "etcd"): "a benchmark, not a lab",
+    ("kmesh/lab/hostlab.py", "modprobe"): "only when br_netfilter's sysctl is missing; a failure is logged",
 }
 
 
