@@ -16,30 +16,9 @@ import pytest
 import yaml
 
 from tests.conftest import require, require_binary
-from tests.support.machines import KMESH, NAT_IP, Machines, make_machines
+from tests.support.machines import KMESH, NAT_IP, WEB_SERVICE, Machines, echo_pod, make_machines, ok
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-WEB = """
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"""
-
-
-def _pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "kmesh/echo",
-                                                        "ports": [{"containerPort": 8080}]}]}}
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"rc {r.returncode}\nstdout: {r.stdout[-3000:]}\nstderr: {r.stderr[-3000:]}"
-    return r.stdout
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
@@ -53,12 +32,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
         require_binary(tool)
     m = make_machines(tmp_path_factory.mktemp("machines"), 4)
     try:
-        out = _ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
+        out = ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
                           "--name", m.lab, "--port", "6443"))
         assert "kmesh join https://192.168.56.10:6443 --token" in out
         token = (m.data_dir("m1") / "join-token").read_text().strip()
         for machine, mode in (("m2", "iptables"), ("m3", "nftables")):
-            _ok(m.kmesh(machine, "join", f"https://{m.ip('m1')}:6443", "--token", token, "--node-name", machine,
+            ok(m.kmesh(machine, "join", f"https://{m.ip('m1')}:6443", "--token", token, "--node-name", machine,
                         "--name", m.lab, "--proxy-mode", mode))
         yield m
     finally:
@@ -66,7 +45,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
 
 
 def _nodes(m: Machines) -> dict[str, dict]:
-    return {n["metadata"]["name"]: n for n in json.loads(_ok(m.kubectl("get", "nodes", "-o", "json")))["items"]}
+    return {n["metadata"]["name"]: n for n in json.loads(ok(m.kubectl("get", "nodes", "-o", "json")))["items"]}
 
 
 def test_nodes_ready_with_their_eth1_addresses(lab: Machines) -> None:
@@ -79,9 +58,9 @@ def test_nodes_ready_with_their_eth1_addresses(lab: Machines) -> None:
         assert ready == "True"
         assert node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == lab.ip(name)
     for name in ("m1", "m2", "m3"):  # the overlay's MTU comes from eth1 (1400), not from eth0 (1500)
-        link = json.loads(_ok(lab.run(name, "ip", "-j", "link", "show", "flannel.1")))[0]
+        link = json.loads(ok(lab.run(name, "ip", "-j", "link", "show", "flannel.1")))[0]
         assert link["mtu"] == 1400 - 50
-        vxlan = _ok(lab.run(name, "ip", "-d", "link", "show", "flannel.1"))
+        vxlan = ok(lab.run(name, "ip", "-d", "link", "show", "flannel.1"))
         assert f"local {lab.ip(name)} dev eth1" in vxlan
         # the MAC is set at creation (udev leaves it alone) and is what the node announces
         from kmesh.cni.backends.vxlan import stable_mac
@@ -92,7 +71,7 @@ def test_nodes_ready_with_their_eth1_addresses(lab: Machines) -> None:
 
 
 def test_kubectl_from_the_host_machine(lab: Machines) -> None:
-    out = _ok(lab.kubectl("get", "nodes", "-o", "wide"))
+    out = ok(lab.kubectl("get", "nodes", "-o", "wide"))
     for name in ("m1", "m2", "m3"):
         assert name in out and lab.ip(name) in out
 
@@ -102,12 +81,12 @@ def _apply(m: Machines, objs: list[dict] | str) -> None:
     r = subprocess.run(["ip", "netns", "exec", m.lan, "kubectl", "--kubeconfig",
                         str(m.data_dir("m1") / "kubeconfig.yaml"), "apply", "-f", "-"],
                        input=text, capture_output=True, text=True, timeout=60)
-    _ok(r)
+    ok(r)
 
 
 def _running(m: Machines, names: list[str], timeout: float = 120) -> dict[str, dict]:
-    _ok(m.kubectl("wait", "--for=condition=Ready", "pod", *names, f"--timeout={timeout:.0f}s"))
-    return {p["metadata"]["name"]: p for p in json.loads(_ok(m.kubectl("get", "pods", "-o", "json")))["items"]}
+    ok(m.kubectl("wait", "--for=condition=Ready", "pod", *names, f"--timeout={timeout:.0f}s"))
+    return {p["metadata"]["name"]: p for p in json.loads(ok(m.kubectl("get", "pods", "-o", "json")))["items"]}
 
 
 def _in_pod(m: Machines, pod: dict, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -130,35 +109,35 @@ def _until_served(m: Machines, pod: dict, url: str, timeout: float = 30.0) -> No
 
 def test_pods_talk_across_machines_through_services_and_dns(lab: Machines) -> None:
     names = [f"web-{n}" for n in ("m1", "m2", "m3")]
-    _apply(lab, [_pod(f"web-{n}", n, {"app": "web"}) for n in ("m1", "m2", "m3")])
-    _apply(lab, WEB)
+    _apply(lab, [echo_pod(f"web-{n}", n, {"app": "web"}) for n in ("m1", "m2", "m3")])
+    _apply(lab, WEB_SERVICE)
     pods = _running(lab, names)
-    _ok(lab.kubectl("wait", "--for=jsonpath={.endpoints[2].conditions.ready}=true", "endpointslice",
+    ok(lab.kubectl("wait", "--for=jsonpath={.endpoints[2].conditions.ready}=true", "endpointslice",
                     "-l", "kubernetes.io/service-name=web", "--timeout=60s"))
-    svc = json.loads(_ok(lab.kubectl("get", "service", "web", "-o", "json")))
+    svc = json.loads(ok(lab.kubectl("get", "service", "web", "-o", "json")))
     cluster_ip = svc["spec"]["clusterIP"]
     for src in names:  # each node's proxy programs the Service once it has seen the endpoints
         _until_served(lab, pods[src], f"http://{cluster_ip}/")
     for src in names:
         for dst in names:  # pod to pod, across the VXLAN overlay between machines
-            body = json.loads(_ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10",
+            body = json.loads(ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10",
                                           f"http://{pods[dst]['status']['podIP']}:8080/")))
             assert body["pod"] == dst
             assert body["client"].split(":")[0] == pods[src]["status"]["podIP"]  # no NAT between pods
         seen = set()
         for _ in range(60):  # the ClusterIP, from every machine (iptables on m1/m2, nftables on m3)
-            body = json.loads(_ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10", f"http://{cluster_ip}/")))
+            body = json.loads(ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10", f"http://{cluster_ip}/")))
             seen.add(body["pod"])
             if len(seen) == 3:
                 break
         assert seen == set(names), f"{src}: 60 requests reached only {seen}"
-        answer = _ok(_in_pod(lab, pods[src], "dig", "+short", "+time=3", "@10.96.0.10", "web.default.svc.cluster.local"))
+        answer = ok(_in_pod(lab, pods[src], "dig", "+short", "+time=3", "@10.96.0.10", "web.default.svc.cluster.local"))
         assert answer.split() == [cluster_ip]
-        short = _ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10", "http://web/"))  # search path
+        short = ok(_in_pod(lab, pods[src], "curl", "-sS", "--max-time", "10", "http://web/"))  # search path
         assert json.loads(short)["pod"] in names
     node_of = {n: n.removeprefix("web-") for n in names}
     for src in names:  # kmesh exec on the pod's own machine
-        out = _ok(_exec(lab, node_of[src], src, "ip", "-4", "-o", "addr", "show", "eth0"))
+        out = ok(_exec(lab, node_of[src], src, "ip", "-4", "-o", "addr", "show", "eth0"))
         assert pods[src]["status"]["podIP"] in out
 
 
@@ -166,7 +145,7 @@ def test_pods_talk_across_machines_through_services_and_dns(lab: Machines) -> No
 def test_bench_lb_across_machines(lab: Machines) -> None:
     # the Service `web` of the test above: endpoints on m1, m2 and m3; sent from m2 (a joined machine)
     r = lab.kmesh("m2", "bench", "lb", "web", "--requests", "150", "--concurrency", "4", "--protocol", "http", "--json")
-    out = _ok(r)
+    out = ok(r)
     doc = json.loads(out)
     assert doc["passed"] is True, doc
     assert sorted(e["name"] for e in doc["endpoints"]) == ["web-m1", "web-m2", "web-m3"]
@@ -190,7 +169,7 @@ def test_a_wrong_token_or_ca_is_refused_and_nothing_is_left(lab: Machines) -> No
     assert r.returncode == 2 and "--token" in r.stderr
     assert "m4" not in _nodes(lab)
     assert not lab.data_dir("m4").exists()
-    links = _ok(lab.run("m4", "ip", "-o", "link", "show"))
+    links = ok(lab.run("m4", "ip", "-o", "link", "show"))
     assert "cni0" not in links and "flannel" not in links
 
 
@@ -220,7 +199,7 @@ def test_a_duplicate_public_ip_is_refused_naming_both_nodes(lab: Machines) -> No
 
 def test_status_on_the_server_and_on_a_joined_machine(lab: Machines) -> None:
     for machine in ("m1", "m2"):
-        out = _ok(lab.kmesh(machine, "status"))
+        out = ok(lab.kmesh(machine, "status"))
         assert "runtime host" in out
         for name in ("m1", "m2", "m3"):
             assert name in out
@@ -242,18 +221,18 @@ def test_bad_host_options_are_refused_before_anything_is_made(lab: Machines) -> 
     r = lab.kmesh("m4", "join", "http://192.168.56.10:6443", "--token", "x")
     assert r.returncode == 2
     assert not lab.data_dir("m4").exists()
-    links = _ok(lab.run("m4", "ip", "-o", "link", "show"))
+    links = ok(lab.run("m4", "ip", "-o", "link", "show"))
     assert "cni0" not in links and "flannel" not in links
 
 
 def test_down_on_a_joined_machine_removes_its_node_and_network(lab: Machines) -> None:
-    _ok(lab.kmesh("m3", "down"))
+    ok(lab.kmesh("m3", "down"))
     assert "m3" not in _nodes(lab)
-    links = _ok(lab.run("m3", "ip", "-o", "link", "show"))
+    links = ok(lab.run("m3", "ip", "-o", "link", "show"))
     assert "cni0" not in links and "flannel.1" not in links
     from kmesh.net import netns
 
     assert netns.names(f"kmesh-{lab.lab}-m3-") == []
-    assert "kube-proxy" not in _ok(lab.run("m3", "nft", "list", "tables"))
-    assert "KUBE-SERVICES" not in _ok(lab.run("m3", "iptables-save"))
+    assert "kube-proxy" not in ok(lab.run("m3", "nft", "list", "tables"))
+    assert "KUBE-SERVICES" not in ok(lab.run("m3", "iptables-save"))
     assert not lab.data_dir("m3").exists()

@@ -21,14 +21,9 @@ import pytest
 import yaml
 
 from tests.conftest import require, require_binary
-from tests.support.machines import Machines, kill_machine, make_machines, start_etcd_members
+from tests.support.machines import Machines, kill_machine, make_machines, ok, start_etcd_members
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd, pytest.mark.slow]
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"rc {r.returncode}\nstdout: {r.stdout[-3000:]}\nstderr: {r.stderr[-3000:]}"
-    return r.stdout
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +42,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
         def etcd_for(x: str) -> str:  # each server's own member first
             return ",".join(f"http://{m.ip(y)}:2379" for y in [x, *[z for z in ("m1", "m2", "m3") if z != x]])
 
-        _ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
+        ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
                     "--name", m.lab, "--store", "etcd", "--etcd", etcd_for("m1")))
         server_token = (m.data_dir("m1") / "server-token").read_text().strip()
         for x in ("m2", "m3"):
-            _ok(m.kmesh(x, "up", "--runtime", "host", "--advertise-address", m.ip(x), "--node-name", x,
+            ok(m.kmesh(x, "up", "--runtime", "host", "--advertise-address", m.ip(x), "--node-name", x,
                         "--name", m.lab, "--store", "etcd", "--etcd", etcd_for(x),
                         "--server", f"https://{m.ip('m1')}:6443", "--token", server_token))
         join_token = (m.data_dir("m1") / "join-token").read_text().strip()
-        _ok(m.kmesh("m4", "join", f"https://{m.ip('m1')}:6443", "--token", join_token, "--node-name", "m4",
+        ok(m.kmesh("m4", "join", f"https://{m.ip('m1')}:6443", "--token", join_token, "--node-name", "m4",
                     "--name", m.lab))
         yield m
     finally:
@@ -93,23 +88,23 @@ def _service(name: str) -> dict:
 def test_every_server_serves_and_one_leads(servers: Machines) -> None:
     m = servers
     for via in ("m1", "m2", "m3"):
-        nodes = json.loads(_ok(_kubectl(m, via, "get", "nodes", "-o", "json")))["items"]
+        nodes = json.loads(ok(_kubectl(m, via, "get", "nodes", "-o", "json")))["items"]
         assert sorted(n["metadata"]["name"] for n in nodes) == ["m1", "m2", "m3", "m4"]
     holders = {_lease_holder(m, via, "kube-controller-manager") for via in ("m1", "m2", "m3")}
     assert len(holders) == 1 and holders != {""}, holders
-    eps = json.loads(_ok(_kubectl(m, "m2", "get", "endpoints", "kubernetes", "-o", "json")))
+    eps = json.loads(ok(_kubectl(m, "m2", "get", "endpoints", "kubernetes", "-o", "json")))
     assert sorted(a["ip"] for a in eps["subsets"][0]["addresses"]) == [m.ip("m1"), m.ip("m2"), m.ip("m3")]
 
 
 def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
     m = servers
-    _ok(_kubectl(m, "m2", "apply", "-f", "-", input=yaml.safe_dump_all([_deployment("web", 2, ["m3", "m4"]),
+    ok(_kubectl(m, "m2", "apply", "-f", "-", input=yaml.safe_dump_all([_deployment("web", 2, ["m3", "m4"]),
                                                                         _service("web"),
                                                                         _deployment("client", 1, ["m4"])])))
-    _ok(_kubectl(m, "m2", "rollout", "status", "deployment/web", "--timeout=120s"))
-    _ok(_kubectl(m, "m2", "rollout", "status", "deployment/client", "--timeout=120s"))
-    client = json.loads(_ok(_kubectl(m, "m2", "get", "pods", "-l", "app=client", "-o", "json")))["items"][0]
-    cluster_ip = _ok(_kubectl(m, "m2", "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).strip()
+    ok(_kubectl(m, "m2", "rollout", "status", "deployment/web", "--timeout=120s"))
+    ok(_kubectl(m, "m2", "rollout", "status", "deployment/client", "--timeout=120s"))
+    client = json.loads(ok(_kubectl(m, "m2", "get", "pods", "-l", "app=client", "-o", "json")))["items"][0]
+    cluster_ip = ok(_kubectl(m, "m2", "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).strip()
     pod_ns = m.pod_ns("m4", client["metadata"]["name"], client["metadata"]["uid"])
     failures: list[str] = []
     sent = [0]
@@ -139,14 +134,14 @@ def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
             time.sleep(0.5)
         assert holder and not holder.startswith("m1_"), f"the lease is still {holder!r} 30 s after m1 died"
         # a scale-up through another server gets its pods and endpoints (the controllers of m2 or m3 act)
-        _ok(_kubectl(m, "m3", "scale", "deployment/web", "--replicas=4"))
-        _ok(_kubectl(m, "m3", "rollout", "status", "deployment/web", "--timeout=120s"))
-        slices = json.loads(_ok(_kubectl(m, "m3", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+        ok(_kubectl(m, "m3", "scale", "deployment/web", "--replicas=4"))
+        ok(_kubectl(m, "m3", "rollout", "status", "deployment/web", "--timeout=120s"))
+        slices = json.loads(ok(_kubectl(m, "m3", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
                                           "-o", "json")))["items"]
         ready = [e for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
         assert len(ready) == 4
         # m4 joined through m1: its balancer now reaches m2 or m3, so m4 stays Ready
-        node = json.loads(_ok(_kubectl(m, "m3", "get", "node", "m4", "-o", "json")))
+        node = json.loads(ok(_kubectl(m, "m3", "get", "node", "m4", "-o", "json")))
         assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
     finally:
         stop.set()

@@ -29,6 +29,15 @@ from kmesh.lab.topology import LabNames, processes_in, sweep
 from kmesh.net import netns
 
 LAN = "192.168.56"
+# The echo workload the multi-machine tests (namespace machines and real VMs) run: Service web → pods :8080.
+WEB_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
 NAT_IP = "10.0.2.15"
 KMESH = [sys.executable, "-m", "kmesh.cli"]
 
@@ -194,3 +203,16 @@ def _kill_in(spaces: list[str]) -> list[int]:
         finally:
             os.close(fd)
     return killed
+
+
+def echo_pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict:
+    """A kmesh/echo pod (HTTP on 8080) bound to ``node``."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "kmesh/echo",
+                                                        "ports": [{"containerPort": 8080}]}]}}
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    """The command's stdout; fails the test with its exit status and output when it did not succeed."""
+    assert r.returncode == 0, f"rc {r.returncode}\nstdout: {r.stdout[-3000:]}\nstderr: {r.stderr[-3000:]}"
+    return r.stdout

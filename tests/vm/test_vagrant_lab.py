@@ -32,6 +32,7 @@ import yaml
 
 from kmesh.net.netns_check import netns_usable
 from tests.conftest import require, require_binary
+from tests.support.machines import WEB_SERVICE, echo_pod
 from tests.support.vagrant import (
     VagrantLab,
     build_box,
@@ -44,22 +45,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 NODES = int(os.environ.get("KMESH_VM_NODES", "2"))
 OTHER_MODE = os.environ.get("KMESH_VM_OTHER_MODE", "ipvs")
-
-WEB = """
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"""
-
-
-def _pod(name: str, node: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "kmesh/echo",
-                                                        "ports": [{"containerPort": 8080}]}]}}
-
 
 class Lab:
     """The running lab, and what the tests learned about it."""
@@ -177,8 +162,8 @@ def test_kubectl_from_the_host_machine(lab: Lab) -> None:
 
 def test_pods_talk_across_vms_over_vxlan(lab: Lab) -> None:
     names = [f"web-{n}" for n in lab.names()]
-    lab.vl.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([_pod(f"web-{n}", n) for n in lab.names()]))
-    lab.vl.kubectl("apply", "-f", "-", stdin=WEB)
+    lab.vl.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([echo_pod(f"web-{n}", n, {"app": "web"}) for n in lab.names()]))
+    lab.vl.kubectl("apply", "-f", "-", stdin=WEB_SERVICE)
     lab.pods = lab.wait_pods(names)
     for src in names:
         for dst in names:
