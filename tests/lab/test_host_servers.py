@@ -85,6 +85,12 @@ def _service(name: str) -> dict:
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}
 
 
+def _curl(pod_ns: str, ip: str) -> subprocess.CompletedProcess[str]:
+    """One HTTP request from a pod's namespace; stdout is the status code (000 when none came)."""
+    return subprocess.run(["ip", "netns", "exec", pod_ns, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                           "--max-time", "3", f"http://{ip}/"], capture_output=True, text=True)
+
+
 def test_every_server_serves_and_one_leads(servers: Machines) -> None:
     m = servers
     for via in ("m1", "m2", "m3"):
@@ -106,14 +112,20 @@ def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
     client = json.loads(ok(_kubectl(m, "m2", "get", "pods", "-l", "app=client", "-o", "json")))["items"][0]
     cluster_ip = ok(_kubectl(m, "m2", "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).strip()
     pod_ns = m.pod_ns("m4", client["metadata"]["name"], client["metadata"]["uid"])
+    # rollout status says the pods are Ready, not that m4's kube-proxy has their endpoints yet (on a real
+    # cluster neither): wait for the first answer before the traffic that must never fail starts
+    deadline = time.monotonic() + 60
+    while _curl(pod_ns, cluster_ip).stdout != "200":
+        assert time.monotonic() < deadline, f"{cluster_ip} never answered from m4's pod"
+        time.sleep(0.2)
     failures: list[str] = []
+    marks: dict[str, float] = {}  # when each step happened, to place any failure on the time line
     sent = [0]
     stop = threading.Event()
 
     def traffic() -> None:  # one request every 100 ms from m4's pod through the ClusterIP
         while not stop.is_set():
-            r = subprocess.run(["ip", "netns", "exec", pod_ns, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                                "--max-time", "3", f"http://{cluster_ip}/"], capture_output=True, text=True)
+            r = _curl(pod_ns, cluster_ip)
             sent[0] += 1
             if r.stdout != "200":
                 failures.append(f"{time.monotonic():.1f}: {r.stdout} {r.stderr.strip()}")
@@ -123,7 +135,7 @@ def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
     t.start()
     try:
         before = _lease_holder(m, "m2", "kube-controller-manager")
-        killed_at = time.monotonic()
+        killed_at = marks["m1 killed"] = time.monotonic()
         assert kill_machine(m, "m1"), "nothing ran on m1"
         deadline = killed_at + 30
         holder = before
@@ -133,9 +145,12 @@ def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
                 break
             time.sleep(0.5)
         assert holder and not holder.startswith("m1_"), f"the lease is still {holder!r} 30 s after m1 died"
+        marks["new leader seen"] = time.monotonic()
         # a scale-up through another server gets its pods and endpoints (the controllers of m2 or m3 act)
         ok(_kubectl(m, "m3", "scale", "deployment/web", "--replicas=4"))
+        marks["scaled to 4"] = time.monotonic()
         ok(_kubectl(m, "m3", "rollout", "status", "deployment/web", "--timeout=120s"))
+        marks["rollout done"] = time.monotonic()
         slices = json.loads(ok(_kubectl(m, "m3", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
                                           "-o", "json")))["items"]
         ready = [e for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
@@ -147,4 +162,5 @@ def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:
         stop.set()
         t.join(10)
     assert sent[0] > 50
-    assert failures == [], f"{len(failures)} of {sent[0]} requests failed: {failures[:5]}"
+    timeline = ", ".join(f"{k} at {v:.1f}" for k, v in marks.items())
+    assert failures == [], f"{len(failures)} of {sent[0]} requests failed: {failures[:5]} ({timeline})"
