@@ -7,10 +7,12 @@ machine's own network), QEMU with TCG unless ``--accel kvm``. While ``vagrant up
 namespace, with the kubeconfig the first server leaves in the synced folder) watches for every node Ready.
 
 The total splits into
-- VM: libvirt and Vagrant preparing the domains, the VMs booting to ssh, Vagrant mounting the synced
-  folder and starting the provisioners, installing kmesh's wheel;
-- kmesh: ``kmesh up`` on the first server (as provisioning reports it), then the slowest ``kmesh join``
-  (the joins run in parallel, once the join command is there) - kmesh's part of the critical path.
+- VM: until the last VM is ready for kmesh: libvirt and Vagrant preparing the domains, the VMs booting to
+  ssh, Vagrant mounting the synced folder and starting the provisioners, kmesh's wheel installed;
+- kmesh: the rest, until every node is Ready - ``kmesh up`` on the first server until its API answers and
+  the join command is out, the joins (in parallel with the rest of the server's start), and the provisioning
+  scripts' own steps around them. ``kmesh up`` and the slowest ``kmesh join`` are shown on their own too;
+  as they overlap, their sum is more than kmesh's share.
 The goal is kmesh's share under 20 % of the total. Prints both and the ratio, then ``vagrant destroy``.
 Needs root and the VM test's packages. Run: ``.venv/bin/python benchmarks/vagrant_up.py [--nodes 2]``.
 """
@@ -70,6 +72,9 @@ def phases(lab: VagrantLab) -> dict[str, float]:
             joins.append(float(m.group(1)))
         if m := re.search(r"kmesh installed in (\d+) s", line):
             got["kmesh install (max)"] = max(got.get("kmesh install (max)", 0.0), float(m.group(1)))
+            got["last VM ready for kmesh"] = max(got.get("last VM ready for kmesh", 0.0), t)
+        if "the workers join now" in line:
+            got["join command out"] = t
     got["kmesh join (slowest)"] = max(joins, default=0.0)
     return got
 
@@ -111,18 +116,21 @@ def main() -> int:
         with console.status("vagrant destroy"):
             destroy_s = lab.destroy()
     total = ready.get("all ready", up_s)
-    kmesh = p.get("kmesh up", 0.0) + p["kmesh join (slowest)"]
-    vm = total - kmesh
+    vm = p.get("last VM ready for kmesh", 0.0)
+    kmesh = total - vm
     t = Table("phase", "seconds", title=f"vagrant up -> {args.nodes} nodes Ready ({args.accel}, {args.proxy_mode})")
     t.add_row("VMs created, booted to ssh (last VM)", f"{p.get('last VM booted', 0):.0f}")
     t.add_row("  of which booting (first domain start -> last VM ssh)",
               f"{p.get('last VM booted', 0) - p.get('first domain starts', 0):.0f}")
     t.add_row("kmesh wheel installed in a VM (slowest)", f"{p.get('kmesh install (max)', 0):.0f}")
+    t.add_row("[b]VM and Vagrant share: the last VM ready for kmesh", f"[b]{vm:.0f}")
+    if "join command out" in p:
+        t.add_row("the server's API answers, join command out (after the last VM ready)",
+                  f"{p['join command out'] - vm:.0f}")
     t.add_row("kmesh up (first server)", f"{p.get('kmesh up', 0):.0f}")
     t.add_row("kmesh join (slowest worker)", f"{p['kmesh join (slowest)']:.0f}")
     t.add_row("[b]total: vagrant up -> every node Ready", f"[b]{total:.0f}")
-    t.add_row("VM and Vagrant share (total - kmesh)", f"{vm:.0f}")
-    t.add_row("kmesh share (up + slowest join)", f"{kmesh:.0f}")
+    t.add_row("[b]kmesh share (total - VM share)", f"[b]{kmesh:.0f}")
     t.add_row("vagrant up returned / vagrant destroy", f"{up_s:.0f} / {destroy_s:.0f}")
     console.print(t)
     ratio = kmesh / total if total else 0.0

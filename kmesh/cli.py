@@ -8,12 +8,11 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -148,7 +147,10 @@ def _default_runtime() -> str:
     return "netns" if netns_usable() else "sim"
 
 
-_LAZY_COMMANDS = {"dns": ("kmesh.dns.command", "dns")}  # name → (module, attribute)
+_LAZY_COMMANDS = {  # name → (module, attribute)
+    "dns": ("kmesh.dns.command", "dns"),
+    "certs": ("kmesh.lab.etcdcerts", "certs"),
+}
 
 
 class _Group(click.Group):
@@ -320,7 +322,17 @@ def up(
         raise SystemExit(1)
 
 
-def _run_supervisor(dd: DataDir, opts: Any, access: Any, title: str) -> str:
+def _read_if_there(path: str) -> str:
+    """The stripped text of ``path``, or "" while it does not exist."""
+    try:
+        return Path(path).read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--token-file") from None
+
+
+def _run_supervisor(dd: DataDir, opts: Any, access: Any, title: str, timeout: float = 600.0) -> str:
     """Start the lab supervisor for ``opts`` in the background and follow its progress until it is ready;
     on failure remove what this start made (keeping what was there before) and exit 1. Returns who may read
     the kubeconfig."""
@@ -332,24 +344,19 @@ def _run_supervisor(dd: DataDir, opts: Any, access: Any, title: str) -> str:
     opts.save(dd.config_file)
     log_path = dd.log_dir / "kmesh.log"
     r, w = os.pipe()
-    env = dict(os.environ, KMESH_READY_FD=str(w))
-    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kmesh.cli", "supervise", "--data-dir", str(dd.root)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            env=env, pass_fds=(w,), start_new_session=True,
-        )
+    logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: covered by every test that runs `kmesh up`
+        os.close(r)
+        _become_supervisor(dd.root, logfd, w)
+    os.close(logfd)
     os.close(w)
-    ok, error = _follow_start(r, title)
+    ok, error = _follow_start(r, title, timeout)
     os.close(r)
     if not ok:
-        if proc.poll() is None:  # our own child, not reaped yet: its PID is still its own
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _end_child(pid)
         if error:
             err_console.print(f"[red]the lab did not start:[/] {error}", highlight=False)
         else:
@@ -363,6 +370,58 @@ def _run_supervisor(dd: DataDir, opts: Any, access: Any, title: str) -> str:
                               f"({', '.join(sorted(before.entries))})", highlight=False)
         raise SystemExit(1)
     return who_may
+
+
+def _become_supervisor(root: Path, logfd: int, ready_fd: int) -> NoReturn:
+    """In a child forked by ``kmesh up``: go on as the lab's supervisor, in a session of its own with its
+    output in ``logfd``, reporting on ``ready_fd``; never returns. Forked rather than a new interpreter:
+    what this one imported already is seconds of start-up on a slow (emulated) VM."""
+    code = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        os.close(logfd)
+        os.environ["KMESH_READY_FD"] = str(ready_fd)
+        _run_supervise(root)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the child's end: say why in its log, never back into the CLI
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _end_child(pid: int) -> None:
+    """Stop the supervisor child of a failed start (SIGTERM, then SIGKILL after 30 s) and reap it."""
+    import time
+
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return
+        os.kill(pid, signal.SIGTERM)  # our own unreaped child: the PID is still its own
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _check_host_options(runtime: str, advertise_address: str, node_name: str, iface: str, server_url: str,
@@ -449,8 +508,14 @@ def _follow_start(fd: int, title: str, timeout: float = 600.0) -> tuple[bool, st
 
 @main.command()
 @click.argument("server_url", metavar="SERVER-URL")
-@click.option("--token", required=True, metavar="TOKEN",
+@click.option("--token", default="", metavar="TOKEN",
               help="The join token (D/join-token on the first server; K10<CA hash>::<id>.<secret>).")
+@click.option("--token-file", default="", metavar="FILE",
+              help="Read the join token from FILE instead (as k3s's --token-file); if FILE is not there yet, "
+                   "wait for it (a lab's first machine writes it into a shared folder).")
+@click.option("--server-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the token file and for SERVER-URL to answer (kubeadm's discovery "
+                   "timeout).")
 @click.option("--node-name", default="", metavar="NAME", help="This machine's node name (default: the hostname).")
 @click.option("--iface", default="", metavar="IFACE",
               help="The interface of the overlay (default: the one whose subnet holds the server's address).")
@@ -462,9 +527,12 @@ def _follow_start(fd: int, title: str, timeout: float = 600.0) -> tuple[bool, st
               help="Overlay backend (the same on every node).")
 @click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes this node's pod namespaces.")
 @_data_dir_option
-def join(server_url: str, token: str, node_name: str, iface: str, node_ip: str, proxy_mode: str, ipvs_scheduler: str,
-         nodeport_addresses: tuple[str, ...], backend: str, name: str, data_dir: Path | None) -> None:
-    """Make this machine a node of the cluster at SERVER-URL; return when the node is Ready."""
+def join(server_url: str, token: str, token_file: str, server_timeout: float, node_name: str, iface: str,
+         node_ip: str, proxy_mode: str, ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], backend: str,
+         name: str, data_dir: Path | None) -> None:
+    """Make this machine a node of the cluster at SERVER-URL; return when the node is Ready.
+
+    It waits for SERVER-URL to answer (up to --server-timeout), so the machines of a lab can start together."""
     import ipaddress
 
     from kmesh.client.bootstrap import JoinError, JoinToken
@@ -473,10 +541,19 @@ def join(server_url: str, token: str, node_name: str, iface: str, node_ip: str, 
 
     if os.geteuid() != 0:
         raise click.UsageError("kmesh join needs root: this machine's network becomes a node's")
-    try:
-        JoinToken.parse(token)
-    except JoinError as exc:
-        raise click.BadParameter(str(exc).removeprefix("--token: "), param_hint="--token") from None
+    if bool(token) == bool(token_file):
+        raise click.BadParameter("give the join token either inline (--token) or in a file (--token-file)",
+                                 param_hint="--token/--token-file")
+    if token_file:
+        token_file = os.path.abspath(token_file)
+        if os.path.isdir(token_file):
+            raise click.BadParameter(f"{token_file} is a directory", param_hint="--token-file")
+    given, flag = (token, "--token") if token else (_read_if_there(token_file), "--token-file")
+    if given:  # a token file that is not there yet is checked once it is
+        try:
+            JoinToken.parse(given)
+        except JoinError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--token: "), param_hint=flag) from None
     if not server_url.startswith("https://"):
         raise click.BadParameter(f"{server_url!r}: expected https://HOST:PORT, as `kmesh up --runtime host` "
                                  "prints it", param_hint="SERVER-URL")
@@ -497,8 +574,9 @@ def join(server_url: str, token: str, node_name: str, iface: str, node_ip: str, 
         data_dir=str(dd.root), name=name, runtime="host", role="agent", proxy_mode=proxy_mode,
         ipvs_scheduler=ipvs_scheduler, nodeport_addresses=list(nodeport_addresses), backend=backend,
         store="memory", node_name=node_name, iface=iface, node_ip=node_ip, server_url=server_url, token=token,
+        token_file=token_file, server_timeout=server_timeout,
     )
-    _run_supervisor(dd, opts, access, f"[bold]Joining {server_url}[/]")
+    _run_supervisor(dd, opts, access, f"[bold]Joining {server_url}[/]", timeout=server_timeout + 600)
     info = dd.read_cluster()
     assert info is not None
     for n in info.nodes:
@@ -898,8 +976,9 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
 @_kubeconfig_option
 @click.option("--node", "node_name", required=True, help="Node name to register.")
 @click.option("--node-ip", required=True, help="The node's IP (sim: a 127.x address; netns: its underlay address).")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="sim", show_default=True,
-              help="sim, or netns: run inside the node's network namespace with the overlay and CNI.")
+@click.option("--runtime", type=click.Choice(("netns", "sim")), default="sim", show_default=True,
+              help="sim, or netns: run inside the node's network namespace with the overlay and CNI "
+                   "(the host runtime's agent runs inside `kmesh up`/`kmesh join`).")
 @click.option("--lab", default="kmesh", show_default=True, help="netns: the lab name (prefix of pod namespaces).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="vxlan", show_default=True, help="netns: overlay backend.")
 @click.option("--subnet-manager", type=click.Choice(("kube", "etcd")), default="kube", show_default=True,
@@ -928,13 +1007,9 @@ def agent(
     os.umask(0o077)  # pod logs, CNI and subnet state are private (pods' own processes get 022)
     node_dir = root / "nodes" / node_name
     node_dir.mkdir(parents=True, exist_ok=True)
-    if runtime in ("netns", "host"):  # host: the netns agent, run in this machine's own namespace
+    if runtime == "netns":
         if os.geteuid() != 0:
             raise click.BadParameter(f"the {runtime} runtime needs root", param_hint="--runtime")
-        if runtime == "host":
-            from kmesh.node.apps import IN_CLUSTER_KUBECONFIG
-
-            os.environ[IN_CLUSTER_KUBECONFIG] = kubeconfig.files.split(":")[0]
         if subnet_manager == "etcd" and not etcd_url:
             raise click.BadParameter("--subnet-manager etcd needs --etcd URL", param_hint="--etcd")
         etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--etcd")
@@ -1077,6 +1152,11 @@ def proxy_ipvs(data_dir: Path | None, node: str | None) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
 def supervise(data_dir: Path) -> None:
     """Run a lab described by D/up.json (started by `kmesh up`)."""
+    _run_supervise(data_dir)
+
+
+def _run_supervise(data_dir: Path) -> None:
+    """The supervisor's work, in this process."""
     from kmesh.lab.supervisor import supervise as run
 
     logging.getLogger().setLevel(logging.INFO)

@@ -11,22 +11,9 @@ from __future__ import annotations
 
 from kmesh.api import errors as E
 from kmesh.api.kinds import Kind
+from kmesh.api.nodeaddrs import announced
 from kmesh.api.validation.common import invalid
 from kmesh.store.base import Obj, Store
-
-PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
-
-
-def announced(node: Obj) -> list[tuple[str, str]]:
-    """(field path, address) of every address ``node`` announces: InternalIPs and flannel's public-ip."""
-    out = [(f"status.addresses[{i}].address", str(a.get("address")))
-           for i, a in enumerate((node.get("status") or {}).get("addresses") or [])
-           if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address")]
-    ip = ((node.get("metadata") or {}).get("annotations") or {}).get(PUBLIC_IP)
-    if ip:
-        out.append((f"metadata.annotations[{PUBLIC_IP}]", str(ip)))
-    return out
-
 
 class NodeAddressGuard:
     """Admission for Nodes: refuse an announced address that another Node announces already."""

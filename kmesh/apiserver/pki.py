@@ -9,7 +9,9 @@ that no certificate the cluster CA issues (kubectl users' client
 certificates) opens etcd; ``server``, ``peer`` and ``healthcheck-client``
 pairs beside it; the API server's client pair ``D/pki/apiserver-etcd-client``
 and, for flannel-like etcd subnet managers, ``D/pki/flannel-etcd-client``.
-Keys and certificates are 0600, in 0700 directories.
+Keys and certificates are 0600, in 0700 directories. ``kmesh certs etcd``
+(``kmesh.lab.etcdcerts``) makes the same files, from a CA of the user's or
+one it makes, for an etcd cluster kmesh does not run.
 """
 
 from __future__ import annotations
@@ -131,6 +133,14 @@ def ensure_pki(directory: Path, extra_sans: list[str] | None = None) -> PKI:
 # --- etcd (kubeadm's layout) -------------------------------------------------------------------------
 
 ETCD_SANS = ("localhost", "127.0.0.1", "::1")
+# kubeadm's common names of etcd's client pairs (by file name); flannel-etcd-client is kmesh's
+ETCD_CLIENT_COMMON_NAMES = {
+    "healthcheck-client": "kube-etcd-healthcheck-client",
+    "apiserver-etcd-client": "kube-apiserver-etcd-client",
+    "flannel-etcd-client": "kmesh-flannel-etcd-client",
+}
+ETCD_MEMBER_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)  # etcd's gateway dials with it
+ETCD_CLIENT_USAGES = (ExtendedKeyUsageOID.CLIENT_AUTH,)
 _LEAF_DAYS = 3650
 _RENEW_BEFORE = dt.timedelta(days=30)
 
@@ -262,6 +272,43 @@ def _issue(
     _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
+def load_etcd_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """etcd's CA from its files. OSError when one cannot be read; ValueError when they do not parse, do
+    not match, or the key is not an EC key."""
+    ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        ca_key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    except TypeError as exc:  # an encrypted key
+        raise ValueError(str(exc)) from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an EC key")
+    if ca_cert.public_key() != ca_key.public_key():
+        raise ValueError("the CA key does not match its certificate")
+    return ca_cert, ca_key
+
+
+def new_etcd_ca(cert_path: Path, key_path: Path) -> None:
+    """A new etcd CA (common name etcd-ca, as kubeadm's), both files 0600; the key is written first."""
+    _new_ca(cert_path, key_path, "etcd-ca")
+
+
+def ensure_etcd_pair(
+    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str, sans: Sequence[str], usages: Sequence[x509.ObjectIdentifier],
+) -> bool:
+    """Keep the key pair when it is the CA's, covers ``sans`` and is not about to expire; else issue a new
+    one (0600). True when it was (re)issued."""
+    if _pair_ok(cert_path, key_path, ca_cert, sans):
+        return False
+    _issue(cert_path, key_path, ca_cert, ca_key, common_name, sans, usages)
+    return True
+
+
+def write_pki_file(path: Path, data: bytes) -> None:
+    """Write ``path`` 0600, atomically (a reader sees the old file or the new one)."""
+    _write_file(path, data, 0o600)
+
+
 def ensure_etcd_pki(directory: Path, hosts: Sequence[str] = (), *, name: str = "kmesh-etcd") -> EtcdPKI:
     """Create (or reuse) etcd's CA and key pairs in ``directory/pki`` (kubeadm's layout).
 
@@ -276,29 +323,18 @@ def ensure_etcd_pki(directory: Path, hosts: Sequence[str] = (), *, name: str = "
     pki.dir.mkdir(exist_ok=True, mode=0o700)
     os.chmod(pki.dir, 0o700)
     try:
-        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
-        if ca_cert.public_key() != ca_key.public_key():
-            raise ValueError("etcd CA key does not match its certificate")
-    except (OSError, ValueError, TypeError):
-        _new_ca(pki.ca_cert, pki.ca_key, "etcd-ca")
-        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey), "etcd's CA key is not an EC key"
+        ca_cert, ca_key = load_etcd_ca(pki.ca_cert, pki.ca_key)
+    except (OSError, ValueError):
+        new_etcd_ca(pki.ca_cert, pki.ca_key)
+        ca_cert, ca_key = load_etcd_ca(pki.ca_cert, pki.ca_key)
     serving = list(dict.fromkeys([*ETCD_SANS, *hosts]))
-    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]  # etcd's gateway dials with it
-    client = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    wanted: list[tuple[str, str, list[str], list[x509.ObjectIdentifier]]] = [
-        ("server", name, serving, both),
-        ("peer", name, serving, both),
-        ("healthcheck-client", "kube-etcd-healthcheck-client", [], client),
-        ("apiserver-etcd-client", "kube-apiserver-etcd-client", [], client),
-        ("flannel-etcd-client", "kmesh-flannel-etcd-client", [], client),
+    wanted: list[tuple[str, str, list[str], Sequence[x509.ObjectIdentifier]]] = [
+        ("server", name, serving, ETCD_MEMBER_USAGES),
+        ("peer", name, serving, ETCD_MEMBER_USAGES),
+        *((client, common_name, [], ETCD_CLIENT_USAGES) for client, common_name in ETCD_CLIENT_COMMON_NAMES.items()),
     ]
     for pair, common_name, sans, usages in wanted:
-        cert_path, key_path = pki.pair(pair)
-        if not _pair_ok(cert_path, key_path, ca_cert, sans):
-            _issue(cert_path, key_path, ca_cert, ca_key, common_name, sans, usages)
+        ensure_etcd_pair(*pki.pair(pair), ca_cert, ca_key, common_name, sans, usages)
     return pki
 
 

@@ -44,6 +44,10 @@ class JoinError(RuntimeError):
     """Joining cannot go on; the message says why and which flag or server is at fault."""
 
 
+class ServerUnreachable(JoinError):
+    """The server did not answer (yet): a join may try again, as kubeadm's discovery and k3s's agent do."""
+
+
 def ca_hash(ca_pem: bytes) -> str:
     """The CA's fingerprint as a token carries it: sha256 of the PEM bytes ``/cacerts`` serves, hex."""
     return hashlib.sha256(ca_pem).hexdigest()
@@ -89,7 +93,7 @@ def _trusting(ca_pem: bytes) -> ssl.SSLContext:
 
 
 def _unreachable(server: str, exc: Exception) -> JoinError:
-    return JoinError(f"cannot reach the server {server}: {exc}")
+    return ServerUnreachable(f"cannot reach the server {server}: {exc}")
 
 
 def fetch_ca(server: str, token: JoinToken, *, timeout: float = 10.0) -> bytes:

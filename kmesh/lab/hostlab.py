@@ -16,9 +16,10 @@ namespace:
   balancer (``kmesh.node.apilb``) on 127.0.0.1:6444 fails over between the
   servers; the node agent talks through it.
 
-The node agent (``kmesh agent --runtime host``) is the netns runtime's agent
-run here: ``cni0``, ``flannel.<VNI>`` over the interface that reaches the
-cluster (``kmesh.net.ifaces``), kube-proxy's rules in this namespace, pods as
+The node agent is the netns runtime's agent run here, inside the supervisor's
+own process as k3s runs its agent inside the server's (``run_host_agent``):
+``cni0``, ``flannel.<VNI>`` over the interface that reaches the cluster
+(``kmesh.net.ifaces``), kube-proxy's rules in this namespace, pods as
 namespaces named ``kmesh-<lab>-<node>-...``.
 """
 
@@ -26,34 +27,35 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 
 from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, SERVICE_CIDR
 from kmesh.client.api import Client
-from kmesh.client.bootstrap import JoinError, JoinToken, NodeCredentials, ca_hash, node_csr
+from kmesh.client.bootstrap import JoinError, JoinToken, NodeCredentials, ServerUnreachable, ca_hash, node_csr
 from kmesh.client.informer import Informer
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
 from kmesh.lab.access import write_private
 from kmesh.lab.datadir import ClusterInfo, DataDir, NodeInfo
-from kmesh.lab.procs import run_agent_process
 from kmesh.lab.topology import LabNames
 from kmesh.net import ifaces
+from kmesh.node.netns_agent import NetnsNodeConfig
 
 if TYPE_CHECKING:
     from kmesh.lab.supervisor import UpOptions
 
 log = logging.getLogger("kmesh.lab.host")
 Progress = Callable[[str], None]
+T = TypeVar("T")
 NODE_READY_TIMEOUT = 300.0  # a slow VM (TCG) needs minutes for its first pods
 
 
@@ -81,18 +83,40 @@ def this_machine(opts: UpOptions, server_host: str | None) -> Machine:
     return Machine(opts.node_name or socket.gethostname().split(".")[0].lower(), address)
 
 
-def agent_argv(opts: UpOptions, dd: DataDir, machine: Machine, kubeconfig: Path) -> list[str]:
-    """The command line of this machine's node agent."""
-    argv = [
-        sys.executable, "-m", "kmesh.cli", "agent", "--runtime", "host", "--kubeconfig", str(kubeconfig),
-        "--node", machine.node_name, "--node-ip", machine.address.ip, "--iface", machine.address.iface,
-        "--lab", opts.name, "--data-dir", str(dd.root), "--backend", opts.backend,
-        "--subnet-manager", opts.subnet_manager, "--proxy-mode", opts.proxy_mode,
-        "--ipvs-scheduler", opts.ipvs_scheduler,
-    ]
-    for value in opts.nodeport_addresses:
-        argv += ["--nodeport-addresses", value]
-    return argv
+def node_config(opts: UpOptions, dd: DataDir, machine: Machine) -> NetnsNodeConfig:
+    """This machine's node as the netns runtime's agent runs it, here in the machine's own namespace."""
+    node_dir = dd.root / "nodes" / machine.node_name
+    return NetnsNodeConfig(
+        pod_netns_prefix=LabNames(opts.name).pod_prefix(machine.node_name), node_name=machine.node_name,
+        node_ip=machine.address.ip, node_dir=node_dir, backend=opts.backend, subnet_manager=opts.subnet_manager,
+        iface=machine.address.iface, proxy_mode=opts.proxy_mode, ipvs_scheduler=opts.ipvs_scheduler,
+        nodeport_addresses=tuple(opts.nodeport_addresses),
+    )
+
+
+async def run_host_agent(cfg: NetnsNodeConfig, kubeconfig: Path, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """This machine's node agent, in the supervisor's process (k3s runs its agent in the server's too: one
+    interpreter less to start, which on an emulated VM is seconds); ``task_status`` once pods can start.
+
+    A failure before that fails the start; after it the agent stops alone, logged, and its node goes
+    NotReady as a node whose kubelet died does, while the control plane on this machine keeps serving."""
+    from kmesh.client.kubeconfig import load_kubeconfig
+    from kmesh.node.apps import IN_CLUSTER_KUBECONFIG
+    from kmesh.node.netns_agent import run_netns_node
+
+    os.environ[IN_CLUSTER_KUBECONFIG] = str(kubeconfig)  # the built-in apps' in-cluster credentials
+    creds = load_kubeconfig(str(kubeconfig), None)
+    started = False
+    try:
+        async with Client(creds) as client, trio.open_nursery() as nursery:
+            await nursery.start(run_netns_node, client, cfg)
+            started = True
+            task_status.started()
+    except Exception:
+        if not started:
+            raise
+        log.exception("the node agent of %s stopped; the node goes NotReady", cfg.node_name)
 
 
 def node_kubeconfig(path: Path, name: str, server: str, creds: NodeCredentials) -> None:
@@ -117,14 +141,14 @@ async def wait_node(client: Client, name: str, *, ready: bool, timeout: float = 
                 await nodes.wait_for(ok)
         except trio.TooSlowError:
             raise HostLabError(f"node {name} was not {'Ready' if ready else 'given a pod subnet'} within "
-                               f"{timeout:.0f} s; see the agent's log in D/logs/{name}.log") from None
+                               f"{timeout:.0f} s; see D/logs/kmesh.log") from None
         n.cancel_scope.cancel()
     return nodes.get(name) or {}
 
 
 async def refuse_taken_address(client: Client, machine: Machine) -> None:
     """``HostLabError`` naming both nodes when another Node announces this machine's address already."""
-    from kmesh.apiserver.nodeaddresses import announced
+    from kmesh.api.nodeaddrs import announced
 
     nodes, _ = await client.list_all("Node")
     for node in nodes:
@@ -181,13 +205,14 @@ def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseExceptio
 
 async def _run_agent(nursery: trio.Nursery, opts: UpOptions, dd: DataDir, machine: Machine, kubeconfig: Path,
                      progress: Progress) -> None:
-    dd.log_dir.mkdir(parents=True, exist_ok=True)
     write_private(agent_marker(dd), machine.node_name + "\n")  # from here on, this machine's network is ours
     node_sysctls()
     progress(f"node agent {machine.node_name} ({machine.address.iface} {machine.address.ip}, "
              f"MTU {machine.address.mtu})")
-    await nursery.start(functools.partial(run_agent_process, agent_argv(opts, dd, machine, kubeconfig),
-                                          machine.node_name, dd.log_dir / f"{machine.node_name}.log"))
+    cfg = node_config(opts, dd, machine)
+    for d in (cfg.node_dir, dd.log_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    await nursery.start(run_host_agent, cfg, kubeconfig)
 
 
 async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: UpOptions, dd: DataDir,
@@ -207,10 +232,9 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
         from kmesh.client.bootstrap import request_server_bootstrap
 
         progress(f"fetching the cluster's CA and tokens from {opts.server_url}")
-        try:
-            files = await trio.to_thread.run_sync(request_server_bootstrap, opts.server_url, JoinToken.parse(opts.token))
-        except JoinError as exc:
-            raise HostLabError(str(exc)) from None
+        files = await until_server_answers(
+            functools.partial(request_server_bootstrap, opts.server_url, _parse_token(opts.token, "--token")),
+            opts.server_url, trio.current_time() + opts.server_timeout, opts.server_timeout, progress)
         install_cluster_secrets(dd.root, files)
     etcd = await start_lab_etcd(stack, opts, dd, None, progress)
     progress(f"API server on {machine.address.ip}:{opts.port}")
@@ -268,15 +292,64 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     )
 
 
+async def join_token(opts: UpOptions, deadline: float, progress: Progress) -> JoinToken:
+    """The join token: ``--token``'s, or what ``--token-file`` holds once it is there (a lab's first machine
+    writes it into a shared folder while the others start; waited for until ``deadline``)."""
+    if not opts.token_file:
+        return _parse_token(opts.token, "--token")
+    path = Path(opts.token_file)
+    said = False
+    while True:
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise HostLabError(f"--token-file {path}: {exc.strerror}") from None
+        if text:
+            return _parse_token(text, f"--token-file {path}")
+        if trio.current_time() >= deadline:
+            raise HostLabError(f"--token-file {path}: no token there after {opts.server_timeout:.0f} s "
+                               "(--server-timeout)")
+        if not said:
+            progress(f"waiting for the join token in {path}")
+            said = True
+        await trio.sleep(0.5)  # a shared folder (9p, vboxsf) tells no one when another machine writes
+
+
+def _parse_token(text: str, flag: str) -> JoinToken:
+    try:
+        return JoinToken.parse(text)
+    except JoinError as exc:
+        raise HostLabError(str(exc).replace("--token", flag, 1)) from None
+
+
+async def until_server_answers(call: Callable[[], T], server: str, deadline: float, timeout: float,
+                               progress: Progress) -> T:
+    """``call()`` (blocking, in a thread), tried again while the server does not answer, until ``deadline``:
+    kubeadm's discovery and k3s's agent wait for their server the same way, so the machines of a lab can
+    start together."""
+    said = False
+    while True:
+        try:
+            return await trio.to_thread.run_sync(call)
+        except ServerUnreachable as exc:
+            if trio.current_time() >= deadline:
+                raise HostLabError(f"{exc} (waited {timeout:.0f} s, --server-timeout)") from None
+            if not said:
+                progress(f"waiting for {server} to answer")
+                said = True
+            await trio.sleep(0.5)
+        except JoinError as exc:
+            raise HostLabError(str(exc)) from None
+
+
 async def _start_agent_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: UpOptions, dd: DataDir,
                             progress: Progress) -> ClusterInfo:
     from kmesh.client.bootstrap import request_node_credentials
     from kmesh.node.apilb import run_api_balancer
 
-    try:
-        token = JoinToken.parse(opts.token)
-    except JoinError as exc:
-        raise HostLabError(str(exc)) from None
+    deadline = trio.current_time() + opts.server_timeout
     url = urlsplit(opts.server_url)
     if url.scheme != "https" or not url.hostname:
         raise HostLabError(f"SERVER-URL {opts.server_url!r}: expected https://HOST:PORT (the server's advertised "
@@ -284,11 +357,11 @@ async def _start_agent_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: 
     server = (url.hostname, url.port or 6443)
     machine = this_machine(opts, url.hostname)
     progress(f"this machine is node {machine.node_name}, {machine.address.ip} on {machine.address.iface}")
+    token = await join_token(opts, deadline, progress)
     progress(f"checking the CA of {opts.server_url} against the token; asking for this node's certificate")
-    try:
-        creds = await trio.to_thread.run_sync(request_node_credentials, opts.server_url, token, machine.node_name)
-    except JoinError as exc:
-        raise HostLabError(str(exc)) from None
+    creds = await until_server_answers(
+        functools.partial(request_node_credentials, opts.server_url, token, machine.node_name), opts.server_url,
+        deadline, opts.server_timeout, progress)
     node_kubeconfig(dd.kubeconfig, opts.name, opts.server_url, creds)
     direct = await stack.enter_async_context(Client(Credentials(opts.server_url, creds.ca_pem, "", creds.cert_pem,
                                                                  creds.key_pem)))

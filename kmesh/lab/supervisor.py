@@ -25,14 +25,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
 from kmesh.client.api import Client
 from kmesh.client.kubeconfig import Credentials, write_kubeconfig
-from kmesh.controllers.manager import ControllerConfig, run_controllers
-from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
-from kmesh.dns import DNSConfig, RunningDNS, run_dns
 from kmesh.lab.access import write_private
-from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
 from kmesh.lab.datadir import (
     CLUSTER_CIDR,
     SERVICE_CIDR,
@@ -41,16 +36,13 @@ from kmesh.lab.datadir import (
     LabLocked,
     LabNetwork,
 )
-from kmesh.lab.demo import apply_demo
-from kmesh.lab.etcd import start_lab_etcd
-from kmesh.lab.metrics import http_url, relay_node_metrics
 from kmesh.lab.procs import ProcId
-from kmesh.lab.simnodes import start_sim_nodes
 from kmesh.lab.simslots import SimNet, SlotsTaken
 from kmesh.lab.simslots import claim as claim_sim_slot
 from kmesh.lab.topology import CONTROL_PLANE_IP, UNDERLAY
 
 if TYPE_CHECKING:
+    from kmesh.dns import DNSConfig
     from kmesh.lab.netnslab import NetnsLab
 
 API_PORT = 6443
@@ -93,6 +85,8 @@ class UpOptions:
     node_ip: str = ""
     server_url: str = ""  # `join URL`, or `up --server URL` for another control-plane server
     token: str = ""  # the join token (agent) or server token (another server)
+    token_file: str = ""  # agent: read the join token from this file (waiting for it, see server_timeout)
+    server_timeout: float = 300.0  # agent: how long to wait for the token file and the server to answer
 
     def save(self, path: Path) -> None:
         """Write the options as JSON (0600, as everything in the data dir)."""
@@ -106,6 +100,8 @@ class UpOptions:
 
 def lab_dns_config(cluster_cidr: str, service_cidr: str) -> DNSConfig:
     """The lab's DNS server: on a free loopback port, answering the lab's clients only."""
+    from kmesh.dns import DNSConfig
+
     return DNSConfig(
         listen=["127.0.0.1:0"], metrics_port=0,
         allowed_networks=[cluster_cidr, service_cidr, "127.0.0.0/8", "::1/128"],
@@ -261,6 +257,17 @@ async def _run_lab(
     opts: UpOptions, dd: DataDir, simnet: SimNet | None, on_ready: Callable[[ClusterInfo], None] | None,
     lab: NetnsLab | None, progress: Progress,
 ) -> None:
+    # the sim and netns labs' parts, imported here: `kmesh join` and the host runtime load this module too
+    from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
+    from kmesh.controllers.manager import ControllerConfig, run_controllers
+    from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
+    from kmesh.dns import RunningDNS, run_dns
+    from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
+    from kmesh.lab.demo import apply_demo
+    from kmesh.lab.etcd import start_lab_etcd
+    from kmesh.lab.metrics import http_url, relay_node_metrics
+    from kmesh.lab.simnodes import start_sim_nodes
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             etcd = await start_lab_etcd(stack, opts, dd, lab, progress)

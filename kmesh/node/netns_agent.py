@@ -26,9 +26,21 @@ from pathlib import Path
 
 import trio
 
-from kmesh.client.api import Client
 from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN
+from kmesh.client.api import Client
+from kmesh.cni.backends import make_backend
+from kmesh.cni.backends.masq import apply_masq
+from kmesh.cni.caller import CNIChain, default_cni_path, write_conflist
+from kmesh.cni.netconf import NetConf
+from kmesh.cni.overlay import OverlayConfig, run_overlay
+from kmesh.node.agent import AgentConfig, run_agent
 from kmesh.node.metrics import KUBELET_PORT
+from kmesh.node.netns_runtime import NetnsRuntime
+from kmesh.proxy.health import HEALTHZ_PORT
+from kmesh.proxy.http import METRICS_PORT
+from kmesh.proxy.model import NodeContext
+from kmesh.proxy.modes import make_mode
+from kmesh.proxy.runner import run_proxy
 from kmesh.store.etcd_api import EtcdTLS
 
 log = logging.getLogger("kmesh.node.netns")
@@ -79,14 +91,6 @@ class NetnsNodeConfig:
 
 async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the node (overlay, CNI config, kubelet) until cancelled; ``task_status`` once pods can start."""
-    from kmesh.cni.backends import make_backend
-    from kmesh.cni.backends.masq import apply_masq
-    from kmesh.cni.caller import CNIChain, default_cni_path, write_conflist
-    from kmesh.cni.netconf import NetConf
-    from kmesh.cni.overlay import OverlayConfig, run_overlay
-    from kmesh.node.agent import AgentConfig, run_agent
-    from kmesh.node.netns_runtime import NetnsRuntime
-
     for d in (cfg.subnet_env.parent, cfg.conflist.parent, cfg.cni_dir / "results", cfg.cni_dir / "flannel"):
         d.mkdir(parents=True, exist_ok=True)
     netconf = NetConf.default(cfg.network, cfg.backend)
@@ -119,12 +123,6 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
         network_ready.set()
         log.info("%s: pod network ready: subnet %s, %s backend", cfg.node_name, overlay.lease.subnet, cfg.backend)
         if cfg.proxy_mode != "none":
-            from kmesh.proxy.health import HEALTHZ_PORT
-            from kmesh.proxy.http import METRICS_PORT
-            from kmesh.proxy.model import NodeContext
-            from kmesh.proxy.modes import make_mode
-            from kmesh.proxy.runner import run_proxy
-
             ctx = NodeContext(node=cfg.node_name, node_ips=(cfg.node_ip,), cluster_cidr=str(overlay.network.Network),
                               nodeport_addresses=cfg.nodeport_addresses)
             mode = make_mode(cfg.proxy_mode, ctx, runtime="netns", scheduler=cfg.ipvs_scheduler)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import require, require_binary
+from kmesh.net import netns
 from tests.support.machines import KMESH, NAT_IP, WEB_SERVICE, Machines, echo_pod, make_machines, ok
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -31,16 +32,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     for tool in ("iptables", "nft", "kubectl", "dig", "curl"):
         require_binary(tool)
     m = make_machines(tmp_path_factory.mktemp("machines"), 4)
+    early = None
     try:
+        # m3 starts joining before m1 is up, as a lab's machines start together: it waits for the token file
+        # (a shared folder's) and for the server to answer
+        shared = m.root / "shared"
+        shared.mkdir()
+        early = subprocess.Popen(netns.nsenter_argv(m.ns("m3"), [
+            *KMESH, "join", f"https://{m.ip('m1')}:6443", "--token-file", str(shared / "join-token"),
+            "--node-name", "m3", "--name", m.lab, "--proxy-mode", "nftables", "--data-dir", str(m.data_dir("m3"))]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out = ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
                           "--name", m.lab, "--port", "6443"))
         assert "kmesh join https://192.168.56.10:6443 --token" in out
         token = (m.data_dir("m1") / "join-token").read_text().strip()
-        for machine, mode in (("m2", "iptables"), ("m3", "nftables")):
-            ok(m.kmesh(machine, "join", f"https://{m.ip('m1')}:6443", "--token", token, "--node-name", machine,
-                        "--name", m.lab, "--proxy-mode", mode))
+        (shared / "join-token.tmp").write_text(token + "\n")
+        (shared / "join-token.tmp").rename(shared / "join-token")
+        ok(m.kmesh("m2", "join", f"https://{m.ip('m1')}:6443", "--token", token, "--node-name", "m2",
+                    "--name", m.lab, "--proxy-mode", "iptables"))
+        out, err = early.communicate(timeout=600)
+        assert early.returncode == 0, out + err
+        assert "waiting for the join token in" in err + out
         yield m
     finally:
+        if early is not None and early.poll() is None:
+            early.kill()
+            early.wait()
         m.close()
 
 
@@ -167,6 +184,18 @@ def test_a_wrong_token_or_ca_is_refused_and_nothing_is_left(lab: Machines) -> No
     assert "refused the token" in r.stderr
     r = lab.kmesh("m4", "join", url, "--token", "not-a-token", "--node-name", "m4", "--name", lab.lab)
     assert r.returncode == 2 and "--token" in r.stderr
+    bad = lab.root / "bad-token"
+    bad.write_text("not-a-token\n")
+    r = lab.kmesh("m4", "join", url, "--token-file", str(bad), "--node-name", "m4", "--name", lab.lab)
+    assert r.returncode == 2 and "--token-file" in r.stderr
+    for both_or_none in (["--token", token.format(), "--token-file", str(bad)], []):
+        r = lab.kmesh("m4", "join", url, *both_or_none, "--node-name", "m4", "--name", lab.lab)
+        assert r.returncode == 2 and "--token/--token-file" in r.stderr
+    # a server that never answers: join waits --server-timeout, then gives up naming it
+    r = lab.kmesh("m4", "join", f"https://{lab.ip('m1')}:6999", "--token", token.format(), "--server-timeout", "1",
+                  "--node-name", "m4", "--name", lab.lab)
+    assert r.returncode == 1
+    assert "cannot reach the server" in r.stderr and "--server-timeout" in r.stderr
     assert "m4" not in _nodes(lab)
     assert not lab.data_dir("m4").exists()
     links = ok(lab.run("m4", "ip", "-o", "link", "show"))

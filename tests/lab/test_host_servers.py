@@ -1,7 +1,11 @@
 """Three control-plane servers on one 3-member etcd cluster, and what happens when one of them dies.
 
-Machines m1..m3 each run an etcd member and `kmesh up --runtime host` (m2 and
-m3 join m1's control plane with the server token); m4 is an agent that joined
+Machines m1..m3 each run an etcd member, as kubeadm runs etcd: TLS on client
+and peer URLs, client certificates of one etcd CA required (each machine
+makes its pairs with `kmesh certs etcd`), and `kmesh up --runtime host
+--store etcd --etcd https://... --etcd-cafile/-certfile/-keyfile` with its
+own API-server client pair (m2 and m3 join m1's control plane with the
+server token); m4 is an agent that joined
 through m1. Then m1 loses power (every process in it gets SIGKILL, its etcd
 member included): within 30 s another server's controller manager holds the
 Lease, a Deployment scaled through another server gets its pods and
@@ -16,18 +20,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import require, require_binary
-from tests.support.machines import Machines, kill_machine, make_machines, ok, start_etcd_members
+from tests.support.machines import KMESH, EtcdCluster, Machines, kill_machine, make_machines, ok, start_etcd_members
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Machines, EtcdCluster]]:
     import os
 
     from kmesh.net.netns_check import netns_usable
@@ -37,24 +42,26 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
         require_binary(tool)
     m = make_machines(tmp_path_factory.mktemp("servers"), 4)
     try:
-        start_etcd_members(m, ["m1", "m2", "m3"])
-
-        def etcd_for(x: str) -> str:  # each server's own member first
-            return ",".join(f"http://{m.ip(y)}:2379" for y in [x, *[z for z in ("m1", "m2", "m3") if z != x]])
-
+        etcd = start_etcd_members(m, ["m1", "m2", "m3"])
+        # each server: its own member first, its own client pair of the etcd CA
         ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
-                    "--name", m.lab, "--store", "etcd", "--etcd", etcd_for("m1")))
+                    "--name", m.lab, "--store", "etcd", *etcd.kmesh_flags("m1")))
         server_token = (m.data_dir("m1") / "server-token").read_text().strip()
         for x in ("m2", "m3"):
             ok(m.kmesh(x, "up", "--runtime", "host", "--advertise-address", m.ip(x), "--node-name", x,
-                        "--name", m.lab, "--store", "etcd", "--etcd", etcd_for(x),
+                        "--name", m.lab, "--store", "etcd", *etcd.kmesh_flags(x),
                         "--server", f"https://{m.ip('m1')}:6443", "--token", server_token))
         join_token = (m.data_dir("m1") / "join-token").read_text().strip()
         ok(m.kmesh("m4", "join", f"https://{m.ip('m1')}:6443", "--token", join_token, "--node-name", "m4",
                     "--name", m.lab))
-        yield m
+        yield m, etcd
     finally:
         m.close()
+
+
+@pytest.fixture(scope="module")
+def servers(lab: tuple[Machines, EtcdCluster]) -> Machines:
+    return lab[0]
 
 
 def _kubectl(m: Machines, via: str, *argv: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,6 +107,31 @@ def test_every_server_serves_and_one_leads(servers: Machines) -> None:
     assert len(holders) == 1 and holders != {""}, holders
     eps = json.loads(ok(_kubectl(m, "m2", "get", "endpoints", "kubernetes", "-o", "json")))
     assert sorted(a["ip"] for a in eps["subsets"][0]["addresses"]) == [m.ip("m1"), m.ip("m2"), m.ip("m3")]
+
+
+def test_etcd_wants_a_client_certificate_of_its_ca(lab: tuple[Machines, EtcdCluster], tmp_path: Path) -> None:
+    m, etcd = lab
+    health = f"{etcd.url('m2')}/health"
+    cert, key = etcd.pair("m3", "apiserver-etcd-client")  # any machine's pair of the etcd CA gets in
+    r = etcd.curl("m3", health, "--cacert", str(etcd.cafile("m3")), "--cert", str(cert), "--key", str(key))
+    assert r.returncode == 0 and '"health":"true"' in r.stdout.replace(" ", ""), r.stderr
+    # no client certificate: etcd ends the handshake
+    r = etcd.curl("m3", health, "--cacert", str(etcd.cafile("m3")))
+    assert r.returncode != 0 and "health" not in r.stdout, r
+    # a client pair of another etcd CA (another lab's): refused too
+    other = tmp_path / "other"
+    ok(subprocess.run([*KMESH, "certs", "etcd", "--out", str(other), "--client", "apiserver-etcd-client"],
+                      capture_output=True, text=True, timeout=60))
+    r = etcd.curl("m3", health, "--cacert", str(etcd.cafile("m3")), "--cert", str(other / "apiserver-etcd-client.crt"),
+                  "--key", str(other / "apiserver-etcd-client.key"))
+    assert r.returncode != 0 and "health" not in r.stdout, r
+    # plain http to the client port or the peer port: no answer
+    for url in (health.replace("https://", "http://"), f"http://{m.ip('m2')}:2380/members"):
+        r = etcd.curl("m3", url)
+        assert r.returncode != 0 and "health" not in r.stdout and "peerURLs" not in r.stdout, (url, r)
+    # the peer port wants a certificate of the CA as well
+    r = etcd.curl("m3", f"https://{m.ip('m2')}:2380/members", "--cacert", str(etcd.cafile("m3")))
+    assert r.returncode != 0 and "peerURLs" not in r.stdout, r
 
 
 def test_losing_a_server_keeps_the_cluster_working(servers: Machines) -> None:

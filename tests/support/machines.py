@@ -147,38 +147,95 @@ def make_machines(root: Path, count: int, *, eth1_mtu: int = 1400) -> Machines:
     return m
 
 
-def start_etcd_members(m: Machines, members: list[str]) -> dict[str, subprocess.Popen[bytes]]:
-    """A plain-http etcd cluster, one member per machine on its eth1 address (client 2379, peer 2380);
-    returns once every member answers /health. ``Machines.close`` stops them with everything else."""
+@dataclass
+class EtcdCluster:
+    """The etcd cluster ``start_etcd_members`` runs, as kubeadm runs one: TLS on client and peer URLs, client
+    certificates of one etcd CA required. Each member's machine holds its own pairs in ``pki(machine)``
+    (kubeadm's layout, from ``kmesh certs etcd``), among them an API server's client pair."""
+
+    m: Machines
+    members: list[str]
+    procs: dict[str, subprocess.Popen[bytes]]
+    ca_dir: Path  # the CA the machines share (like the copy kubeadm hands each control-plane node)
+
+    def pki(self, machine: str) -> Path:
+        """``machine``'s etcd PKI dir (kubeadm's /etc/kubernetes/pki)."""
+        return self.m.root / f"etcd-pki-{machine}"
+
+    def cafile(self, machine: str) -> Path:
+        """etcd's CA certificate on ``machine``."""
+        return self.pki(machine) / "etcd" / "ca.crt"
+
+    def pair(self, machine: str, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of ``name`` on ``machine``: apiserver-etcd-client, etcd/healthcheck-client, ..."""
+        return self.pki(machine) / f"{name}.crt", self.pki(machine) / f"{name}.key"
+
+    def url(self, member: str) -> str:
+        """``member``'s client URL."""
+        return f"https://{self.m.ip(member)}:2379"
+
+    def urls(self, first: str = "") -> str:
+        """Every member's client URL, comma-separated, ``first``'s first."""
+        order = [first] if first in self.members else []
+        return ",".join(self.url(x) for x in [*order, *[y for y in self.members if y not in order]])
+
+    def kmesh_flags(self, machine: str) -> list[str]:
+        """``kmesh up``'s etcd flags on ``machine`` (its own member first, its own client pair)."""
+        cert, key = self.pair(machine, "apiserver-etcd-client")
+        return ["--etcd", self.urls(machine), "--etcd-cafile", str(self.cafile(machine)), "--etcd-certfile", str(cert),
+                "--etcd-keyfile", str(key)]
+
+    def curl(self, machine: str, url: str, *tls: str) -> subprocess.CompletedProcess[str]:
+        """``curl -fsS TLS... URL`` on ``machine``."""
+        return self.m.run(machine, "curl", "-fsS", "--max-time", "5", *tls, url, timeout=10)
+
+    def healthy(self, member: str) -> bool:
+        """Whether ``member`` answers /health with true to the health-check client."""
+        cert, key = self.pair(member, "etcd/healthcheck-client")
+        try:
+            r = self.curl(member, f"{self.url(member)}/health", "--cacert", str(self.cafile(member)), "--cert",
+                          str(cert), "--key", str(key))
+        except subprocess.TimeoutExpired:
+            return False
+        return r.returncode == 0 and '"true"' in r.stdout
+
+
+def start_etcd_members(m: Machines, members: list[str]) -> EtcdCluster:
+    """An etcd cluster, one member per machine on its eth1 address (client 2379, peer 2380), TLS with client
+    certificates: each machine makes its pairs with ``kmesh certs etcd`` from one shared CA (the first
+    machine makes it), as vagrant/scripts/etcd-member.sh does. Returns once every member answers /health.
+    ``Machines.close`` stops them with everything else."""
     import time
 
-    cluster = ",".join(f"{x}=http://{m.ip(x)}:2380" for x in members)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for x in members:
+    from kmesh.store.etcd_server import EtcdServerTLS
+
+    cluster = EtcdCluster(m, list(members), {}, m.root / "etcd-ca")
+    initial = ",".join(f"{x}=https://{m.ip(x)}:2380" for x in members)
+    for i, x in enumerate(members):
         ip = m.ip(x)
-        data = m.root / f"etcd-{x}"
+        ok(subprocess.run([*KMESH, "certs", "etcd", "--out", str(cluster.pki(x)), "--ca-dir", str(cluster.ca_dir),
+                           *(["--existing-ca"] if i else []), "--member", x, "--ip", ip,
+                           "--client", "apiserver-etcd-client", "--client", "healthcheck-client"],
+                          capture_output=True, text=True, timeout=60))
+        etcd = cluster.pki(x) / "etcd"
+        tls = EtcdServerTLS(etcd / "ca.crt", etcd / "server.crt", etcd / "server.key", etcd / "peer.crt",
+                            etcd / "peer.key", etcd / "healthcheck-client.crt", etcd / "healthcheck-client.key")
         log = open(m.root / f"etcd-{x}.log", "wb")
-        procs[x] = subprocess.Popen(netns.nsenter_argv(m.ns(x), [
-            "etcd", "--name", x, "--data-dir", str(data),
-            "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
-            "--listen-client-urls", f"http://{ip}:2379", "--advertise-client-urls", f"http://{ip}:2379",
-            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", m.prefix]),
+        cluster.procs[x] = subprocess.Popen(netns.nsenter_argv(m.ns(x), [
+            "etcd", "--name", x, "--data-dir", str(m.root / f"etcd-{x}"),
+            "--listen-peer-urls", f"https://{ip}:2380", "--initial-advertise-peer-urls", f"https://{ip}:2380",
+            "--listen-client-urls", cluster.url(x), "--advertise-client-urls", cluster.url(x),
+            "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", m.prefix,
+            *tls.argv()]),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
     deadline = time.monotonic() + 60
     for x in members:
-        while True:
-            try:
-                r = subprocess.run(netns.nsenter_argv(m.ns(x), ["curl", "-fsS", f"http://{m.ip(x)}:2379/health"]),
-                                   capture_output=True, text=True, timeout=5)
-                if r.returncode == 0 and '"true"' in r.stdout:
-                    break
-            except subprocess.TimeoutExpired:
-                pass
+        while not cluster.healthy(x):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"etcd member {x} is not healthy: {(m.root / f'etcd-{x}.log').read_text()[-2000:]}")
             time.sleep(0.3)
-    return procs
+    return cluster
 
 
 def kill_machine(m: Machines, machine: str) -> list[int]:

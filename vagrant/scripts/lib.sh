@@ -20,9 +20,9 @@ write_unit() {
   umask 077
   printf 'KMESH_IFACE=%s\nKMESH_ARGS=%s\n%s\n' "$iface" "$*" "${UNIT_ENV:-}" >"/etc/kmesh/$name.env"
   umask 022
-  local post=""
+  local post="" unit="/etc/systemd/system/$name.service" text existed=0
   [ -n "${UNIT_POST:-}" ] && post="ExecStartPost=-$UNIT_POST"
-  cat >"/etc/systemd/system/$name.service" <<UNIT
+  text=$(cat <<UNIT
 # Written by kmesh's vagrant/scripts (docs/vagrant.md). The arguments: /etc/kmesh/$name.env
 [Unit]
 Description=$desc
@@ -45,8 +45,15 @@ TimeoutStopSec=120
 [Install]
 WantedBy=multi-user.target
 UNIT
-  systemctl daemon-reload
-  systemctl enable --quiet "$name.service"
+)
+  [ -f "$unit" ] && existed=1
+  if [ "$existed" = 0 ] || [ "$(cat "$unit")" != "$text" ]; then
+    printf '%s\n' "$text" >"$unit"
+    # systemd reads a unit it has never loaded when it is first started; only a changed one needs a reload
+    # (seconds on an emulated VM, and `enable` would do another unless told not to)
+    [ "$existed" = 1 ] && systemctl daemon-reload
+  fi
+  systemctl enable --quiet --no-reload "$name.service"
 }
 
 # start_unit NAME [--no-block]: start it (a oneshot: returns when `kmesh up`/`join` has returned, unless

@@ -3,7 +3,8 @@
 # systemd unit kmesh.service (so the lab comes back after a reboot).
 #
 #   sudo vagrant/scripts/server.sh --advertise-address 192.168.56.10 [--node-name controlplane]
-#        [--iface eth1] [--proxy-mode iptables] [--backend vxlan] [--store sqlite|etcd] [--etcd URL,...]
+#        [--iface eth1] [--proxy-mode iptables] [--backend vxlan] [--store sqlite|etcd]
+#        [--etcd URL,... [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]]
 #        [--data-dir /var/lib/kmesh] [--shared DIR] [--timeout 1800] [--no-wait]
 #   sudo vagrant/scripts/server.sh --join --shared DIR --advertise-address 192.168.56.11 --store etcd --etcd URL,...
 #
@@ -19,6 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 ADDR="" NAME=$(hostname) IFACE="" MODE=iptables BACKEND=vxlan STORE=sqlite ETCD="" DATA=/var/lib/kmesh SHARED=""
 TIMEOUT=1800 JOIN=0 WAIT=1
+ETCD_TLS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --join) JOIN=1; shift; continue ;;
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --backend) BACKEND=$2 ;;
     --store) STORE=$2 ;;
     --etcd) ETCD=$2 ;;
+    --etcd-cafile|--etcd-certfile|--etcd-keyfile) ETCD_TLS+=("$1" "$2") ;;
     --data-dir) DATA=$2 ;;
     --shared) SHARED=$2 ;;
     --timeout) TIMEOUT=$2 ;;
@@ -47,6 +50,7 @@ fi
 args=(up --runtime host --advertise-address "$ADDR" --node-name "$NAME" --iface "$IFACE"
       --proxy-mode "$MODE" --backend "$BACKEND" --store "$STORE" --data-dir "$DATA")
 [ -n "$ETCD" ] && args+=(--etcd "$ETCD")
+[ ${#ETCD_TLS[@]} -eq 0 ] || args+=("${ETCD_TLS[@]}")
 start=$(date +%s)
 
 if [ "$JOIN" = 1 ]; then
@@ -55,7 +59,7 @@ if [ "$JOIN" = 1 ]; then
   until [ -s "$SHARED/server-command" ]; do
     [ -f "$SHARED/server-failed" ] && die "the first server failed: $(cat "$SHARED/server-failed")"
     [ "$(date +%s)" -lt "$deadline" ] || die "no $SHARED/server-command after $TIMEOUT s"
-    sleep 2
+    sleep 0.5
   done
   read -r _ _ _ URL _ TOKEN _ <"$SHARED/server-command"
   write_unit kmesh "kmesh control plane and node ($NAME)" "$IFACE" "$TIMEOUT" "${args[@]}" --server "$URL" --token "$TOKEN"
@@ -68,7 +72,8 @@ fi
 if [ -n "$SHARED" ]; then
   mkdir -p "$SHARED"
   # a previous lab's: the workers must not use them
-  rm -f "$SHARED/join-command" "$SHARED/server-command" "$SHARED/kubeconfig.yaml" "$SHARED/server-failed"
+  rm -f "$SHARED/join-token" "$SHARED/join-command" "$SHARED/server-command" "$SHARED/kubeconfig.yaml" \
+    "$SHARED/server-failed"
 fi
 install -m 0755 "$HERE/publish.sh" /usr/local/sbin/kmesh-publish
 UNIT_ENV=$(printf 'KMESH_SHARED=%s\nKMESH_ADDR=%s\nKMESH_DATA=%s' "$SHARED" "$ADDR" "$DATA") \
@@ -80,12 +85,32 @@ if [ "$WAIT" = 0 ]; then
   log "kmesh.service started (not waiting: the others need to come up first)"
   exit 0
 fi
+early=""
+if [ -n "$SHARED" ]; then
+  # The join command goes out as soon as the API server answers (kmesh writes the join token once it
+  # listens), as a k3s server's token is usable before its own node and CoreDNS are up: the workers join
+  # while this machine finishes. publish.sh runs again when `kmesh up` has returned.
+  (
+    until [ -s "$DATA/join-token" ] && [ -s "$DATA/kubeconfig.yaml" ] &&
+          [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://$ADDR:6443/readyz")" != 000 ]; do
+      sleep 0.5
+    done
+    KMESH_SHARED=$SHARED KMESH_ADDR=$ADDR KMESH_DATA=$DATA /usr/local/sbin/kmesh-publish
+    log "the API server answers: wrote $SHARED/join-token and join-command (the workers join now)"
+  ) &
+  early=$!
+fi
 if ! start_unit_retrying kmesh $((start + TIMEOUT)); then
+  [ -z "$early" ] || kill "$early" 2>/dev/null || true
   # the workers waiting for the join command give up at once instead of at their timeout
   [ -n "$SHARED" ] && echo "kmesh up failed on $NAME (journalctl -u kmesh there)" >"$SHARED/server-failed"
   die "kmesh up failed (journalctl -u kmesh)"
 fi
 log "kmesh up returned after $(($(date +%s) - start)) s"
+if [ -n "$early" ]; then
+  kill "$early" 2>/dev/null || true
+  wait "$early" 2>/dev/null || true
+fi
 if [ -n "$SHARED" ]; then
   [ -s "$SHARED/join-command" ] || die "kmesh up returned but $SHARED/join-command is missing (journalctl -u kmesh)"
   log "wrote $SHARED/join-command and $SHARED/kubeconfig.yaml"
