@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kmesh.lab.host")
 Progress = Callable[[str], None]
 T = TypeVar("T")
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 NODE_READY_TIMEOUT = 300.0  # a slow VM (TCG) needs minutes for its first pods
 
 
@@ -273,6 +274,8 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     await refuse_taken_address(client, machine)
     await _run_agent(nursery, opts, dd, machine, node_config, progress)
     node = await wait_node(client, machine.node_name, ready=False)
+    # the ROLES column: kubeadm labels its control-plane nodes so (a kubelet may not label itself a role)
+    await client.patch("Node", machine.node_name, {"metadata": {"labels": {CONTROL_PLANE_LABEL: ""}}})
     progress("CoreDNS Deployment and Service kube-dns")
     await apply_objects(client, coredns_objects(
         None, allow=[CLUSTER_CIDR, SERVICE_CIDR, str(machine.address.network), "127.0.0.0/8"]))

@@ -73,6 +73,9 @@ def test_nodes_ready_with_their_eth1_addresses(lab: Machines) -> None:
         assert internal == [lab.ip(name)], f"{name}: InternalIP {internal}, never the NAT address {NAT_IP}"
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True"
+        # kubectl's ROLES: the server is a control-plane node, as kubeadm labels it; a joined machine is not
+        roles = {k for k in node["metadata"]["labels"] if k.startswith("node-role.kubernetes.io/")}
+        assert roles == ({"node-role.kubernetes.io/control-plane"} if name == "m1" else set()), (name, roles)
         assert node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == lab.ip(name)
     for name in ("m1", "m2", "m3"):  # the overlay's MTU comes from eth1 (1400), not from eth0 (1500)
         link = json.loads(ok(lab.run(name, "ip", "-j", "link", "show", "flannel.1")))[0]

@@ -103,6 +103,9 @@ def test_every_server_serves_and_one_leads(servers: Machines) -> None:
     for via in ("m1", "m2", "m3"):
         nodes = json.loads(ok(_kubectl(m, via, "get", "nodes", "-o", "json")))["items"]
         assert sorted(n["metadata"]["name"] for n in nodes) == ["m1", "m2", "m3", "m4"]
+        control_plane = sorted(n["metadata"]["name"] for n in nodes
+                               if "node-role.kubernetes.io/control-plane" in n["metadata"].get("labels", {}))
+        assert control_plane == ["m1", "m2", "m3"]
     holders = {_lease_holder(m, via, "kube-controller-manager") for via in ("m1", "m2", "m3")}
     assert len(holders) == 1 and holders != {""}, holders
     eps = json.loads(ok(_kubectl(m, "m2", "get", "endpoints", "kubernetes", "-o", "json")))
