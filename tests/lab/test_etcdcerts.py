@@ -15,33 +15,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kmesh.lab.etcdcerts import CertsError, make_etcd_certs
 from kmesh.store import StoreError, Unavailable, open_store
 from kmesh.store.etcd_api import EtcdTLS
 from kmesh.store.etcd_server import EtcdServer, EtcdServerTLS
 from tests.conftest import require_binary
+from tests.support.certs import cert, common_name, sans, usages
 
 IP = "192.168.56.10"
 CLIENTS = ("apiserver-etcd-client", "healthcheck-client")
-
-
-def cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def sans(path: Path) -> set[str]:
-    ext = cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
-
-
-def usages(path: Path) -> set[x509.ObjectIdentifier]:
-    return set(cert(path).extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-
-
-def common_name(path: Path) -> str:
-    return str(cert(path).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
 def server_context(cert_path: Path, key_path: Path, ca: Path) -> ssl.SSLContext:

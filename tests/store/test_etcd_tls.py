@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kmesh.apiserver.pki import ensure_etcd_pki, ensure_pki
@@ -21,21 +20,9 @@ from kmesh.store import StoreError, Unavailable, open_store
 from kmesh.store.etcd_api import EtcdClient, EtcdTLS, b64, split_endpoints
 from kmesh.store.etcd_server import EtcdServer
 from tests.store.helpers import cm, key
+from tests.support.certs import cert, sans, usages
 
 PAIRS = ("server", "peer", "healthcheck-client", "apiserver-etcd-client", "flannel-etcd-client")
-
-
-def cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def sans(path: Path) -> set[str]:
-    ext = cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
-
-
-def usages(path: Path) -> set[x509.ObjectIdentifier]:
-    return set(cert(path).extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
 
 
 def test_pki_is_kubeadms_layout_private_and_reused(tmp_path: Path) -> None:
