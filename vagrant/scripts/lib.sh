@@ -4,7 +4,7 @@
 KMESH_VENV=${KMESH_VENV:-/opt/kmesh/venv}
 KMESH_BIN=/usr/local/bin/kmesh
 
-log() { echo "kmesh-provision[$(hostname)]: $*"; }
+log() { echo "kmesh-provision[$(hostname) $(date -u +%H:%M:%S.%3N)]: $*"; }
 die() { echo "kmesh-provision[$(hostname)]: error: $*" >&2; exit 1; }
 need_root() { [ "$(id -u)" = 0 ] || die "run me as root (sudo $0 ...)"; }
 

@@ -12,9 +12,9 @@ put() {
   chmod 0600 "$tmp"
   mv -f "$tmp" "$1"
 }
+put "$KMESH_SHARED/join-token" <"$KMESH_DATA/join-token"  # first: the workers wait for it
 put "$KMESH_SHARED/kubeconfig.yaml" <"$KMESH_DATA/kubeconfig.yaml"
 if [ -f "$KMESH_DATA/server-token" ]; then
   echo "kmesh up --server https://$KMESH_ADDR:6443 --token $(cat "$KMESH_DATA/server-token")" | put "$KMESH_SHARED/server-command"
 fi
-put "$KMESH_SHARED/join-token" <"$KMESH_DATA/join-token"
 echo "kmesh join https://$KMESH_ADDR:6443 --token $(cat "$KMESH_DATA/join-token")" | put "$KMESH_SHARED/join-command"

@@ -87,13 +87,13 @@ if [ "$WAIT" = 0 ]; then
 fi
 early=""
 if [ -n "$SHARED" ]; then
-  # The join command goes out as soon as the API server answers (kmesh writes the join token once it
-  # listens), as a k3s server's token is usable before its own node and CoreDNS are up: the workers join
-  # while this machine finishes. publish.sh runs again when `kmesh up` has returned.
+  # The join token goes out as soon as the API server listens (kmesh writes the token then), as a k3s
+  # server's token is usable before its own node and CoreDNS are up: the workers join while this machine
+  # finishes (a token left by an earlier start of this lab is the same one; `kmesh join` waits for the
+  # server). publish.sh runs again when `kmesh up` has returned.
   (
-    until [ -s "$DATA/join-token" ] && [ -s "$DATA/kubeconfig.yaml" ] &&
-          [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://$ADDR:6443/readyz")" != 000 ]; do
-      sleep 0.5
+    until [ -s "$DATA/join-token" ] && [ -s "$DATA/kubeconfig.yaml" ]; do
+      sleep 0.2
     done
     KMESH_SHARED=$SHARED KMESH_ADDR=$ADDR KMESH_DATA=$DATA /usr/local/sbin/kmesh-publish
     log "the API server answers: wrote $SHARED/join-token and join-command (the workers join now)"
