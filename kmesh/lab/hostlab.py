@@ -48,10 +48,10 @@ from kmesh.lab.access import write_private
 from kmesh.lab.datadir import ClusterInfo, DataDir, NodeInfo
 from kmesh.lab.topology import LabNames
 from kmesh.net import ifaces
-from kmesh.node.netns_agent import NetnsNodeConfig
 
 if TYPE_CHECKING:
     from kmesh.lab.supervisor import UpOptions
+    from kmesh.node.netns_agent import NetnsNodeConfig
 
 log = logging.getLogger("kmesh.lab.host")
 Progress = Callable[[str], None]
@@ -86,6 +86,8 @@ def this_machine(opts: UpOptions, server_host: str | None) -> Machine:
 
 def node_config(opts: UpOptions, dd: DataDir, machine: Machine) -> NetnsNodeConfig:
     """This machine's node as the netns runtime's agent runs it, here in the machine's own namespace."""
+    from kmesh.node.netns_agent import NetnsNodeConfig
+
     node_dir = dd.root / "nodes" / machine.node_name
     return NetnsNodeConfig(
         pod_netns_prefix=LabNames(opts.name).pod_prefix(machine.node_name), node_name=machine.node_name,
@@ -218,14 +220,11 @@ async def _run_agent(nursery: trio.Nursery, opts: UpOptions, dd: DataDir, machin
 
 async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: UpOptions, dd: DataDir,
                              progress: Progress) -> ClusterInfo:
+    # What the API server needs first; the rest is imported once the join token is out (below), so other
+    # machines can start joining meanwhile (on an emulated VM, imports are seconds).
     from kmesh.apiserver.pki import ensure_join_secrets, install_cluster_secrets, sign_node_csr
     from kmesh.apiserver.server import RunningServer, ServerConfig, run_server
-    from kmesh.controllers.manager import ControllerConfig, run_controllers
-    from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
-    from kmesh.dns import RunningDNS, run_dns
-    from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
     from kmesh.lab.etcd import start_lab_etcd
-    from kmesh.lab.metrics import http_url
     from kmesh.lab.supervisor import lab_dns_config, store_url
 
     machine = this_machine(opts, None)
@@ -258,6 +257,12 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     write_private(dd.root / "server-token", JoinToken(ca_hash(ca_pem), secrets.server_token, True).format() + "\n")
     write_kubeconfig(dd.kubeconfig, opts.name, Credentials(srv.url, ca_pem, srv.pki.token), mode=opts.kubeconfig_mode,
                      owner=(opts.kubeconfig_owner[0], opts.kubeconfig_owner[1]) if opts.kubeconfig_owner else None)
+    from kmesh.controllers.manager import ControllerConfig, run_controllers
+    from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
+    from kmesh.dns import RunningDNS, run_dns
+    from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
+    from kmesh.lab.metrics import http_url
+
     local = f"https://127.0.0.1:{opts.port}"
     client = await stack.enter_async_context(Client(Credentials(local, ca_pem, srv.pki.token)))
     progress("controllers and scheduler (leader elected)")
@@ -351,6 +356,7 @@ async def _start_agent_role(nursery: trio.Nursery, stack: AsyncExitStack, opts: 
                             progress: Progress) -> ClusterInfo:
     from kmesh.client.bootstrap import request_node_credentials
     from kmesh.node.apilb import run_api_balancer
+    from kmesh.node.netns_agent import run_netns_node  # noqa: F401 - loaded now, while the token and server are waited for
 
     deadline = trio.current_time() + opts.server_timeout
     url = urlsplit(opts.server_url)
