@@ -25,7 +25,6 @@ from pathlib import Path
 
 from kmesh.lab.procs import send, wait_fd
 from kmesh.net import netns
-from kmesh.node.netns_runtime import pod_netns_name
 
 UNDERLAY = ipaddress.ip_network("192.168.56.0/24")
 UNDERLAY_GATEWAY = "192.168.56.1"  # on br0: stands for the host, as in a Vagrant host-only network
@@ -66,6 +65,8 @@ class LabNames:
 
     def pod(self, node: str, pod_name: str, uid: str) -> str:
         """The namespace of pod ``pod_name`` (UID ``uid``) on ``node``."""
+        from kmesh.node.netns_runtime import pod_netns_name  # the node agent's modules: loaded when needed
+
         return pod_netns_name(self.pod_prefix(node), pod_name, uid)
 
 
