@@ -1,11 +1,77 @@
-"""Reading certificates in tests: the certificate, its SANs, extended key usages and common name."""
+"""Certificates for tests: a CA of one's own, client certificates signed by any CA, and reading a
+certificate's SANs, usages and common name (cryptography)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class CA:
+    """A certificate authority: its certificate and key."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> "CA":
+        """A CA from PEM files (e.g. the lab's pki/ca.crt and pki/ca.key)."""
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        assert isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
+        return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+
+    @classmethod
+    def new(cls, name: str = "some-other-ca") -> "CA":
+        """A fresh self-signed CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    def pem(self) -> bytes:
+        """The CA certificate, PEM."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, cn: str, groups: tuple[str, ...] = (), *, usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
+              rsa_key: bool = False) -> tuple[bytes, bytes]:
+        """A client certificate (CN = user, one O per group) and its key, both PEM.
+
+        ``rsa_key``: an RSA key in PKCS#1 form, as kind writes them (else EC in SEC1 form, as k3s)."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsa_key:
+            key = rsa.generate_private_key(65537, 2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        names = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+        if cn:  # "" leaves the CN out
+            names.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(x509.Name(names)).issuer_name(self.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        fmt = serialization.PrivateFormat.TraditionalOpenSSL
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
 
 
 def cert(path: Path) -> x509.Certificate:
