@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -114,7 +115,7 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
-async def _until_exited(proc: trio.Process) -> None:
+async def _until_exited(proc: subprocess.Popen[bytes]) -> None:
     """Wait until ``proc`` has exited, without reaping it: as long as it is not reaped its PID, which is
     also its process group's ID, stays reserved, so killing the group cannot reach a process that took
     the number since."""
@@ -131,7 +132,7 @@ async def _until_exited(proc: trio.Process) -> None:
 class ProcessContainer(_ExitRecord):
     """A container command running as a process (its own process group, killed with the agent)."""
 
-    def __init__(self, proc: trio.Process) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         super().__init__(proc.pid)
         self.proc = proc
 
@@ -168,6 +169,14 @@ def _with_pdeathsig(argv: list[str]) -> list[str]:
     return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
+def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, stdout: Any) -> subprocess.Popen[bytes]:
+    """Start a container's process (its own session, umask 022, dying with the agent) from the agent's own
+    thread. The parent-death signal follows the *thread* that forked the process, and trio forks from
+    worker threads that end after 10 s idle: a process started there was SIGKILLed 10 s later."""
+    return subprocess.Popen(_with_pdeathsig(argv), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022)
+
+
 def resolve_executable(argv0: str, env: dict[str, str]) -> str:
     """The executable ``argv0`` names, looked up on the container's PATH; StartError if none."""
     if "/" in argv0:
@@ -198,10 +207,7 @@ async def start_process(
         raise StartError(f"failed to create containerd task: chdir to cwd ({cwd!r}) set in config.json failed: no such file or directory")
     with open_log(log_path) as out:  # opening a local log file does not block for long
         try:  # umask 022, as a container runtime gives its containers (the agent's own is 077)
-            proc = await trio.lowlevel.open_process(
-                _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
-            )
+            proc = _spawn([*prefix, exe, *argv[1:]], env, cwd, out)
         except OSError as exc:
             raise StartError(f"failed to start {argv[0]!r}: {exc}") from None
     c = ProcessContainer(proc)
@@ -222,19 +228,18 @@ async def run_command(
     if not exe:
         return 126, b"no command", False
     try:
-        proc = await trio.lowlevel.open_process(
-            _with_pdeathsig([*prefix, exe, *argv[1:]]), env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
-        )
+        proc = _spawn([*prefix, exe, *argv[1:]], env, cwd, subprocess.PIPE)
     except OSError as exc:
         return 126, str(exc).encode(), False
+    assert proc.stdout is not None
+    stream = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
+    proc.stdout.close()
     output = bytearray()
     timed_out = False
     try:
-        assert proc.stdout is not None
         with trio.move_on_after(timeout) as scope:
-            async with proc.stdout:
-                while chunk := await proc.stdout.receive_some(65536):
+            async with stream:
+                while chunk := await stream.receive_some(65536):
                     if len(output) < 1 << 16:
                         output += chunk
             await _until_exited(proc)
@@ -242,8 +247,10 @@ async def run_command(
     finally:
         _killpg(proc.pid, signal.SIGKILL)  # not reaped yet (_until_exited): the group's ID is still its own
         with trio.CancelScope(shield=True):
-            await proc.wait()
-    return exit_code_of(proc.returncode or 0) if not timed_out else 137, bytes(output), timed_out
+            await stream.aclose()
+            await _until_exited(proc)
+        code = proc.wait()  # exited: reaps it at once
+    return exit_code_of(code) if not timed_out else 137, bytes(output), timed_out
 
 
 async def start_container(
