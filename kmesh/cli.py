@@ -150,6 +150,7 @@ def _default_runtime() -> str:
 _LAZY_COMMANDS = {  # name → (module, attribute)
     "dns": ("kmesh.dns.command", "dns"),
     "certs": ("kmesh.lab.etcdcerts", "certs"),
+    "link": ("kmesh.lab.linkcmd", "link"),
 }
 
 
