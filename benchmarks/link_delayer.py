@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from kmesh.net import netns
 from kmesh.net.netns_check import netns_usable
 from kmesh.packet.delayer import write_json
 from kmesh.packet.linkspec import LinkSpec
+from tests.support.vethpair import veth_pair
 
 console = Console()
 QUEUE = 4200
@@ -71,43 +71,35 @@ async def main(seconds: float, delay: str) -> int:
     if not netns_usable():
         console.print("needs root and network namespaces")
         return 1
-    tag = secrets.token_hex(3)
-    a, b = f"kmbd{tag}-a", f"kmbd{tag}-b"
     shaper = None
-    try:
-        netns.add(a)
-        netns.add(b)
-        netns.add_veth(a, "veth0", b, "veth0")
-        netns.ip(a, "addr", "add", "10.98.0.1/24", "dev", "veth0")
-        netns.ip(b, "addr", "add", f"{B_IP}/24", "dev", "veth0")
-        bare = await measure(a, b, seconds)
-        # Where kmesh queues: past the veth (the packet no longer counts against the sender's socket)
-        rules = "\n".join(["*mangle", f"-A PREROUTING -i veth0 -j NFQUEUE --queue-num {QUEUE} --queue-bypass",
-                           "COMMIT", ""])
-        await netns.run(b, ["iptables-restore", "--noflush"], input=rules.encode())
-        with tempfile.TemporaryDirectory() as tmp:
-            config, status = Path(tmp) / "c.json", Path(tmp) / "s.json"
-            write_json(config, {"generation": 1, "device": "veth0",
-                                "queues": {str(QUEUE): LinkSpec.parse(delay=delay).to_json()}})
-            shaper = await trio.lowlevel.open_process(
-                netns.nsenter_argv(b, [sys.executable, "-m", "kmesh.cli", "link", "shaper", "--config", str(config),
-                                       "--status", str(status)]), stdout=subprocess.PIPE)
-            assert shaper.stdout is not None
-            with trio.fail_after(30):
-                while b"shaper ready" not in await shaper.stdout.receive_some():
-                    pass
-            shaped = await measure(a, b, seconds)
-            queues = json.loads(status.read_text()).get("queues", {})
-    finally:
-        if shaper is not None and shaper.returncode is None:
-            shaper.terminate()
-            with trio.move_on_after(10):
-                await shaper.wait()
-            if shaper.returncode is None:
-                shaper.kill()
-                await shaper.wait()
-        for ns in (a, b):
-            netns.delete(ns)
+    with veth_pair("kmbd", "10.98.0.1/24", f"{B_IP}/24") as (a, b):
+        try:
+            bare = await measure(a, b, seconds)
+            # Where kmesh queues: past the veth (the packet no longer counts against the sender's socket)
+            rules = "\n".join(["*mangle", f"-A PREROUTING -i veth0 -j NFQUEUE --queue-num {QUEUE} --queue-bypass",
+                               "COMMIT", ""])
+            await netns.run(b, ["iptables-restore", "--noflush"], input=rules.encode())
+            with tempfile.TemporaryDirectory() as tmp:
+                config, status = Path(tmp) / "c.json", Path(tmp) / "s.json"
+                write_json(config, {"generation": 1, "device": "veth0",
+                                    "queues": {str(QUEUE): LinkSpec.parse(delay=delay).to_json()}})
+                shaper = await trio.lowlevel.open_process(
+                    netns.nsenter_argv(b, [sys.executable, "-m", "kmesh.cli", "link", "shaper", "--config", str(config),
+                                           "--status", str(status)]), stdout=subprocess.PIPE)
+                assert shaper.stdout is not None
+                with trio.fail_after(30):
+                    while b"shaper ready" not in await shaper.stdout.receive_some():
+                        pass
+                shaped = await measure(a, b, seconds)
+                queues = json.loads(status.read_text()).get("queues", {})
+        finally:
+            if shaper is not None and shaper.returncode is None:
+                shaper.terminate()
+                with trio.move_on_after(10):
+                    await shaper.wait()
+                if shaper.returncode is None:
+                    shaper.kill()
+                    await shaper.wait()
     t = Table("path", "TCP Gbit/s", "UDP 64 B packets/s", "UDP loss")
     t.add_row("bare veth (anchor)", f"{bare[0]:.2f}", f"{bare[1]:,.0f}", f"{bare[2]:.1f} %")
     t.add_row(f"through the delayer ({delay})", f"{shaped[0]:.3f}", f"{shaped[1]:,.0f}", f"{shaped[2]:.1f} %")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from kmesh.packet import nfqueue
 from kmesh.packet.delayer import Delayer, write_json
 from kmesh.packet.linkspec import LinkSpec
 from tests.conftest import require, require_binary
+from tests.support.vethpair import veth_pair
 
 pytestmark = pytest.mark.netns
 
@@ -43,18 +43,8 @@ def pair() -> Iterator[tuple[str, str]]:
     require(netns_usable(), "root and network namespaces")
     require_binary("iptables-restore")
     require_binary("ping")
-    tag = secrets.token_hex(3)
-    a, b = f"kmdl{tag}-a", f"kmdl{tag}-b"
-    try:
-        netns.add(a)
-        netns.add(b)
-        netns.add_veth(a, "veth0", b, "veth0")
-        netns.ip(a, "addr", "add", "10.99.0.1/24", "dev", "veth0")
-        netns.ip(b, "addr", "add", f"{B_IP}/24", "dev", "veth0")
+    with veth_pair("kmdl", "10.99.0.1/24", f"{B_IP}/24") as (a, b):
         yield a, b
-    finally:
-        for ns in (a, b):
-            netns.delete(ns)
 
 
 def queue_rules(ns: str) -> None:

@@ -4,7 +4,6 @@ read back, removed; link state; and the netem path where the kernel has netem.""
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from kmesh.packet import shaping
 from kmesh.packet.linkspec import LinkSpec
 from kmesh.packet.shaping import LinkEnds, Rule
 from tests.conftest import require, require_binary
+from tests.support.vethpair import veth_pair
 
 pytestmark = pytest.mark.netns
 
@@ -28,18 +28,8 @@ def ends() -> Iterator[LinkEnds]:
     require(netns_usable(), "root and network namespaces")
     require_binary("tc")
     require_binary("iptables-restore")
-    tag = secrets.token_hex(3)
-    a, b = f"kmsh{tag}-a", f"kmsh{tag}-b"
-    try:
-        netns.add(a)
-        netns.add(b)
-        netns.add_veth(a, "veth0", b, "peer0")
-        netns.ip(a, "addr", "add", "10.99.0.1/24", "dev", "veth0")
-        netns.ip(b, "addr", "add", "10.99.0.2/24", "dev", "peer0")
+    with veth_pair("kmsh", "10.99.0.1/24", "10.99.0.2/24", b_dev="peer0") as (a, b):
         yield LinkEnds(a, "veth0", b, "peer0")
-    finally:
-        for ns in (a, b):
-            netns.delete(ns)
 
 
 def qdiscs(ns: str, dev: str) -> str:
