@@ -212,6 +212,9 @@ def main(verbose: int) -> None:
 @_etcd_tls_options
 @click.option("--name", default="kmesh", show_default=True, help="Lab name; prefixes every namespace, link and rule.")
 @click.option("--demo", is_flag=True, help="Also apply a sample Deployment and Service.")
+@click.option("--node-grace-period", type=click.FloatRange(min=15, max=3600), default=40.0, show_default=True,
+              metavar="SECONDS", help="How long a node's Lease may go unrenewed before the node "
+                                      "is NotReady (the agents renew it every 10 s).")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
               help="Seconds to wait for the demo to be available.")
 @_kubeconfig_mode_option
@@ -220,7 +223,7 @@ def up(
     iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
-    demo: bool, demo_timeout: float, kubeconfig_mode: int | None,
+    demo: bool, node_grace_period: float, demo_timeout: float, kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -277,6 +280,7 @@ def up(
         etcd_cafile=etcd_tls.cafile if etcd_tls else "", etcd_certfile=etcd_tls.certfile if etcd_tls else "",
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
         advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
+        node_grace_period=node_grace_period,
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:
@@ -1189,21 +1193,57 @@ def bench() -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG bar chart of the split.")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as JSON (for scripts) instead of the table.")
-def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_out: bool, **options: Any) -> None:
+@click.option("--during", default=None, metavar="'link down NODE'",
+              help="Cut NODE off the underlay under a steady load and time the Service's convergence "
+                   "(errors, NotReady, endpoints); the node comes back at the end.")
+@click.option("--rate", type=float, default=None, help="With --during: requests per second.  [default: 20]")
+@click.option("--during-after", "during_after", type=float, default=None,
+              help="With --during: seconds of baseline load before the cut.  [default: 5]")
+@click.option("--settle", type=float, default=None,
+              help="With --during: seconds of steady success that end an error window.  [default: 5]")
+@click.option("--max-wait", "max_wait", type=float, default=None,
+              help="With --during: longest wait for convergence after the cut and after link up.  [default: 120]")
+@click.option("--no-restore", is_flag=True, default=False,
+              help="With --during: leave the node cut off at the end (kmesh link up NODE brings it back).")
+def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_out: bool, during: str | None,
+             rate: float | None, during_after: float | None, settle: float | None, max_wait: float | None,
+             no_restore: bool, **options: Any) -> None:
     """Send requests through SERVICE's ClusterIP and test how they split over its endpoints.
 
-    Exit code 0 when the split matches --expect, 1 when not, 2 on bad arguments."""
+    With --during 'link down NODE': a steady load through SERVICE while NODE is cut off the underlay; measures
+    how long errors last (the node grace period decides it), when the Node went NotReady and its endpoints not
+    ready, and when all was back after link up.
+
+    Exit code 0 when the split matches --expect (with --during: the Service converged and the node came back),
+    1 when not, 2 on bad arguments."""
     from kmesh.bench.lb import UsageError
-    from kmesh.bench.report import run_lb_command
+    from kmesh.bench.report import run_lb_command, run_partition_command
     from kmesh.client.api import APIUnavailable
 
+    extra = {"--rate": rate, "--during-after": during_after, "--settle": settle, "--max-wait": max_wait,
+             "--no-restore": no_restore or None}
     try:
-        code = run_lb_command(_resolve(data_dir), service, console=console, plot_path=plot_path, json_out=json_out,
-                              **options)
+        if during is None:
+            given = [k for k, v in extra.items() if v is not None]
+            if given:
+                raise UsageError(given[0], "only goes with --during 'link down NODE'")
+            code = run_lb_command(_resolve(data_dir), service, console=console, plot_path=plot_path,
+                                  json_out=json_out, **options)
+        else:
+            timing = {k: v for k, v in (("rate", rate), ("after", during_after), ("settle", settle),
+                                        ("max_wait", max_wait)) if v is not None}
+            code = run_partition_command(_resolve(data_dir), service, during, console=console, plot_path=plot_path,
+                                         json_out=json_out, restore=not no_restore, **timing, **options)
     except UsageError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.param) from None
     except APIUnavailable as exc:
         raise click.ClickException(f"the API server does not answer: {exc}") from None
+    except RuntimeError as exc:
+        from kmesh.lab.links import LinkFailure, NoLab
+
+        if isinstance(exc, (LinkFailure, NoLab)):
+            raise click.ClickException(str(exc)) from None
+        raise
     raise SystemExit(code)
 
 

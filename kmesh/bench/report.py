@@ -179,3 +179,174 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
     if plot_path is not None:
         console.print(f"plot written to {plot(result, plot_path)}", highlight=False)
     return 0 if result.passed else 1
+
+
+# ------------------------------------------------------------------ --during 'link down NODE'
+
+
+def partition_table(result: Any) -> Table:
+    """The partition's events in order: when, and how long after the cut (and after the restore)."""
+    table = Table(title=f"Service {result.plan.target} — {result.options.during} under "
+                        f"{result.options.rate:g} requests/s", title_justify="left")
+    for col, justify in (("EVENT", "left"), ("AT", "right"), ("AFTER CUT", "right"), ("", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    restored = result.events.restored
+    for e in result.events_list():
+        extra = ""
+        if restored is not None and e["event"] in ("nodeReady", "endpointsReady"):
+            extra = f"{e['at'] - restored:.1f} s after link up"
+        table.add_row(e["what"], f"{e['at']:.1f} s", f"{e['sinceCut']:.1f} s", extra)
+    return table
+
+
+def partition_summary(result: Any) -> Group:
+    """Requests, errors by kind, the longest error window, the grace period that decided it, the verdict."""
+    from kmesh.bench.partition import errors_by_kind, longest
+
+    d = result.as_dict()
+    lines: list[Text] = []
+    errs = ", ".join(f"{k} {c}" for k, c in sorted(errors_by_kind(result.records).items(), key=lambda kv: -kv[1]))
+    lines.append(Text(f"requests: {d['requests']}, failed {d['failed']} ({errs or 'no errors'})",
+                      style="red" if d["failed"] else ""))
+    w = longest(result.windows)
+    if w is None:
+        lines.append(Text("error window: none"))
+    else:
+        cut = result.events.cut or 0.0
+        lines.append(Text(f"longest error window: {w.seconds:.1f} s (first failure {w.start - cut:+.1f} s, last "
+                          f"{w.end - cut:+.1f} s from the cut; {w.failed} failed)", style="bold"))
+    lease = d["leaseRenewedBeforeCut"]
+    lines.append(Text(f"node grace period {result.grace:g} s ({result.grace_source}) decides the window: "
+                      "a cut-off node goes NotReady that long after its Lease's last renewal"))
+    if lease is not None:
+        lines.append(Text(f"  {result.options.during.node}'s Lease was last renewed {-lease:.1f} s before the cut"))
+    lines.append(Text(("PASS: " if result.passed else "FAIL: ") + result.reason(),
+                      style="bold green" if result.passed else "bold red"))
+    return Group(*lines)
+
+
+def plot_partition(result: Any, path: Path) -> Path:
+    """A PNG: answered and failed requests per second (errors stacked by kind), the events as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kmesh.bench.partition import longest, timeline
+
+    rows = timeline(result.records)
+    kinds = sorted({k for r in rows for k in r if k not in ("t", "ok")})
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    try:
+        ts = [r["t"] for r in rows]
+        ax.plot(ts, [r["ok"] for r in rows], color="tab:green", label="answered", drawstyle="steps-post")
+        bottom = [0] * len(rows)
+        for k in kinds:
+            vals = [r.get(k, 0) for r in rows]
+            ax.bar(ts, vals, width=1.0, align="edge", bottom=bottom, label=k, alpha=0.7)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        lw = longest(result.windows)
+        if lw is not None:
+            ax.axvspan(lw.start, lw.end, color="tab:red", alpha=0.08, label=f"longest error window {lw.seconds:.1f} s")
+        for e in result.events_list():
+            ax.axvline(e["at"], color="black", linestyle="dashed", linewidth=0.8)
+            ax.annotate(e["what"], (e["at"], ax.get_ylim()[1] * 0.95), rotation=90, fontsize=7, va="top", ha="right")
+        ax.set_xlabel("seconds since the load began")
+        ax.set_ylabel("requests per second")
+        w = result.as_dict()["errorWindow"]
+        span = f"error window {w['seconds']:.1f} s, " if w else ""
+        ax.set_title(f"{result.plan.target}: {result.options.during} — {span}{result.failed} failed "
+                     f"(grace period {result.grace:g} s)", fontsize=10)
+        ax.legend(fontsize=8, loc="lower left")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def run_partition_command(dd: DataDir, service: str, during: str, *, console: Console, plot_path: Path | None = None,
+                          json_out: bool = False, warmup: float = 0.0, rate: float = 20.0, after: float = 5.0,
+                          settle: float = 5.0, max_wait: float = 120.0, restore: bool = True,
+                          **options: Any) -> int:
+    """``bench lb --during``: plan, run the partition under load, show events and windows; exit 0 when the
+    Service converged (and the node came back), 1 when not. ``UsageError`` for bad arguments, before any change."""
+    from kmesh.bench.lb import warm_up
+    from kmesh.bench.partition import PartitionOptions, parse_during, pick_client, run_partition
+    from kmesh.client.api import Client
+
+    if json_out:
+        out_console, console = console, Console(stderr=True)
+    parse_during(during)  # the form first: a bad --during needs no lab
+    for name, value, low in (("--rate", rate, 0.0), ("--settle", settle, 0.0), ("--max-wait", max_wait, 0.0)):
+        if not (math.isfinite(value) and value > low):
+            raise UsageError(name, f"must be a number above {low:g}, got {value}")
+    if not (math.isfinite(after) and after >= 0):
+        raise UsageError("--during-after", f"must be a number of seconds >= 0, got {after}")
+    if rate > 1000:
+        raise UsageError("--rate", f"at most 1000 requests/s, got {rate:g}")
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
+    info = dd.read_cluster()
+    if info is None or not dd.kubeconfig.exists():
+        raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
+    what = parse_during(during, [n.name for n in info.nodes])
+    from kmesh.lab.links import LinkUsage, NoLab, open_lab
+
+    try:
+        open_lab(dd)
+    except NoLab as exc:
+        raise UsageError("--data-dir", str(exc)) from None
+    except LinkUsage as exc:
+        raise UsageError("--during", exc.message) from None
+    popts = PartitionOptions(what, rate=rate, after=after, settle=settle, max_wait=max_wait, restore=restore)
+
+    async def main() -> Any:
+        async with Client.from_kubeconfig(dd.kubeconfig) as c:
+            if options.get("from_pod") is None:
+                options["from_pod"] = await pick_client(c, info, service, what.node, options)
+            plan = await plan_lb(c, info, service, **options)
+            if plan.source.node == what.node:
+                raise UsageError("--from", f"{plan.source.description} is on {what.node}, the node the partition "
+                                           "cuts off: send from a pod on another node")
+            p = plan.probe
+            console.print(f"{rate:g} {p.protocol} request(s)/s to Service {plan.target} at {p.host}:{p.port} from "
+                          f"{plan.source.description}; {what} after {after:g} s", highlight=False)
+            await warm_up(plan.probe, warmup)
+            failed = 0
+            with Progress(TextColumn("[bold]{task.fields[phase]}"), TextColumn("{task.completed:.0f} request(s)"),
+                          TextColumn("{task.fields[errors]} error(s)"), TimeElapsedColumn(), console=console,
+                          transient=True) as progress:
+                task = progress.add_task("load", phase="baseline", errors=0)
+
+                def seen(r: Any) -> None:
+                    nonlocal failed
+                    failed += r.failed
+                    progress.update(task, advance=1, errors=failed)
+
+                def event(s: str) -> None:
+                    progress.update(task, phase=s)
+                    console.print(f"[bold]{s}[/]", highlight=False)
+
+                return await run_partition(c, dd, plan, popts, seen, event)
+
+    try:
+        result = trio.run(main)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: the node was put back on the underlay; no verdict[/]")
+        return 130
+    if json_out:
+        import json
+
+        out_console.file.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        out_console.file.flush()
+    else:
+        console.print(partition_table(result))
+        console.print(partition_summary(result))
+    if plot_path is not None:
+        console.print(f"plot written to {plot_partition(result, plot_path)}", highlight=False)
+    return 0 if result.passed else 1

@@ -74,6 +74,7 @@ class UpOptions:
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
     demo: bool = False
+    node_grace_period: float = 40.0  # the node lifecycle controller's grace period (kube-controller-manager's --node-monitor-grace-period)
     extra: dict[str, str] = field(default_factory=dict)
     kubeconfig_mode: int = 0o600  # D/kubeconfig.yaml's mode and owner (uid, gid): see kmesh.lab.access
     kubeconfig_owner: list[int] | None = None
@@ -297,7 +298,8 @@ async def _run_lab(
             mgr = await nursery.start(functools.partial(
                 run_controllers, client, ControllerConfig(
                     cluster_cidr=cluster_cidr, service_cidr=service_cidr, metrics_port=CONTROLLER_MANAGER_PORT,
-                    scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True),
+                    scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True,
+                    node_grace_period=opts.node_grace_period),
                 open_socket=None if lab is None else lab.open_root_socket))
             metrics = {"apiserver": f"{user_url}/metrics", "controller-manager": http_url(mgr.metrics_port),
                        "scheduler": http_url(mgr.scheduler_metrics_port)}
