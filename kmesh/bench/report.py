@@ -8,6 +8,7 @@ raises ``UsageError`` for bad arguments (exit code 2 in the CLI).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,9 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
 
     ``json_out``: print ``LbResult.as_dict()`` as JSON on stdout instead (progress goes to stderr).
     ``options`` are ``plan_lb``'s keyword arguments."""
+    out_console = console  # the JSON's; with --json, what people read goes to stderr
     if json_out:
-        out_console, console = console, Console(stderr=True)
+        console = Console(stderr=True)
     from kmesh.client.api import Client
 
     if plot_path is not None:
@@ -168,16 +170,23 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: no verdict[/]")
             return 130
+    return _report(result, json_out, out_console, console, (split_table, summary), plot, plot_path)
+
+
+def _report(result: Any, json_out: bool, out_console: Console, console: Console,
+            views: tuple[Callable[[Any], Any], ...], plotter: Callable[[Any, Path], Any], plot_path: Path | None) -> int:
+    """An experiment's result as every bench command shows it: JSON on ``out_console``, or its table and
+    summary on ``console``; the plot if asked for; exit 0 when it passed, 1 when not."""
     if json_out:
         import json
 
         out_console.file.write(json.dumps(result.as_dict(), indent=2) + "\n")
         out_console.file.flush()
     else:
-        console.print(split_table(result))
-        console.print(summary(result))
+        for view in views:
+            console.print(view(result))
     if plot_path is not None:
-        console.print(f"plot written to {plot(result, plot_path)}", highlight=False)
+        console.print(f"plot written to {plotter(result, plot_path)}", highlight=False)
     return 0 if result.passed else 1
 
 
@@ -276,8 +285,9 @@ def run_partition_command(dd: DataDir, service: str, during: str, *, console: Co
     from kmesh.bench.partition import PartitionOptions, parse_during, pick_client, run_partition
     from kmesh.client.api import Client
 
+    out_console = console  # the JSON's; with --json, what people read goes to stderr
     if json_out:
-        out_console, console = console, Console(stderr=True)
+        console = Console(stderr=True)
     parse_during(during)  # the form first: a bad --during needs no lab
     for name, value, low in (("--rate", rate, 0.0), ("--settle", settle, 0.0), ("--max-wait", max_wait, 0.0)):
         if not (math.isfinite(value) and value > low):
@@ -339,14 +349,5 @@ def run_partition_command(dd: DataDir, service: str, during: str, *, console: Co
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: the node was put back on the underlay; no verdict[/]")
         return 130
-    if json_out:
-        import json
-
-        out_console.file.write(json.dumps(result.as_dict(), indent=2) + "\n")
-        out_console.file.flush()
-    else:
-        console.print(partition_table(result))
-        console.print(partition_summary(result))
-    if plot_path is not None:
-        console.print(f"plot written to {plot_partition(result, plot_path)}", highlight=False)
-    return 0 if result.passed else 1
+    return _report(result, json_out, out_console, console, (partition_table, partition_summary), plot_partition,
+                   plot_path)
