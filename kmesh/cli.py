@@ -151,6 +151,8 @@ _LAZY_COMMANDS = {  # name → (module, attribute)
     "dns": ("kmesh.dns.command", "dns"),
     "certs": ("kmesh.lab.etcdcerts", "certs"),
     "link": ("kmesh.lab.linkcmd", "link"),
+    "trace": ("kmesh.lab.tracecmd", "trace"),
+    "capture": ("kmesh.lab.capturecmd", "capture"),
 }
 
 
@@ -217,18 +219,34 @@ def main(verbose: int) -> None:
                                       "is NotReady (the agents renew it every 10 s).")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
               help="Seconds to wait for the demo to be available.")
+@click.option("--topology", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="A YAML file naming the nodes (names, zones, labels) and their link settings "
+                   "(delay, jitter, loss, rate per node or node pair); see docs/lab.md.")
 @_kubeconfig_mode_option
+@click.pass_context
 def up(
-    data_dir: Path | None, port: int, nodes: int, runtime: str | None, advertise_address: str, node_name: str,
-    iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
+    ctx: click.Context, data_dir: Path | None, port: int, nodes: int, runtime: str | None, advertise_address: str,
+    node_name: str, iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
-    demo: bool, node_grace_period: float, demo_timeout: float, kubeconfig_mode: int | None,
+    demo: bool, node_grace_period: float, demo_timeout: float, topology: Path | None, kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
 
     etcd_tls = _etcd_tls(etcd_url, etcd_cafile, etcd_certfile, etcd_keyfile, "--etcd")
+    topo = None
+    if topology is not None:  # the whole file is checked before anything else happens
+        from click.core import ParameterSource
+
+        from kmesh.lab.topofile import TopologyError, load
+
+        try:
+            topo = load(topology, nodes=nodes,
+                        nodes_given=ctx.get_parameter_source("nodes") not in (None, ParameterSource.DEFAULT))
+        except TopologyError as exc:
+            raise click.BadParameter(str(exc), param_hint="--topology") from None
+        nodes = len(topo.nodes)
 
     dd = _resolve(data_dir)
     if dd.locked():  # the supervisor's lock on the data dir, not a PID that may be anyone's by now
@@ -241,6 +259,13 @@ def up(
     runtime = runtime or _default_runtime()
     if runtime in ("netns", "host") and os.geteuid() != 0:
         raise click.BadParameter(f"the {runtime} runtime needs root; use --runtime sim", param_hint="--runtime")
+    if topo is not None and runtime == "host":
+        raise click.BadParameter("the host runtime's nodes are machines that name themselves (--node-name, "
+                                 "`kmesh join`) and its links are theirs: a topology file is for netns and sim labs",
+                                 param_hint="--topology")
+    if topo is not None and topo.links and runtime == "sim":
+        raise click.BadParameter(f"{topology}: links: the sim runtime has no links (its pods share this machine's "
+                                 "loopback); use --runtime netns, or leave links out", param_hint="--topology")
     _check_host_options(runtime, advertise_address, node_name, iface, server_url, token, nodes, store, etcd_url)
     if runtime == "sim" and proxy_mode not in (None, "userspace"):
         raise click.BadParameter("the sim runtime only has the userspace proxy mode", param_hint="--proxy-mode")
@@ -280,7 +305,7 @@ def up(
         etcd_cafile=etcd_tls.cafile if etcd_tls else "", etcd_certfile=etcd_tls.certfile if etcd_tls else "",
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
         advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
-        node_grace_period=node_grace_period,
+        node_grace_period=node_grace_period, node_specs=topo.node_specs() if topo is not None else [],
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:
@@ -289,6 +314,7 @@ def up(
                                             f"{nodes if runtime != 'host' else 1} node(s), store {store})")
     info = dd.read_cluster()
     assert info is not None
+    link_problem = _apply_topology_links(dd, topo.links) if topo is not None and topo.links else None
     demo_problem = None
     if demo:
         with console.status("[bold]Waiting for the demo Deployment `web` to be available…"):
@@ -300,8 +326,10 @@ def up(
                       f"{len(info.nodes)} node(s)")
     else:
         console.print(f"[green]✓[/] lab [bold]{name}[/] is up: API {info.api}, {len(info.nodes)} node(s)")
+    zones = {n.name: n.zone for n in topo.nodes if n.zone} if topo is not None else {}
     for n in info.nodes:
-        console.print(f"  node {n.name}: {n.ip}, pods {n.podCIDR}", highlight=False)
+        zone = f", zone {zones[n.name]}" if n.name in zones else ""
+        console.print(f"  node {n.name}: {n.ip}, pods {n.podCIDR}{zone}", highlight=False)
     if info.dns:
         host, port = info.dns
         console.print(f"  cluster DNS: dig @{host} -p {port} kubernetes.default.svc.cluster.local", highlight=False)
@@ -324,7 +352,40 @@ def up(
         click.echo(f"kmesh up: warning: {demo_problem}", err=True)
         click.echo(f"  the lab stays up: look with `kubectl get pods -l app=web -o wide`, remove it with "
                    f"`kmesh down --data-dir {dd.root}`", err=True)
+    if link_problem:
+        click.echo(f"kmesh up: warning: the topology file's links are not set: {link_problem}", err=True)
+        click.echo(f"  the lab stays up without them: set them with `kmesh link set --data-dir {dd.root} ...`, "
+                   f"or remove the lab with `kmesh down --data-dir {dd.root}`", err=True)
+    if demo_problem or link_problem:
         raise SystemExit(1)
+
+
+def _apply_topology_links(dd: DataDir, links: Any) -> str | None:
+    """``kmesh up --topology``: set the file's links on the lab that just came up, as ``kmesh link set`` would;
+    one line printed per link. On a failure, what was set goes again (the lab is left unshaped) and the
+    reason is returned."""
+    from kmesh.lab.links import LinkFailure, LinkUsage, NoLab, open_lab, reset_links, set_link
+    from kmesh.net.netns import NetnsError
+    from kmesh.packet.shaping import ShapingError
+
+    try:
+        lab = open_lab(dd)
+    except (NoLab, LinkUsage) as exc:
+        return str(exc)
+    try:
+        with console.status("[bold]Setting the topology file's links…"):
+            for entry in links:
+                set_link(lab, entry.node, entry.to, entry.spec)
+                toward = f" to {entry.to}" if entry.to else ""
+                console.print(f"[green]✓[/] link {entry.node}{toward}: {entry.spec.describe()} each way",
+                              highlight=False)
+    except (LinkUsage, LinkFailure, NoLab) as exc:
+        try:
+            reset_links(lab, None)
+        except (LinkUsage, LinkFailure, NoLab, OSError, ShapingError, NetnsError) as again:
+            return f"{exc} (and removing what was set failed: {again})"
+        return str(exc)
+    return None
 
 
 def _read_if_there(path: str) -> str:
@@ -977,6 +1038,15 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
     _foreground(start, kubeconfig, "controllers running")
 
 
+def _parse_node_labels(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, str]:
+    from kmesh.node.nodeinfo import parse_node_labels
+
+    try:
+        return parse_node_labels(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 @main.command()
 @_kubeconfig_option
 @click.option("--node", "node_name", required=True, help="Node name to register.")
@@ -998,12 +1068,15 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
               help="netns: the kube-proxy mode the agent runs (none: run `kmesh proxy` yourself).")
 @click.option("--ipvs-scheduler", default="rr", show_default=True, help="netns, ipvs mode: the scheduler.")
 @_nodeport_addresses_option
+@click.option("--node-labels", "node_labels", default="", callback=_parse_node_labels, metavar="KEY=VALUE[,...]",
+              help="Labels the Node is registered with, as the kubelet's flag (e.g. "
+                   "topology.kubernetes.io/zone=zone-a,rack=r1).")
 @_data_dir_option
 def agent(
     kubeconfig: _KubeconfigRef, node_name: str, node_ip: str, runtime: str, lab: str, backend: str, subnet_manager: str,
     etcd_url: str, etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, iface: str, cluster_cidr: str,
     cluster_dns: str, cluster_domain: str, proxy_mode: str,
-    ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], data_dir: Path | None,
+    ipvs_scheduler: str, nodeport_addresses: tuple[str, ...], node_labels: dict[str, str], data_dir: Path | None,
 ) -> None:
     """Run one node agent (kubelet-lite; netns: also the overlay and CNI) in the foreground."""
     from kmesh.node.agent import AgentConfig, run_agent
@@ -1029,7 +1102,7 @@ def agent(
             node_dir=node_dir, backend=backend, subnet_manager=subnet_manager, etcd_url=etcd_url, etcd_tls=etcd_tls,
             iface=iface,
             network=cluster_cidr, dns_ip=cluster_dns, cluster_domain=cluster_domain, proxy_mode=proxy_mode,
-            ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses,
+            ipvs_scheduler=ipvs_scheduler, nodeport_addresses=nodeport_addresses, labels=node_labels,
         )
 
         async def start(client: Any, nursery: Any) -> None:
@@ -1039,7 +1112,8 @@ def agent(
         return
     from kmesh.node.sim import SimRuntime
 
-    cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir)
+    cfg = AgentConfig(node_name=node_name, node_ip=node_ip, runtime=SimRuntime(node_dir), data_dir=node_dir,
+                      labels=node_labels)
 
     async def start_sim(client: Any, nursery: Any) -> None:
         await nursery.start(run_agent, client, cfg)

@@ -153,16 +153,17 @@ class LinkLab:
         return address
 
 
-def open_lab(dd: DataDir) -> LinkLab:
-    """The netns lab running in ``dd``; ``NoLab`` when none runs, ``LinkUsage`` for another runtime."""
+def open_lab(dd: DataDir, command: str = "link shaping", own: str = "links") -> LinkLab:
+    """The netns lab running in ``dd``; ``NoLab`` when none runs, ``LinkUsage`` for another runtime, saying
+    that ``command`` needs nodes and pods with ``own`` of their own."""
     info = dd.read_cluster()
     if info is None or dd.supervisor_pid() is None:
         raise NoLab(f"no lab is running in {dd.root}")
     if info.runtime != "netns":
         why = ("its pods share this machine's loopback" if info.runtime == "sim"
-               else "its links are the machines' own")
-        raise LinkUsage(f"the lab in {dd.root} runs the {info.runtime} runtime ({why}); link shaping works on "
-                        "netns labs, whose nodes and pods have links of their own", "--data-dir")
+               else f"its {own} are the machines' own")
+        raise LinkUsage(f"the lab in {dd.root} runs the {info.runtime} runtime ({why}); {command} works on "
+                        f"netns labs, whose nodes and pods have {own} of their own", "--data-dir")
     return LinkLab(dd, info, LabNames(info.name), {n.name: n for n in info.nodes})
 
 
@@ -177,8 +178,9 @@ def resolve_node(lab: LinkLab, text: str, param: str) -> str:
     return text
 
 
-def resolve_target(lab: LinkLab, text: str) -> Target:
-    """TARGET: a node by name, else a pod as ``[NS/]POD`` (namespace default), looked up in the API."""
+def resolve_target(lab: LinkLab, text: str, verb: str = "shape") -> Target:
+    """TARGET: a node by name, else a pod as ``[NS/]POD`` (namespace default), looked up in the API; a
+    hostNetwork pod is refused with advice to ``verb`` its node instead."""
     node = _node_or_none(lab, text)
     if node is not None:
         return lab.node_target(node)
@@ -193,7 +195,7 @@ def resolve_target(lab: LinkLab, text: str) -> Target:
     spec = obj.get("spec") or {}
     node = spec.get("nodeName") or ""
     if spec.get("hostNetwork"):
-        raise LinkUsage(f"pod {ns}/{pod} uses its node's network: shape node {node} instead", "TARGET")
+        raise LinkUsage(f"pod {ns}/{pod} uses its node's network: {verb} node {node} instead", "TARGET")
     if node not in lab.nodes:
         raise LinkUsage(f"pod {ns}/{pod} is not running on a node of the lab yet", "TARGET")
     ip = (obj.get("status") or {}).get("podIP") or ""

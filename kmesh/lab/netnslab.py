@@ -9,6 +9,9 @@ the underlay, etcd, controllers) lives there.
 
 ``start_nodes`` starts one ``kmesh agent --runtime netns`` process per node,
 inside the node's namespace, and returns once every node has its subnet.
+
+The nodes are node-1..node-N, or those a topology file names, with its labels
+(``kmesh.lab.topofile.lab_nodes``: the agents get them as ``--node-labels``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from kmesh.client.informer import Informer
 from kmesh.net import netns
 from kmesh.lab.datadir import DataDir, NodeInfo
 from kmesh.lab.procs import run_agent_process
+from kmesh.lab.topofile import NodeSpec, default_node_name, lab_nodes
 from kmesh.lab.topology import (
     CONTROL_PLANE_IP,
     LabNames,
@@ -64,11 +68,6 @@ class NetnsLab:
         return await netns.open_socket(self.root_ns, family, type)
 
 
-def node_name(i: int) -> str:
-    """The i-th node's name (0-based)."""
-    return f"node-{i + 1}"
-
-
 def prepare(opts: UpOptions, progress: Callable[[str], None]) -> NetnsLab:
     """Build the lab's namespaces and enter the control plane's (see the module docstring)."""
     names = LabNames(opts.name)
@@ -76,7 +75,7 @@ def prepare(opts: UpOptions, progress: Callable[[str], None]) -> NetnsLab:
     build_underlay(names)
     progress("control-plane namespace")
     add_host(names, names.control_plane, "cp", CONTROL_PLANE_IP)
-    node_names = [node_name(i) for i in range(opts.nodes)]
+    node_names = [n.name for n in lab_nodes(opts.nodes, opts.node_specs)]
     for i, n in enumerate(node_names):
         progress(f"node namespace {names.node(n)}")
         add_host(names, names.node(n), n, node_ip(i), router=True)
@@ -94,12 +93,18 @@ def agent_argv(
     opts: UpOptions, dd: DataDir, i: int, kubeconfig: Path, etcd_url: str | None, etcd_tls: EtcdTLS | None = None,
 ) -> list[str]:
     """The command line of node ``i``'s agent (``etcd_tls``: the files its subnet manager presents to etcd)."""
+    specs = lab_nodes(opts.nodes, opts.node_specs)
+    node = specs[i] if i < len(specs) else NodeSpec(default_node_name(i))
     argv = [
         sys.executable, "-m", "kmesh.cli", "agent", "--runtime", "netns", "--kubeconfig", str(kubeconfig),
-        "--node", node_name(i), "--node-ip", node_ip(i), "--lab", opts.name, "--data-dir", str(dd.root),
+        "--node", node.name, "--node-ip", node_ip(i), "--lab", opts.name, "--data-dir", str(dd.root),
         "--backend", opts.backend, "--subnet-manager", opts.subnet_manager, "--proxy-mode", opts.proxy_mode,
         "--ipvs-scheduler", opts.ipvs_scheduler,
     ]
+    if node.labels:
+        from kmesh.node.nodeinfo import format_node_labels
+
+        argv += ["--node-labels", format_node_labels(node.labels)]
     for value in opts.nodeport_addresses:
         argv += ["--nodeport-addresses", value]
     if etcd_url:
@@ -127,12 +132,13 @@ async def start_nodes(
     dd.log_dir.mkdir(parents=True, exist_ok=True)
 
     async def one(i: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_node(lab, agent_argv(opts, dd, i, kubeconfig, etcd_url, etcd_tls), node_name(i),
-                       dd.log_dir / f"{node_name(i)}.log", task_status=task_status)
+        name = lab.node_names[i]
+        await run_node(lab, agent_argv(opts, dd, i, kubeconfig, etcd_url, etcd_tls), name,
+                       dd.log_dir / f"{name}.log", task_status=task_status)
 
     async with trio.open_nursery() as starting:
-        for i in range(opts.nodes):
-            starting.start_soon(_start_one, nursery, one, i, progress)
+        for i, name in enumerate(lab.node_names):
+            starting.start_soon(_start_one, nursery, one, i, name, progress)
     nodes = Informer(client, "Node")
     async with trio.open_nursery() as watch:
         await watch.start(nodes.run)
@@ -145,6 +151,8 @@ async def start_nodes(
     ]
 
 
-async def _start_one(nursery: trio.Nursery, one: Callable[..., object], i: int, progress: Callable[[str], None]) -> None:
+async def _start_one(
+    nursery: trio.Nursery, one: Callable[..., object], i: int, name: str, progress: Callable[[str], None],
+) -> None:
     await nursery.start(one, i)
-    progress(f"agent {node_name(i)} running")
+    progress(f"agent {name} running")

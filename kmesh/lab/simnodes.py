@@ -1,4 +1,7 @@
-"""The sim runtime's nodes: N node agents as tasks of the supervisor, pods on loopback addresses."""
+"""The sim runtime's nodes: N node agents as tasks of the supervisor, pods on loopback addresses.
+
+The nodes are node-1..node-N, or those a topology file names, with its labels
+(``kmesh.lab.topofile.lab_nodes``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import trio
 from kmesh.client.api import Client
 from kmesh.client.informer import Informer
 from kmesh.lab.datadir import DataDir, NodeInfo
+from kmesh.lab.topofile import default_node_name, lab_nodes
 
 if TYPE_CHECKING:
     from kmesh.lab.supervisor import UpOptions
@@ -21,7 +25,7 @@ SIM_NODE_NET = ipaddress.ip_network("127.1.0.0/24")
 
 def sim_node_name(i: int) -> str:
     """The name of the i-th node (0-based): node-1, node-2, …"""
-    return f"node-{i + 1}"
+    return default_node_name(i)
 
 
 def sim_node_ip(i: int) -> str:
@@ -42,12 +46,15 @@ async def start_sim_nodes(
     from kmesh.node.metrics import KUBELET_PORT
     from kmesh.node.sim import SimRuntime
 
-    names = [sim_node_name(i) for i in range(opts.nodes)]
-    for i, name in enumerate(names):
+    specs = lab_nodes(opts.nodes, opts.node_specs)
+    names = [n.name for n in specs]
+    for i, spec in enumerate(specs):
+        name = spec.name
         node_dir = dd.root / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
         cfg = AgentConfig(node_name=name, node_ip=node_ip(i), runtime=SimRuntime(Path(node_dir)),
-                          data_dir=Path(node_dir), metrics_port=KUBELET_PORT, metrics_any_port_if_taken=True)
+                          data_dir=Path(node_dir), metrics_port=KUBELET_PORT, metrics_any_port_if_taken=True,
+                          labels=dict(spec.labels))
         agent = await nursery.start(run_agent, client, cfg)
         if metrics is not None:
             metrics[f"kubelet/{name}"] = f"http://{cfg.node_ip}:{agent.metrics_port}/metrics"

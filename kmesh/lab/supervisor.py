@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -76,6 +76,8 @@ class UpOptions:
     demo: bool = False
     node_grace_period: float = 40.0  # the node lifecycle controller's grace period (kube-controller-manager's --node-monitor-grace-period)
     extra: dict[str, str] = field(default_factory=dict)
+    # a topology file's nodes, [{"name": ..., "labels": {...}}] (kmesh.lab.topofile); empty: node-1..node-N
+    node_specs: list[dict[str, Any]] = field(default_factory=list)
     kubeconfig_mode: int = 0o600  # D/kubeconfig.yaml's mode and owner (uid, gid): see kmesh.lab.access
     kubeconfig_owner: list[int] | None = None
     # the host runtime (kmesh.lab.hostlab): a server (`up --runtime host`) or an agent (`join`)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -72,6 +72,7 @@ class NetnsNodeConfig:
     ipvs_scheduler: str = "rr"
     nodeport_addresses: tuple[str, ...] = ()  # kube-proxy's --nodeport-addresses (parsed)
     kubelet_metrics_port: int | None = KUBELET_PORT  # the kubelet's /metrics on node_ip (plain HTTP; None: off)
+    labels: dict[str, str] = field(default_factory=dict)  # the kubelet's --node-labels: set on the Node it registers
 
     @property
     def subnet_env(self) -> Path:
@@ -106,7 +107,8 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
                            node_ip=cfg.node_ip)
     network_ready = trio.Event()
     agent_cfg = AgentConfig(node_name=cfg.node_name, node_ip=cfg.node_ip, runtime=runtime, data_dir=cfg.node_dir,
-                            network_ready=network_ready, metrics_port=cfg.kubelet_metrics_port)
+                            network_ready=network_ready, metrics_port=cfg.kubelet_metrics_port,
+                            labels=dict(cfg.labels))
     overlay_cfg = OverlayConfig(
         node=cfg.node_name, public_ip=cfg.node_ip, subnet_manager=cfg.subnet_manager,  # type: ignore[arg-type]
         netconf=netconf, etcd_url=cfg.etcd_url, etcd_tls=cfg.etcd_tls, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kmesh import __version__
+from kmesh.api.formats import is_label_value, is_qualified_name
 from kmesh.api.meta import now
 from kmesh.api.obj import Obj
 
@@ -61,6 +62,59 @@ def node_labels(cfg: AgentConfig) -> dict[str, str]:
         labels[f"node-role.kubernetes.io/{cfg.role}"] = ""
     labels.update(cfg.labels)
     return labels
+
+
+# What the kubelet may set with --node-labels in the kubernetes.io / k8s.io namespaces (k8s.io/kubelet's
+# IsKubeletLabel); other labels there are the cluster's to set (node-role.kubernetes.io/...: `kubectl label`).
+_KUBELET_LABELS = frozenset({
+    "kubernetes.io/hostname", "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type", "kubernetes.io/os", "kubernetes.io/arch",
+    "beta.kubernetes.io/os", "beta.kubernetes.io/arch",
+})
+_KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _in_namespace(prefix: str, namespace: str) -> bool:
+    return prefix == namespace or prefix.endswith("." + namespace)
+
+
+def node_label_problems(key: str, value: str) -> list[str]:
+    """What is wrong with ``key=value`` as a label a node agent sets on its own Node (the kubelet's
+    ``--node-labels`` rules: a label key and value, and in the kubernetes.io and k8s.io namespaces only
+    the labels a kubelet may set); empty when it is fine."""
+    problems = [f"key {key!r}: {m}" for m in is_qualified_name(key)]
+    problems += [f"value {value!r}: {m}" for m in is_label_value(value)]
+    prefix = key.rpartition("/")[0]
+    if (not problems and (_in_namespace(prefix, "kubernetes.io") or _in_namespace(prefix, "k8s.io"))
+            and key not in _KUBELET_LABELS and not any(_in_namespace(prefix, ns) for ns in _KUBELET_LABEL_NAMESPACES)):
+        problems.append(f"key {key!r}: in the kubernetes.io and k8s.io namespaces a node sets only the "
+                        "kubelet's own labels (topology.kubernetes.io/zone and /region, node.kubernetes.io/*, "
+                        "kubelet.kubernetes.io/*, kubernetes.io/os, /arch, /hostname and their beta forms), as "
+                        "with the kubelet's --node-labels; set it with `kubectl label node` once the node is up")
+    return problems
+
+
+def parse_node_labels(text: str) -> dict[str, str]:
+    """The kubelet's ``--node-labels`` form, ``key=value,key2=value2``, as a dict; ``ValueError`` naming
+    what is wrong."""
+    labels: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{item!r} is not key=value")
+        problems = node_label_problems(key, value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        labels[key] = value
+    return labels
+
+
+def format_node_labels(labels: dict[str, str]) -> str:
+    """``parse_node_labels``' form of ``labels``."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 def node_conditions(previous: list[Obj] | None) -> list[Obj]:
