@@ -247,16 +247,3 @@ def test_no_lab_is_exit_1_and_no_file(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"no lab is running in {tmp_path / 'none'}" in out.stderr
     assert not (tmp_path / "f.pcapng").exists()
-
-
-@pytest.mark.slow
-def test_a_sim_lab_has_no_interfaces_to_capture(tmp_path: Path) -> None:
-    d = tmp_path / "sim"
-    up = kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        out = kmesh("capture", "--data-dir", str(d), "node-1", "-w", str(tmp_path / "f.pcapng"))
-        assert out.returncode == 2 and "--data-dir" in out.stderr and "sim runtime" in out.stderr, out.stderr
-        assert not (tmp_path / "f.pcapng").exists()
-    finally:
-        kmesh("down", "--data-dir", str(d))

@@ -39,7 +39,8 @@ def test_no_lab_is_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
 
 
 @pytest.mark.slow
-def test_a_sim_lab_has_no_links_to_shape(tmp_path: Path) -> None:
+def test_a_sim_lab_has_no_links_to_shape_capture_or_trace(tmp_path: Path) -> None:
+    """link, capture and trace refuse a sim lab (its pods share the machine's loopback), naming --data-dir."""
     d = tmp_path / "sim"
     up = kmesh("up", "--data-dir", str(d), "--port", "0", "--runtime", "sim")
     try:
@@ -47,5 +48,17 @@ def test_a_sim_lab_has_no_links_to_shape(tmp_path: Path) -> None:
         out = kmesh("link", "set", "--data-dir", str(d), "node-1", "--delay", "5ms")
         assert out.returncode == 2 and "--data-dir" in out.stderr and "sim runtime" in out.stderr, out.stderr
         assert not (d / "run" / "links").exists()
+        out = kmesh("capture", "--data-dir", str(d), "node-1", "-w", str(tmp_path / "f.pcapng"))
+        assert out.returncode == 2 and "--data-dir" in out.stderr and "sim runtime" in out.stderr, out.stderr
+        assert "kmesh capture works on netns labs" in out.stderr
+        assert not (tmp_path / "f.pcapng").exists()
+        out = kmesh("trace", "--data-dir", str(d), "node-1", "svc/kubernetes")
+        assert out.returncode == 2 and "--data-dir" in out.stderr and "kmesh trace works on netns labs" in out.stderr
     finally:
         kmesh("down", "--data-dir", str(d))
+
+
+def test_trace_without_a_lab_is_exit_1(tmp_path: Path) -> None:
+    out = kmesh("trace", "--data-dir", str(tmp_path / "none"), "node-1", "svc/web")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"no lab is running in {tmp_path / 'none'}" in out.stderr
