@@ -1248,6 +1248,69 @@ def bench() -> None:
     """Load-balancing and performance experiments."""
 
 
+@bench.command("modes")
+@click.option("--services", "sizes", default="100,1000,5000,10000", show_default=True,
+              help="Numbers of Services to measure at, comma-separated (grown in turn).")
+@click.option("--endpoints", type=click.IntRange(1, 16), default=2, show_default=True, help="Endpoints per Service.")
+@click.option("--modes", "modes", default="iptables,ipvs,nftables,userspace", show_default=True,
+              help="Proxy modes to compare, comma-separated.")
+@click.option("--samples", type=click.IntRange(10, 100000), default=200, show_default=True,
+              help="New connections per measured Service (first, middle, last) and size.")
+@click.option("--budget", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Skip a size whose full sync would take longer than this many seconds (from the last size).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the charts (latency, full sync, change sync, memory against Services) to this PNG.")
+@click.option("--json", "json_out", is_flag=True, help="Print the results as JSON instead of the table.")
+def bench_modes(sizes: str, endpoints: int, modes: str, samples: int, budget: float, plot_path: Path | None,
+                json_out: bool) -> None:
+    """Compare kube-proxy modes as the number of Services grows: connect latency (first, middle, last
+    Service), full and one-change sync time, CPU, rules installed, proxy memory.
+
+    Runs on namespaces of its own (a node, a client pod, a server pod answering for every endpoint); needs
+    root. Where the kernel has no ip_vs, IPVS is served by kmesh's own table and its rows say so. Exit 0 when
+    every connection was answered, 1 when some were not, 2 on bad arguments."""
+    import json
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from kmesh.bench.modes import ModesUsage, parse_modes, parse_sizes, plot, run, table_rows
+    from kmesh.net.netns_check import netns_usable
+
+    try:
+        size_list, mode_list = parse_sizes(sizes), parse_modes(modes)
+    except ModesUsage as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    if not netns_usable():
+        raise click.ClickException("kmesh bench modes makes network namespaces and rules: run it as root")
+    err = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=json_out) as prog:
+        task = prog.add_task("starting", total=None)
+        try:
+            res = run(mode_list, size_list, endpoints=endpoints, samples=samples, budget=budget,
+                      progress=lambda text: prog.update(task, description=text))
+        except ModesUsage as exc:
+            raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    if plot_path is not None:
+        plot(res, str(plot_path))
+    if json_out:
+        click.echo(json.dumps(res.to_json(), indent=2))
+    else:
+        t = Table(title="kube-proxy modes against the number of Services (connect latency in µs)")
+        for col in ("mode", "Services", "first p50", "middle p50", "last p50", "last p01–p99", "full sync s",
+                    "change ms", "sync CPU s", "rules", "RSS MB", "served by"):
+            t.add_column(col, justify="left" if col in ("mode", "served by") else "right")
+        for row in table_rows(res):
+            t.add_row(*row)
+        console.print(t)
+        for s in res.skipped:
+            console.print(f"[yellow]skipped[/] {s['mode']} at {s['services']} Services: {s['reason']}")
+        if plot_path is not None:
+            console.print(f"charts in {plot_path}")
+    raise SystemExit(1 if any(r.errors for r in res.results) else 0)
+
+
 @bench.command("lb")
 @_data_dir_option
 @click.argument("service")
@@ -1265,7 +1328,7 @@ def bench() -> None:
 @click.option("--warmup", type=float, default=5.0, show_default=True,
               help="Wait up to this long for a first answer (not counted) before sending; 0: start at once.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG bar chart of the split.")
+              help="Write a PNG bar chart of the split (--keepalive: requests per connection, stacked by endpoint).")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as JSON (for scripts) instead of the table.")
 @click.option("--during", default=None, metavar="'link down NODE'",
               help="Cut NODE off the underlay under a steady load and time the Service's convergence "
@@ -1279,10 +1342,23 @@ def bench() -> None:
               help="With --during: longest wait for convergence after the cut and after link up.  [default: 120]")
 @click.option("--no-restore", is_flag=True, default=False,
               help="With --during: leave the node cut off at the end (kmesh link up NODE brings it back).")
+@click.option("--keepalive", is_flag=True, default=False,
+              help="HTTP/1.1 GET /hostname requests over persistent connections: the split per connection beside "
+                   "the split per request; --expect is judged over connections (each one's first endpoint).")
+@click.option("--connections", type=int, default=None,
+              help="With --keepalive: connections open at once, each sending its requests one after the other.  "
+                   "[default: 8]")
+@click.option("--per-connection", "per_connection", type=int, default=None,
+              help="With --keepalive: requests per connection.  [default: --requests / --connections]")
 def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_out: bool, during: str | None,
              rate: float | None, during_after: float | None, settle: float | None, max_wait: float | None,
              no_restore: bool, **options: Any) -> None:
     """Send requests through SERVICE's ClusterIP and test how they split over its endpoints.
+
+    With --keepalive: HTTP requests over --connections persistent connections; kube-proxy (iptables, nftables,
+    ipvs) picks an endpoint per connection, so each connection's requests stay on one endpoint. Shows the split
+    by connections and by requests side by side and each connection's endpoints; --expect is judged over the
+    connections (a connection the server closes is reopened and counted as a new one: a reconnect).
 
     With --during 'link down NODE': a steady load through SERVICE while NODE is cut off the underlay; measures
     how long errors last (the node grace period decides it), when the Node went NotReady and its endpoints not
@@ -1290,13 +1366,23 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_o
 
     Exit code 0 when the split matches --expect (with --during: the Service converged and the node came back),
     1 when not, 2 on bad arguments."""
-    from kmesh.bench.lb import UsageError
+    from kmesh.bench.lb import UsageError, load_shape
     from kmesh.bench.report import run_lb_command, run_partition_command
     from kmesh.client.api import APIUnavailable
 
     extra = {"--rate": rate, "--during-after": during_after, "--settle": settle, "--max-wait": max_wait,
              "--no-restore": no_restore or None}
     try:
+        if options["keepalive"]:
+            if during is not None:
+                raise UsageError("--keepalive", "does not go with --during")
+            source = click.get_current_context().get_parameter_source("concurrency")
+            if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+                raise UsageError("--concurrency", "does not go with --keepalive: --connections says how many "
+                                                  "connections are open at once")
+        load_shape(options["requests"], options["concurrency"], keepalive=options["keepalive"],
+                   connections=options["connections"], per_connection=options["per_connection"],
+                   udp=options["udp"], protocol=options["protocol"])  # before the lab is looked for
         if during is None:
             given = [k for k, v in extra.items() if v is not None]
             if given:
@@ -1318,6 +1404,66 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_o
         if isinstance(exc, (LinkFailure, NoLab)):
             raise click.ClickException(str(exc)) from None
         raise
+    raise SystemExit(code)
+
+
+@bench.command("churn")
+@_data_dir_option
+@click.argument("service")
+@click.option("-n", "--namespace", default="default", show_default=True, help="The Service's namespace.")
+@click.option("--during", default="rollout", show_default=True, metavar="rollout|scale:N|delete-pods:K",
+              help="The change: restart the Deployment's pods (kubectl rollout restart), scale it to N, "
+                   "or delete K of the Service's pods.")
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Requests per second.")
+@click.option("--keepalive", is_flag=True,
+              help="One persistent connection (HTTP keep-alive; UDP: one socket, one source port) instead of "
+                   "a new one per request.")
+@click.option("--udp", is_flag=True, help="One UDP datagram per request; reports stale conntrack entries after.")
+@click.option("--port", default=None, help="Service port (number or name); default: its first TCP (UDP) port.")
+@click.option("--protocol", type=click.Choice(("auto", "tcp", "http")), default="auto", show_default=True,
+              help="TCP requests: read what the server says (tcp) or GET --path (http); auto: http for http ports.")
+@click.option("--path", default="/hostname", show_default=True,
+              help="HTTP path to ask (agnhost netexec names its pod at /hostname).")
+@click.option("--from", "from_pod", default=None,
+              help="Send from this pod ([NS/]POD); default: a running pod the Service does not select.")
+@click.option("--duration", type=float, default=None,
+              help="Run this many seconds in all; default: until the change is complete and --settle seconds "
+                   "passed without an error.")
+@click.option("--after", type=float, default=3.0, show_default=True, help="Seconds of baseline load before the change.")
+@click.option("--settle", type=float, default=3.0, show_default=True,
+              help="Seconds without a failure that end an error window (and the run).")
+@click.option("--max-wait", "max_wait", type=float, default=120.0, show_default=True,
+              help="Longest wait for the change to complete and the errors to stop.")
+@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds per request.")
+@click.option("--warmup", type=float, default=5.0, show_default=True,
+              help="Wait up to this long for a first answer (not counted) before the load.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of the load over time.")
+@click.option("--json", "json_out", is_flag=True, help="Print the result as JSON (for scripts) instead of the table.")
+def bench_churn(data_dir: Path | None, service: str, during: str, plot_path: Path | None, json_out: bool,
+                **options: Any) -> None:
+    """A steady load through SERVICE while its endpoints change (a rollout, a scale, deleted pods).
+
+    Reports errors by kind (refused, reset, timeout, other) over time, the longest error window, the requests
+    served by pods that were already terminating (named, beside when their deletion and their EndpointSlice's
+    terminating condition were seen) and, for --udp, the conntrack entries left pointing at endpoints that are
+    gone.
+
+    Exit code 0 when the change completed and the errors stopped, 1 when not, 2 on bad arguments."""
+    from kmesh.api.errors import APIError
+    from kmesh.bench.lb import UsageError
+    from kmesh.bench.report import run_churn_command
+    from kmesh.client.api import APIUnavailable
+
+    try:
+        code = run_churn_command(_resolve(data_dir), service, during, console=console, plot_path=plot_path,
+                                 json_out=json_out, **options)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    except APIUnavailable as exc:
+        raise click.ClickException(f"the API server does not answer: {exc}") from None
+    except APIError as exc:  # the change was refused (a patch, a delete): say so, no traceback
+        raise click.ClickException(f"the API server refused the change: {exc}") from None
     raise SystemExit(code)
 
 

@@ -3,8 +3,9 @@
 It sends N requests (a new TCP connection each, or one UDP datagram each)
 to a Service's ClusterIP:port from one place in the lab — a pod's network
 namespace (netns runtime), a pod's loopback address (sim runtime) or this
-process — and asks every answer who served it: agnhost ``serve-hostname``
-(and ``netexec``) answer their pod name, kmesh/echo's HTTP JSON names it in ``pod``. The answers are counted per
+process — and asks every answer who served it (HTTP: ``GET /hostname``): agnhost ``serve-hostname``
+(and ``netexec``) answer their pod name, kmesh/echo's HTTP JSON names it in ``pod``. With ``keepalive``
+the requests go over persistent HTTP/1.1 connections instead (kmesh.bench.keepalive). The answers are counted per
 endpoint of the Service's EndpointSlices (endpoints that got nothing
 included) and the split is judged against what was expected: ``uniform``
 over the usable endpoints, explicit ``weights``, or ``sticky`` (one client,
@@ -42,6 +43,8 @@ from kmesh.proxy.model import Endpoint, usable
 
 Protocol = Literal["tcp", "http", "udp"]
 UDP_PAYLOAD = b"hostname"  # serve-hostname --udp answers anything; netexec's UDP server wants "hostname"
+HTTP_PATH = "/hostname"  # serve-hostname and kmesh/echo answer any path with their pod; netexec wants /hostname
+DEFAULT_CONNECTIONS = 8  # --keepalive without --connections
 MAX_ANSWER = 64 * 1024
 DEFAULT_ALPHA = 0.01
 
@@ -385,7 +388,8 @@ async def _exchange(probe: Probe) -> str:
         if probe.protocol == "tcp":
             return (await _read_all(sock)).decode(errors="replace")
         host = probe.http_host or probe.host
-        await sock.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kmesh-bench\r\nConnection: close\r\n\r\n".encode())
+        await sock.send(f"GET {HTTP_PATH} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kmesh-bench\r\n"
+                        "Connection: close\r\n\r\n".encode())
         data = await _read_all(sock, _http_complete)
     if not data:
         return ""
@@ -643,8 +647,9 @@ class Plan:
     expect: Expectation
     shares: dict[str, float]
     requests: int
-    concurrency: int
+    concurrency: int  # with keepalive: the number of connections, open at the same time
     alpha: float = DEFAULT_ALPHA
+    keepalive: bool = False  # HTTP/1.1 requests over persistent connections (kmesh.bench.keepalive)
 
 
 @dataclass(frozen=True)
@@ -709,19 +714,53 @@ def choose_protocol(target: ServiceTarget, udp: bool, protocol: str = "auto") ->
     return "http" if target.speaks_http() else "tcp"
 
 
-async def plan_lb(
-    client: Any, info: ClusterInfo, service: str, *, namespace: str = "default", port: str | None = None,
-    udp: bool = False, protocol: str = "auto", requests: int = 300, concurrency: int = 8, from_pod: str | None = None,
-    expect: str = "uniform", timeout: float = 2.0, alpha: float = DEFAULT_ALPHA,
-    target: tuple[str, int] | None = None,
-) -> Plan:
-    """Resolve Service, endpoints, source and expectation into a ``Plan`` (``UsageError`` on bad arguments).
+def load_shape(requests: int, concurrency: int, *, keepalive: bool = False, connections: int | None = None,
+               per_connection: int | None = None, udp: bool = False, protocol: str = "auto") -> tuple[int, int]:
+    """``(requests, concurrency)`` to send, checked (``UsageError`` names the argument; no lab needed).
 
-    ``target`` sends to that ``(ip, port)`` instead of the ClusterIP (tests; a look at one endpoint)."""
+    With ``keepalive`` the concurrency is the number of connections: ``connections`` (default 8), each
+    carrying ``per_connection`` requests, else ``requests`` spread over them."""
     if requests < 1:
         raise UsageError("--requests", f"must be at least 1, got {requests}")
     if concurrency < 1:
         raise UsageError("--concurrency", f"must be at least 1, got {concurrency}")
+    if not keepalive:
+        if connections is not None or per_connection is not None:
+            raise UsageError("--connections" if connections is not None else "--per-connection",
+                             "only goes with --keepalive")
+        return requests, concurrency
+    if udp:
+        raise UsageError("--keepalive", "keeps HTTP/1.1 connections open, over TCP: drop --udp")
+    if protocol == "tcp":
+        raise UsageError("--keepalive", "sends HTTP requests over each connection: drop --protocol tcp")
+    conns = DEFAULT_CONNECTIONS if connections is None else connections
+    if conns < 1:
+        raise UsageError("--connections", f"must be at least 1, got {conns}")
+    if per_connection is not None:
+        if per_connection < 1:
+            raise UsageError("--per-connection", f"must be at least 1, got {per_connection}")
+        return per_connection * conns, conns
+    if requests < conns:
+        raise UsageError("--requests", f"{requests} request(s) cannot fill {conns} connections: send more, "
+                                       "or give fewer --connections")
+    return requests, conns
+
+
+async def plan_lb(
+    client: Any, info: ClusterInfo, service: str, *, namespace: str = "default", port: str | None = None,
+    udp: bool = False, protocol: str = "auto", requests: int = 300, concurrency: int = 8, from_pod: str | None = None,
+    expect: str = "uniform", timeout: float = 2.0, alpha: float = DEFAULT_ALPHA,
+    target: tuple[str, int] | None = None, keepalive: bool = False, connections: int | None = None,
+    per_connection: int | None = None,
+) -> Plan:
+    """Resolve Service, endpoints, source and expectation into a ``Plan`` (``UsageError`` on bad arguments).
+
+    ``target`` sends to that ``(ip, port)`` instead of the ClusterIP (tests; a look at one endpoint).
+    ``keepalive``: HTTP over ``connections`` persistent connections (``load_shape``)."""
+    requests, concurrency = load_shape(requests, concurrency, keepalive=keepalive, connections=connections,
+                                       per_connection=per_connection, udp=udp, protocol=protocol)
+    if keepalive:
+        protocol = "http"
     if not 0 < alpha < 1:
         raise UsageError("--alpha", f"must be between 0 and 1, got {alpha}")
     try:
@@ -736,7 +775,7 @@ async def plan_lb(
     host, dport = target or (svc.cluster_ip, svc.port)
     probe = Probe(host=host, port=dport, protocol=choose_protocol(svc, udp, protocol), netns=source.netns,
                   bind_ip=source.bind_ip, timeout=timeout, http_host=f"{service}.{namespace}")
-    return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha)
+    return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha, keepalive)
 
 
 async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = None, warmup: float = 0.0) -> LbResult:

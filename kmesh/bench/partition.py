@@ -17,14 +17,14 @@ load goes on until the errors have stopped for ``settle`` seconds (or
 told not to, and the load goes on until the Node is Ready and its endpoints
 are ready again, and ``settle`` seconds more.
 
-``parse_during``, ``error_windows``, ``timeline`` and ``Record`` are pure,
-for tests; ``run_partition`` does the experiment.
+``parse_during`` is pure, for tests (the load and its accounting —
+``Record``, ``error_windows``, ``timeline`` — are kmesh.bench.load's, shared
+with ``bench churn``); ``run_partition`` does the experiment.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +32,18 @@ from typing import Any
 
 import trio
 
-from kmesh.bench.lb import Plan, Probe, UsageError, backends_from_slices, probe_once
+from kmesh.bench.lb import Plan, UsageError, backends_from_slices, probe_once
+from kmesh.bench.load import (
+    Record,
+    Window,
+    error_windows,
+    errors_by_kind,
+    leaves,
+    longest,
+    quiet_since,
+    steady_load,
+    timeline,
+)
 from kmesh.lab.datadir import DataDir
 from kmesh.proxy.convert import SERVICE_NAME_LABEL
 
@@ -70,101 +81,6 @@ def parse_during(text: str, nodes: Sequence[str] | None = None) -> During:
     if nodes is not None and node not in nodes:
         raise UsageError("--during", f"no node {node!r} in the lab (nodes: {', '.join(nodes) or 'none'})")
     return During("down", node)
-
-
-# ------------------------------------------------------------------ the per-request record and its windows
-
-
-@dataclass(frozen=True)
-class Record:
-    """One request: when it left and ended (seconds since the load began), and its answer or error."""
-
-    start: float
-    end: float
-    answer: str | None
-    error: str | None
-
-    @property
-    def failed(self) -> bool:
-        return self.answer is None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 4), "end": round(self.end, 4), "answer": self.answer,
-                "error": self.error}
-
-
-@dataclass(frozen=True)
-class Window:
-    """A run of failures with no ``settle`` seconds of steady success inside: first failure's start to last's end."""
-
-    start: float
-    end: float
-    failed: int
-    errors: dict[str, int]
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "seconds": round(self.seconds, 3),
-                "failed": self.failed, "errors": dict(self.errors)}
-
-
-def error_windows(records: Sequence[Record], settle: float) -> list[Window]:
-    """The error windows of ``records``: failures ordered by start, grouped while the next failure starts
-    less than ``settle`` seconds after the previous one ended (successes in between do not close a window:
-    steady success does). Each window runs from its first failure's start to its last failure's end."""
-    fails = sorted((r for r in records if r.failed), key=lambda r: (r.start, r.end))
-    out: list[Window] = []
-    cur: list[Record] = []
-    end = -math.inf
-    for r in fails:
-        if cur and r.start - end >= settle:
-            out.append(_window(cur))
-            cur = []
-        cur.append(r)
-        end = max(end, r.end) if len(cur) > 1 else r.end
-    if cur:
-        out.append(_window(cur))
-    return out
-
-
-def _window(fails: list[Record]) -> Window:
-    errors: dict[str, int] = {}
-    for r in fails:
-        key = r.error or "error"
-        errors[key] = errors.get(key, 0) + 1
-    return Window(fails[0].start, max(r.end for r in fails), len(fails), errors)
-
-
-def longest(windows: Sequence[Window]) -> Window | None:
-    """The longest window (the first of equals), None without failures."""
-    return max(windows, key=lambda w: w.seconds, default=None)
-
-
-def timeline(records: Sequence[Record], bucket: float = 1.0) -> list[dict[str, Any]]:
-    """Per ``bucket`` seconds (by request start): ``t`` (bucket start), ``ok`` and a count per error kind."""
-    if bucket <= 0:
-        raise ValueError("bucket must be > 0")
-    if not records:
-        return []
-    n = int(max(r.start for r in records) // bucket) + 1
-    rows: list[dict[str, Any]] = [{"t": round(i * bucket, 3), "ok": 0} for i in range(n)]
-    for r in records:
-        row = rows[int(r.start // bucket)]
-        key = "ok" if not r.failed else (r.error or "error")
-        row[key] = row.get(key, 0) + 1
-    return rows
-
-
-def errors_by_kind(records: Sequence[Record]) -> dict[str, int]:
-    """Failed requests per error kind."""
-    out: dict[str, int] = {}
-    for r in records:
-        if r.failed:
-            out[r.error or "error"] = out.get(r.error or "error", 0) + 1
-    return out
 
 
 # ------------------------------------------------------------------ the grace period in force
@@ -398,37 +314,6 @@ async def _lease_renewed(client: Any, node: str) -> float | None:
     return parse_time((lease.get("spec") or {}).get("renewTime"))
 
 
-async def _load(probe: Probe, rate: float, clock: Callable[[], float], records: list[Record],
-                on_record: Callable[[Record], None] | None, stop: trio.Event, done: trio.Event) -> None:
-    """``rate`` requests per second (each its own connection, started on time whatever the others do)."""
-    interval = 1.0 / rate
-
-    async def one() -> None:
-        t0 = clock()
-        out = await probe_once(probe)
-        r = Record(t0, clock(), out.answer, out.error)
-        records.append(r)
-        if on_record is not None:
-            on_record(r)
-
-    async with trio.open_nursery() as n:
-        due = trio.current_time()
-        while not stop.is_set():
-            n.start_soon(one)
-            due += interval
-            with trio.move_on_at(due):
-                await stop.wait()
-    done.set()
-
-
-def _quiet_since(records: Sequence[Record], since: float, now: float, settle: float) -> bool:
-    """No request that started after ``since`` failed in the last ``settle`` seconds, and one succeeded."""
-    recent = [r for r in records if r.start >= since]
-    last_fail = max((r.end for r in recent if r.failed), default=since)
-    ok_after = any(not r.failed and r.start >= last_fail for r in recent)
-    return ok_after and now - last_fail >= settle
-
-
 async def run_partition(
     client: Any, dd: DataDir, plan: Plan, options: PartitionOptions,
     on_record: Callable[[Record], None] | None = None, on_event: Callable[[str], None] | None = None,
@@ -457,7 +342,11 @@ async def run_partition(
         async with trio.open_nursery() as n:
             await n.start(watch.run)
             endpoints_on_node = watch.eps[1]
-            n.start_soon(_load, plan.probe, options.rate, clock, records, on_record, stop, done)
+            async def send() -> tuple[str | None, str | None]:
+                out = await probe_once(plan.probe)
+                return out.answer, out.error
+
+            n.start_soon(steady_load, send, options.rate, clock, records, on_record, stop, done)
             await trio.sleep(options.after)  # the baseline: a span of time, not an event
             renewed = await _lease_renewed(client, node)
             wall_cut = time.time()
@@ -481,7 +370,7 @@ async def run_partition(
                 await done.wait()  # the requests in flight end (each within its timeout)
             n.cancel_scope.cancel()  # and the watches
     except BaseExceptionGroup as eg:  # one failure (a refused link change, Ctrl-C) is raised as itself
-        leaves = _leaves(eg)
+        leaves = leaves(eg)
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
@@ -491,13 +380,6 @@ async def run_partition(
                 await trio.to_thread.run_sync(partition, lab, node, True)
     return PartitionResult(plan, options, sorted(records, key=lambda r: r.start), events, grace, grace_source,
                            endpoints_on_node, converged, back, clock())
-
-
-def _leaves(eg: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in eg.exceptions:
-        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    return out
 
 
 async def _converge(watch: _Watch, records: list[Record], events: Events, options: PartitionOptions, *,
@@ -513,7 +395,7 @@ async def _converge(watch: _Watch, records: list[Record], events: Events, option
             else:
                 seen = events.node_ready is not None and events.endpoints_ready is not None
             now = watch.clock()
-            if seen and _quiet_since(records, since, now, options.settle):
+            if seen and quiet_since(records, since, now, options.settle):
                 return True
             # woken by a watch event, else checked again soon (the errors' quiet span is a matter of time)
             with trio.move_on_after(0.25):

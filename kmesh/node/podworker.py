@@ -127,13 +127,9 @@ class PodWorker:
         spec = self.pod.get("spec") or {}
         states = [r.state for r in self.runners]
         phase = self.terminal_phase or pod_phase(spec, states, self.initialized, self.init_failed)
-        terminating = self.stopping.is_set()
-        for r in self.runners:
-            if terminating:
-                r.state.ready = False
         conds = pod_conditions(
             spec, self.pod.get("status") or {}, states, [r.state for r in self.inits],
-            sandbox=self.sandbox is not None, initialized=self.initialized, phase=phase, terminating=terminating,
+            sandbox=self.sandbox is not None, initialized=self.initialized, phase=phase,
         )
         out: Obj = {
             "phase": phase,

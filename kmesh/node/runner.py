@@ -67,6 +67,7 @@ class ContainerRunner:
         self.spec_changed = trio.Event()
         self._kill = trio.Event()
         self._kill_reason = ""
+        self._terminating = False  # stopping for the pod's deletion: probes still run, liveness no longer kills
         self._hash = spec_hash(spec)
         self.resumed = False
 
@@ -205,16 +206,23 @@ class ContainerRunner:
         pw.event("Normal", "Created", f"Created container {self.name}")
         pw.event("Normal", "Started", f"Started container {self.name}")
         which = -1
+        code = 0
         async with trio.open_nursery() as probes:
             probes.start_soon(self._probe, spec, probes)
             which = await wait_any(handle.wait, pw.stopping.wait, self._kill.wait, self.spec_changed.wait)
+            if which == 1:
+                # As upstream's kubelet: readiness is still probed while the pod terminates (preStop, then the
+                # grace period after SIGTERM), so the pod stays Ready (its endpoint serving) until the probe
+                # fails or the container stops; liveness and startup no longer restart anything.
+                self._terminating = True
+                code = await self._stop_for_deletion(handle, spec)
             probes.cancel_scope.cancel()
         forced = False
         message = ""
         if which == 0:
             code = await handle.wait()
         elif which == 1:
-            code = await self._stop_for_deletion(handle, spec)
+            pass
         else:
             forced = True
             if which == 3:
@@ -283,7 +291,7 @@ class ContainerRunner:
                 self.state.ready = not spec.get("readinessProbe") and not self.init
                 pw.publish()
                 start_others()
-            else:
+            elif not self._terminating:
                 pw.event("Warning", "Unhealthy", f"Startup probe failed: {message}")
                 self._kill_reason = "startup"
                 self._kill.set()
@@ -294,7 +302,7 @@ class ContainerRunner:
             start_others()
 
     def _on_liveness(self, ok: bool, message: str) -> None:
-        if not ok:
+        if not ok and not self._terminating:
             self.pw.event("Warning", "Unhealthy", f"Liveness probe failed: {message}")
             self._kill_reason = "liveness"
             self._kill.set()

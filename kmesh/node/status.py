@@ -135,18 +135,18 @@ def _cond(ctype: str, ok: bool, reason: str = "", message: str = "") -> Obj:
 
 def pod_conditions(
     spec: Obj, status: Obj, containers: list[ContainerState], inits: list[ContainerState], *,
-    sandbox: bool, initialized: bool, phase: str, terminating: bool,
+    sandbox: bool, initialized: bool, phase: str,
 ) -> list[Obj]:
-    """PodReadyToStartContainers, Initialized, ContainersReady and Ready (other types kept as they are)."""
+    """PodReadyToStartContainers, Initialized, ContainersReady and Ready (other types kept as they are).
+
+    A terminating pod stays Ready as long as its containers are: upstream's kubelet keeps probing readiness
+    through the preStop hook and the grace period, and the EndpointSlice's ``serving`` condition follows it
+    (what kube-proxy's terminating-endpoint fallback reads). A container that has stopped is not ready."""
     terminal = phase in ("Succeeded", "Failed")
     unready = [c.name for c in containers if not c.ready]
     uninit = [c.name for c in inits if not (c.terminated and c.terminated.get("exitCode") == 0)]
     if terminal:
         reason, msg = "PodCompleted", ""
-        ready = False
-    elif terminating:
-        names = " ".join(c.name for c in containers)
-        reason, msg = "ContainersNotReady", f"containers with unready status: [{names}]"
         ready = False
     else:
         reason, msg = "ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]"

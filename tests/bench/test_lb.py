@@ -492,6 +492,12 @@ def test_cli_bench_lb_on_demo(sim_lab: Path) -> None:
     # one client, no session affinity: the split is not sticky
     res = _kmesh("bench", "lb", "web", "--requests", "60", "--expect", "sticky", "--data-dir", str(sim_lab))
     assert res.returncode == 1 and "not sticky" in res.stdout
+    # keep-alive through the userspace proxy: it picks a pod per client connection, so each connection is pinned
+    res = _kmesh("bench", "lb", "web", "--keepalive", "--connections", "4", "--per-connection", "10", "--json",
+                 "--data-dir", str(sim_lab))
+    assert res.returncode in (0, 1), res.stdout + res.stderr  # 4 connections over 3 pods: the test has little power
+    doc = json.loads(res.stdout)
+    assert doc["connections"] == 4 and doc["pinned"] == 4 and sum(e["count"] for e in doc["endpoints"]) == 40
     # sessionAffinity ClientIP (set from the start, so the warm-up answer means it is in): one client, one endpoint
     sticky_svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-sticky", "namespace": "default"},
                   "spec": {"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
@@ -539,27 +545,90 @@ async def _apply_and_wait(kubeconfig: Path, objects: list[dict[str, Any]], servi
     return sorted(p["metadata"]["name"] for p in pods)
 
 
-@pytest.mark.netns
-@pytest.mark.slow
-def test_cli_bench_lb_netns_lab(tmp_path: Path) -> None:
-    """A netns lab: requests leave from pod namespaces (default and --from), TCP through iptables, UDP with affinity."""
+NETEXEC_APP = [
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "netexec", "namespace": "default"},
+     "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "netexec"}},
+              "template": {"metadata": {"labels": {"app": "netexec"}}, "spec": {"containers": [{
+                  "name": "s", "image": "registry.k8s.io/e2e-test-images/agnhost:2.39",
+                  "args": ["netexec", "--http-port=8080", "--udp-port=-1"],
+                  "ports": [{"containerPort": 8080}]}]}}}},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "netexec", "namespace": "default"},
+     "spec": {"selector": {"app": "netexec"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+]
+
+
+@dataclass
+class NetnsLab:
+    """A 2-node netns lab (iptables mode) with the demo ``web``, ``udp`` and ``netexec`` (3 pods each)."""
+
+    name: str
+    root: Path
+    web: list[str]  # the demo's pod names
+
+
+@pytest.fixture(scope="module")
+def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsLab]:
+    """One netns lab for this module's lab tests; down afterwards."""
     from kmesh.net.netns_check import netns_usable
     from tests.conftest import require
 
     require(netns_usable(), "root and network namespaces")
-    lab, d = f"lb{uuid.uuid4().hex[:4]}", tmp_path / "lab"
+    lab, d = f"lb{uuid.uuid4().hex[:4]}", tmp_path_factory.mktemp("lbnetns") / "lab"
     up = _kmesh("up", "--runtime", "netns", "--nodes", "2", "--demo", "--name", lab, "--port", "0", "--data-dir", str(d))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        web = trio.run(_apply_and_wait, d / "kubeconfig.yaml", UDP_APP, "udp", 3)
-        res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.001", "--data-dir", str(d))  # random split: 1 in 1000 false alarms
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert f"netns kmesh-{lab}-node-" in res.stdout and "errors: none" in res.stdout
-        assert all(name in res.stdout for name in web)
-        res = _kmesh("bench", "lb", "web", "--requests", "100", "--from", web[0], "--expect", "sticky", "--data-dir", str(d))
-        assert res.returncode == 1 and f"from pod default/{web[0]}" in res.stdout, res.stdout + res.stderr
-        res = _kmesh("bench", "lb", "udp", "--udp", "--requests", "100", "--from", web[1], "--expect", "sticky",
-                     "--data-dir", str(d))
-        assert res.returncode == 0 and "PASS: sticky: all 100 answers from udp-" in res.stdout, res.stdout + res.stderr
+        web = trio.run(_apply_and_wait, d / "kubeconfig.yaml", UDP_APP + NETEXEC_APP, "udp", 3)
+        trio.run(_apply_and_wait, d / "kubeconfig.yaml", [], "netexec", 3)
+        yield NetnsLab(lab, d, web)
     finally:
         _kmesh("down", "--data-dir", str(d))
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_cli_bench_lb_netns_lab(netns_lab: NetnsLab) -> None:
+    """A netns lab: requests leave from pod namespaces (default and --from), TCP through iptables, UDP with affinity."""
+    lab, d, web = netns_lab.name, netns_lab.root, netns_lab.web
+    res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.001", "--data-dir", str(d))  # random split: 1 in 1000 false alarms
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"netns kmesh-{lab}-node-" in res.stdout and "errors: none" in res.stdout
+    assert all(name in res.stdout for name in web)
+    res = _kmesh("bench", "lb", "web", "--requests", "100", "--from", web[0], "--expect", "sticky", "--data-dir", str(d))
+    assert res.returncode == 1 and f"from pod default/{web[0]}" in res.stdout, res.stdout + res.stderr
+    res = _kmesh("bench", "lb", "udp", "--udp", "--requests", "100", "--from", web[1], "--expect", "sticky",
+                 "--data-dir", str(d))
+    assert res.returncode == 0 and "PASS: sticky: all 100 answers from udp-" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_cli_bench_lb_keepalive_netns_lab(netns_lab: NetnsLab) -> None:
+    """--keepalive in iptables mode: 8 connections over agnhost netexec's 3 pods, each connection pinned to the
+    endpoint it opened on, the per-request totals adding up."""
+    d, png = netns_lab.root, netns_lab.root.parent / "keepalive.png"
+    res = _kmesh("bench", "lb", "netexec", "--keepalive", "--connections", "8", "--per-connection", "20",
+                 "--alpha", "0.001", "--json", "--plot", str(png), "--data-dir", str(d))
+    assert res.returncode == 0, res.stdout + res.stderr  # uniform over 8 connections: fails 1 in ~2000 (8 on one)
+    doc = json.loads(res.stdout)
+    pods = trio.run(_pod_names, d / "kubeconfig.yaml", "app=netexec")
+    assert len(pods) == 3 and sorted(e["name"] for e in doc["endpoints"]) == pods
+    assert (doc["requests"], doc["connections"], doc["reconnects"], doc["errors"]) == (160, 8, 0, {})
+    rows = doc["per_connection"]
+    assert [r["requests"] for r in rows] == [20] * 8
+    for r in rows:  # pinned: every request of a connection to the endpoint chosen when it opened
+        assert len(r["endpoints"]) == 1 and sum(r["endpoints"].values()) == 20 and r["pinned"], r
+    assert doc["pinned"] == doc["pinned_of"] == 8
+    by_endpoint = {e["name"]: e for e in doc["endpoints"]}
+    for name in pods:  # per request, the totals are the connections' requests added up
+        assert by_endpoint[name]["count"] == sum(r["endpoints"].get(name, 0) for r in rows)
+        assert by_endpoint[name]["connections"] == sum(name in r["endpoints"] for r in rows)
+    assert sum(e["count"] for e in doc["endpoints"]) == 160
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+async def _pod_names(kubeconfig: Path, selector: str) -> list[str]:
+    from kmesh.client.api import Client
+
+    async with Client.from_kubeconfig(kubeconfig) as c:
+        pods, _ = await c.list_all("Pod", "default", label_selector=selector)
+    return sorted(p["metadata"]["name"] for p in pods)

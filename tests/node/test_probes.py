@@ -116,3 +116,25 @@ async def test_steady_pod_causes_no_status_writes(api, node1, pods) -> None:
         await pods.wait_for(lambda i: i.get("steady", "default")["metadata"]["resourceVersion"] != rv)
     assert pods.get("steady", "default")["metadata"]["resourceVersion"] == rv
     assert node1.agent.kubelet.statuses.writes == writes
+
+
+async def test_readiness_is_probed_while_the_pod_terminates(api, node1, pods) -> None:
+    """As upstream's kubelet: a deleted pod stays Ready through its preStop ``sleep`` (its endpoint keeps
+    serving); once netexec gets SIGTERM its /readyz fails, the probe turns the pod not ready, and it goes."""
+    ready = {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
+    c = agnhost("app", "netexec", "--delay-shutdown=3", readinessProbe=ready,
+                lifecycle={"preStop": {"sleep": {"seconds": 2}}})
+    await create_bound(api.client, pod("draining", c, terminationGracePeriodSeconds=20))
+    await wait_pod(pods, "draining", running_ready)
+    await api.client.delete("Pod", "draining", "default")
+    p = await wait_pod(pods, "draining", lambda p: p is not None and bool(p["metadata"].get("deletionTimestamp")))
+    assert condition(p, "Ready") == "True"
+    with trio.move_on_after(1.0):  # well inside the 2 s preStop sleep: nothing makes it unready
+        await pods.wait_for(lambda i: condition(i.get("draining", "default"), "Ready") != "True")
+    p = pods.get("draining", "default")
+    assert p is not None and condition(p, "Ready") == "True" and cstatus(p, "app")["ready"] is True
+    # after the sleep: SIGTERM, /readyz answers 503, not ready while netexec waits out its --delay-shutdown
+    p = await wait_pod(pods, "draining", lambda p: p is None or condition(p, "Ready") == "False")
+    if p is not None:
+        assert cstatus(p, "app")["ready"] is False
+    await wait_pod(pods, "draining", lambda p: p is None, timeout=25)

@@ -24,9 +24,8 @@ from tests.e2e.labdriver import AGNHOST, Lab, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-# every proxy mode on the vxlan backend, and the other two backends in iptables mode
-LABS = [("iptables", "vxlan"), ("nftables", "vxlan"), ("ipvs", "vxlan"), ("userspace", "vxlan"),
-        ("iptables", "host-gw"), ("iptables", "udp")]
+# every proxy mode, and every backend, in four labs
+LABS = [("iptables", "vxlan"), ("nftables", "host-gw"), ("ipvs", "udp"), ("userspace", "vxlan")]
 
 OBJECTS = f"""
 apiVersion: v1

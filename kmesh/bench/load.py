@@ -1,0 +1,183 @@
+"""A steady load and its accounting, shared by the experiments that disturb a Service under load.
+
+``bench lb --during 'link down NODE'`` (kmesh.bench.partition) and ``bench
+churn`` (kmesh.bench.churn) both send requests at a fixed rate, each started
+on time whatever the others do, and judge what came back the same way: one
+``Record`` per request, error windows (runs of failures with no ``settle``
+seconds of steady success inside), a per-second timeline, errors by kind.
+
+Everything here but ``steady_load`` is pure, for tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+# What a client sees go wrong, in the words of the issues people file: the connection was refused (nothing
+# listens: a pod already stopping, a REJECT rule), reset (a server that went away mid-connection), or the
+# request timed out (packets to an endpoint that is gone). Everything else (unreachable, a bad HTTP status,
+# an empty answer...) is "other", with its own name kept beside it.
+ERROR_KINDS = ("refused", "reset", "timeout", "other")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request: when it left and ended (seconds since the load began), and its answer or error."""
+
+    start: float
+    end: float
+    answer: str | None
+    error: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.answer is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 4), "end": round(self.end, 4), "answer": self.answer,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of failures with no ``settle`` seconds of steady success inside: first failure's start to last's end."""
+
+    start: float
+    end: float
+    failed: int
+    errors: dict[str, int]
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "seconds": round(self.seconds, 3),
+                "failed": self.failed, "errors": dict(self.errors)}
+
+
+def error_windows(records: Sequence[Record], settle: float) -> list[Window]:
+    """The error windows of ``records``: failures ordered by start, grouped while the next failure starts
+    less than ``settle`` seconds after the previous one ended (successes in between do not close a window:
+    steady success does). Each window runs from its first failure's start to its last failure's end."""
+    fails = sorted((r for r in records if r.failed), key=lambda r: (r.start, r.end))
+    out: list[Window] = []
+    cur: list[Record] = []
+    end = -math.inf
+    for r in fails:
+        if cur and r.start - end >= settle:
+            out.append(_window(cur))
+            cur = []
+        cur.append(r)
+        end = max(end, r.end) if len(cur) > 1 else r.end
+    if cur:
+        out.append(_window(cur))
+    return out
+
+
+def _window(fails: list[Record]) -> Window:
+    errors: dict[str, int] = {}
+    for r in fails:
+        key = r.error or "error"
+        errors[key] = errors.get(key, 0) + 1
+    return Window(fails[0].start, max(r.end for r in fails), len(fails), errors)
+
+
+def longest(windows: Sequence[Window]) -> Window | None:
+    """The longest window (the first of equals), None without failures."""
+    return max(windows, key=lambda w: w.seconds, default=None)
+
+
+def timeline(records: Sequence[Record], bucket: float = 1.0) -> list[dict[str, Any]]:
+    """Per ``bucket`` seconds (by request start): ``t`` (bucket start), ``ok`` and a count per error kind."""
+    if bucket <= 0:
+        raise ValueError("bucket must be > 0")
+    if not records:
+        return []
+    n = int(max(r.start for r in records) // bucket) + 1
+    rows: list[dict[str, Any]] = [{"t": round(i * bucket, 3), "ok": 0} for i in range(n)]
+    for r in records:
+        row = rows[int(r.start // bucket)]
+        key = "ok" if not r.failed else (r.error or "error")
+        row[key] = row.get(key, 0) + 1
+    return rows
+
+
+def errors_by_kind(records: Sequence[Record]) -> dict[str, int]:
+    """Failed requests per error (as the request named it: ``refused``, ``unreachable``, ``http 503``...)."""
+    out: dict[str, int] = {}
+    for r in records:
+        if r.failed:
+            out[r.error or "error"] = out.get(r.error or "error", 0) + 1
+    return out
+
+
+def kind_of(error: str | None) -> str:
+    """The class of an error name: one of ``ERROR_KINDS``."""
+    return error if error in ("refused", "reset", "timeout") else "other"
+
+
+def errors_by_class(records: Sequence[Record]) -> dict[str, int]:
+    """Failed requests per ``ERROR_KINDS`` class, every class present (0 when none)."""
+    out = dict.fromkeys(ERROR_KINDS, 0)
+    for r in records:
+        if r.failed:
+            out[kind_of(r.error)] += 1
+    return out
+
+
+def quiet_since(records: Sequence[Record], since: float, now: float, settle: float) -> bool:
+    """No request that started after ``since`` failed in the last ``settle`` seconds, and one succeeded."""
+    recent = [r for r in records if r.start >= since]
+    last_fail = max((r.end for r in recent if r.failed), default=since)
+    ok_after = any(not r.failed and r.start >= last_fail for r in recent)
+    return ok_after and now - last_fail >= settle
+
+
+def leaves(eg: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions of a (nested) group, flattened."""
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out.extend(leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+Send = Callable[[], Awaitable[tuple[str | None, str | None]]]  # one request: (answer, error)
+
+
+async def steady_load(send: Send, rate: float, clock: Callable[[], float], records: list[Record],
+                      on_record: Callable[[Record], None] | None, stop: trio.Event, done: trio.Event, *,
+                      concurrent: bool = True) -> None:
+    """``rate`` requests per second until ``stop``; ``done`` once every request has ended.
+
+    ``concurrent``: each request runs on its own, started on time whatever the others do (a new connection
+    each); otherwise one after the other (one persistent connection), each started on time unless the one
+    before it is still running."""
+    interval = 1.0 / rate
+
+    async def one() -> None:
+        t0 = clock()
+        answer, error = await send()
+        r = Record(t0, clock(), answer, error)
+        records.append(r)
+        if on_record is not None:
+            on_record(r)
+
+    async with trio.open_nursery() as n:
+        due = trio.current_time()
+        while not stop.is_set():
+            if concurrent:
+                n.start_soon(one)
+            else:
+                await one()
+            due += interval
+            if not concurrent and trio.current_time() > due:  # a slow request: no catching up in a burst
+                due = trio.current_time()
+            with trio.move_on_at(due):
+                await stop.wait()
+    done.set()
