@@ -56,19 +56,17 @@ from kmesh.bench.lb import (
     _BadAnswer,
     _error_name,
     _http_complete,
-    _named,
     _open,
     _pod_netns,
     _read_all,
     _running,
     backends_from_slices,
-    parse_http_answer,
+    pod_of_http,
     probe_once,
 )
 from kmesh.bench.load import (
+    LoadRecords,
     Record,
-    Window,
-    error_windows,
     errors_by_class,
     errors_by_kind,
     leaves,
@@ -411,13 +409,7 @@ class Sender:
             raise _BadAnswer("closed" if reused else "empty")  # a kept connection the server closed meanwhile
         if self.keepalive and _closes(data):
             self._drop()
-        try:
-            status, body = parse_http_answer(data)
-        except ValueError:
-            raise _BadAnswer("not HTTP") from None
-        if status != 200:
-            raise _BadAnswer(f"http {status}")
-        return _named(body)
+        return pod_of_http(data)
 
 
 def _closes(data: bytes) -> bool:
@@ -512,7 +504,7 @@ class ChurnOptions:
 
 
 @dataclass
-class ChurnResult:
+class ChurnResult(LoadRecords):
     """What the experiment saw."""
 
     plan: Plan
@@ -529,14 +521,6 @@ class ChurnResult:
     deployment: str | None = None
     victims: tuple[str, ...] = ()
     connections: int = 0
-
-    @property
-    def windows(self) -> list[Window]:
-        return error_windows(self.records, self.options.settle)
-
-    @property
-    def failed(self) -> int:
-        return sum(r.failed for r in self.records)
 
     @property
     def passed(self) -> bool:

@@ -393,6 +393,11 @@ async def _exchange(probe: Probe) -> str:
         data = await _read_all(sock, _http_complete)
     if not data:
         return ""
+    return pod_of_http(data)
+
+
+def pod_of_http(data: bytes) -> str:
+    """The pod a complete HTTP answer names; ``_BadAnswer`` for anything but HTTP 200."""
     try:
         status, body = parse_http_answer(data)
     except ValueError:

@@ -61,6 +61,24 @@ class Window:
                 "failed": self.failed, "errors": dict(self.errors)}
 
 
+class LoadRecords:
+    """What every load experiment's result derives from its ``records`` and ``options.settle``: the error
+    windows and how many requests failed (a mixin for the result dataclasses)."""
+
+    records: list[Record]
+    options: Any
+
+    @property
+    def windows(self) -> list[Window]:
+        """The error windows of the run."""
+        return error_windows(self.records, self.options.settle)
+
+    @property
+    def failed(self) -> int:
+        """Requests that failed."""
+        return sum(r.failed for r in self.records)
+
+
 def error_windows(records: Sequence[Record], settle: float) -> list[Window]:
     """The error windows of ``records``: failures ordered by start, grouped while the next failure starts
     less than ``settle`` seconds after the previous one ended (successes in between do not close a window:

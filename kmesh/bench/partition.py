@@ -34,9 +34,8 @@ import trio
 
 from kmesh.bench.lb import Plan, UsageError, backends_from_slices, probe_once
 from kmesh.bench.load import (
+    LoadRecords,
     Record,
-    Window,
-    error_windows,
     errors_by_kind,
     leaves,
     longest,
@@ -130,7 +129,7 @@ class PartitionOptions:
 
 
 @dataclass
-class PartitionResult:
+class PartitionResult(LoadRecords):
     """What the experiment saw."""
 
     plan: Plan
@@ -143,14 +142,6 @@ class PartitionResult:
     converged: bool
     back: bool | None  # None: not restored (--no-restore)
     duration: float
-
-    @property
-    def windows(self) -> list[Window]:
-        return error_windows(self.records, self.options.settle)
-
-    @property
-    def failed(self) -> int:
-        return sum(r.failed for r in self.records)
 
     @property
     def passed(self) -> bool:

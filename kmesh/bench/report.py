@@ -9,8 +9,9 @@ raises ``UsageError`` for bad arguments (exit code 2 in the CLI).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.text import Text
 
 from kmesh.bench.keepalive import ENDED, KeepaliveResult, execute_keepalive, quotas
 from kmesh.bench.lb import LbResult, Outcome, Plan, UsageError, execute, plan_lb
-from kmesh.lab.datadir import DataDir
+from kmesh.lab.datadir import ClusterInfo, DataDir
 
 
 def _ms(seconds: float) -> str:
@@ -282,14 +283,8 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
         console = Console(stderr=True)
     from kmesh.client.api import Client
 
-    if plot_path is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
-    info = dd.read_cluster()
-    if info is None or not dd.kubeconfig.exists():
-        raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
+    need_plot(plot_path)
+    info = lab_info(dd)
 
     async def plan() -> Plan:
         async with Client.from_kubeconfig(dd.kubeconfig) as c:
@@ -429,6 +424,59 @@ def plot_partition(result: Any, path: Path) -> Path:
     return path
 
 
+def check_load_args(rate: float, settle: float, max_wait: float, after: float, after_flag: str,
+                    plot_path: Path | None) -> None:
+    """The arguments every experiment under load shares, checked before the lab is looked at (``UsageError``
+    naming the flag; ``after_flag`` is how the command spells its baseline)."""
+    for name, value in (("--rate", rate), ("--settle", settle), ("--max-wait", max_wait)):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(name, f"must be a number above 0, got {value}")
+    if not (math.isfinite(after) and after >= 0):
+        raise UsageError(after_flag, f"must be a number of seconds >= 0, got {after}")
+    if rate > 1000:
+        raise UsageError("--rate", f"at most 1000 requests/s, got {rate:g}")
+    need_plot(plot_path)
+
+
+def need_plot(plot_path: Path | None) -> None:
+    """``UsageError`` naming ``--plot`` when a chart is asked for and matplotlib is missing."""
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
+
+
+def lab_info(dd: DataDir) -> ClusterInfo:
+    """The running lab's cluster.json; ``UsageError`` naming ``--data-dir`` when none runs there."""
+    info = dd.read_cluster()
+    if info is None or not dd.kubeconfig.exists():
+        raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
+    return info
+
+
+@contextlib.contextmanager
+def load_progress(console: Console) -> Iterator[tuple[Callable[[Any], None], Callable[[str], None]]]:
+    """A live line while a load runs (its phase, requests sent, errors) and the two callbacks that feed it:
+    one per finished request, one per phase (printed as it begins)."""
+    failed = 0
+    with Progress(TextColumn("[bold]{task.fields[phase]}"), TextColumn("{task.completed:.0f} request(s)"),
+                  TextColumn("{task.fields[errors]} error(s)"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("load", phase="baseline", errors=0)
+
+        def seen(r: Any) -> None:
+            nonlocal failed
+            failed += r.failed
+            progress.update(task, advance=1, errors=failed)
+
+        def event(s: str) -> None:
+            progress.update(task, phase=s)
+            console.print(f"[bold]{s}[/]", highlight=False)
+
+        yield seen, event
+
+
 def run_partition_command(dd: DataDir, service: str, during: str, *, console: Console, plot_path: Path | None = None,
                           json_out: bool = False, warmup: float = 0.0, rate: float = 20.0, after: float = 5.0,
                           settle: float = 5.0, max_wait: float = 120.0, restore: bool = True,
@@ -443,21 +491,8 @@ def run_partition_command(dd: DataDir, service: str, during: str, *, console: Co
     if json_out:
         console = Console(stderr=True)
     parse_during(during)  # the form first: a bad --during needs no lab
-    for name, value, low in (("--rate", rate, 0.0), ("--settle", settle, 0.0), ("--max-wait", max_wait, 0.0)):
-        if not (math.isfinite(value) and value > low):
-            raise UsageError(name, f"must be a number above {low:g}, got {value}")
-    if not (math.isfinite(after) and after >= 0):
-        raise UsageError("--during-after", f"must be a number of seconds >= 0, got {after}")
-    if rate > 1000:
-        raise UsageError("--rate", f"at most 1000 requests/s, got {rate:g}")
-    if plot_path is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
-    info = dd.read_cluster()
-    if info is None or not dd.kubeconfig.exists():
-        raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
+    check_load_args(rate, settle, max_wait, after, "--during-after", plot_path)
+    info = lab_info(dd)
     what = parse_during(during, [n.name for n in info.nodes])
     from kmesh.lab.links import LinkUsage, NoLab, open_lab
 
@@ -481,21 +516,7 @@ def run_partition_command(dd: DataDir, service: str, during: str, *, console: Co
             console.print(f"{rate:g} {p.protocol} request(s)/s to Service {plan.target} at {p.host}:{p.port} from "
                           f"{plan.source.description}; {what} after {after:g} s", highlight=False)
             await warm_up(plan.probe, warmup)
-            failed = 0
-            with Progress(TextColumn("[bold]{task.fields[phase]}"), TextColumn("{task.completed:.0f} request(s)"),
-                          TextColumn("{task.fields[errors]} error(s)"), TimeElapsedColumn(), console=console,
-                          transient=True) as progress:
-                task = progress.add_task("load", phase="baseline", errors=0)
-
-                def seen(r: Any) -> None:
-                    nonlocal failed
-                    failed += r.failed
-                    progress.update(task, advance=1, errors=failed)
-
-                def event(s: str) -> None:
-                    progress.update(task, phase=s)
-                    console.print(f"[bold]{s}[/]", highlight=False)
-
+            with load_progress(console) as (seen, event):
                 return await run_partition(c, dd, plan, popts, seen, event)
 
     try:
@@ -635,28 +656,15 @@ def run_churn_command(dd: DataDir, service: str, during: str, *, console: Consol
     if json_out:
         console = Console(stderr=True)
     change = parse_change(during)  # the form first: a bad --during needs no lab
-    for name, value in (("--rate", rate), ("--settle", settle), ("--max-wait", max_wait)):
-        if not (math.isfinite(value) and value > 0):
-            raise UsageError(name, f"must be a number above 0, got {value}")
-    if not (math.isfinite(after) and after >= 0):
-        raise UsageError("--after", f"must be a number of seconds >= 0, got {after}")
+    check_load_args(rate, settle, max_wait, after, "--after", plot_path)
     if duration is not None and not (math.isfinite(duration) and duration > after):
         raise UsageError("--duration", f"must be more than the baseline (--after {after:g} s), got {duration}")
-    if rate > 1000:
-        raise UsageError("--rate", f"at most 1000 requests/s, got {rate:g}")
     timeout = options.get("timeout", 1.0)
     if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError("--timeout", f"must be a number of seconds above 0, got {timeout}")
     if not path.startswith("/") or any(c in path for c in " \r\n"):
         raise UsageError("--path", f"must start with / and hold no spaces, got {path!r}")
-    if plot_path is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot", "needs matplotlib (pip install 'kmesh[bench]')")
-    info = dd.read_cluster()
-    if info is None or not dd.kubeconfig.exists():
-        raise UsageError("--data-dir", f"no lab is running in {dd.root} (no cluster.json / kubeconfig.yaml)")
+    info = lab_info(dd)
     copts = ChurnOptions(change, rate=rate, after=after, settle=settle, max_wait=max_wait, duration=duration,
                          keepalive=keepalive, path=path)
 
@@ -670,21 +678,7 @@ def run_churn_command(dd: DataDir, service: str, during: str, *, console: Consol
                           f" to Service {plan.target} at {p.host}:{p.port} from {plan.source.description}; "
                           f"{change} after {after:g} s", highlight=False)
             await warm_up(plan.probe, warmup)
-            failed = 0
-            with Progress(TextColumn("[bold]{task.fields[phase]}"), TextColumn("{task.completed:.0f} request(s)"),
-                          TextColumn("{task.fields[errors]} error(s)"), TimeElapsedColumn(), console=console,
-                          transient=True) as progress:
-                task = progress.add_task("load", phase="baseline", errors=0)
-
-                def seen(r: Any) -> None:
-                    nonlocal failed
-                    failed += r.failed
-                    progress.update(task, advance=1, errors=failed)
-
-                def event(s: str) -> None:
-                    progress.update(task, phase=s)
-                    console.print(f"[bold]{s}[/]", highlight=False)
-
+            with load_progress(console) as (seen, event):
                 return await run_churn(c, info, plan, copts, selector, dep, victims, on_record=seen, on_event=event,
                                        replaced=replaced)
 
