@@ -19,11 +19,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import subprocess
 import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing's: importing typing (or pathlib) costs a few ms on every pod start
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
 
 from kmesh.cni.spec import (
     CODE_DECODE,
@@ -71,7 +72,8 @@ class SubnetEnv:
 def read_subnet_env(path: str) -> SubnetEnv:
     """Parse subnet.env; absent file or keys → code 11 (the agent has not written it yet)."""
     try:
-        text = Path(path).read_text()
+        with open(path) as f:
+            text = f.read()
     except FileNotFoundError:
         raise CNIError(
             CODE_TRY_AGAIN_LATER,
@@ -203,26 +205,67 @@ def find_plugin(plugin_type: str, cni_path: str) -> str:
     )
 
 
+def _run_exe(exe: str, stdin: bytes, env: Mapping[str, str]) -> tuple[int, bytes]:
+    """Run ``exe`` with ``stdin`` and ``env`` (stderr inherited): its exit status and stdout.
+
+    ``os.posix_spawn`` and two pipes instead of ``subprocess``, whose import (selectors,
+    threading, signal, locale...) is a good part of a plugin run's start-up. A child killed
+    by signal N reports -N, as ``subprocess`` does."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            exe, [exe], {k: str(v) for k, v in env.items()},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, in_r, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_CLOSE, in_w),
+                (os.POSIX_SPAWN_CLOSE, out_r),
+            ],
+        )
+    except OSError:
+        for fd in (in_r, in_w, out_r, out_w):
+            os.close(fd)
+        raise
+    os.close(in_r)
+    os.close(out_w)
+    chunks: list[bytes] = []
+    try:
+        # Plugins read all of stdin before they answer; a config is far below a pipe's buffer,
+        # but write it in a loop and stop early if the child closed its end.
+        view = memoryview(stdin)
+        while view:
+            try:
+                n = os.write(in_w, view)
+            except BrokenPipeError:
+                break
+            view = view[n:]
+        os.close(in_w)
+        in_w = -1
+        while chunk := os.read(out_r, 65536):
+            chunks.append(chunk)
+    finally:
+        if in_w >= 0:
+            os.close(in_w)
+        os.close(out_r)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks)
+
+
 def run_delegate(conf: Mapping[str, Any], env: Mapping[str, str], command: str) -> str:
     """Run the delegate with our environment and ``conf`` on stdin; its stdout, or its error re-raised."""
     plugin_type = str(conf["type"])
     exe = find_plugin(plugin_type, env.get("CNI_PATH", ""))
     child_env = {**env, "CNI_COMMAND": command}
     try:
-        proc = subprocess.run(
-            [exe],
-            input=json.dumps(conf).encode(),
-            stdout=subprocess.PIPE,
-            env=child_env,
-            check=False,
-        )
+        returncode, stdout = _run_exe(exe, json.dumps(conf).encode(), child_env)
     except OSError as e:
         raise CNIError(
             CODE_INTERNAL, f"cannot run delegate plugin {plugin_type}: {e}"
         ) from None
-    out = proc.stdout.decode(errors="replace").strip()
-    if proc.returncode != 0:
-        err = CNIError.from_output(out, out or f"exit status {proc.returncode}")
+    out = stdout.decode(errors="replace").strip()
+    if returncode != 0:
+        err = CNIError.from_output(out, out or f"exit status {returncode}")
         raise CNIError(
             err.code, f"delegate {plugin_type} {command}: {err.msg}", err.details
         )
@@ -258,14 +301,22 @@ def delegate_version(delegate: Mapping[str, Any], env: Mapping[str, str]) -> str
     return want if want in supported or "1.0.0" not in supported else "1.0.0"
 
 
-def _saved_path(conf: Mapping[str, Any], container_id: str) -> Path:
-    return Path(conf.get("dataDir") or DEFAULT_DATA_DIR) / container_id
+def _saved_path(conf: Mapping[str, Any], container_id: str) -> str:
+    return os.path.join(str(conf.get("dataDir") or DEFAULT_DATA_DIR), container_id)
 
 
-def _load_saved(path: Path) -> dict[str, Any] | None:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _load_saved(path: str) -> dict[str, Any] | None:
     """The delegate config saved at ADD; None when absent or unreadable as JSON."""
     try:
-        saved = json.loads(path.read_text())
+        with open(path) as f:
+            saved = json.loads(f.read())
     except FileNotFoundError:
         return None
     except ValueError:
@@ -286,15 +337,16 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> str:
         delegate["prevResult"] = _relabel(conf["prevResult"], delegate["cniVersion"])
     path = _saved_path(conf, env["CNI_CONTAINERID"])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.tmp")
+        parent, name = os.path.split(path)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        tmp = os.path.join(parent, f".{name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({k: v for k, v in delegate.items() if k != "prevResult"}, f)
         os.replace(tmp, path)
     except OSError as e:
         raise CNIError(
-            CODE_IO, f"cannot save delegate config in {path.parent}: {e.strerror}"
+            CODE_IO, f"cannot save delegate config in {os.path.dirname(path)}: {e.strerror}"
         ) from None
     out = run_delegate(delegate, env, "ADD")
     try:
@@ -323,14 +375,14 @@ def cmd_del(conf: dict[str, Any], env: Mapping[str, str]) -> None:
     path = _saved_path(conf, env["CNI_CONTAINERID"])
     saved = _load_saved(path)
     if saved is None:
-        path.unlink(missing_ok=True)  # a corrupt file cannot be used for anything
+        _unlink(path)  # a corrupt file cannot be used for anything
         return
     if conf.get("runtimeConfig"):
         saved["runtimeConfig"] = conf["runtimeConfig"]
     if conf.get("prevResult"):
         saved["prevResult"] = _relabel(conf["prevResult"], saved.get("cniVersion", ""))
     run_delegate(saved, env, "DEL")
-    path.unlink(missing_ok=True)
+    _unlink(path)
 
 
 def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -342,7 +394,7 @@ def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
     if saved is None:
         raise CNIError(
             CODE_UNKNOWN_CONTAINER,
-            f"no saved delegate config for container {env['CNI_CONTAINERID']} in {path.parent}",
+            f"no saved delegate config for container {env['CNI_CONTAINERID']} in {os.path.dirname(path)}",
         )
     if not _same_format(saved.get("cniVersion", ""), conf["cniVersion"]):
         saved["cniVersion"] = conf["cniVersion"]
@@ -367,11 +419,12 @@ def cmd_gc(conf: dict[str, Any], env: Mapping[str, str]) -> None:
         for a in conf.get("cni.dev/valid-attachments") or []
         if isinstance(a, dict)
     }
-    data_dir = Path(conf.get("dataDir") or DEFAULT_DATA_DIR)
-    if not data_dir.is_dir():
+    data_dir = str(conf.get("dataDir") or DEFAULT_DATA_DIR)
+    if not os.path.isdir(data_dir):
         return
-    for path in sorted(data_dir.iterdir()):
-        if path.name.startswith(".") or path.name in valid or not path.is_file():
+    for name in sorted(os.listdir(data_dir)):
+        path = os.path.join(data_dir, name)
+        if name.startswith(".") or name in valid or not os.path.isfile(path):
             continue
         saved = _load_saved(path)
         if saved is not None:
@@ -380,7 +433,7 @@ def cmd_gc(conf: dict[str, Any], env: Mapping[str, str]) -> None:
                     saved,
                     {
                         **env,
-                        "CNI_CONTAINERID": path.name,
+                        "CNI_CONTAINERID": name,
                         "CNI_NETNS": "",
                         "CNI_IFNAME": env.get("CNI_IFNAME") or "eth0",
                     },
@@ -388,7 +441,7 @@ def cmd_gc(conf: dict[str, Any], env: Mapping[str, str]) -> None:
                 )
             except CNIError:
                 continue  # keep it for the next GC
-        path.unlink(missing_ok=True)
+        _unlink(path)
 
 
 def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from typing import Any
+TYPE_CHECKING = False  # not typing's: its import costs the plugin a few ms on every pod start
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Iterable
+    from typing import Any
 
 # Error codes of the CNI spec (1.0/1.1); 100+ are plugin-specific, 999 is libcni's "internal".
 CODE_INCOMPATIBLE_VERSION = 1

@@ -30,7 +30,7 @@ from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN
 from kmesh.client.api import Client
 from kmesh.cni.backends import make_backend
 from kmesh.cni.backends.masq import apply_masq
-from kmesh.cni.caller import CNIChain, default_cni_path, write_conflist
+from kmesh.cni.caller import CNIChain, default_cni_path, install_launcher, write_conflist
 from kmesh.cni.netconf import NetConf
 from kmesh.cni.overlay import OverlayConfig, run_overlay
 from kmesh.node.agent import AgentConfig, run_agent
@@ -101,7 +101,10 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
     )
     write_conflist(cfg.conflist, subnet_file=cfg.subnet_env, data_dir=cfg.cni_dir / "flannel",
                    ipam_data_dir=cfg.cni_dir / "networks")
-    chain = CNIChain(cfg.conflist, cni_path=default_cni_path(), cache_dir=cfg.cni_dir / "results")
+    # The node's own kmesh-cni first: the same plugin, started without site-packages (see install_launcher).
+    fast = install_launcher(cfg.cni_dir / "bin")
+    cni_path = [str(fast.parent), *default_cni_path()] if fast is not None else default_cni_path()
+    chain = CNIChain(cfg.conflist, cni_path=cni_path, cache_dir=cfg.cni_dir / "results")
     runtime = NetnsRuntime(cfg.node_dir, netns_prefix=cfg.pod_netns_prefix, node=cfg.node_name, cni=chain,
                            dns_ip=cfg.dns_ip, cluster_domain=cfg.cluster_domain,
                            node_ip=cfg.node_ip)

@@ -14,6 +14,7 @@ from kmesh.cni.caller import (
     cni_args_string,
     default_cni_path,
     find_conflist,
+    install_launcher,
     load_conflist,
     pod_args,
     pod_ip,
@@ -76,6 +77,25 @@ def test_conflist_unknown_version_is_incompatible() -> None:
             {"name": "n", "cniVersion": "9.9.9", "plugins": [{"type": "bridge"}]}
         )
     assert e.value.code == CODE_INCOMPATIBLE_VERSION
+
+
+async def test_launcher_is_the_same_plugin_without_site_packages(tmp_path: Path) -> None:
+    exe = install_launcher(tmp_path / "bin")
+    assert exe is not None and exe.name == "kmesh-cni" and exe.stat().st_mode & 0o111
+    assert exe.read_text().splitlines()[0].endswith(" -IS")
+    chain = CNIChain(
+        write_conflist(tmp_path, subnet_file="/x/subnet.env", data_dir="/x/data"),
+        cni_path=[str(exe.parent), *default_cni_path()], cache_dir=tmp_path / "c",
+    )
+    assert chain.find_plugin("kmesh-cni") == str(exe)
+    assert "1.0.0" in (await chain.version("kmesh-cni"))["supportedVersions"]
+    probe = subprocess.run(  # what it imports: the stdlib's basics and kmesh.cni, no typing/pathlib/subprocess
+        [*exe.read_text().splitlines()[0][2:].split(), "-c",
+         f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); import kmesh.cni.plugin; "
+         "print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert not {"typing", "pathlib", "subprocess"} & set(probe)
 
 
 def test_conflist_from_file(tmp_path: Path) -> None:
