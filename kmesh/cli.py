@@ -1274,11 +1274,12 @@ def bench_modes(sizes: str, endpoints: int, modes: str, samples: int, budget: fl
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from kmesh.bench.modes import ModesUsage, parse_modes, parse_sizes, plot, run, table_rows
+    from kmesh.bench.modes import ModesUsage, check_space, parse_modes, parse_sizes, plot, run, table_rows
     from kmesh.net.netns_check import netns_usable
 
     try:
         size_list, mode_list = parse_sizes(sizes), parse_modes(modes)
+        check_space(size_list, endpoints)
     except ModesUsage as exc:
         raise click.BadParameter(exc.message, param_hint=exc.param) from None
     if not netns_usable():

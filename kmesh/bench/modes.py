@@ -109,6 +109,13 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def check_space(sizes: list[int], endpoints: int) -> None:
+    """``ModesUsage`` naming ``--services`` when the largest size needs more endpoint addresses than there are."""
+    if sizes[-1] * endpoints > MAX_ENDPOINTS:
+        raise ModesUsage("--services", f"{sizes[-1]} Services × {endpoints} endpoints is more than the "
+                         f"{MAX_ENDPOINTS} endpoint addresses the bench has")
+
+
 def parse_modes(text: str) -> list[str]:
     """``--modes iptables,nftables``: known modes, in the order given."""
     modes = [m.strip() for m in text.split(",") if m.strip()]
@@ -289,9 +296,7 @@ def measure(bed: Bed, worker: WorkerProcess, mode: str, services: int, endpoints
 def run(modes: list[str], sizes: list[int], *, endpoints: int = 2, samples: int = 200, budget: float = 120.0,
         progress: Callable[[str], None] = lambda _: None) -> Results:
     """The whole experiment."""
-    if sizes[-1] * endpoints > MAX_ENDPOINTS:
-        raise ModesUsage("--services", f"{sizes[-1]} Services × {endpoints} endpoints is more than the "
-                         f"{MAX_ENDPOINTS} endpoint addresses the bench has")
+    check_space(sizes, endpoints)
     out = Results()
     for mode in modes:
         with testbed() as bed:
