@@ -351,12 +351,15 @@ def _short(served_by: str) -> str:
 def plot(res: Results, path: str) -> None:
     """One chart per metric, one line per mode: connect latency (p50 with the p01–p99 band, last Service),
     full sync time, one-change sync time, proxy memory, against the number of Services."""
-    import matplotlib
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kmesh.bench.report import png
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    with png(Path(path), 2, 2, figsize=(12, 8), dpi=110) as (fig, axes):
+        _draw(res, fig, axes)
+
+
+def _draw(res: Results, fig: Any, axes: Any) -> None:
     (lat, full), (change, mem) = axes
     modes = list(dict.fromkeys(r.mode for r in res.results))
     for mode in modes:
@@ -380,6 +383,3 @@ def plot(res: Results, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("kmesh bench modes: kube-proxy modes against the number of Services")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -102,20 +102,33 @@ def summary(result: LbResult) -> Group:
     return Group(*lines)
 
 
-def plot(result: LbResult, path: Path) -> Path:
-    """A PNG bar chart: share per endpoint, with the expected share drawn as a line over each bar."""
+@contextlib.contextmanager
+def png(path: Path, *args: Any, dpi: int = 100, **kw: Any) -> Iterator[tuple[Any, Any]]:
+    """A figure and its axes from ``plt.subplots(*args, **kw)``, laid out and written to ``path`` as a PNG when
+    the block ends without an error, and closed either way."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(*args, **kw)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def plot(result: LbResult, path: Path) -> Path:
+    """A PNG bar chart: share per endpoint, with the expected share drawn as a line over each bar."""
     t, v = result.tally, result.verdict
     cells = t.cells()
     names = list(cells)
     n = t.answered
     shares = [cells[k] / n if n else 0.0 for k in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.5))
-    try:
+    with png(path, figsize=(max(6.0, 1.1 * len(names) + 2), 4.5)) as (fig, ax):
         colors = ["tab:blue" if k in t.counts else "tab:red" for k in names]
         xs = list(range(len(names)))
         ax.bar(xs, shares, color=colors, label="observed share")
@@ -132,11 +145,6 @@ def plot(result: LbResult, path: Path) -> Path:
         ax.set_title(f"{result.plan.target}: {n} answers, {t.failed} errors{pv} — {'PASS' if v.passed else 'FAIL'}",
                      fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -213,17 +221,13 @@ def keepalive_summary(result: KeepaliveResult) -> Group:
 def plot_keepalive(result: KeepaliveResult, path: Path) -> Path:
     """A PNG: requests per connection stacked by endpoint; beside it, each endpoint's share of connections
     (first endpoint, with the expected share) and of requests."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t, v, ct = result.tally, result.verdict, result.connections
     names = list(t.cells())
-    colors = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(names)}
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(10.0, 0.3 * len(ct.rows) + 7), 5.5),
-                                  gridspec_kw={"width_ratios": [max(2.0, len(ct.rows) / 6), 1.4]})
-    try:
+    from matplotlib import colormaps
+
+    colors = {k: colormaps["tab10"](i % 10) for i, k in enumerate(names)}
+    width = {"width_ratios": [max(2.0, len(ct.rows) / 6), 1.4]}
+    with png(path, 1, 2, figsize=(max(10.0, 0.3 * len(ct.rows) + 7), 5.5), gridspec_kw=width) as (fig, (ax, ax2)):
         xs = [r.connection for r in ct.rows]
         bottom = [0] * len(ct.rows)
         for i, k in enumerate(names):  # every endpoint in the legend, numbered as on the right
@@ -264,11 +268,6 @@ def plot_keepalive(result: KeepaliveResult, path: Path) -> Path:
         pv = f", p = {v.test.p_value:.3g}" if v.test is not None else ""
         fig.suptitle(f"{result.plan.target} over keep-alive connections — judged over connections{pv}: "
                      f"{'PASS' if v.passed else 'FAIL'}", fontsize=10)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -403,24 +402,13 @@ def draw_load(ax: Any, records: Any, windows: Any, events: list[tuple[float, str
 
 def plot_partition(result: Any, path: Path) -> Path:
     """A PNG: answered and failed requests per second (errors stacked by kind), the events as vertical lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    try:
+    with png(path, figsize=(10, 4.5)) as (fig, ax):
         draw_load(ax, result.records, result.windows, [(e["at"], e["what"]) for e in result.events_list()])
         w = result.as_dict()["errorWindow"]
         span = f"error window {w['seconds']:.1f} s, " if w else ""
         ax.set_title(f"{result.plan.target}: {result.options.during} — {span}{result.failed} failed "
                      f"(grace period {result.grace:g} s)", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -605,16 +593,10 @@ def churn_summary(result: Any) -> Group:
 def plot_churn(result: Any, path: Path) -> Path:
     """A PNG: the load per second (errors stacked by kind), answers from terminating pods, ready endpoints on a
     second axis, the change and its completion as vertical lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from kmesh.bench.churn import churn_timeline
 
     marks = [(t, what) for t, k, what in result.events if k in ("change", "complete", "podDeleting")]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    try:
+    with png(path, figsize=(10, 4.5)) as (fig, ax):
         draw_load(ax, result.records, result.windows, marks)
         rows = churn_timeline(result.records, result.pods, result.endpoint_states)
         if any(r.get("terminating") for r in rows):
@@ -634,11 +616,6 @@ def plot_churn(result: Any, path: Path) -> Path:
                      f"{d['longest_error_window_s']:.1f} s, {result.failed} failed, "
                      f"{d['served_by_terminating']['requests']} served by terminating pods", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
     return path
 
 
