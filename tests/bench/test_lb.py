@@ -481,7 +481,7 @@ USERSPACE = importlib.util.find_spec("kmesh.proxy.userspace") is not None
 @pytest.mark.skipif(not USERSPACE, reason="kmesh.proxy.userspace does not exist yet: sim Services do not answer")
 def test_cli_bench_lb_on_demo(sim_lab: Path) -> None:
     png = sim_lab.parent / "web.png"
-    res = _kmesh("bench", "lb", "web", "--requests", "300", "--data-dir", str(sim_lab), "--plot", str(png))
+    res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.0001", "--data-dir", str(sim_lab), "--plot", str(png))
     assert res.returncode == 0, res.stdout + res.stderr
     pods = trio.run(_demo_pods, sim_lab / "kubeconfig.yaml")
     assert len(pods) == 3
@@ -589,7 +589,7 @@ def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsLab]:
 def test_cli_bench_lb_netns_lab(netns_lab: NetnsLab) -> None:
     """A netns lab: requests leave from pod namespaces (default and --from), TCP through iptables, UDP with affinity."""
     lab, d, web = netns_lab.name, netns_lab.root, netns_lab.web
-    res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.001", "--data-dir", str(d))  # random split: 1 in 1000 false alarms
+    res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.0001", "--data-dir", str(d))  # random split: 1 in 10000 false alarms
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"netns kmesh-{lab}-node-" in res.stdout and "errors: none" in res.stdout
     assert all(name in res.stdout for name in web)
@@ -607,7 +607,7 @@ def test_cli_bench_lb_keepalive_netns_lab(netns_lab: NetnsLab) -> None:
     endpoint it opened on, the per-request totals adding up."""
     d, png = netns_lab.root, netns_lab.root.parent / "keepalive.png"
     res = _kmesh("bench", "lb", "netexec", "--keepalive", "--connections", "8", "--per-connection", "20",
-                 "--alpha", "0.001", "--json", "--plot", str(png), "--data-dir", str(d))
+                 "--alpha", "0.0001", "--json", "--plot", str(png), "--data-dir", str(d))
     assert res.returncode == 0, res.stdout + res.stderr  # uniform over 8 connections: fails 1 in ~2000 (8 on one)
     doc = json.loads(res.stdout)
     pods = trio.run(_pod_names, d / "kubeconfig.yaml", "app=netexec")

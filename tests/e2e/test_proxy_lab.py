@@ -129,7 +129,7 @@ def test_clusterip_tcp_and_udp_from_every_node(lab: Lab) -> None:
 def test_split_passes_chi_square(lab: Lab) -> None:
     client = lab.pods("app=client")[0]["metadata"]["name"]
     out = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(lab.dd.root), "web", "--requests", "300",
-                          "--alpha", "0.001", "--from", client], capture_output=True, text=True, timeout=180)
+                          "--alpha", "0.0001", "--from", client], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

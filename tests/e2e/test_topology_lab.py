@@ -125,7 +125,7 @@ def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: 
     converge(lab, "client-1", by_zone["a"])
     converge(lab, "client-2", by_zone["b"])
     bench = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(lab.dd.root), "web", "--requests", "120",
-                            "--alpha", "0.001", "--from", "client-2"], capture_output=True, text=True, timeout=180)
+                            "--alpha", "0.0001", "--from", "client-2"], capture_output=True, text=True, timeout=180)
     assert bench.returncode == 0, bench.stdout + bench.stderr  # the bench expects the zone's pods only
 
     # node-1's zone becomes unknown: its proxy follows its Node and uses every endpoint; node-2 is unaffected.

@@ -59,7 +59,7 @@ def test_two_sim_labs_at_once_both_serve_their_demo(tmp_path: Path) -> None:
         for d in dirs:
             info = (d / "cluster.json").read_text()
             cidrs.add(info.split('"serviceCIDR": ')[1].split(",")[0])
-            lb = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(d), "web", "--requests", "60"],
+            lb = subprocess.run([*KMESH, "bench", "lb", "--data-dir", str(d), "web", "--requests", "60", "--alpha", "0.0001"],
                                 capture_output=True, text=True, timeout=180)
             assert lb.returncode == 0, lb.stdout + lb.stderr
         assert len(cidrs) == 2

@@ -126,7 +126,7 @@ def test_link_down_under_load(lab: Lab) -> None:
     assert _states(lab) == {"node-1": "up", "node-2": "up", "node-3": "up"}
     ready = lab.kubectl("get", "node", "node-2", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
     assert ready == "True"
-    res = _bench(lab, "--requests", "100", "--json", "--alpha", "0.001")
+    res = _bench(lab, "--requests", "100", "--json", "--alpha", "0.0001")
     assert res.returncode == 0, res.stdout + res.stderr
     split = {e["name"]: e["count"] for e in json.loads(res.stdout)["endpoints"]}
     assert split.get("web-2", 0) > 0 and split.get("web-3", 0) > 0, split

@@ -230,7 +230,7 @@ def test_a_pod_resolves_a_service_name_through_kube_dns(lab: Lab) -> None:
 def test_kmesh_bench_lb_across_vms(lab: Lab) -> None:
     # from a pod on the last VM (a joined one), to web's pods on every VM
     last = lab.names()[-1]
-    out = lab.vl.ssh(last, f"kmesh bench lb web --from web-{last} --protocol http --requests 150 --concurrency 4 "
+    out = lab.vl.ssh(last, f"kmesh bench lb web --from web-{last} --protocol http --requests 150 --concurrency 4 --alpha 0.0001 "
                            f"--timeout 10 --json", check=False, timeout=900)
     assert out.returncode == 0, f"kmesh bench lb: {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     doc = json.loads(out.stdout)
