@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.kmesh-installed
 APT_PKGS := iproute2 iptables nftables conntrack etcd-server etcd-client dnsutils dnsperf dnsmasq-base qemu-system-x86 busybox-static \
-            containernetworking-plugins iperf3 haproxy wrk procps iputils-ping util-linux curl ipset ipvsadm \
+            containernetworking-plugins iperf3 haproxy nginx-light wrk procps iputils-ping util-linux curl ipset ipvsadm \
             vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-utils \
             debootstrap ebtables genisoimage e2fsprogs openssh-client tcpdump
 PYTEST_ARGS ?=

@@ -217,6 +217,9 @@ def main(verbose: int) -> None:
 @click.option("--node-grace-period", type=click.FloatRange(min=15, max=3600), default=40.0, show_default=True,
               metavar="SECONDS", help="How long a node's Lease may go unrenewed before the node "
                                       "is NotReady (the agents renew it every 10 s).")
+@click.option("--lb-range", default="", metavar="CIDR|START-END",
+              help="Addresses for LoadBalancer Services, announced with ARP (default: 192.168.56.240-192.168.56.254, "
+                   "the top of the underlay; netns: must lie in 192.168.56.0/24).")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
               help="Seconds to wait for the demo to be available.")
 @click.option("--topology", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
@@ -229,7 +232,8 @@ def up(
     node_name: str, iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
-    demo: bool, node_grace_period: float, demo_timeout: float, topology: Path | None, kubeconfig_mode: int | None,
+    demo: bool, node_grace_period: float, lb_range: str, demo_timeout: float, topology: Path | None,
+    kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -278,6 +282,7 @@ def up(
     if runtime == "sim" and (backend != "vxlan" or subnet_manager != "kube"):
         err_console.print("[yellow]note:[/] the sim runtime has no overlay (pods are loopback addresses); "
                           "--backend and --subnet-manager apply to the netns runtime only")
+    _check_lb_range(lb_range, runtime, nodes)
     if port and not _port_free(port):
         raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
                                  param_hint="--port")
@@ -306,6 +311,7 @@ def up(
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
         advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
         node_grace_period=node_grace_period, node_specs=topo.node_specs() if topo is not None else [],
+        lb_range=lb_range.strip(),
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:
@@ -334,6 +340,11 @@ def up(
         host, port = info.dns
         console.print(f"  cluster DNS: dig @{host} -p {port} kubernetes.default.svc.cluster.local", highlight=False)
     console.print(f"  kube-proxy: {info.proxyMode} mode (kmesh proxy rules --data-dir {dd.root})", highlight=False)
+    if opts.lb_range or runtime != "sim":
+        from kmesh.lab.supervisor import lab_lb_range
+
+        console.print(f"  LoadBalancer addresses: {lab_lb_range(opts)} (kmesh status lists the Services)",
+                      highlight=False)
     if info.metrics:
         console.print(f"  metrics: {len(info.metrics)} /metrics URLs in cluster.json (kmesh status lists them)",
                       highlight=False)
@@ -729,9 +740,25 @@ async def _proxy_health(dd: DataDir, info: Any) -> dict[str, str]:
     return out
 
 
+def _check_lb_range(lb_range: str, runtime: str, nodes: int) -> None:
+    """``--lb-range`` checked against the lab's ranges and addresses: a clear error naming the option, exit 2."""
+    if not lb_range:
+        return
+    if runtime == "sim":
+        raise click.BadParameter("the sim runtime has no LoadBalancer addresses (its network is loopback); "
+                                 "use --runtime netns", param_hint="--lb-range")
+    from kmesh.lab.loadbalancers import lb_range_problem
+
+    problem = lb_range_problem(lb_range.strip(), runtime=runtime, nodes=nodes, service_cidr=SERVICE_CIDR,
+                               cluster_cidr=CLUSTER_CIDR)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--lb-range")
+
+
 @main.command()
 @_data_dir_option
-def status(data_dir: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print cluster.json (API, DNS, nodes, metrics, loadBalancers).")
+def status(data_dir: Path | None, as_json: bool) -> None:
     """Show the lab's API, nodes and pods."""
     dd = _resolve(data_dir)
     info = dd.read_cluster()
@@ -739,6 +766,9 @@ def status(data_dir: Path | None) -> None:
     if info is None or pid is None:
         console.print(f"no lab is running in {dd.root}")
         raise SystemExit(1)
+    if as_json:
+        click.echo(info.to_json(), nl=False)
+        return
     import trio
 
     from kmesh.client.api import APIUnavailable, Client
@@ -783,6 +813,21 @@ def status(data_dir: Path | None) -> None:
             note = "(kubectl get --raw /metrics)" if component == "apiserver" else \
                 "" if answers.get(component, True) else "not answering"
             console.print(f"  {component.ljust(width)}  {url}  {note}".rstrip(), highlight=False, soft_wrap=True)
+    _print_load_balancers(info)
+
+
+def _print_load_balancers(info: Any) -> None:
+    """cluster.json's LoadBalancer Services: address, announcing node, where the machine reaches each port."""
+    if info.runtime == "host" and info.lbRange:
+        console.print(f"LoadBalancer addresses from {info.lbRange}: reach them directly on this network "
+                      "(kubectl get services shows each EXTERNAL-IP)", highlight=False)
+    if not info.loadBalancers:
+        return
+    console.print("LoadBalancer Services (curl from this machine):")
+    for svc, lb in sorted(info.loadBalancers.items()):
+        ports = ", ".join(f"{p} → {addr}" for p, addr in (lb.get("ports") or {}).items()) or "no TCP port"
+        console.print(f"  {svc}  {lb.get('ip')}  announced by {lb.get('node') or 'no node'}  {ports}",
+                      highlight=False, soft_wrap=True)
 
 
 async def _metrics_answer(info: Any) -> dict[str, bool]:
@@ -988,6 +1033,8 @@ def _kubeconfig_option(f):  # type: ignore[no-untyped-def]
 @click.option("--service-cidr", default=SERVICE_CIDR, show_default=True)
 @click.option("--node-grace-period", type=click.FloatRange(min=1), default=40.0, show_default=True,
               help="Seconds without a lease renewal before a node is NotReady.")
+@click.option("--lb-range", default="", metavar="CIDR|START-END",
+              help="Give LoadBalancer Services addresses from this pool (default: none, they stay pending).")
 @click.option("--bind-address", default="127.0.0.1", show_default=True, help="Where both /metrics endpoints listen.")
 @click.option("--metrics-port", type=click.IntRange(min=-1, max=65535), default=10257, show_default=True,
               help="The controller-manager's /metrics, plain HTTP (upstream's port; 0: a free one; -1: off).")
@@ -1005,7 +1052,7 @@ def _kubeconfig_option(f):  # type: ignore[no-untyped-def]
 @click.option("--leader-elect-retry-period", type=click.FloatRange(min=0, min_open=True), default=2.0,
               show_default=True, metavar="SECONDS", help="Time between tries to acquire or renew the lease.")
 def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str, node_grace_period: float,
-                bind_address: str, metrics_port: int, scheduler_metrics_port: int, leader_elect: bool,
+                lb_range: str, bind_address: str, metrics_port: int, scheduler_metrics_port: int, leader_elect: bool,
                 leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
                 leader_elect_retry_period: float) -> None:
     """Run the controllers (endpoints, deployments, scheduler, node IPAM/lifecycle) in the foreground."""
@@ -1019,12 +1066,19 @@ def controllers(kubeconfig: _KubeconfigRef, cluster_cidr: str, service_cidr: str
                                  retry_period=leader_elect_retry_period)
         except ValueError as exc:
             raise click.UsageError(f"--leader-elect-*: {exc}") from None
+    if lb_range.strip():
+        from kmesh.controllers.lbipam import PoolError, check_range
+
+        try:
+            check_range(lb_range.strip(), {"--cluster-cidr": [cluster_cidr], "--service-cidr": [service_cidr]})
+        except (PoolError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--lb-range") from None
     cfg = ControllerConfig(cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_grace_period=node_grace_period,
                            metrics_host=bind_address, metrics_port=None if metrics_port < 0 else metrics_port,
                            scheduler_metrics_port=None if scheduler_metrics_port < 0 else scheduler_metrics_port,
                            leader_elect=leader_elect, leader_elect_lease_duration=leader_elect_lease_duration,
                            leader_elect_renew_deadline=leader_elect_renew_deadline,
-                           leader_elect_retry_period=leader_elect_retry_period)
+                           leader_elect_retry_period=leader_elect_retry_period, lb_range=lb_range.strip() or None)
 
     async def start(client: Any, nursery: Any) -> None:
         mgr = await nursery.start(run_controllers, client, cfg)
@@ -1323,7 +1377,15 @@ def bench_modes(sizes: str, endpoints: int, modes: str, samples: int, budget: fl
 @click.option("--requests", type=int, default=300, show_default=True, help="How many requests.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Concurrent workers.")
 @click.option("--from", "from_pod", default=None, help="Send from this pod ([NS/]POD); default: any running pod.")
-@click.option("--expect", default="uniform", show_default=True, help="uniform | sticky | weights:POD=W,POD=W")
+@click.option("--expect", default="uniform", show_default=True,
+              help="uniform | sticky | weights:POD=W,POD=W | weights:SERVICE=W,SERVICE=W (judged per Service).")
+@click.option("--via", default=None, metavar="gateway/[NS/]NAME|ingress",
+              help="Send HTTP to this Gateway's (the lab's ingress controller's) LoadBalancer address, port 80, "
+                   "instead of the ClusterIP; SERVICE may then list several Services (v1,v2).")
+@click.option("--host", default=None, help="Host header of the HTTP requests.  [default: the --via address, else "
+                                           "SERVICE.NAMESPACE]")
+@click.option("--path", default=None, help="HTTP path; one ending in / is a prefix under which hostname is asked "
+                                           "(agnhost netexec names its pod at /hostname).  [default: /]")
 @click.option("--alpha", type=float, default=0.01, show_default=True, help="Significance of the chi-square test.")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per request.")
 @click.option("--warmup", type=float, default=5.0, show_default=True,
@@ -1345,7 +1407,8 @@ def bench_modes(sizes: str, endpoints: int, modes: str, samples: int, budget: fl
               help="With --during: leave the node cut off at the end (kmesh link up NODE brings it back).")
 @click.option("--keepalive", is_flag=True, default=False,
               help="HTTP/1.1 GET /hostname requests over persistent connections: the split per connection beside "
-                   "the split per request; --expect is judged over connections (each one's first endpoint).")
+                   "the split per request; --expect is judged over connections (each one's first endpoint), over "
+                   "requests with --via (an L7 proxy picks per request).")
 @click.option("--connections", type=int, default=None,
               help="With --keepalive: connections open at once, each sending its requests one after the other.  "
                    "[default: 8]")
@@ -1356,10 +1419,16 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_o
              no_restore: bool, **options: Any) -> None:
     """Send requests through SERVICE's ClusterIP and test how they split over its endpoints.
 
+    With --via gateway/[NS/]NAME or --via ingress: HTTP requests to that Gateway's (the ingress controller's)
+    LoadBalancer address instead, with --host and --path; SERVICE may be a comma list (v1,v2) of the Services
+    behind it, whose endpoints are all counted, and --expect weights:v1=90,v2=10 judges the split per Service.
+
     With --keepalive: HTTP requests over --connections persistent connections; kube-proxy (iptables, nftables,
     ipvs) picks an endpoint per connection, so each connection's requests stay on one endpoint. Shows the split
     by connections and by requests side by side and each connection's endpoints; --expect is judged over the
-    connections (a connection the server closes is reopened and counted as a new one: a reconnect).
+    connections (a connection the server closes is reopened and counted as a new one: a reconnect); with --via the
+    proxy balances per request, so each connection's requests spread over endpoints, and --expect is judged over
+    the requests.
 
     With --during 'link down NODE': a steady load through SERVICE while NODE is cut off the underlay; measures
     how long errors last (the node grace period decides it), when the Node went NotReady and its endpoints not
@@ -1367,7 +1436,7 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_o
 
     Exit code 0 when the split matches --expect (with --during: the Service converged and the node came back),
     1 when not, 2 on bad arguments."""
-    from kmesh.bench.lb import UsageError, load_shape
+    from kmesh.bench.lb import UsageError, check_request_args, load_shape
     from kmesh.bench.report import run_lb_command, run_partition_command
     from kmesh.client.api import APIUnavailable
 
@@ -1381,9 +1450,16 @@ def bench_lb(data_dir: Path | None, service: str, plot_path: Path | None, json_o
             if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
                 raise UsageError("--concurrency", "does not go with --keepalive: --connections says how many "
                                                   "connections are open at once")
+        if during is not None:
+            for flag in ("via", "host", "path"):
+                if options[flag] is not None:
+                    raise UsageError(f"--{flag}", "does not go with --during")
         load_shape(options["requests"], options["concurrency"], keepalive=options["keepalive"],
                    connections=options["connections"], per_connection=options["per_connection"],
                    udp=options["udp"], protocol=options["protocol"])  # before the lab is looked for
+        check_request_args(service, namespace=options["namespace"], via=options["via"], host=options["host"],
+                           path=options["path"], udp=options["udp"], protocol=options["protocol"],
+                           keepalive=options["keepalive"])
         if during is None:
             given = [k for k, v in extra.items() if v is not None]
             if given:

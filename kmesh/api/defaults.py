@@ -15,10 +15,12 @@ class and default tolerations) are in :mod:`kmesh.api.meta`.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any, Callable
 
-from kmesh.api.kinds import Kind, get
+from kmesh.api import crdrules
+from kmesh.api.kinds import GATEWAY, Kind, get
 from kmesh.api.obj import Obj
 
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
@@ -38,9 +40,20 @@ def apply_defaults(kind: Kind | str, obj: Obj) -> None:
     """Fill in Kubernetes' defaults for an object of ``kind``, in place."""
     if not isinstance(obj, dict):
         return
-    fn = _DEFAULTERS.get(_kind(kind).kind)
+    k = _kind(kind)
+    if k.group == GATEWAY:
+        _default_from_schema(k, obj)
+        return
+    fn = _DEFAULTERS.get(k.kind)
     if fn is not None:
         fn(obj)
+
+
+def _default_from_schema(k: Kind, obj: Obj) -> None:
+    """The OpenAPI defaults of a kind upstream serves as a CRD (the Gateway API)."""
+    from kmesh.api.schemas.gateway import RULES, TOP
+
+    crdrules.default_object(RULES, TOP[k.kind], obj)
 
 
 # ---------------------------------------------------------------- helpers
@@ -204,6 +217,7 @@ def default_pod_spec(spec: Obj) -> None:
         spec["terminationGracePeriodSeconds"] = DEFAULT_TERMINATION_GRACE_PERIOD
     if _empty(spec.get("schedulerName")):
         spec["schedulerName"] = DEFAULT_SCHEDULER
+    sync_service_account(spec)
     for key in ("containers", "initContainers"):
         for c in _dicts(spec, key):
             _default_container(c)
@@ -211,6 +225,14 @@ def default_pod_spec(spec: Obj) -> None:
         _default_container(c)
     for v in _dicts(spec, "volumes"):
         _default_volume(v)
+
+
+def sync_service_account(spec: Obj) -> None:
+    """v1 conversion: ``serviceAccountName`` falls back to the deprecated ``serviceAccount``, which mirrors it."""
+    if _empty(spec.get("serviceAccountName")) and not _empty(spec.get("serviceAccount")):
+        spec["serviceAccountName"] = spec["serviceAccount"]
+    if not _empty(spec.get("serviceAccountName")):
+        spec["serviceAccount"] = spec["serviceAccountName"]
 
 
 def _requests_from_limits(spec: Obj) -> None:
@@ -371,6 +393,32 @@ def _default_endpointslice(obj: Obj) -> None:
             port["protocol"] = "TCP"
 
 
+def _default_secret(obj: Obj) -> None:
+    """SetDefaults_Secret (type Opaque) and v1 conversion: ``stringData`` merged into ``data``, then dropped."""
+    if _empty(obj.get("type")):
+        obj["type"] = "Opaque"
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            data = {}
+            obj["data"] = data
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+
+
+def _default_ingress(obj: Obj) -> None:
+    status = obj.get("status")
+    if isinstance(status, dict) and not isinstance(status.get("loadBalancer"), dict):
+        status["loadBalancer"] = {}
+
+
+def _default_ingress_class(obj: Obj) -> None:
+    params = obj.get("spec", {}).get("parameters") if isinstance(obj.get("spec"), dict) else None
+    if isinstance(params, dict) and params.get("scope") is None:
+        params["scope"] = "Cluster"
+
+
 _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Pod": _default_pod,
     "Service": _default_service,
@@ -380,4 +428,7 @@ _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Node": _default_node,
     "Endpoints": _default_endpoints,
     "EndpointSlice": _default_endpointslice,
+    "Secret": _default_secret,
+    "Ingress": _default_ingress,
+    "IngressClass": _default_ingress_class,
 }

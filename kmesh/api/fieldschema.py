@@ -179,8 +179,13 @@ def _mismatch(spec: Spec, value: Any) -> tuple[str, bool] | None:
         return None if isinstance(value, list) else (json_kind(value), False)
     if spec == ANY:
         return None
-    if spec in (STRING, BYTES):
+    if spec == STRING:
         return None if isinstance(value, str) else (json_kind(value), False)
+    if spec == BYTES:
+        if not isinstance(value, str):
+            return json_kind(value), False
+        bad = base64_error(value)
+        return None if bad is None else (f"illegal base64 data at input byte {bad}", True)
     if spec == BOOL:
         return None if isinstance(value, bool) else (json_kind(value), False)
     if spec in _INT_RANGES:
@@ -205,6 +210,30 @@ def _mismatch(spec: Spec, value: Any) -> tuple[str, bool] | None:
     if spec == TIME:
         return None if isinstance(value, str) else (
             f"json: cannot unmarshal {json_kind(value)} into Go value of type string", True)
+    return None
+
+
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def base64_error(text: str) -> int | None:
+    """Where Go's standard base64 decoder fails on ``text`` (the byte offset it reports), or None if it decodes.
+
+    Go skips CR and LF; a quantum must be complete, padded with ``=`` only at the end.
+    """
+    chars = [(i, ch) for i, ch in enumerate(text) if ch not in "\r\n"]
+    n = len(chars)
+    for j, (i, ch) in enumerate(chars):
+        if ch == "=":
+            pad = n - j
+            if j % 4 < 2 or pad > 2 or any(c != "=" for _, c in chars[j:]) or (j % 4 == 2 and pad != 2) or (
+                    j % 4 == 3 and pad != 1):
+                return i
+            return None
+        if ch not in _B64:
+            return i
+    if n % 4:
+        return len(text) - (n % 4) if n % 4 == 1 else len(text)
     return None
 
 

@@ -213,3 +213,28 @@ def is_relaxed_env_var_name(value: str) -> list[str]:
             errs.append(RELAXED_ENV_ERR)
             break
     return errs
+
+
+WILDCARD_DNS1123_SUBDOMAIN_FMT = "\\*\\." + DNS1123_SUBDOMAIN_FMT
+WILDCARD_DNS1123_SUBDOMAIN_ERR = (
+    "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, "
+    "which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character"
+)
+_RE_WILDCARD_DNS1123_SUBDOMAIN = re.compile(WILDCARD_DNS1123_SUBDOMAIN_FMT)
+HTTP_PATH_FMT = "[A-Za-z0-9/\\-._~%!$&'()*+,;=:]+"
+_RE_HTTP_PATH = re.compile(HTTP_PATH_FMT)
+
+
+def is_wildcard_dns1123_subdomain(value: str) -> list[str]:
+    """Problems with ``value`` as ``*.`` followed by an RFC 1123 subdomain (Ingress hosts)."""
+    errs = []
+    if _blen(value) > 253:
+        errs.append(max_len_error(253))
+    if not _RE_WILDCARD_DNS1123_SUBDOMAIN.fullmatch(value):
+        errs.append(regex_error(WILDCARD_DNS1123_SUBDOMAIN_ERR, WILDCARD_DNS1123_SUBDOMAIN_FMT, "*.example.com"))
+    return errs
+
+
+def is_http_path(value: str) -> bool:
+    """Whether ``value`` is made of the characters a domain-prefixed path may hold after its ``/``."""
+    return bool(_RE_HTTP_PATH.fullmatch(value))

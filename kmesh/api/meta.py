@@ -20,8 +20,13 @@ This module is the strategy part. Behaviour follows Kubernetes 1.32:
   upstream, a Deployment's labels and a Pod's ownerReferences).
 - A few admission-plugin effects that every user sees on a Pod are applied at
   create (``priority``, ``preemptionPolicy``, the not-ready/unreachable
-  tolerations of DefaultTolerationSeconds); ServiceAccount admission is not,
-  since kmesh serves no ServiceAccounts.
+  tolerations of DefaultTolerationSeconds) and ServiceAccount admission's
+  ``serviceAccountName: default`` (without the token volume: kmesh issues no
+  tokens; a Pod whose ServiceAccount does not exist yet is not refused).
+- Kinds upstream serves as CRDs (the Gateway API) get generation 1 on create
+  and a bump on any change outside metadata and status; a create cannot set
+  status, which then shows the schema's default status (as upstream shows it
+  when it reads the object back).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import datetime as _dt
 import secrets
 import uuid
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
-from typing import Any
+from typing import Any, Callable
 
 from kmesh.api import errors
 from kmesh.api.kinds import Kind, get
@@ -41,7 +46,11 @@ NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATED_SUFFIX_LEN = 5
 MAX_GENERATE_NAME_BASE = 63 - GENERATED_SUFFIX_LEN
 
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "EndpointSlice"})
+GENERATION_KINDS = frozenset({
+    "Deployment", "ReplicaSet", "EndpointSlice", "Ingress", "IngressClass",
+    "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant",
+})
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 # DefaultTolerationSeconds admission plugin.
 DEFAULT_TOLERATION_SECONDS = 300
@@ -193,7 +202,10 @@ def _create_pod(obj: dict[str, Any]) -> None:
 
 
 def _admit_pod(spec: dict[str, Any]) -> None:
-    """The Priority and DefaultTolerationSeconds admission plugins, without priority classes."""
+    """The ServiceAccount (name only), Priority and DefaultTolerationSeconds admission plugins."""
+    if not spec.get("serviceAccountName"):
+        spec["serviceAccountName"] = "default"
+    spec["serviceAccount"] = spec["serviceAccountName"]
     if "priority" not in spec and not spec.get("priorityClassName"):
         spec["priority"] = 0
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
@@ -237,7 +249,32 @@ def _create_workload(obj: dict[str, Any]) -> None:
     obj["status"] = {}
 
 
+def _create_ingress(obj: dict[str, Any]) -> None:
+    obj["status"] = {"loadBalancer": {}}
+
+
+def _create_crd_like(kind_name: str) -> Callable[[dict[str, Any]], None]:
+    def create(obj: dict[str, Any]) -> None:
+        """A create cannot set status; what is read back is the schema's default status (if any)."""
+        obj.pop("status", None)
+        _default_crd_status(kind_name, obj)
+
+    return create
+
+
+def _default_crd_status(kind_name: str, obj: dict[str, Any]) -> None:
+    from kmesh.api import crdrules
+    from kmesh.api.schemas.gateway import RULES, TOP
+
+    if kind_name in TOP:
+        crdrules.default_object(RULES, TOP[kind_name], obj)
+
+
 _CREATE = {
+    "Ingress": _create_ingress,
+    "GatewayClass": _create_crd_like("GatewayClass"),
+    "Gateway": _create_crd_like("Gateway"),
+    "HTTPRoute": _create_crd_like("HTTPRoute"),
     "Namespace": _create_namespace,
     "Pod": _create_pod,
     "Service": _create_service,
@@ -309,6 +346,8 @@ def _prepare_status_update(k: Kind, new: dict[str, Any], old: dict[str, Any]) ->
     elif k.kind == "Service" and isinstance(new.get("spec"), dict):
         if new["spec"].get("type") != "LoadBalancer" and isinstance(new.get("status"), dict):
             new["status"]["loadBalancer"] = {}
+    elif k.group == GATEWAY_GROUP:
+        _default_crd_status(k.kind, new)  # upstream defaults every write, the status subresource's too
 
 
 def _copy_key(dst: dict[str, Any], src: dict[str, Any], key: str) -> None:
@@ -334,6 +373,13 @@ def _update_deployment(new: dict[str, Any], old: dict[str, Any]) -> None:
 
 def _update_replicaset(new: dict[str, Any], old: dict[str, Any]) -> None:
     if new.get("spec") != old.get("spec"):
+        _bump(new, old)
+
+
+def _update_spec_generation(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """Ingress, IngressClass and the CRD-like kinds: a change outside metadata and status bumps generation."""
+    skip = ("metadata", "status", "kind", "apiVersion")
+    if {k: v for k, v in new.items() if k not in skip} != {k: v for k, v in old.items() if k not in skip}:
         _bump(new, old)
 
 
@@ -464,6 +510,12 @@ _UPDATE = {
     "EndpointSlice": _update_endpointslice,
     "Namespace": _update_namespace,
     "Service": _update_service,
+    "Ingress": _update_spec_generation,
+    "IngressClass": _update_spec_generation,
+    "GatewayClass": _update_spec_generation,
+    "Gateway": _update_spec_generation,
+    "HTTPRoute": _update_spec_generation,
+    "ReferenceGrant": _update_spec_generation,
 }
 
 

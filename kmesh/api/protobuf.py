@@ -95,6 +95,7 @@ SPEC: dict[str, str] = {
         "1 kind s, 2 namespace s, 3 name s, 4 uid s, 5 apiVersion s, 6 resourceVersion s, 7 fieldPath s"
     ),
     "LocalObjectReference": "1 name s",
+    "TypedLocalObjectReference": "1 apiGroup s, 2 kind s!, 3 name s!",
     "Event": (
         "1 metadata ObjectMeta, 2 involvedObject ObjectReference, 3 reason s, 4 message s,"
         " 5 source EventSource, 6 firstTimestamp T, 7 lastTimestamp T, 8 count i, 9 type s,"
@@ -411,6 +412,33 @@ SPEC: dict[str, str] = {
         "1 holderIdentity s!, 2 leaseDurationSeconds i!, 3 acquireTime M, 4 renewTime M,"
         " 5 leaseTransitions i!, 6 strategy s!, 7 preferredHolder s!"
     ),
+    # ---- k8s.io/api/networking/v1 (``kubectl create ingress|ingressclass`` send these)
+    "networking.Ingress": (
+        "1 metadata ObjectMeta, 2 spec networking.IngressSpec, 3 status networking.IngressStatus"
+    ),
+    "networking.IngressSpec": (
+        "4 ingressClassName s, 1 defaultBackend networking.IngressBackend, 2 tls networking.IngressTLS*,"
+        " 3 rules networking.IngressRule*"
+    ),
+    "networking.IngressBackend": (
+        "4 service networking.IngressServiceBackend, 3 resource TypedLocalObjectReference"
+    ),
+    "networking.IngressServiceBackend": "1 name s!, 2 port networking.ServiceBackendPort",
+    "networking.ServiceBackendPort": "1 name s, 2 number i",
+    "networking.IngressTLS": "1 hosts s*, 2 secretName s",
+    "networking.IngressRule": "1 host s, 2 ingressRuleValue networking.IngressRuleValue^",
+    "networking.IngressRuleValue": "1 http networking.HTTPIngressRuleValue",
+    "networking.HTTPIngressRuleValue": "1 paths networking.HTTPIngressPath*",
+    "networking.HTTPIngressPath": "1 path s, 3 pathType s, 2 backend networking.IngressBackend",
+    "networking.IngressStatus": "1 loadBalancer networking.IngressLoadBalancerStatus",
+    "networking.IngressLoadBalancerStatus": "1 ingress networking.IngressLoadBalancerIngress*",
+    "networking.IngressLoadBalancerIngress": "1 ip s, 2 hostname s, 4 ports networking.IngressPortStatus*",
+    "networking.IngressPortStatus": "1 port i!, 2 protocol s!, 3 error s",
+    "networking.IngressClass": "1 metadata ObjectMeta, 2 spec networking.IngressClassSpec",
+    "networking.IngressClassSpec": "1 controller s, 2 parameters networking.IngressClassParametersReference",
+    "networking.IngressClassParametersReference": (
+        "1 apiGroup s, 2 kind s!, 3 name s!, 4 scope s, 5 namespace s"
+    ),
     # ---- k8s.io/api/autoscaling/v1.  ScaleSpec.replicas is `omitempty` in Go, but
     # a scale to 0 must stay 0 here, so it keeps its zero.
     "autoscaling.Scale": (
@@ -436,9 +464,13 @@ ROOTS: dict[tuple[str, str], str] = {
     ("apps", "ReplicaSet"): "apps.ReplicaSet",
     ("discovery.k8s.io", "EndpointSlice"): "discovery.EndpointSlice",
     ("coordination.k8s.io", "Lease"): "coordination.Lease",
+    ("networking.k8s.io", "Ingress"): "networking.Ingress",
+    ("networking.k8s.io", "IngressClass"): "networking.IngressClass",
     ("autoscaling", "Scale"): "autoscaling.Scale",
 }
-"""Which message decodes a body of each (group, kind); DeleteOptions is accepted in any group."""
+"""Which message decodes a body of each (group, kind); DeleteOptions is accepted in any group.
+
+Kinds upstream serves as CRDs (the Gateway API) have no protobuf form: clients send them as JSON."""
 
 _SCALARS = frozenset("sbiy")
 _SPECIALS = frozenset("TMQIJ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -417,6 +418,56 @@ _COLUMNS: dict[str, list[dict[str, Any]]] = {
         _col("Name", "string", _NAME_DOC, 1, "name"),
     ],
 }
+
+_CRD_AGE = _col("Age", "date", "How long ago the object was created.")
+_COLUMNS.update({
+    "Secret": [
+        _name_col(),
+        _col("Type", "string", "The type of the secret."),
+        _col("Data", "string", "How many data keys the secret holds."),
+        _age_col(),
+    ],
+    "ServiceAccount": [
+        _name_col(),
+        _col("Secrets", "string", "How many secrets the service account lists."),
+        _age_col(),
+    ],
+    "Ingress": [
+        _name_col(),
+        _col("Class", "string", "The ingress class of the ingress."),
+        _col("Hosts", "string", "The hosts of the ingress's rules."),
+        _col("Address", "string", "Where the ingress is reached."),
+        _col("Ports", "string", "The ports the ingress is served on."),
+        _age_col(),
+    ],
+    "IngressClass": [
+        _name_col(),
+        _col("Controller", "string", "The controller that implements the class."),
+        _col("Parameters", "string", "The resource that configures the class."),
+        _age_col(),
+    ],
+    # The Gateway API CRDs' additionalPrinterColumns.
+    "GatewayClass": [
+        _name_col(),
+        _col("Controller", "string", "The controller that manages Gateways of the class."),
+        _col("Accepted", "string", "Whether the controller accepted the class."),
+        _CRD_AGE,
+        _col("Description", "string", "What the class is for.", 1),
+    ],
+    "Gateway": [
+        _name_col(),
+        _col("Class", "string", "The GatewayClass of the Gateway."),
+        _col("Address", "string", "The first address the Gateway is reached at."),
+        _col("Programmed", "string", "Whether the Gateway is programmed in its data plane."),
+        _CRD_AGE,
+    ],
+    "HTTPRoute": [
+        _name_col(),
+        _col("Hostnames", "string", "The hostnames the route matches."),
+        _CRD_AGE,
+    ],
+    "ReferenceGrant": [_name_col(), _CRD_AGE],
+})
 
 _DEFAULT_COLUMNS = [_name_col(), _col("Created At", "date", _CREATED_DOC)]
 
@@ -872,6 +923,77 @@ def _event_row(ev: Obj, now: datetime) -> Row:
     return cells, None
 
 
+def _secret_row(secret: Obj, now: datetime) -> Row:
+    return [_name(secret), secret.get("type") or "", len(secret.get("data") or {}), _age(secret, now)], None
+
+
+def _service_account_row(sa: Obj, now: datetime) -> Row:
+    return [_name(sa), len(sa.get("secrets") or []), _age(sa, now)], None
+
+
+def _ingress_hosts(rules: Any) -> str:
+    """Up to three hosts, then how many rules more (``*`` when no rule has a host)."""
+    hosts: list[str] = []
+    more = False
+    rules = [r for r in (rules or []) if isinstance(r, dict)]
+    for rule in rules:
+        if len(hosts) == 3:
+            more = True
+        if not more and rule.get("host"):
+            hosts.append(rule["host"])
+    if not hosts:
+        return "*"
+    text = ",".join(hosts)
+    return f"{text} + {len(rules) - 3} more..." if more else text
+
+
+def _ingress_row(ing: Obj, now: datetime) -> Row:
+    spec = ing.get("spec") or {}
+    address = _lb_ingress(ing, wide=False)
+    ports = "80, 443" if spec.get("tls") else "80"
+    return [_name(ing), spec.get("ingressClassName") or "<none>", _ingress_hosts(spec.get("rules")), address,
+            ports, _age(ing, now)], None
+
+
+def _ingress_class_row(ic: Obj, now: datetime) -> Row:
+    params = _g(ic, "spec", "parameters")
+    shown = "<none>"
+    if isinstance(params, dict):
+        shown = params.get("kind") or ""
+        if params.get("apiGroup") is not None:
+            shown += "." + params["apiGroup"]
+        shown += "/" + (params.get("name") or "")
+    return [_name(ic), _g(ic, "spec", "controller", default=""), shown, _age(ic, now)], None
+
+
+def _condition_status(obj: Obj, ctype: str) -> str | None:
+    for c in _g(obj, "status", "conditions", default=[]) or []:
+        if isinstance(c, dict) and c.get("type") == ctype:
+            return c.get("status")
+    return None
+
+
+def _gateway_class_row(gc: Obj, now: datetime) -> Row:
+    return [_name(gc), _g(gc, "spec", "controllerName"), _condition_status(gc, "Accepted"), _age(gc, now),
+            _g(gc, "spec", "description")], None
+
+
+def _gateway_row(gw: Obj, now: datetime) -> Row:
+    addresses = [a for a in _g(gw, "status", "addresses", default=[]) or [] if isinstance(a, dict) and "value" in a]
+    return [_name(gw), _g(gw, "spec", "gatewayClassName"), addresses[0]["value"] if addresses else None,
+            _condition_status(gw, "Programmed"), _age(gw, now)], None
+
+
+def _httproute_row(route: Obj, now: datetime) -> Row:
+    hostnames = _g(route, "spec", "hostnames")
+    shown = json.dumps(hostnames, separators=(",", ":")) if isinstance(hostnames, list) and hostnames else None
+    return [_name(route), shown, _age(route, now)], None
+
+
+def _name_age_row(obj: Obj, now: datetime) -> Row:
+    return [_name(obj), _age(obj, now)], None
+
+
 def _default_row(obj: Obj, now: datetime) -> Row:
     t = _parse_time(_g(obj, "metadata", "creationTimestamp"))
     created = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "0001-01-01T00:00:00Z"
@@ -890,6 +1012,14 @@ _PRINTERS: dict[str, Callable[[Obj, datetime], Row]] = {
     "ConfigMap": _configmap_row,
     "Lease": _lease_row,
     "Event": _event_row,
+    "Secret": _secret_row,
+    "ServiceAccount": _service_account_row,
+    "Ingress": _ingress_row,
+    "IngressClass": _ingress_class_row,
+    "GatewayClass": _gateway_class_row,
+    "Gateway": _gateway_row,
+    "HTTPRoute": _httproute_row,
+    "ReferenceGrant": _name_age_row,
 }
 
 

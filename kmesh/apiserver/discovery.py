@@ -47,17 +47,17 @@ def _group_version(group: str, version: str) -> dict[str, str]:
 
 def api_group(group: str) -> dict[str, Any] | None:
     """The /apis/<group> document, or None for an unknown group."""
-    for g, v in GROUPS:
-        if g == group:
-            gv = _group_version(g, v)
-            return {"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv], "preferredVersion": gv}
-    return None
+    versions = [_group_version(g, v) for g, v in GROUPS if g == group]
+    if not versions:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
+            "preferredVersion": versions[0]}
 
 
 def api_group_list() -> dict[str, Any]:
     """The /apis document."""
     groups = []
-    for g, _ in GROUPS:
+    for g in dict.fromkeys(g for g, _ in GROUPS):
         doc = api_group(g)
         assert doc is not None
         doc.pop("kind")

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmesh.api import codec, tables
 from kmesh.api import errors as E
-from kmesh.api.kinds import Kind, by_resource
+from kmesh.api.kinds import Kind, as_version, by_resource
 from kmesh.apiserver import discovery, openapi
 from kmesh.apiserver.authn import Authenticator, peer_certificate
 from kmesh.apiserver.fieldvalidation import FieldValidation
@@ -50,7 +50,7 @@ class EncodedEvents:
     hundreds of megabytes after their watchers have moved on."""
 
     def __init__(self, size: int = 8192, max_bytes: int = ENCODED_CACHE_BYTES) -> None:
-        self._lines: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
+        self._lines: OrderedDict[tuple[str, str, str, str, str], bytes] = OrderedDict()
         self._size = size
         self._max_bytes = max_bytes
         self.bytes = 0
@@ -61,7 +61,7 @@ class EncodedEvents:
         rv = md.get("resourceVersion") or ""
         if ev.type in ("ERROR", "BOOKMARK") or not rv:
             return _json({"type": ev.type, "object": ev.obj}) + b"\n"
-        key = (ev.type, rv, md.get("namespace") or "", md.get("name") or "")
+        key = (ev.type, rv, md.get("namespace") or "", md.get("name") or "", ev.obj.get("apiVersion") or "")
         line = self._lines.get(key)
         if line is None:
             line = _json({"type": ev.type, "object": ev.obj}) + b"\n"
@@ -345,8 +345,8 @@ class APIApp:
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        kind = by_resource(group, rest[0])
-        if kind is None or kind.version != version or len(rest) > 3:
+        kind = by_resource(group, rest[0], version)
+        if kind is None or len(rest) > 3:
             raise E.APIError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) >= 2 else None
         sub = rest[2] if len(rest) == 3 else None
@@ -402,7 +402,7 @@ class APIApp:
             obj = self._decode(req, kind)
             fields = FieldValidation.from_query(req.query.get("fieldValidation"))
             created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req), fields=fields)
-            await self._send(send, 201, _json(created), extra_headers=fields.headers())
+            await self._send(send, 201, _json(as_version(kind, created)), extra_headers=fields.headers())
             return "create", kind.plural
         if req.method == "DELETE":
             opts = self._delete_options(req)
@@ -423,7 +423,7 @@ class APIApp:
             obj = await (r.get_scale(kind, namespace, name) if sub == "scale" else r.get(kind, namespace, name))
             if sub is None and _wants_table(req.headers.get("accept", "")):
                 obj = tables.table(kind, [obj], include_object=req.query.get("includeObject", "Metadata"))
-            await self._send(send, 200, _json(obj))
+            await self._send(send, 200, _json(as_version(kind, obj)))
             return "get", res
         if sub == "binding" and req.method != "POST":
             raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -438,7 +438,7 @@ class APIApp:
                 out = await r.update_scale(kind, namespace, name, obj)
             else:
                 out = await r.update(kind, namespace, name, obj, subresource=sub, dry_run=dry, fields=fields)
-            await self._send(send, 200, _json(out), extra_headers=fields.headers())
+            await self._send(send, 200, _json(as_version(kind, out)), extra_headers=fields.headers())
             return "update", res
         if req.method == "PATCH":
             fields = FieldValidation.from_query(req.query.get("fieldValidation"))
@@ -446,7 +446,7 @@ class APIApp:
                 kind, namespace, name, req.headers.get("content-type", ""), req.body, subresource=sub, dry_run=dry,
                 fields=fields,
             )
-            await self._send(send, 200, _json(out), extra_headers=fields.headers())
+            await self._send(send, 200, _json(as_version(kind, out)), extra_headers=fields.headers())
             return "patch", res
         if req.method == "DELETE" and sub is None:
             opts = self._delete_options(req)
@@ -464,7 +464,7 @@ class APIApp:
                 }
                 await self._send(send, 200, _json(status))
             else:
-                await self._send(send, 200, _json(obj))
+                await self._send(send, 200, _json(as_version(kind, obj)))
             return "delete", res
         raise E.APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
@@ -485,6 +485,8 @@ class APIApp:
 
         async def emit(ev: WatchEvent) -> None:
             nonlocal sent_columns
+            if not kind.storage and ev.type in ("ADDED", "MODIFIED", "DELETED"):
+                ev = WatchEvent(ev.type, as_version(kind, ev.obj))
             if as_table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
                 obj = tables.table(kind, [ev.obj], include_object=include)
                 if sent_columns:

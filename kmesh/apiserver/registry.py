@@ -20,7 +20,7 @@ import trio
 
 from kmesh.api import codec, defaults, fieldschema, meta, patch, selectors, validation
 from kmesh.api import errors as E
-from kmesh.api.kinds import KINDS, Kind, get as kind_named
+from kmesh.api.kinds import KINDS, Kind, get as kind_named, storage_of
 from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.store import base as S
 from kmesh.store.base import Obj, Store
@@ -238,7 +238,7 @@ class Registry:
         self._check_decodes(kind, obj)
         obj = copy.deepcopy(obj)
         (fields or IGNORE).check(kind, obj)
-        obj["apiVersion"] = kind.api_version
+        obj["apiVersion"] = storage_of(kind).api_version  # v1beta1 Gateway API objects are stored as v1
         obj["kind"] = kind.kind
         md = obj.setdefault("metadata", {})
         if kind.namespaced:
@@ -382,7 +382,7 @@ class Registry:
     ) -> Obj:
         new = copy.deepcopy(obj)
         (fields or IGNORE).check(kind, new)
-        new["apiVersion"] = kind.api_version
+        new["apiVersion"] = storage_of(kind).api_version
         new["kind"] = kind.kind
         nmd = new.setdefault("metadata", {})
         nmd["name"] = name
@@ -566,7 +566,7 @@ class Registry:
         for _ in range(100):
             left = 0
             for kind in KINDS:
-                if not kind.namespaced:
+                if not kind.namespaced or not kind.storage:
                     continue
                 res = await self.store.list(kind.prefix(name))
                 for obj in res.items:

@@ -23,6 +23,7 @@ from kmesh.apiserver.listener import ConnectionLimits, serve
 from kmesh.apiserver.pki import PKI, ensure_pki
 from kmesh.apiserver.nodeaddresses import NodeAddressGuard
 from kmesh.apiserver.nodebootstrap import NodeBootstrap
+from kmesh.apiserver.ingressclass import DefaultIngressClass
 from kmesh.apiserver.registry import Admission, Registry
 from kmesh.apiserver.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
@@ -91,6 +92,7 @@ async def run_server(
     async with open_store(cfg.resolved_store_url(), etcd_tls=cfg.etcd_tls) as store, trio.open_nursery() as nursery:
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
         registry.admission["Node"] = [*registry.admission.get("Node", []), NodeAddressGuard(store, kind_named("Node"))]
+        registry.admission["Ingress"] = [DefaultIngressClass(store), *registry.admission.get("Ingress", [])]
         for hooks in registry.admission.values():
             for hook in hooks:
                 repair = getattr(hook, "repair", None)

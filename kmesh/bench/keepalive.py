@@ -4,7 +4,7 @@ kube-proxy in its iptables, nftables and IPVS modes picks an endpoint when a
 connection opens (conntrack, or IPVS's connection table, remembers the
 choice), so every request of a keep-alive connection goes where its first one
 went: the proxy balances connections, not requests (kubernetes#37932,
-#38456). This sends ``plan.requests`` ``GET /hostname`` requests over
+#38456). This sends ``plan.requests`` ``GET /hostname`` (``--path``) requests over
 ``plan.concurrency`` connections open at the same time, one request after the
 other on each (h11 for HTTP/1.1), and keeps what each connection got.
 
@@ -17,7 +17,10 @@ with an idempotent GET); any other failure is the request's error.
 
 The judge looks at connections: each connection's first endpoint is one draw
 of the proxy's choice, so ``uniform`` (``sticky``, ``weights``) is tested
-over those; the per-request split is shown beside it.
+over those; the per-request split is shown beside it. Through a Gateway or
+the ingress controller (``--via``) an L7 proxy picks an endpoint per request:
+one connection's requests spread over several endpoints (``spread``), and
+the judge looks at the requests instead.
 
 ``send_keepalive`` only talks to sockets; ``tally_connections`` and
 ``judge_keepalive`` are pure.
@@ -35,7 +38,6 @@ import h11
 import trio
 
 from kmesh.bench.lb import (
-    HTTP_PATH,
     MAX_ANSWER,
     Backend,
     LbResult,
@@ -101,11 +103,11 @@ async def _connect(probe: Probe) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-async def _get(stream: trio.SocketStream, conn: h11.Connection, host: str) -> tuple[int, bytes]:
-    """One ``GET /hostname`` on an open connection: (status, body)."""
+async def _get(stream: trio.SocketStream, conn: h11.Connection, host: str, path: str) -> tuple[int, bytes]:
+    """One ``GET path`` on an open connection: (status, body)."""
     got = False
     try:
-        req = h11.Request(method="GET", target=HTTP_PATH, headers=[("Host", host), ("User-Agent", "kmesh-bench")])
+        req = h11.Request(method="GET", target=path, headers=[("Host", host), ("User-Agent", "kmesh-bench")])
         await stream.send_all(conn.send(req) + conn.send(h11.EndOfMessage()))
         status, body = 0, bytearray()
         while True:
@@ -164,7 +166,7 @@ async def _client(probe: Probe, client: int, quota: int, conns: list[Connection]
                     if stream is None:
                         stream, h = await _connect(probe), h11.Connection(h11.CLIENT)
                     assert h is not None
-                    status, body = await _get(stream, h, host)
+                    status, body = await _get(stream, h, host, probe.path)
             except _Dropped as exc:
                 if reused:  # the server had closed this idle connection: the same request on a new one
                     await drop(exc.kind)
@@ -265,6 +267,11 @@ class ConnectionTally:
         """Connections with two or more answers (those that can show pinning or not)."""
         return sum(r.answered >= 2 for r in self.rows)
 
+    @property
+    def spread(self) -> int:
+        """Connections whose answers came from two or more endpoints (a proxy balancing per request)."""
+        return sum(len(r.endpoints) >= 2 for r in self.rows)
+
     def ended(self) -> dict[str, int]:
         """How many connections ended early, by why."""
         out: dict[str, int] = {}
@@ -303,18 +310,27 @@ class KeepaliveResult(LbResult):
         for e in d["endpoints"]:
             e["connections"] = first.get(e["name"], 0)
         ct = self.connections
-        d.update({"keepalive": True, "judged": "connections", "connections": len(ct.rows),
-                  "reconnects": ct.reconnects, "pinned": ct.pinned, "pinned_of": ct.multi,
+        d.update({"keepalive": True, "judged": judged_over(self.plan), "connections": len(ct.rows),
+                  "reconnects": ct.reconnects, "pinned": ct.pinned, "pinned_of": ct.multi, "spread": ct.spread,
                   "per_connection": [r.as_dict() for r in ct.rows]})
         return d
 
 
+def judged_over(plan: Plan) -> str:
+    """What a keep-alive run is judged over: ``connections`` through kube-proxy (it picks an endpoint per
+    connection: each one's first endpoint is one draw), ``requests`` through a Gateway or the ingress controller
+    (``--via``: an L7 proxy picks per request)."""
+    return "requests" if plan.via is not None else "connections"
+
+
 def judge_keepalive(plan: Plan, conns: Sequence[Connection], duration: float) -> KeepaliveResult:
-    """Tally requests and connections; judge the plan's expectation over the connections' first endpoints."""
+    """Tally requests and connections; judge the plan's expectation over the connections' first endpoints (over the
+    requests with ``--via``), per Service when the expectation weighs Services."""
     t = tally(plan.target.endpoints, [o for c in conns for o in c.outcomes])
     ct = tally_connections(plan.target.endpoints, conns)
-    v = judge(ct.first, plan.shares, plan.expect, plan.alpha)
-    v = replace(v, reason=f"over {ct.first.answered} connection(s): {v.reason}")
+    basis = t if judged_over(plan) == "requests" else ct.first
+    v = judge(plan.cells(basis), plan.shares, plan.expect, plan.alpha)
+    v = replace(v, reason=f"over {basis.answered} {judged_over(plan)[:-1]}(s): {v.reason}")
     return KeepaliveResult(plan, t, Latency.of(t.latencies), v, duration, ct)
 
 

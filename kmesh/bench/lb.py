@@ -3,14 +3,20 @@
 It sends N requests (a new TCP connection each, or one UDP datagram each)
 to a Service's ClusterIP:port from one place in the lab — a pod's network
 namespace (netns runtime), a pod's loopback address (sim runtime) or this
-process — and asks every answer who served it (HTTP: ``GET /hostname``): agnhost ``serve-hostname``
-(and ``netexec``) answer their pod name, kmesh/echo's HTTP JSON names it in ``pod``. With ``keepalive``
-the requests go over persistent HTTP/1.1 connections instead (kmesh.bench.keepalive). The answers are counted per
-endpoint of the Service's EndpointSlices (endpoints that got nothing
-included) and the split is judged against what was expected: ``uniform``
-over the usable endpoints, explicit ``weights``, or ``sticky`` (one client,
-one endpoint: sessionAffinity ClientIP) — with a chi-square goodness-of-fit
-test where a p-value makes sense.
+process — and asks every answer who served it (HTTP: ``GET /hostname``):
+agnhost ``serve-hostname`` (and ``netexec``) answer their pod name, kmesh/echo's
+and echo-basic's JSON name it in ``pod``. With ``keepalive`` the requests go
+over persistent HTTP/1.1 connections instead (kmesh.bench.keepalive). With
+``via`` they go, as HTTP, to a Gateway's or the ingress controller's
+LoadBalancer address instead of the ClusterIP (kmesh.bench.via), and SERVICE
+may list several Services (``v1,v2``) whose endpoints are all counted. The
+answers are counted per endpoint of the Services' EndpointSlices (endpoints
+that got nothing included) and the split is judged against what was
+expected: ``uniform`` over the usable endpoints, explicit ``weights`` (per
+endpoint, or per Service: ``weights:v1=90,v2=10`` judges the answers counted
+per Service), or ``sticky`` (one client, one endpoint: sessionAffinity
+ClientIP) — with a chi-square goodness-of-fit test where a p-value makes
+sense.
 
 The pieces are separate so tests can drive each: ``resolve_service`` and
 ``resolve_source`` read the API, ``send_requests`` only talks to sockets,
@@ -26,9 +32,9 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -40,6 +46,9 @@ from kmesh.lab.datadir import ClusterInfo
 from kmesh.proxy import topology
 from kmesh.proxy.convert import SERVICE_NAME_LABEL, slice_endpoints
 from kmesh.proxy.model import Endpoint, usable
+
+if TYPE_CHECKING:
+    from kmesh.bench.via import Via
 
 Protocol = Literal["tcp", "http", "udp"]
 UDP_PAYLOAD = b"hostname"  # serve-hostname --udp answers anything; netexec's UDP server wants "hostname"
@@ -68,6 +77,7 @@ class Backend(Endpoint):
 
     name: str  # the pod name (targetRef) — what serve-hostname answers — else ip:port
     hostname: str = ""
+    service: str = ""  # the Service it came from, as SERVICE names it (NAME, or NS/NAME outside --namespace)
 
     def aliases(self) -> set[str]:
         """Every answer that names this endpoint: pod name, its hostname form, endpoint hostname, IP."""
@@ -91,9 +101,10 @@ class ServiceTarget:
     session_affinity: bool = False
     internal_local: bool = False  # internalTrafficPolicy: Local
     endpoints: tuple[Backend, ...] = ()
+    label: str = ""  # how to show it when it is several Services merged (``merge_targets``)
 
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}:{self.port_name or self.port}"
+        return self.label or f"{self.namespace}/{self.name}:{self.port_name or self.port}"
 
     def usable(self, node: str | None = None, zone: str = "") -> list[Backend]:
         """Where a proxy sends traffic: the ready endpoints, else the serving terminating ones (upstream's rule).
@@ -135,15 +146,17 @@ def _pick_port(svc: Obj, port: str | None, udp: bool) -> Obj:
     return same[0]
 
 
-def backends_from_slices(slices: Sequence[Obj], port_name: str, protocol: str) -> tuple[Backend, ...]:
-    """The endpoints of one Service port across its IPv4 EndpointSlices (de-duplicated, sorted by name)."""
+def backends_from_slices(slices: Sequence[Obj], port_name: str, protocol: str,
+                         service: str = "") -> tuple[Backend, ...]:
+    """The endpoints of one Service port across its IPv4 EndpointSlices (de-duplicated, sorted by name),
+    each marked as coming from ``service``."""
     seen: dict[str, Backend] = {}
     for ep, e in slice_endpoints(slices, port_name, protocol):
         ref = ep.get("targetRef") or {}
         b = Backend(
             name=ref.get("name") or f"{e.ip}:{e.port}", ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
             terminating=e.terminating, node=e.node, zone=e.zone, zone_hints=e.zone_hints,
-            hostname=ep.get("hostname") or "",
+            hostname=ep.get("hostname") or "", service=service,
         )
         seen.setdefault(b.addr, b)
     return tuple(sorted(seen.values(), key=lambda b: (b.name, b.addr)))
@@ -184,7 +197,7 @@ async def resolve_service(client: Any, namespace: str, service: str, port: str |
     sp = _pick_port(svc, port, udp)
     protocol = sp.get("protocol") or "TCP"
     slices, _ = await client.list_all("EndpointSlice", namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}")
-    backends = backends_from_slices(slices, sp.get("name") or "", protocol)
+    backends = backends_from_slices(slices, sp.get("name") or "", protocol, service)
     target = ServiceTarget(
         namespace=namespace, name=service, cluster_ip=cip, port=int(sp["port"]), protocol=protocol,
         port_name=sp.get("name") or "", app_protocol=sp.get("appProtocol") or "",
@@ -196,6 +209,41 @@ async def resolve_service(client: Any, namespace: str, service: str, port: str |
         raise UsageError("SERVICE", f"Service {target} has {what}: nothing to balance over "
                                     "(do its pods run and pass their readiness probes?)")
     return target
+
+
+def parse_services(text: str, namespace: str) -> list[tuple[str, str]]:
+    """SERVICE as given: one Service or a comma list (``v1,v2``), each ``NAME`` (in ``namespace``) or ``NS/NAME``;
+    ``[(namespace, name), ...]`` in order. ``UsageError`` (``SERVICE``) for an empty or repeated entry."""
+    out: list[tuple[str, str]] = []
+    for item in text.split(","):
+        ns, slash, name = item.strip().rpartition("/")
+        ns = ns if slash else namespace
+        if not name or not ns or "/" in ns:
+            raise UsageError("SERVICE", f"{text!r} is not a Service or a comma list of them ([NS/]NAME,...)")
+        if (ns, name) in out:
+            raise UsageError("SERVICE", f"Service {ns}/{name} is listed twice in {text!r}")
+        out.append((ns, name))
+    return out
+
+
+def service_key(ns: str, name: str, namespace: str) -> str:
+    """How a Service is named in the output and in ``--expect weights:``: NAME in ``namespace``, else NS/NAME."""
+    return name if ns == namespace else f"{ns}/{name}"
+
+
+def merge_targets(targets: Sequence[ServiceTarget]) -> ServiceTarget:
+    """Several Services as one target: the endpoints of them all (an endpoint two of them share counted once,
+    for the first); the first one's port and policies. One target is returned as it is."""
+    if len(targets) == 1:
+        return targets[0]
+    seen: dict[str, Backend] = {}
+    for t in targets:
+        for b in t.endpoints:
+            seen.setdefault(b.addr, b)
+    first = targets[0]
+    return replace(first, name=",".join(t.name for t in targets), cluster_ip="",
+                   endpoints=tuple(sorted(seen.values(), key=lambda b: (b.service, b.name, b.addr))),
+                   label=", ".join(str(t) for t in targets))
 
 
 # ------------------------------------------------------------------ where requests come from
@@ -245,13 +293,13 @@ def _source_of(info: ClusterInfo, pod: Obj, exists: Callable[[str], bool]) -> So
 
 async def resolve_source(
     client: Any, info: ClusterInfo, namespace: str, from_pod: str | None, target: ServiceTarget | None = None,
-    *, rng: random.Random | None = None, exists: Callable[[str], bool] | None = None,
+    *, rng: random.Random | None = None, exists: Callable[[str], bool] | None = None, avoid: Collection[str] = (),
 ) -> Source:
     """Where to send from: ``from_pod`` (``POD`` in ``namespace`` or ``NS/POD``), else a default.
 
     The default in the netns and host runtimes is a random running pod whose
     namespace is on this machine (one that is not an endpoint of ``target``
-    if there is one), else a node's namespace (host: this machine itself); in
+    nor has an address in ``avoid``, if there is one), else a node's namespace (host: this machine itself); in
     the sim runtime it is this process on loopback."""
     if exists is None:
         from kmesh.net import netns
@@ -265,7 +313,7 @@ async def resolve_source(
     if info.runtime not in ("netns", "host"):
         return Source()
     pods, _ = await client.list_all("Pod")
-    backends = {b.ip for b in (target.endpoints if target else ())}
+    backends = {b.ip for b in (target.endpoints if target else ())} | set(avoid)
     candidates = [p for p in pods if _running(p) and not (p.get("spec") or {}).get("hostNetwork")
                   and exists(_pod_netns(info, p))]
     outside = [p for p in candidates if p["status"]["podIP"] not in backends]
@@ -296,6 +344,7 @@ class Probe:
     bind_ip: str | None = None
     timeout: float = 2.0
     http_host: str = ""
+    path: str = HTTP_PATH  # what HTTP requests ask for
 
 
 @dataclass(frozen=True)
@@ -388,7 +437,7 @@ async def _exchange(probe: Probe) -> str:
         if probe.protocol == "tcp":
             return (await _read_all(sock)).decode(errors="replace")
         host = probe.http_host or probe.host
-        await sock.send(f"GET {HTTP_PATH} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kmesh-bench\r\n"
+        await sock.send(f"GET {probe.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kmesh-bench\r\n"
                         "Connection: close\r\n\r\n".encode())
         data = await _read_all(sock, _http_complete)
     if not data:
@@ -591,6 +640,52 @@ def expected_shares(target: ServiceTarget, expect: Expectation, node: str | None
     return {n: v / total for n, v in w.items()}
 
 
+def service_shares(targets: Sequence[ServiceTarget], services: Sequence[str], expect: Expectation,
+                   namespace: str = "default") -> dict[str, float] | None:
+    """The expected share of each Service (``targets``, named ``services``) when ``expect`` weighs Services
+    (``weights:v1=90,v2=10``, a key being NAME or NS/NAME); None when it weighs endpoints or is not ``weights``.
+    Services not named get 0.
+
+    ``UsageError`` (``--expect``) when the keys mix Services and endpoints, or when two of the Services share an
+    endpoint (its answers could not be told apart)."""
+    if expect.kind != "weights":
+        return None
+    alias = {k: k for k in services}
+    alias.update({f"{namespace}/{k}": k for k in services if "/" not in k})
+    named = [k for k, _ in expect.weights if k in alias]
+    if not named:
+        return None
+    others = [k for k, _ in expect.weights if k not in alias]
+    if others:
+        raise UsageError("--expect", f"weights name Services ({', '.join(named)}) and something else "
+                                     f"({', '.join(others)}): weigh Services ({', '.join(services)}) or endpoints, "
+                                     "not both")
+    owners: dict[str, set[str]] = {}
+    for t, key in zip(targets, services):
+        for b in t.endpoints:
+            owners.setdefault(b.addr, set()).add(key)
+    shared = [a for a, o in owners.items() if len(o) > 1]
+    if shared:
+        raise UsageError("--expect", f"the Services share endpoint(s) {', '.join(shared)}: "
+                                     "a split per Service cannot be told apart")
+    w = {k: 0.0 for k in services}
+    for key, weight in expect.weights:
+        w[alias[key]] += weight
+    total = sum(w.values())
+    return {k: v / total for k, v in w.items()}
+
+
+def by_service(t: Tally, endpoints: Sequence[Backend], services: Sequence[str]) -> Tally:
+    """The tally counted per Service (in ``services``' order) instead of per endpoint; unknown answers, errors and
+    latencies as they were."""
+    of = {b.name: b.service for b in endpoints}
+    counts = {k: 0 for k in services}
+    for name, c in t.counts.items():
+        key = of.get(name, "")
+        counts[key] = counts.get(key, 0) + c
+    return Tally(counts, dict(t.unknown), dict(t.errors), list(t.latencies))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether the split matched the expectation, and why."""
@@ -655,6 +750,17 @@ class Plan:
     concurrency: int  # with keepalive: the number of connections, open at the same time
     alpha: float = DEFAULT_ALPHA
     keepalive: bool = False  # HTTP/1.1 requests over persistent connections (kmesh.bench.keepalive)
+    via: Via | None = None  # requests to a Gateway or the ingress controller instead of the ClusterIP
+    services: tuple[str, ...] = ()  # the Services whose endpoints are counted, as SERVICE names them
+    per_service: bool = False  # the expectation weighs Services: judged over answers counted per Service
+
+    def cells(self, t: Tally) -> Tally:
+        """What the judge tests: ``t`` per endpoint, or per Service when the expectation weighs Services."""
+        return by_service(t, self.target.endpoints, self.services) if self.per_service else t
+
+    def service_counts(self, t: Tally) -> dict[str, int]:
+        """Answers per Service (every Service of the plan listed)."""
+        return by_service(t, self.target.endpoints, self.services).counts if self.services else {}
 
 
 @dataclass(frozen=True)
@@ -680,14 +786,27 @@ class LbResult:
         def num(x: float) -> float | None:
             return None if math.isnan(x) or math.isinf(x) else x
 
+        plan = self.plan
+        per_service = plan.service_counts(t)
         return {
-            "service": str(self.plan.target), "target": f"{probe.host}:{probe.port}", "protocol": probe.protocol,
-            "source": self.plan.source.description, "requests": self.plan.requests,
-            "concurrency": self.plan.concurrency, "duration": self.duration,
+            "service": str(plan.target), "target": f"{probe.host}:{probe.port}", "protocol": probe.protocol,
+            "via": plan.via.spec() if plan.via else "service",
+            "host": probe.http_host if probe.protocol == "http" else None,
+            "path": probe.path if probe.protocol == "http" else None,
+            "source": plan.source.description, "requests": plan.requests,
+            "concurrency": plan.concurrency, "duration": self.duration,
+            "cells": "services" if plan.per_service else "endpoints",
             "endpoints": [
-                {"name": k, "address": by_name[k].addr if k in by_name else None,
-                 "node": by_name[k].node if k in by_name else None, "count": c, "expected": v.expected.get(k)}
+                {"name": k, "service": by_name[k].service if k in by_name else None,
+                 "address": by_name[k].addr if k in by_name else None,
+                 "node": by_name[k].node if k in by_name else None, "count": c,
+                 "expected": None if plan.per_service else v.expected.get(k)}
                 for k, c in t.cells().items()
+            ],
+            "services": [
+                {"name": k, "endpoints": sum(b.service == k for b in plan.target.endpoints), "count": c,
+                 "expected": v.expected.get(k) if plan.per_service else None}
+                for k, c in per_service.items()
             ],
             "errors": dict(t.errors),
             "latency": {"p50": num(lat.p50), "p90": num(lat.p90), "p99": num(lat.p99), "max": num(lat.max)},
@@ -751,36 +870,110 @@ def load_shape(requests: int, concurrency: int, *, keepalive: bool = False, conn
     return requests, conns
 
 
+def request_path(path: str | None) -> str:
+    """The path HTTP requests ask for: ``path`` (``--path``), where one ending in ``/`` is a prefix under which
+    ``hostname`` is asked (``/`` → ``/hostname``, where agnhost netexec names its pod; echo-basic answers any
+    path); None: ``/hostname``. ``UsageError`` (``--path``) for anything but an absolute path without spaces."""
+    if path is None:
+        return HTTP_PATH
+    if not path.startswith("/") or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in path) or "#" in path:
+        raise UsageError("--path", f"must be an absolute path (starting with /) without spaces, got {path!r}")
+    return path + "hostname" if path.endswith("/") else path
+
+
+def check_host(host: str | None) -> None:
+    """``UsageError`` (``--host``) unless ``host`` is None or a Host header value (a name or address, maybe a
+    port)."""
+    if host is None:
+        return
+    if not host or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "/?#@" for c in host):
+        raise UsageError("--host", f"must be a host name or address (maybe with :PORT), got {host!r}")
+
+
+def check_request_args(
+    service: str, *, namespace: str = "default", via: str | None = None, host: str | None = None,
+    path: str | None = None, udp: bool = False, protocol: str = "auto", keepalive: bool = False,
+) -> tuple[Via | None, list[tuple[str, str]], str, str]:
+    """SERVICE, ``--via``, ``--host`` and ``--path`` checked together, with no lab needed: ``(via or None, the
+    Services as (namespace, name), the HTTP path, the protocol: http with --via or --keepalive)``; ``UsageError``
+    naming the argument (several Services without --via, --via with --udp, --host with raw TCP...)."""
+    from kmesh.bench.via import parse_via
+
+    route = parse_via(via, namespace)
+    names = parse_services(service, namespace)
+    if len(names) > 1 and route is None:
+        raise UsageError("SERVICE", f"{service!r} lists {len(names)} Services: a ClusterIP belongs to one; send "
+                                    "through what splits between them with --via gateway/[NS/]NAME or --via ingress")
+    if route is not None:
+        if udp:
+            raise UsageError("--udp", f"--via {route.spec()} takes HTTP requests: drop --udp")
+        if protocol == "tcp":
+            raise UsageError("--protocol", f"--via {route.spec()} takes HTTP requests: drop --protocol tcp")
+        protocol = "http"
+    if keepalive:
+        protocol = "http"
+    if udp or protocol == "tcp":
+        for flag, given in (("--host", host), ("--path", path)):
+            if given is not None:
+                raise UsageError(flag, "only goes with HTTP requests (not --udp nor --protocol tcp)")
+    check_host(host)
+    return route, names, request_path(path), protocol
+
+
 async def plan_lb(
     client: Any, info: ClusterInfo, service: str, *, namespace: str = "default", port: str | None = None,
     udp: bool = False, protocol: str = "auto", requests: int = 300, concurrency: int = 8, from_pod: str | None = None,
     expect: str = "uniform", timeout: float = 2.0, alpha: float = DEFAULT_ALPHA,
     target: tuple[str, int] | None = None, keepalive: bool = False, connections: int | None = None,
-    per_connection: int | None = None,
+    per_connection: int | None = None, via: str | None = None, host: str | None = None, path: str | None = None,
 ) -> Plan:
-    """Resolve Service, endpoints, source and expectation into a ``Plan`` (``UsageError`` on bad arguments).
+    """Resolve Service(s), endpoints, source and expectation into a ``Plan`` (``UsageError`` on bad arguments).
 
-    ``target`` sends to that ``(ip, port)`` instead of the ClusterIP (tests; a look at one endpoint).
+    ``service`` is one Service or a comma list; several need ``via``: ``gateway/[NS/]NAME`` or ``ingress``
+    sends HTTP to that Gateway's (the lab's ingress controller's) LoadBalancer address, port 80, with ``host``
+    as Host header and ``path`` (``request_path``), and counts the answers over the endpoints of every Service
+    listed. ``target`` sends to that ``(ip, port)`` instead (tests; a look at one endpoint).
     ``keepalive``: HTTP over ``connections`` persistent connections (``load_shape``)."""
+    from kmesh.bench.via import address_for, proxy_addresses, resolve_via
+
     requests, concurrency = load_shape(requests, concurrency, keepalive=keepalive, connections=connections,
                                        per_connection=per_connection, udp=udp, protocol=protocol)
-    if keepalive:
-        protocol = "http"
+    route, names, http_path, protocol = check_request_args(service, namespace=namespace, via=via, host=host,
+                                                           path=path, udp=udp, protocol=protocol, keepalive=keepalive)
     if not 0 < alpha < 1:
         raise UsageError("--alpha", f"must be between 0 and 1, got {alpha}")
     try:
         expectation = parse_expect(expect)
     except ValueError as exc:
         raise UsageError("--expect", str(exc)) from None
-    svc = await resolve_service(client, namespace, service, port, udp)
-    source = await resolve_source(client, info, namespace, from_pod, svc)
-    shares = expected_shares(svc, expectation, source.node, await node_zone(client, source.node))
+    targets: list[ServiceTarget] = []
+    for ns, name in names:
+        t = await resolve_service(client, ns, name, port, udp)
+        key = service_key(ns, name, namespace)
+        targets.append(replace(t, endpoints=tuple(replace(b, service=key) for b in t.endpoints)))
+    svc = merge_targets(targets)
+    keys = tuple(service_key(ns, name, namespace) for ns, name in names)
+    avoid: set[str] = set()
+    if route is not None:
+        route = await resolve_via(client, route)
+        avoid = await proxy_addresses(client, route)  # not from the proxy's own pod: it would call itself
+    source = await resolve_source(client, info, namespace, from_pod, svc, avoid=avoid)
+    per_service = service_shares(targets, keys, expectation, namespace)
+    shares = per_service if per_service is not None else \
+        expected_shares(svc, expectation, source.node, await node_zone(client, source.node))
     if source.netns is not None:
         await _check_can_enter(source)
-    host, dport = target or (svc.cluster_ip, svc.port)
-    probe = Probe(host=host, port=dport, protocol=choose_protocol(svc, udp, protocol), netns=source.netns,
-                  bind_ip=source.bind_ip, timeout=timeout, http_host=f"{service}.{namespace}")
-    return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha, keepalive)
+    if target is not None:
+        dest = target
+    elif route is not None:
+        dest = address_for(route, source, info)
+    else:
+        dest = (svc.cluster_ip, svc.port)
+    default_host = route.address if route is not None else f"{names[0][1]}.{names[0][0]}"
+    probe = Probe(host=dest[0], port=dest[1], protocol=choose_protocol(svc, udp, protocol), netns=source.netns,
+                  bind_ip=source.bind_ip, timeout=timeout, http_host=host or default_host, path=http_path)
+    return Plan(svc, source, probe, expectation, shares, requests, concurrency, alpha, keepalive, route, keys,
+                per_service is not None)
 
 
 async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = None, warmup: float = 0.0) -> LbResult:
@@ -790,7 +983,7 @@ async def execute(plan: Plan, on_outcome: Callable[[Outcome], None] | None = Non
     outcomes = await send_requests(plan.probe, plan.requests, plan.concurrency, on_outcome)
     duration = time.perf_counter() - start
     t = tally(plan.target.endpoints, outcomes)
-    verdict = judge(t, plan.shares, plan.expect, plan.alpha)
+    verdict = judge(plan.cells(t), plan.shares, plan.expect, plan.alpha)
     return LbResult(plan, t, Latency.of(t.latencies), verdict, duration)
 
 

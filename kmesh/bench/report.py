@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from kmesh.bench.keepalive import ENDED, KeepaliveResult, execute_keepalive, quotas
+from kmesh.bench.keepalive import ENDED, KeepaliveResult, execute_keepalive, judged_over, quotas
 from kmesh.bench.lb import LbResult, Outcome, Plan, UsageError, execute, plan_lb
 from kmesh.lab.datadir import ClusterInfo, DataDir
 
@@ -41,26 +41,78 @@ def _bar(share: float, width: int = 20) -> str:
     return "█" * full + "·" * (width - full)
 
 
+def _services(plan: Plan) -> str:
+    """``Service ns/a:http`` or ``Services ns/a:http, ns/b:http``."""
+    return f"Service{'s' if len(plan.services) > 1 else ''} {plan.target}"
+
+
+def _to(plan: Plan) -> str:
+    """Where the requests go: the Service(s) at the ClusterIP, or the Gateway / ingress controller (--via)."""
+    p = plan.probe
+    if plan.via is None:
+        return f"to {_services(plan)} at {p.host}:{p.port}"
+    at = "" if (p.host, p.port) == (plan.via.address, plan.via.port) else f" via {p.host}:{p.port}"
+    return f"to {plan.via}{at}, Host {p.http_host or p.host}, GET {p.path}, for {_services(plan)}"
+
+
 def describe_plan(plan: Plan) -> str:
     """One line saying what is about to happen."""
     p = plan.probe
+    per_service = " per Service" if plan.per_service else ""
     if plan.keepalive:
         per = sorted(set(quotas(plan.requests, plan.concurrency)))
         each = "-".join(str(n) for n in per)
         return (f"{plan.requests} http request(s) over {plan.concurrency} keep-alive connection(s) ({each} each) "
-                f"to Service {plan.target} at {p.host}:{p.port} from {plan.source.description}, expecting "
-                f"{plan.expect} over connections")
-    return (f"{plan.requests} {p.protocol} request(s) to Service {plan.target} at {p.host}:{p.port} "
-            f"from {plan.source.description}, concurrency {plan.concurrency}, expecting {plan.expect}")
+                f"{_to(plan)} from {plan.source.description}, expecting {plan.expect}{per_service} over "
+                f"{judged_over(plan)}")
+    return (f"{plan.requests} {p.protocol} request(s) {_to(plan)} from {plan.source.description}, "
+            f"concurrency {plan.concurrency}, expecting {plan.expect}{per_service}")
+
+
+def services_table(result: LbResult) -> Table:
+    """Answers per Service of the plan (and, with ``--keepalive``, the connections each one's endpoints got
+    first), beside the expected share when the expectation weighs Services."""
+    plan, t, v = result.plan, result.tally, result.verdict
+    counts = plan.service_counts(t)
+    first = plan.service_counts(result.connections.first) if isinstance(result, KeepaliveResult) else None
+    table = Table(title=f"per Service{' (judged)' if plan.per_service else ''}", title_justify="left")
+    cols = [("SERVICE", "left"), ("ENDPOINTS", "right")]
+    if first is not None:
+        cols += [("CONNS", "right")]
+    cols += [("REQUESTS" if first is not None else "COUNT", "right"), ("SHARE", "right"), ("EXPECTED", "right"),
+             ("", "left")]
+    for col, justify in cols:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    n = t.answered
+    for name, count in counts.items():
+        share = count / n if n else 0.0
+        exp = v.expected.get(name) if plan.per_service else None
+        row = [name, str(sum(b.service == name for b in plan.target.endpoints))]
+        if first is not None:
+            row.append(str(first.get(name, 0)))
+        row += [str(count), f"{share:6.1%}", "-" if exp is None else f"{exp:6.1%}", _bar(share)]
+        table.add_row(*row)
+    return table
+
+
+def _views(plan: Plan, *views: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], ...]:
+    """The views of a result, with the per-Service table after the first when the plan has several Services or
+    weighs Services."""
+    if len(plan.services) > 1 or plan.per_service:
+        return (views[0], services_table, *views[1:])
+    return views
 
 
 def split_table(result: LbResult) -> Table:
     """Count, share and expected share per endpoint (answers naming no endpoint last)."""
     plan, t, v = result.plan, result.tally, result.verdict
     by_name = {b.name: b for b in plan.target.endpoints}
-    table = Table(title=f"Service {plan.target} — {t.answered} answered, {t.failed} failed", title_justify="left")
-    for col, justify in (("ENDPOINT", "left"), ("NODE", "left"), ("ADDRESS", "left"), ("READY", "center"),
-                         ("COUNT", "right"), ("SHARE", "right"), ("EXPECTED", "right"), ("", "left")):
+    several = len(plan.services) > 1
+    table = Table(title=f"{_services(plan)} — {t.answered} answered, {t.failed} failed", title_justify="left")
+    expected = () if plan.per_service else (("EXPECTED", "right"),)  # judged per Service: in services_table
+    for col, justify in ((("SERVICE", "left"),) if several else ()) + (
+            ("ENDPOINT", "left"), ("NODE", "left"), ("ADDRESS", "left"), ("READY", "center"),
+            ("COUNT", "right"), ("SHARE", "right"), *expected, ("", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     n = t.answered
     for name, count in t.cells().items():
@@ -69,9 +121,10 @@ def split_table(result: LbResult) -> Table:
         exp = v.expected.get(name)
         style = "red" if b is None else ("" if b.ready else "dim")
         table.add_row(
+            *(((b.service if b else "-"),) if several else ()),
             name if b else f"? {name}", b.node if b else "-", b.addr if b else "-",
             ("yes" if b.ready else "no") if b else "-", str(count), f"{share:6.1%}",
-            "-" if exp is None else f"{exp:6.1%}", _bar(share), style=style,
+            *(() if plan.per_service else ("-" if exp is None else f"{exp:6.1%}",)), _bar(share), style=style,
         )
     return table
 
@@ -88,10 +141,13 @@ def summary(result: LbResult) -> Group:
     if v.test is not None:
         chi = (f"chi-square {v.test.statistic:.3f}, df {v.test.df}, p-value {v.test.p_value:.4g} "
                f"(alpha {v.alpha:g})")
+        if result.plan.per_service:
+            chi += " per Service"
+        over = judged_over(result.plan) if result.plan.keepalive else "requests"
         if result.plan.keepalive:
-            chi += " over connections"
+            chi += f" over {over}"
         if v.small_counts:
-            more = "open more --connections" if result.plan.keepalive else "send more requests"
+            more = "open more --connections" if over == "connections" else "send more requests"
             chi += f" — some expected counts < 5, {more} for a reliable test"
         lines.append(Text(chi))
     elif v.expect.kind == "sticky":
@@ -123,7 +179,7 @@ def png(path: Path, *args: Any, dpi: int = 100, **kw: Any) -> Iterator[tuple[Any
 
 def plot(result: LbResult, path: Path) -> Path:
     """A PNG bar chart: share per endpoint, with the expected share drawn as a line over each bar."""
-    t, v = result.tally, result.verdict
+    t, v = result.plan.cells(result.tally), result.verdict
     cells = t.cells()
     names = list(cells)
     n = t.answered
@@ -137,13 +193,15 @@ def plot(result: LbResult, path: Path) -> Path:
                       colors="black", linestyles="dashed", label=f"expected ({v.expect})")
         ax.set_xticks(xs)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("share of answers")
+        ax.set_ylabel("share of answers" + (" (per Service)" if result.plan.per_service else ""))
         for x, k, sh in zip(xs, names, shares):
             ax.annotate(str(cells[k]), (x, sh), ha="center", va="bottom", fontsize=8)
         ax.set_ylim(0, max([*shares, *v.expected.values(), 0.01]) * 1.35)
         pv = f", p = {v.test.p_value:.3g}" if v.test is not None else ""
-        ax.set_title(f"{result.plan.target}: {n} answers, {t.failed} errors{pv} — {'PASS' if v.passed else 'FAIL'}",
-                     fontsize=10)
+        what = f"{result.plan.target}" if result.plan.via is None else \
+            f"{result.plan.via.spec()} → {', '.join(result.plan.services)}\n"
+        ax.set_title(f"{what}: {n} answers, {t.failed} errors{pv} — {'PASS' if v.passed else 'FAIL'}"
+                     .replace("\n:", ":\n"), fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
     return path
 
@@ -152,29 +210,34 @@ def plot(result: LbResult, path: Path) -> Path:
 
 
 def keepalive_table(result: KeepaliveResult) -> Table:
-    """Per endpoint, side by side: the connections it got first (judged) and the requests it answered."""
+    """Per endpoint, side by side: the connections it got first and the requests it answered, the expected share
+    beside the judged side (connections through kube-proxy, requests ``--via`` an L7 proxy)."""
     plan, t, v, ct = result.plan, result.tally, result.verdict, result.connections
     by_name = {b.name: b for b in plan.target.endpoints}
     first = ct.first.cells()
-    table = Table(title=f"Service {plan.target} — {len(ct.rows)} connection(s) ({ct.reconnects} reconnect(s)), "
+    by_requests = judged_over(plan) == "requests"
+    table = Table(title=f"{_services(plan)} — {len(ct.rows)} connection(s) ({ct.reconnects} reconnect(s)), "
                         f"{t.answered} request(s) answered, {t.failed} failed", title_justify="left")
-    for col, justify in (("ENDPOINT", "left"), ("NODE", "left"), ("ADDRESS", "left"), ("CONNS", "right"),
-                         ("CONN %", "right"), ("EXPECTED", "right"), ("", "left"), ("REQUESTS", "right"),
-                         ("REQ %", "right"), ("", "left")):
+    conns = [("CONNS", "right"), ("CONN %", "right"), ("", "left")]
+    reqs = [("REQUESTS", "right"), ("REQ %", "right"), ("", "left")]
+    expected = [] if plan.per_service else [("EXPECTED", "right")]  # judged per Service: in services_table
+    cols = [("ENDPOINT", "left"), ("NODE", "left"), ("ADDRESS", "left")]
+    cols += conns + reqs[:2] + expected + reqs[2:] if by_requests else conns[:2] + expected + conns[2:] + reqs
+    for col, justify in cols:
         table.add_column(col, justify=justify, no_wrap=col == "ENDPOINT")  # type: ignore[arg-type]
     nc, nr = ct.first.answered, t.answered
     for name, count in t.cells().items():
         b = by_name.get(name)
         cshare = first.get(name, 0) / nc if nc else 0.0
         rshare = count / nr if nr else 0.0
-        exp = v.expected.get(name)
+        exp = None if plan.per_service else v.expected.get(name)
         style = "red" if b is None else ("" if b.ready else "dim")
         label = (name if b.ready else f"{name} (not ready)") if b else f"? {name}"
-        table.add_row(
-            label, b.node if b else "-", b.addr if b else "-", str(first.get(name, 0)), f"{cshare:6.1%}",
-            "-" if exp is None else f"{exp:6.1%}", _bar(cshare, 8), str(count), f"{rshare:6.1%}", _bar(rshare, 8),
-            style=style,
-        )
+        c = [str(first.get(name, 0)), f"{cshare:6.1%}", _bar(cshare, 8)]
+        r = [str(count), f"{rshare:6.1%}", _bar(rshare, 8)]
+        e = [] if plan.per_service else ["-" if exp is None else f"{exp:6.1%}"]
+        cells = c + r[:2] + e + r[2:] if by_requests else c[:2] + e + c[2:] + r
+        table.add_row(label, b.node if b else "-", b.addr if b else "-", *cells, style=style)
     return table
 
 
@@ -205,7 +268,11 @@ def keepalive_summary(result: KeepaliveResult) -> Group:
     """Pinned connections and reconnects, then the usual errors, latency, test (over connections) and verdict."""
     ct = result.connections
     lines: list[Text] = []
-    if ct.multi:
+    if ct.multi and result.plan.via is not None:
+        lines.append(Text(f"spread: {ct.spread} of {ct.multi} connection(s) with 2+ answers got answers from 2+ "
+                          f"endpoints, {ct.pinned} pinned (an L7 proxy balances requests, not connections)",
+                          style="bold"))
+    elif ct.multi:
         lines.append(Text(f"pinned: {ct.pinned} of {ct.multi} connection(s) with 2+ answers got every answer from "
                           "one endpoint (the proxy balances connections, not requests)", style="bold"))
     else:
@@ -243,8 +310,9 @@ def plot_keepalive(result: KeepaliveResult, path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("connection")
         ax.set_ylabel("requests")
-        ax.set_title(f"requests per connection: {ct.pinned} of {ct.multi} pinned, {ct.reconnects} reconnect(s)",
-                     fontsize=9)
+        spread = f", {ct.spread} spread" if result.plan.via is not None else ""
+        ax.set_title(f"requests per connection: {ct.pinned} of {ct.multi} pinned{spread}, {ct.reconnects} "
+                     "reconnect(s)", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
         first = ct.first.cells()
         nc, nr = ct.first.answered, t.answered
@@ -255,7 +323,7 @@ def plot_keepalive(result: KeepaliveResult, path: Path) -> Path:
                 label="connections (first endpoint)")
         ax2.bar([p + 0.2 for p in pos], rshares, width=0.4, color=[colors[k] for k in names], alpha=0.45,
                 label="requests")
-        if v.expected:
+        if v.expected and not result.plan.per_service:
             ax2.hlines([v.expected.get(k, 0.0) for k in names], [p - 0.45 for p in pos], [p + 0.45 for p in pos],
                        colors="black", linestyles="dashed", label=f"expected ({v.expect})")
         ax2.set_xticks(pos)
@@ -266,7 +334,10 @@ def plot_keepalive(result: KeepaliveResult, path: Path) -> Path:
         ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
         ax2.set_ylim(0, min(1.0, max([*v.expected.values(), *cshares, *rshares, 0.01])) * 1.3)
         pv = f", p = {v.test.p_value:.3g}" if v.test is not None else ""
-        fig.suptitle(f"{result.plan.target} over keep-alive connections — judged over connections{pv}: "
+        plan = result.plan
+        what = f"{plan.target}" if plan.via is None else f"{plan.via.spec()} → {', '.join(plan.services)}"
+        per = f" per Service ({v.expect})" if plan.per_service else ""
+        fig.suptitle(f"{what} over keep-alive connections\njudged over {judged_over(plan)}{per}{pv}: "
                      f"{'PASS' if v.passed else 'FAIL'}", fontsize=10)
     return path
 
@@ -309,9 +380,9 @@ def run_lb_command(dd: DataDir, service: str, *, console: Console, plot_path: Pa
             console.print("[yellow]interrupted: no verdict[/]")
             return 130
     if isinstance(result, KeepaliveResult):
-        return _report(result, json_out, out_console, console, (keepalive_table, connection_table, keepalive_summary),
-                       plot_keepalive, plot_path)
-    return _report(result, json_out, out_console, console, (split_table, summary), plot, plot_path)
+        return _report(result, json_out, out_console, console,
+                       _views(p, keepalive_table, connection_table, keepalive_summary), plot_keepalive, plot_path)
+    return _report(result, json_out, out_console, console, _views(p, split_table, summary), plot, plot_path)
 
 
 def _report(result: Any, json_out: bool, out_console: Console, console: Console,

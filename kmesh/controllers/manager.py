@@ -41,6 +41,7 @@ from kmesh.controllers.endpoints import EndpointsController, EndpointSliceContro
 from kmesh.controllers.events import EventRecorder
 from kmesh.controllers.gc import GarbageCollector
 from kmesh.controllers.informers import Index, InformerFactory
+from kmesh.controllers.lbipam import LoadBalancerIPAM
 from kmesh.controllers.leaderelection import (
     CONTROLLER_MANAGER_LEASE, SCHEDULER_LEASE, LeaderElectionConfig, LeaderElector, default_identity,
 )
@@ -49,6 +50,7 @@ from kmesh.controllers.nodeipam import NodeIPAM
 from kmesh.controllers.nodelifecycle import NodeLifecycle
 from kmesh.controllers.replicaset import ReplicaSetController
 from kmesh.controllers.scheduler import DEFAULT_SCHEDULER, Scheduler
+from kmesh.controllers.serviceaccounts import ServiceAccountsController
 from kmesh.net.sockets import OpenSocket
 
 __all__ = ["ALL_CONTROLLERS", "ControllerConfig", "ControllerManager", "InformerFactory", "run_controllers"]
@@ -57,7 +59,7 @@ log = logging.getLogger("kmesh.controllers")
 
 ALL_CONTROLLERS = (
     "endpointslice", "endpoint", "replicaset", "deployment", "garbagecollector",
-    "scheduler", "nodeipam", "nodelifecycle",
+    "scheduler", "nodeipam", "nodelifecycle", "service-lb-ipam", "serviceaccount",
 )
 
 
@@ -69,6 +71,7 @@ class ControllerConfig:
     node_cidr_mask: int = 24  # one /24 per node
     service_cidr: str = SERVICE_CIDR  # kept out of node subnets
     node_grace_period: float = 40.0  # seconds without a lease renewal before a node is NotReady
+    lb_range: str | None = None  # LoadBalancer Service addresses (kmesh.controllers.lbipam); None: none given
     workers: int = 5  # workers of each busy controller (endpoints, slices, replicasets, deployments, gc)
     controllers: tuple[str, ...] = ("*",)  # names from ALL_CONTROLLERS, "*" for all, "-name" to leave one out
     events: bool = True  # record Events (Scheduled, ScalingReplicaSet, ...)
@@ -150,6 +153,10 @@ def _make(client: Client, config: ControllerConfig, f: InformerFactory,
     if "nodelifecycle" in names:
         c["nodelifecycle"] = NodeLifecycle(client, f, grace_period=config.node_grace_period,
                                            events=recorder("node-controller"))
+    if "serviceaccount" in names:
+        c["serviceaccount"] = ServiceAccountsController(client, f)
+    if "service-lb-ipam" in names and config.lb_range:
+        c["service-lb-ipam"] = LoadBalancerIPAM(client, f, config.lb_range, events=recorder("lb-ipam-controller"))
     return c, recorders
 
 

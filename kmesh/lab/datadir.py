@@ -51,6 +51,10 @@ class ClusterInfo:
     # apiserver (HTTPS, the kubeconfig's credentials), controller-manager, scheduler, coredns,
     # kubelet/<node>, kube-proxy/<node> (sim: one "kube-proxy" for every node)
     metrics: dict[str, str] = field(default_factory=dict)
+    # "NS/NAME" → {"ip": LB address, "ports": {"80": "127.0.0.1:P"}, "node": announcing node}: where the
+    # machine reaches each LoadBalancer Service (netns: loopback forwards; kmesh.lab.loadbalancers)
+    loadBalancers: dict[str, Any] = field(default_factory=dict)
+    lbRange: str = ""  # the LoadBalancer address pool (`kmesh up --lb-range`); "": none (sim)
 
     def to_json(self) -> str:
         """The JSON text written to disk."""

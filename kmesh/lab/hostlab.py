@@ -261,6 +261,8 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     from kmesh.controllers.metrics import CONTROLLER_MANAGER_PORT, SCHEDULER_PORT
     from kmesh.dns import RunningDNS, run_dns
     from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
+    from kmesh.lab.l7addons import l7_objects
+    from kmesh.lab.loadbalancers import default_lb_range
     from kmesh.lab.metrics import http_url
 
     local = f"https://127.0.0.1:{opts.port}"
@@ -271,7 +273,8 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
             cluster_cidr=CLUSTER_CIDR, service_cidr=SERVICE_CIDR, metrics_port=CONTROLLER_MANAGER_PORT,
             scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True,
             leader_elect=True, leader_identity=f"{machine.node_name}_{machine.address.ip}",
-            leader_elect_release_on_cancel=True, node_grace_period=opts.node_grace_period)))
+            leader_elect_release_on_cancel=True, node_grace_period=opts.node_grace_period,
+            lb_range=opts.lb_range or default_lb_range("host"))))
     key_pem, csr_pem = node_csr(machine.node_name)
     creds = NodeCredentials(ca_pem, sign_node_csr(srv.pki, csr_pem, machine.node_name), key_pem)
     node_config = dd.root / "run" / "kubeconfig-node.yaml"
@@ -284,6 +287,8 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     progress("CoreDNS Deployment and Service kube-dns")
     await apply_objects(client, coredns_objects(
         None, allow=[CLUSTER_CIDR, SERVICE_CIDR, str(machine.address.network), "127.0.0.0/8"]))
+    progress("ingress and Gateway API controllers (kmesh-system)")
+    await apply_objects(client, l7_objects(None))
     progress("kube-dns answering")
     await wait_cluster_dns([None], timeout=300.0)  # a VM under emulation takes minutes
     progress("cluster DNS for this machine")
@@ -297,6 +302,7 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
         name=opts.name, api=srv.url, kubeconfig=str(dd.kubeconfig), dns=list(dns.addresses[0]), runtime="host",
         proxyMode=opts.proxy_mode, serviceCIDR=SERVICE_CIDR, clusterCIDR=CLUSTER_CIDR,
         nodes=[NodeInfo(machine.node_name, machine.address.ip, node["spec"]["podCIDR"], None)], metrics=metrics,
+        lbRange=opts.lb_range or default_lb_range("host"),
     )
 
 

@@ -39,6 +39,7 @@ from kmesh.lab.topology import (
     add_host,
     build_underlay,
     node_ip,
+    strict_arp,
 )
 from kmesh.store.etcd_api import EtcdTLS
 
@@ -79,6 +80,8 @@ def prepare(opts: UpOptions, progress: Callable[[str], None]) -> NetnsLab:
     for i, n in enumerate(node_names):
         progress(f"node namespace {names.node(n)}")
         add_host(names, names.node(n), n, node_ip(i), router=True)
+        if opts.proxy_mode == "ipvs":  # kube-proxy's strictARP (MetalLB asks for it): only the speaker answers
+            strict_arp(names.node(n))   # ARP for the LoadBalancer addresses kube-ipvs0 holds on every node
     api = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     api.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     api.bind(("127.0.0.1", opts.port))

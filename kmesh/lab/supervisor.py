@@ -74,6 +74,7 @@ class UpOptions:
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
     demo: bool = False
+    lb_range: str = ""  # LoadBalancer addresses (`--lb-range`); "": kmesh.lab.loadbalancers.default_lb_range
     node_grace_period: float = 40.0  # the node lifecycle controller's grace period (kube-controller-manager's --node-monitor-grace-period)
     extra: dict[str, str] = field(default_factory=dict)
     # a topology file's nodes, [{"name": ..., "labels": {...}}] (kmesh.lab.topofile); empty: node-1..node-N
@@ -267,6 +268,7 @@ async def _run_lab(
     from kmesh.dns import RunningDNS, run_dns
     from kmesh.lab.addons import apply_objects, coredns_objects, wait_cluster_dns
     from kmesh.lab.demo import apply_demo
+    from kmesh.lab.l7addons import l7_objects
     from kmesh.lab.etcd import start_lab_etcd
     from kmesh.lab.metrics import http_url, relay_node_metrics
     from kmesh.lab.simnodes import start_sim_nodes
@@ -301,7 +303,7 @@ async def _run_lab(
                 run_controllers, client, ControllerConfig(
                     cluster_cidr=cluster_cidr, service_cidr=service_cidr, metrics_port=CONTROLLER_MANAGER_PORT,
                     scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True,
-                    node_grace_period=opts.node_grace_period),
+                    node_grace_period=opts.node_grace_period, lb_range=lab_lb_range(opts)),
                 open_socket=None if lab is None else lab.open_root_socket))
             metrics = {"apiserver": f"{user_url}/metrics", "controller-manager": http_url(mgr.metrics_port),
                        "scheduler": http_url(mgr.scheduler_metrics_port)}
@@ -325,6 +327,8 @@ async def _run_lab(
                 progress("CoreDNS Deployment and Service kube-dns")
                 await apply_objects(client, coredns_objects(
                     lab_kubeconfig, allow=[cluster_cidr, service_cidr, str(UNDERLAY), "127.0.0.0/8"]))
+                progress("ingress and Gateway API controllers (kmesh-system)")
+                await apply_objects(client, l7_objects(lab_kubeconfig))
                 progress("kube-dns answering on every node")
                 await wait_cluster_dns([n.netns for n in nodes if n.netns])
             progress("cluster DNS")
@@ -343,8 +347,11 @@ async def _run_lab(
                 clusterCIDR=cluster_cidr,
                 nodes=nodes,
                 metrics={**metrics, "coredns": http_url(dns.metrics_port)} if dns.metrics_port else metrics,
+                lbRange=lab_lb_range(opts) or "",
             )
             dd.write_cluster(info)
+            if lab is not None:
+                await start_lb_forwards(nursery, client, lab, dd, info)
             if opts.demo:
                 progress("demo Deployment")
                 await apply_demo(client, service_port=80 if lab is not None else 8080)
@@ -354,6 +361,25 @@ async def _run_lab(
                 log.info("signal %s: shutting down", sig)
                 break
             nursery.cancel_scope.cancel()
+
+
+def lab_lb_range(opts: UpOptions) -> str | None:
+    """The LoadBalancer address pool of the lab (None: no pool)."""
+    from kmesh.lab.loadbalancers import default_lb_range
+
+    return opts.lb_range or default_lb_range(opts.runtime) or None
+
+
+async def start_lb_forwards(nursery: trio.Nursery, client: Client, lab: NetnsLab, dd: DataDir,
+                            info: ClusterInfo) -> None:
+    """Forward loopback ports to every LoadBalancer address and keep cluster.json's ``loadBalancers`` current."""
+    from kmesh.lab.loadbalancers import LoadBalancerForwards
+
+    def listed(listing: dict[str, dict[str, object]]) -> None:
+        info.loadBalancers = listing
+        dd.write_cluster(info)
+
+    await nursery.start(LoadBalancerForwards(client, lab.open_root_socket, lab.names.underlay, listed).run)
 
 
 def supervise(data_dir: Path) -> None:

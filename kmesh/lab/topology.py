@@ -87,6 +87,13 @@ def _write_if_exists(p: Path, value: str) -> None:
         p.write_text(value)
 
 
+def strict_arp(ns: str) -> None:
+    """kube-proxy's IPVS ``strictARP``: answer ARP only for addresses of the interface asked, announce the
+    best local source; so the service addresses on kube-ipvs0 are answered by no one but the L2 speaker."""
+    _sysctl(ns, "net.ipv4.conf.all.arp_ignore", "1")
+    _sysctl(ns, "net.ipv4.conf.all.arp_announce", "2")
+
+
 def build_underlay(names: LabNames) -> None:
     """The underlay namespace with its bridge, up (idempotent)."""
     ns = names.underlay

@@ -72,6 +72,8 @@ class AgentConfig:
     # Set once the pod network is up (CNI config written); pods wait for it before their sandbox,
     # as the kubelet waits while the runtime reports NetworkReady=false. None: ready at once.
     network_ready: trio.Event | None = None
+    # Answer ARP for the LoadBalancer addresses this node wins on this interface (kmesh.gateway.announce).
+    lb_speaker_iface: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -284,6 +286,10 @@ async def run_agent(client: Client, cfg: AgentConfig, *, task_status: trio.TaskS
             agent.metrics_port = await n.start(functools.partial(
                 serve_metrics, agent.kubelet, cfg.node_ip, cfg.metrics_port,
                 any_port_if_taken=cfg.metrics_any_port_if_taken))
+        if cfg.lb_speaker_iface:
+            from kmesh.gateway.announce import run_speaker
+
+            await n.start(run_speaker, client, cfg.node_name, cfg.lb_speaker_iface)
         node = agent.node
         if node is not None:
             agent.on_node(Change(nodes.kind, None, node))

@@ -20,6 +20,7 @@ import trio
 
 from kmesh.node import apps
 from kmesh.node.apps import AppContext, AppMain
+from kmesh.node.mounts import container_mounts
 from kmesh.node.podspec import container_argv, expand, open_log
 from kmesh.node.runtime import (
     ContainerHandle,
@@ -270,6 +271,7 @@ async def start_container(
         ctx = AppContext(
             pod=pod, container=container, args=[expand(str(a), env) for a in app_argv], env=env,
             sandbox=sandbox, log_path=log_path, hostname=sandbox.hostname,
+            mounts=container_mounts(container, sandbox.volumes),
         )
         return await start_app(nursery, main, ctx)
     argv = container_argv(container, env)

@@ -21,10 +21,12 @@ from kmesh.client.api import Client
 from kmesh.client.informer import Change, Informer
 from kmesh.node.events import EventRecorder
 from kmesh.node.ipam import HostLocalIPAM
+from kmesh.node.podvolumes import remove_orphan_volumes
 from kmesh.node.podworker import TERMINAL, PodWorker
 from kmesh.node.probes import new_http_client
 from kmesh.node.runtime import PodRuntime
 from kmesh.node.statusmgr import StatusManager
+from kmesh.node.volumesources import VolumeSources
 
 if TYPE_CHECKING:
     from kmesh.node.agent import AgentConfig
@@ -43,6 +45,7 @@ class Kubelet:
         self.pods = pods
         self.statuses = StatusManager(client, pods)
         self.events = EventRecorder(client, cfg.node_name)
+        self.sources = VolumeSources(client)
         self.http = new_http_client()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # UIDs whose worker ended (terminal pods stay in the cache)
@@ -131,10 +134,12 @@ class Kubelet:
             async with trio.open_nursery() as n:
                 n.start_soon(self.statuses.run)
                 n.start_soon(self.events.run)
+                await n.start(self.sources.run)
                 self._nursery = n
                 self.pods.add_handler(self.on_change)
                 for pod in self.pods.list():
                     self._start(pod)
+                remove_orphan_volumes(self.cfg.data_dir, {p["metadata"].get("uid", "") for p in self.pods.list()})
                 task_status.started()
                 await trio.sleep_forever()
         finally:

@@ -111,7 +111,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
     network_ready = trio.Event()
     agent_cfg = AgentConfig(node_name=cfg.node_name, node_ip=cfg.node_ip, runtime=runtime, data_dir=cfg.node_dir,
                             network_ready=network_ready, metrics_port=cfg.kubelet_metrics_port,
-                            labels=dict(cfg.labels))
+                            labels=dict(cfg.labels), lb_speaker_iface=cfg.iface)
     overlay_cfg = OverlayConfig(
         node=cfg.node_name, public_ip=cfg.node_ip, subnet_manager=cfg.subnet_manager,  # type: ignore[arg-type]
         netconf=netconf, etcd_url=cfg.etcd_url, etcd_tls=cfg.etcd_tls, subnet_env=cfg.subnet_env, ip_masq=cfg.ip_masq,

@@ -380,7 +380,7 @@ class NetnsRuntime:
         return pod_exec_prefix(sandbox.netns, sandbox.hostname)
 
     def _env(self, sandbox: Sandbox, pod: Obj, container: Obj) -> dict[str, str]:
-        env = container_env(pod, container, sandbox.ip, _host_ip(pod) or self.node_ip)
+        env = container_env(pod, container, sandbox.ip, _host_ip(pod) or self.node_ip, sandbox.env_objects)
         env["HOSTNAME"] = sandbox.hostname
         return env
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,6 +14,7 @@ from kmesh.api.podlogpaths import container_log_file
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FIELD_RE = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+_ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _VAR_RE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
@@ -66,17 +69,80 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _VAR_RE.sub(sub, text)
 
 
-def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str) -> dict[str, str]:
-    """The environment of a container process: PATH, HOSTNAME, HOME, then the container's ``env``.
+class EnvError(Exception):
+    """A container's env names a Secret/ConfigMap (or key) that is not there: upstream's message."""
 
-    Literal values and ``fieldRef`` are resolved; ConfigMap/Secret/resource
-    references are not served by kmesh and resolve to "".
+
+EnvObjects = Mapping[tuple[str, str], Obj | None]
+"""The Secrets and ConfigMaps a pod's env reads, by (kind, name); None: not found."""
+
+
+def env_references(container: Obj) -> set[tuple[str, str]]:
+    """The (kind, name) of every Secret and ConfigMap ``container``'s ``env``/``envFrom`` reads."""
+    out = set()
+    for src in container.get("envFrom") or []:
+        for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+            if src.get(field, {}).get("name"):
+                out.add((kind, src[field]["name"]))
+    for var in container.get("env") or []:
+        vf = var.get("valueFrom") or {}
+        for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if (vf.get(field) or {}).get("name"):
+                out.add((kind, vf[field]["name"]))
+    return out
+
+
+def _decoded(kind: str, obj: Obj) -> dict[str, str]:
+    """A Secret's or ConfigMap's keys as strings (Secret data is base64 on the wire)."""
+    if kind == "Secret":
+        return {k: base64.b64decode(v or "").decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+    return {k: str(v) for k, v in (obj.get("data") or {}).items()}
+
+
+def _ref_value(kind: str, ref: Obj, namespace: str, objects: EnvObjects) -> str | None:
+    """One ``configMapKeyRef``/``secretKeyRef``: its value, None when optional and missing; EnvError otherwise."""
+    name, key = ref.get("name", ""), ref.get("key", "")
+    obj = objects.get((kind, name))
+    if obj is None:
+        if ref.get("optional"):
+            return None
+        raise EnvError(f'{"secret" if kind == "Secret" else "configmap"} "{name}" not found')
+    data = _decoded(kind, obj)
+    if key not in data:
+        if ref.get("optional"):
+            return None
+        raise EnvError(f"couldn't find key {key} in {kind} {namespace}/{name}")
+    return data[key]
+
+
+def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str, objects: EnvObjects | None = None) -> dict[str, str]:
+    """The environment of a container process: PATH, HOSTNAME, HOME, then ``envFrom``, then ``env``.
+
+    Literal values and ``fieldRef`` are resolved; ``configMapKeyRef``/``secretKeyRef`` and ``envFrom`` read
+    ``objects`` (the kubelet fetches them; ``EnvError`` for a missing non-optional one). Without ``objects``
+    they resolve to "" (and ``envFrom`` adds nothing); resource references always do.
     """
     env: dict[str, str] = {
         "PATH": os.environ.get("PATH", DEFAULT_PATH),
         "HOSTNAME": pod_hostname(pod),
         "HOME": os.environ.get("HOME", "/root"),
     }
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    if objects is not None:
+        for src in container.get("envFrom") or []:
+            for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                ref = src.get(field)
+                if not ref:
+                    continue
+                obj = objects.get((kind, ref.get("name", "")))
+                if obj is None:
+                    if ref.get("optional"):
+                        continue
+                    raise EnvError(f'{"secret" if kind == "Secret" else "configmap"} "{ref.get("name")}" not found')
+                for k, v in _decoded(kind, obj).items():
+                    name = (src.get("prefix") or "") + k
+                    if _ENV_NAME_RE.match(name):
+                        env[name] = v
     for var in container.get("env") or []:
         name = var.get("name")
         if not name:
@@ -84,8 +150,16 @@ def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str) -> dict[s
         if "value" in var:
             env[name] = expand(str(var.get("value") or ""), env)
             continue
-        ref = (var.get("valueFrom") or {}).get("fieldRef") or {}
-        env[name] = field_value(pod, ref.get("fieldPath", ""), pod_ip, host_ip) if ref else ""
+        vf = var.get("valueFrom") or {}
+        if vf.get("fieldRef"):
+            env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip, host_ip)
+            continue
+        value: str | None = ""
+        for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if vf.get(field) and objects is not None:
+                value = _ref_value(kind, vf[field], namespace, objects)
+        if value is not None:
+            env[name] = value
     return env
 
 

@@ -18,6 +18,8 @@ import trio
 from kmesh.api.meta import now
 from kmesh.api.obj import Obj
 from kmesh.node.ipam import IPExhausted
+from kmesh.node.podspec import EnvError, container_env, env_references
+from kmesh.node.podvolumes import PodVolumes, VolumeMountError
 from kmesh.node.runner import ContainerRunner
 from kmesh.node.runtime import ContainerError, Sandbox
 from kmesh.node.status import pod_conditions, pod_phase
@@ -58,6 +60,7 @@ class PodWorker:
         self.init_failed = False
         self.terminal_phase: str | None = None
         self.done = trio.Event()
+        self.volumes = PodVolumes(pod, self.cfg.data_dir, kubelet.sources)
         self._resume(pod.get("status") or {})
 
     def _resume(self, status: Obj) -> None:
@@ -77,6 +80,7 @@ class PodWorker:
     def update(self, pod: Obj) -> None:
         """A newer version of the pod object arrived."""
         self.pod = pod
+        self.volumes.pod = pod
         md = pod.get("metadata") or {}
         if md.get("deletionTimestamp") and not self.stopping.is_set():
             grace = md.get("deletionGracePeriodSeconds")
@@ -108,6 +112,23 @@ class PodWorker:
         status["hostIP"] = self.kubelet.node_ip
         status["hostIPs"] = [{"ip": self.kubelet.node_ip}]
         return {**self.pod, "status": status}
+
+    async def prepare_env(self, container: Obj) -> str:
+        """Fetch the Secrets/ConfigMaps ``container``'s env reads into the sandbox; the reason it cannot
+        start yet ("" when it can), as upstream's CreateContainerConfigError message."""
+        assert self.sandbox is not None
+        refs = env_references(container)
+        if not refs:
+            return ""
+        objects = dict(self.sandbox.env_objects or {})
+        for kind, name in refs:
+            objects[(kind, name)] = await self.volumes.lookup(kind, name)
+        self.sandbox.env_objects = objects
+        try:
+            container_env(self.runtime_pod(), container, self.ip, self.kubelet.node_ip, objects)
+        except EnvError as exc:
+            return str(exc)
+        return ""
 
     def event(self, type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about this pod."""
@@ -164,21 +185,46 @@ class PodWorker:
             self.kubelet.release_ip(self.uid)
             await self._wait_deleted()
             return
-        got_ip = await self._acquire_ip()
-        if got_ip:
-            self.sandbox = await self._create_sandbox()
-            if self.sandbox is not None:
-                if not self.start_time:
-                    self.start_time = now()
-                self.publish()
-                await self._run_containers()
-                await self.runtime.remove_sandbox(self.sandbox)
+        try:
+            if await self._mount_volumes() and await self._acquire_ip():
+                self.sandbox = await self._create_sandbox()
+                if self.sandbox is not None:
+                    self.sandbox.volumes = self.volumes.dirs
+                    if not self.start_time:
+                        self.start_time = now()
+                    self.publish()
+                    async with trio.open_nursery() as vn:
+                        vn.start_soon(self.volumes.keep_current)
+                        await self._run_containers()
+                        vn.cancel_scope.cancel()
+                    await self.runtime.remove_sandbox(self.sandbox)
+        finally:
+            self.volumes.remove()
         self.kubelet.release_ip(self.uid)  # also one a previous agent reserved for a pod deleted meanwhile
         if self.stopping.is_set():
             await self._finish_deletion()
         else:
             self.publish()
             await self._wait_deleted()
+
+    async def _mount_volumes(self) -> bool:
+        """Set up the pod's volumes before its sandbox, as the kubelet does; a missing Secret or ConfigMap
+        keeps the pod ContainerCreating with FailedMount events until it appears. False if the pod stops first."""
+        delay = 1.0
+        published = False
+        while not self.stopping.is_set():
+            try:
+                await self.volumes.mount()
+                return True
+            except VolumeMountError as exc:
+                if not published:
+                    published = True
+                    self.publish()
+                self.event("Warning", "FailedMount",
+                           f'MountVolume.SetUp failed for volume "{exc.volume}" : {exc.message}')
+                await wait_any(self.stopping.wait, self.volumes.wait_change, sleeper(delay))
+                delay = min(delay * 2, 120.0)
+        return False
 
     async def _create_sandbox(self) -> Sandbox | None:
         """The pod's sandbox, retried with backoff (as the kubelet does) until the pod stops."""

@@ -142,6 +142,15 @@ class ContainerRunner:
                 pw.event("Warning", "Failed", f"Failed to pull image \"{spec.get('image')}\": {exc.message}")
                 await wait_any(pw.stopping.wait, self.spec_changed.wait)
                 continue
+            config_error = await pw.prepare_env(spec)
+            if config_error:
+                if self.state.terminated is not None:
+                    self.state.last_state = {"terminated": dict(self.state.terminated)}
+                self.state.set_waiting("CreateContainerConfigError", config_error)
+                pw.publish()
+                pw.event("Warning", "Failed", f"Error: {config_error}")
+                await wait_any(pw.stopping.wait, self.spec_changed.wait, lambda: pw.volumes.wait_change("env"), sleeper(30))
+                continue
             if not first:
                 self.state.restarting()
                 self.backoff.restarted()

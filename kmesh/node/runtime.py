@@ -73,6 +73,10 @@ class Sandbox:
     log_dir: Path
     hostname: str
     extra: dict[str, Any] = field(default_factory=dict)
+    volumes: dict[str, Path] = field(default_factory=dict)  # the pod's materialised volumes by name (kubelet-set)
+    # The Secrets/ConfigMaps the containers' env reads, by (kind, name), None when missing (kubelet-set);
+    # None: not fetched, such references resolve to "".
+    env_objects: dict[tuple[str, str], Obj | None] | None = None
 
     async def open_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> trio.socket.SocketType:
         """A new trio socket in the pod's network (a netns runtime creates it inside the pod namespace)."""

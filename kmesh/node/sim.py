@@ -96,13 +96,13 @@ class SimRuntime:
     ) -> ContainerHandle:
         """A built-in app as a task, or the container's command as a process."""
         self.check_image(container)
-        env = container_env(pod, container, sandbox.ip, _host_ip(pod))
+        env = container_env(pod, container, sandbox.ip, _host_ip(pod), sandbox.env_objects)
         lpath = log_path(self.data_dir, pod, container["name"], attempt)
         return await start_container(nursery, sandbox, pod, container, env, lpath)
 
     async def exec(self, sandbox: Sandbox, pod: Obj, container: Obj, argv: list[str], timeout: float) -> ExecResult:
         """Run ``argv`` as a process with the container's env and working dir."""
-        env = container_env(pod, container, sandbox.ip, _host_ip(pod))
+        env = container_env(pod, container, sandbox.ip, _host_ip(pod), sandbox.env_objects)
         return await exec_in_container(container, argv, env, timeout)
 
 

@@ -1228,7 +1228,7 @@ def test_check_on_update() -> None:
 
 def test_unknown_kind_raises_key_error() -> None:
     with pytest.raises(KeyError):
-        v.validate("Secret", {})
+        v.validate("StatefulSet", {})
 
 
 json_values = st.recursive(

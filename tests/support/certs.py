@@ -93,3 +93,20 @@ def usages(path: Path) -> set[x509.ObjectIdentifier]:
 def common_name(path: Path) -> str:
     """Its subject's CN."""
     return str(cert(path).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def server_pair(ca: CA, *hosts: str) -> tuple[bytes, bytes]:
+    """A server certificate for ``hosts`` (DNS SANs, the first also the CN) signed by ``ca``, and its key, PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))

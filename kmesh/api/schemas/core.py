@@ -328,3 +328,22 @@ struct(C + "Event", top({
     "reportingInstance": STRING,
 }), required=("metadata", "involvedObject"))
 kind("", "v1", "Event", C + "Event")
+
+# --- Secret ------------------------------------------------------------------
+
+struct(C + "Secret", top({
+    "immutable": BOOL,
+    "data": MapOf(BYTES),
+    "stringData": MapOf(STRING),  # write-only: merged into data, never stored
+    "type": STRING,
+}))
+kind("", "v1", "Secret", C + "Secret")
+
+# --- ServiceAccount ----------------------------------------------------------
+
+struct(C + "ServiceAccount", top({
+    "secrets": ListOf(c("ObjectReference")),
+    "imagePullSecrets": ListOf(c("LocalObjectReference")),  # registered by kmesh.api.schemas.pod
+    "automountServiceAccountToken": BOOL,
+}))
+kind("", "v1", "ServiceAccount", C + "ServiceAccount")

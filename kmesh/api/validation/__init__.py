@@ -6,9 +6,10 @@ return ``details.causes`` entries (``errors.Cause``); an empty list means the
 object may be stored. ``errors.invalid_object`` turns a non-empty list into
 the 422 ``Status``.
 
-One module per API group, as ``kmesh.api.schemas``: ``pod`` and ``core``
-(core/v1), ``apps``, ``discovery`` (EndpointSlices), ``coordination``
-(Leases); ``meta`` checks object metadata and label selectors, ``common``
+One module per API group, as ``kmesh.api.schemas``: ``pod``, ``core`` and
+``secrets`` (core/v1), ``apps``, ``discovery`` (EndpointSlices),
+``coordination`` (Leases), ``networking`` (Ingresses), ``gateway`` (the
+Gateway API, checked against its CRDs' schemas and CEL rules); ``meta`` checks object metadata and label selectors, ``common``
 holds the cause constructors and Go-style value printing, and the string
 formats (names, label keys and values) live in ``kmesh.api.formats``, which
 label selector parsing shares.
@@ -75,6 +76,23 @@ from kmesh.api.validation.core import (
     validate_service_update,
 )
 from kmesh.api.validation.discovery import validate_endpointslice, validate_endpointslice_update
+from kmesh.api.validation.gateway import (
+    status_update_of,
+    update_of,
+    validate_gateway,
+    validate_gateway_class,
+    validate_gateway_class_update,
+    validate_httproute,
+    validate_reference_grant,
+)
+from kmesh.api.validation.networking import (
+    validate_ingress,
+    validate_ingress_class,
+    validate_ingress_class_update,
+    validate_ingress_status_update,
+    validate_ingress_update,
+)
+from kmesh.api.validation.secrets import validate_secret, validate_secret_update, validate_service_account
 from kmesh.api.validation.meta import name_is_dns_label, name_is_dns_subdomain, validate_object_meta_update
 from kmesh.api.validation.pod import validate_pod, validate_pod_status_update, validate_pod_update
 
@@ -110,6 +128,14 @@ _CREATE: dict[str, Callable[[Obj, Opts], list[Cause]]] = {
     "ReplicaSet": validate_replicaset,
     "EndpointSlice": validate_endpointslice,
     "Lease": validate_lease,
+    "Secret": validate_secret,
+    "ServiceAccount": validate_service_account,
+    "Ingress": validate_ingress,
+    "IngressClass": validate_ingress_class,
+    "GatewayClass": validate_gateway_class,
+    "Gateway": validate_gateway,
+    "HTTPRoute": validate_httproute,
+    "ReferenceGrant": validate_reference_grant,
 }
 
 _UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
@@ -124,6 +150,14 @@ _UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
     "ReplicaSet": validate_replicaset_update,
     "EndpointSlice": validate_endpointslice_update,
     "Lease": _generic_update(validate_lease),
+    "Secret": validate_secret_update,
+    "ServiceAccount": _generic_update(validate_service_account),
+    "Ingress": validate_ingress_update,
+    "IngressClass": validate_ingress_class_update,
+    "GatewayClass": validate_gateway_class_update,
+    "Gateway": update_of(validate_gateway),
+    "HTTPRoute": update_of(validate_httproute),
+    "ReferenceGrant": update_of(validate_reference_grant),
 }
 
 _STATUS_UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
@@ -133,6 +167,10 @@ _STATUS_UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
     "Service": validate_service_status_update,
     "Deployment": validate_workload_status_update,
     "ReplicaSet": validate_workload_status_update,
+    "Ingress": validate_ingress_status_update,
+    "GatewayClass": status_update_of("GatewayClass"),
+    "Gateway": status_update_of("Gateway"),
+    "HTTPRoute": status_update_of("HTTPRoute"),
 }
 
 

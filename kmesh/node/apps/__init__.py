@@ -24,6 +24,7 @@ from kmesh.net.sockets import tcp_listener, udp_socket
 # The agent's environment variable naming the kubeconfig its built-in apps use when their pod names none:
 # the node's own credentials, where a kubelet would mount a ServiceAccount token (in-cluster config).
 IN_CLUSTER_KUBECONFIG = "KMESH_IN_CLUSTER_KUBECONFIG"
+from kmesh.node.mounts import Mount, host_path
 from kmesh.node.podspec import open_log
 from kmesh.node.runtime import Sandbox
 
@@ -44,6 +45,7 @@ class AppContext:
     sigterm: trio.Event = field(default_factory=trio.Event)
     handles_sigterm: bool = False
     exit_code: int | None = None
+    mounts: list[Mount] = field(default_factory=list)
     _scope: trio.CancelScope | None = field(default=None, repr=False)
     _log_file: Any = field(default=None, repr=False)
 
@@ -57,6 +59,10 @@ class AppContext:
     def host(self) -> str:
         """The address to bind (the pod IP in the sim runtime)."""
         return self.sandbox.bind_host
+
+    def host_path(self, path: str) -> Path:
+        """The file on the machine behind a path in the container (through its volume mounts; else ``path``)."""
+        return host_path(self.mounts, path)
 
     def container_ports(self, protocol: str = "TCP") -> list[int]:
         """The container's declared ports of one protocol."""
@@ -153,6 +159,11 @@ def _register_builtins() -> None:
     register_app("registry.k8s.io/e2e-test-images/agnhost", "kmesh.node.apps.agnhost:main", ("agnhost",))
     register_app("kmesh/echo", "kmesh.node.apps.echo:main", ("kmesh-echo",))
     register_app("kmesh/dns", "kmesh.node.apps.dns:main", ("kmesh-dns",))
+    for echo_basic in ("gcr.io/k8s-staging-gateway-api/echo-basic", "registry.k8s.io/gateway-api/conformance/echo-basic"):
+        register_app(echo_basic, "kmesh.node.apps.echobasic:main", ("echo-basic",))
+    register_app("kmesh/gateway", "kmesh.node.apps.gateway:gateway_main", ("kmesh-gateway",))
+    register_app("kmesh/ingress-controller", "kmesh.node.apps.gateway:ingress_main", ("kmesh-ingress-controller",))
+    register_app("kmesh/gateway-controller", "kmesh.node.apps.gateway:controller_main", ("kmesh-gateway-controller",))
 
 
 _register_builtins()

@@ -1,0 +1,665 @@
+"""One client connection of the proxy: read requests, route them, forward them, relay the answers.
+
+Per request: parse the head (httptools), route on the listener state read
+once at the start, apply the rule's filters, pick a backend by weight and an
+endpoint by the balancing policy, send the head (with as much of the body as
+already arrived, in one write) on a pooled keep-alive connection, and relay
+the response as it arrives. Bodies stream both ways; a request body that is
+still arriving is pumped by a second task so a backend that answers while it
+reads (an echo) cannot deadlock against the proxy.
+
+Header handling (RFC 9110 §7.6): hop-by-hop fields (``Connection`` and the
+fields it names, ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``,
+``Transfer-Encoding``, ``Upgrade``) are not forwarded; framing is redone per
+side (chunked when the length is unknown and the client speaks HTTP/1.1,
+close-delimited for HTTP/1.0). ``X-Forwarded-For`` gets the client address
+appended, ``X-Forwarded-Proto`` is set to the listener's scheme, ``Via: 1.1
+kmesh`` is appended on requests (a gateway must add it on requests; like
+Envoy and nginx, none is added to responses) and ``X-Forwarded-Host`` gets
+the original host appended when a URLRewrite changes ``Host``. ``Expect:
+100-continue`` is answered by the proxy itself once the request has a backend
+connection (as Envoy does) and not forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import h2.exceptions
+import trio
+
+from kmesh.l7.h2c import H2Conn
+from kmesh.l7.http1 import (END, LAST_CHUNK, REASONS, Head, ProtocolError, RequestReader, chunk,
+                            serialize_request_head, serialize_response_head)
+from kmesh.l7.metrics import AccessRecord
+from kmesh.l7.model import Backend, HeaderModifier, RequestMirror, URLRewrite
+from kmesh.l7.plan import BackendPlan, Plan
+from kmesh.l7.rawstream import RawStream
+from kmesh.l7.rewrite import modify_headers, redirect_location, rewrite_path
+from kmesh.l7.table import Request, normalize_host
+from kmesh.l7.upstream import EndpointSet, UpstreamConn
+
+if TYPE_CHECKING:
+    from kmesh.l7.engine import Engine, ListenerState, Port
+
+log = logging.getLogger("kmesh.l7")
+
+HOP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                         b"transfer-encoding", b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+                         b"via", b"host"})
+HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                          b"transfer-encoding", b"upgrade"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+VIA = b"1.1 kmesh"
+VIA_HEADER = (b"Via", VIA)
+XFP_HTTP = (b"X-Forwarded-Proto", b"http")
+XFP_HTTPS = (b"X-Forwarded-Proto", b"https")
+MIRROR_TIMEOUT = 10.0
+MIRROR_MAX_BODY = 1 << 20
+"""Requests with a larger body are not mirrored (a mirror copy is kept in memory until the body ends)."""
+INF = math.inf
+
+
+class Fail(Exception):
+    """The exchange ends with a local error status (nothing of the response was sent yet)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Abort(Exception):
+    """The exchange cannot be finished (the response was already under way): drop the client connection."""
+
+
+def take_queued(reader: RequestReader | object, out: list[bytes], chunked: bool) -> bool:
+    """Move the body pieces already parsed from ``reader`` to ``out`` (framed); True when the body ended."""
+    events = reader.events  # type: ignore[attr-defined]
+    while events:
+        ev = events.popleft()
+        if ev is END:
+            if chunked:
+                out.append(LAST_CHUNK)
+            return True
+        out.append(chunk(ev) if chunked else ev)
+    return False
+
+
+class Exchange:
+    """What one request did, for error handling, metrics and the access log."""
+
+    __slots__ = ("status", "route", "backend", "endpoint", "response_started", "req_done", "bytes_sent",
+                 "conn")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.route = ""
+        self.backend = ""
+        self.endpoint = ""
+        self.response_started = False
+        self.req_done = False
+        self.bytes_sent = 0
+        self.conn: UpstreamConn | None = None
+
+
+class Connection:
+    """A client connection: a keep-alive loop of exchanges.
+
+    While it waits for a request it is ``idle``: the engine's reaper cancels
+    ``scope`` when it stays idle too long, and a removed listener cancels it
+    at once (a per-request deadline would cost two heap updates per request).
+    """
+
+    __slots__ = ("engine", "port", "raw", "client", "client_b", "stream", "reader", "scope", "idle", "idle_since")
+
+    def __init__(self, engine: "Engine", port: "Port", sock: trio.socket.SocketType, client: str) -> None:
+        self.engine = engine
+        self.port = port
+        self.raw = RawStream(sock)
+        self.client = client
+        self.client_b = client.encode()
+        self.scope = trio.CancelScope()
+        self.idle = True
+        self.idle_since = perf_counter()
+        self.stream: trio.abc.Stream = self.raw
+        self.reader = RequestReader(self.stream)
+
+    async def run(self) -> None:
+        """Serve requests until the client or the proxy ends the connection."""
+        port = self.port
+        port.connections.add(self)
+        try:
+            with self.scope:
+                ctx = port.state.ssl_context
+                if ctx is not None:
+                    self.stream = trio.SSLStream(self.stream, ctx, server_side=True, https_compatible=True)
+                    self.reader = RequestReader(self.stream)
+                await self._loop()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, EOFError, OSError, Abort, ProtocolError):
+            pass
+        except* Exception as group:  # a bug must cost one connection, not the listener
+            log.error("l7: connection from %s failed", self.client, exc_info=group)
+        finally:
+            port.connections.discard(self)
+            self.raw.close()
+
+    async def _loop(self) -> None:
+        reader = self.reader
+        port = self.port
+        while not port.draining:
+            if reader.events:
+                await trio.lowlevel.checkpoint()  # pipelined: let other tasks run between requests
+                ev = reader.events.popleft()
+            else:
+                self.idle = True
+                self.idle_since = perf_counter()
+                try:
+                    ev = await reader.next()
+                except EOFError:
+                    return
+                except ProtocolError as e:
+                    await self._send_local(e.status, False, b"GET", "1.1")
+                    return
+                self.idle = False
+            if not isinstance(ev, Head):
+                return
+            if not await self._request(ev):
+                return
+
+    # --- one request -----------------------------------------------------------------------------
+
+    async def _request(self, head: Head) -> bool:
+        t0 = perf_counter()
+        state = self.port.state
+        ex = Exchange()
+        keep = head.keep_alive and not head.upgrade
+        method = head.method
+        try:
+            keep = await self._route(head, state, ex, keep)
+        except Fail as f:
+            ex.status = f.status
+            if ex.conn is not None:
+                ex.conn.close()
+            if f.status in (400, 417, 505):
+                keep = False  # the request was malformed: do not trust the framing of what follows
+            keep = await self._send_local(f.status, keep, method, head.version, body_done=ex.req_done)
+        except BaseException:
+            if ex.conn is not None:
+                ex.conn.close()
+            raise
+        engine = self.engine
+        duration = perf_counter() - t0
+        engine.metrics.observe(state.name, ex.route, ex.backend, ex.status, duration)
+        if engine.metrics.access_log is not None:
+            engine.metrics.access_log(AccessRecord(
+                self.client, method.decode("latin-1"), head.target.decode("latin-1"), _host_of(head), ex.status,
+                state.name, ex.route, ex.backend, ex.endpoint, ex.bytes_sent, duration))
+        return keep
+
+    async def _route(self, head: Head, state: "ListenerState", ex: Exchange, keep: bool) -> bool:
+        if head.version not in ("1.1", "1.0"):
+            raise Fail(505)
+        fwd: list[tuple[bytes, bytes]] = []
+        host: bytes | None = None
+        xff = via = conn_tokens = None
+        expect = False
+        for name, value in head.headers:
+            n = name.lower()
+            if n in HOP_REQUEST:
+                if n == b"host":
+                    if host is not None:
+                        raise Fail(400)
+                    host = value
+                elif n == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif n == b"via":
+                    via = value if via is None else via + b", " + value
+                elif n == b"connection":
+                    conn_tokens = value if conn_tokens is None else conn_tokens + b"," + value
+                elif n == b"expect":
+                    if value.lower() != b"100-continue":
+                        raise Fail(417)
+                    expect = head.version == "1.1"
+                continue
+            fwd.append((name, value))
+        if conn_tokens:
+            named = {t.strip().lower() for t in conn_tokens.split(b",")}
+            fwd = [(k, v) for k, v in fwd if k.lower() not in named]
+        target = head.target
+        if target[:1] != b"/":
+            lowered = target[:8].lower()
+            if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+                raise Fail(400)
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            host, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        if host is None:
+            if head.version == "1.1":
+                raise Fail(400)
+            host = b""
+        path_b, sep, query_b = target.partition(b"?")
+        path = path_b.decode("latin-1")
+        query = query_b.decode("latin-1")
+        hostname = normalize_host(host)
+        method = head.method.decode("latin-1")
+        entry = state.table.lookup(hostname, Request(method, path, query, head.headers))
+        if entry is None:
+            raise Fail(404)
+        plan: Plan = state.plans[id(entry)]
+        ex.route = plan.name
+        if entry.rule.direct is not None:  # a listener's fence (model.Rule.direct): that status, empty body
+            ex.status = entry.rule.direct
+            return await self._send_local(ex.status, keep, head.method, head.version, None, b"")
+        fs = plan.filters
+        if fs.redirect is not None:
+            location = redirect_location(fs.redirect, state.scheme, hostname, path, query, state.listener.port,
+                                         entry.match.path)
+            ex.status = fs.redirect.status_code
+            return await self._send_local(ex.status, keep, head.method, head.version,
+                                          [(b"Location", location.encode("latin-1"))], b"")
+        new_host: bytes | None = None
+        new_path: str | None = None
+        for f in fs.request:
+            if isinstance(f, HeaderModifier):
+                fwd = modify_headers(fwd, f)
+            else:
+                new_host, new_path = _rewrite(f, path, entry.match.path, new_host, new_path)
+        bp = plan.pick()
+        if bp is None:
+            raise Fail(500)
+        ex.backend = bp.name
+        if bp.backend.invalid is not None:
+            raise Fail(500)
+        mirrors = fs.mirrors
+        resp_mods = fs.response
+        bfs = bp.filters
+        if bfs.request or bfs.response or bfs.mirrors:
+            for f in bfs.request:
+                if isinstance(f, HeaderModifier):
+                    fwd = modify_headers(fwd, f)
+                else:
+                    new_host, new_path = _rewrite(f, new_path or path, entry.match.path, new_host, new_path)
+            mirrors += bfs.mirrors
+            resp_mods += bfs.response
+        eps = self.engine.endpoints.get(bp.key)
+        if eps is None or not eps.endpoints:
+            raise Fail(503)
+        # The request head for the backend.
+        if new_host is not None:
+            fwd.append((b"Host", new_host))
+            fwd.append((b"X-Forwarded-Host", host))
+        else:
+            fwd.append((b"Host", host))  # empty for an HTTP/1.0 request without one (RFC 9112 §3.2)
+        fwd.append((b"X-Forwarded-For", xff + b", " + self.client_b if xff else self.client_b))
+        fwd.append(XFP_HTTPS if state.ssl_context is not None else XFP_HTTP)
+        fwd.append((b"Via", via + b", " + VIA) if via else VIA_HEADER)
+        if head.chunked:
+            fwd.append((b"Transfer-Encoding", b"chunked"))
+        if new_path is not None:
+            target = new_path.encode("latin-1") + (b"?" + query_b if sep else b"")
+        req = (target, fwd)
+        rule = plan.rule
+        if rule.request_timeout is None and rule.backend_timeout is None:
+            return await self._forward(head, ex, bp, eps, req, expect, mirrors, resp_mods, keep)
+        now = trio.current_time()
+        deadline = INF
+        if rule.request_timeout:
+            deadline = now + rule.request_timeout
+        if rule.backend_timeout:
+            deadline = min(deadline, now + rule.backend_timeout)
+        with trio.CancelScope(deadline=deadline) as cs:
+            keep = await self._forward(head, ex, bp, eps, req, expect, mirrors, resp_mods, keep)
+        if cs.cancelled_caught:
+            if ex.response_started:
+                raise Abort()
+            raise Fail(504)
+        return keep
+
+    async def _forward(self, head: Head, ex: Exchange, bp: BackendPlan, eps: EndpointSet,
+                       req: tuple[bytes, list[tuple[bytes, bytes]]],
+                       expect: bool, mirrors: tuple[RequestMirror, ...],
+                       resp_mods: tuple[HeaderModifier, ...], keep: bool) -> bool:
+        engine = self.engine
+        pool = engine.pool
+        idx = eps.pick()
+        h2c = bp.h2c
+        keys = eps.h2c_keys if h2c else eps.keys
+        key: tuple = keys[idx]
+        conn = pool.take(key)
+        reused = conn is not None
+        if conn is None:
+            try:
+                conn = await pool.connect(key)
+            except (OSError, trio.TooSlowError):
+                idx = eps.pick(exclude=idx)  # retry once on another endpoint: nothing was sent yet
+                if idx < 0:
+                    raise Fail(502) from None
+                key = keys[idx]
+                conn = pool.take(key)
+                reused = conn is not None
+                if conn is None:
+                    try:
+                        conn = await pool.connect(key)
+                    except (OSError, trio.TooSlowError):
+                        raise Fail(502) from None
+        ex.conn = conn
+        ex.endpoint = eps.names[idx]
+        if h2c:
+            return await self._forward_h2(head, ex, eps, idx, conn, reused, req, expect, resp_mods, keep)  # type: ignore
+        reader = self.reader
+        is_head = head.method == b"HEAD"
+        out = [serialize_request_head(head.method, req[0], req[1])]
+        if expect and not reader.events:
+            await self.stream.send_all(CONTINUE)
+        ex.req_done = take_queued(reader, out, head.chunked)
+        payload = b"".join(out)
+        copy: list[bytes] | None = None
+        if mirrors:
+            mirrors = tuple(m for m in mirrors if m.percent >= 100 or random.random() * 100 < m.percent)
+            if ex.req_done:
+                self._mirror(mirrors, [payload])
+            elif mirrors:
+                copy = [payload]
+        active = eps.active
+        active[idx] += 1
+        try:
+            while True:
+                conn.reader.expect_no_body = is_head
+                try:
+                    await conn.stream.send_all(payload)
+                    if not ex.req_done:
+                        break
+                    conn.stream.wait_first = True
+                    rh = await conn.reader.next()
+                    break
+                except ProtocolError:
+                    raise Fail(502) from None  # not HTTP: the connection is closed by the caller
+                except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    conn.close()
+                    if not (reused and ex.req_done):
+                        raise Fail(502) from None
+                    # A pooled connection the backend had closed: one more try on a fresh one.
+                    reused = False
+                    try:
+                        conn = ex.conn = await pool.connect(key)
+                    except (OSError, trio.TooSlowError):
+                        raise Fail(502) from None
+            if ex.req_done:
+                return await self._relay(head, ex, conn, rh, resp_mods, keep, is_head)
+            failure: Fail | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, head, ex, conn, mirrors, copy)
+                try:
+                    try:
+                        rh = await conn.reader.next()
+                    except (EOFError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        raise Fail(502) from None
+                    keep = await self._relay(head, ex, conn, rh, resp_mods, keep, is_head)
+                except Fail as f:
+                    failure = f
+                    keep = False
+                if not ex.req_done:  # answered before the body was all sent: stop sending, drop both sides
+                    nursery.cancel_scope.cancel()
+                    conn.close()
+                    keep = False
+            if failure is not None:
+                raise failure
+            return keep
+        finally:
+            active[idx] -= 1
+
+    async def _forward_h2(self, head: Head, ex: Exchange, eps: EndpointSet, idx: int, conn: H2Conn, reused: bool,
+                          req: tuple[bytes, list[tuple[bytes, bytes]]], expect: bool,
+                          resp_mods: tuple[HeaderModifier, ...], keep: bool) -> bool:
+        """The exchange with an h2c backend: one stream on a pooled connection."""
+        reader = self.reader
+        target, fwd = req
+        authority = next((v for k, v in reversed(fwd) if k == b"Host"), b"")
+        scheme = b"https" if self.port.state.ssl_context is not None else b"http"
+        is_head = head.method == b"HEAD"
+        if expect and not reader.events:
+            await self.stream.send_all(CONTINUE)
+        pieces: list[bytes] = []
+        done = take_queued(reader, pieces, False)
+        active = eps.active
+        active[idx] += 1
+        try:
+            while True:
+                try:
+                    await conn.start(head.method, scheme, authority, target, fwd, end_stream=done and not pieces)
+                    break
+                except (trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.ProtocolError):
+                    conn.close()
+                    if not reused:
+                        raise Fail(502) from None
+                    reused = False  # a pooled connection the backend had closed: one more try
+                    try:
+                        conn = ex.conn = await self.engine.pool.connect(conn.key)  # type: ignore[assignment]
+                    except (OSError, trio.TooSlowError):
+                        raise Fail(502) from None
+            sid = conn.stream_id
+            assert sid is not None
+            failure: Fail | None = None
+
+            async def pump() -> None:
+                nonlocal pieces, done
+                try:
+                    while True:
+                        for i, data in enumerate(pieces):
+                            await conn.send_body(sid, data, done and i == len(pieces) - 1)
+                        if done:
+                            if not pieces:
+                                conn.h2.end_stream(sid)
+                                await conn.flush()
+                            ex.req_done = True
+                            return
+                        try:
+                            ev = await reader.next()
+                        except (EOFError, ProtocolError):
+                            raise Abort() from None
+                        if ev is END:
+                            pieces, done = [], True
+                        else:
+                            pieces = [ev]  # type: ignore[list-item]
+                            done = take_queued(reader, pieces, False)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.ProtocolError):
+                    conn.dead = True
+
+            if done and not pieces:
+                ex.req_done = True
+            async with trio.open_nursery() as nursery:
+                if not ex.req_done:
+                    nursery.start_soon(pump)
+                try:
+                    try:
+                        rh = await conn.reader.next()
+                    except EOFError:
+                        raise Fail(502) from None
+                    keep = await self._relay(head, ex, conn, rh, resp_mods, keep, is_head)  # type: ignore[arg-type]
+                except Fail as f:
+                    failure = f
+                    keep = False
+                if not ex.req_done:
+                    nursery.cancel_scope.cancel()
+                    conn.close()
+                    keep = False
+            if failure is not None:
+                raise failure
+            return keep
+        finally:
+            active[idx] -= 1
+
+    def _mirror(self, mirrors: tuple[RequestMirror, ...], copy: list[bytes]) -> None:
+        payload = b"".join(copy)
+        for m in mirrors:
+            self.engine.spawn(_mirror, self.engine, m.backend, payload)
+
+    async def _pump(self, head: Head, ex: Exchange, conn: UpstreamConn,
+                    mirrors: tuple[RequestMirror, ...], copy: list[bytes] | None) -> None:
+        """Stream the rest of the request body to the backend (keeping a copy for mirrors, up to a bound)."""
+        kept = len(copy[0]) if copy else 0
+        reader = self.reader
+        chunked = head.chunked
+        send = conn.stream.send_all
+        while True:
+            try:
+                ev = await reader.next()
+            except (EOFError, ProtocolError):
+                raise Abort() from None
+            out: list[bytes] = []
+            if ev is END:
+                ex.req_done = True
+                if chunked:
+                    out.append(LAST_CHUNK)
+            else:
+                out.append(chunk(ev) if chunked else ev)  # type: ignore[arg-type]
+                ex.req_done = take_queued(reader, out, chunked)
+            data = b"".join(out) if len(out) > 1 else out[0]
+            if copy is not None:
+                kept += len(data)
+                if kept > MIRROR_MAX_BODY:
+                    copy = None  # too large to keep: this request is not mirrored
+                else:
+                    copy.append(data)
+                    if ex.req_done:
+                        self._mirror(mirrors, copy)
+            try:
+                await send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the backend stopped reading; its answer (or its absence) decides
+            if ex.req_done:
+                return
+
+    async def _relay(self, head: Head, ex: Exchange, conn: UpstreamConn, rh: object,
+                     resp_mods: tuple[HeaderModifier, ...], keep: bool, is_head: bool) -> bool:
+        """Send the backend's response to the client as it arrives; True when the client connection stays."""
+        up = conn.reader
+        while isinstance(rh, Head) and rh.status < 200:
+            if rh.status == 101:
+                raise Fail(502)
+            try:
+                await up.next()  # the interim response's end
+                rh = await up.next()
+            except (EOFError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                raise Fail(502) from None
+        if not isinstance(rh, Head):
+            raise Fail(502)
+        hdrs = [(k, v) for k, v in rh.headers if k.lower() not in HOP_RESPONSE]
+        for m in resp_mods:
+            hdrs = modify_headers(hdrs, m)
+        chunked = False
+        if rh.has_body and not is_head and rh.content_length is None:
+            if head.version == "1.1":
+                chunked = True
+                hdrs.append((b"Transfer-Encoding", b"chunked"))
+            else:
+                keep = False
+        if self.port.draining:
+            keep = False
+        if not keep:
+            hdrs.append((b"Connection", b"close"))
+        elif head.version == "1.0":
+            hdrs.append((b"Connection", b"keep-alive"))
+        ex.status = rh.status
+        out = [serialize_response_head(rh.status, rh.reason or REASONS.get(rh.status, b""), hdrs)]
+        ex.response_started = True
+        done = take_queued(up, out, chunked)
+        send = self.stream.send_all
+        sent = 0
+        try:
+            while True:
+                data = b"".join(out) if len(out) > 1 else out[0]
+                sent += len(data)
+                await send(data)
+                if done:
+                    self.raw.wait_first = not self.reader.events
+                    break
+                ev = await up.next()
+                if ev is END:
+                    done = True
+                    out = [LAST_CHUNK] if chunked else [b""]
+                else:
+                    out = [chunk(ev) if chunked else ev]  # type: ignore[arg-type]
+                    done = take_queued(up, out, chunked)
+        except (EOFError, ProtocolError):
+            raise Abort() from None  # the backend died or garbled its answer mid-body
+        finally:
+            ex.bytes_sent = sent
+        if rh.keep_alive and ex.req_done and not up.events and not up.close_delimited and not conn.dead:
+            ex.conn = None
+            self.engine.pool.put(conn)
+        else:
+            conn.close()
+            ex.conn = None
+        return keep and ex.req_done
+
+    # --- local answers ----------------------------------------------------------------------------
+
+    async def _send_local(self, status: int, keep: bool, method: bytes, version: str,
+                          extra: list[tuple[bytes, bytes]] | None = None, body: bytes | None = None,
+                          body_done: bool = False) -> bool:
+        """Answer from the proxy itself; True when the connection can serve another request.
+
+        A request body not read yet is dropped if it already arrived, else the connection closes after this."""
+        if keep:
+            keep = (body_done or take_queued(self.reader, [], False)) and not self.port.draining  # a body still arriving: close instead of reading it
+        if body is None:
+            body = REASONS.get(status, b"Error") + b"\n"
+        hdrs = [(b"Content-Length", b"%d" % len(body))]
+        if body:
+            hdrs.append((b"Content-Type", b"text/plain"))
+        if extra:
+            hdrs += extra
+        if not keep:
+            hdrs.append((b"Connection", b"close"))
+        elif version == "1.0":
+            hdrs.append((b"Connection", b"keep-alive"))
+        data = serialize_response_head(status, REASONS.get(status, b"Status"), hdrs)
+        if method != b"HEAD":
+            data += body
+        await self.stream.send_all(data)
+        return keep
+
+
+def _rewrite(f: URLRewrite, path: str, matched: object, host: bytes | None,
+             new_path: str | None) -> tuple[bytes | None, str | None]:
+    if f.hostname:
+        host = f.hostname.encode("latin-1")
+    if f.path is not None:
+        new_path = rewrite_path(path, f.path, matched)  # type: ignore[arg-type]
+    return host, new_path
+
+
+def _host_of(head: Head) -> str:
+    for k, v in head.headers:
+        if k.lower() == b"host":
+            return v.decode("latin-1")
+    return ""
+
+
+async def _mirror(engine: "Engine", backend: Backend, payload: bytes) -> None:
+    """Send a copy of a request to one endpoint of ``backend`` and read the answer away; errors are ignored."""
+    eps = engine.endpoints.get((backend.namespace, backend.service, backend.port))
+    if eps is None or backend.invalid is not None:
+        return
+    idx = eps.pick()
+    if idx < 0:
+        return
+    ep = eps.endpoints[idx]
+    with trio.move_on_after(MIRROR_TIMEOUT):
+        try:
+            conn = await engine.pool.connect((ep.ip, ep.port))
+        except (OSError, trio.TooSlowError):
+            return
+        try:
+            await conn.stream.send_all(payload)
+            while await conn.reader.next() is not END:
+                pass
+        except (EOFError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            conn.close()

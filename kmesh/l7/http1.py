@@ -1,0 +1,208 @@
+"""HTTP/1.x message reading on trio streams with httptools (llhttp, a C parser) and head serialization.
+
+Why not h11: the proxy parses every request and every response on its hot
+path, and h11 is pure Python; httptools does the same work in C and hands back
+events through callbacks. Those callbacks land in a queue here, so the proxy
+pulls one event at a time (a head, a body piece, the end), reads from the
+socket only when the queue is empty (natural backpressure: a body is streamed,
+never buffered whole) and sees pipelined requests in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import httptools
+import trio
+
+RECV_SIZE = 65536
+MAX_HEAD = 64 * 1024
+"""The largest request or response head (request line/status line and headers) accepted."""
+
+END = None
+"""The event that ends a message's body."""
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not HTTP/1.x (or is too large): answer 400 (431) and close."""
+
+    def __init__(self, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+class Head:
+    """A parsed request or response head: start line parts, raw headers, framing facts."""
+
+    __slots__ = ("method", "target", "status", "reason", "headers", "version", "keep_alive", "chunked",
+                 "content_length", "has_body", "upgrade")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.version = "1.1"
+        self.keep_alive = True
+        self.chunked = False
+        self.content_length: int | None = None
+        self.has_body = False
+        self.upgrade = False
+
+
+class _Reader:
+    """Feeds bytes from a stream to an httptools parser and queues the parser's events."""
+
+    parser: Any
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.events: deque[Head | bytes | None] = deque()
+        self.head = Head()
+        self.head_bytes = 0
+        self.in_head = False
+        self.upgraded = False
+        self.close_delimited = False
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.head = Head()
+        self.in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.head.target += url
+
+    def on_status(self, reason: bytes) -> None:
+        self.head.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self.head
+        head.headers.append((name, value))
+        if name[0] | 0x20 != 0x63 and name[0] | 0x20 != 0x74:  # neither c... nor t...: not framing
+            return
+        n = name.lower()
+        if n == b"content-length":
+            head.content_length = int(value)
+            head.has_body = head.content_length > 0
+        elif n == b"transfer-encoding":
+            head.chunked = b"chunked" in value.lower()
+            head.has_body = True
+
+    def _complete_head(self) -> Head:
+        self.in_head = False
+        self.head_bytes = 0
+        head = self.head
+        head.version = self.parser.get_http_version()
+        head.keep_alive = self.parser.should_keep_alive()
+        self.events.append(head)
+        return head
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.close_delimited = False
+        self.events.append(END)
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; events land in ``self.events``."""
+        if self.upgraded:
+            raise ProtocolError("data after an upgrade request")
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD:
+                raise ProtocolError("head too large", 431)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+            self.head.upgrade = True
+        except httptools.HttpParserError as e:
+            raise ProtocolError(str(e)) from None
+        except ValueError as e:  # a Content-Length that is not a number
+            raise ProtocolError(str(e)) from None
+
+    async def next(self) -> Head | bytes | None:
+        """The next event: a Head, a body piece, or END; raises EOFError when the peer closed first."""
+        events = self.events
+        while not events:
+            data = await self.stream.receive_some(RECV_SIZE)
+            if not data:
+                if self.close_delimited:
+                    self.close_delimited = False
+                    return END  # a close-delimited response body ends here
+                raise EOFError
+            self.feed(data)
+        return events.popleft()
+
+
+class RequestReader(_Reader):
+    """Reads requests (possibly pipelined) from a client stream."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        super().__init__(stream)
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_headers_complete(self) -> None:
+        self._complete_head().method = self.parser.get_method()
+
+
+class ResponseReader(_Reader):
+    """Reads responses from an upstream stream; ``expect_no_body`` marks an answer to HEAD."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        super().__init__(stream)
+        self.parser = httptools.HttpResponseParser(self)
+        self.expect_no_body = False
+
+    def on_headers_complete(self) -> None:
+        head = self._complete_head()
+        head.status = self.parser.get_status_code()
+        if self.expect_no_body and head.status >= 200:
+            # llhttp cannot be told "this answers HEAD": end the message here and start a fresh parser.
+            self.events.append(END)
+            head.has_body = False
+            self.parser = httptools.HttpResponseParser(self)
+            self.in_head = False
+        elif head.status in (204, 304) or 100 <= head.status < 200:
+            head.has_body = False
+        elif not head.chunked and head.content_length is None:
+            head.has_body = True  # delimited by the connection closing
+            head.keep_alive = False
+            self.close_delimited = True
+
+
+def serialize_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An HTTP/1.1 request line and headers, ready to send."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for k, v in headers:
+        parts += (k, b": ", v, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def serialize_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An HTTP/1.1 status line and headers, ready to send."""
+    parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n"]
+    for k, v in headers:
+        parts += (k, b": ", v, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of chunked transfer coding."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+REASONS = {
+    100: b"Continue", 200: b"OK", 301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
+    307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request", 404: b"Not Found",
+    408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 501: b"Not Implemented",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}

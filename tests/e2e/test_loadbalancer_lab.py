@@ -1,0 +1,206 @@
+"""LoadBalancer Services in netns labs: addresses from the pool, one node answering ARP, reached from the machine.
+
+Driven as a user would: kubectl applies the objects, curl on this machine
+uses the loopback forward cluster.json lists, scapy in the underlay namespace
+(the "host" of the lab's network) asks who has the address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kmesh.gateway.announce import elect
+from kmesh.lab.topology import LabNames, processes_in
+from tests.e2e.labdriver import AGNHOST, Lab, running_lab
+from tests.e2e.lbprobe import arp_answers, mac_of
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+NODES = ["node-1", "node-2"]
+# The modes whose rules enforce loadBalancerSourceRanges (kmesh's ipvs and userspace modes do not yet).
+SOURCE_RANGES_MODES = ("iptables", "nftables")
+
+
+def web(name: str = "web", replicas: int = 2, extra_spec: str = "") -> str:
+    """A Deployment of agnhost serve-hostname and a LoadBalancer Service for it."""
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: web
+        image: {AGNHOST}
+        args: [serve-hostname, --port=8080]
+        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+{lb_service(name, extra_spec)}"""
+
+
+def lb_service(name: str, extra_spec: str = "", selector: str = "") -> str:
+    """A LoadBalancer Service (port 80 → 8080) selecting ``app: <selector or name>``."""
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  type: LoadBalancer
+  selector: {{app: {selector or name}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+{extra_spec}
+"""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` (state in a file, the kernel or another process: nothing to await) until truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def listed(lab: Lab, svc: str) -> dict[str, Any] | None:
+    """cluster.json's loadBalancers entry of ``default/<svc>``."""
+    info = json.loads(lab.dd.cluster_json.read_text())
+    return (info.get("loadBalancers") or {}).get(f"default/{svc}")
+
+
+def curl(url: str) -> subprocess.CompletedProcess[str]:
+    """curl from this machine (no proxy from the environment)."""
+    return subprocess.run(["curl", "-s", "-m", "5", "--noproxy", "*", url], capture_output=True, text=True,
+                          timeout=30)
+
+
+def events(lab: Lab, svc: str, reason: str) -> list[dict[str, Any]]:
+    """The Events ``reason`` about Service ``svc``."""
+    doc = json.loads(lab.kubectl("get", "events", "-n", "default", "-o", "json",
+                                 "--field-selector", f"involvedObject.name={svc}"))
+    return [e for e in doc["items"] if e.get("reason") == reason and e["involvedObject"].get("kind") == "Service"]
+
+
+def ingress(lab: Lab, svc: str) -> str:
+    """The Service's LoadBalancer address ("" while pending)."""
+    return lab.kubectl("get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+
+
+def answering(lab: Lab, ip: str) -> set[str]:
+    """The node names whose MAC answers ARP for ``ip`` on the underlay."""
+    macs = {mac_of(lab.names.node(n), "eth0"): n for n in NODES}
+    got = arp_answers(lab.names.underlay, ip, "br0")
+    return {macs.get(m, m) for m in got}
+
+
+def serves(lab: Lab, entry: dict[str, Any]) -> bool:
+    """Whether the loopback forward of port 80 answers with a pod name of the web Deployment."""
+    r = curl(f"http://{entry['ports']['80']}/")
+    return r.returncode == 0 and r.stdout.startswith("web-")
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs", "userspace"])
+def test_lb_service_from_the_machine(tmp_path: Path, mode: str) -> None:
+    """An LB Service gets an address from the pool, one node answers ARP for it, curl on this machine reaches
+    it through cluster.json's forward; deleting it stops both."""
+    names = LabNames(f"lb{os.getpid() % 10000}{mode[:2]}")
+    with running_lab(tmp_path / "lab", names, mode, nodes=2, flags=["--lb-range", "192.168.56.250/31"]) as lab:
+        lab.kubectl("apply", "-f", "-", stdin=web())
+        lab.kubectl("rollout", "status", "deploy/web", "--timeout=120s")
+        entry = wait_until(lambda: listed(lab, "web"), 60, "cluster.json to list default/web")
+        assert entry["ip"] == "192.168.56.250" == ingress(lab, "web")
+        assert set(entry["ports"]) == {"80"} and entry["ports"]["80"].startswith("127.0.0.1:")
+        assert entry["node"] == elect("192.168.56.250", NODES)
+        assert wait_until(lambda: serves(lab, entry), 60, "the LoadBalancer to answer through the forward")
+        assert answering(lab, "192.168.56.250") == {entry["node"]}  # exactly one node, the elected one
+        assert events(lab, "web", "IPAllocated") and events(lab, "web", "nodeAssigned")
+        status = lab.kmesh("status")
+        assert status.returncode == 0 and "default/web" in status.stdout and entry["ports"]["80"] in status.stdout
+        as_json = json.loads(lab.kmesh("status", "--json").stdout)
+        assert as_json["loadBalancers"]["default/web"] == entry and as_json["lbRange"] == "192.168.56.250/31"
+
+        if mode in SOURCE_RANGES_MODES:
+            # loadBalancerSourceRanges: the underlay's "host" 192.168.56.1 is outside 10.1.0.0/16, then inside
+            lab.kubectl("patch", "svc", "web", "-p", '{"spec": {"loadBalancerSourceRanges": ["10.1.0.0/16"]}}')
+            wait_until(lambda: not serves(lab, entry), 60, "a source outside loadBalancerSourceRanges to be refused")
+            assert not serves(lab, entry)
+            lab.kubectl("patch", "svc", "web", "-p", '{"spec": {"loadBalancerSourceRanges": ["192.168.56.0/24"]}}')
+            assert wait_until(lambda: serves(lab, entry), 60, "a source inside loadBalancerSourceRanges to pass")
+
+        lab.kubectl("delete", "svc", "web")
+        wait_until(lambda: listed(lab, "web") is None, 60, "the forward to be removed from cluster.json")
+        assert curl(f"http://{entry['ports']['80']}/").returncode != 0
+        assert wait_until(lambda: answering(lab, "192.168.56.250") == set() or None, 30, "ARP answers to stop")
+
+
+def test_pool_rules_local_policy_and_failover(tmp_path: Path) -> None:
+    """loadBalancerIP honoured and refused, the pool exhausted, externalTrafficPolicy: Local announced where the
+    endpoint is, and another node taking over when the announcing node's agent stops."""
+    names = LabNames(f"lbf{os.getpid() % 10000}")
+    flags = ["--lb-range", "192.168.56.240-192.168.56.242", "--node-grace-period", "15"]
+    with running_lab(tmp_path / "lab", names, "iptables", nodes=2, flags=flags) as lab:
+        lab.kubectl("apply", "-f", "-", stdin=web(extra_spec="  loadBalancerIP: 192.168.56.242"))
+        lab.kubectl("apply", "-f", "-", stdin=lb_service("outside", "  loadBalancerIP: 192.168.56.100", "web"))
+        lab.kubectl("rollout", "status", "deploy/web", "--timeout=120s")
+        assert wait_until(lambda: ingress(lab, "web"), 60, "web's address") == "192.168.56.242"
+        refused = wait_until(lambda: events(lab, "outside", "AllocationFailed"), 60, "outside's AllocationFailed")
+        assert refused[0]["type"] == "Warning" and "192.168.56.100" in refused[0]["message"]
+        assert ingress(lab, "outside") == ""
+
+        # externalTrafficPolicy: Local is announced by the node with the endpoint, even where the hash
+        # would pick the other
+        lab.kubectl("apply", "-f", "-", stdin=lb_service("solo", "  externalTrafficPolicy: Local"))
+        ip = wait_until(lambda: ingress(lab, "solo"), 60, "solo's address")
+        assert ip in ("192.168.56.240", "192.168.56.241")
+        loser = next(n for n in NODES if n != elect(ip, NODES))
+        lab.kubectl("apply", "-f", "-", stdin=f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: solo, namespace: default, labels: {{app: solo}}}}
+spec:
+  nodeName: {loser}
+  containers: [{{name: web, image: {AGNHOST}, args: [serve-hostname, --port=8080]}}]
+""")
+        entry = wait_until(lambda: (listed(lab, "solo") or {}).get("node") == loser and listed(lab, "solo"), 60,
+                           "solo to be announced from its endpoint's node")
+        assert wait_until(lambda: curl(f"http://{entry['ports']['80']}/").stdout == "solo", 60, "solo to answer")
+        assert answering(lab, ip) == {loser}
+
+        # the pool is exhausted now
+        lab.kubectl("apply", "-f", "-", stdin=lb_service("more", selector="web"))
+        lab.kubectl("apply", "-f", "-", stdin=lb_service("late", selector="web"))
+        wait_until(lambda: events(lab, "late", "AllocationFailed") or events(lab, "more", "AllocationFailed"), 60,
+                   "an AllocationFailed event")
+        pending = [s for s in ("more", "late") if not ingress(lab, s)]
+        assert len(pending) == 1
+        assert "no available IPs" in events(lab, pending[0], "AllocationFailed")[0]["message"]
+
+        # failover: the node announcing web stops; the other takes over (gratuitous ARP) and traffic follows
+        web_entry = wait_until(lambda: listed(lab, "web"), 30, "web in cluster.json")
+        first = web_entry["node"]
+        other = next(n for n in NODES if n != first)
+        assert answering(lab, "192.168.56.242") == {first}
+        agents = [p for p in processes_in([lab.names.node(first)])
+                  if b"agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert agents
+        for pid in agents:
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: (listed(lab, "web") or {}).get("node") == other, 120, f"{other} to take web over")
+        assert wait_until(lambda: answering(lab, "192.168.56.242") == {other} or None, 60, f"{other} answering ARP")
+        assert wait_until(lambda: serves(lab, web_entry), 120, "web to answer again through the other node")
+        msgs = [e["message"] for e in events(lab, "web", "nodeAssigned")]
+        assert any(f'"{other}"' in m for m in msgs)

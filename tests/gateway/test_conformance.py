@@ -1,0 +1,65 @@
+"""Upstream's HTTPRoute conformance table (the same manifests, requests and expected backends, transcribed in
+conformance_cases.py) through kmesh's translation and L7 engine, with echo-basic backends on loopback."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import trio
+
+from tests.gateway.conformance_cases import CASES, MANIFESTS, STATUSES, Case
+from tests.gateway.manifests import gateway_class, load, with_defaults
+from tests.gateway.checks import check as _check
+from tests.gateway.rig import Rig, rig
+
+
+def _objects(test: str) -> list[dict[str, Any]]:
+    return with_defaults([gateway_class(), *load("manifests.yaml", MANIFESTS[test])])
+
+
+def _key(ref: str) -> tuple[str, str]:
+    ns, _, name = ref.partition("/")
+    return ns, name
+
+
+async def _weights(r: Rig, case: Case) -> None:
+    """Upstream's check: 500 requests; each backend's share within 0.05 of its weight; up to 10 rounds."""
+    want = {"infra-backend-v1": 0.7, "infra-backend-v2": 0.3, "infra-backend-v3": 0.0}
+    for _ in range(10):
+        got: Counter[str] = Counter()
+        for _ in range(500):
+            reply = await r.request(_key(case.gateway), case.path, host=case.host)
+            assert reply.status == 200 and reply.echo
+            got[str(reply.echo["pod"]).removesuffix("-pod")] += 1
+        if set(got) <= {"infra-backend-v1", "infra-backend-v2"} and all(
+                abs(got[b] / 500 - w) <= 0.05 for b, w in want.items()):
+            return
+    raise AssertionError(f"split {dict(got)} not within 0.05 of {want} in 10 rounds")
+
+
+@pytest.mark.parametrize("test", sorted(CASES))
+async def test_httproute_conformance(test: str) -> None:
+    async with rig(_objects(test)) as r:
+        for route, gateway, ctype, status, reason in STATUSES.get(test, []):
+            parents = r.translation.route_parents.get(_key(route), [])
+            conds = [c for p in parents if p["parentRef"]["name"] == _key(gateway)[1]
+                     for c in p["conditions"] if c["type"] == ctype]
+            assert conds and {(c["status"], c["reason"]) for c in conds} == {(status, reason)}, (route, ctype, parents)
+        cases = CASES[test]
+        if test == "HTTPRouteReferenceGrant":  # its last case is sent once the ReferenceGrant is deleted
+            cases, after = cases[:-1], cases[-1]
+        for case in cases:
+            if test == "HTTPRouteWeight":
+                await _weights(r, case)
+                continue
+            reply = await r.request(_key(case.gateway), case.path, host=case.host, method=case.method,
+                                    headers=case.headers)
+            _check(case, reply)
+        if test == "HTTPRouteReferenceGrant":
+            async with rig([o for o in _objects(test) if o["kind"] != "ReferenceGrant"]) as r2:
+                _check(after, await r2.request(_key(after.gateway), after.path))
+        if test == "HTTPRouteRequestMirror":  # the mirrored copies reach infra-backend-v2
+            with trio.fail_after(10):
+                await r.wait_seen(("gateway-conformance-infra", "infra-backend-v2"), [c.path for c in CASES[test]])

@@ -1,0 +1,58 @@
+"""The Gateway API translation against upstream's conformance manifests: statuses as the conformance tests
+expect them (the data path is checked through the engine in test_conformance_*)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kmesh.gateway.gatewayapi import translate
+from kmesh.gateway.world import World
+from tests.gateway.manifests import INFRA, gateway_class, load, with_defaults
+
+
+def _world(*names: str) -> World:
+    return World.of(with_defaults([gateway_class(), *load("manifests.yaml", *names)]))
+
+
+def _cond(conds: list[dict[str, Any]], ctype: str) -> tuple[str, str]:
+    c = next(c for c in conds if c["type"] == ctype)
+    return c["status"], c["reason"]
+
+
+def _route(t: Any, name: str, ns: str = INFRA) -> dict[str, tuple[str, str]]:
+    (parent,) = t.route_parents[(ns, name)]
+    return {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]}
+
+
+def test_hostname_intersection_statuses() -> None:
+    t = translate(_world("httproute-hostname-intersection.yaml"), {(INFRA, "httproute-hostname-intersection"): ["1.2.3.4"]})
+    for name in ("specific-host-matches-listener-specific-host", "specific-host-matches-listener-wildcard-host",
+                 "wildcard-host-matches-listener-specific-host", "wildcard-host-matches-listener-wildcard-host"):
+        assert _route(t, name) == {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}, name
+    assert _route(t, "no-intersecting-hosts")["Accepted"] == ("False", "NoMatchingListenerHostname")
+    gw = t.gateways[(INFRA, "httproute-hostname-intersection")].status
+    assert {ls["name"]: ls["attachedRoutes"] for ls in gw["listeners"]} == {
+        "listener-1": 2, "listener-2": 1, "listener-3": 1}
+    assert _cond(gw["conditions"], "Programmed") == ("True", "Programmed")
+    assert gw["addresses"] == [{"type": "IPAddress", "value": "1.2.3.4"}]
+    for ls in gw["listeners"]:
+        assert ls["supportedKinds"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]
+        assert _cond(ls["conditions"], "Accepted")[0] == "True" and _cond(ls["conditions"], "ResolvedRefs")[0] == "True"
+
+
+def test_invalid_references_have_the_spec_reasons() -> None:
+    t = translate(_world("httproute-invalid-backendref-unknown-kind.yaml", "httproute-invalid-nonexistent-backendref.yaml",
+                         "httproute-invalid-cross-namespace-backend-ref.yaml", "httproute-invalid-reference-grant.yaml",
+                         "httproute-invalid-parentref-not-matching-listener-port.yaml",
+                         "httproute-invalid-parentref-not-matching-section-name.yaml",
+                         "httproute-invalid-cross-namespace-parent-ref.yaml", "httproute-disallowed-kind.yaml"))
+    reasons = {k[1]: {c["type"]: (c["status"], c["reason"]) for p in v for c in p["conditions"]}
+               for k, v in t.route_parents.items() if v}
+    assert reasons["invalid-backend-ref-unknown-kind"]["ResolvedRefs"] == ("False", "InvalidKind")
+    assert reasons["invalid-nonexistent-backend-ref"]["ResolvedRefs"] == ("False", "BackendNotFound")
+    assert reasons["invalid-cross-namespace-backend-ref"]["ResolvedRefs"] == ("False", "RefNotPermitted")
+    assert reasons["reference-grant"]["ResolvedRefs"] == ("False", "RefNotPermitted")
+    assert reasons["httproute-listener-not-matching-route-port"]["Accepted"] == ("False", "NoMatchingParent")
+    assert reasons["httproute-listener-not-matching-section-name"]["Accepted"] == ("False", "NoMatchingParent")
+    assert reasons["invalid-cross-namespace-parent-ref"]["Accepted"] == ("False", "NotAllowedByListeners")
+    assert reasons["disallowed-kind"]["Accepted"] == ("False", "NotAllowedByListeners")
