@@ -115,7 +115,9 @@ def _ref_value(kind: str, ref: Obj, namespace: str, objects: EnvObjects) -> str 
     return data[key]
 
 
-def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str, objects: EnvObjects | None = None) -> dict[str, str]:
+def container_env(
+    pod: Obj, container: Obj, pod_ip: str, host_ip: str, objects: EnvObjects | None = None,
+) -> dict[str, str]:
     """The environment of a container process: PATH, HOSTNAME, HOME, then ``envFrom``, then ``env``.
 
     Literal values and ``fieldRef`` are resolved; ``configMapKeyRef``/``secretKeyRef`` and ``envFrom`` read

@@ -3,9 +3,10 @@
 Each volume gets a directory ``<node dir>/volumes/<pod uid>/<plugin>/<volume>``
 (upstream's ``kubernetes.io~secret``, ``kubernetes.io~configmap``,
 ``kubernetes.io~empty-dir``, ``kubernetes.io~downward-api``,
-``kubernetes.io~projected``). Volume types a node cannot provide here
-(hostPath, PVCs...) get an empty directory and a log line, so such pods
-still start. A missing non-optional Secret or ConfigMap raises
+``kubernetes.io~projected``); a ``hostPath`` volume is the machine's path
+itself (nothing is created there). Volume types a node cannot provide here
+(PVCs, ephemeral, CSI...) get an empty directory and a log line, so such
+pods still start. A missing non-optional Secret or ConfigMap raises
 ``MountError`` naming the volume; the pod worker reports ``FailedMount``
 and retries when the object appears.
 """
@@ -128,6 +129,9 @@ class PodVolumes:
         failed: VolumeMountError | None = None
         for vol in self.specs():
             name = vol.get("name", "")
+            if "hostPath" in vol:
+                self.dirs[name] = Path((vol["hostPath"] or {}).get("path") or "/")
+                continue
             kind = next((k for k in PLUGINS if k in vol), "")
             directory = self.root / PLUGINS.get(kind, "kubernetes.io~unsupported") / name
             try:
@@ -164,7 +168,8 @@ class PodVolumes:
                 n.start_soon(one)
 
     async def keep_current(self) -> None:
-        """While the pod runs: rewrite a volume whenever its Secret/ConfigMap changes (a missing one keeps its files)."""
+        """While the pod runs: rewrite a volume whenever its Secret/ConfigMap changes (a volume whose source
+        went missing keeps its files)."""
         while True:
             await self.wait_change()
             try:

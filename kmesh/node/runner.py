@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -149,7 +150,8 @@ class ContainerRunner:
                 self.state.set_waiting("CreateContainerConfigError", config_error)
                 pw.publish()
                 pw.event("Warning", "Failed", f"Error: {config_error}")
-                await wait_any(pw.stopping.wait, self.spec_changed.wait, lambda: pw.volumes.wait_change("env"), sleeper(30))
+                env_changed = functools.partial(pw.volumes.wait_change, "env")
+                await wait_any(pw.stopping.wait, self.spec_changed.wait, env_changed, sleeper(30))
                 continue
             if not first:
                 self.state.restarting()

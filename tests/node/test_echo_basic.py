@@ -125,6 +125,9 @@ async def test_echo_json_headers_and_special_paths(api, node1, pods) -> None:
     assert doc["proto"] == "HTTP/2.0" and doc["path"] == "/h2?q=1" and doc["host"] == f"{ip}:3001"
     code, body, head = await curl(f"http://{ip}:3001/")
     assert head.startswith("HTTP/1.1 400") and body == "Expected h2c request"
+    # An HTTP/1.1 request offering the h2c upgrade is echoed over HTTP/1.1 (the upgrade is not taken).
+    code, body, head = await curl("--http2", f"http://{ip}:3001/up")
+    assert head.startswith("HTTP/1.1 200") and json.loads(body)["headers"]["Upgrade"] == ["h2c"]
 
 
 async def test_websocket_echo(api, node1, pods) -> None:
@@ -199,3 +202,50 @@ async def test_tcp_and_udp_echo_modes(api, node1, pods, tmp_path) -> None:
 
     reply = json.loads(await udp_ask(uip, 8080, b"hello"))
     assert reply == {"request": "hello", "namespace": "default", "ingress": "", "service": "", "pod": "udp-backend"}
+
+
+def pb_decode(data: bytes) -> list[tuple[int, bytes]]:
+    """The length-delimited fields of a protobuf message: (field number, bytes)."""
+    out, pos = [], 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        length, pos = _varint(data, pos)
+        assert key & 7 == 2
+        out.append((key >> 3, data[pos:pos + length]))
+        pos += length
+    return out
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
+async def test_grpc_echo_mode_with_curl(api, node1, pods, tmp_path) -> None:
+    await create_bound(api.client, pod("grpc-backend", echo_container(env=[{"name": "GRPC_ECHO_SERVER", "value": "1"}])))
+    ip = (await wait_pod(pods, "grpc-backend", running_ready))["status"]["podIP"]
+    (tmp_path / "req").write_bytes(b"\x00\x00\x00\x00\x00")  # an empty EchoRequest, uncompressed
+    svc = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
+    grpc = ["--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "-H", "x-grpc-test: yes", "--data-binary", f"@{tmp_path / 'req'}", "-o", str(tmp_path / "resp")]
+    code, _, head = await curl(*grpc, f"http://{ip}:3000/{svc}/EchoTwo")
+    assert code == 0 and head.startswith("HTTP/2 200") and "grpc-status: 0" in head, head
+    raw = (tmp_path / "resp").read_bytes()
+    assert raw[0] == 0 and int.from_bytes(raw[1:5], "big") == len(raw) - 5
+    (field, assertions), = pb_decode(raw[5:])
+    fields = pb_decode(assertions)
+    assert field == 1 and fields[0] == (1, f"/{svc}/EchoTwo".encode())
+    headers = [tuple(v for _, v in pb_decode(h)) for n, h in fields if n == 2]
+    assert (b"x-grpc-test", b"yes") in headers and (b"content-type", b"application/grpc") in headers
+    assert (3, f"{ip}:3000".encode()) in fields
+    context = dict(pb_decode(next(v for n, v in fields if n == 4)))
+    assert context == {1: b"default", 4: b"grpc-backend"}
+
+    code, _, head = await curl(*grpc, f"http://{ip}:3000/{svc}/EchoThree")
+    assert "grpc-status: 12" in head and "grpc-message: method EchoThree not implemented" in head

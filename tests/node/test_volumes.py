@@ -55,6 +55,19 @@ def test_atomic_writer_swaps_the_whole_set(tmp_path: Path) -> None:
     assert not (d / first).exists() and read_current(d) == {"a": (b"new", 0o644)}
 
 
+async def test_host_path_volume_is_the_machine_path(tmp_path: Path) -> None:
+    from kmesh.node.podvolumes import PodVolumes
+
+    pv = PodVolumes({"metadata": {"uid": "u1", "namespace": "default"},
+                     "spec": {"volumes": [{"name": "h", "hostPath": {"path": str(tmp_path / "shared")}}]}}, tmp_path / "node", None)
+    await pv.mount()
+    assert pv.dirs == {"h": tmp_path / "shared"} and not (tmp_path / "shared").exists()
+    mounts = container_mounts({"volumeMounts": [{"name": "h", "mountPath": "/data"}]}, pv.dirs)
+    assert host_path(mounts, "/data/x") == tmp_path / "shared" / "x"
+    pv.remove()
+    assert not (tmp_path / "node" / "volumes" / "u1").exists()
+
+
 def test_container_paths_map_through_mounts(tmp_path: Path) -> None:
     c = {"volumeMounts": [{"name": "s", "mountPath": "/etc/secret-volume"}, {"name": "c", "mountPath": "/etc/secret-volume/x/"},
                           {"name": "f", "mountPath": "/app/conf.yaml", "subPath": "conf.yaml"}, {"name": "none", "mountPath": "/n"}]}
@@ -137,12 +150,16 @@ async def test_echo_basic_serves_https_from_a_secret_volume_with_sni(api, node1,
     crt, key = server_cert(ca, "abc.example.com")
     await api.client.create(secret("tls-checks-certificate", {"tls.crt": crt, "tls.key": key},
                                    type="kubernetes.io/tls"))
+    await api.client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "client-ca", "namespace": "default"},
+                             "data": {"ca.crt": ca.pem().decode()}})
     env = [{"name": "TLS_SERVER_CERT", "value": "/etc/secret-volume/crt"},
-           {"name": "TLS_SERVER_PRIVKEY", "value": "/etc/secret-volume/key"}]
-    c = echo_container("tls-backend", env=env, volumeMounts=[{"name": "secret-volume", "mountPath": "/etc/secret-volume"}])
+           {"name": "TLS_SERVER_PRIVKEY", "value": "/etc/secret-volume/key"},
+           {"name": "TLS_CLIENT_CACERTS", "value": "/etc/client-ca/ca.crt"}]
+    c = echo_container("tls-backend", env=env, volumeMounts=[{"name": "secret-volume", "mountPath": "/etc/secret-volume"},
+                                                             {"name": "ca", "mountPath": "/etc/client-ca", "readOnly": True}])
     vol = {"name": "secret-volume", "secret": {"secretName": "tls-checks-certificate",
                                                "items": [{"key": "tls.crt", "path": "crt"}, {"key": "tls.key", "path": "key"}]}}
-    await create_bound(api.client, pod("tls-backend", c, volumes=[vol]))
+    await create_bound(api.client, pod("tls-backend", c, volumes=[vol, {"name": "ca", "configMap": {"name": "client-ca"}}]))
     p = await wait_pod(pods, "tls-backend", running_ready)
     ip = p["status"]["podIP"]
     (tmp_path / "ca.crt").write_bytes(ca.pem())
@@ -161,6 +178,14 @@ async def test_echo_basic_serves_https_from_a_secret_volume_with_sni(api, node1,
     doc = json.loads(body)
     assert doc["proto"] == "HTTP/1.1" and doc["tls"]["negotiatedProtocol"] == "http/1.1"
     assert doc["tls"]["version"] == "TLSv1.2" and doc["tls"]["cipherSuite"].startswith("TLS_ECDHE_")
+    # TLS_CLIENT_CACERTS: a client certificate is verified and reported, PEM.
+    client_crt, client_key = ca.issue("a-client")
+    (tmp_path / "client.crt").write_bytes(client_crt)
+    (tmp_path / "client.key").write_bytes(client_key)
+    code, body, head = await curl(*base, "--cert", str(tmp_path / "client.crt"), "--key", str(tmp_path / "client.key"),
+                                  "https://abc.example.com:8443/")
+    peers = json.loads(body)["tls"]["peerCertificates"]
+    assert len(peers) == 1 and peers[0].replace("\n", "") == client_crt.decode().replace("\n", "")
     # The plain port still answers, without "tls".
     code, body, head = await curl(f"http://{ip}:3000/")
     assert "tls" not in json.loads(body)

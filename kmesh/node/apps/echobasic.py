@@ -1,4 +1,5 @@
-"""``gcr.io/k8s-staging-gateway-api/echo-basic`` (and its ``registry.k8s.io`` home): the Gateway API conformance backend.
+"""``gcr.io/k8s-staging-gateway-api/echo-basic`` (now ``registry.k8s.io/gateway-api/conformance/echo-basic``):
+the Gateway API conformance backend.
 
 Ports, from the container's env as upstream reads them: HTTP on ``HTTP_PORT``
 (3000); HTTP/2 cleartext on ``H2C_PORT`` (3001: prior-knowledge HTTP/2 is
@@ -10,8 +11,7 @@ names are container paths: they are read through the pod's volume mounts
 (``AppContext.host_path``), so a Secret volume at ``/etc/secret-volume`` works
 as in the conformance manifests. The answers are in ``echobasic_handler``.
 ``TCP_ECHO_SERVER``/``UDP_ECHO_SERVER`` switch to the L4 echoes of
-``echobasic_l4``; the gRPC echo (``GRPC_ECHO_SERVER``) is not served: the
-container runs idle and logs so.
+``echobasic_l4``, ``GRPC_ECHO_SERVER`` to the gRPC echo of ``echobasic_grpc``.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 import trio
 
 from kmesh.node.apps import AppContext
-from kmesh.node.apps.echobasic_h1 import serve_h1
+from kmesh.node.apps.echobasic_grpc import serve_grpc_mode
+from kmesh.node.apps.echobasic_h1 import Handler, serve_h1
 from kmesh.node.apps.echobasic_h2 import PREFACE, serve_h2
 from kmesh.node.apps.echobasic_handler import EchoRequest, EchoResponse, EchoServer
 from kmesh.node.apps.echobasic_l4 import serve_tcp_mode, serve_udp_mode
 from kmesh.node.apps.echobasic_tls import SNI, server_tls_context, tls_assertions
 
-def h2c_handler(server: EchoServer):  # type: ignore[no-untyped-def]
+def h2c_handler(server: EchoServer) -> Handler:
     """The H2C port's handler: the echo for HTTP/2 or an ``Upgrade: h2c`` request, else 400."""
 
     async def handle(req: EchoRequest) -> EchoResponse:
@@ -55,9 +56,7 @@ async def main(ctx: AppContext) -> int | None:
     """Serve the echo on the HTTP, H2C and (with a certificate) HTTPS ports until stopped."""
     env = ctx.env
     if env.get("GRPC_ECHO_SERVER"):
-        ctx.log("kmesh's built-in echo-basic does not serve the gRPC echo (GRPC_ECHO_SERVER is set); idle")
-        await ctx.sigterm.wait()
-        return 0
+        return await serve_grpc_mode(ctx)
     if env.get("TCP_ECHO_SERVER"):
         return await serve_tcp_mode(ctx)
     if env.get("UDP_ECHO_SERVER"):

@@ -57,7 +57,7 @@ async def serve_h1(
     stream: trio.abc.Stream, handler: Handler, *, tls: dict[str, object] | None = None, prefix: bytes = b"",
 ) -> None:
     """Serve HTTP/1.x requests on ``stream`` until the client or the protocol ends the connection."""
-    conn = h11.Connection(h11.SERVER)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)  # Go: 1 MB of request headers
     if prefix:
         conn.receive_data(prefix)
     try:
@@ -131,7 +131,8 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, method: str, resp
         headers.append((b"Content-Length", str(len(resp.body)).encode()))
     if not any(n.lower() == b"date" for n, _ in headers):
         headers.append((b"Date", formatdate(usegmt=True).encode()))
-    out = conn.send(h11.Response(status_code=status, headers=sorted(headers, key=lambda h: h[0]), reason=reason(status)))
+    head = h11.Response(status_code=status, headers=sorted(headers, key=lambda h: h[0]), reason=reason(status))
+    out = conn.send(head)
     if resp.body and method != "HEAD" and status not in _NO_BODY:
         out += conn.send(h11.Data(data=resp.body))
     out += conn.send(h11.EndOfMessage())

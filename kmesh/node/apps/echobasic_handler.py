@@ -109,13 +109,16 @@ class EchoResponse:
 def go_json(doc: object, *, indent: bool = True) -> bytes:
     """JSON as Go's ``json.MarshalIndent(v, "", " ")`` (or, ``indent=False``, ``json.Marshal``) writes it
     (``<``, ``>``, ``&`` escaped)."""
-    text = json.dumps(doc, indent=1, ensure_ascii=False) if indent else json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    if indent:
+        text = json.dumps(doc, indent=1, ensure_ascii=False)
+    else:
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     for c, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(c, esc)
     return text.encode()
 
 
-def _base_headers(body: bytes, content_type: str | None) -> list[tuple[str, str]]:
+def _base_headers(content_type: str | None) -> list[tuple[str, str]]:
     out = [("Date", formatdate(usegmt=True))]
     if content_type:
         out.append(("Content-Type", content_type))
@@ -124,8 +127,8 @@ def _base_headers(body: bytes, content_type: str | None) -> list[tuple[str, str]
 
 def error_response(message: str, code: int) -> EchoResponse:
     """Go's ``processError``: ``{"message": ...}`` with the code."""
-    body = json.dumps({"message": message}, separators=(",", ":"), ensure_ascii=False).encode()
-    return EchoResponse(code, [*_base_headers(body, "application/json"), ("X-Content-Type-Options", "nosniff")], body)
+    body = go_json({"message": message}, indent=False)
+    return EchoResponse(code, [*_base_headers("application/json"), ("X-Content-Type-Options", "nosniff")], body)
 
 
 def clean_path(p: str) -> str:
@@ -169,16 +172,16 @@ class EchoServer:
             if cleaned != path:
                 return self._redirect(req, cleaned, query)
         if path == "/health":
-            return EchoResponse(200, _base_headers(b"OK", "text/plain; charset=utf-8"), b"OK")
+            return EchoResponse(200, _base_headers("text/plain; charset=utf-8"), b"OK")
         if path == "/ws":
             if not _is_ws(req):
-                return EchoResponse(400, _base_headers(b"", "text/plain; charset=utf-8"), b"not websocket protocol")
+                return EchoResponse(400, _base_headers("text/plain; charset=utf-8"), b"not websocket protocol")
             return EchoResponse(101, websocket=True)
         if path in ("/status", "/retry"):
             return self._redirect(req, path + "/", query)
         if path.startswith("/status/"):
             m = _STATUS_RE.match(req.target)
-            return EchoResponse(int(m.group(1)) if m else 400, _base_headers(b"", None))
+            return EchoResponse(int(m.group(1)) if m else 400, _base_headers(None))
         if path.startswith("/retry/"):
             return await self._retry(req, query)
         return await self.echo(req, query)
@@ -188,10 +191,10 @@ class EchoServer:
         headers = [("Location", url)]
         body = b""
         if req.method in ("GET", "HEAD"):
-            headers += _base_headers(b"", "text/html; charset=utf-8")
+            headers += _base_headers("text/html; charset=utf-8")
             body = f'<a href="{url}">Moved Permanently</a>.\n\n'.encode()
         else:
-            headers += _base_headers(b"", None)
+            headers += _base_headers(None)
         return EchoResponse(301, headers, body)
 
     # --------------------------------------------------------------- echo
@@ -223,17 +226,17 @@ class EchoServer:
         body = go_json(self.assertions(req))
         extra = echo_set_headers([v for n, v in req.headers if canonical_header(n) == "X-Echo-Set-Header"])
         extra = [(n, v) for n, v in extra if n not in ("Content-Type", "X-Content-Type-Options")]
-        headers = [*extra, *_base_headers(body, "application/json"), ("X-Content-Type-Options", "nosniff")]
+        headers = [*extra, *_base_headers("application/json"), ("X-Content-Type-Options", "nosniff")]
         return EchoResponse(200, headers, body)
 
     async def _retry(self, req: EchoRequest, query: str) -> EchoResponse:
         uuid = _form_value(query, "uuid")
         if not uuid:
-            return EchoResponse(400, _base_headers(b"", "text/plain; charset=utf-8"), b"uuid is required")
+            return EchoResponse(400, _base_headers("text/plain; charset=utf-8"), b"uuid is required")
         try:
             succeed_after = int(_form_value(query, "succeedAfter"))
         except ValueError:
-            return EchoResponse(400, _base_headers(b"", "text/plain; charset=utf-8"), b"succeedAfter is required")
+            return EchoResponse(400, _base_headers("text/plain; charset=utf-8"), b"succeedAfter is required")
         code: int | None = None
         try:
             code = int(_form_value(query, "responseCode"))
@@ -249,7 +252,7 @@ class EchoServer:
                     except DurationError as exc:
                         return error_response(str(exc), 500)
                 if code is not None:
-                    return EchoResponse(code, _base_headers(b"", None))
+                    return EchoResponse(code, _base_headers(None))
                 if not req.can_reset:
                     return error_response("response writer does not support hijacking", 500)
                 return EchoResponse(0, reset=True)
