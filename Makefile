@@ -19,8 +19,15 @@ run: deps
 down:
 	$(BIN)/kmesh down
 
+# Two runs: the tests without the netns/vm/slow markers (most of the suite, no lab of their own) on two
+# workers (pytest-xdist), then the labs, VMs and other long tests one at a time, as they share the machine's
+# CPUs and time-sensitive kernels paths. PYTEST_MARK narrows both (PYTEST_MARK="not vm" leaves the VMs out).
+UNIT_MARK := not netns and not vm and not slow
+LAB_MARK := netns or vm or slow
+PYTEST_MARK ?=
 test: deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "$(UNIT_MARK)$(if $(PYTEST_MARK), and ($(PYTEST_MARK)))" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "($(LAB_MARK))$(if $(PYTEST_MARK), and ($(PYTEST_MARK)))" $(PYTEST_ARGS)
 
 bench: deps
 	$(BIN)/python benchmarks/api.py
@@ -34,7 +41,7 @@ vagrant-box: deps
 vagrant-wheels: python-deps
 	vagrant/scripts/host-wheels.sh
 
-# only the tests that boot VMs (make test runs them too; PYTEST_ARGS='-m "not vm"' leaves them out)
+# only the tests that boot VMs (make test runs them too; PYTEST_MARK="not vm" leaves them out)
 test-vm: deps
 	$(BIN)/python -m pytest -m vm tests/vm $(PYTEST_ARGS)
 

@@ -220,6 +220,9 @@ def main(verbose: int) -> None:
 @click.option("--lb-range", default="", metavar="CIDR|START-END",
               help="Addresses for LoadBalancer Services, announced with ARP (default: 192.168.56.240-192.168.56.254, "
                    "the top of the underlay; netns: must lie in 192.168.56.0/24).")
+@click.option("--disable", default="", metavar="ADDON[,ADDON]",
+              help="Leave out add-ons the lab otherwise ships, as k3s's --disable: ingress (the ingress controller "
+                   "and IngressClass kmesh), gateway (the Gateway API controller and GatewayClass kmesh).")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
               help="Seconds to wait for the demo to be available.")
 @click.option("--topology", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
@@ -232,7 +235,7 @@ def up(
     node_name: str, iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
-    demo: bool, node_grace_period: float, lb_range: str, demo_timeout: float, topology: Path | None,
+    demo: bool, node_grace_period: float, lb_range: str, disable: str, demo_timeout: float, topology: Path | None,
     kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
@@ -283,6 +286,12 @@ def up(
         err_console.print("[yellow]note:[/] the sim runtime has no overlay (pods are loopback addresses); "
                           "--backend and --subnet-manager apply to the netns runtime only")
     _check_lb_range(lb_range, runtime, nodes)
+    from kmesh.lab.l7addons import ADDONS
+
+    disabled = [a.strip() for a in disable.split(",") if a.strip()]
+    unknown = [a for a in disabled if a not in ADDONS]
+    if unknown:
+        raise click.BadParameter(f"unknown add-on {unknown[0]!r} (one of {', '.join(ADDONS)})", param_hint="--disable")
     if port and not _port_free(port):
         raise click.BadParameter(f"127.0.0.1:{port} is already in use (another lab? use --port 0 for a free one)",
                                  param_hint="--port")
@@ -311,7 +320,7 @@ def up(
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
         advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
         node_grace_period=node_grace_period, node_specs=topo.node_specs() if topo is not None else [],
-        lb_range=lb_range.strip(),
+        lb_range=lb_range.strip(), disable=disabled,
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:

@@ -288,7 +288,7 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
     await apply_objects(client, coredns_objects(
         None, allow=[CLUSTER_CIDR, SERVICE_CIDR, str(machine.address.network), "127.0.0.0/8"]))
     progress("ingress and Gateway API controllers (kmesh-system)")
-    await apply_objects(client, l7_objects(None))
+    await apply_objects(client, l7_objects(None, disable=opts.disable))
     progress("kube-dns answering")
     await wait_cluster_dns([None], timeout=300.0)  # a VM under emulation takes minutes
     progress("cluster DNS for this machine")

@@ -17,6 +17,8 @@ NAMESPACE = "kmesh-system"
 INGRESS_NAME = "kmesh-ingress-controller"
 GATEWAY_CONTROLLER_NAME = "kmesh-gateway-controller"
 CLASS = "kmesh"
+ADDONS = ("ingress", "gateway")
+"""What ``kmesh up --disable`` may leave out."""
 
 
 def _deployment(name: str, image: str, args: list[str], ports: list[tuple[str, int]]) -> dict[str, Any]:
@@ -32,19 +34,15 @@ def _deployment(name: str, image: str, args: list[str], ports: list[tuple[str, i
     }
 
 
-def l7_objects(kubeconfig: Path | None) -> list[dict[str, Any]]:
-    """The add-ons' objects; their pods read the API through ``kubeconfig`` (None: the node's credentials)."""
+def l7_objects(kubeconfig: Path | None, *, disable: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The add-ons' objects but those ``disable`` names; their pods read the API through ``kubeconfig`` (None: the
+    node's credentials)."""
     kc = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
     ingress_labels = {"app.kubernetes.io/name": INGRESS_NAME, "app.kubernetes.io/part-of": "kmesh"}
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+    ingress = [
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
          "metadata": {"name": CLASS, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
          "spec": {"controller": "kmesh.io/ingress-controller"}},
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-         "metadata": {"name": CLASS},
-         "spec": {"controllerName": "kmesh.io/gateway-controller",
-                  "description": "kmesh: one proxy Deployment per Gateway"}},
         _deployment(INGRESS_NAME, "kmesh/ingress-controller",
                     [*kc, f"--ingress-class={CLASS}", f"--publish-service={NAMESPACE}/{INGRESS_NAME}"],
                     [("http", 80), ("https", 443)]),
@@ -53,5 +51,13 @@ def l7_objects(kubeconfig: Path | None) -> list[dict[str, Any]]:
          "spec": {"type": "LoadBalancer", "selector": dict(ingress_labels),
                   "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
                             {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]}},
+    ]
+    gateway = [
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+         "metadata": {"name": CLASS},
+         "spec": {"controllerName": "kmesh.io/gateway-controller",
+                  "description": "kmesh: one proxy Deployment per Gateway"}},
         _deployment(GATEWAY_CONTROLLER_NAME, "kmesh/gateway-controller", kc, []),
     ]
+    chosen = [*(ingress if "ingress" not in disable else []), *(gateway if "gateway" not in disable else [])]
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}, *chosen] if chosen else []

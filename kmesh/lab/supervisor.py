@@ -75,6 +75,7 @@ class UpOptions:
     etcd_keyfile: str = ""
     demo: bool = False
     lb_range: str = ""  # LoadBalancer addresses (`--lb-range`); "": kmesh.lab.loadbalancers.default_lb_range
+    disable: list[str] = field(default_factory=list)  # add-ons left out (`--disable`: ingress, gateway)
     node_grace_period: float = 40.0  # the node lifecycle controller's grace period (kube-controller-manager's --node-monitor-grace-period)
     extra: dict[str, str] = field(default_factory=dict)
     # a topology file's nodes, [{"name": ..., "labels": {...}}] (kmesh.lab.topofile); empty: node-1..node-N
@@ -328,7 +329,7 @@ async def _run_lab(
                 await apply_objects(client, coredns_objects(
                     lab_kubeconfig, allow=[cluster_cidr, service_cidr, str(UNDERLAY), "127.0.0.0/8"]))
                 progress("ingress and Gateway API controllers (kmesh-system)")
-                await apply_objects(client, l7_objects(lab_kubeconfig))
+                await apply_objects(client, l7_objects(lab_kubeconfig, disable=opts.disable))
                 progress("kube-dns answering on every node")
                 await wait_cluster_dns([n.netns for n in nodes if n.netns])
             progress("cluster DNS")

@@ -121,14 +121,34 @@ def disarm(ns: str) -> None:
     subprocess.run(netns.nsenter_argv(ns, [_nft(), "delete", "table", "ip", TABLE]), capture_output=True, check=False)
 
 
-def _send_marker(ns: str, port: int) -> None:
+def _send_marker(ns: str, port: int, seq: int) -> None:
     def send() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
-            s.sendto(b"kmesh-trace", ("127.0.0.1", port))
+            s.sendto(b"kmtr%08d" % (seq % 10**8), ("127.0.0.1", port))  # 12 bytes: nft shows a payload's first 96 bits
 
     netns.call_in(ns, send)
+
+
+_MARKER_PAYLOAD = re.compile(r"@th,64,\d+ 0x([0-9a-f]+)")
+
+
+def marker_seq(text: str) -> int | None:
+    """The sequence number a marker datagram carries, from its trace line (its payload, in hex), if any."""
+    m = _MARKER_PAYLOAD.search(text)
+    if not m:
+        return None
+    try:
+        payload = bytes.fromhex(m.group(1) if len(m.group(1)) % 2 == 0 else "0" + m.group(1))
+    except ValueError:
+        return None
+    if not payload.startswith(b"kmtr"):
+        return None
+    try:
+        return int(payload[4:12])
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -139,7 +159,8 @@ class Monitor:
     marker_port: int
     events: list[TraceEvent] = field(default_factory=list)
     _proc: trio.Process | None = None
-    _markers: int = 0
+    _markers: int = 0  # the highest marker sequence number read
+    _sent: int = 0
     _seen: trio.Event = field(default_factory=trio.Event)
     _last_packet: dict[str, str] = field(default_factory=dict)
 
@@ -149,9 +170,11 @@ class Monitor:
             return
         if ev.table == TABLE:
             if ev.kind == "packet" and f"udp sport {self.marker_port} " in ev.text + " ":
-                self._markers += 1
-                self._seen.set()
-                self._seen = trio.Event()
+                seq = marker_seq(ev.text)
+                if seq is not None and seq > self._markers:
+                    self._markers = seq
+                    self._seen.set()
+                    self._seen = trio.Event()
             return
         if ev.kind == "packet":
             self._last_packet[ev.trace_id] = ev.text
@@ -180,14 +203,20 @@ class Monitor:
                     self._feed(line.decode(errors="replace"))
 
     async def marker(self, timeout: float = 5.0) -> None:
-        """Send a marker and wait until the monitor has read it (and so everything before it)."""
-        want = self._markers + 1
+        """Send a marker and wait until the monitor has read it (and so everything before it).
+
+        Each marker carries a sequence number: one sent again (the first may go out before the monitor
+        listens) and read late cannot be taken for a later call's marker."""
         with trio.move_on_after(timeout) as scope:
-            while self._markers < want:  # a marker sent before the monitor listened is lost: send again
-                seen = self._seen
-                await trio.to_thread.run_sync(_send_marker, self.ns, self.marker_port)
+            while True:  # a marker sent before the monitor listened is lost: send again
+                self._sent += 1
+                want = self._sent
+                await trio.to_thread.run_sync(_send_marker, self.ns, self.marker_port, want)
                 with trio.move_on_after(0.5):
-                    await seen.wait()
+                    while self._markers < want:
+                        await self._seen.wait()
+                if self._markers >= want:
+                    break
         if scope.cancelled_caught:
             raise TraceError(f"nft monitor trace in {self.ns} did not report the marker within {timeout:.0f} s")
 

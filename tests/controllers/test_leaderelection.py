@@ -163,8 +163,8 @@ async def test_one_leader_and_takeover_only_after_the_lease_duration(cluster: Cl
 async def test_release_on_cancel_hands_over_at_once(cluster: Cluster, nursery: trio.Nursery) -> None:
     leads = Leads()
     creds = cluster.client.creds
-    # a lease of 30 s: a takeover within the 10 s below can only come from the release
-    a, b = (LeaderElector(Client(creds), election(name, lease=30, renew=20, release=True)) for name in ("a", "b"))
+    # a lease of 60 s: a takeover within the 25 s below can only come from the release
+    a, b = (LeaderElector(Client(creds), election(name, lease=60, renew=40, release=True)) for name in ("a", "b"))
     handles = {e.identity: await start_elector(nursery, e, leads.lead(e.identity), e.lock.client) for e in (a, b)}
     leader = await first_leader(a, b)
     other = b if leader is a else a
@@ -176,7 +176,7 @@ async def test_release_on_cancel_hands_over_at_once(cluster: Cluster, nursery: t
     spec = await lease_spec(cluster)
     assert spec["holderIdentity"] in ("", other.identity)
     assert leader.identity not in leads.now
-    with trio.fail_after(10):
+    with trio.fail_after(25):
         await leads.wait_started(other.identity)
     spec = await lease_spec(cluster)
     assert spec["holderIdentity"] == other.identity

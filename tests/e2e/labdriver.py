@@ -38,6 +38,37 @@ spec:
 """ for n in nodes)
 
 
+def app(name: str, image: str, args: list[str], port: int, *, replicas: int = 1, ready_path: str = "/",
+        env: str = "") -> str:
+    """YAML for Deployment and Service ``name`` (label app=NAME; Service port 80, named http, to ``port``) whose pods
+    run ``image`` with ``args`` and are ready once ``GET ready_path`` on ``port`` answers; ``env``: extra container
+    YAML lines (indented 8 spaces)."""
+    return f"""---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: main
+        image: {image}
+        args: {json.dumps(args)}
+        ports: [{{containerPort: {port}}}]
+        readinessProbe: {{httpGet: {{path: {ready_path}, port: {port}}}, periodSeconds: 1}}
+{env}---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+"""
+
+
 class Lab:
     """A running lab and how to drive it."""
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kmesh.net import netns
+
+if TYPE_CHECKING:
+    from tests.e2e.labdriver import Lab
 
 # Every answer within the window is collected (multi=True), so two nodes answering shows as two MACs.
 _SCRIPT = """
@@ -30,3 +37,34 @@ def mac_of(ns: str, iface: str) -> str:
     """The MAC address of ``iface`` in namespace ``ns``."""
     line = netns.ip(ns, "-o", "link", "show", iface)
     return line.split("link/ether ", 1)[1].split()[0]
+
+
+def listed(lab: "Lab", svc: str) -> dict[str, Any] | None:
+    """cluster.json's loadBalancers entry of ``default/<svc>``."""
+    info = json.loads(lab.dd.cluster_json.read_text())
+    return (info.get("loadBalancers") or {}).get(f"default/{svc}")
+
+
+def answering(lab: "Lab", ip: str, nodes: list[str]) -> set[str]:
+    """The names of ``nodes`` whose MAC answers ARP for ``ip`` on the underlay (unknown MACs as they are)."""
+    macs = {mac_of(lab.names.node(n), "eth0"): n for n in nodes}
+    got = arp_answers(lab.names.underlay, ip, "br0")
+    return {macs.get(m, m) for m in got}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` (state in a file, the kernel or another process: nothing to await) until truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def curl(url: str, seconds: float = 5) -> subprocess.CompletedProcess[str]:
+    """curl from this machine (no proxy from the environment), giving up after ``seconds``."""
+    return subprocess.run(["curl", "-s", "-m", str(seconds), "--noproxy", "*", url], capture_output=True, text=True,
+                          timeout=30)

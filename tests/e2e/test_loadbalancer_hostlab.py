@@ -40,7 +40,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     m = make_machines(tmp_path_factory.mktemp("machines"), 2)
     try:
         ok(m.kmesh("m1", "up", "--runtime", "host", "--advertise-address", m.ip("m1"), "--node-name", "m1",
-                   "--name", m.lab, "--port", "6443", "--lb-range", "192.168.56.200/31"))
+                   "--name", m.lab, "--port", "6443", "--lb-range", "192.168.56.200/31", "--disable", "ingress"))
         token = (m.data_dir("m1") / "join-token").read_text().strip()
         ok(m.kmesh("m2", "join", f"https://{m.ip('m1')}:6443", "--token", token, "--node-name", "m2",
                    "--name", m.lab, "--proxy-mode", "nftables"))

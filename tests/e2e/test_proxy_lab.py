@@ -160,6 +160,28 @@ def test_nodeport_from_the_underlay(lab: Lab) -> None:
         assert got and got <= want, f"NodePort on {node.name}: {out!r}"
 
 
+def test_loadbalancer_from_the_machine_with_one_arp_answer(lab: Lab) -> None:
+    """A LoadBalancer Service (default pool) answers through cluster.json's loopback forward, over the underlay
+    and the announcing node's rules in this mode; exactly the elected node answers ARP (in ipvs mode every node
+    holds the address on kube-ipvs0: strictARP keeps the others quiet); deleting it stops both."""
+    from kmesh.gateway.announce import elect
+    from tests.e2e.lbprobe import answering, curl, listed, wait_until
+
+    lab.kubectl("expose", "deployment", "web", "--name=web-lb", "--type=LoadBalancer", "--port=80",
+                "--target-port=9376")
+    try:
+        entry = wait_until(lambda: listed(lab, "web-lb"), 60, "cluster.json to list default/web-lb")
+        nodes = ["node-1", "node-2", "node-3"]
+        assert entry["node"] == elect(entry["ip"], nodes)
+        out = wait_until(lambda: curl(f"http://{entry['ports']['80']}/").stdout, 60, "an answer through the forward")
+        assert out in _names(lab), out
+        assert answering(lab, entry["ip"], nodes) == {entry["node"]}
+    finally:
+        lab.kubectl("delete", "svc", "web-lb")
+    wait_until(lambda: listed(lab, "web-lb") is None, 60, "the forward to be removed from cluster.json")
+    assert wait_until(lambda: answering(lab, entry["ip"], nodes) == set() or None, 30, "ARP answers to stop")
+
+
 def test_cluster_dns_through_kube_dns(lab: Lab) -> None:
     client = lab.pods("app=client")[0]["metadata"]["name"]
     # A records only: `getent hosts` asks AAAA first, and a name without one walks the search list out to the

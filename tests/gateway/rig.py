@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,10 +70,14 @@ class Rig:
             await self._seen_event.wait()
 
     async def request(self, gateway: tuple[str, str], path: str, *, host: str = "", method: str = "GET",
-                      headers: tuple[tuple[str, str], ...] = (), port: int = 80) -> Reply:
-        """One HTTP/1.1 request to a Gateway's listener port (a fresh connection)."""
+                      headers: tuple[tuple[str, str], ...] = (), port: int = 80,
+                      tls: ssl.SSLContext | None = None) -> Reply:
+        """One HTTP/1.1 request to a Gateway's listener port (a fresh connection; over TLS with SNI ``host``
+        when ``tls`` is given)."""
         target = self.ports[gateway][port]
-        stream = await trio.open_tcp_stream("127.0.0.1", target)
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", target)
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_hostname=host or None, https_compatible=True)
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             hdrs = [("Host", host or f"127.0.0.1:{target}"), *headers, ("Connection", "close")]

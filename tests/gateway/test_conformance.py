@@ -63,3 +63,31 @@ async def test_httproute_conformance(test: str) -> None:
         if test == "HTTPRouteRequestMirror":  # the mirrored copies reach infra-backend-v2
             with trio.fail_after(10):
                 await r.wait_seen(("gateway-conformance-infra", "infra-backend-v2"), [c.path for c in CASES[test]])
+
+
+async def test_https_listener() -> None:
+    """Upstream's HTTPRouteHTTPSListener: routes on the base manifests' HTTPS Gateway, TLS with SNI, the
+    certificate from the Secret the suite creates (here made with a CA of the test's own)."""
+    import base64
+    import ssl
+
+    from tests.support.certs import CA, server_pair
+
+    ca = CA.new("conformance")
+    crt, key = server_pair(ca, "example.org", "second-example.org", "unknown-example.org", "*.wildcard.org")
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": "tls-validity-checks-certificate", "namespace": "gateway-conformance-infra"},
+              "data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}}
+    objs = with_defaults([gateway_class(), secret, *load("manifests.yaml", "httproute-https-listener.yaml")])
+    ctx = ssl.create_default_context(cadata=ca.pem().decode())
+    gw = ("gateway-conformance-infra", "same-namespace-with-https-listener")
+    async with rig(objs) as r:
+        for route in ("httproute-https-test", "httproute-https-test-no-hostname"):
+            (parent,) = r.translation.route_parents[("gateway-conformance-infra", route)]
+            assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
+        for host, status, backend in (("example.org", 200, "infra-backend-v1"), ("unknown-example.org", 404, ""),
+                                      ("second-example.org", 200, "infra-backend-v2")):
+            reply = await r.request(gw, "/", host=host, port=443, tls=ctx)
+            assert reply.status == status, (host, reply.status)
+            if backend:
+                assert reply.echo and str(reply.echo["pod"]).startswith(backend), (host, reply.echo)

@@ -111,3 +111,13 @@ def test_arm_refuses_bad_rules_and_changes_nothing() -> None:
             nftrace.arm(a, "tcp sport notaport", 61998)
         tables = subprocess.run(netns.nsenter_argv(a, ["nft", "list", "tables"]), capture_output=True, text=True)
         assert nftrace.TABLE not in tables.stdout
+
+
+def test_a_marker_is_known_by_its_sequence_number() -> None:
+    # nft shows a payload's first 96 bits: the marker's 12 bytes carry the number, so a marker sent again and
+    # read late is never taken for a later one
+    line = ('trace id b698c1b9 ip kmesh-trace out packet: oif "lo" ip saddr 127.0.0.1 ip daddr 127.0.0.1 '
+            "udp sport 61999 udp dport 61999 udp length 20 @th,64,96 0x6b6d74723030303030303032 ")
+    assert nftrace.marker_seq(line) == 2
+    assert nftrace.marker_seq(line.replace("0x6b6d7472", "0x6b6d6573")) is None  # another payload
+    assert nftrace.marker_seq("trace id 1 ip filter INPUT rule accept") is None

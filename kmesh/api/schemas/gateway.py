@@ -44,6 +44,12 @@ RULES: dict[str, dict[str, dict[str, Any]]] = {}
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# The constraints every object reference's fields share (group, kind, name, namespace, port).
+GROUP_RULE = {"pattern": r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253}
+KIND_RULE = {"pattern": r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$", "minLength": 1, "maxLength": 63}
+NAME_RULE = {"minLength": 1, "maxLength": 253}
+NAMESPACE_RULE = {"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "minLength": 1, "maxLength": 63}
+PORT_RULE = {"minimum": 1, "maximum": 65535}
 
 struct(G + "ParametersReference", {
     "group": STRING,
@@ -52,10 +58,12 @@ struct(G + "ParametersReference", {
     "namespace": STRING,
 }, required=('group', 'kind', 'name'))
 
-RULES[G + "ParametersReference"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'maxLength': 253},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'name': {'minLength': 1, 'maxLength': 253},
- 'namespace': {'pattern': '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'minLength': 1, 'maxLength': 63}}
+RULES[G + "ParametersReference"] = {
+    'group': GROUP_RULE,
+    'kind': KIND_RULE,
+    'name': NAME_RULE,
+    'namespace': NAMESPACE_RULE,
+}
 
 struct(G + "GatewayClassSpec", {
     "controllerName": STRING,
@@ -104,9 +112,11 @@ struct(G + "LocalParametersReference", {
     "name": STRING,
 }, required=('group', 'kind', 'name'))
 
-RULES[G + "LocalParametersReference"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'maxLength': 253},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'name': {'minLength': 1, 'maxLength': 253}}
+RULES[G + "LocalParametersReference"] = {
+    'group': GROUP_RULE,
+    'kind': KIND_RULE,
+    'name': NAME_RULE,
+}
 
 struct(G + "GatewayInfrastructure", {
     "annotations": MapOf(STRING),
@@ -125,10 +135,10 @@ struct(G + "RouteGroupKind", {
     "kind": STRING,
 }, required=('kind',))
 
-RULES[G + "RouteGroupKind"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
-           'maxLength': 253,
-           'default': 'gateway.networking.k8s.io'},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63}}
+RULES[G + "RouteGroupKind"] = {
+    'group': {**GROUP_RULE, 'default': 'gateway.networking.k8s.io'},
+    'kind': KIND_RULE,
+}
 
 struct(G + "GatewayLabelSelectorMatchExpressions", {
     "key": STRING,
@@ -162,12 +172,12 @@ struct(G + "SecretObjectReference", {
     "namespace": STRING,
 }, required=('name',))
 
-RULES[G + "SecretObjectReference"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
-           'maxLength': 253,
-           'default': ''},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63, 'default': 'Secret'},
- 'name': {'minLength': 1, 'maxLength': 253},
- 'namespace': {'pattern': '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'minLength': 1, 'maxLength': 63}}
+RULES[G + "SecretObjectReference"] = {
+    'group': {**GROUP_RULE, 'default': ''},
+    'kind': {**KIND_RULE, 'default': 'Secret'},
+    'name': NAME_RULE,
+    'namespace': NAMESPACE_RULE,
+}
 
 struct(G + "ListenerTLSConfig", {
     "certificateRefs": ListOf(g("SecretObjectReference")),
@@ -266,19 +276,14 @@ struct(G + "ParentReference", {
     "sectionName": STRING,
 }, required=('name',))
 
-RULES[G + "ParentReference"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
-           'maxLength': 253,
-           'default': 'gateway.networking.k8s.io'},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$',
-          'minLength': 1,
-          'maxLength': 63,
-          'default': 'Gateway'},
- 'name': {'minLength': 1, 'maxLength': 253},
- 'namespace': {'pattern': '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'port': {'minimum': 1, 'maximum': 65535},
- 'sectionName': {'pattern': DNS_SUBDOMAIN,
-                 'minLength': 1,
-                 'maxLength': 253}}
+RULES[G + "ParentReference"] = {
+    'group': {**GROUP_RULE, 'default': 'gateway.networking.k8s.io'},
+    'kind': {**KIND_RULE, 'default': 'Gateway'},
+    'name': NAME_RULE,
+    'namespace': NAMESPACE_RULE,
+    'port': PORT_RULE,
+    'sectionName': {'pattern': DNS_SUBDOMAIN, 'minLength': 1, 'maxLength': 253},
+}
 
 struct(G + "HTTPHeader", {
     "name": STRING,
@@ -306,16 +311,13 @@ struct(G + "BackendObjectReference", {
     "port": INT32,
 }, required=('name',))
 
-RULES[G + "BackendObjectReference"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
-           'maxLength': 253,
-           'default': ''},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$',
-          'minLength': 1,
-          'maxLength': 63,
-          'default': 'Service'},
- 'name': {'minLength': 1, 'maxLength': 253},
- 'namespace': {'pattern': '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'port': {'minimum': 1, 'maximum': 65535}}
+RULES[G + "BackendObjectReference"] = {
+    'group': {**GROUP_RULE, 'default': ''},
+    'kind': {**KIND_RULE, 'default': 'Service'},
+    'name': NAME_RULE,
+    'namespace': NAMESPACE_RULE,
+    'port': PORT_RULE,
+}
 
 struct(G + "Fraction", {
     "denominator": INT32,
@@ -505,9 +507,11 @@ struct(GB + "ReferenceGrantFrom", {
     "namespace": STRING,
 }, required=('group', 'kind', 'namespace'))
 
-RULES[GB + "ReferenceGrantFrom"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'maxLength': 253},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'namespace': {'pattern': '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'minLength': 1, 'maxLength': 63}}
+RULES[GB + "ReferenceGrantFrom"] = {
+    'group': GROUP_RULE,
+    'kind': KIND_RULE,
+    'namespace': NAMESPACE_RULE,
+}
 
 struct(GB + "ReferenceGrantTo", {
     "group": STRING,
@@ -515,9 +519,11 @@ struct(GB + "ReferenceGrantTo", {
     "name": STRING,
 }, required=('group', 'kind'))
 
-RULES[GB + "ReferenceGrantTo"] = {'group': {'pattern': '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'maxLength': 253},
- 'kind': {'pattern': '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$', 'minLength': 1, 'maxLength': 63},
- 'name': {'minLength': 1, 'maxLength': 253}}
+RULES[GB + "ReferenceGrantTo"] = {
+    'group': GROUP_RULE,
+    'kind': KIND_RULE,
+    'name': NAME_RULE,
+}
 
 struct(GB + "ReferenceGrantSpec", {
     "from": ListOf(gb("ReferenceGrantFrom")),

@@ -27,12 +27,21 @@ from kmesh.node.apps import IN_CLUSTER_KUBECONFIG, AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
 
 
-def _client(ctx: AppContext, flags: dict[str, object]) -> Client | None:
-    path = str(flags.get("kubeconfig") or "") or ctx.env.get("KUBECONFIG", "") or os.environ.get(IN_CLUSTER_KUBECONFIG, "")
+def _setup(ctx: AppContext, defaults: dict[str, object]) -> tuple[dict[str, object], Client] | None:
+    """The app's flags and an API client, or None (the error logged) when the command line is wrong."""
+    try:
+        flags, _ = parse_flags(ctx.args, {"kubeconfig": "", **defaults})
+        for name in ("gateway", "publish-service"):
+            if flags.get(name):
+                _nsname(str(flags[name]), name)
+    except FlagError as exc:
+        ctx.log(f"Error: {exc}")
+        return None
+    path = str(flags["kubeconfig"]) or ctx.env.get("KUBECONFIG", "") or os.environ.get(IN_CLUSTER_KUBECONFIG, "")
     if not path:
         ctx.log("Error: --kubeconfig (or $KUBECONFIG) is required: the app reads the API through it")
         return None
-    return Client.from_kubeconfig(path)
+    return flags, Client.from_kubeconfig(path)
 
 
 def _nsname(value: str, flag: str) -> tuple[str, str]:
@@ -59,29 +68,24 @@ async def _serve(ctx: AppContext, client: Client, feeder_args: dict[str, object]
 
 async def gateway_main(ctx: AppContext) -> int | None:
     """Serve one Gateway until stopped."""
-    try:
-        flags, _ = parse_flags(ctx.args, {"kubeconfig": "", "gateway": ""})
-        gateway = _nsname(str(flags["gateway"]), "gateway")
-    except FlagError as exc:
-        ctx.log(f"Error: {exc}")
+    setup = _setup(ctx, {"gateway": ""})
+    if setup is None or not setup[0]["gateway"]:
+        if setup is not None:
+            ctx.log("Error: --gateway=NAMESPACE/NAME is required")
+            await setup[1].aclose()
         return 2
-    client = _client(ctx, flags)
-    if client is None:
-        return 2
+    flags, client = setup
+    gateway = _nsname(str(flags["gateway"]), "gateway")
     return await _serve(ctx, client, {"kinds": GATEWAY_KINDS, "build": gateway_builder(gateway)})
 
 
 async def ingress_main(ctx: AppContext) -> int | None:
     """Serve the Ingresses of a class until stopped."""
-    try:
-        flags, _ = parse_flags(ctx.args, {"kubeconfig": "", "ingress-class": "", "publish-service": ""})
-        publish = _nsname(str(flags["publish-service"]), "publish-service") if flags["publish-service"] else None
-    except FlagError as exc:
-        ctx.log(f"Error: {exc}")
+    setup = _setup(ctx, {"ingress-class": "", "publish-service": ""})
+    if setup is None:
         return 2
-    client = _client(ctx, flags)
-    if client is None:
-        return 2
+    flags, client = setup
+    publish = _nsname(str(flags["publish-service"]), "publish-service") if flags["publish-service"] else None
     classes = {str(flags["ingress-class"])} if flags["ingress-class"] else None
     writer = IngressStatusWriter(client, publish, classes) if publish else None
     return await _serve(ctx, client, {"kinds": INGRESS_KINDS, "build": ingress_builder(classes), "on_world": writer})
@@ -89,14 +93,10 @@ async def ingress_main(ctx: AppContext) -> int | None:
 
 async def controller_main(ctx: AppContext) -> int | None:
     """Run the Gateway API controller until stopped."""
-    try:
-        flags, _ = parse_flags(ctx.args, {"kubeconfig": ""})
-    except FlagError as exc:
-        ctx.log(f"Error: {exc}")
+    setup = _setup(ctx, {})
+    if setup is None:
         return 2
-    client = _client(ctx, flags)
-    if client is None:
-        return 2
+    flags, client = setup
     try:
         async with trio.open_nursery() as n:
             await n.start(GatewayController(client, kubeconfig=str(flags["kubeconfig"])).run)
