@@ -19,11 +19,11 @@ run: deps
 down:
 	$(BIN)/kmesh down
 
-# Two runs: the tests without the netns/vm/slow markers (most of the suite, no lab of their own) on two
-# workers (pytest-xdist), then the labs, VMs and other long tests one at a time, as they share the machine's
-# CPUs and time-sensitive kernels paths. PYTEST_MARK narrows both (PYTEST_MARK="not vm" leaves the VMs out).
-UNIT_MARK := not netns and not vm and not slow
-LAB_MARK := netns or vm or slow
+# Two runs: the tests without a netns lab or VM (most of the suite) on two workers (pytest-xdist), then the
+# netns labs and VMs one at a time, as they share the machine's CPUs and namespaces. PYTEST_MARK narrows both
+# (PYTEST_MARK="not vm" leaves the VMs out).
+UNIT_MARK := not netns and not vm
+LAB_MARK := netns or vm
 PYTEST_MARK ?=
 test: deps
 	$(BIN)/python -m pytest -n 2 -m "$(UNIT_MARK)$(if $(PYTEST_MARK), and ($(PYTEST_MARK)))" $(PYTEST_ARGS)
