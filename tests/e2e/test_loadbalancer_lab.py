@@ -1,4 +1,6 @@
-"""LoadBalancer Services in netns labs: addresses from the pool, one node answering ARP, reached from the machine.
+"""LoadBalancer Services in a netns lab: the pool's rules (loadBalancerIP, exhaustion), externalTrafficPolicy: Local
+and failover. (Every proxy mode's address, ARP answer, forward, status and source ranges are checked in
+test_proxy_lab's labs.)
 
 Driven as a user would: kubectl applies the objects, curl on this machine
 uses the loopback forward cluster.json lists, scapy in the underlay namespace
@@ -24,8 +26,6 @@ from tests.e2e.lbprobe import curl, listed, wait_until
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 NODES = ["node-1", "node-2"]
-# The modes whose rules enforce loadBalancerSourceRanges (kmesh's ipvs and userspace modes do not yet).
-SOURCE_RANGES_MODES = ("iptables", "nftables")
 
 
 def web(name: str = "web", replicas: int = 2, extra_spec: str = "") -> str:
@@ -83,41 +83,6 @@ def serves(lab: Lab, entry: dict[str, Any], seconds: float = 5) -> bool:
     """Whether the loopback forward of port 80 answers with a pod name of the web Deployment."""
     r = curl(f"http://{entry['ports']['80']}/", seconds)
     return r.returncode == 0 and r.stdout.startswith("web-")
-
-
-@pytest.mark.parametrize("mode", SOURCE_RANGES_MODES)
-def test_lb_service_from_the_machine(tmp_path: Path, mode: str) -> None:
-    """An LB Service gets an address from a pool of two, one node answers ARP for it, curl on this machine reaches
-    it through cluster.json's forward, loadBalancerSourceRanges refuse and admit; deleting it stops both. (The
-    ipvs and userspace modes are checked in test_proxy_lab's labs, with the default pool.)"""
-    names = LabNames(f"lb{os.getpid() % 10000}{mode[:2]}")
-    with running_lab(tmp_path / "lab", names, mode, nodes=2, flags=["--lb-range", "192.168.56.250/31",
-                                                                        "--disable", "ingress"]) as lab:
-        lab.kubectl("apply", "-f", "-", stdin=web())
-        lab.kubectl("rollout", "status", "deploy/web", "--timeout=120s")
-        entry = wait_until(lambda: listed(lab, "web"), 60, "cluster.json to list default/web")
-        assert entry["ip"] == "192.168.56.250" == ingress(lab, "web")
-        assert set(entry["ports"]) == {"80"} and entry["ports"]["80"].startswith("127.0.0.1:")
-        assert entry["node"] == elect("192.168.56.250", NODES)
-        assert wait_until(lambda: serves(lab, entry), 60, "the LoadBalancer to answer through the forward")
-        assert answering(lab, "192.168.56.250") == {entry["node"]}  # exactly one node, the elected one
-        assert events(lab, "web", "IPAllocated") and events(lab, "web", "nodeAssigned")
-        status = lab.kmesh("status")
-        assert status.returncode == 0 and "default/web" in status.stdout and entry["ports"]["80"] in status.stdout
-        as_json = json.loads(lab.kmesh("status", "--json").stdout)
-        assert as_json["loadBalancers"]["default/web"] == entry and as_json["lbRange"] == "192.168.56.250/31"
-
-        if mode in SOURCE_RANGES_MODES:  # always, now
-            # loadBalancerSourceRanges: the underlay's "host" 192.168.56.1 is outside 10.1.0.0/16, then inside
-            lab.kubectl("patch", "svc", "web", "-p", '{"spec": {"loadBalancerSourceRanges": ["10.1.0.0/16"]}}')
-            wait_until(lambda: not serves(lab, entry, 1), 60, "a source outside loadBalancerSourceRanges to be refused")
-            lab.kubectl("patch", "svc", "web", "-p", '{"spec": {"loadBalancerSourceRanges": ["192.168.56.0/24"]}}')
-            assert wait_until(lambda: serves(lab, entry), 60, "a source inside loadBalancerSourceRanges to pass")
-
-        lab.kubectl("delete", "svc", "web")
-        wait_until(lambda: listed(lab, "web") is None, 60, "the forward to be removed from cluster.json")
-        assert curl(f"http://{entry['ports']['80']}/", 1).returncode != 0
-        assert wait_until(lambda: answering(lab, "192.168.56.250") == set() or None, 30, "ARP answers to stop")
 
 
 def test_pool_rules_local_policy_and_failover(tmp_path: Path) -> None:
