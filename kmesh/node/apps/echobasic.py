@@ -27,7 +27,7 @@ from kmesh.node.apps.echobasic_h1 import Handler, serve_h1
 from kmesh.node.apps.echobasic_h2 import PREFACE, serve_h2
 from kmesh.node.apps.echobasic_handler import EchoRequest, EchoResponse, EchoServer
 from kmesh.node.apps.echobasic_l4 import serve_tcp_mode, serve_udp_mode
-from kmesh.node.apps.echobasic_tls import SNI, server_tls_context, tls_assertions
+from kmesh.node.apps.echobasic_tls import accept_tls, server_tls_context, tls_assertions
 
 def h2c_handler(server: EchoServer) -> Handler:
     """The H2C port's handler: the echo for HTTP/2 or an ``Upgrade: h2c`` request, else 400."""
@@ -96,16 +96,12 @@ async def main(ctx: AppContext) -> int | None:
             await serve_h1(stream, h2c, prefix=first)
 
     async def secure(stream: trio.SocketStream) -> None:
-        holder: dict[str, str] = {}
-        SNI.set(holder)
         assert sctx is not None
-        tls = trio.SSLStream(stream, sctx, server_side=True)
         try:
-            await tls.do_handshake()
+            tls, server_name = await accept_tls(stream, sctx)
         except (trio.BrokenResourceError, OSError):
-            await trio.aclose_forcefully(tls)
             return
-        info = tls_assertions(tls, holder.get("name", ""))
+        info = tls_assertions(tls, server_name)
         if tls.selected_alpn_protocol() == "h2":
             await serve_h2(tls, server.handle, tls=info)
         else:

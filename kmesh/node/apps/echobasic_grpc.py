@@ -22,7 +22,7 @@ import h2.exceptions
 import trio
 
 from kmesh.node.apps import AppContext
-from kmesh.node.apps.echobasic_tls import SNI, server_tls_context, tls_assertions
+from kmesh.node.apps.echobasic_tls import accept_tls, server_tls_context, tls_assertions
 
 SERVICE = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
 METHODS = ("Echo", "EchoTwo")
@@ -145,11 +145,8 @@ async def serve_grpc_mode(ctx: AppContext) -> int:
         tls = None
         try:
             if sctx is not None:
-                holder: dict[str, str] = {}
-                SNI.set(holder)
-                s = trio.SSLStream(stream, sctx, server_side=True)  # type: ignore[arg-type]
-                await s.do_handshake()
-                tls = tls_assertions(s, holder.get("name", ""))
+                s, server_name = await accept_tls(stream, sctx)  # type: ignore[arg-type]
+                tls = tls_assertions(s, server_name)
             await _GrpcConn(s, context, tls).run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

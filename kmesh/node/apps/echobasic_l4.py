@@ -17,7 +17,7 @@ import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.echobasic_handler import go_json
-from kmesh.node.apps.echobasic_tls import GO_CIPHER_NAMES, SNI, server_tls_context
+from kmesh.node.apps.echobasic_tls import GO_CIPHER_NAMES, accept_tls, server_tls_context
 
 WELCOME = b"Gateway API Test TCP Server\n"
 _TLS_NAMES = {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2", "TLSv1.1": "TLS 1.1", "TLSv1": "TLS 1.0"}
@@ -53,18 +53,14 @@ async def serve_tcp_mode(ctx: AppContext) -> int:
         doc: dict[str, object] = dict(base)
         out: trio.abc.Stream = stream
         if tls:
-            holder: dict[str, str] = {}
-            SNI.set(holder)
             assert sctx is not None
-            s = trio.SSLStream(stream, sctx, server_side=True)
             try:
-                await s.do_handshake()
+                s, server_name = await accept_tls(stream, sctx)
             except (trio.BrokenResourceError, OSError):
-                await trio.aclose_forcefully(s)
                 return
             cipher = (s.cipher() or ("",))[0]
             version = s.version() or ""
-            doc["tls"] = {"version": _TLS_NAMES.get(version, version), "serverName": holder.get("name", ""),
+            doc["tls"] = {"version": _TLS_NAMES.get(version, version), "serverName": server_name,
                           "cipherSuite": GO_CIPHER_NAMES.get(cipher, cipher)}
             out = s
         doc = {**{k: v for k, v in doc.items() if k != "tls"}, "isTLS": tls,

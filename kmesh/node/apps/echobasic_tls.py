@@ -65,3 +65,17 @@ def tls_assertions(stream: trio.SSLStream[trio.abc.Stream], server_name: str) ->
         doc["negotiatedProtocol"] = alpn
     doc["cipherSuite"] = GO_CIPHER_NAMES.get(name, name)
     return doc
+
+
+async def accept_tls(stream: trio.abc.Stream, sctx: ssl.SSLContext) -> tuple[trio.SSLStream[trio.abc.Stream], str]:
+    """The server side of a TLS handshake on ``stream``: the TLS stream and the SNI name the client sent ("" for
+    none). Raises ``trio.BrokenResourceError`` or ``OSError`` (the stream closed) when the handshake fails."""
+    holder: dict[str, str] = {}
+    SNI.set(holder)
+    tls = trio.SSLStream(stream, sctx, server_side=True)
+    try:
+        await tls.do_handshake()
+    except (trio.BrokenResourceError, OSError):
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls, holder.get("name", "")
