@@ -20,9 +20,10 @@ import trio
 
 from kmesh.api.errors import APIError
 from kmesh.client.api import APIUnavailable, Client
-from kmesh.client.informer import Change, Informer
+from kmesh.client.informer import Informer
 from kmesh.gateway import gatewayapi
 from kmesh.gateway.conditions import same
+from kmesh.gateway.watch import WorldWatch
 from kmesh.gateway.world import CONTROLLER_NAME, Obj, World, meta
 
 log = logging.getLogger("kmesh.gateway.controller")
@@ -93,40 +94,36 @@ class GatewayController:
 
     client: Client
     kubeconfig: str = ""  # handed to the proxy pods (a netns lab's pods read the API through the lab's file)
-    informers: dict[str, Informer] = field(default_factory=dict)
     translations: int = 0
-    _dirty: trio.Event = field(default_factory=trio.Event)
+    watch: WorldWatch | None = None
     _done: trio.Condition = field(default_factory=trio.Condition)
 
-    async def _changed(self, _c: Change) -> None:
-        self._dirty.set()
+    @property
+    def informers(self) -> dict[str, Informer]:
+        """The informers by kind (empty before ``run`` starts them)."""
+        return self.watch.informers if self.watch is not None else {}
 
     async def run(self, *, task_status: trio.TaskStatus[GatewayController] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch the objects and reconcile after each burst of changes."""
+        self.watch = WorldWatch(self.client, KINDS, COALESCE)
         async with trio.open_nursery() as n:
-            for k in KINDS:
-                inf = Informer(self.client, k)
-                inf.add_handler(self._changed)
-                self.informers[k] = inf
-                await n.start(inf.run)
+            await self.watch.start(n)
             task_status.started(self)
             while True:
                 try:
                     await self.reconcile()
                 except (APIError, APIUnavailable) as exc:  # a conflict or the server away: again after the next change
                     log.info("gateway controller: %s", exc)
-                    self._dirty.set()
+                    self.watch.again()
                     await trio.sleep(0.5)
                 async with self._done:
                     self.translations += 1
                     self._done.notify_all()
-                await self._dirty.wait()
-                await trio.sleep(COALESCE)
-                self._dirty = trio.Event()
+                await self.watch.changes()
 
     def world(self) -> World:
         """The objects the informers hold now."""
-        return World.of([o for inf in self.informers.values() for o in inf.list()])
+        return self.watch.world() if self.watch is not None else World()
 
     async def reconcile(self) -> None:
         """Provision every Gateway of ours and write every status that changed."""

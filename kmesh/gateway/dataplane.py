@@ -16,9 +16,10 @@ from typing import Any
 import trio
 
 from kmesh.client.api import Client
-from kmesh.client.informer import Change, Informer
+from kmesh.client.informer import Informer
 from kmesh.gateway import gatewayapi, ingress
 from kmesh.gateway.endpoints import SERVICE_NAME_LABEL, ready_endpoints
+from kmesh.gateway.watch import WorldWatch
 from kmesh.gateway.world import Obj, World
 from kmesh.l7.model import Backend, Config, Endpoint, RequestMirror
 
@@ -65,32 +66,28 @@ class Feeder:
     build: Callable[[World], Config]
     engine: Any
     on_world: Callable[[World, Config], Any] | None = None
-    informers: dict[str, Informer] = field(default_factory=dict)
     config: Config | None = None
-    _dirty: trio.Event = field(default_factory=trio.Event)
+    watch: WorldWatch | None = None
     _endpoints: dict[tuple[str, str, int], list[Endpoint]] = field(default_factory=dict)
+
+    @property
+    def informers(self) -> dict[str, Informer]:
+        """The informers by kind (empty before ``run`` starts them)."""
+        return self.watch.informers if self.watch is not None else {}
 
     def world(self) -> World:
         """The objects the informers hold now."""
-        return World.of([o for inf in self.informers.values() for o in inf.list()])
-
-    async def _changed(self, _change: Change) -> None:
-        self._dirty.set()
+        return self.watch.world() if self.watch is not None else World()
 
     async def run(self, *, task_status: trio.TaskStatus[Feeder] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the informers and keep translating until cancelled; started once the first config is applied."""
+        self.watch = WorldWatch(self.client, self.kinds, COALESCE)
         async with trio.open_nursery() as n:
-            for k in self.kinds:
-                inf = Informer(self.client, k)
-                inf.add_handler(self._changed)
-                self.informers[k] = inf
-                await n.start(inf.run)
+            await self.watch.start(n)
             await self._sync()
             task_status.started(self)
             while True:
-                await self._dirty.wait()
-                await trio.sleep(COALESCE)
-                self._dirty = trio.Event()
+                await self.watch.changes()
                 await self._sync()
 
     async def _sync(self) -> None:
