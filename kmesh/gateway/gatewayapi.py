@@ -20,7 +20,7 @@ from kmesh.gateway import hostnames
 from kmesh.gateway.conditions import condition
 from kmesh.gateway.httproute import CompiledRoute, compile_route, precedence
 from kmesh.gateway.refgrants import GATEWAY_GROUP, permitted
-from kmesh.gateway.tlscerts import certificate_problem
+from kmesh.gateway.tlscerts import tls_pair
 from kmesh.api.selectors import from_selector_object
 from kmesh.gateway.world import CONTROLLER_NAME, Obj, World, meta, nsname
 from kmesh.l7.model import Certificate, Config, Listener, Match, RouteEntry, Rule
@@ -130,24 +130,14 @@ def _listeners(world: World, gw: Obj) -> list[ListenerState]:
                                    to_group="", to_kind="Secret", to_namespace=ns, to_name=name):
                     s.resolved = (False, "RefNotPermitted", f"certificateRef {ns}/{name}: no ReferenceGrant allows it")
                 else:
-                    secret = world.secrets.get((ns, name))
-                    problem = certificate_problem(secret) if secret else f"Secret {ns}/{name} not found"
-                    if problem:
-                        s.resolved = (False, "InvalidCertificateRef", f"certificateRef {ns}/{name}: {problem}")
+                    pair = tls_pair(world.secrets.get((ns, name)), ns, name)
+                    if isinstance(pair, str):
+                        s.resolved = (False, "InvalidCertificateRef", f"certificateRef {ns}/{name}: {pair}")
                     else:
-                        assert secret is not None
-                        s.certificates.append(_certificate(secret, s.hostname))
+                        s.certificates.append(Certificate(*pair, hostnames.host_match(s.hostname)))
             if s.resolved[0] and not s.certificates:
                 s.resolved = (False, "InvalidCertificateRef", "an HTTPS listener needs a certificateRef")
     return states
-
-
-def _certificate(secret: Obj, hostname: str | None) -> Certificate:
-    import base64
-
-    data = secret.get("data") or {}
-    return Certificate(base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]),
-                       hostnames.host_match(hostname))
 
 
 def _namespace_allowed(world: World, listener: ListenerState, gw_ns: str, route_ns: str) -> bool:

@@ -16,12 +16,11 @@ does; a ``resource`` backend, which kmesh does not serve, 500.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
 from kmesh.gateway import hostnames
-from kmesh.gateway.tlscerts import certificate_problem
+from kmesh.gateway.tlscerts import tls_pair
 from kmesh.gateway.world import INGRESS_CONTROLLER, Obj, World, meta, nsname
 from kmesh.l7.model import Backend, Certificate, Config, Listener, Match, PathMatch, RouteEntry, Rule
 
@@ -111,14 +110,12 @@ def translate(world: World, classes: set[str] | None = None) -> IngressTranslati
             keyed.append(((1, age), RouteEntry(hostnames.host_match(None), Match(),
                                                Rule(backends=(b,), name=f"Ingress {ns}/{name} defaultBackend"))))
         for tls in spec.get("tls") or []:
-            secret = world.secrets.get((ns, tls.get("secretName") or ""))
-            problem = certificate_problem(secret) if secret else f"Secret {ns}/{tls.get('secretName')} not found"
-            if problem:
-                out.problems.setdefault(key, []).append(f"tls: {problem}")
+            secret_name = tls.get("secretName") or ""
+            pair = tls_pair(world.secrets.get((ns, secret_name)), ns, secret_name)
+            if isinstance(pair, str):
+                out.problems.setdefault(key, []).append(f"tls: {pair}")
                 continue
-            assert secret is not None
-            data = secret.get("data") or {}
-            crt, keypem = base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
+            crt, keypem = pair
             for h in tls.get("hosts") or [None]:
                 certs.append(((hostnames.specificity(h), age),
                               Certificate(crt, keypem, hostnames.host_match(h, one_label=True))))

@@ -30,3 +30,15 @@ def certificate_problem(secret: dict[str, Any]) -> str | None:
     except (ValueError, TypeError):
         return "tls.key is not a PEM private key without a password"
     return None
+
+
+def tls_pair(secret: dict[str, Any] | None, namespace: str, name: str) -> tuple[bytes, bytes] | str:
+    """The PEM certificate chain and key of Secret ``namespace/name`` (None: it does not exist), or why it cannot
+    serve TLS."""
+    if secret is None:
+        return f"Secret {namespace}/{name} not found"
+    problem = certificate_problem(secret)
+    if problem:
+        return problem
+    data = secret.get("data") or {}
+    return base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
