@@ -9,9 +9,15 @@ backend: an nginx that answers ``200 ok`` (the fastest backend at hand, so the
 proxies are what is measured). wrk (keep-alive, one thread, ``--connections``
 connections) loads in turn: the backend directly ("direct"), kmesh's engine,
 nginx (Debian's) as a reverse proxy with upstream keep-alive, and haproxy in
-HTTP mode. Each proxy gets the same number of workers (``--workers``: nginx
-``worker_processes``, haproxy ``nbthread``, kmesh engine processes sharing the
-port with SO_REUSEPORT). All on 127.0.0.1 with free ports.
+HTTP mode. Each proxy gets the same number of workers (``--workers``, by
+default one per CPU as Debian's nginx.conf has it: nginx ``worker_processes``,
+haproxy ``nbthread``, kmesh engine processes sharing the port with
+SO_REUSEPORT). All on 127.0.0.1 with free ports.
+
+"trio floor" is a yardstick, not a proxy: a relay on trio that parses
+nothing (read a request, pass it on, read the answer, pass it back). No HTTP
+proxy on CPython and trio can beat it, so its own ratio to nginx bounds what
+kmesh's can reach on the machine at hand.
 
 Prints requests/s and p50/p99 latency for each and kmesh's ratios to nginx.
 Goal (issue 16): kmesh ≥ 0.5× nginx's requests/s and p99 ≤ 2× nginx's; exit 0
@@ -145,6 +151,59 @@ def serve_kmesh(port: int, backend: int) -> None:
         pass
 
 
+def serve_floor(port: int, backend: int) -> None:
+    """What any proxy on trio costs at least: a relay that parses nothing (not kmesh; a yardstick).
+
+    Per client connection one backend connection; it reads one request, passes it on, reads one answer
+    and passes it back (enough for wrk's GETs with small answers, not for HTTP in general). It reads
+    after a yield as kmesh's engine does, so the difference to kmesh is HTTP, routing and metrics."""
+    import trio
+
+    async def relay(tsock: trio.socket.SocketType) -> None:
+        c = socket.socket(fileno=tsock.detach())
+        u = socket.socket()
+        with c, u:
+            c.setblocking(False)
+            u.setblocking(False)
+            try:
+                u.connect(("127.0.0.1", backend))
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(u)
+            for s in (c, u):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            async def read(s: socket.socket) -> bytes:
+                await trio.lowlevel.checkpoint()
+                while True:
+                    try:
+                        return s.recv(65536)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(s)
+
+            try:
+                while data := await read(c):
+                    u.sendall(data)
+                    c.sendall(await read(u))
+            except OSError:
+                pass
+
+    async def run() -> None:
+        listener = trio.socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await listener.bind(("127.0.0.1", port))
+        listener.listen(1024)
+        async with trio.open_nursery() as n:
+            while True:
+                sock, _ = await listener.accept()
+                n.start_soon(relay, sock)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
@@ -173,7 +232,7 @@ def plot(path: Path, results: dict[str, dict[str, float]], args: argparse.Namesp
 
     names = list(results)
     with png(path, 1, 2, figsize=(11, 4.2)) as (fig, (ax1, ax2)):
-        ax1.bar(names, [results[n]["rps"] for n in names], color=["#888", "#2a7", "#27a", "#a72"][:len(names)])
+        ax1.bar(names, [results[n]["rps"] for n in names], color=["#888", "#2a7", "#bbb", "#27a", "#a72"][:len(names)])
         ax1.set_ylabel("requests/s")
         ax1.set_title(f"wrk, {args.connections} keep-alive connections, {args.workers} worker(s)")
         x = range(len(names))
@@ -188,14 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes of each proxy (default: one per CPU, as nginx's worker_processes auto)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each (the best is kept)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--serve-kmesh", nargs=2, type=int, metavar=("PORT", "BACKEND"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-floor", nargs=2, type=int, metavar=("PORT", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_kmesh:
         serve_kmesh(*args.serve_kmesh)
+        return 0
+    if args.serve_floor:
+        serve_floor(*args.serve_floor)
         return 0
     for name, value in (("--seconds", args.seconds), ("--connections", args.connections),
                         ("--workers", args.workers), ("--repeat", args.repeat)):
@@ -224,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.workers):
                 start([sys.executable, __file__, "--serve-kmesh", str(kport), str(backend)], kport)
             targets["kmesh"] = kport
+            fport = free_port()
+            for _ in range(args.workers):
+                start([sys.executable, __file__, "--serve-floor", str(fport), str(backend)], fport)
+            targets["trio floor"] = fport
             nport = free_port()
             start(["nginx", "-p", str(tmp), "-c", str(nginx_proxy_conf(tmp, nport, backend, args.workers)),
                    "-g", "daemon off;"], nport)
@@ -256,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     passed = ratio_rps >= GOAL_RPS and ratio_p99 <= GOAL_P99
     doc = {"connections": args.connections, "workers": args.workers, "seconds": args.seconds, "results": results,
            "kmesh_vs_nginx": {"rps": ratio_rps, "p99": ratio_p99},
+           "floor_vs_nginx": {"rps": results["trio floor"]["rps"] / n["rps"],
+                              "p99": results["trio floor"]["p99"] / n["p99"]},
            "goal": {"rps": GOAL_RPS, "p99": GOAL_P99}, "passed": passed}
     if args.plot:
         plot(args.plot, results, args)
@@ -271,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         Console().print(table)
         Console().print(f"kmesh / nginx: requests/s {ratio_rps:.2f}× (goal ≥ {GOAL_RPS}), p99 {ratio_p99:.2f}× "
                         f"(goal ≤ {GOAL_P99}): {'PASS' if passed else 'FAIL'}")
+        f = doc["floor_vs_nginx"]
+        Console().print(f"trio floor / nginx (a relay parsing nothing): requests/s {f['rps']:.2f}×, "
+                        f"p99 {f['p99']:.2f}×; kmesh reaches {k['rps'] / results['trio floor']['rps']:.0%} of it")
     return 0 if passed else 1
 
 

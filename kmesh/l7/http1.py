@@ -11,6 +11,7 @@ never buffered whole) and sees pipelined requests in order.
 from __future__ import annotations
 
 from collections import deque
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -35,14 +36,13 @@ class ProtocolError(Exception):
 class Head:
     """A parsed request or response head: start line parts, raw headers, framing facts."""
 
-    __slots__ = ("method", "target", "status", "reason", "headers", "version", "keep_alive", "chunked",
+    __slots__ = ("method", "target", "status", "headers", "version", "keep_alive", "chunked",
                  "content_length", "has_body", "upgrade")
 
     def __init__(self) -> None:
         self.method = b""
         self.target = b""
         self.status = 0
-        self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.version = "1.1"
         self.keep_alive = True
@@ -61,21 +61,16 @@ class _Reader:
         self.stream = stream
         self.events: deque[Head | bytes | None] = deque()
         self.head = Head()
+        """The head being parsed; a fresh one is made when a message ends (no ``on_message_begin``
+        callback: each callback from the parser costs a Python call per message)."""
         self.head_bytes = 0
-        self.in_head = False
+        self.in_head = True
         self.upgraded = False
         self.close_delimited = False
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.head = Head()
-        self.in_head = True
-
     def on_url(self, url: bytes) -> None:
         self.head.target += url
-
-    def on_status(self, reason: bytes) -> None:
-        self.head.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self.head
@@ -105,9 +100,18 @@ class _Reader:
     def on_message_complete(self) -> None:
         self.close_delimited = False
         self.events.append(END)
+        self.head = Head()
+        self.in_head = True
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; events land in ``self.events``."""
+        """Parse ``data``; events land in ``self.events``. ``b""`` is the end of the stream: it ends a
+        close-delimited body, else raises EOFError."""
+        if not data:
+            if self.close_delimited:
+                self.close_delimited = False
+                self.events.append(END)
+                return
+            raise EOFError
         if self.upgraded:
             raise ProtocolError("data after an upgrade request")
         if self.in_head:
@@ -128,13 +132,7 @@ class _Reader:
         """The next event: a Head, a body piece, or END; raises EOFError when the peer closed first."""
         events = self.events
         while not events:
-            data = await self.stream.receive_some(RECV_SIZE)
-            if not data:
-                if self.close_delimited:
-                    self.close_delimited = False
-                    return END  # a close-delimited response body ends here
-                raise EOFError
-            self.feed(data)
+            self.feed(await self.stream.receive_some(RECV_SIZE))
         return events.popleft()
 
 
@@ -149,13 +147,37 @@ class RequestReader(_Reader):
         self._complete_head().method = self.parser.get_method()
 
 
+HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                          b"transfer-encoding", b"upgrade"})
+"""Response fields that describe one hop only: the reader drops them (``Head.headers`` has the rest)."""
+HOP_INITIALS = frozenset(n[0] for n in HOP_RESPONSE) | {ord("c")}  # c: also content-length, for framing
+
+
 class ResponseReader(_Reader):
-    """Reads responses from an upstream stream; ``expect_no_body`` marks an answer to HEAD."""
+    """Reads responses from an upstream stream; ``expect_no_body`` marks an answer to HEAD.
+
+    Its heads carry only end-to-end fields: hop-by-hop ones are dropped as they are parsed. The reason
+    phrase is not kept: the proxy writes the standard one for the status,
+    as Envoy does (RFC 9112 §4: clients ignore it)."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         super().__init__(stream)
         self.parser = httptools.HttpResponseParser(self)
         self.expect_no_body = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Hop-by-hop fields (RFC 9110 §7.6.1) are never relayed: drop them here, in the one pass over the head.
+        if name[0] | 0x20 in HOP_INITIALS:
+            n = name.lower()
+            if n in HOP_RESPONSE:
+                if n == b"transfer-encoding":
+                    self.head.chunked = b"chunked" in value.lower()
+                    self.head.has_body = True
+                return
+            if n == b"content-length":
+                self.head.content_length = int(value)
+                self.head.has_body = self.head.content_length > 0
+        self.head.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         head = self._complete_head()
@@ -165,7 +187,7 @@ class ResponseReader(_Reader):
             self.events.append(END)
             head.has_body = False
             self.parser = httptools.HttpResponseParser(self)
-            self.in_head = False
+            self.head = Head()
         elif head.status in (204, 304) or 100 <= head.status < 200:
             head.has_body = False
         elif not head.chunked and head.content_length is None:
@@ -183,9 +205,17 @@ def serialize_request_head(method: bytes, target: bytes, headers: list[tuple[byt
     return b"".join(parts)
 
 
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
 def serialize_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """An HTTP/1.1 status line and headers, ready to send."""
-    parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n"]
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %b\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[(status, reason)] = line
+    parts = [line]
     for k, v in headers:
         parts += (k, b": ", v, b"\r\n")
     parts.append(b"\r\n")
@@ -199,10 +229,5 @@ def chunk(data: bytes) -> bytes:
 
 LAST_CHUNK = b"0\r\n\r\n"
 
-REASONS = {
-    100: b"Continue", 200: b"OK", 301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
-    307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request", 404: b"Not Found",
-    408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
-    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 501: b"Not Implemented",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
-}
+REASONS = {s.value: s.phrase.encode() for s in HTTPStatus} | {413: b"Content Too Large", 422: b"Unprocessable Content"}
+"""Reason phrases by status (RFC 9110's names where Python's table has older ones)."""

@@ -119,3 +119,40 @@ async def test_backend_answering_garbage_gives_502(nursery: trio.Nursery) -> Non
     engine.set_endpoints("default", "svc", 80, [Endpoint("127.0.0.1", listeners[0].socket.getsockname()[1])])
     async with httpx.AsyncClient() as client:
         assert (await client.get(url(engine))).status_code == 502
+
+
+async def _hop_fields(stream: trio.SocketStream) -> None:
+    """Answer every request with hop-by-hop fields, an odd reason phrase and a chunked body."""
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            part = await stream.receive_some(65536)
+            if not part:
+                return
+            buf += part
+        buf = buf.split(b"\r\n\r\n", 1)[1]
+        await stream.send_all(b"HTTP/1.1 200 Fine Thanks\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                              b"Upgrade: h2c\r\nProxy-Connection: x\r\nTrailer: X-T\r\nX-End: yes\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+
+async def test_hop_by_hop_response_fields_are_not_relayed(nursery: trio.Nursery) -> None:
+    """RFC 9110 §7.6.1: a proxy drops the hop-by-hop fields of an answer and frames the body itself;
+    the status line carries the standard reason phrase (as Envoy's)."""
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, _hop_fields, 0, host="127.0.0.1"))
+    engine = await start_engine(nursery, simple_config("svc"))  # type: ignore[arg-type]
+    engine.set_endpoints("default", "svc", 80, [Endpoint("127.0.0.1", listeners[0].socket.getsockname()[1])])
+    stream = await trio.open_tcp_stream(*engine.address(80))
+    for _ in range(2):  # the same pooled upstream connection serves both
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        buf = b""
+        while not buf.endswith(b"0\r\n\r\n"):
+            buf += await stream.receive_some(65536)
+        head, body = buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        names = {line.split(b":")[0].lower() for line in lines[1:]}
+        assert b"x-end" in names and b"transfer-encoding" in names  # its own framing
+        assert not names & {b"connection", b"keep-alive", b"upgrade", b"proxy-connection", b"trailer"}
+        assert body == b"3\r\nabc\r\n0\r\n\r\n"
+    await stream.aclose()
