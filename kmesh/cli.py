@@ -866,12 +866,8 @@ async def _metrics_answer(info: Any) -> dict[str, bool]:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside POD's network namespace (netns runtime): kmesh exec web-1 -- curl ..."""
-    import trio
-
-    from kmesh.api import errors as E
-    from kmesh.client.api import APIUnavailable, Client
+    from kmesh.lab.podns import PodNetnsError, find_pod_netns
     from kmesh.net import netns
-    from kmesh.lab.topology import LabNames
 
     if command and command[0] == "--":
         command = command[1:]
@@ -881,42 +877,19 @@ def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[
     info = dd.read_cluster()
     if info is None:
         raise click.ClickException(f"no lab is running in {dd.root}")
-    if info.runtime not in ("netns", "host"):
-        raise click.ClickException(
-            "kmesh exec needs the netns or host runtime; sim pods share this machine's network, run the command "
-            "directly")
-
-    async def fetch() -> dict[str, Any]:
-        async with Client.from_kubeconfig(info.kubeconfig) as c:
-            return await c.get("Pod", pod, namespace)
-
     try:
-        obj = trio.run(fetch)
-    except E.APIError as exc:
-        raise click.ClickException(exc.message) from None
-    except APIUnavailable as exc:
-        raise click.ClickException(f"the API server does not answer: {exc}") from None
-    spec = obj.get("spec") or {}
-    node = spec.get("nodeName")
-    if not node:
-        raise click.ClickException(f"pod {namespace}/{pod} is not scheduled to a node yet")
-    names = LabNames(info.name)
-    if spec.get("hostNetwork") and info.runtime == "host":
-        os.execvp(command[0], list(command))  # the machine's own network is the pod's
-    if spec.get("hostNetwork"):
-        ns = names.node(node)
-    else:
-        ns = names.pod(node, pod, obj["metadata"]["uid"])
-    if not netns.exists(ns):
-        where = f" on this machine; it runs on node {node}" if info.runtime == "host" else "; is it running?"
-        raise click.ClickException(f"pod {namespace}/{pod} has no network namespace {ns}{where}")
-    if spec.get("hostNetwork"):
-        argv = netns.exec_argv(ns, list(command))
+        where = find_pod_netns(info, namespace, pod)
+    except PodNetnsError as exc:
+        raise click.ClickException(f"kmesh exec: {exc}") from None
+    if where.netns is None:
+        os.execvp(command[0], list(command))  # host runtime, hostNetwork: the machine's own network
+    if where.host_network:
+        argv = netns.exec_argv(where.netns, list(command))
     else:
         from kmesh.node.netns_runtime import pod_exec_prefix
         from kmesh.node.podspec import pod_hostname
 
-        argv = pod_exec_prefix(ns, pod_hostname(obj)) + list(command)
+        argv = pod_exec_prefix(where.netns, pod_hostname(where.pod)) + list(command)
     os.execvp(argv[0], argv)
 
 
@@ -958,6 +931,7 @@ def server(
             cfg = ServerConfig(
                 data_dir=dd.root, store_url=store_url, host=host, port=port,
                 service_cidr=service_cidr, loopback_ok=loopback_ok, etcd_tls=etcd_tls,
+                mesh_injection=not loopback_ok,  # the sim runtime cannot run the redirect rules
             )
             srv = await nursery.start(run_server, cfg)
             write_kubeconfig(dd.kubeconfig, name, Credentials(srv.url, srv.pki.ca_pem(), srv.pki.token),
@@ -1158,8 +1132,12 @@ def agent(
 
         _preflight_or_exit(agent_needs(runtime="netns", proxy_mode=proxy_mode, backend=backend), "kmesh agent")
         from kmesh.lab.topology import LabNames
+        from kmesh.node.apps import IN_CLUSTER_KUBECONFIG
         from kmesh.node.netns_agent import NetnsNodeConfig, run_netns_node
 
+        if ":" not in kubeconfig.files and kubeconfig.context is None:
+            # the node's credentials are its built-in apps' in-cluster credentials (the sidecar, the proxies)
+            os.environ.setdefault(IN_CLUSTER_KUBECONFIG, str(Path(kubeconfig.files).resolve()))
         ncfg = NetnsNodeConfig(
             pod_netns_prefix=LabNames(lab).pod_prefix(node_name), node_name=node_name, node_ip=node_ip,
             node_dir=node_dir, backend=backend, subnet_manager=subnet_manager, etcd_url=etcd_url, etcd_tls=etcd_tls,
@@ -1277,9 +1255,39 @@ def _proxy_get(data_dir: Path | None, node: str | None, path: str) -> str:
 @proxy.command("rules")
 @_data_dir_option
 @click.option("--node", default=None, help="Which node (default: the first).")
-def proxy_rules(data_dir: Path | None, node: str | None) -> None:
-    """What the proxy installed on a node, in the native tool's text (iptables-save, ipvsadm -Ln, listeners)."""
-    click.echo(_proxy_get(data_dir, node, "/rules"), nl=False)
+@click.option("--pod", default=None, help="A meshed pod: its sidecar's redirect rules (iptables-save -t nat).")
+@click.option("-n", "--namespace", default="default", show_default=True, help="The pod's namespace (with --pod).")
+def proxy_rules(data_dir: Path | None, node: str | None, pod: str | None, namespace: str) -> None:
+    """What the proxy installed on a node, in the native tool's text (iptables-save, ipvsadm -Ln, listeners);
+    with --pod, the service mesh's redirect rules in that pod's network namespace."""
+    if pod is None:
+        click.echo(_proxy_get(data_dir, node, "/rules"), nl=False)
+        return
+    if node is not None:
+        raise click.BadParameter("give --node or --pod, not both", param_hint="--node")
+    import subprocess
+
+    from kmesh.lab.podns import PodNetnsError, find_pod_netns
+    from kmesh.net import netns
+
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    if info is None:
+        raise click.ClickException(f"no lab is running in {dd.root}")
+    try:
+        where = find_pod_netns(info, namespace, pod)
+    except PodNetnsError as exc:
+        raise click.ClickException(f"kmesh proxy rules: {exc}") from None
+    if where.netns is None or where.host_network:
+        raise click.ClickException(f"pod {namespace}/{pod} uses the node's network: a sidecar cannot run there")
+    out = subprocess.run(netns.exec_argv(where.netns, ["iptables-save", "-t", "nat"]), capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise click.ClickException(f"iptables-save in {where.netns}: {out.stderr.strip()}")
+    if "KMESH_" not in out.stdout:
+        raise click.ClickException(f"pod {namespace}/{pod} has no redirect rules: it is not meshed "
+                                   "(its namespace or itself needs kmesh.io/inject: enabled, then a new pod)")
+    click.echo(out.stdout, nl=False)
 
 
 @proxy.command("ipvs")

@@ -24,6 +24,7 @@ from kmesh.apiserver.pki import PKI, ensure_pki
 from kmesh.apiserver.nodeaddresses import NodeAddressGuard
 from kmesh.apiserver.nodebootstrap import NodeBootstrap
 from kmesh.apiserver.ingressclass import DefaultIngressClass
+from kmesh.apiserver.meshinject import MeshInjector
 from kmesh.apiserver.registry import Admission, Registry
 from kmesh.apiserver.service_ips import ServiceIPAllocator
 from kmesh.store import open_store
@@ -52,6 +53,7 @@ class ServerConfig:
     write_stall: float = 30.0  # seconds a client may read nothing before its connection (a watch) is dropped
     etcd_tls: EtcdTLS | None = None  # an https etcd's CA and our client certificate (--etcd-cafile/-certfile/-keyfile)
     endpoint_leases: bool = False  # several servers share the store: each keeps itself in the kubernetes endpoints
+    mesh_injection: bool = True  # inject the mesh sidecars into new pods that ask (off in the sim runtime)
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to SQLite in the data dir."""
@@ -93,6 +95,9 @@ async def run_server(
         registry = Registry(store, admission=dict(admission or {}), nursery=nursery, loopback_ok=cfg.loopback_ok)
         registry.admission["Node"] = [*registry.admission.get("Node", []), NodeAddressGuard(store, kind_named("Node"))]
         registry.admission["Ingress"] = [DefaultIngressClass(store), *registry.admission.get("Ingress", [])]
+        if cfg.mesh_injection:
+            injector = MeshInjector(store, loopback_ok=cfg.loopback_ok)
+            registry.admission["Pod"] = [*registry.admission.get("Pod", []), injector]
         for hooks in registry.admission.values():
             for hook in hooks:
                 repair = getattr(hook, "repair", None)

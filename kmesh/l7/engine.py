@@ -61,7 +61,7 @@ class Port:
     """One open listening port: its socket, current state and the connections it accepted."""
 
     number: int
-    sock: trio.socket.SocketType
+    sock: trio.socket.SocketType | None  # None: a virtual port (an Engine with listen=False), fed by adopt()
     state: ListenerState
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)
@@ -88,6 +88,11 @@ class Engine:
     ``policy`` is ``round_robin`` or ``least_request``. Timeouts are in
     seconds: ``idle_timeout`` for a client keep-alive connection between
     requests, ``drain_timeout`` for connections of a removed listener.
+
+    ``listen=False`` makes every listener virtual: nothing is bound, and the
+    owner hands accepted connections over with ``adopt`` (the mesh sidecar
+    accepts on one port and picks the listener by each connection's
+    original destination).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class Engine:
         drain_timeout: float = 30.0,
         connect_timeout: float = 5.0,
         max_idle_upstream: int = 256,
+        listen: bool = True,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown balancing policy {policy!r}")
@@ -120,6 +126,7 @@ class Engine:
         self.policy = policy
         self.metrics = metrics if metrics is not None else Metrics()
         self.backlog = backlog
+        self.listen = listen
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.pool = Pool(open_socket, max_idle=max_idle_upstream, connect_timeout=connect_timeout)
@@ -144,7 +151,7 @@ class Engine:
             opened: dict[int, trio.socket.SocketType] = {}
             try:
                 for number in states:
-                    if number not in self._ports:
+                    if number not in self._ports and self.listen:
                         opened[number] = await self._listen(self._port_map(number))
             except BaseException:
                 for sock in opened.values():
@@ -154,10 +161,11 @@ class Engine:
             for number, state in states.items():
                 if number in self._ports:
                     self._ports[number].state = state
-            for number, sock in opened.items():
-                port = self._ports[number] = Port(number, sock, states[number])
-                if self._nursery is not None:
-                    self._nursery.start_soon(self._run_port, port)
+            for number, state in states.items():
+                if number not in self._ports:
+                    port = self._ports[number] = Port(number, opened.get(number), state)
+                    if self._nursery is not None and port.sock is not None:
+                        self._nursery.start_soon(self._run_port, port)
             for number in [n for n in self._ports if n not in states]:
                 self._remove(number)
             self.config = config
@@ -183,8 +191,31 @@ class Engine:
 
     def address(self, port: int) -> tuple[str, int]:
         """Where the listener for ``port`` is bound (host, actual port)."""
-        name = self._ports[port].sock.getsockname()
+        sock = self._ports[port].sock
+        if sock is None:
+            raise ValueError(f"listener {port} is virtual (listen=False): it is bound nowhere")
+        name = sock.getsockname()
         return name[0], name[1]
+
+    def has_listener(self, port: int) -> bool:
+        """Whether a listener for ``port`` is configured now."""
+        return port in self._ports
+
+    def adopt(self, port: int, sock: trio.socket.SocketType, client: str) -> None:
+        """Serve an accepted connection as if the listener for ``port`` had accepted it.
+
+        Bytes already in the socket (peeked, not read) are the start of the first request.
+        Raises KeyError when no such listener is configured, RuntimeError when not serving."""
+        if self._nursery is None:
+            raise RuntimeError("the engine is not serving")
+        p = self._ports[port]
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.metrics.connections[p.state.name] += 1
+        conn = Connection(self, p, sock, client)
+        self._nursery.start_soon(conn.run)
 
     # --- running -------------------------------------------------------------------------------
 
@@ -196,7 +227,8 @@ class Engine:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for port in self._ports.values():
-                    nursery.start_soon(self._run_port, port)
+                    if port.sock is not None:
+                        nursery.start_soon(self._run_port, port)
                 nursery.start_soon(self._reap_idle)
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -204,7 +236,8 @@ class Engine:
             self._closed = True
             self._nursery = None
             for port in self._ports.values():
-                port.sock.close()
+                if port.sock is not None:
+                    port.sock.close()
             self._ports.clear()
             self.pool.close()
 
@@ -239,7 +272,7 @@ class Engine:
     def _remove(self, number: int) -> None:
         port = self._ports.pop(number)
         port.stop()
-        if self._nursery is None:
+        if self._nursery is None and port.sock is not None:
             port.sock.close()
 
     async def _run_port(self, port: Port) -> None:

@@ -283,7 +283,7 @@ async def _run_lab(
             if lab is None:
                 cfg = ServerConfig(
                     data_dir=dd.root, store_url=store_url(opts, dd, etcd.api_url), port=opts.port,
-                    service_cidr=service_cidr, loopback_ok=True, etcd_tls=etcd.api_tls,
+                    service_cidr=service_cidr, loopback_ok=True, etcd_tls=etcd.api_tls, mesh_injection=False,
                 )
             else:
                 cfg = ServerConfig(

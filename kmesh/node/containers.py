@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class AppContainer(_ExitRecord):
                     code = await self._main(ctx)
                     code = 0 if code is None else int(code)
                 except Exception as exc:  # noqa: BLE001 - an app's crash is its container's exit, not the agent's
-                    ctx.log(f"{type(exc).__name__}: {exc}")
+                    ctx.log("".join(traceback.format_exception(exc)).rstrip())  # as a crashed process prints it
                     log.info("app %s exited with an error: %r", ctx.container.get("name"), exc)
                     code = 1
         finally:

@@ -317,7 +317,9 @@ class PodWorker:
                 if self.stopping.is_set():
                     return
                 if r.sidecar:
+                    # As upstream's kubelet: what follows a native sidecar starts once it has started.
                     sidecars.start_soon(r.run)
+                    await wait_any(r.started_once.wait, self.stopping.wait)
                     continue
                 await r.run()
                 term = r.state.terminated or {}

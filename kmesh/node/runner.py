@@ -62,7 +62,11 @@ class ContainerRunner:
         self.name = name
         self.init = init
         spec = self.spec()
-        self.state = ContainerState(name=name, image=spec.get("image", ""), init=init)
+        self.state = ContainerState(name=name, image=spec.get("image", ""), init=init,
+                                    sidecar=init and spec.get("restartPolicy") == "Always")
+        self.started_once = trio.Event()
+        """Set the first time the container counts as started (its startup probe passed, if it has one):
+        the pod worker starts what follows a native sidecar only then, as upstream's kubelet."""
         self.backoff = CrashBackoff(pw.cfg.backoff_initial, pw.cfg.backoff_max)
         self.handle: ContainerHandle | None = None
         self.spec_changed = trio.Event()
@@ -112,6 +116,11 @@ class ContainerRunner:
             sidecar = self.spec().get("restartPolicy") == "Always"
             return "Always" if sidecar else ("Never" if policy == "Never" else "OnFailure")
         return policy
+
+    @property
+    def _can_be_ready(self) -> bool:
+        """Containers and native sidecars have readiness; init containers that run to completion do not."""
+        return not self.init or self.sidecar
 
     @property
     def sidecar(self) -> bool:
@@ -211,7 +220,9 @@ class ContainerRunner:
         started_at = now()
         self.state.set_running(handle.id, started_at)
         self.state.started = not spec.get("startupProbe")
-        self.state.ready = self.state.started and not spec.get("readinessProbe") and not self.init
+        self.state.ready = self.state.started and not spec.get("readinessProbe") and self._can_be_ready
+        if self.state.started:
+            self.started_once.set()
         pw.publish()
         pw.event("Normal", "Pulled", f'Container image "{spec.get("image")}" already present on machine')
         pw.event("Normal", "Created", f"Created container {self.name}")
@@ -293,13 +304,14 @@ class ContainerRunner:
         def start_others() -> None:
             if spec.get("livenessProbe"):
                 nursery.start_soon(ProbeWorker("liveness", spec["livenessProbe"], target, self._on_liveness).run)
-            if spec.get("readinessProbe") and not self.init:
+            if spec.get("readinessProbe") and self._can_be_ready:
                 nursery.start_soon(ProbeWorker("readiness", spec["readinessProbe"], target, self._on_readiness).run)
 
         def on_startup(ok: bool, message: str) -> None:
             if ok:
                 self.state.started = True
-                self.state.ready = not spec.get("readinessProbe") and not self.init
+                self.state.ready = not spec.get("readinessProbe") and self._can_be_ready
+                self.started_once.set()
                 pw.publish()
                 start_others()
             elif not self._terminating:

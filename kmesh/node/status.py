@@ -17,6 +17,7 @@ class ContainerState:
     name: str
     image: str
     init: bool = False
+    sidecar: bool = False  # an init container with restartPolicy Always (it runs beside the containers)
     restart_count: int = 0
     state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: Obj = field(default_factory=dict)
@@ -143,8 +144,10 @@ def pod_conditions(
     through the preStop hook and the grace period, and the EndpointSlice's ``serving`` condition follows it
     (what kube-proxy's terminating-endpoint fallback reads). A container that has stopped is not ready."""
     terminal = phase in ("Succeeded", "Failed")
-    unready = [c.name for c in containers if not c.ready]
-    uninit = [c.name for c in inits if not (c.terminated and c.terminated.get("exitCode") == 0)]
+    # Native sidecars count as containers for readiness (KEP-753) and are "initialized" once started.
+    unready = [c.name for c in [*(i for i in inits if i.sidecar), *containers] if not c.ready]
+    uninit = [c.name for c in inits
+              if not (c.started if c.sidecar else c.terminated and c.terminated.get("exitCode") == 0)]
     if terminal:
         reason, msg = "PodCompleted", ""
         ready = False

@@ -199,3 +199,28 @@ async def test_init_containers_run_first(api, node1, pods, tmp_path) -> None:
                                        restartPolicy="Never"))
     p = await wait_pod(pods, "init-fails", lambda p: phase(p) == "Failed")
     assert condition(p, "Initialized") == "False"
+
+
+async def test_native_sidecar_starts_first_and_counts_for_readiness(api, node1, pods, tmp_path) -> None:
+    """KEP-753: an init container with restartPolicy Always runs beside the containers; they start only once
+    its startup probe passed, and its readiness is part of the pod's."""
+    started, ready = tmp_path / "side-started", tmp_path / "side-ready"
+    side = command("side", sys.executable, "-c",
+                   f"import time; time.sleep(0.3); open({str(started)!r}, 'w').write('x'); time.sleep(600)",
+                   restartPolicy="Always",
+                   startupProbe={"exec": {"command": ["test", "-f", str(started)]}, "periodSeconds": 1},
+                   readinessProbe={"exec": {"command": ["test", "-f", str(ready)]}, "periodSeconds": 1})
+    main = command("main", sys.executable, "-c",
+                   f"import os, time; assert os.path.exists({str(started)!r}), 'sidecar not started'; time.sleep(600)")
+    await create_bound(api.client, pod("with-sidecar", main, initContainers=[side]))
+    p = await wait_pod(pods, "with-sidecar", lambda p: (cstatus(p, "main") or {}).get("state", {}).get("running"))
+    assert cstatus(p, "main")["restartCount"] == 0  # it found the sidecar started: no crash
+    assert condition(p, "Initialized") == "True"
+    assert condition(p, "Ready") == "False"  # the sidecar is not ready yet
+    side_status = p["status"]["initContainerStatuses"][0]
+    assert side_status["started"] and not side_status["ready"] and "running" in side_status["state"]
+    ready.write_text("x")
+    p = await wait_pod(pods, "with-sidecar", lambda p: condition(p, "Ready") == "True")
+    assert p["status"]["initContainerStatuses"][0]["ready"] is True
+    out = (await api.kubectl("get", "pod", "with-sidecar")).stdout
+    assert "2/2" in out  # kubectl counts the sidecar with the containers

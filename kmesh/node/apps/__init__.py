@@ -164,6 +164,8 @@ def _register_builtins() -> None:
     register_app("kmesh/gateway", "kmesh.node.apps.gateway:gateway_main", ("kmesh-gateway",))
     register_app("kmesh/ingress-controller", "kmesh.node.apps.gateway:ingress_main", ("kmesh-ingress-controller",))
     register_app("kmesh/gateway-controller", "kmesh.node.apps.gateway:controller_main", ("kmesh-gateway-controller",))
+    register_app("kmesh/proxy-init", "kmesh.node.apps.meshinit:main", ("kmesh-proxy-init",))
+    register_app("kmesh/proxy", "kmesh.node.apps.meshproxy:main", ("kmesh-proxy",))
 
 
 _register_builtins()

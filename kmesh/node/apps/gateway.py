@@ -14,8 +14,6 @@ in-cluster credentials) and listen in the pod's network.
 
 from __future__ import annotations
 
-import os
-
 import trio
 
 from kmesh.client.api import Client
@@ -23,25 +21,20 @@ from kmesh.gateway.controller import GatewayController
 from kmesh.gateway.dataplane import GATEWAY_KINDS, INGRESS_KINDS, Feeder, gateway_builder, ingress_builder
 from kmesh.gateway.ingressstatus import IngressStatusWriter
 from kmesh.l7.engine import Engine
-from kmesh.node.apps import IN_CLUSTER_KUBECONFIG, AppContext
-from kmesh.node.apps.flags import FlagError, parse_flags
+from kmesh.node.apps import AppContext
+from kmesh.node.apps.apiclient import setup_client
+from kmesh.node.apps.flags import FlagError
 
 
 def _setup(ctx: AppContext, defaults: dict[str, object]) -> tuple[dict[str, object], Client] | None:
     """The app's flags and an API client, or None (the error logged) when the command line is wrong."""
-    try:
-        flags, _ = parse_flags(ctx.args, {"kubeconfig": "", **defaults})
+
+    def check(flags: dict[str, object]) -> None:
         for name in ("gateway", "publish-service"):
             if flags.get(name):
                 _nsname(str(flags[name]), name)
-    except FlagError as exc:
-        ctx.log(f"Error: {exc}")
-        return None
-    path = str(flags["kubeconfig"]) or ctx.env.get("KUBECONFIG", "") or os.environ.get(IN_CLUSTER_KUBECONFIG, "")
-    if not path:
-        ctx.log("Error: --kubeconfig (or $KUBECONFIG) is required: the app reads the API through it")
-        return None
-    return flags, Client.from_kubeconfig(path)
+
+    return setup_client(ctx, defaults, check)
 
 
 def _nsname(value: str, flag: str) -> tuple[str, str]:

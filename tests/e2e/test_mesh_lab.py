@@ -1,0 +1,194 @@
+"""The service mesh in a netns lab, as a user drives it: injection, the redirect rules, the sidecar's path.
+
+One lab (iptables mode, two nodes, no ingress/gateway add-ons) for the module. Namespace ``mesh`` is
+annotated ``kmesh.io/inject: enabled``; in it a Deployment ``v1`` (agnhost netexec, two replicas) and a
+client pod; in ``default`` an un-meshed client. What is checked:
+- the injected init container and native sidecar, in ``kubectl get pod -o json`` and the init container's log;
+- ``kmesh proxy rules --pod`` shows the KMESH_ chains of istio-init's shape;
+- requests on ONE keep-alive connection from the meshed client to the Service reach both replicas (the
+  sidecar balances per request; kube-proxy alone would pin the connection to one pod);
+- a request to a pod IP goes to that pod (the original destination, passed through);
+- an un-meshed client still reaches the meshed pods (permissive), through their inbound sidecar;
+- a Service port named neither http nor tcp is recognised as HTTP by its first bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from kmesh.lab.topology import LabNames
+from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+MANIFESTS = f"""
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: mesh
+  annotations: {{kmesh.io/inject: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: v1, namespace: mesh}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: v1}}}}
+  template:
+    metadata: {{labels: {{app: v1}}}}
+    spec:
+      containers:
+      - name: main
+        image: {AGNHOST}
+        args: [netexec, --http-port=8080, --udp-port=-1]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: v1, namespace: mesh}}
+spec:
+  selector: {{app: v1}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: v1-undeclared, namespace: mesh}}
+spec:
+  selector: {{app: v1}}
+  ports: [{{name: web, port: 8000, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: mesh, labels: {{app: client}}}}
+spec:
+  nodeName: node-1
+  containers:
+  - {{name: c, image: {AGNHOST}, args: [pause]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: outsider, namespace: default, labels: {{app: outsider}}}}
+spec:
+  nodeName: node-2
+  containers:
+  - {{name: c, image: {AGNHOST}, args: [pause]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("mesh-lab")
+    names = LabNames(f"km{uuid.uuid4().hex[:4]}")
+    with running_lab(Path(root), names, "iptables", nodes=2, flags=["--disable", "ingress,gateway"]) as lab:
+        lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
+        lab.kubectl("-n", "mesh", "wait", "--for=condition=Ready", "pod", "-l", "app=v1", "--timeout=120s")
+        for ns, pod in (("mesh", "client"), ("default", "outsider")):
+            lab.kubectl("-n", ns, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=120s")
+        yield lab
+
+
+def _exec(lab: Lab, namespace: str, pod: str, script: str) -> str:
+    out = lab.kmesh("exec", "-n", namespace, pod, "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def _rules(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KMESH, "proxy", "rules", "--data-dir", str(lab.dd.root), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _pods(lab: Lab, namespace: str, selector: str) -> list[dict]:
+    return json.loads(lab.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json"))["items"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_pods_of_an_annotated_namespace_get_the_sidecar(lab: Lab) -> None:
+    for pod in _pods(lab, "mesh", "app=v1") + _pods(lab, "mesh", "app=client"):
+        inits = pod["spec"]["initContainers"]
+        assert [c["name"] for c in inits[:2]] == ["kmesh-init", "kmesh-proxy"]
+        assert inits[0]["image"] == "kmesh/proxy-init" and inits[1]["image"] == "kmesh/proxy"
+        assert inits[1]["restartPolicy"] == "Always"  # a native sidecar: it runs beside the app
+        assert pod["metadata"]["labels"]["security.kmesh.io/tlsMode"] == "kmesh"
+        states = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+        assert states["kmesh-init"]["state"]["terminated"]["exitCode"] == 0
+        assert states["kmesh-proxy"]["ready"] is True
+    outsider = _pods(lab, "default", "app=outsider")[0]
+    assert not outsider["spec"].get("initContainers")
+    log = lab.kubectl("-n", "mesh", "logs", "client", "-c", "kmesh-init")
+    assert "-A KMESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in log
+
+
+def test_proxy_rules_show_the_redirect(lab: Lab) -> None:
+    out = _rules(lab, "--pod", "client", "-n", "mesh")
+    assert out.returncode == 0, out.stderr
+    for line in ("-A PREROUTING -p tcp -j KMESH_INBOUND", "-A OUTPUT -p tcp -j KMESH_OUTPUT",
+                 "-A KMESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+                 "-A KMESH_OUTPUT -m mark --mark 0x539 -j RETURN"):
+        assert line in out.stdout
+    plain = _rules(lab, "--pod", "outsider")
+    assert plain.returncode != 0 and "not meshed" in plain.stderr
+
+
+def _answers(lab: Lab, url: str, n: int = 12) -> list[tuple[str, int]]:
+    """(hostname, new connections) of ``n`` GETs of ``url`` by one curl in the meshed client (curl keeps one
+    connection for one host: without a sidecar every answer would come from the same pod)."""
+    out = _exec(lab, "mesh", "client", f"curl -s --max-time 10 -w ' %{{num_connects}}\\n' {' '.join([url] * n)}")
+    answers = [(name, int(connects)) for name, connects in (line.split() for line in out.splitlines())]
+    assert len(answers) == n and sum(c for _, c in answers) == 1, out  # one TCP connection for all
+    return answers
+
+
+def test_one_connection_is_balanced_per_request(lab: Lab) -> None:
+    answers = _answers(lab, "http://v1.mesh/hostname")
+    assert {name for name, _ in answers} == {p["metadata"]["name"] for p in _pods(lab, "mesh", "app=v1")}
+    metrics = _exec(lab, "mesh", "client", "curl -s http://127.0.0.1:15020/metrics")
+    assert _metric(metrics, "kmesh_proxy_tcp_connections_opened_total", direction="outbound", mode="http") >= 1
+
+
+def test_a_pod_ip_is_passed_through(lab: Lab) -> None:
+    for pod in _pods(lab, "mesh", "app=v1"):
+        ip = pod["status"]["podIP"]
+        out = _exec(lab, "mesh", "client", f"curl -s --max-time 10 http://{ip}:8080/hostname")
+        assert out == pod["metadata"]["name"]
+
+
+def test_an_unmeshed_client_reaches_meshed_pods(lab: Lab) -> None:
+    pods = _pods(lab, "mesh", "app=v1")
+    before = {p["metadata"]["name"]: _metric(_exec(lab, "mesh", p["metadata"]["name"],
+                                                   "curl -s http://127.0.0.1:15020/metrics"),
+                                             "kmesh_proxy_tcp_connections_opened_total", direction="inbound")
+              for p in pods}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while seen != set(before) and time.monotonic() < deadline:  # kube-proxy picks per connection: try until both
+        seen.add(_exec(lab, "default", "outsider", "curl -s --max-time 10 http://v1.mesh/hostname"))
+    assert seen == set(before)
+    for name, count in before.items():
+        after = _metric(_exec(lab, "mesh", name, "curl -s http://127.0.0.1:15020/metrics"),
+                        "kmesh_proxy_tcp_connections_opened_total", direction="inbound")
+        assert after > count  # it came in through the pod's sidecar
+
+
+def test_http_is_recognised_by_its_first_bytes(lab: Lab) -> None:
+    answers = _answers(lab, "http://v1-undeclared.mesh:8000/hostname")  # port "web": neither http nor tcp
+    assert {name for name, _ in answers} == {p["metadata"]["name"] for p in _pods(lab, "mesh", "app=v1")}

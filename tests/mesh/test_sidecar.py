@@ -1,0 +1,268 @@
+"""The sidecar in real namespaces: a "pod" with the redirect rules and the sidecar, a "peer" with backends,
+and an API server (in-process, real) holding a Service and its EndpointSlice.
+
+A client inside the pod connects to the Service's ClusterIP as an app would: HTTP on one keep-alive
+connection is balanced per request over both endpoints, undeclared ports are sniffed, plain TCP is relayed
+to one endpoint, a pod IP is passed through, a port with no ready endpoint is refused, and cancelling the
+sidecar closes everything it held.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from kmesh.mesh.redirect import RedirectSpec, apply, render
+from kmesh.mesh.sidecar import Sidecar, SidecarPorts
+from kmesh.net import netns
+from kmesh.net.netns_check import netns_usable
+from tests.conftest import require, require_binary
+from tests.support.cluster import start_cluster
+from tests.support.vethpair import veth_pair
+
+pytestmark = pytest.mark.netns
+
+POD_IP, PEER_IP = "10.250.9.1", "10.250.9.2"
+VIP = "10.96.77.7"  # the Service's ClusterIP: routed out of the pod like any address, never answered by anyone
+HTTP_PORTS = (8081, 8082)  # the two endpoints of the HTTP Service, both on the peer
+TCP_PORT = 7000  # a line echo server on the peer (not HTTP)
+TIMEOUT = 10
+
+
+@dataclass
+class Rig:
+    pod: str
+    peer: str
+    sidecar: Sidecar
+
+
+async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
+    """Answers every request on a connection with ``port`` as the body (keep-alive)."""
+    sock = await netns.open_socket(peer, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((PEER_IP, port))
+    sock.listen(64)
+
+    async def serve(conn: trio.socket.SocketType) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = await conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf.split(b"\r\n\r\n", 1)[1]
+                body = str(port).encode()
+                await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    async def accept() -> None:
+        with sock:
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(serve, conn)
+
+    nursery.start_soon(accept)
+
+
+async def _line_echo(peer: str, nursery: trio.Nursery) -> None:
+    sock = await netns.open_socket(peer, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((PEER_IP, TCP_PORT))
+    sock.listen(64)
+
+    async def serve(conn: trio.socket.SocketType) -> None:
+        with conn:
+            while data := await conn.recv(65536):
+                await conn.send(b"echo:" + data)
+
+    async def accept() -> None:
+        with sock:
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(serve, conn)
+
+    nursery.start_soon(accept)
+
+
+SERVICES = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  clusterIP: {VIP}
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+  - {{name: other, port: 81, targetPort: 8080}}
+  - {{name: tcp-echo, port: 7000, targetPort: 7000, appProtocol: tcp}}
+  - {{name: none, port: 82, targetPort: 9999}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-a
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: {HTTP_PORTS[0]}, protocol: TCP}}, {{name: other, port: {HTTP_PORTS[0]}, protocol: TCP}},
+        {{name: tcp-echo, port: {TCP_PORT}, protocol: TCP}}]
+endpoints: [{{addresses: [{PEER_IP}], conditions: {{ready: true}}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-b
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: {HTTP_PORTS[1]}, protocol: TCP}}, {{name: other, port: {HTTP_PORTS[1]}, protocol: TCP}}]
+endpoints: [{{addresses: [{PEER_IP}], conditions: {{ready: true}}}}]
+"""
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    require(netns_usable(), "root and network namespaces")
+    require_binary("iptables-restore")
+    require_binary("kubectl")
+    cluster = await start_cluster(nursery, tmp_path)
+    await cluster.kubectl("apply", "-f", "-", stdin=SERVICES)
+    with veth_pair("kmt-side-", f"{POD_IP}/30", f"{PEER_IP}/30") as (pod, peer):
+        netns.ip(pod, "route", "add", "default", "via", PEER_IP)
+        netns.ip(peer, "route", "add", "default", "via", POD_IP)
+        await apply(pod, render(RedirectSpec(exclude_inbound_ports=(15001, 15006, 15020, 15021))))
+        async with trio.open_nursery() as n:
+            for port in HTTP_PORTS:
+                await _http_backend(peer, port, n)
+            await _line_echo(peer, n)
+
+            async def pod_socket(family: int, type: int) -> trio.socket.SocketType:
+                return await netns.open_socket(pod, family, type)
+
+            sidecar = await n.start(Sidecar(cluster.client, pod_socket, SidecarPorts()).run)
+            with trio.fail_after(TIMEOUT):  # the informers have listed; wait for the translation of all four ports
+                while len(sidecar.table.by_address) < 4:
+                    await trio.sleep(0.02)
+            yield Rig(pod, peer, sidecar)
+            n.cancel_scope.cancel()
+
+
+async def _connect(rig: Rig, host: str, port: int) -> trio.SocketStream:
+    sock = await netns.open_socket(rig.pod, socket.AF_INET, socket.SOCK_STREAM)
+    await sock.connect((host, port))
+    return trio.SocketStream(sock)
+
+
+async def _get(stream: trio.SocketStream, buf: bytearray, host: str) -> bytes:
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host.encode())
+    while b"\r\n\r\n" not in buf:
+        data = await stream.receive_some(65536)
+        assert data, "closed before an answer"
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    size = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(rest) < size:
+        data = await stream.receive_some(65536)
+        assert data
+        rest += data
+    buf[:] = rest[size:]
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return rest[:size]
+
+
+@pytest.mark.parametrize("port", [80, 81])  # declared http by name; "other" is found by its first bytes
+async def test_one_connection_is_balanced_per_request(rig: Rig, port: int) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream = await _connect(rig, VIP, port)
+        buf = bytearray()
+        bodies = [await _get(stream, buf, "web") for _ in range(6)]
+        await stream.aclose()
+    assert sorted(set(bodies)) == [str(p).encode() for p in HTTP_PORTS]
+    assert bodies[0] != bodies[1]  # round robin: turns, not a random mix
+    opened = rig.sidecar.tcp_connections.labels("outbound", "http")._value.get()
+    assert opened >= 1
+
+
+async def test_plain_tcp_is_relayed_to_an_endpoint(rig: Rig) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream = await _connect(rig, VIP, 7000)
+        await stream.send_all(b"hello\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            got += await stream.receive_some(100)
+        await stream.send_eof()
+        assert await stream.receive_some(100) == b""  # the half-close went through, and the answer ended
+    assert got == b"echo:hello\n"
+
+
+async def test_a_pod_ip_is_passed_through(rig: Rig) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream = await _connect(rig, PEER_IP, HTTP_PORTS[1])
+        assert await _get(stream, bytearray(), PEER_IP) == str(HTTP_PORTS[1]).encode()
+        await stream.aclose()
+    assert rig.sidecar.tcp_connections.labels("outbound", "passthrough")._value.get() >= 1
+
+
+async def test_no_ready_endpoint_is_refused(rig: Rig) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream = await _connect(rig, VIP, 82)  # the redirect accepts; the sidecar then refuses with a reset
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"x" * 10)
+            while await stream.receive_some(100):
+                pass
+
+
+async def test_cancelling_the_sidecar_closes_what_it_held(tmp_path: Path, nursery: trio.Nursery) -> None:
+    require(netns_usable(), "root and network namespaces")
+    require_binary("iptables-restore")
+    cluster = await start_cluster(nursery, tmp_path)
+    await cluster.kubectl("apply", "-f", "-", stdin=SERVICES)
+    with veth_pair("kmt-side-", f"{POD_IP}/30", f"{PEER_IP}/30") as (pod, peer):
+        netns.ip(pod, "route", "add", "default", "via", PEER_IP)
+        await apply(pod, render(RedirectSpec(exclude_inbound_ports=(15001, 15006, 15020, 15021))))
+        async with trio.open_nursery() as backends:
+            await _line_echo(peer, backends)
+
+            async def pod_socket(family: int, type: int) -> trio.socket.SocketType:
+                return await netns.open_socket(pod, family, type)
+
+            with trio.fail_after(TIMEOUT):
+                async with trio.open_nursery() as n:
+                    sidecar = await n.start(Sidecar(cluster.client, pod_socket, SidecarPorts()).run)
+                    while (VIP, 7000) not in sidecar.table.by_address:
+                        await trio.sleep(0.02)
+                    sock = await netns.open_socket(pod, socket.AF_INET, socket.SOCK_STREAM)
+                    await sock.connect((VIP, 7000))
+                    stream = trio.SocketStream(sock)
+                    await stream.send_all(b"one\n")
+                    assert await stream.receive_some(100) == b"echo:one\n"
+                    n.cancel_scope.cancel()  # the sidecar stops: its relay of this connection must end too
+                try:  # the relay ended: an end of stream or a reset, not a hang (fail_after)
+                    while await stream.receive_some(100):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+                await stream.aclose()
+                probe = await netns.open_socket(pod, socket.AF_INET, socket.SOCK_STREAM)
+                with probe, pytest.raises(OSError):
+                    await probe.connect(("127.0.0.1", 15001))  # nothing listens any more
+            backends.cancel_scope.cancel()
+
+
+async def test_admin_and_health_listen_in_the_pod_only(rig: Rig) -> None:
+    from kmesh.net.http import http_get
+
+    for port, path, want in ((15021, "/healthz/ready", b"ready\n"), (15020, "/metrics", b"kmesh_proxy_tcp")):
+        sock = await netns.open_socket(rig.pod, socket.AF_INET, socket.SOCK_STREAM)
+        with sock, trio.fail_after(TIMEOUT):
+            status, body = await http_get(sock, "127.0.0.1", port, path)
+        assert status == 200 and want in body
+    root = socket.socket()
+    with root, pytest.raises(OSError):
+        root.settimeout(TIMEOUT)
+        root.connect(("127.0.0.1", 15021))  # nothing of the sidecar's in the machine's own namespace
