@@ -223,6 +223,9 @@ def main(verbose: int) -> None:
 @click.option("--disable", default="", metavar="ADDON[,ADDON]",
               help="Leave out add-ons the lab otherwise ships, as k3s's --disable: ingress (the ingress controller "
                    "and IngressClass kmesh), gateway (the Gateway API controller and GatewayClass kmesh).")
+@click.option("--mesh-cert-ttl", type=click.IntRange(min=4, max=31536000), default=86400, show_default=True,
+              metavar="SECONDS", help="The longest a mesh certificate lives (the sidecars renew theirs at half of "
+                                      "it); short to watch rotation, see docs/mesh.md.")
 @click.option("--demo-timeout", type=click.FloatRange(min=0), default=120.0, hidden=True,
               help="Seconds to wait for the demo to be available.")
 @click.option("--topology", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
@@ -235,8 +238,8 @@ def up(
     node_name: str, iface: str, server_url: str, token: str, proxy_mode: str | None, ipvs_scheduler: str,
     nodeport_addresses: tuple[str, ...], backend: str, subnet_manager: str, store: str, etcd_url: str,
     etcd_cafile: str, etcd_certfile: str, etcd_keyfile: str, name: str,
-    demo: bool, node_grace_period: float, lb_range: str, disable: str, demo_timeout: float, topology: Path | None,
-    kubeconfig_mode: int | None,
+    demo: bool, node_grace_period: float, lb_range: str, disable: str, mesh_cert_ttl: int, demo_timeout: float,
+    topology: Path | None, kubeconfig_mode: int | None,
 ) -> None:
     """Start a lab in the background and return when it is ready."""
     from kmesh.lab.supervisor import UpOptions
@@ -320,7 +323,7 @@ def up(
         etcd_keyfile=etcd_tls.keyfile if etcd_tls else "", kubeconfig_mode=access.mode, kubeconfig_owner=list(access.owner) if access.owner else None,
         advertise_address=advertise_address, node_name=node_name, iface=iface, server_url=server_url, token=token,
         node_grace_period=node_grace_period, node_specs=topo.node_specs() if topo is not None else [],
-        lb_range=lb_range.strip(), disable=disabled,
+        lb_range=lb_range.strip(), disable=disabled, mesh_cert_ttl=mesh_cert_ttl,
     )
     problem = network_problem(opts, dd)  # a restart on a store made with ranges this start cannot have
     if problem:

@@ -79,6 +79,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", True, ("ing",), ("status",)),
     Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", False),
+    Kind("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
+         "certificatesigningrequest", False, ("csr",), ("status", "approval")),
     Kind(GATEWAY, "v1", "GatewayClass", "gatewayclasses", "gatewayclass", False, ("gc",), ("status",), GATEWAY_API),
     Kind(GATEWAY, "v1", "Gateway", "gateways", "gateway", True, ("gtw",), ("status",), GATEWAY_API),
     Kind(GATEWAY, "v1", "HTTPRoute", "httproutes", "httproute", True, (), ("status",), GATEWAY_API),
@@ -99,6 +101,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("discovery.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
     ("networking.k8s.io", "v1"),
+    ("certificates.k8s.io", "v1"),
     (GATEWAY, "v1"),
     (GATEWAY, "v1beta1"),
 )

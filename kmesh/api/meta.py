@@ -23,6 +23,10 @@ This module is the strategy part. Behaviour follows Kubernetes 1.32:
   tolerations of DefaultTolerationSeconds) and ServiceAccount admission's
   ``serviceAccountName: default`` (without the token volume: kmesh issues no
   tokens; a Pod whose ServiceAccount does not exist yet is not refused).
+- A CertificateSigningRequest is created without status and keeps its
+  requester fields (spec.username/uid/groups/extra) on updates; its ``/approval``
+  subresource changes only the conditions, ``/status`` keeps the spec, and
+  both stamp the conditions' update and transition times.
 - Kinds upstream serves as CRDs (the Gateway API) get generation 1 on create
   and a bump on any change outside metadata and status; a create cannot set
   status, which then shows the schema's default status (as upstream shows it
@@ -39,6 +43,7 @@ from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any, Callable
 
 from kmesh.api import errors
+from kmesh.api.certificates import REQUESTER_FIELDS, stamp_conditions
 from kmesh.api.kinds import Kind, get
 
 # Characters of generated name suffixes: utilrand's alphabet (no vowels, no 0/1/3).
@@ -270,8 +275,14 @@ def _default_crd_status(kind_name: str, obj: dict[str, Any]) -> None:
         crdrules.default_object(RULES, TOP[kind_name], obj)
 
 
+def _create_csr(obj: dict[str, Any]) -> None:
+    """A CertificateSigningRequest is created pending: no conditions, no certificate."""
+    obj.pop("status", None)
+
+
 _CREATE = {
     "Ingress": _create_ingress,
+    "CertificateSigningRequest": _create_csr,
     "GatewayClass": _create_crd_like("GatewayClass"),
     "Gateway": _create_crd_like("Gateway"),
     "HTTPRoute": _create_crd_like("HTTPRoute"),
@@ -322,6 +333,9 @@ def prepare_update(
     if subresource == "status":
         _prepare_status_update(k, new, old)
         return new
+    if subresource == "approval":
+        _prepare_approval_update(new, old)
+        return new
 
     if "status" in k.subresources:
         if "status" in old:
@@ -348,6 +362,24 @@ def _prepare_status_update(k: Kind, new: dict[str, Any], old: dict[str, Any]) ->
             new["status"]["loadBalancer"] = {}
     elif k.group == GATEWAY_GROUP:
         _default_crd_status(k.kind, new)  # upstream defaults every write, the status subresource's too
+    elif k.kind == "CertificateSigningRequest":
+        stamp_conditions(new, old, now())
+
+
+def _prepare_approval_update(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A CSR's ``/approval`` changes only the conditions: spec and certificate stay as stored."""
+    conditions = (new.get("status") or {}).get("conditions") if isinstance(new.get("status"), dict) else None
+    _copy_key(new, old, "spec")
+    status = copy.deepcopy(old.get("status")) if isinstance(old.get("status"), dict) else {}
+    if conditions is not None:
+        status["conditions"] = conditions
+    else:
+        status.pop("conditions", None)
+    if status:
+        new["status"] = status
+    else:
+        new.pop("status", None)
+    stamp_conditions(new, old, now())
 
 
 def _copy_key(dst: dict[str, Any], src: dict[str, Any], key: str) -> None:
@@ -504,8 +536,18 @@ def _drop_type_dependent_fields(new: dict[str, Any], spec: dict[str, Any], old_s
         new["status"]["loadBalancer"] = {}
 
 
+def _update_csr(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A CSR's requester fields stay the API server's (a re-applied manifest may carry others); the rest of the
+    spec is checked unchanged by validation."""
+    spec, old_spec = new.get("spec"), old.get("spec")
+    if isinstance(spec, dict) and isinstance(old_spec, dict):
+        for key in REQUESTER_FIELDS:
+            _copy_key(spec, old_spec, key)
+
+
 _UPDATE = {
     "Deployment": _update_deployment,
+    "CertificateSigningRequest": _update_csr,
     "ReplicaSet": _update_replicaset,
     "EndpointSlice": _update_endpointslice,
     "Namespace": _update_namespace,

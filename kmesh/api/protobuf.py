@@ -439,6 +439,21 @@ SPEC: dict[str, str] = {
     "networking.IngressClassParametersReference": (
         "1 apiGroup s, 2 kind s!, 3 name s!, 4 scope s, 5 namespace s"
     ),
+    # ---- k8s.io/api/certificates/v1 (``kubectl certificate approve|deny`` send these). ``spec.extra`` is left
+    # out: its values are ExtraValue messages where JSON has lists, and kmesh's users carry no extra.
+    "certificates.CertificateSigningRequest": (
+        "1 metadata ObjectMeta, 2 spec certificates.CertificateSigningRequestSpec,"
+        " 3 status certificates.CertificateSigningRequestStatus"
+    ),
+    "certificates.CertificateSigningRequestSpec": (
+        "1 request y, 7 signerName s, 8 expirationSeconds i!, 5 usages s*, 2 username s, 3 uid s, 4 groups s*"
+    ),
+    "certificates.CertificateSigningRequestStatus": (
+        "1 conditions certificates.CertificateSigningRequestCondition*, 2 certificate y"
+    ),
+    "certificates.CertificateSigningRequestCondition": (
+        "1 type s!, 6 status s!, 2 reason s, 3 message s, 4 lastUpdateTime T, 5 lastTransitionTime T"
+    ),
     # ---- k8s.io/api/autoscaling/v1.  ScaleSpec.replicas is `omitempty` in Go, but
     # a scale to 0 must stay 0 here, so it keeps its zero.
     "autoscaling.Scale": (
@@ -466,6 +481,7 @@ ROOTS: dict[tuple[str, str], str] = {
     ("coordination.k8s.io", "Lease"): "coordination.Lease",
     ("networking.k8s.io", "Ingress"): "networking.Ingress",
     ("networking.k8s.io", "IngressClass"): "networking.IngressClass",
+    ("certificates.k8s.io", "CertificateSigningRequest"): "certificates.CertificateSigningRequest",
     ("autoscaling", "Scale"): "autoscaling.Scale",
 }
 """Which message decodes a body of each (group, kind); DeleteOptions is accepted in any group.

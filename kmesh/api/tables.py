@@ -18,6 +18,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from kmesh.api.certificates import csr_state
 from kmesh.api.errors import APIError, bad_request
 from kmesh.api.kinds import Kind
 from kmesh.api.obj import Obj
@@ -445,6 +446,14 @@ _COLUMNS.update({
         _col("Controller", "string", "The controller that implements the class."),
         _col("Parameters", "string", "The resource that configures the class."),
         _age_col(),
+    ],
+    "CertificateSigningRequest": [
+        _name_col(),
+        _age_col(),
+        _col("SignerName", "string", "The signer the request asks to sign it."),
+        _col("Requestor", "string", "Who created the request (set by the API server)."),
+        _col("RequestedDuration", "string", "The validity the request asks for (expirationSeconds)."),
+        _col("Condition", "string", "Pending, Approved or Denied, then Failed and Issued when they apply."),
     ],
     # The Gateway API CRDs' additionalPrinterColumns.
     "GatewayClass": [
@@ -966,6 +975,13 @@ def _ingress_class_row(ic: Obj, now: datetime) -> Row:
     return [_name(ic), _g(ic, "spec", "controller", default=""), shown, _age(ic, now)], None
 
 
+def _csr_row(csr: Obj, now: datetime) -> Row:
+    seconds = _g(csr, "spec", "expirationSeconds")
+    duration = human_duration(seconds) if isinstance(seconds, int) and not isinstance(seconds, bool) else "<none>"
+    return [_name(csr), _age(csr, now), _g(csr, "spec", "signerName") or "<none>",
+            _g(csr, "spec", "username", default=""), duration, csr_state(csr)], None
+
+
 def _condition_status(obj: Obj, ctype: str) -> str | None:
     for c in _g(obj, "status", "conditions", default=[]) or []:
         if isinstance(c, dict) and c.get("type") == ctype:
@@ -1016,6 +1032,7 @@ _PRINTERS: dict[str, Callable[[Obj, datetime], Row]] = {
     "ServiceAccount": _service_account_row,
     "Ingress": _ingress_row,
     "IngressClass": _ingress_class_row,
+    "CertificateSigningRequest": _csr_row,
     "GatewayClass": _gateway_class_row,
     "Gateway": _gateway_row,
     "HTTPRoute": _httproute_row,

@@ -12,6 +12,7 @@ KUBE_MAJOR, KUBE_MINOR = "1", "32"
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
+    "approval": ["get", "patch", "update"],
     "binding": ["create"],
     "log": ["get"],
 }

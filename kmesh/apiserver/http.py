@@ -19,7 +19,7 @@ from kmesh.api import codec, tables
 from kmesh.api import errors as E
 from kmesh.api.kinds import Kind, as_version, by_resource
 from kmesh.apiserver import discovery, openapi
-from kmesh.apiserver.authn import Authenticator, peer_certificate
+from kmesh.apiserver.authn import Authenticator, UserInfo, peer_certificate
 from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.apiserver.metrics import Metrics, request_info
 from kmesh.apiserver.nodebootstrap import NodeBootstrap
@@ -133,6 +133,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    user: UserInfo | None = None  # who is asking (None only on the public paths)
 
     def flag(self, name: str) -> bool:
         """A boolean query parameter (``watch=1``, ``watch=true``)."""
@@ -227,12 +228,14 @@ class APIApp:
                 status, out, content_type = self.bootstrap.answer(scope["method"], path, headers, body)
                 await self._send(send, status, out, content_type)
                 return
-            if path not in PUBLIC_PATHS and not self._authorized(headers):
+            public = path in PUBLIC_PATHS
+            user = None if public else self.authenticator.authenticate(headers, peer_certificate())
+            if not public and user is None:
                 raise E.APIError(401, "Unauthorized", "Unauthorized")
             body = b""
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 body = await self._read_body(receive, headers, self.request_timeout)
-            req = Request(scope["method"], path, query, headers, body)
+            req = Request(scope["method"], path, query, headers, body, user)
             await self._dispatch(req, receive, send)
         except E.APIError as exc:
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
@@ -242,9 +245,6 @@ class APIApp:
             await self._send(send, 500, _json(err.status()))
         finally:
             self.metrics.finished(info, sent[0], time.perf_counter() - started, sent[1])
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        return self.authenticator.authenticate(headers, peer_certificate()) is not None
 
     @staticmethod
     async def _read_body(receive: Receive, headers: dict[str, str], timeout: float) -> bytes:
@@ -401,7 +401,7 @@ class APIApp:
         if req.method == "POST":
             obj = self._decode(req, kind)
             fields = FieldValidation.from_query(req.query.get("fieldValidation"))
-            created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req), fields=fields)
+            created = await r.create(kind, namespace, obj, dry_run=self._dry_run(req), fields=fields, user=req.user)
             await self._send(send, 201, _json(as_version(kind, created)), extra_headers=fields.headers())
             return "create", kind.plural
         if req.method == "DELETE":

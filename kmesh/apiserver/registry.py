@@ -20,7 +20,9 @@ import trio
 
 from kmesh.api import codec, defaults, fieldschema, meta, patch, selectors, validation
 from kmesh.api import errors as E
+from kmesh.api.certificates import set_requester
 from kmesh.api.kinds import KINDS, Kind, get as kind_named, storage_of
+from kmesh.apiserver.authn import UserInfo
 from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.store import base as S
 from kmesh.store.base import Obj, Store
@@ -231,9 +233,10 @@ class Registry:
     # ------------------------------------------------------------------ verbs
 
     async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False,
-                     fields: FieldValidation | None = None) -> Obj:
+                     fields: FieldValidation | None = None, user: UserInfo | None = None) -> Obj:
         """Create an object; 409 if the name is taken, 422 if it is invalid, 400 for unknown fields if Strict
-        or a value its field cannot hold, 413 if it is larger than a body may be."""
+        or a value its field cannot hold, 413 if it is larger than a body may be. ``user`` is who asks: a
+        CertificateSigningRequest's requester fields become theirs (in-process callers pass None: kept)."""
         self._check_type(kind, obj)
         self._check_decodes(kind, obj)
         obj = copy.deepcopy(obj)
@@ -253,6 +256,8 @@ class Registry:
             md.pop("namespace", None)
         defaults.apply_defaults(kind, obj)
         meta.prepare_create(kind, obj, namespace)
+        if kind.kind == "CertificateSigningRequest" and user is not None:
+            set_requester(obj, user.name, user.groups)
         self._validate(kind, obj)
         self._check_size(obj)
         await self._check_namespace(kind, namespace)

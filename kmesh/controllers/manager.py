@@ -45,6 +45,7 @@ from kmesh.controllers.lbipam import LoadBalancerIPAM
 from kmesh.controllers.leaderelection import (
     CONTROLLER_MANAGER_LEASE, SCHEDULER_LEASE, LeaderElectionConfig, LeaderElector, default_identity,
 )
+from kmesh.controllers.meshca import DEFAULT_TRUST_DOMAIN, DEFAULT_TTL, MeshCAController
 from kmesh.controllers.metrics import CONTROLLER_MANAGER, CONTROLLER_MANAGER_ELECTION, SCHEDULER, SCHEDULER_ELECTION
 from kmesh.controllers.nodeipam import NodeIPAM
 from kmesh.controllers.nodelifecycle import NodeLifecycle
@@ -59,7 +60,7 @@ log = logging.getLogger("kmesh.controllers")
 
 ALL_CONTROLLERS = (
     "endpointslice", "endpoint", "replicaset", "deployment", "garbagecollector",
-    "scheduler", "nodeipam", "nodelifecycle", "service-lb-ipam", "serviceaccount",
+    "scheduler", "nodeipam", "nodelifecycle", "service-lb-ipam", "serviceaccount", "mesh-ca",
 )
 
 
@@ -77,6 +78,10 @@ class ControllerConfig:
     events: bool = True  # record Events (Scheduled, ScalingReplicaSet, ...)
     max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE
     scheduler_name: str = DEFAULT_SCHEDULER
+    # The mesh CA (kmesh.controllers.meshca): SPIFFE trust domain and the longest workload certificate, seconds
+    # (a lab may set it short to exercise rotation).
+    mesh_trust_domain: str = DEFAULT_TRUST_DOMAIN
+    mesh_cert_max_ttl: float = DEFAULT_TTL
     metrics_host: str = "127.0.0.1"  # where both /metrics endpoints listen
     metrics_port: int | None = None  # controller-manager /metrics (upstream 10257); 0: a free port; None: off
     scheduler_metrics_port: int | None = None  # scheduler /metrics (upstream 10259); 0: a free port; None: off
@@ -157,6 +162,9 @@ def _make(client: Client, config: ControllerConfig, f: InformerFactory,
         c["serviceaccount"] = ServiceAccountsController(client, f)
     if "service-lb-ipam" in names and config.lb_range:
         c["service-lb-ipam"] = LoadBalancerIPAM(client, f, config.lb_range, events=recorder("lb-ipam-controller"))
+    if "mesh-ca" in names:
+        c["mesh-ca"] = MeshCAController(client, f, trust_domain=config.mesh_trust_domain,
+                                        max_ttl=config.mesh_cert_max_ttl, events=recorder("mesh-ca"))
     return c, recorders
 
 

@@ -32,7 +32,7 @@ from kmesh.l7.model import Config, Endpoint, Listener
 from kmesh.l7.plan import Plan
 from kmesh.l7.table import RouteTable
 from kmesh.l7.tls import server_context
-from kmesh.l7.upstream import POLICIES, EndpointSet, Pool
+from kmesh.l7.upstream import POLICIES, EndpointSet, Pool, TLSPolicy
 from kmesh.net.sockets import OpenSocket, default_open_socket, family_of
 
 
@@ -89,6 +89,7 @@ class Engine:
     seconds: ``idle_timeout`` for a client keep-alive connection between
     requests, ``drain_timeout`` for connections of a removed listener.
 
+    ``upstream_tls`` says which endpoints get TLS (the mesh's sidecars).
     ``listen=False`` makes every listener virtual: nothing is bound, and the
     owner hands accepted connections over with ``adopt`` (the mesh sidecar
     accepts on one port and picks the listener by each connection's
@@ -110,6 +111,7 @@ class Engine:
         connect_timeout: float = 5.0,
         max_idle_upstream: int = 256,
         listen: bool = True,
+        upstream_tls: TLSPolicy | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown balancing policy {policy!r}")
@@ -129,7 +131,8 @@ class Engine:
         self.listen = listen
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
-        self.pool = Pool(open_socket, max_idle=max_idle_upstream, connect_timeout=connect_timeout)
+        self.pool = Pool(open_socket, max_idle=max_idle_upstream, connect_timeout=connect_timeout,
+                         tls_for=upstream_tls)
         self.config = Config()
         self.endpoints: dict[tuple[str, str, int], EndpointSet] = {}
         self._ports: dict[int, Port] = {}

@@ -411,9 +411,12 @@ class Connection:
                 up.expect_no_body = is_head
                 try:
                     stream = conn.stream
-                    sent = stream.send_now(payload)
-                    if sent != len(payload):
-                        await stream.send_all(memoryview(payload)[sent:])
+                    if stream is conn.raw:
+                        sent = stream.send_now(payload)
+                        if sent != len(payload):
+                            await stream.send_all(memoryview(payload)[sent:])
+                    else:
+                        await stream.send_all(payload)  # TLS to the endpoint (mesh)
                     if not ex.req_done:
                         break
                     await trio.lowlevel.checkpoint()

@@ -16,17 +16,22 @@ from kmesh.l7.model import Certificate
 from kmesh.l7.table import host_matches, normalize_host
 
 
+def load_pem_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load a certificate chain and its key from memory (``load_cert_chain`` reads files only: the PEMs go
+    to a private temporary directory for the call)."""
+    with tempfile.TemporaryDirectory(prefix="kmesh-tls-") as d:
+        path = os.path.join(d, "chain.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(cert_pem.rstrip(b"\n") + b"\n" + key_pem)
+        ctx.load_cert_chain(path)
+
+
 def _context(cert: Certificate) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
-    # load_cert_chain reads files only: write the PEMs to a private directory for the call.
-    with tempfile.TemporaryDirectory(prefix="kmesh-l7-") as d:
-        path = os.path.join(d, "chain.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(cert.cert_pem.rstrip(b"\n") + b"\n" + cert.key_pem)
-        ctx.load_cert_chain(path)
+    load_pem_chain(ctx, cert.cert_pem, cert.key_pem)
     return ctx
 
 

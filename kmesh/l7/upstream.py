@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -23,6 +24,9 @@ from kmesh.l7.rawstream import RawStream
 from kmesh.net.sockets import OpenSocket, default_open_socket, family_of
 
 POLICIES = ("round_robin", "least_request")
+
+TLSPolicy = Callable[[str, int], "ssl.SSLContext | None"]
+"""(endpoint ip, port) → the client context to speak TLS to it with, or None for plaintext."""
 
 
 class EndpointSet:
@@ -66,27 +70,32 @@ class EndpointSet:
 
 
 class UpstreamConn:
-    """One HTTP/1.1 connection to an endpoint, with its response reader."""
+    """One HTTP/1.1 connection to an endpoint, with its response reader; TLS when ``ssl_context`` is given
+    (the mesh's sidecar-to-sidecar connections), else the raw socket stream."""
 
-    __slots__ = ("key", "stream", "reader", "dead")
+    __slots__ = ("key", "raw", "stream", "reader", "dead")
 
-    def __init__(self, key: tuple[str, int], sock: trio.socket.SocketType) -> None:
+    def __init__(self, key: tuple[str, int], sock: trio.socket.SocketType,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.key = key
         self.dead = False
-        self.stream = RawStream(sock)
+        self.raw = RawStream(sock)
+        self.stream: trio.abc.Stream = self.raw if ssl_context is None else trio.SSLStream(self.raw, ssl_context)
         self.reader = ResponseReader(self.stream)
 
     def close(self) -> None:
         """Close the socket now."""
-        self.stream.close()
+        self.raw.close()
 
 
 class Pool:
     """Idle keep-alive connections per endpoint (most recently used first), opened through ``open_socket``."""
 
     def __init__(self, open_socket: OpenSocket = default_open_socket, max_idle: int = 256,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, tls_for: TLSPolicy | None = None) -> None:
         self.open_socket = open_socket
+        self.tls_for = tls_for
+        """Which endpoints get TLS, and with which client context (None: none do)."""
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self._idle: dict[tuple, list[UpstreamConn | H2Conn]] = {}
@@ -107,7 +116,10 @@ class Pool:
         except BaseException:
             sock.close()
             raise
-        return H2Conn(key, sock) if len(key) > 2 else UpstreamConn(key, sock)
+        if len(key) > 2:
+            return H2Conn(key, sock)
+        ctx = self.tls_for(key[0], key[1]) if self.tls_for is not None else None
+        return UpstreamConn(key, sock, ctx)
 
     def put(self, conn: UpstreamConn | H2Conn) -> None:
         """Give a connection whose last exchange completed cleanly back for reuse."""

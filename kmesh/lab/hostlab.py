@@ -274,7 +274,7 @@ async def _start_server_role(nursery: trio.Nursery, stack: AsyncExitStack, opts:
             scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True,
             leader_elect=True, leader_identity=f"{machine.node_name}_{machine.address.ip}",
             leader_elect_release_on_cancel=True, node_grace_period=opts.node_grace_period,
-            lb_range=opts.lb_range or default_lb_range("host"))))
+            lb_range=opts.lb_range or default_lb_range("host"), mesh_cert_max_ttl=float(opts.mesh_cert_ttl))))
     key_pem, csr_pem = node_csr(machine.node_name)
     creds = NodeCredentials(ca_pem, sign_node_csr(srv.pki, csr_pem, machine.node_name), key_pem)
     node_config = dd.root / "run" / "kubeconfig-node.yaml"

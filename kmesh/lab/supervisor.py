@@ -75,6 +75,7 @@ class UpOptions:
     etcd_keyfile: str = ""
     demo: bool = False
     lb_range: str = ""  # LoadBalancer addresses (`--lb-range`); "": kmesh.lab.loadbalancers.default_lb_range
+    mesh_cert_ttl: int = 86400  # seconds: the mesh CA's cap on certificate lifetimes (`--mesh-cert-ttl`)
     disable: list[str] = field(default_factory=list)  # add-ons left out (`--disable`: ingress, gateway)
     node_grace_period: float = 40.0  # the node lifecycle controller's grace period (kube-controller-manager's --node-monitor-grace-period)
     extra: dict[str, str] = field(default_factory=dict)
@@ -304,7 +305,8 @@ async def _run_lab(
                 run_controllers, client, ControllerConfig(
                     cluster_cidr=cluster_cidr, service_cidr=service_cidr, metrics_port=CONTROLLER_MANAGER_PORT,
                     scheduler_metrics_port=SCHEDULER_PORT, metrics_any_port_if_taken=True,
-                    node_grace_period=opts.node_grace_period, lb_range=lab_lb_range(opts)),
+                    node_grace_period=opts.node_grace_period, lb_range=lab_lb_range(opts),
+                    mesh_cert_max_ttl=float(opts.mesh_cert_ttl)),
                 open_socket=None if lab is None else lab.open_root_socket))
             metrics = {"apiserver": f"{user_url}/metrics", "controller-manager": http_url(mgr.metrics_port),
                        "scheduler": http_url(mgr.scheduler_metrics_port)}

@@ -16,6 +16,16 @@ Inbound (``--inbound-port``, 15006): connections from outside the pod to any
 of its ports arrive here and are relayed to the port they were meant for,
 so the app sees its own port as the destination.
 
+Mutual TLS (when the sidecar knows its pod): connections to endpoints that
+are meshed pods (label ``security.kmesh.io/tlsMode: kmesh``) are TLS 1.3 with
+the pod's certificate (``kmesh.mesh.identity``), and inbound connections that
+open with a ClientHello offering ALPN ``kmesh`` are terminated here, the peer's
+certificate verified against the mesh root. Inbound plaintext is accepted
+(permissive, Istio's default) unless the pod's namespace is annotated
+``kmesh.io/mtls: strict``; then it is refused with a reset, except from the
+pod's own node (the kubelet's probes come from there; Istio rewrites probes
+instead).
+
 The sidecar's own sockets carry the mark ``--mark`` (SO_MARK), which the
 redirect rules let through; they are opened in the pod's network namespace.
 ``/healthz/ready`` on the health port answers 200 once the Services and
@@ -28,18 +38,23 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from kmesh.apiserver.meshinject import ADMIN_PORT, HEALTH_PORT, INBOUND_PORT, MARK, OUTBOUND_PORT
+from kmesh.apiserver.meshinject import (ADMIN_PORT, HEALTH_PORT, INBOUND_PORT, MARK, OUTBOUND_PORT, TLS_MODE,
+                                       TLS_MODE_LABEL)
 from kmesh.client.api import Client
+from kmesh.client.informer import Informer
 from kmesh.gateway.dataplane import Feeder
 from kmesh.l7.engine import Engine
+from kmesh.mesh.identity import ALPN, IdentityKeeper
 from kmesh.mesh.origdst import mark_socket, original_dst
-from kmesh.mesh.services import ServiceTable
+from kmesh.mesh.services import Obj, ServiceTable
+from kmesh.mesh.tlsinspect import Incomplete, client_hello_alpn
 from kmesh.net.http import Request, Response, looks_like_http
 from kmesh.net.metrics import serve_metrics, serve_routes
 from kmesh.net.pump import pump
@@ -48,6 +63,10 @@ from kmesh.net.sockets import OpenSocket, default_open_socket, family_of, tcp_li
 log = logging.getLogger("kmesh.mesh.sidecar")
 
 MESH_KINDS = ("Service", "EndpointSlice")
+MTLS_ANNOTATION = "kmesh.io/mtls"
+"""On a namespace: ``strict`` refuses plaintext to its meshed pods (default: permissive)."""
+PEEK_BYTES = 4096
+"""Enough for any ClientHello the sidecars send (one TLS record)."""
 SNIFF_BYTES = 8
 """Enough of the first bytes to tell an HTTP/1 request line (the longest method is ``OPTIONS ``)."""
 
@@ -64,25 +83,72 @@ class SidecarPorts:
 
 
 class Sidecar:
-    """Serves one pod's redirected traffic (see the module docstring) until cancelled."""
+    """Serves one pod's redirected traffic (see the module docstring) until cancelled.
+
+    ``pod`` (the pod object) turns mutual TLS on: the sidecar then gets its certificate before it reports
+    ready. Without it the sidecar speaks plaintext everywhere."""
 
     def __init__(self, client: Client, open_socket: OpenSocket = default_open_socket,
-                 ports: SidecarPorts = SidecarPorts(), *, detect_timeout: float = 0.1,
-                 connect_timeout: float = 5.0) -> None:
+                 ports: SidecarPorts = SidecarPorts(), *, pod: Obj | None = None, detect_timeout: float = 0.1,
+                 connect_timeout: float = 5.0, cert_seconds: int = 86400) -> None:
         self.client = client
         self.open_socket = open_socket
         self.ports = ports
+        self.pod = pod
         self.detect_timeout = detect_timeout
         self.connect_timeout = connect_timeout
-        self.engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout)
+        self.engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
+                             upstream_tls=self.tls_for)
         self.table = ServiceTable()
         self.feeder = Feeder(client, kinds=MESH_KINDS, build=self.table.build, engine=self.engine)
-        self.ready = False
         self.registry = CollectorRegistry()
+        self.renewals = Counter("kmesh_proxy_certificate_renewals", "Certificates the sidecar got to replace "
+                                "its current one before it expired.", registry=self.registry)
+        self.identity: IdentityKeeper | None = None
+        if pod is not None:
+            md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+            self.identity = IdentityKeeper(client, md.get("namespace") or "default", md.get("name") or "",
+                                           spec.get("serviceAccountName") or "default",
+                                           expiration_seconds=cert_seconds, on_renew=self.renewals.inc)
+        self.meshed_ips: set[str] = set()
+        """Pod IPs of meshed pods: connections to them are mutual TLS."""
+        self.strict = False
+        self.ready = False
         self.tcp_connections = Counter(
-            "kmesh_proxy_tcp_connections_opened", "TCP connections the sidecar accepted, by direction and how "
+            "kmesh_proxy_tcp_connections_opened", "TCP connections the sidecar accepted, by direction, how "
             "they were served (http: the L7 engine; service: relayed to an endpoint; passthrough: to the "
-            "original destination).", ["direction", "mode"], registry=self.registry)
+            "original destination) and whether the mesh side was mutual TLS.", ["direction", "mode", "tls"],
+            registry=self.registry)
+        self.refused = Counter("kmesh_proxy_plaintext_refused", "Inbound plaintext connections refused in "
+                               "strict mode.", registry=self.registry)
+
+    def tls_for(self, ip: str, port: int) -> ssl.SSLContext | None:
+        """The client context for an endpoint that is a meshed pod (None: plaintext)."""
+        ident = self.identity.current if self.identity is not None else None
+        if ident is None or ip not in self.meshed_ips:
+            return None
+        return ident.client
+
+    async def _watch_pods(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        inf = Informer(self.client, "Pod", label_selector=f"{TLS_MODE_LABEL}={TLS_MODE}")
+
+        async def changed(_: object) -> None:
+            self.meshed_ips = {ip for p in inf.list() for ip in _pod_ips(p)}
+
+        inf.add_handler(changed)
+        await inf.run(task_status=task_status)
+
+    async def _watch_namespace(self, namespace: str, *,
+                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        inf = Informer(self.client, "Namespace", field_selector=f"metadata.name={namespace}")
+
+        async def changed(_: object) -> None:
+            ns = inf.get(namespace, None)
+            mode = (((ns or {}).get("metadata") or {}).get("annotations") or {}).get(MTLS_ANNOTATION, "")
+            self.strict = mode.lower() == "strict"
+
+        inf.add_handler(changed)
+        await inf.run(task_status=task_status)
 
     async def open_marked(self, family: int, type: int) -> trio.socket.SocketType:
         """A socket in the pod's network that the redirect rules let through (it carries the mark)."""
@@ -99,6 +165,10 @@ class Sidecar:
         async with trio.open_nursery() as n:
             await n.start(self.engine.serve)
             await n.start(self.feeder.run)
+            if self.identity is not None:
+                await n.start(self._watch_pods)
+                await n.start(self._watch_namespace, (self.pod or {}).get("metadata", {}).get("namespace", ""))
+                await n.start(self.identity.run)
             outbound = await tcp_listener("127.0.0.1", self.ports.outbound, self.open_socket)
             inbound = await tcp_listener("0.0.0.0", self.ports.inbound, self.open_socket)
             n.start_soon(self._accept, outbound, self._outbound)
@@ -111,7 +181,7 @@ class Sidecar:
             task_status.started(self)
 
     async def _health(self, req: Request) -> Response:
-        if self.ready:
+        if self.ready and (self.identity is None or self.identity.current is not None):
             return Response(body="ready\n")
         return Response(status=503, body="not ready\n")
 
@@ -137,12 +207,12 @@ class Sidecar:
             return
         sp = self.table.by_address.get(dst)
         if sp is None:
-            self.tcp_connections.labels("outbound", "passthrough").inc()
+            self.tcp_connections.labels("outbound", "passthrough", "false").inc()
             await self._relay(sock, dst)
             return
         protocol = sp.protocol or await self._sniff(sock)
         if protocol == "http" and self.engine.has_listener(sp.listener):
-            self.tcp_connections.labels("outbound", "http").inc()
+            self.tcp_connections.labels("outbound", "http", _tls(self.identity)).inc()
             self.engine.adopt(sp.listener, sock, client)  # the engine owns the socket from here
             return
         eps = self.engine.endpoints.get((sp.namespace, sp.service, sp.port))
@@ -151,8 +221,9 @@ class Sidecar:
             _reset(sock)  # no ready endpoint: refuse, as kube-proxy's REJECT does
             return
         ep = eps.endpoints[idx]  # type: ignore[union-attr]
-        self.tcp_connections.labels("outbound", "service").inc()
-        await self._relay(sock, (ep.ip, ep.port))
+        ctx = self.tls_for(ep.ip, ep.port)
+        self.tcp_connections.labels("outbound", "service", str(ctx is not None).lower()).inc()
+        await self._relay(sock, (ep.ip, ep.port), ctx)
 
     async def _sniff(self, sock: trio.socket.SocketType) -> str:
         """``http`` when the client's first bytes start an HTTP/1 request line, else ``tcp`` (also when it
@@ -175,25 +246,78 @@ class Sidecar:
         except OSError:
             sock.close()
             return
-        self.tcp_connections.labels("inbound", "passthrough").inc()
+        ident = self.identity.current if self.identity is not None else None
+        if ident is not None and await self._offers_mesh_tls(sock):
+            tls = trio.SSLStream(trio.SocketStream(sock), ident.server, server_side=True)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await tls.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError):
+                _reset(sock)  # not a peer of this mesh (no certificate from its root)
+                return
+            self.tcp_connections.labels("inbound", "passthrough", "true").inc()
+            await self._relay_stream(tls, sock, dst)
+            return
+        if self.strict and client not in _host_ips(self.pod):
+            self.refused.inc()
+            _reset(sock)  # strict mode: plaintext is refused (the node's own probes excepted)
+            return
+        self.tcp_connections.labels("inbound", "passthrough", "false").inc()
         await self._relay(sock, dst)
+
+    async def _offers_mesh_tls(self, sock: trio.socket.SocketType) -> bool:
+        """Whether the client opened with a ClientHello offering ALPN ``kmesh`` (peeked, not consumed).
+        A client that says nothing within ``detect_timeout`` is plaintext (its server speaks first)."""
+        data = b""
+        with trio.move_on_after(self.detect_timeout):
+            while True:
+                data = await sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+                if not data:
+                    return False
+                try:
+                    alpn = client_hello_alpn(data)
+                except Incomplete:
+                    if len(data) >= PEEK_BYTES:
+                        return False
+                    await trio.sleep(0.005)  # a peek returns at once while bytes wait: let more arrive
+                    continue
+                return alpn is not None and ALPN.encode() in alpn
+        return False
 
     # --- relaying -----------------------------------------------------------------------------
 
-    async def _relay(self, sock: trio.socket.SocketType, dst: tuple[str, int]) -> None:
-        """Connect to ``dst`` (marked) and move bytes both ways until both sides are done."""
+    async def _connect(self, dst: tuple[str, int]) -> trio.socket.SocketType | None:
+        """A marked socket connected to ``dst``, or None when it cannot be reached."""
+        try:
+            upstream = await self.open_marked(family_of(dst[0]), socket.SOCK_STREAM)
+        except OSError:
+            return None
+        try:
+            with trio.fail_after(self.connect_timeout):
+                await upstream.connect(dst)
+        except (OSError, trio.TooSlowError):
+            upstream.close()
+            return None
+        return upstream
+
+    async def _relay(self, sock: trio.socket.SocketType, dst: tuple[str, int],
+                     tls: ssl.SSLContext | None = None) -> None:
+        """Connect to ``dst`` (marked; mesh TLS when ``tls``) and move bytes both ways until both are done."""
         with sock:
-            try:
-                upstream = await self.open_marked(family_of(dst[0]), socket.SOCK_STREAM)
-            except OSError:
+            upstream = await self._connect(dst)
+            if upstream is None:
                 _reset(sock)
                 return
             with upstream:
-                try:
-                    with trio.fail_after(self.connect_timeout):
-                        await upstream.connect(dst)
-                except (OSError, trio.TooSlowError):
-                    _reset(sock)
+                if tls is not None:
+                    stream = trio.SSLStream(trio.SocketStream(upstream), tls)
+                    try:
+                        with trio.fail_after(self.connect_timeout):
+                            await stream.do_handshake()
+                    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError):
+                        _reset(sock)
+                        return
+                    await _streams(trio.SocketStream(sock), stream)
                     return
                 try:
                     async with trio.open_nursery() as n:
@@ -201,6 +325,54 @@ class Sidecar:
                         n.start_soon(pump, upstream, sock)
                 except* OSError:
                     pass
+
+    async def _relay_stream(self, tls: trio.SSLStream, sock: trio.socket.SocketType, dst: tuple[str, int]) -> None:
+        """Relay a terminated mesh TLS connection to the app at ``dst`` in plaintext."""
+        with sock:
+            upstream = await self._connect(dst)
+            if upstream is None:
+                _reset(sock)
+                return
+            with upstream:
+                await _streams(tls, trio.SocketStream(upstream))
+
+
+async def _streams(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
+    """Copy both ways between two streams until both directions ended (or one side broke).
+
+    An end of stream is passed on as a half-close where the other side can do one (TCP); TLS cannot
+    half-close, so there the other direction simply runs on until it ends too."""
+
+    async def copy(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+        while data := await src.receive_some(65536):
+            await dst.send_all(data)
+        if isinstance(dst, trio.abc.HalfCloseableStream):
+            await dst.send_eof()
+
+    try:
+        async with trio.open_nursery() as n:
+            n.start_soon(copy, a, b)
+            n.start_soon(copy, b, a)
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+def _tls(identity: IdentityKeeper | None) -> str:
+    """The ``tls`` label of HTTP served by the engine: true when the sidecar has an identity (meshed
+    endpoints are then reached over mutual TLS)."""
+    return "true" if identity is not None and identity.current is not None else "false"
+
+
+def _pod_ips(pod: Obj) -> list[str]:
+    status = pod.get("status") or {}
+    return [p["ip"] for p in status.get("podIPs") or [] if p.get("ip")] or \
+        ([status["podIP"]] if status.get("podIP") else [])
+
+
+def _host_ips(pod: Obj | None) -> set[str]:
+    status = (pod or {}).get("status") or {}
+    return {p["ip"] for p in status.get("hostIPs") or [] if p.get("ip")} | \
+        ({status["hostIP"]} if status.get("hostIP") else set())
 
 
 def _reset(sock: trio.socket.SocketType) -> None:

@@ -9,7 +9,12 @@ client pod; in ``default`` an un-meshed client. What is checked:
   sidecar balances per request; kube-proxy alone would pin the connection to one pod);
 - a request to a pod IP goes to that pod (the original destination, passed through);
 - an un-meshed client still reaches the meshed pods (permissive), through their inbound sidecar;
-- a Service port named neither http nor tcp is recognised as HTTP by its first bytes.
+- a Service port named neither http nor tcp is recognised as HTTP by its first bytes;
+- between sidecars the bytes on the wire are TLS records, never the HTTP inside (a capture on the server
+  pod's eth0); the mesh CA's certificates carry the pods' SPIFFE identities and are renewed (the lab caps
+  their lifetime at CERT_TTL seconds) with no failed request while they turn over;
+- a namespace annotated ``kmesh.io/mtls: strict`` refuses the un-meshed client, still serves the meshed
+  one, and its pods stay Ready (the kubelet's probes come from the node, which strict mode lets in).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from kmesh.lab.topology import LabNames
 from tests.e2e.labdriver import AGNHOST, KMESH, Lab, running_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+CERT_TTL = 10  # seconds: the mesh CA's cap on certificate lifetimes in this lab (renewed at half of it)
 
 MANIFESTS = f"""
 apiVersion: v1
@@ -88,7 +95,8 @@ spec:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("mesh-lab")
     names = LabNames(f"km{uuid.uuid4().hex[:4]}")
-    with running_lab(Path(root), names, "iptables", nodes=2, flags=["--disable", "ingress,gateway"]) as lab:
+    with running_lab(Path(root), names, "iptables", nodes=2,
+                     flags=["--disable", "ingress,gateway", "--mesh-cert-ttl", str(CERT_TTL)]) as lab:
         lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
         lab.kubectl("-n", "mesh", "wait", "--for=condition=Ready", "pod", "-l", "app=v1", "--timeout=120s")
         for ns, pod in (("mesh", "client"), ("default", "outsider")):
@@ -114,9 +122,9 @@ def _pods(lab: Lab, namespace: str, selector: str) -> list[dict]:
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not (line.startswith(name + "{") or line.startswith(name + " ")):
             continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        have = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
         if all(have.get(k) == v for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -162,7 +170,7 @@ def test_one_connection_is_balanced_per_request(lab: Lab) -> None:
     answers = _answers(lab, "http://v1.mesh/hostname")
     assert {name for name, _ in answers} == {p["metadata"]["name"] for p in _pods(lab, "mesh", "app=v1")}
     metrics = _exec(lab, "mesh", "client", "curl -s http://127.0.0.1:15020/metrics")
-    assert _metric(metrics, "kmesh_proxy_tcp_connections_opened_total", direction="outbound", mode="http") >= 1
+    assert _metric(metrics, "kmesh_proxy_tcp_connections_opened_total", direction="outbound", mode="http", tls="true") >= 1
 
 
 def test_a_pod_ip_is_passed_through(lab: Lab) -> None:
@@ -192,3 +200,63 @@ def test_an_unmeshed_client_reaches_meshed_pods(lab: Lab) -> None:
 def test_http_is_recognised_by_its_first_bytes(lab: Lab) -> None:
     answers = _answers(lab, "http://v1-undeclared.mesh:8000/hostname")  # port "web": neither http nor tcp
     assert {name for name, _ in answers} == {p["metadata"]["name"] for p in _pods(lab, "mesh", "app=v1")}
+
+
+def test_between_sidecars_the_wire_carries_tls_only(lab: Lab, tmp_path: Path) -> None:
+    from scapy.layers.inet import TCP
+
+    from tests.packet.test_capture_lab import finish, read, start
+
+    server = _pods(lab, "mesh", "app=v1")[0]
+    client_ip = _pods(lab, "mesh", "app=client")[0]["status"]["podIP"]
+    pcap = tmp_path / "mesh.pcapng"
+    # The client's traffic only: the kubelet's readiness probes come from the node, in plaintext, as upstream.
+    proc = start(lab, f"mesh/{server['metadata']['name']}", "-w", str(pcap), "--duration", "4",
+                 "--filter", f"tcp port 8080 and host {client_ip}")
+    _answers(lab, "http://v1.mesh/hostname", n=20)
+    finish(proc)
+    payloads = [bytes(p[TCP].payload) for p in read(pcap)[0] if TCP in p and len(p[TCP].payload)]
+    assert payloads, "no request reached the server pod"
+    assert any(p[:3] == b"\x17\x03\x03" for p in payloads)  # TLS application data records
+    assert not any(b"GET /hostname" in p or b"HTTP/1.1 200" in p for p in payloads)
+
+
+def test_certificates_name_the_pods_identity_and_turn_over_without_failures(lab: Lab) -> None:
+    from cryptography import x509
+
+    pem = lab.kubectl("-n", "mesh", "get", "configmap", "kmesh-root-ca.crt", "-o", "jsonpath={.data.root-cert\\.pem}")
+    root = x509.load_pem_x509_certificate(pem.encode())
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    log = lab.kubectl("-n", "mesh", "logs", "client", "-c", "kmesh-proxy")
+    assert "identity spiffe://cluster.local/ns/mesh/sa/default" in log
+    before = _metric(_exec(lab, "mesh", "client", "curl -s http://127.0.0.1:15020/metrics"),
+                     "kmesh_proxy_certificate_renewals_total")
+    # Requests for longer than a certificate lives: every one must succeed while certificates turn over.
+    script = (f"end=$(( $(date +%s) + {CERT_TTL + 4} )); n=0; "
+              "while [ $(date +%s) -lt $end ]; do curl -sf --max-time 5 http://v1.mesh/hostname >/dev/null "
+              "|| { echo FAIL; exit 1; }; n=$((n+1)); done; echo ok $n")
+    out = _exec(lab, "mesh", "client", script)
+    assert out.startswith("ok "), out
+    after = _metric(_exec(lab, "mesh", "client", "curl -s http://127.0.0.1:15020/metrics"),
+                    "kmesh_proxy_certificate_renewals_total")
+    assert after >= before + 1
+
+
+def test_strict_mode_refuses_plaintext_but_not_the_mesh(lab: Lab) -> None:
+    lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls=strict", "--overwrite")
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # every sidecar learns the annotation from its watch: wait until the outsider is refused
+            out = lab.kmesh("exec", "-n", "default", "outsider", "--", "curl", "-s", "--max-time", "5",
+                            "http://v1.mesh/hostname")
+            if out.returncode != 0:
+                break
+            assert time.monotonic() < deadline, "plaintext still accepted in strict mode"
+        for _ in range(5):  # kube-proxy picks a pod per connection: every one must refuse
+            out = lab.kmesh("exec", "-n", "default", "outsider", "--", "curl", "-s", "--max-time", "5",
+                            "http://v1.mesh/hostname")
+            assert out.returncode != 0, out.stdout
+        _answers(lab, "http://v1.mesh/hostname")  # the meshed client still gets through, over mTLS
+        lab.kubectl("-n", "mesh", "wait", "--for=condition=Ready", "pod", "-l", "app=v1", "--timeout=30s")
+    finally:
+        lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls-")

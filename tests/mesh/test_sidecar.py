@@ -184,7 +184,7 @@ async def test_one_connection_is_balanced_per_request(rig: Rig, port: int) -> No
         await stream.aclose()
     assert sorted(set(bodies)) == [str(p).encode() for p in HTTP_PORTS]
     assert bodies[0] != bodies[1]  # round robin: turns, not a random mix
-    opened = rig.sidecar.tcp_connections.labels("outbound", "http")._value.get()
+    opened = rig.sidecar.tcp_connections.labels("outbound", "http", "false")._value.get()
     assert opened >= 1
 
 
@@ -205,7 +205,7 @@ async def test_a_pod_ip_is_passed_through(rig: Rig) -> None:
         stream = await _connect(rig, PEER_IP, HTTP_PORTS[1])
         assert await _get(stream, bytearray(), PEER_IP) == str(HTTP_PORTS[1]).encode()
         await stream.aclose()
-    assert rig.sidecar.tcp_connections.labels("outbound", "passthrough")._value.get() >= 1
+    assert rig.sidecar.tcp_connections.labels("outbound", "passthrough", "false")._value.get() >= 1
 
 
 async def test_no_ready_endpoint_is_refused(rig: Rig) -> None:

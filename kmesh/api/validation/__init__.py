@@ -8,7 +8,8 @@ the 422 ``Status``.
 
 One module per API group, as ``kmesh.api.schemas``: ``pod``, ``core`` and
 ``secrets`` (core/v1), ``apps``, ``discovery`` (EndpointSlices),
-``coordination`` (Leases), ``networking`` (Ingresses), ``gateway`` (the
+``coordination`` (Leases), ``networking`` (Ingresses), ``certificates``
+(CertificateSigningRequests), ``gateway`` (the
 Gateway API, checked against its CRDs' schemas and CEL rules); ``meta`` checks object metadata and label selectors, ``common``
 holds the cause constructors and Go-style value printing, and the string
 formats (names, label keys and values) live in ``kmesh.api.formats``, which
@@ -59,6 +60,12 @@ from kmesh.api.validation.apps import (
     validate_replicaset,
     validate_replicaset_update,
     validate_workload_status_update,
+)
+from kmesh.api.validation.certificates import (
+    validate_csr,
+    validate_csr_approval_update,
+    validate_csr_status_update,
+    validate_csr_update,
 )
 from kmesh.api.validation.common import Opts, _d, _kind, _s, go_label_selector, go_value, intstr, invalid, parse_ip
 from kmesh.api.validation.coordination import validate_lease
@@ -132,6 +139,7 @@ _CREATE: dict[str, Callable[[Obj, Opts], list[Cause]]] = {
     "ServiceAccount": validate_service_account,
     "Ingress": validate_ingress,
     "IngressClass": validate_ingress_class,
+    "CertificateSigningRequest": validate_csr,
     "GatewayClass": validate_gateway_class,
     "Gateway": validate_gateway,
     "HTTPRoute": validate_httproute,
@@ -154,6 +162,7 @@ _UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
     "ServiceAccount": _generic_update(validate_service_account),
     "Ingress": validate_ingress_update,
     "IngressClass": validate_ingress_class_update,
+    "CertificateSigningRequest": validate_csr_update,
     "GatewayClass": validate_gateway_class_update,
     "Gateway": update_of(validate_gateway),
     "HTTPRoute": update_of(validate_httproute),
@@ -168,9 +177,14 @@ _STATUS_UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
     "Deployment": validate_workload_status_update,
     "ReplicaSet": validate_workload_status_update,
     "Ingress": validate_ingress_status_update,
+    "CertificateSigningRequest": validate_csr_status_update,
     "GatewayClass": status_update_of("GatewayClass"),
     "Gateway": status_update_of("Gateway"),
     "HTTPRoute": status_update_of("HTTPRoute"),
+}
+
+_APPROVAL_UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
+    "CertificateSigningRequest": validate_csr_approval_update,
 }
 
 
@@ -196,10 +210,10 @@ def validate_update(
     Includes every check of ``validate(new)`` plus what may not change
     (identity metadata, a pod's spec, a selector, an address type, ...).
     With ``subresource="status"`` only the status rules apply, as for a
-    write to ``.../status``.
+    write to ``.../status``; ``"approval"`` is a CSR's ``.../approval``.
     """
     k = _kind(kind)
-    table = _STATUS_UPDATE if subresource == "status" else _UPDATE
+    table = {"status": _STATUS_UPDATE, "approval": _APPROVAL_UPDATE}.get(subresource or "", _UPDATE)
     fn = table.get(k.kind) or _UPDATE.get(k.kind)
     if fn is None:
         return []

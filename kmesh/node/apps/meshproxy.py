@@ -47,9 +47,11 @@ async def main(ctx: AppContext) -> int | None:
     flags, client = setup
     try:
         async with trio.open_nursery() as n:
-            sidecar = await n.start(Sidecar(client, ctx.sandbox.open_socket, _ports(flags)).run)
+            sidecar = await n.start(Sidecar(client, ctx.sandbox.open_socket, _ports(flags), pod=ctx.pod).run)
+            ident = sidecar.identity.current if sidecar.identity is not None else None
             ctx.log(f"kmesh proxy: outbound on {sidecar.ports.outbound}, inbound on {sidecar.ports.inbound}, "
-                    f"{len(sidecar.table.by_address)} Service address(es) known")
+                    f"{len(sidecar.table.by_address)} Service address(es) known; identity "
+                    f"{ident.spiffe if ident else '(none: plaintext)'}")
             await ctx.sigterm.wait()
             n.cancel_scope.cancel()
     finally:
