@@ -153,6 +153,7 @@ _LAZY_COMMANDS = {  # name → (module, attribute)
     "link": ("kmesh.lab.linkcmd", "link"),
     "trace": ("kmesh.lab.tracecmd", "trace"),
     "capture": ("kmesh.lab.capturecmd", "capture"),
+    "mesh": ("kmesh.lab.meshcmd", "mesh"),
 }
 
 

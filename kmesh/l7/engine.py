@@ -204,10 +204,12 @@ class Engine:
         """Whether a listener for ``port`` is configured now."""
         return port in self._ports
 
-    def adopt(self, port: int, sock: trio.socket.SocketType, client: str) -> None:
+    def adopt(self, port: int, sock: trio.socket.SocketType, client: str,
+              ssl_context: ssl.SSLContext | None = None) -> None:
         """Serve an accepted connection as if the listener for ``port`` had accepted it.
 
-        Bytes already in the socket (peeked, not read) are the start of the first request.
+        Bytes already in the socket (peeked, not read) are the start of the first request; ``ssl_context``
+        terminates TLS on it (with client certificates when the context requires them).
         Raises KeyError when no such listener is configured, RuntimeError when not serving."""
         if self._nursery is None:
             raise RuntimeError("the engine is not serving")
@@ -217,7 +219,7 @@ class Engine:
         except OSError:
             pass
         self.metrics.connections[p.state.name] += 1
-        conn = Connection(self, p, sock, client)
+        conn = Connection(self, p, sock, client, ssl_context)
         self._nursery.start_soon(conn.run)
 
     # --- running -------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket
+import ssl
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -51,6 +53,7 @@ from kmesh.l7.plan import BackendPlan, Plan
 from kmesh.l7.rawstream import RawStream
 from kmesh.l7.rewrite import modify_headers, redirect_location, rewrite_path
 from kmesh.l7.table import Request, normalize_host
+from kmesh.l7.tls import peer_uri
 from kmesh.l7.upstream import EndpointSet, UpstreamConn
 
 if TYPE_CHECKING:
@@ -66,6 +69,9 @@ VIA = b"1.1 kmesh"
 VIA_HEADER = (b"Via", VIA)
 XFP_HTTP = (b"X-Forwarded-Proto", b"http")
 XFP_HTTPS = (b"X-Forwarded-Proto", b"https")
+LINGER_TIMEOUT = 2.0
+LINGER_MAX_BYTES = 1 << 20
+"""A lingering close reads away at most this much, for at most LINGER_TIMEOUT seconds."""
 MIRROR_TIMEOUT = 10.0
 MIRROR_MAX_BODY = 1 << 20
 """Requests with a larger body are not mirrored (a mirror copy is kept in memory until the body ends)."""
@@ -110,7 +116,7 @@ class Exchange:
     """What one request did, for error handling, metrics and the access log."""
 
     __slots__ = ("status", "route", "backend", "endpoint", "response_started", "req_done", "bytes_sent",
-                 "conn")
+                 "conn", "upstream_tls")
 
     def __init__(self) -> None:
         self.status = 0
@@ -121,6 +127,7 @@ class Exchange:
         self.req_done = False
         self.bytes_sent = 0
         self.conn: UpstreamConn | None = None
+        self.upstream_tls = False
 
 
 class Connection:
@@ -131,11 +138,18 @@ class Connection:
     at once (a per-request deadline would cost two heap updates per request).
     """
 
-    __slots__ = ("engine", "port", "raw", "client", "client_b", "stream", "reader", "scope", "idle", "idle_since")
+    __slots__ = ("engine", "port", "raw", "client", "client_b", "stream", "reader", "scope", "idle", "idle_since",
+                 "ssl_context", "peer", "linger")
 
-    def __init__(self, engine: "Engine", port: "Port", sock: trio.socket.SocketType, client: str) -> None:
+    def __init__(self, engine: "Engine", port: "Port", sock: trio.socket.SocketType, client: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.engine = engine
         self.port = port
+        self.ssl_context = ssl_context
+        """TLS for this connection instead of the listener's (the mesh's inbound mutual TLS)."""
+        self.peer = ""
+        """The client certificate's first URI SAN (a SPIFFE ID in the mesh), once TLS is up; "" else."""
+        self.linger = False
         self.raw = RawStream(sock)
         self.client = client
         self.client_b = client.encode()
@@ -151,11 +165,17 @@ class Connection:
         port.connections.add(self)
         try:
             with self.scope:
-                ctx = port.state.ssl_context
+                ctx = self.ssl_context or port.state.ssl_context
                 if ctx is not None:
-                    self.stream = trio.SSLStream(self.stream, ctx, server_side=True, https_compatible=True)
+                    tls = trio.SSLStream(self.stream, ctx, server_side=True, https_compatible=True)
+                    self.stream = tls
                     self.reader = RequestReader(self.stream)
+                    if ctx.verify_mode == ssl.CERT_REQUIRED:  # a client certificate: learn whose it is first
+                        await tls.do_handshake()
+                        self.peer = peer_uri(tls.getpeercert(binary_form=True))
                 await self._loop()
+                if self.linger and self.stream is self.raw:
+                    await self._linger()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, EOFError, OSError, Abort, ProtocolError):
             pass
         except* Exception as group:  # a bug must cost one connection, not the listener
@@ -224,7 +244,8 @@ class Connection:
             if engine.metrics.access_log is not None:
                 engine.metrics.access_log(AccessRecord(
                     self.client, method.decode("latin-1"), head.target.decode("latin-1"), _host_of(head),
-                    ex.status, state.name, ex.route, ex.backend, ex.endpoint, ex.bytes_sent, duration))
+                    ex.status, state.name, ex.route, ex.backend, ex.endpoint, ex.bytes_sent, duration,
+                    self.peer, ex.upstream_tls))
             if not keep:
                 return
 
@@ -381,6 +402,7 @@ class Connection:
                         raise Fail(502) from None
         ex.conn = conn
         ex.endpoint = eps.names[idx]
+        ex.upstream_tls = not h2c and conn.stream is not conn.raw  # type: ignore[union-attr]
         if h2c:
             return await self._forward_h2(head, ex, eps, idx, conn, reused, req, expect, resp_mods, keep)  # type: ignore
         reader = self.reader
@@ -676,7 +698,26 @@ class Connection:
         if method != b"HEAD":
             data += body
         await self.stream.send_all(data)
+        if not keep:
+            self.linger = True
         return keep
+
+    async def _linger(self) -> None:
+        """After the proxy ended a connection with its own answer: stop sending and read away what the client
+        still sends, for a while, before closing (nginx's lingering close). Closing with unread input makes
+        the kernel send a reset, which can destroy the answer before the client has read it."""
+        raw = self.raw
+        try:
+            raw.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with trio.move_on_after(LINGER_TIMEOUT):
+            drained = 0
+            while drained < LINGER_MAX_BYTES:
+                data = await raw.receive_some(RECV_SIZE)
+                if not data:
+                    return
+                drained += len(data)
 
 
 def _rewrite(f: URLRewrite, path: str, matched: object, host: bytes | None,

@@ -26,6 +26,8 @@ class AccessRecord:
     endpoint: str
     bytes_sent: int
     duration: float
+    peer: str = ""  # the client certificate's URI (mesh: the client's SPIFFE ID); "" without one
+    upstream_tls: bool = False  # whether the request went to its endpoint over TLS (mesh: mutual TLS)
 
     def line(self) -> str:
         """The record as one access log line."""

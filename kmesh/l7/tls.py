@@ -58,3 +58,17 @@ def server_context(certificates: Sequence[Certificate]) -> ssl.SSLContext:
 
     default.sni_callback = pick
     return default
+
+
+def peer_uri(der: bytes | None) -> str:
+    """The first URI SAN of a peer's DER certificate (a SPIFFE ID in the mesh); "" when there is none."""
+    if not der:
+        return ""
+    from cryptography import x509
+
+    try:
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return ""
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else ""

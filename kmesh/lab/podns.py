@@ -41,6 +41,15 @@ def find_pod_netns(info: Any, namespace: str, pod: str) -> PodNetns:
         raise PodNetnsError(exc.message) from None
     except APIUnavailable as exc:
         raise PodNetnsError(f"the API server does not answer: {exc}") from None
+    return pod_netns(info, obj)
+
+
+def pod_netns(info: Any, obj: dict[str, Any]) -> PodNetns:
+    """The network namespace of an already-fetched pod ``obj`` (so callers that list many pods fetch once)."""
+    if info.runtime not in ("netns", "host"):
+        raise PodNetnsError("this needs the netns or host runtime; sim pods share this machine's network")
+    meta = obj.get("metadata") or {}
+    namespace, pod = meta.get("namespace", ""), meta.get("name", "")
     spec = obj.get("spec") or {}
     node = spec.get("nodeName")
     if not node:

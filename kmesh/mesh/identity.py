@@ -13,8 +13,9 @@ never expires under a running sidecar; connections made before a renewal
 keep the certificate they started with.
 
 Mesh TLS is TLS 1.3 only, both sides present and verify certificates chained
-to the mesh root, and the client offers ALPN ``kmesh`` so the other sidecar
-can tell mesh traffic from an app's own TLS.
+to the mesh root, and the client offers ALPN ``kmesh-http`` or ``kmesh-tcp``
+so the other sidecar can tell mesh traffic from an app's own TLS, and HTTP
+(served by its L7 engine) from other TCP (relayed).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ SIGNER = "kmesh.io/mesh"
 ROOT_CONFIGMAP = "kmesh-root-ca.crt"
 ROOT_KEY = "root-cert.pem"
 POD_ANNOTATION = "kmesh.io/pod"
-ALPN = "kmesh"
+ALPN_HTTP = "kmesh-http"
+"""The ALPN a sidecar offers for mesh TLS carrying HTTP/1.1 (the receiving sidecar serves it with its L7 engine)."""
+ALPN_TCP = "kmesh-tcp"
+"""The ALPN for mesh TLS carrying any other TCP (relayed as bytes)."""
 USAGES = ["digital signature", "key encipherment", "client auth", "server auth"]
 RENEW_RATIO = 0.5
 RETRY = 2.0  # seconds between attempts while the CA or the root is not there yet
@@ -53,18 +57,6 @@ RETRY = 2.0  # seconds between attempts while the CA or the root is not there ye
 def spiffe_id(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
     """The SPIFFE ID of a ServiceAccount."""
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
-
-
-def peer_spiffe_id(der: bytes | None) -> str:
-    """The SPIFFE ID (first URI SAN) of a peer's DER certificate; "" when none."""
-    if not der:
-        return ""
-    try:
-        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (ValueError, x509.ExtensionNotFound):
-        return ""
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else ""
 
 
 @dataclass(frozen=True)
@@ -78,28 +70,36 @@ class Identity:
     not_before: float  # seconds since the epoch
     not_after: float
     server: ssl.SSLContext
-    client: ssl.SSLContext
+    client_http: ssl.SSLContext
+    client_tcp: ssl.SSLContext
 
     @classmethod
     def of(cls, spiffe: str, cert_pem: bytes, key_pem: bytes, root_pem: bytes) -> Identity:
         """The identity of an issued certificate (raises ValueError/ssl.SSLError when they do not fit)."""
         cert = x509.load_pem_x509_certificate(cert_pem)
-        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        for ctx in (server, client):
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            load_pem_chain(ctx, cert_pem, key_pem)
-            ctx.load_verify_locations(cadata=root_pem.decode())
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.set_alpn_protocols([ALPN])
-        client.check_hostname = False  # identities are SPIFFE URIs, not host names: the chain is what counts
+        server = _context(ssl.PROTOCOL_TLS_SERVER, cert_pem, key_pem, root_pem, [ALPN_HTTP, ALPN_TCP])
+        client_http = _context(ssl.PROTOCOL_TLS_CLIENT, cert_pem, key_pem, root_pem, [ALPN_HTTP])
+        client_tcp = _context(ssl.PROTOCOL_TLS_CLIENT, cert_pem, key_pem, root_pem, [ALPN_TCP])
         return cls(spiffe, cert_pem, key_pem, root_pem, cert.not_valid_before_utc.timestamp(),
-                   cert.not_valid_after_utc.timestamp(), server, client)
+                   cert.not_valid_after_utc.timestamp(), server, client_http, client_tcp)
 
     def renew_in(self, now: float) -> float:
         """Seconds from ``now`` (since the epoch) until the next certificate should be asked for: half of
         the time left (from when it arrived: CAs backdate notBefore for clock skew, which is not life)."""
         return max((self.not_after - now) * RENEW_RATIO, 1.0)
+
+
+def _context(protocol: int, cert_pem: bytes, key_pem: bytes, root_pem: bytes, alpn: list[str]) -> ssl.SSLContext:
+    """A mesh TLS context: TLS 1.3, this identity's certificate, peers verified against the mesh root."""
+    ctx = ssl.SSLContext(protocol)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    load_pem_chain(ctx, cert_pem, key_pem)
+    ctx.load_verify_locations(cadata=root_pem.decode())
+    if protocol == ssl.PROTOCOL_TLS_CLIENT:
+        ctx.check_hostname = False  # identities are SPIFFE URIs, not host names: the chain is what counts
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.set_alpn_protocols(alpn)
+    return ctx
 
 
 def new_key_and_request(spiffe: str) -> tuple[bytes, bytes]:

@@ -19,8 +19,8 @@ so the app sees its own port as the destination.
 Mutual TLS (when the sidecar knows its pod): connections to endpoints that
 are meshed pods (label ``security.kmesh.io/tlsMode: kmesh``) are TLS 1.3 with
 the pod's certificate (``kmesh.mesh.identity``), and inbound connections that
-open with a ClientHello offering ALPN ``kmesh`` are terminated here, the peer's
-certificate verified against the mesh root. Inbound plaintext is accepted
+open with a ClientHello offering ALPN ``kmesh-http``/``kmesh-tcp`` are
+terminated here, the peer's certificate verified against the mesh root. Inbound plaintext is accepted
 (permissive, Istio's default) unless the pod's namespace is annotated
 ``kmesh.io/mtls: strict``; then it is refused with a reset, except from the
 pod's own node (the kubelet's probes come from there; Istio rewrites probes
@@ -31,19 +31,33 @@ redirect rules let through; they are opened in the pod's network namespace.
 ``/healthz/ready`` on the health port answers 200 once the Services and
 endpoints are known and both ports listen (the injected startup probe waits
 for it, so the app starts after its proxy); ``/metrics`` on the admin port
-serves the counters.
+serves the counters and the golden metrics, ``/tap`` the requests as they
+happen.
+
+Golden metrics: every HTTP request the sidecar serves, outbound (to a
+Service, by the client's sidecar) and inbound (to this pod's app, by the
+server's sidecar: plaintext HTTP is recognised by its first bytes, mesh HTTP
+by its ALPN) is counted in ``kmesh_requests_total`` and timed in
+``kmesh_request_duration_seconds``, labelled by direction, source and
+destination workload and namespace, Service, route, response code and
+whether it crossed the wire in mutual TLS, as Istio's standard metrics.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import socket
 import ssl
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kmesh.apiserver.meshinject import (ADMIN_PORT, HEALTH_PORT, INBOUND_PORT, MARK, OUTBOUND_PORT, TLS_MODE,
                                        TLS_MODE_LABEL)
@@ -51,10 +65,13 @@ from kmesh.client.api import Client
 from kmesh.client.informer import Informer
 from kmesh.gateway.dataplane import Feeder
 from kmesh.l7.engine import Engine
-from kmesh.mesh.identity import ALPN, IdentityKeeper
+from kmesh.l7.metrics import LATENCY_BUCKETS, AccessRecord, Metrics
+from kmesh.l7.model import Backend, Config, Endpoint, HostMatch, Listener, Match, RouteEntry, Rule
+from kmesh.mesh.identity import ALPN_HTTP, ALPN_TCP, IdentityKeeper
 from kmesh.mesh.origdst import mark_socket, original_dst
 from kmesh.mesh.services import Obj, ServiceTable
 from kmesh.mesh.tlsinspect import Incomplete, client_hello_alpn
+from kmesh.mesh.workload import workload_of
 from kmesh.net.http import Request, Response, looks_like_http
 from kmesh.net.metrics import serve_metrics, serve_routes
 from kmesh.net.pump import pump
@@ -65,6 +82,11 @@ log = logging.getLogger("kmesh.mesh.sidecar")
 MESH_KINDS = ("Service", "EndpointSlice")
 MTLS_ANNOTATION = "kmesh.io/mtls"
 """On a namespace: ``strict`` refuses plaintext to its meshed pods (default: permissive)."""
+INBOUND = "inbound"
+"""The namespace of the inbound engine's backends (this pod's app by port), as Istio's inbound|PORT clusters."""
+REQUEST_LABELS = ["direction", "source_workload", "source_namespace", "destination_workload",
+                  "destination_namespace", "destination_service", "route", "tls"]
+TAP_BUFFER = 1024
 PEEK_BYTES = 4096
 """Enough for any ClientHello the sidecars send (one TLS record)."""
 SNIFF_BYTES = 8
@@ -98,7 +120,17 @@ class Sidecar:
         self.detect_timeout = detect_timeout
         self.connect_timeout = connect_timeout
         self.engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
-                             upstream_tls=self.tls_for)
+                             upstream_tls=self.tls_for, metrics=Metrics(access_log=self._outbound_done))
+        self.inbound_engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
+                                     metrics=Metrics(access_log=self._inbound_done))
+        """Serves inbound HTTP to this pod's app: one virtual listener per port seen, for the metrics."""
+        self._inbound_ports: set[int] = set()
+        self._inbound_lock = trio.Lock()
+        md = (pod or {}).get("metadata") or {}
+        self.namespace = md.get("namespace") or ""
+        self.pod_name = md.get("name") or ""
+        self.workload = workload_of(pod)[1] if pod is not None else ""
+        self.taps: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self.table = ServiceTable()
         self.feeder = Feeder(client, kinds=MESH_KINDS, build=self.table.build, engine=self.engine)
         self.registry = CollectorRegistry()
@@ -110,9 +142,11 @@ class Sidecar:
             self.identity = IdentityKeeper(client, md.get("namespace") or "default", md.get("name") or "",
                                            spec.get("serviceAccountName") or "default",
                                            expiration_seconds=cert_seconds, on_renew=self.renewals.inc)
-        self.meshed_ips: set[str] = set()
-        """Pod IPs of meshed pods: connections to them are mutual TLS."""
+        self.meshed: dict[str, Obj] = {}
+        """Meshed pods by pod IP: connections to them are mutual TLS; metrics name their workloads."""
         self.strict = False
+        self.node_ips: set[str] = set()
+        """Where the pod's node reaches it from (its addresses and its bridge's): strict mode lets those in."""
         self.ready = False
         self.tcp_connections = Counter(
             "kmesh_proxy_tcp_connections_opened", "TCP connections the sidecar accepted, by direction, how "
@@ -121,19 +155,45 @@ class Sidecar:
             registry=self.registry)
         self.refused = Counter("kmesh_proxy_plaintext_refused", "Inbound plaintext connections refused in "
                                "strict mode.", registry=self.registry)
+        self.requests = Counter("kmesh_requests", "HTTP requests served, as Istio's istio_requests_total.",
+                                [*REQUEST_LABELS, "response_code"], registry=self.registry)
+        self.latency = Histogram("kmesh_request_duration_seconds", "How long HTTP requests took, from the head "
+                                 "arriving at the sidecar to the answer's end.", REQUEST_LABELS,
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    async def _node_gateways(self) -> set[str]:
+        """The node's address on the pod network (the first of its pod CIDRs, the bridge's, as kmesh's CNI
+        and flannel's set it): the kubelet's probes come from there."""
+        node = ((self.pod or {}).get("spec") or {}).get("nodeName")
+        if not node:
+            return set()
+        try:
+            obj = await self.client.get("Node", node)
+        except Exception as exc:  # noqa: BLE001 - only strict mode's probe exception depends on it
+            log.warning("sidecar: cannot read node %s: %s", node, exc)
+            return set()
+        spec = obj.get("spec") or {}
+        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+        out: set[str] = set()
+        for cidr in cidrs:
+            try:
+                out.add(str(next(ipaddress.ip_network(cidr, strict=False).hosts())))
+            except (ValueError, StopIteration):
+                continue
+        return out
 
     def tls_for(self, ip: str, port: int) -> ssl.SSLContext | None:
         """The client context for an endpoint that is a meshed pod (None: plaintext)."""
         ident = self.identity.current if self.identity is not None else None
-        if ident is None or ip not in self.meshed_ips:
+        if ident is None or ip not in self.meshed:
             return None
-        return ident.client
+        return ident.client_http
 
     async def _watch_pods(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         inf = Informer(self.client, "Pod", label_selector=f"{TLS_MODE_LABEL}={TLS_MODE}")
 
         async def changed(_: object) -> None:
-            self.meshed_ips = {ip for p in inf.list() for ip in _pod_ips(p)}
+            self.meshed = {ip: p for p in inf.list() for ip in _pod_ips(p)}
 
         inf.add_handler(changed)
         await inf.run(task_status=task_status)
@@ -166,6 +226,7 @@ class Sidecar:
             await n.start(self.engine.serve)
             await n.start(self.feeder.run)
             if self.identity is not None:
+                self.node_ips = _host_ips(self.pod) | await self._node_gateways()
                 await n.start(self._watch_pods)
                 await n.start(self._watch_namespace, (self.pod or {}).get("metadata", {}).get("namespace", ""))
                 await n.start(self.identity.run)
@@ -173,8 +234,9 @@ class Sidecar:
             inbound = await tcp_listener("0.0.0.0", self.ports.inbound, self.open_socket)
             n.start_soon(self._accept, outbound, self._outbound)
             n.start_soon(self._accept, inbound, self._inbound)
+            await n.start(self.inbound_engine.serve)
             await n.start(partial(serve_metrics, self.registry, "0.0.0.0", self.ports.admin,
-                                  open_socket=self.open_socket))
+                                  routes={"/tap": self._tap}, open_socket=self.open_socket))
             await n.start(partial(serve_routes, {"/healthz/ready": self._health}, "0.0.0.0", self.ports.health,
                                   open_socket=self.open_socket))
             self.ready = True
@@ -221,7 +283,8 @@ class Sidecar:
             _reset(sock)  # no ready endpoint: refuse, as kube-proxy's REJECT does
             return
         ep = eps.endpoints[idx]  # type: ignore[union-attr]
-        ctx = self.tls_for(ep.ip, ep.port)
+        ident = self.identity.current if self.identity is not None else None
+        ctx = ident.client_tcp if ident is not None and ep.ip in self.meshed else None
         self.tcp_connections.labels("outbound", "service", str(ctx is not None).lower()).inc()
         await self._relay(sock, (ep.ip, ep.port), ctx)
 
@@ -247,7 +310,12 @@ class Sidecar:
             sock.close()
             return
         ident = self.identity.current if self.identity is not None else None
-        if ident is not None and await self._offers_mesh_tls(sock):
+        alpn = await self._client_alpn(sock) if ident is not None else None
+        if ident is not None and alpn and ALPN_HTTP.encode() in alpn:
+            self.tcp_connections.labels("inbound", "http", "true").inc()
+            await self._inbound_http(sock, client, dst, ident.server)
+            return
+        if ident is not None and alpn and ALPN_TCP.encode() in alpn:
             tls = trio.SSLStream(trio.SocketStream(sock), ident.server, server_side=True)
             try:
                 with trio.fail_after(self.connect_timeout):
@@ -258,31 +326,101 @@ class Sidecar:
             self.tcp_connections.labels("inbound", "passthrough", "true").inc()
             await self._relay_stream(tls, sock, dst)
             return
-        if self.strict and client not in _host_ips(self.pod):
+        if self.strict and client not in self.node_ips:
             self.refused.inc()
             _reset(sock)  # strict mode: plaintext is refused (the node's own probes excepted)
+            return
+        if alpn is None and await self._sniff(sock) == "http":
+            self.tcp_connections.labels("inbound", "http", "false").inc()
+            await self._inbound_http(sock, client, dst, None)
             return
         self.tcp_connections.labels("inbound", "passthrough", "false").inc()
         await self._relay(sock, dst)
 
-    async def _offers_mesh_tls(self, sock: trio.socket.SocketType) -> bool:
-        """Whether the client opened with a ClientHello offering ALPN ``kmesh`` (peeked, not consumed).
-        A client that says nothing within ``detect_timeout`` is plaintext (its server speaks first)."""
-        data = b""
+    async def _inbound_http(self, sock: trio.socket.SocketType, client: str, dst: tuple[str, int],
+                            ctx: ssl.SSLContext | None) -> None:
+        """Hand an inbound HTTP connection to the inbound engine, which sends it on to the app at ``dst``."""
+        port = dst[1]
+        async with self._inbound_lock:
+            if port not in self._inbound_ports:
+                ports = sorted(self._inbound_ports | {port})
+                await self.inbound_engine.apply(Config(tuple(
+                    Listener(p, (RouteEntry(HostMatch(), Match(), Rule((Backend(INBOUND, self.pod_name, p),),
+                                                                       name=f"inbound|{p}")),), name=f"inbound|{p}")
+                    for p in ports)))
+                self._inbound_ports.add(port)
+            self.inbound_engine.set_endpoints(INBOUND, self.pod_name, port, [Endpoint(dst[0], port)])
+        self.inbound_engine.adopt(port, sock, client, ctx)
+
+    async def _client_alpn(self, sock: trio.socket.SocketType) -> list[bytes] | None:
+        """The ALPN protocols of the client's ClientHello (peeked, not consumed); None when the client does not
+        open with one (plaintext) or says nothing within ``detect_timeout`` (its server speaks first)."""
         with trio.move_on_after(self.detect_timeout):
             while True:
                 data = await sock.recv(PEEK_BYTES, socket.MSG_PEEK)
                 if not data:
-                    return False
+                    return None
                 try:
-                    alpn = client_hello_alpn(data)
+                    return client_hello_alpn(data)
                 except Incomplete:
                     if len(data) >= PEEK_BYTES:
-                        return False
+                        return None
                     await trio.sleep(0.005)  # a peek returns at once while bytes wait: let more arrive
-                    continue
-                return alpn is not None and ALPN.encode() in alpn
-        return False
+        return None
+
+    # --- golden metrics and tap -----------------------------------------------------------------
+
+    def _outbound_done(self, rec: AccessRecord) -> None:
+        ns = rec.listener.split("/", 1)[0] if "/" in rec.listener else ""
+        dst_pod = self.meshed.get(rec.endpoint.rsplit(":", 1)[0])
+        dst_workload = workload_of(dst_pod)[1] if dst_pod is not None else ""
+        self._record("outbound", self.workload, self.namespace, dst_workload, ns, rec.listener, rec,
+                     rec.upstream_tls)
+
+    def _inbound_done(self, rec: AccessRecord) -> None:
+        src_pod = self.meshed.get(rec.client)
+        src_workload, src_ns = ("", "")
+        if src_pod is not None:
+            src_workload, src_ns = workload_of(src_pod)[1], (src_pod.get("metadata") or {}).get("namespace", "")
+        elif rec.peer.startswith("spiffe://"):
+            src_ns = rec.peer.split("/ns/", 1)[-1].split("/", 1)[0]
+        self._record("inbound", src_workload, src_ns, self.workload, self.namespace, "", rec, bool(rec.peer))
+
+    def _record(self, direction: str, src_workload: str, src_ns: str, dst_workload: str, dst_ns: str,
+                service: str, rec: AccessRecord, tls: bool) -> None:
+        route = "" if direction == "inbound" else rec.route
+        labels = (direction, src_workload, src_ns, dst_workload, dst_ns, service, route, "true" if tls else "false")
+        self.requests.labels(*labels, str(rec.status)).inc()
+        self.latency.labels(*labels).observe(rec.duration)
+        if self.taps:
+            host, _, port = rec.endpoint.rpartition(":")
+            event = {
+                "ts": time.time(), "direction": direction, "method": rec.method, "authority": rec.host,
+                "path": rec.target, "status": rec.status, "latency_ms": round(rec.duration * 1000, 3), "tls": tls,
+                "route": route,
+                "source": {"workload": src_workload, "namespace": src_ns, "ip": rec.client,
+                           "principal": rec.peer},
+                "destination": {"workload": dst_workload, "namespace": dst_ns, "service": service, "ip": host,
+                                "port": int(port) if port.isdigit() else None},
+            }
+            for send in list(self.taps):
+                try:
+                    send.send_nowait(event)
+                except trio.WouldBlock:
+                    pass  # a reader that does not keep up loses events, not the proxy's time
+
+    async def _tap(self, req: Request) -> Response:
+        send, recv = trio.open_memory_channel[dict[str, Any]](TAP_BUFFER)
+        self.taps.add(send)
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for event in recv:
+                    yield (json.dumps(event) + "\n").encode()
+            finally:
+                self.taps.discard(send)
+
+        return Response(stream=lines(), content_type="application/x-ndjson")
 
     # --- relaying -----------------------------------------------------------------------------
 

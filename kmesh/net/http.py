@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,6 +46,8 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    stream: AsyncIterator[bytes] | None = None
+    """A body sent piece by piece as it comes (chunked; ``body`` is ignored); the connection closes after it."""
 
 
 class CloseConnection(Exception):
@@ -78,6 +80,9 @@ async def serve_connection(stream: trio.SocketStream, handler: Handler, *, prefi
                 resp = await handler(req)
             except CloseConnection:
                 return
+            if resp.stream is not None:
+                await _send_stream(conn, stream, resp)
+                return
             body = resp.body.encode() if isinstance(resp.body, str) else resp.body
             close = resp.close or close_each or conn.our_state is h11.MUST_CLOSE
             headers = [("Content-Type", resp.content_type), ("Content-Length", str(len(body)))] + resp.headers
@@ -94,6 +99,23 @@ async def serve_connection(stream: trio.SocketStream, handler: Handler, *, prefi
         return
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _send_stream(conn: h11.Connection, stream: trio.SocketStream, resp: Response) -> None:
+    """Send a streamed answer (chunked) until its pieces end or the client goes away."""
+    assert resp.stream is not None
+    headers = [("Content-Type", resp.content_type), ("Connection", "close"), *resp.headers]
+    try:
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+        async for piece in resp.stream:
+            if piece:
+                await stream.send_all(conn.send(h11.Data(data=piece)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+    finally:
+        aclose = getattr(resp.stream, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
 
 
 async def _read_request(conn: h11.Connection, stream: trio.SocketStream, client: tuple[str, int]) -> Request | None:

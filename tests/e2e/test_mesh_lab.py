@@ -260,3 +260,51 @@ def test_strict_mode_refuses_plaintext_but_not_the_mesh(lab: Lab) -> None:
         lab.kubectl("-n", "mesh", "wait", "--for=condition=Ready", "pod", "-l", "app=v1", "--timeout=30s")
     finally:
         lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls-")
+
+
+def test_stat_agrees_with_what_the_client_counted(lab: Lab) -> None:
+    from kmesh.lab.meshstat import stat_rows
+
+    info = lab.dd.read_cluster()
+
+    def v1() -> dict:
+        rows = [r for r in stat_rows(info, "svc", "mesh") if r["name"] == "v1"]
+        return rows[0] if rows else {"requests": 0, "success": 1.0}
+
+    before = v1()
+    script = ("for i in $(seq 40); do curl -s -o /dev/null -w '%{http_code}\\n' http://v1.mesh/hostname; done; "
+              "for i in $(seq 10); do curl -s -o /dev/null -w '%{http_code}\\n' 'http://v1.mesh/echo?code=503'; done")
+    codes = _exec(lab, "mesh", "client", script).split()
+    assert codes.count("200") == 40 and codes.count("503") == 10
+    after = v1()
+    assert after["requests"] - before["requests"] == 50  # exactly what the client sent
+    failed = round(after["requests"] * (1 - after["success"])) - round(before["requests"] * (1 - before["success"]))
+    assert failed == 10
+    assert after["latency_p99_ms"] is not None and after["latency_p50_ms"] <= after["latency_p99_ms"]
+    deploy = {r["name"]: r for r in stat_rows(info, "deploy", "mesh")}
+    assert deploy["v1"]["meshed"] == 2 and deploy["v1"]["requests"] >= after["requests"]  # + the probes, inbound
+
+
+def test_tap_streams_requests_as_they_happen(lab: Lab) -> None:
+    import threading
+
+    proc = subprocess.Popen([*KMESH, "mesh", "tap", "--data-dir", str(lab.dd.root), "deploy/v1", "-n", "mesh",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        seen: list[dict] = []
+        while len(seen) < 3:  # the tap connects while we send: send until three marked requests were streamed
+            assert time.monotonic() < deadline, f"tap showed no marked request: {lines[-5:]}"
+            _exec(lab, "mesh", "client", "curl -s -o /dev/null 'http://v1.mesh/echo?msg=tap-marker'")
+            seen = [e for e in map(json.loads, list(lines)) if "tap-marker" in e["path"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
+    event = seen[0]
+    assert event["direction"] == "inbound" and event["method"] == "GET" and event["status"] == 200
+    assert event["tls"] is True and event["source"]["workload"] == "client"
+    assert event["destination"]["workload"] == "v1" and event["latency_ms"] > 0
