@@ -863,6 +863,20 @@ async def _metrics_answer(info: Any) -> dict[str, bool]:
     return out
 
 
+def _pod_netns(data_dir: Path | None, namespace: str, pod: str, command: str) -> Any:
+    """Where a pod of the running lab has its network (``kmesh.lab.podns.PodNetns``); a click error if nowhere."""
+    from kmesh.lab.podns import PodNetnsError, find_pod_netns
+
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    if info is None:
+        raise click.ClickException(f"no lab is running in {dd.root}")
+    try:
+        return find_pod_netns(info, namespace, pod)
+    except PodNetnsError as exc:
+        raise click.ClickException(f"{command}: {exc}") from None
+
+
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_data_dir_option
 @click.option("-n", "--namespace", default="default", show_default=True, help="The pod's namespace.")
@@ -870,21 +884,13 @@ async def _metrics_answer(info: Any) -> dict[str, bool]:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside POD's network namespace (netns runtime): kmesh exec web-1 -- curl ..."""
-    from kmesh.lab.podns import PodNetnsError, find_pod_netns
     from kmesh.net import netns
 
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise click.BadParameter("give the command to run after --", param_hint="COMMAND")
-    dd = _resolve(data_dir)
-    info = dd.read_cluster()
-    if info is None:
-        raise click.ClickException(f"no lab is running in {dd.root}")
-    try:
-        where = find_pod_netns(info, namespace, pod)
-    except PodNetnsError as exc:
-        raise click.ClickException(f"kmesh exec: {exc}") from None
+    where = _pod_netns(data_dir, namespace, pod, "kmesh exec")
     if where.netns is None:
         os.execvp(command[0], list(command))  # host runtime, hostNetwork: the machine's own network
     if where.host_network:
@@ -1271,17 +1277,9 @@ def proxy_rules(data_dir: Path | None, node: str | None, pod: str | None, namesp
         raise click.BadParameter("give --node or --pod, not both", param_hint="--node")
     import subprocess
 
-    from kmesh.lab.podns import PodNetnsError, find_pod_netns
     from kmesh.net import netns
 
-    dd = _resolve(data_dir)
-    info = dd.read_cluster()
-    if info is None:
-        raise click.ClickException(f"no lab is running in {dd.root}")
-    try:
-        where = find_pod_netns(info, namespace, pod)
-    except PodNetnsError as exc:
-        raise click.ClickException(f"kmesh proxy rules: {exc}") from None
+    where = _pod_netns(data_dir, namespace, pod, "kmesh proxy rules")
     if where.netns is None or where.host_network:
         raise click.ClickException(f"pod {namespace}/{pod} uses the node's network: a sidecar cannot run there")
     out = subprocess.run(netns.exec_argv(where.netns, ["iptables-save", "-t", "nat"]), capture_output=True,

@@ -75,7 +75,7 @@ from kmesh.mesh.workload import workload_of
 from kmesh.net.http import Request, Response, looks_like_http
 from kmesh.net.metrics import serve_metrics, serve_routes
 from kmesh.net.pump import pump
-from kmesh.net.sockets import OpenSocket, default_open_socket, family_of, tcp_listener
+from kmesh.net.sockets import OpenSocket, close_with_reset, default_open_socket, family_of, tcp_listener
 
 log = logging.getLogger("kmesh.mesh.sidecar")
 
@@ -280,7 +280,7 @@ class Sidecar:
         eps = self.engine.endpoints.get((sp.namespace, sp.service, sp.port))
         idx = eps.pick() if eps is not None else -1
         if idx < 0:
-            _reset(sock)  # no ready endpoint: refuse, as kube-proxy's REJECT does
+            close_with_reset(sock)  # no ready endpoint: refuse, as kube-proxy's REJECT does
             return
         ep = eps.endpoints[idx]  # type: ignore[union-attr]
         ident = self.identity.current if self.identity is not None else None
@@ -321,14 +321,14 @@ class Sidecar:
                 with trio.fail_after(self.connect_timeout):
                     await tls.do_handshake()
             except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError):
-                _reset(sock)  # not a peer of this mesh (no certificate from its root)
+                close_with_reset(sock)  # not a peer of this mesh (no certificate from its root)
                 return
             self.tcp_connections.labels("inbound", "passthrough", "true").inc()
-            await self._relay_stream(tls, sock, dst)
+            await self._relay(sock, dst, client=tls)
             return
         if self.strict and client not in self.node_ips:
             self.refused.inc()
-            _reset(sock)  # strict mode: plaintext is refused (the node's own probes excepted)
+            close_with_reset(sock)  # strict mode: plaintext is refused (the node's own probes excepted)
             return
         if alpn is None and await self._sniff(sock) == "http":
             self.tcp_connections.labels("inbound", "http", "false").inc()
@@ -439,40 +439,33 @@ class Sidecar:
         return upstream
 
     async def _relay(self, sock: trio.socket.SocketType, dst: tuple[str, int],
-                     tls: ssl.SSLContext | None = None) -> None:
-        """Connect to ``dst`` (marked; mesh TLS when ``tls``) and move bytes both ways until both are done."""
+                     tls: ssl.SSLContext | None = None, client: trio.abc.Stream | None = None) -> None:
+        """Connect to ``dst`` (marked; mesh TLS when ``tls``) and move bytes both ways until both are done.
+        ``client`` is the stream to read the client from instead of ``sock`` itself (a terminated mesh TLS)."""
         with sock:
             upstream = await self._connect(dst)
             if upstream is None:
-                _reset(sock)
+                close_with_reset(sock)
                 return
             with upstream:
+                if tls is None and client is None:
+                    try:
+                        async with trio.open_nursery() as n:
+                            n.start_soon(pump, sock, upstream)
+                            n.start_soon(pump, upstream, sock)
+                    except* OSError:
+                        pass
+                    return
+                server: trio.abc.Stream = trio.SocketStream(upstream)
                 if tls is not None:
-                    stream = trio.SSLStream(trio.SocketStream(upstream), tls)
+                    server = trio.SSLStream(server, tls)
                     try:
                         with trio.fail_after(self.connect_timeout):
-                            await stream.do_handshake()
+                            await server.do_handshake()
                     except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError):
-                        _reset(sock)
+                        close_with_reset(sock)
                         return
-                    await _streams(trio.SocketStream(sock), stream)
-                    return
-                try:
-                    async with trio.open_nursery() as n:
-                        n.start_soon(pump, sock, upstream)
-                        n.start_soon(pump, upstream, sock)
-                except* OSError:
-                    pass
-
-    async def _relay_stream(self, tls: trio.SSLStream, sock: trio.socket.SocketType, dst: tuple[str, int]) -> None:
-        """Relay a terminated mesh TLS connection to the app at ``dst`` in plaintext."""
-        with sock:
-            upstream = await self._connect(dst)
-            if upstream is None:
-                _reset(sock)
-                return
-            with upstream:
-                await _streams(tls, trio.SocketStream(upstream))
+                await _streams(client or trio.SocketStream(sock), server)
 
 
 async def _streams(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
@@ -512,11 +505,3 @@ def _host_ips(pod: Obj | None) -> set[str]:
     return {p["ip"] for p in status.get("hostIPs") or [] if p.get("ip")} | \
         ({status["hostIP"]} if status.get("hostIP") else set())
 
-
-def _reset(sock: trio.socket.SocketType) -> None:
-    """Close with a reset (SO_LINGER 0), as a refused connection looks to the client."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    sock.close()

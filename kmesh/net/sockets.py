@@ -86,3 +86,13 @@ async def udp_socket(host: str, port: int, open_socket: OpenSocket = default_ope
         sock.close()
         raise
     return sock
+
+
+def close_with_reset(sock: trio.socket.SocketType) -> None:
+    """Close so that the peer sees a reset (RST), not an orderly end of stream (SO_LINGER 0), as a
+    refused connection looks to a client."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        pass
+    sock.close()

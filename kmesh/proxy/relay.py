@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import trio
 
 from kmesh.net.pump import pump
-from kmesh.net.sockets import OpenSocket, default_open_socket, family_of
+from kmesh.net.sockets import OpenSocket, close_with_reset, default_open_socket, family_of
 from kmesh.proxy.balancer import Picker
 from kmesh.proxy.model import Endpoint
 
@@ -160,15 +160,6 @@ async def connect(
     return None
 
 
-def _reset(sock: trio.socket.SocketType) -> None:
-    """Close so that the peer sees a reset (RST), not an orderly EOF."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    sock.close()
-
-
 # ---------------------------------------------------------------------------------------------- TCP
 
 
@@ -246,11 +237,11 @@ class TcpRelay:
             log.exception("relay on port %s: connecting for %s failed", self.port, client_ip)
             got = None
         except BaseException:
-            _reset(client)
+            close_with_reset(client)
             raise
         if got is None:
             self.refused += 1
-            _reset(client)
+            close_with_reset(client)
             return
         upstream, ep = got
         st = self.stats.of(ep)
@@ -266,8 +257,8 @@ class TcpRelay:
                 client.close()
                 upstream.close()
             else:  # pass a reset on (and drop on abort) rather than a polite EOF
-                _reset(client)
-                _reset(upstream)
+                close_with_reset(client)
+                close_with_reset(upstream)
             self.picker.release(ep)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ sidecar closes everything it held.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +41,25 @@ class Rig:
     sidecar: Sidecar
 
 
-async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
-    """Answers every request on a connection with ``port`` as the body (keep-alive)."""
+async def _serve_in(peer: str, port: int, serve: Callable[[trio.socket.SocketType], Awaitable[None]],
+                    nursery: trio.Nursery) -> None:
+    """Listen on PEER_IP:port inside ``peer`` and run ``serve`` for each connection, in ``nursery``."""
     sock = await netns.open_socket(peer, socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     await sock.bind((PEER_IP, port))
     sock.listen(64)
+
+    async def accept() -> None:
+        with sock:
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(serve, conn)
+
+    nursery.start_soon(accept)
+
+
+async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
+    """Answers every request on a connection with ``port`` as the body (keep-alive)."""
 
     async def serve(conn: trio.socket.SocketType) -> None:
         buf = b""
@@ -61,33 +74,16 @@ async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
                 body = str(port).encode()
                 await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
 
-    async def accept() -> None:
-        with sock:
-            while True:
-                conn, _ = await sock.accept()
-                nursery.start_soon(serve, conn)
-
-    nursery.start_soon(accept)
+    await _serve_in(peer, port, serve, nursery)
 
 
 async def _line_echo(peer: str, nursery: trio.Nursery) -> None:
-    sock = await netns.open_socket(peer, socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind((PEER_IP, TCP_PORT))
-    sock.listen(64)
-
     async def serve(conn: trio.socket.SocketType) -> None:
         with conn:
             while data := await conn.recv(65536):
                 await conn.send(b"echo:" + data)
 
-    async def accept() -> None:
-        with sock:
-            while True:
-                conn, _ = await sock.accept()
-                nursery.start_soon(serve, conn)
-
-    nursery.start_soon(accept)
+    await _serve_in(peer, TCP_PORT, serve, nursery)
 
 
 SERVICES = f"""
