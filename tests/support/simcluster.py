@@ -6,6 +6,7 @@ agent (as if its kubelet died) and start it again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import trio
 
 from kmesh.controllers.manager import ControllerConfig, run_controllers
-from kmesh.lab.datadir import SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
-from kmesh.lab.simnodes import sim_node_ip, sim_node_name
+from kmesh.lab.simnodes import sim_node_name
+from kmesh.lab.simslots import claim
 from kmesh.node.agent import AgentConfig, run_agent
 from kmesh.node.sim import SimRuntime
 from tests.support.cluster import Cluster, Stoppable, start_cluster
@@ -76,18 +77,33 @@ async def start_sim_cluster(
     nursery: trio.Nursery, tmp_path: Path, *, nodes: int = 3, store_url: str = "memory://",
     node_grace_period: float = 40.0,
 ) -> SimCluster:
-    """API server + controllers + ``nodes`` agents, all inside ``nursery``."""
-    api = await start_cluster(nursery, tmp_path, store_url, service_cidr=SIM_SERVICE_CIDR, loopback_ok=True)
+    """API server + controllers + ``nodes`` agents, all inside ``nursery``.
+
+    The cluster takes a sim address slot, as ``kmesh up --runtime sim`` does, so it never shares loopback
+    addresses with a sim lab another test (or user) runs at the same time; the slot is given back when
+    ``nursery`` ends."""
+    net, fd = claim()
+    nursery.start_soon(_hold_slot, fd)
+    api = await start_cluster(nursery, tmp_path, store_url, service_cidr=net.service_cidr, loopback_ok=True)
     await nursery.start(
         run_controllers, api.client,
-        ControllerConfig(cluster_cidr=SIM_CLUSTER_CIDR, service_cidr=SIM_SERVICE_CIDR, node_grace_period=node_grace_period),
+        ControllerConfig(cluster_cidr=net.cluster_cidr, service_cidr=net.service_cidr,
+                         node_grace_period=node_grace_period),
     )
     # Leases are renewed four times per grace period, as upstream's defaults (10 s of 40 s) do.
     sim = SimCluster(api, [], nursery, heartbeat=min(10.0, node_grace_period / 4))
     for i in range(nodes):
         d = tmp_path / "nodes" / sim_node_name(i)
         d.mkdir(parents=True, exist_ok=True)
-        h = AgentHandle(sim_node_name(i), sim_node_ip(i), d)
+        h = AgentHandle(sim_node_name(i), net.node_ip(i), d)
         sim.agents.append(h)
         await sim.start_agent(h)
     return sim
+
+
+async def _hold_slot(fd: int) -> None:
+    """Keep the sim address slot until cancelled (the cluster's nursery ends), then give it back."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        os.close(fd)
