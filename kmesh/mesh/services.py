@@ -8,6 +8,15 @@ connection into it) whose single route sends requests to that Service port,
 so HTTP is balanced per request over the ready endpoints; the same endpoint
 sets serve connections balanced as plain TCP.
 
+HTTPRoutes attached to a Service (GAMMA, the Gateway API's mesh support:
+``parentRefs`` of kind Service, optionally with a port) replace that default
+route for the Service's HTTP: their rules are compiled by the Gateway API
+code and ordered by the spec's precedence, and a request that matches none
+gets 404. Routes in the Service's own namespace (producer routes) serve every
+client; a route in the client's namespace (a consumer route) serves only the
+clients of that namespace and, where it attaches, takes the place of the
+producer routes. Route statuses are not written yet.
+
 Protocol selection, as Istio's: the port's ``appProtocol`` (``http``,
 ``kubernetes.io/h2c``; anything else is TCP), else the port's name prefix
 (``http``, ``http2``, ``h2c``: HTTP), else the first bytes the client sends
@@ -17,8 +26,10 @@ Protocol selection, as Istio's: the port's ``appProtocol`` (``http``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from kmesh.gateway.world import Obj, World
+from kmesh.gateway.httproute import compile_route, precedence
+from kmesh.gateway.world import Obj, World, meta
 from kmesh.l7.model import Backend, Config, HostMatch, Listener, Match, RouteEntry, Rule
 
 HTTP_APP_PROTOCOLS = frozenset({"http", "kubernetes.io/h2c"})
@@ -49,10 +60,49 @@ def port_protocol(port: Obj) -> str:
     return ""
 
 
+def _attached(route: Obj, namespace: str, service: str, port: int) -> bool:
+    """Whether ``route`` has a parentRef to Service ``namespace/service`` that covers ``port``."""
+    rns = meta(route).get("namespace") or ""
+    for ref in (route.get("spec") or {}).get("parentRefs") or []:
+        if ref.get("kind") != "Service" or (ref.get("group") or "") not in ("", "core"):
+            continue
+        if ref.get("name") == service and (ref.get("namespace") or rns) == namespace and \
+                ref.get("port") in (None, port):
+            return True
+    return False
+
+
+def mesh_routes(world: World, namespace: str, service: str, port: int, client_namespace: str) -> list[Obj]:
+    """The HTTPRoutes that serve requests from ``client_namespace`` to a Service port (see the module
+    docstring: consumer routes first, else producer routes)."""
+    attached = [r for r in world.routes.values() if _attached(r, namespace, service, port)]
+    consumer = [r for r in attached if (meta(r).get("namespace") or "") == client_namespace != namespace]
+    if consumer:
+        return consumer
+    return [r for r in attached if (meta(r).get("namespace") or "") == namespace]
+
+
+def route_entries(routes: list[Obj], world: World) -> tuple[RouteEntry, ...]:
+    """The route table of a Service port from its HTTPRoutes, in the spec's precedence."""
+    keyed: list[tuple[Any, RouteEntry]] = []
+    for route in routes:
+        md = meta(route)
+        route_key = (md.get("creationTimestamp") or "", f"{md.get('namespace')}/{md.get('name')}")
+        compiled = compile_route(route, world)
+        for cr in compiled.rules:
+            for mi, m in enumerate(cr.matches):
+                keyed.append(((precedence(m), route_key, cr.index, mi), RouteEntry(HostMatch(), m, cr.rule)))
+    keyed.sort(key=lambda kv: kv[0])
+    return tuple(e for _, e in keyed)
+
+
 @dataclass
 class ServiceTable:
-    """ClusterIP:port → ServicePort, rebuilt from the world; listener numbers stay stable across rebuilds."""
+    """ClusterIP:port → ServicePort, rebuilt from the world; listener numbers stay stable across rebuilds.
 
+    ``client_namespace`` is the namespace of the sidecar's pod (for consumer routes)."""
+
+    client_namespace: str = ""
     by_address: dict[tuple[str, int], ServicePort] = field(default_factory=dict)
     _numbers: dict[tuple[str, str, int], int] = field(default_factory=dict)
     _last: int = 0
@@ -81,10 +131,13 @@ class ServiceTable:
                 sp = ServicePort(ns, name, port, self._number(key), port_protocol(p))
                 for ip in ips:
                     by_address[(ip, port)] = sp
-                backend = Backend(ns, name, port, app_protocol=p.get("appProtocol"))
-                rule = Rule((backend,), name=f"{ns}/{name}:{port}")
-                listeners.append(Listener(sp.listener, (RouteEntry(HostMatch(), Match(), rule),),
-                                          name=f"{ns}/{name}:{port}"))
+                routes = mesh_routes(world, ns, name, port, self.client_namespace)
+                if routes:
+                    entries = route_entries(routes, world)
+                else:
+                    backend = Backend(ns, name, port, app_protocol=p.get("appProtocol"))
+                    entries = (RouteEntry(HostMatch(), Match(), Rule((backend,), name=f"{ns}/{name}:{port}")),)
+                listeners.append(Listener(sp.listener, entries, name=f"{ns}/{name}:{port}"))
         live = {(sp.namespace, sp.service, sp.port) for sp in by_address.values()}
         for key in [k for k in self._numbers if k not in live]:
             del self._numbers[key]  # a port that comes back gets a new number: its old listener is gone

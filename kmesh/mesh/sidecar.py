@@ -79,7 +79,7 @@ from kmesh.net.sockets import OpenSocket, close_with_reset, default_open_socket,
 
 log = logging.getLogger("kmesh.mesh.sidecar")
 
-MESH_KINDS = ("Service", "EndpointSlice")
+MESH_KINDS = ("Service", "EndpointSlice", "HTTPRoute", "ReferenceGrant")
 MTLS_ANNOTATION = "kmesh.io/mtls"
 """On a namespace: ``strict`` refuses plaintext to its meshed pods (default: permissive)."""
 INBOUND = "inbound"
@@ -131,7 +131,7 @@ class Sidecar:
         self.pod_name = md.get("name") or ""
         self.workload = workload_of(pod)[1] if pod is not None else ""
         self.taps: set[trio.MemorySendChannel[dict[str, Any]]] = set()
-        self.table = ServiceTable()
+        self.table = ServiceTable(((pod or {}).get("metadata") or {}).get("namespace") or "")
         self.feeder = Feeder(client, kinds=MESH_KINDS, build=self.table.build, engine=self.engine)
         self.registry = CollectorRegistry()
         self.renewals = Counter("kmesh_proxy_certificate_renewals", "Certificates the sidecar got to replace "

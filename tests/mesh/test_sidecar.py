@@ -22,7 +22,7 @@ from kmesh.mesh.sidecar import Sidecar, SidecarPorts
 from kmesh.net import netns
 from kmesh.net.netns_check import netns_usable
 from tests.conftest import require, require_binary
-from tests.support.cluster import start_cluster
+from tests.support.cluster import Cluster, start_cluster
 from tests.support.vethpair import veth_pair
 
 pytestmark = pytest.mark.netns
@@ -39,6 +39,7 @@ class Rig:
     pod: str
     peer: str
     sidecar: Sidecar
+    cluster: Cluster
 
 
 async def _serve_in(peer: str, port: int, serve: Callable[[trio.socket.SocketType], Awaitable[None]],
@@ -144,7 +145,7 @@ async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
             with trio.fail_after(TIMEOUT):  # the informers have listed; wait for the translation of all four ports
                 while len(sidecar.table.by_address) < 4:
                     await trio.sleep(0.02)
-            yield Rig(pod, peer, sidecar)
+            yield Rig(pod, peer, sidecar, cluster)
             n.cancel_scope.cancel()
 
 
@@ -262,3 +263,56 @@ async def test_admin_and_health_listen_in_the_pod_only(rig: Rig) -> None:
     with root, pytest.raises(OSError):
         root.settimeout(TIMEOUT)
         root.connect(("127.0.0.1", 15021))  # nothing of the sidecar's in the machine's own namespace
+
+
+ROUTES = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web-b, namespace: default}}
+spec:
+  clusterIP: 10.96.77.8
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-b
+  namespace: default
+  labels: {{kubernetes.io/service-name: web-b}}
+addressType: IPv4
+ports: [{{name: http, port: {HTTP_PORTS[1]}, protocol: TCP}}]
+endpoints: [{{addresses: [{PEER_IP}], conditions: {{ready: true}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /b}}}}]
+    backendRefs: [{{name: web-b, port: 80}}]
+  - matches: [{{headers: [{{name: x-version, value: b}}]}}]
+    backendRefs: [{{name: web-b, port: 80}}]
+"""
+
+
+async def test_a_route_attached_to_the_service_decides(rig: Rig) -> None:
+    """GAMMA: an HTTPRoute whose parentRef is the Service takes over its HTTP; what matches no rule is 404."""
+    await rig.cluster.kubectl("apply", "-f", "-", stdin=ROUTES)
+    with trio.fail_after(TIMEOUT):
+        while not any(e.rule.name.startswith("HTTPRoute default/web")
+                      for ls in rig.sidecar.engine.config.listeners for e in ls.routes):
+            await trio.sleep(0.02)  # the translation follows the watch
+        stream = await _connect(rig, VIP, 80)
+        for path, headers, want in (("/b/x", b"", b"8082"), ("/", b"x-version: b\r\n", b"8082")):
+            await stream.send_all(b"GET %b HTTP/1.1\r\nHost: web\r\n%b\r\n" % (path.encode(), headers))
+            buf = bytearray()
+            while b"\r\n\r\n" not in buf or not buf.endswith(want):
+                data = await stream.receive_some(65536)
+                assert data, bytes(buf)
+                buf += data
+            assert buf.startswith(b"HTTP/1.1 200"), bytes(buf)
+        await stream.send_all(b"GET /other HTTP/1.1\r\nHost: web\r\n\r\n")
+        head = await stream.receive_some(65536)
+        assert head.startswith(b"HTTP/1.1 404"), head
+        await stream.aclose()
