@@ -525,18 +525,20 @@ async def _admin_get(netns_name: str, path: str) -> tuple[trio.SocketStream, h11
 
 
 async def fetch_metrics(netns_name: str) -> str:
-    """The /metrics text of the sidecar in ``netns_name``."""
-    stream, conn = await _admin_get(netns_name, "/metrics")
-    body = bytearray()
-    async with stream:
-        while True:
-            event = await _next_event(conn, stream)
-            if isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise AdminError(f"/metrics is larger than {MAX_BODY} bytes")
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return body.decode("utf-8", errors="replace")
+    """The /metrics text of the sidecar in ``netns_name`` (the socket is opened in that namespace, never here)."""
+    from kmesh.net import netns
+    from kmesh.net.http import BodyTooLarge, http_get
+
+    sock = await netns.open_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        status, body = await http_get(sock, "127.0.0.1", ADMIN_PORT, "/metrics", max_body=MAX_BODY)
+    except BodyTooLarge as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        sock.close()
+    if status != 200:
+        raise AdminError(f"GET /metrics answered {status}")
+    return body.decode("utf-8", errors="replace")
 
 
 _FAILURES = (OSError, AdminError, h11.ProtocolError, trio.TooSlowError, ValueError)

@@ -21,10 +21,10 @@ so the other sidecar can tell mesh traffic from an app's own TLS, and HTTP
 from __future__ import annotations
 
 import base64
-import datetime
 import logging
 import secrets
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,14 +37,12 @@ from cryptography.x509.oid import NameOID
 from kmesh.api import errors as E
 from kmesh.client.api import Client
 from kmesh.client.informer import Informer
+from kmesh.controllers.meshca import DEFAULT_TRUST_DOMAIN, POD_ANNOTATION, ROOT_CONFIGMAP, ROOT_KEY, spiffe_id
+from kmesh.controllers.meshca import SIGNER_NAME as SIGNER
 from kmesh.l7.tls import load_pem_chain
 
 log = logging.getLogger("kmesh.mesh.identity")
 
-SIGNER = "kmesh.io/mesh"
-ROOT_CONFIGMAP = "kmesh-root-ca.crt"
-ROOT_KEY = "root-cert.pem"
-POD_ANNOTATION = "kmesh.io/pod"
 ALPN_HTTP = "kmesh-http"
 """The ALPN a sidecar offers for mesh TLS carrying HTTP/1.1 (the receiving sidecar serves it with its L7 engine)."""
 ALPN_TCP = "kmesh-tcp"
@@ -54,21 +52,12 @@ RENEW_RATIO = 0.5
 RETRY = 2.0  # seconds between attempts while the CA or the root is not there yet
 
 
-def spiffe_id(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
-    """The SPIFFE ID of a ServiceAccount."""
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
-
-
 @dataclass(frozen=True)
 class Identity:
-    """One issued certificate with its key and the root, and the TLS contexts made from them."""
+    """One issued certificate's identity and lifetime, and the TLS contexts made from it, its key and the root."""
 
     spiffe: str
-    cert_pem: bytes
-    key_pem: bytes
-    root_pem: bytes
-    not_before: float  # seconds since the epoch
-    not_after: float
+    not_after: float  # seconds since the epoch
     server: ssl.SSLContext
     client_http: ssl.SSLContext
     client_tcp: ssl.SSLContext
@@ -80,8 +69,7 @@ class Identity:
         server = _context(ssl.PROTOCOL_TLS_SERVER, cert_pem, key_pem, root_pem, [ALPN_HTTP, ALPN_TCP])
         client_http = _context(ssl.PROTOCOL_TLS_CLIENT, cert_pem, key_pem, root_pem, [ALPN_HTTP])
         client_tcp = _context(ssl.PROTOCOL_TLS_CLIENT, cert_pem, key_pem, root_pem, [ALPN_TCP])
-        return cls(spiffe, cert_pem, key_pem, root_pem, cert.not_valid_before_utc.timestamp(),
-                   cert.not_valid_after_utc.timestamp(), server, client_http, client_tcp)
+        return cls(spiffe, cert.not_valid_after_utc.timestamp(), server, client_http, client_tcp)
 
     def renew_in(self, now: float) -> float:
         """Seconds from ``now`` (since the epoch) until the next certificate should be asked for: half of
@@ -186,17 +174,15 @@ class IdentityKeeper:
     """Holds the pod's current Identity and renews it before it expires (see the module docstring)."""
 
     def __init__(self, client: Client, namespace: str, pod: str, service_account: str, *,
-                 trust_domain: str = "cluster.local", expiration_seconds: int = 86400,
+                 trust_domain: str = DEFAULT_TRUST_DOMAIN, expiration_seconds: int = 86400,
                  on_renew: Callable[[], object] | None = None) -> None:
         self.client = client
         self.namespace = namespace
         self.pod = pod
-        self.spiffe = spiffe_id(namespace, service_account, trust_domain)
+        self.spiffe = spiffe_id(trust_domain, namespace, service_account)
         self.expiration_seconds = expiration_seconds
         self.current: Identity | None = None
-        self.renewals = 0
         self.on_renew = on_renew
-        self.changed = trio.Event()
 
     async def _fetch(self) -> Identity:
         root = await read_root(self.client, self.namespace)
@@ -217,14 +203,10 @@ class IdentityKeeper:
                 log.warning("mesh identity: %s", exc)
                 await trio.sleep(RETRY)
                 continue
-            if self.current is not None:
-                self.renewals += 1
-                if self.on_renew is not None:
-                    self.on_renew()
+            if self.current is not None and self.on_renew is not None:
+                self.on_renew()
             self.current = ident
-            self.changed.set()
-            self.changed = trio.Event()
             if not started:
                 started = True
                 task_status.started(self)
-            await trio.sleep(ident.renew_in(datetime.datetime.now(datetime.timezone.utc).timestamp()))
+            await trio.sleep(ident.renew_in(time.time()))

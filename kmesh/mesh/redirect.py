@@ -26,7 +26,8 @@ from kmesh.apiserver.meshinject import MARK as PROXY_MARK
 from kmesh.apiserver.meshinject import port_list as parse_ports
 from kmesh.net import netns
 
-__all__ = ["INBOUND_PORT", "OUTBOUND_PORT", "PROXY_MARK", "RedirectSpec", "apply", "parse_ports", "render"]
+__all__ = ["INBOUND_PORT", "OUTBOUND_PORT", "PROXY_MARK", "RedirectSpec", "apply", "check_port", "parse_mark",
+           "parse_ports", "render"]
 
 INBOUND = "KMESH_INBOUND"
 IN_REDIRECT = "KMESH_IN_REDIRECT"
@@ -46,10 +47,22 @@ class RedirectSpec:
     exclude_outbound_ports: tuple[int, ...] = ()
 
 
-def _check_port(port: int, what: str) -> int:
+def check_port(port: int, what: str = "port") -> int:
+    """``port`` when it is 1-65535; ValueError saying which one is not."""
     if not 1 <= port <= 65535:
         raise ValueError(f"{what}: port {port} is not in 1-65535")
     return port
+
+
+def parse_mark(text: object) -> int:
+    """A packet mark written ``1337`` or ``0x539``: 1 … 2^32-1; ValueError says why not."""
+    try:
+        mark = int(str(text), 0)
+    except ValueError:
+        raise ValueError(f"want a number (0x539 or 1337), got {text!r}") from None
+    if not 0 < mark <= 0xFFFFFFFF:
+        raise ValueError(f"want a non-zero 32-bit mark, got {mark}")
+    return mark
 
 
 def _inbound_rules(spec: RedirectSpec) -> list[str]:
@@ -75,10 +88,10 @@ def _outbound_rules(spec: RedirectSpec) -> list[str]:
 
 def render(spec: RedirectSpec) -> str:
     """The ``iptables-restore`` input that makes a pod namespace's whole nat table the mesh's redirect."""
-    _check_port(spec.inbound_port, "inbound port")
-    _check_port(spec.outbound_port, "outbound port")
+    check_port(spec.inbound_port, "inbound port")
+    check_port(spec.outbound_port, "outbound port")
     for p in spec.exclude_inbound_ports + spec.exclude_outbound_ports:
-        _check_port(p, "excluded port")
+        check_port(p, "excluded port")
     if not 0 <= spec.mark <= 0xFFFFFFFF:
         raise ValueError(f"mark {spec.mark:#x} does not fit 32 bits")
     lines = ["*nat"]

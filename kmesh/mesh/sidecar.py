@@ -51,7 +51,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -63,6 +63,7 @@ from kmesh.apiserver.meshinject import (ADMIN_PORT, HEALTH_PORT, INBOUND_PORT, M
                                        TLS_MODE_LABEL)
 from kmesh.client.api import Client
 from kmesh.client.informer import Informer
+from kmesh.controllers.podutil import pod_ips
 from kmesh.gateway.dataplane import Feeder
 from kmesh.l7.engine import Engine
 from kmesh.l7.metrics import LATENCY_BUCKETS, AccessRecord, Metrics
@@ -131,16 +132,15 @@ class Sidecar:
         self.pod_name = md.get("name") or ""
         self.workload = workload_of(pod)[1] if pod is not None else ""
         self.taps: set[trio.MemorySendChannel[dict[str, Any]]] = set()
-        self.table = ServiceTable(((pod or {}).get("metadata") or {}).get("namespace") or "")
+        self.table = ServiceTable(self.namespace)
         self.feeder = Feeder(client, kinds=MESH_KINDS, build=self.table.build, engine=self.engine)
         self.registry = CollectorRegistry()
         self.renewals = Counter("kmesh_proxy_certificate_renewals", "Certificates the sidecar got to replace "
                                 "its current one before it expired.", registry=self.registry)
         self.identity: IdentityKeeper | None = None
         if pod is not None:
-            md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-            self.identity = IdentityKeeper(client, md.get("namespace") or "default", md.get("name") or "",
-                                           spec.get("serviceAccountName") or "default",
+            self.identity = IdentityKeeper(client, self.namespace or "default", self.pod_name,
+                                           (pod.get("spec") or {}).get("serviceAccountName") or "default",
                                            expiration_seconds=cert_seconds, on_renew=self.renewals.inc)
         self.meshed: dict[str, Obj] = {}
         """Meshed pods by pod IP: connections to them are mutual TLS; metrics name their workloads."""
@@ -193,7 +193,7 @@ class Sidecar:
         inf = Informer(self.client, "Pod", label_selector=f"{TLS_MODE_LABEL}={TLS_MODE}")
 
         async def changed(_: object) -> None:
-            self.meshed = {ip: p for p in inf.list() for ip in _pod_ips(p)}
+            self.meshed = {ip: p for p in inf.list() for ip in pod_ips(p)}  # IPv4: the redirect rules are
 
         inf.add_handler(changed)
         await inf.run(task_status=task_status)
@@ -228,7 +228,7 @@ class Sidecar:
             if self.identity is not None:
                 self.node_ips = _host_ips(self.pod) | await self._node_gateways()
                 await n.start(self._watch_pods)
-                await n.start(self._watch_namespace, (self.pod or {}).get("metadata", {}).get("namespace", ""))
+                await n.start(self._watch_namespace, self.namespace)
                 await n.start(self.identity.run)
             outbound = await tcp_listener("127.0.0.1", self.ports.outbound, self.open_socket)
             inbound = await tcp_listener("0.0.0.0", self.ports.inbound, self.open_socket)
@@ -288,17 +288,21 @@ class Sidecar:
         self.tcp_connections.labels("outbound", "service", str(ctx is not None).lower()).inc()
         await self._relay(sock, (ep.ip, ep.port), ctx)
 
-    async def _sniff(self, sock: trio.socket.SocketType) -> str:
-        """``http`` when the client's first bytes start an HTTP/1 request line, else ``tcp`` (also when it
-        says nothing within ``detect_timeout``: server-first protocols must not wait)."""
-        first = b""
+    async def _peek(self, sock: trio.socket.SocketType, size: int, enough: Callable[[bytes], bool]) -> bytes:
+        """The client's first bytes, peeked (not consumed): once ``enough`` says so, ``size`` arrived or the
+        stream ended; else what there is after ``detect_timeout`` (server-first protocols must not wait)."""
+        data = b""
         with trio.move_on_after(self.detect_timeout):
-            while len(first) < SNIFF_BYTES:
-                first = await sock.recv(SNIFF_BYTES, socket.MSG_PEEK)
-                if not first or b" " in first:
+            while True:
+                data = await sock.recv(size, socket.MSG_PEEK)
+                if not data or len(data) >= size or enough(data):
                     break
-                if len(first) < SNIFF_BYTES:
-                    await trio.sleep(0.005)  # a peek returns at once while bytes wait: let more arrive
+                await trio.sleep(0.005)  # a peek returns at once while bytes wait: let more arrive
+        return data
+
+    async def _sniff(self, sock: trio.socket.SocketType) -> str:
+        """``http`` when the client's first bytes start an HTTP/1 request line, else ``tcp``."""
+        first = await self._peek(sock, SNIFF_BYTES, lambda data: b" " in data)
         return "http" if looks_like_http(first) else "tcp"
 
     # --- inbound ------------------------------------------------------------------------------
@@ -355,18 +359,10 @@ class Sidecar:
     async def _client_alpn(self, sock: trio.socket.SocketType) -> list[bytes] | None:
         """The ALPN protocols of the client's ClientHello (peeked, not consumed); None when the client does not
         open with one (plaintext) or says nothing within ``detect_timeout`` (its server speaks first)."""
-        with trio.move_on_after(self.detect_timeout):
-            while True:
-                data = await sock.recv(PEEK_BYTES, socket.MSG_PEEK)
-                if not data:
-                    return None
-                try:
-                    return client_hello_alpn(data)
-                except Incomplete:
-                    if len(data) >= PEEK_BYTES:
-                        return None
-                    await trio.sleep(0.005)  # a peek returns at once while bytes wait: let more arrive
-        return None
+        try:
+            return client_hello_alpn(await self._peek(sock, PEEK_BYTES, _hello_read))
+        except Incomplete:
+            return None
 
     # --- golden metrics and tap -----------------------------------------------------------------
 
@@ -488,16 +484,19 @@ async def _streams(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
         pass
 
 
+def _hello_read(data: bytes) -> bool:
+    """Whether ``data`` holds a whole ClientHello, or shows it is not one."""
+    try:
+        client_hello_alpn(data)
+    except Incomplete:
+        return False
+    return True
+
+
 def _tls(identity: IdentityKeeper | None) -> str:
     """The ``tls`` label of HTTP served by the engine: true when the sidecar has an identity (meshed
     endpoints are then reached over mutual TLS)."""
     return "true" if identity is not None and identity.current is not None else "false"
-
-
-def _pod_ips(pod: Obj) -> list[str]:
-    status = pod.get("status") or {}
-    return [p["ip"] for p in status.get("podIPs") or [] if p.get("ip")] or \
-        ([status["podIP"]] if status.get("podIP") else [])
 
 
 def _host_ips(pod: Obj | None) -> set[str]:

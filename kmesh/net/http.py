@@ -157,8 +157,14 @@ async def serve_http(listener: trio.SocketListener, handler: Handler, *, close_e
         )
 
 
-async def http_get(sock: trio.socket.SocketType, host: str, port: int, target: str) -> tuple[int, bytes]:
-    """One GET over an unconnected TCP socket (already bound where the caller wants its source address)."""
+class BodyTooLarge(Exception):
+    """An answer's body was larger than the caller accepts."""
+
+
+async def http_get(sock: trio.socket.SocketType, host: str, port: int, target: str,
+                   max_body: int | None = None) -> tuple[int, bytes]:
+    """One GET over an unconnected TCP socket (already bound where the caller wants its source address);
+    BodyTooLarge as soon as the body passes ``max_body`` bytes."""
     await sock.connect((host, port))
     stream = trio.SocketStream(sock)
     conn = h11.Connection(h11.CLIENT)
@@ -176,5 +182,7 @@ async def http_get(sock: trio.socket.SocketType, host: str, port: int, target: s
                 status = event.status_code
             elif isinstance(event, h11.Data):
                 body += event.data
+                if max_body is not None and len(body) > max_body:
+                    raise BodyTooLarge(f"GET {target}: the answer is larger than {max_body} bytes")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return status, bytes(body)

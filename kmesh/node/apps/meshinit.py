@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kmesh.mesh.redirect import INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, RedirectSpec, apply, parse_ports, render
+from kmesh.mesh.redirect import (INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, RedirectSpec, apply, check_port, parse_mark,
+                                 parse_ports, render)
 from kmesh.net.netns import NetnsError
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.flags import FlagError, parse_flags
@@ -39,25 +40,12 @@ def spec_from_args(args: list[str]) -> RedirectSpec:
     if rest:
         raise FlagError(f"unexpected arguments: {' '.join(rest)}")
     return RedirectSpec(
-        inbound_port=_flag("inbound-port", _port, flags["inbound-port"]),
-        outbound_port=_flag("outbound-port", _port, flags["outbound-port"]),
-        mark=_flag("mark", _mark, flags["mark"]),
+        inbound_port=_flag("inbound-port", check_port, flags["inbound-port"]),
+        outbound_port=_flag("outbound-port", check_port, flags["outbound-port"]),
+        mark=_flag("mark", parse_mark, flags["mark"]),
         exclude_inbound_ports=_flag("exclude-inbound-ports", parse_ports, flags["exclude-inbound-ports"]),
         exclude_outbound_ports=_flag("exclude-outbound-ports", parse_ports, flags["exclude-outbound-ports"]),
     )
-
-
-def _port(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise ValueError("not in 1-65535")
-    return port
-
-
-def _mark(text: str) -> int:
-    mark = int(text, 0)  # 1337 or 0x539
-    if not 0 < mark <= 0xFFFFFFFF:
-        raise ValueError("want a non-zero 32-bit mark")
-    return mark
 
 
 def pod_namespace(ctx: AppContext) -> str | None:

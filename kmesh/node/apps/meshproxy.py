@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import trio
 
+from kmesh.mesh.redirect import check_port, parse_mark
 from kmesh.mesh.sidecar import Sidecar, SidecarPorts
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.apiclient import setup_client
@@ -23,17 +24,15 @@ DEFAULTS: dict[str, object] = {"inbound-port": _D.inbound, "outbound-port": _D.o
 def _ports(flags: dict[str, object]) -> SidecarPorts:
     """The ports and mark from the flags; FlagError naming the bad one."""
     values: dict[str, int] = {}
-    for name in ("inbound-port", "outbound-port", "admin-port", "health-port"):
-        port = int(flags[name])  # type: ignore[call-overload]
-        if not 1 <= port <= 65535:
-            raise FlagError(f"--{name}: want a port 1-65535, got {port}")
-        values[name.removesuffix("-port")] = port
     try:
-        mark = int(str(flags["mark"]), 0)
-    except ValueError:
-        raise FlagError(f"--mark: want a number (0x539 or 1337), got {flags['mark']!r}") from None
-    if not 0 < mark < 1 << 32:
-        raise FlagError(f"--mark: want 1 … 2^32-1, got {mark}")
+        for name in ("inbound-port", "outbound-port", "admin-port", "health-port"):
+            values[name.removesuffix("-port")] = check_port(int(flags[name]), f"--{name}")  # type: ignore
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
+    try:
+        mark = parse_mark(flags["mark"])
+    except ValueError as exc:
+        raise FlagError(f"--mark: {exc}") from None
     if len(set(values.values())) != len(values):
         raise FlagError("--inbound-port, --outbound-port, --admin-port and --health-port must differ")
     return SidecarPorts(mark=mark, **values)
