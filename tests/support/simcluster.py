@@ -15,7 +15,7 @@ import trio
 
 from kmesh.controllers.manager import ControllerConfig, run_controllers
 from kmesh.lab.simnodes import sim_node_name
-from kmesh.lab.simslots import claim
+from kmesh.lab.simslots import SLOTS, SimNet, SlotsTaken, claim
 from kmesh.node.agent import AgentConfig, run_agent
 from kmesh.node.sim import SimRuntime
 from tests.support.cluster import Cluster, Stoppable, start_cluster
@@ -80,9 +80,10 @@ async def start_sim_cluster(
     """API server + controllers + ``nodes`` agents, all inside ``nursery``.
 
     The cluster takes a sim address slot, as ``kmesh up --runtime sim`` does, so it never shares loopback
-    addresses with a sim lab another test (or user) runs at the same time; the slot is given back when
-    ``nursery`` ends."""
-    net, fd = claim()
+    addresses with a sim lab another test (or user) runs at the same time; it takes the highest free one,
+    leaving the low slots to the labs ``kmesh up`` starts (they take the lowest, and some tests expect the
+    slot they had); the slot is given back when ``nursery`` ends."""
+    net, fd = _claim_from_the_top()
     nursery.start_soon(_hold_slot, fd)
     api = await start_cluster(nursery, tmp_path, store_url, service_cidr=net.service_cidr, loopback_ok=True)
     await nursery.start(
@@ -107,3 +108,13 @@ async def _hold_slot(fd: int) -> None:
         await trio.sleep_forever()
     finally:
         os.close(fd)
+
+
+def _claim_from_the_top() -> tuple[SimNet, int]:
+    """The highest free sim address slot and the descriptor holding it."""
+    for slot in reversed(range(SLOTS)):
+        try:
+            return claim(slot=slot)
+        except SlotsTaken:
+            continue
+    raise SlotsTaken(f"all {SLOTS} sim address slots are in use")
