@@ -27,6 +27,9 @@ from kmesh.apiserver.fieldvalidation import FieldValidation
 from kmesh.store import base as S
 from kmesh.store.base import Obj, Store
 
+PATCH_RETRY_SECONDS = 60.0
+"""How long a patch (or a binding) is retried on write conflicts (upstream's default request timeout)."""
+
 IGNORE = FieldValidation("Ignore")  # what the registry's own callers get: unknown fields dropped, nothing said
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -424,7 +427,9 @@ class Registry:
         dry_run: bool = False,
         fields: FieldValidation | None = None,
     ) -> Obj:
-        """Apply a JSON, merge or strategic-merge patch, retrying on races.
+        """Apply a JSON, merge or strategic-merge patch, retrying on races (a patch without a resourceVersion
+        is applied again to the newer object for up to PATCH_RETRY_SECONDS, the request timeout, as upstream's
+        GuaranteedUpdate retries until the request times out, not a fixed number of times).
 
         The patched object must still decode into its kind (else 422 on ``patch``, as
         upstream) and be no larger than a body may be (else 413).
@@ -434,7 +439,8 @@ class Registry:
             doc = codec.loads_json(body or b"null")
         except codec.DecodeError as exc:
             raise E.bad_request(f"error decoding patch: {exc}") from None
-        for _ in range(8):
+        deadline = trio.current_time() + PATCH_RETRY_SECONDS
+        while True:
             old = await self._get_raw(kind, namespace, name)
             current = _scale_of(kind, old) if subresource == "scale" else old
             patched = apply_patch(kind, current, content_type, doc)
@@ -451,10 +457,10 @@ class Registry:
                     _parse_rv(old["metadata"]["resourceVersion"]), subresource, dry_run, fields,
                 )
             except E.APIError as exc:
-                if exc.reason == "Conflict" and expected is None:
+                if exc.reason == "Conflict" and expected is None and trio.current_time() < deadline:
+                    await trio.lowlevel.checkpoint()
                     continue
                 raise
-        raise E.conflict(kind.plural, name, kind.group)
 
     async def delete(
         self,
@@ -621,7 +627,8 @@ class Registry:
             raise E.invalid_object("Binding", name, "", [E.required("target.name")])
         if (target.get("kind") or "Node") != "Node":
             raise E.invalid_object("Binding", name, "", [E.not_supported("target.kind", target.get("kind"), ["Node"])])
-        for _ in range(8):
+        deadline = trio.current_time() + PATCH_RETRY_SECONDS
+        while True:
             old = await self._get_raw(kind, namespace, name)
             uid = (binding.get("metadata") or {}).get("uid")
             if uid and uid != old["metadata"].get("uid"):
@@ -642,11 +649,12 @@ class Registry:
             try:
                 await self.store.update(kind.key(namespace, name), new, _parse_rv(old["metadata"]["resourceVersion"]))
             except S.Conflict:
-                continue
+                if trio.current_time() < deadline:
+                    continue
+                raise E.conflict("pods", name) from None
             except S.StoreError as exc:
                 raise self._err(kind, exc, name) from None
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
-        raise E.conflict("pods", name)
 
     # ----------------------------------------------------------------- scale
 

@@ -6,8 +6,9 @@ Service named ``<gateway>-kmesh`` in the Gateway's namespace (as Istio names
 its automated deployments), owned by the Gateway so deleting it removes them.
 The Service's address becomes the Gateway's ``status.addresses``. It writes
 the conditions of GatewayClasses, Gateways (and their listeners) and the
-``status.parents`` entries of HTTPRoutes for its Gateways, leaving other
-controllers' entries alone, and writes only what changed.
+``status.parents`` entries of HTTPRoutes for its Gateways and, under the
+mesh's controller name, for the Services they attach to (GAMMA), leaving
+other controllers' entries alone, and writes only what changed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kmesh.client.informer import Informer
 from kmesh.gateway import gatewayapi
 from kmesh.gateway.conditions import same
 from kmesh.gateway.watch import WorldWatch
+from kmesh.gateway.meshparents import MESH_CONTROLLER_NAME
 from kmesh.gateway.world import CONTROLLER_NAME, Obj, World, meta
 
 log = logging.getLogger("kmesh.gateway.controller")
@@ -33,6 +35,8 @@ GATEWAY_LABEL = "gateway.networking.k8s.io/gateway-name"
 MANAGED_BY = "kmesh-gateway-controller"
 GATEWAY_IMAGE = "kmesh/gateway"
 COALESCE = 0.05
+OURS = (CONTROLLER_NAME, MESH_CONTROLLER_NAME)
+"""The controller names of the route statuses this controller writes (Gateway parents and Service parents)."""
 
 
 def resource_name(gateway: str) -> str:
@@ -147,8 +151,8 @@ class GatewayController:
         for key, parents in t.route_parents.items():
             route = world.routes[key]
             old_parents = (route.get("status") or {}).get("parents") or []
-            others = [p for p in old_parents if p.get("controllerName") != CONTROLLER_NAME]
-            mine = [p for p in old_parents if p.get("controllerName") == CONTROLLER_NAME]
+            others = [p for p in old_parents if p.get("controllerName") not in OURS]
+            mine = [p for p in old_parents if p.get("controllerName") in OURS]
             if not _parents_same(mine, parents):
                 await self._write_status(route, {**(route.get("status") or {}), "parents": others + parents})
 

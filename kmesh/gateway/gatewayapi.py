@@ -1,5 +1,6 @@
 """The Gateway API in the L7 engine's terms: each Gateway of class ``kmesh`` becomes a proxy Config, and every
-GatewayClass, Gateway and HTTPRoute gets the status conditions the spec defines.
+GatewayClass, Gateway and HTTPRoute gets the status conditions the spec defines (a route's Service parents,
+the mesh's, too: ``kmesh.gateway.meshparents``).
 
 Pure translation (objects in, config and statuses out), so the controller that
 writes statuses and the gateway pods that serve traffic compute the same thing
@@ -19,6 +20,7 @@ from typing import Any
 from kmesh.gateway import hostnames
 from kmesh.gateway.conditions import condition
 from kmesh.gateway.httproute import CompiledRoute, compile_route, precedence
+from kmesh.gateway.meshparents import mesh_parents
 from kmesh.gateway.refgrants import GATEWAY_GROUP, permitted
 from kmesh.gateway.tlscerts import tls_pair
 from kmesh.api.selectors import from_selector_object
@@ -252,7 +254,7 @@ def translate(world: World, addresses: dict[tuple[str, str], list[str]] | None =
                 "conditions": [condition("Accepted", accepted[0], accepted[1], accepted[2], gen, old),
                                condition("ResolvedRefs", resolved[0], resolved[1], resolved[2], gen, old)],
             })
-        out.route_parents[rkey] = parents
+        out.route_parents[rkey] = parents + mesh_parents(world, route, cr)
     for gkey, gw in gateways.items():
         out.gateways[gkey] = _gateway_result(gkey, gw, states[gkey], attachments[gkey], addresses.get(gkey) or [])
     return out

@@ -15,7 +15,7 @@ from kmesh.gateway.refgrants import GATEWAY_GROUP, permitted
 from kmesh.gateway.world import Obj, World, meta
 from kmesh.l7.model import (
     Backend, Filter, HeaderMatch, HeaderModifier, Match, PathMatch, PathModifier, QueryMatch, RequestMirror,
-    RequestRedirect, Rule, URLRewrite,
+    RequestRedirect, Retry, Rule, URLRewrite,
 )
 
 SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
@@ -23,6 +23,11 @@ SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "Request
 _DURATION = re.compile(r"^(?:([0-9]{1,5})(h|ms|m|s))+$")
 _PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+RETRY_ATTEMPTS = 2
+"""Retries when a rule's ``retry`` leaves ``attempts`` out (the Gateway API leaves it to implementations;
+2 is Istio's default retry policy)."""
+RETRY_BACKOFF = 0.025
+"""The first backoff when ``retry.backoff`` is left out (Envoy's base retry interval)."""
 
 
 def duration(value: str) -> float:
@@ -158,6 +163,16 @@ def _filters(items: Any, route_ns: str, world: World, out: CompiledRoute) -> tup
     return tuple(result)
 
 
+def _retry(spec: Obj | None) -> Retry | None:
+    """A rule's ``retry`` (GEP-1731) in the engine's terms; None when the rule has none."""
+    if spec is None:
+        return None
+    backoff = spec.get("backoff")
+    return Retry(codes=frozenset(int(c) for c in spec.get("codes") or ()),
+                 attempts=int(spec.get("attempts") or RETRY_ATTEMPTS),
+                 backoff=duration(backoff) if backoff else RETRY_BACKOFF)
+
+
 def compile_route(route: Obj, world: World) -> CompiledRoute:
     """The rules of one HTTPRoute (defaults already applied by the API server)."""
     out = CompiledRoute()
@@ -177,6 +192,7 @@ def compile_route(route: Obj, world: World) -> CompiledRoute:
         rule = Rule(backends=tuple(backends), filters=filters,
                     request_timeout=duration(rt) or None if rt else None,
                     backend_timeout=duration(bt) or None if bt else None,
+                    retry=_retry(r.get("retry")),
                     name=f"HTTPRoute {ns}/{name} rule {r.get('name') or i}")
         matches = [_match(m) for m in r.get("matches") or [{}]]
         out.rules.append(CompiledRule(i, matches, rule))

@@ -32,6 +32,7 @@ from kmesh.l7.model import Config, Endpoint, Listener
 from kmesh.l7.plan import Plan
 from kmesh.l7.table import RouteTable
 from kmesh.l7.tls import server_context
+from kmesh.l7.retrybudget import RetryBudget
 from kmesh.l7.upstream import POLICIES, EndpointSet, Pool, TLSPolicy
 from kmesh.net.sockets import OpenSocket, default_open_socket, family_of
 
@@ -135,6 +136,8 @@ class Engine:
                          tls_for=upstream_tls)
         self.config = Config()
         self.endpoints: dict[tuple[str, str, int], EndpointSet] = {}
+        self.retry_budgets: dict[tuple[str, str, int], RetryBudget] = {}
+        """Per backend Service port, made at its first request under a retry policy."""
         self._ports: dict[int, Port] = {}
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
@@ -183,6 +186,13 @@ class Engine:
         self.endpoints[key] = EndpointSet(eps, self.policy)
         live = {(e.ip, e.port) for s in self.endpoints.values() for e in s.endpoints}
         self.pool.forget(live)
+
+    def retry_budget(self, key: tuple[str, str, int]) -> RetryBudget:
+        """The retry budget of one backend (namespace, Service, port)."""
+        budget = self.retry_budgets.get(key)
+        if budget is None:
+            budget = self.retry_budgets[key] = RetryBudget()
+        return budget
 
     def listener_state(self, port: int) -> ListenerState:
         """The compiled state the listener for ``port`` serves now."""

@@ -76,6 +76,9 @@ MIRROR_TIMEOUT = 10.0
 MIRROR_MAX_BODY = 1 << 20
 """Requests with a larger body are not mirrored (a mirror copy is kept in memory until the body ends)."""
 INF = math.inf
+RETRY_BUFFER = 64 * 1024
+"""A request under a retry policy whose body is at most this long is read whole before it is sent, to send
+it again if it must be retried."""
 
 
 class Fail(Exception):
@@ -221,7 +224,11 @@ class Connection:
                     ex.status = a.status
                     keep = await self._send_local(a.status, keep, method, head.version, a.extra, b"")
                 else:
-                    if rule.request_timeout is None and rule.backend_timeout is None:
+                    if rule.retry is not None and not bp.h2c and (
+                            END in reader.events or (head.content_length or 0) <= RETRY_BUFFER and not head.chunked):
+                        keep = await self._forward_retrying(rule, head, ex, bp, eps, req, expect, mirrors,
+                                                            resp_mods, keep)
+                    elif rule.request_timeout is None and rule.backend_timeout is None:
                         keep = await self._forward(head, ex, bp, eps, req, expect, mirrors, resp_mods, keep)
                     else:
                         keep = await self._forward_within(rule, head, ex, bp, eps, req, expect, mirrors,
@@ -372,6 +379,111 @@ class Connection:
                 raise Abort()
             raise Fail(504)
         return keep
+
+    async def _forward_retrying(self, rule: Rule, head: Head, ex: Exchange, bp: BackendPlan, eps: EndpointSet,
+                                req: tuple[bytes, list[tuple[bytes, bytes]]], expect: bool,
+                                mirrors: tuple[RequestMirror, ...], resp_mods: tuple[HeaderModifier, ...],
+                                keep: bool) -> bool:
+        """Forward a request whose body has all arrived under the rule's retry policy (``model.Retry``).
+
+        Each attempt goes to another endpoint when there is one (as Istio's default ``previous_hosts``
+        predicate does) and is bounded by the backend timeout; the request timeout bounds them all, with
+        the backoffs. A failed attempt is retried while attempts and the Service's budget last; the last
+        attempt's answer goes to the client, or 503 when it could not reach the endpoint or was reset before
+        an answer (as Envoy answers then), 504 when it timed out. Requests whose body is still arriving when
+        the backend is chosen are read whole first, up to RETRY_BUFFER bytes (as Envoy buffers a request it
+        may retry); a larger or chunked body still arriving is sent once, without retries."""
+        retry = rule.retry
+        assert retry is not None
+        reader = self.reader
+        if END not in reader.events:
+            if expect:
+                await self.stream.send_all(CONTINUE)
+            while END not in reader.events:
+                reader.feed(await self.stream.receive_some(RECV_SIZE))
+        budget = self.engine.retry_budget(bp.key)
+        out = [serialize_request_head(head.method, req[0], req[1])]
+        ex.req_done = take_queued(reader, out, head.chunked)
+        payload = b"".join(out)
+        if mirrors:
+            self._mirror(tuple(m for m in mirrors if m.percent >= 100 or random.random() * 100 < m.percent),
+                         [payload])
+        is_head = head.method == b"HEAD"
+        whole = trio.CancelScope(deadline=trio.current_time() + rule.request_timeout if rule.request_timeout
+                                 else INF)
+        holding = False  # whether the budget let this request retry (it holds a retry until it ends)
+        budget.start()
+        try:
+            with whole:
+                attempt = 0
+                idx = -1
+                while True:
+                    idx = eps.pick(exclude=idx) if len(eps.endpoints) > 1 else eps.pick()
+                    if idx < 0:
+                        raise Fail(503)
+                    failed = 0
+                    rh: Head | None = None
+                    eps.active[idx] += 1
+                    try:
+                        with trio.CancelScope(deadline=trio.current_time() + rule.backend_timeout
+                                              if rule.backend_timeout else INF) as one:
+                            try:
+                                rh = await self._attempt(ex, eps, idx, payload, is_head)
+                            except Fail as f:
+                                failed = f.status
+                        if one.cancelled_caught:
+                            failed = 504
+                        if not failed and rh is not None and rh.status not in retry.codes:
+                            return await self._relay(head, ex, ex.conn, rh, resp_mods, keep, is_head)
+                        if attempt >= retry.attempts or not budget.try_retry(holding):
+                            if failed:
+                                raise Fail(failed)
+                            return await self._relay(head, ex, ex.conn, rh, resp_mods, keep, is_head)
+                        holding = True
+                    finally:
+                        eps.active[idx] -= 1
+                    if ex.conn is not None:  # the failed answer is dropped with its connection
+                        ex.conn.close()
+                        ex.conn = None
+                    attempt += 1
+                    await trio.sleep(min(retry.backoff * 2 ** (attempt - 1), retry.backoff * 10))
+        finally:
+            budget.end(holding)
+        if ex.response_started:
+            raise Abort()
+        raise Fail(504)
+
+    async def _attempt(self, ex: Exchange, eps: EndpointSet, idx: int, payload: bytes, is_head: bool) -> Head:
+        """Send a whole request to endpoint ``idx`` and read its final response head (interim ones skipped),
+        leaving the connection in ``ex.conn``; Fail(503) when the endpoint cannot be reached or resets, Fail(502)
+        when it does not answer in HTTP. A pooled connection the backend had closed is not re-sent on quietly
+        here, as the plain path does: under a retry policy that is one failed attempt, counted and budgeted."""
+        pool = self.engine.pool
+        key = eps.keys[idx]
+        ex.endpoint = eps.names[idx]
+        conn = pool.take(key)
+        if conn is None:
+            try:
+                conn = await pool.connect(key)
+            except (OSError, trio.TooSlowError):
+                raise Fail(503) from None
+        ex.conn = conn  # type: ignore[assignment]
+        ex.upstream_tls = conn.stream is not conn.raw  # type: ignore[union-attr]
+        up = conn.reader  # type: ignore[union-attr]
+        up.expect_no_body = is_head
+        try:
+            await conn.stream.send_all(payload)  # type: ignore[union-attr]
+            rh = await up.next()
+            while isinstance(rh, Head) and 100 <= rh.status < 200 and rh.status != 101:
+                await up.next()  # the interim response's end
+                rh = await up.next()
+        except ProtocolError:
+            raise Fail(502) from None
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Fail(503) from None
+        if not isinstance(rh, Head) or rh.status == 101:
+            raise Fail(502)
+        return rh
 
     async def _forward(self, head: Head, ex: Exchange, bp: BackendPlan, eps: EndpointSet,
                        req: tuple[bytes, list[tuple[bytes, bytes]]],

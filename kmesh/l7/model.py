@@ -151,6 +151,19 @@ Filter = Union[HeaderModifier, RequestRedirect, URLRewrite, RequestMirror]
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Send a failed request again: on a connection error (refused, reset or closed before an answer), on a
+    backend timeout, and on an answer whose status is in ``codes``; at most ``attempts`` more times, each
+    to another endpoint when there is one, waiting ``backoff`` seconds before the first retry and twice as
+    long before each next (at most ten times ``backoff``). The Service's retry budget may refuse a retry;
+    then the client gets what the last attempt got."""
+
+    codes: frozenset[int] = frozenset()
+    attempts: int = 2
+    backoff: float = 0.025
+
+
+@dataclass(frozen=True)
 class Rule:
     """What to do with a request that matched: filters in order, then one backend picked by weight.
 
@@ -160,7 +173,7 @@ class Rule:
     bounds the whole exchange as the client sees it, ``backend_timeout`` each
     request to a backend; on expiry the client gets 504. ``name`` says where the
     rule came from (``HTTPRoute ns/name rule 0``), for logs, metrics and the
-    ``kmesh trace`` view.
+    ``kmesh trace`` view. ``retry`` set: failed requests are sent again (see :class:`Retry`).
     """
 
     backends: tuple[Backend, ...] = ()
@@ -169,6 +182,7 @@ class Rule:
     backend_timeout: float | None = None
     name: str = ""
     direct: int | None = None
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True)

@@ -103,9 +103,21 @@ class Pool:
         self._live: set[tuple[str, int]] | None = None
 
     def take(self, key: tuple) -> UpstreamConn | H2Conn | None:
-        """An idle connection to ``key`` (``(ip, port)``, or ``(ip, port, "h2c")``), if there is one."""
+        """An idle connection to ``key`` (``(ip, port)``, or ``(ip, port, "h2c")``), if there is one. Under a
+        TLS policy, idle connections whose TLS no longer matches it (the mesh's mTLS mode of the endpoint's
+        namespace changed) are closed instead of reused."""
         idle = self._idle.get(key)
-        return idle.pop() if idle else None
+        if not idle:
+            return None
+        if self.tls_for is None or len(key) > 2:
+            return idle.pop()
+        tls = self.tls_for(key[0], key[1]) is not None
+        while idle:
+            conn = idle.pop()
+            if (conn.stream is not conn.raw) == tls:  # type: ignore[union-attr]
+                return conn
+            conn.close()
+        return None
 
     async def connect(self, key: tuple) -> UpstreamConn | H2Conn:
         """A new connection to ``key`` (h2c when its third item says so); OSError or trio.TooSlowError on failure."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmesh.gateway.httproute import compile_route, precedence
+from kmesh.gateway.meshparents import is_service_ref
 from kmesh.gateway.world import Obj, World, meta
 from kmesh.l7.model import Backend, Config, HostMatch, Listener, Match, RouteEntry, Rule
 
@@ -64,7 +65,7 @@ def _attached(route: Obj, namespace: str, service: str, port: int) -> bool:
     """Whether ``route`` has a parentRef to Service ``namespace/service`` that covers ``port``."""
     rns = meta(route).get("namespace") or ""
     for ref in (route.get("spec") or {}).get("parentRefs") or []:
-        if ref.get("kind") != "Service" or (ref.get("group") or "") not in ("", "core"):
+        if not is_service_ref(ref):
             continue
         if ref.get("name") == service and (ref.get("namespace") or rns) == namespace and \
                 ref.get("port") in (None, port):

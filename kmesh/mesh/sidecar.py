@@ -6,9 +6,13 @@ says where it was going.
 
 - A Service's ClusterIP and port: HTTP (by the port's declaration or the
   first bytes) is adopted by the L7 engine, which balances each request over
-  the Service's ready endpoints (round robin, as Envoy's default; per request,
-  so one keep-alive connection spreads over every endpoint); other TCP is
-  relayed whole to one endpoint, picked per connection.
+  the Service's ready endpoints (per request, so one keep-alive connection
+  spreads over every endpoint) by least request: of two endpoints picked at
+  random, the one with fewer requests in flight (Envoy's power of two choices,
+  Istio's default). kmesh uses it rather than Linkerd's latency EWMA because
+  it needs no latency history (a new or idle pod is judged right away), a slow
+  pod shows up at once as requests piling up in it, and it is what Istio
+  users see; other TCP is relayed whole to one endpoint, picked per connection.
 - Anything else (a pod IP, an address outside the cluster) is relayed to the
   original destination unchanged (Istio's PassthroughCluster).
 
@@ -24,7 +28,8 @@ terminated here, the peer's certificate verified against the mesh root. Inbound 
 (permissive, Istio's default) unless the pod's namespace is annotated
 ``kmesh.io/mtls: strict``; then it is refused with a reset, except from the
 pod's own node (the kubelet's probes come from there; Istio rewrites probes
-instead).
+instead). Pods of a namespace annotated ``kmesh.io/mtls: disable`` are sent
+to in plaintext (Istio's PeerAuthentication DISABLE).
 
 The sidecar's own sockets carry the mark ``--mark`` (SO_MARK), which the
 redirect rules let through; they are opened in the pod's network namespace.
@@ -82,7 +87,9 @@ log = logging.getLogger("kmesh.mesh.sidecar")
 
 MESH_KINDS = ("Service", "EndpointSlice", "HTTPRoute", "ReferenceGrant")
 MTLS_ANNOTATION = "kmesh.io/mtls"
-"""On a namespace: ``strict`` refuses plaintext to its meshed pods (default: permissive)."""
+"""On a namespace: ``strict`` refuses plaintext to its meshed pods; ``disable``: other sidecars send to its
+pods in plaintext (Istio's PeerAuthentication DISABLE); default: permissive (mTLS between sidecars, plaintext
+accepted)."""
 INBOUND = "inbound"
 """The namespace of the inbound engine's backends (this pod's app by port), as Istio's inbound|PORT clusters."""
 REQUEST_LABELS = ["direction", "source_workload", "source_namespace", "destination_workload",
@@ -121,7 +128,7 @@ class Sidecar:
         self.detect_timeout = detect_timeout
         self.connect_timeout = connect_timeout
         self.engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
-                             upstream_tls=self.tls_for, metrics=Metrics(access_log=self._outbound_done))
+                             policy="least_request", upstream_tls=self.tls_for, metrics=Metrics(access_log=self._outbound_done))
         self.inbound_engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
                                      metrics=Metrics(access_log=self._inbound_done))
         """Serves inbound HTTP to this pod's app: one virtual listener per port seen, for the metrics."""
@@ -144,7 +151,8 @@ class Sidecar:
                                            expiration_seconds=cert_seconds, on_renew=self.renewals.inc)
         self.meshed: dict[str, Obj] = {}
         """Meshed pods by pod IP: connections to them are mutual TLS; metrics name their workloads."""
-        self.strict = False
+        self.mtls_modes: dict[str, str] = {}
+        """Each namespace's MTLS_ANNOTATION, lower case ("" when it has none)."""
         self.node_ips: set[str] = set()
         """Where the pod's node reaches it from (its addresses and its bridge's): strict mode lets those in."""
         self.ready = False
@@ -182,10 +190,23 @@ class Sidecar:
                 continue
         return out
 
+    @property
+    def strict(self) -> bool:
+        """Whether this pod's namespace refuses plaintext."""
+        return self.mtls_modes.get(self.namespace) == "strict"
+
+    def _mtls_to(self, ip: str) -> bool:
+        """Whether connections to ``ip`` are mutual TLS: a meshed pod whose namespace does not disable it."""
+        pod = self.meshed.get(ip)
+        meta = (pod or {}).get("metadata") or {}
+        if pod is None or (meta.get("namespace"), meta.get("name")) == (self.namespace, self.pod_name):
+            return False  # its own pod: the connection goes over lo straight to the app (no inbound sidecar there)
+        return self.mtls_modes.get(meta.get("namespace") or "") != "disable"
+
     def tls_for(self, ip: str, port: int) -> ssl.SSLContext | None:
         """The client context for an endpoint that is a meshed pod (None: plaintext)."""
         ident = self.identity.current if self.identity is not None else None
-        if ident is None or ip not in self.meshed:
+        if ident is None or not self._mtls_to(ip):
             return None
         return ident.client_http
 
@@ -198,14 +219,13 @@ class Sidecar:
         inf.add_handler(changed)
         await inf.run(task_status=task_status)
 
-    async def _watch_namespace(self, namespace: str, *,
-                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        inf = Informer(self.client, "Namespace", field_selector=f"metadata.name={namespace}")
+    async def _watch_namespaces(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        inf = Informer(self.client, "Namespace")
 
         async def changed(_: object) -> None:
-            ns = inf.get(namespace, None)
-            mode = (((ns or {}).get("metadata") or {}).get("annotations") or {}).get(MTLS_ANNOTATION, "")
-            self.strict = mode.lower() == "strict"
+            self.mtls_modes = {(ns.get("metadata") or {}).get("name") or "":
+                               str(((ns.get("metadata") or {}).get("annotations") or {}).get(MTLS_ANNOTATION, "")).lower()
+                               for ns in inf.list()}
 
         inf.add_handler(changed)
         await inf.run(task_status=task_status)
@@ -228,7 +248,7 @@ class Sidecar:
             if self.identity is not None:
                 self.node_ips = _host_ips(self.pod) | await self._node_gateways()
                 await n.start(self._watch_pods)
-                await n.start(self._watch_namespace, self.namespace)
+                await n.start(self._watch_namespaces)
                 await n.start(self.identity.run)
             outbound = await tcp_listener("127.0.0.1", self.ports.outbound, self.open_socket)
             inbound = await tcp_listener("0.0.0.0", self.ports.inbound, self.open_socket)
@@ -284,7 +304,7 @@ class Sidecar:
             return
         ep = eps.endpoints[idx]  # type: ignore[union-attr]
         ident = self.identity.current if self.identity is not None else None
-        ctx = ident.client_tcp if ident is not None and ep.ip in self.meshed else None
+        ctx = ident.client_tcp if ident is not None and self._mtls_to(ep.ip) else None
         self.tcp_connections.labels("outbound", "service", str(ctx is not None).lower()).inc()
         await self._relay(sock, (ep.ip, ep.port), ctx)
 

@@ -169,6 +169,10 @@ def route(rule: dict[str, Any], **spec: Any) -> dict[str, Any]:
      "spec.rules[0].filters[0].requestRedirect.path",
      "replaceFullPath must be specified when type is set to 'ReplaceFullPath'"),
     (route({"timeouts": {"request": "10x"}}), "spec.rules[0].timeouts.request", "should match"),
+    (route({"retry": {"attempts": 0}}), "spec.rules[0].retry.attempts", "greater than or equal to 1"),
+    (route({"retry": {"codes": [500, 600]}}), "spec.rules[0].retry.codes[1]", "less than or equal to 599"),
+    (route({"retry": {"codes": [500, 500]}}), "spec.rules[0].retry.codes[1]", "Duplicate value"),
+    (route({"retry": {"backoff": "1 s"}}), "spec.rules[0].retry.backoff", "should match"),
     (route({}, parentRefs=[{"name": "gw"}, {"name": "gw", "sectionName": "a"}]), "spec.parentRefs",
      "sectionName must be specified when parentRefs includes 2 or more references to the same parent"),
     (route({}, hostnames=["10.0.0.1.", "*"]), "spec.hostnames[1]", "should match"),
@@ -187,7 +191,8 @@ def test_good_routes_and_grants_pass() -> None:
                                                                   "path": {"type": "ReplacePrefixMatch",
                                                                            "replacePrefixMatch": "/"}}}],
                 "backendRefs": [{"name": "s", "port": 8080, "weight": 0}],
-                "timeouts": {"request": "10s", "backendRequest": "500ms"}}, hostnames=["*.example.com"])
+                "timeouts": {"request": "10s", "backendRequest": "500ms"},
+                "retry": {"codes": [500, 503], "attempts": 3, "backoff": "100ms"}}, hostnames=["*.example.com"])
     assert causes("HTTPRoute", ok) == []
     grant = {"spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "a"}],
                       "to": [{"group": "", "kind": "Service"}]}}

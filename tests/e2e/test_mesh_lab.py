@@ -262,6 +262,27 @@ def test_strict_mode_refuses_plaintext_but_not_the_mesh(lab: Lab) -> None:
         lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls-")
 
 
+def test_disable_sends_plaintext_between_sidecars(lab: Lab) -> None:
+    """``kmesh.io/mtls=disable`` on the server's namespace: the client's sidecar stops originating TLS (its
+    pooled TLS connections are not reused), requests still go through both sidecars."""
+    def outbound_plain() -> float:
+        metrics = _exec(lab, "mesh", "client", "curl -s http://127.0.0.1:15020/metrics")
+        return _metric(metrics, "kmesh_requests_total", direction="outbound", destination_workload="v1", tls="false")
+
+    before = outbound_plain()
+    lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls=disable", "--overwrite")
+    try:
+        deadline = time.monotonic() + 30
+        while outbound_plain() == before:  # the sidecar learns the annotation from its watch
+            _answers(lab, "http://v1.mesh/hostname", n=4)
+            assert time.monotonic() < deadline, "the client's sidecar still sends mTLS"
+        n = outbound_plain()
+        _answers(lab, "http://v1.mesh/hostname", n=8)
+        assert outbound_plain() == n + 8  # every request now plaintext, still balanced over both pods
+    finally:
+        lab.kubectl("annotate", "namespace", "mesh", "kmesh.io/mtls-")
+
+
 def test_stat_agrees_with_what_the_client_counted(lab: Lab) -> None:
     from kmesh.lab.meshstat import stat_rows
 

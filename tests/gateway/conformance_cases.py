@@ -408,6 +408,36 @@ CASES: dict[str, list[Case]] = {
         Case(SAME, "/disable-request-timeout?delay=1s", namespace=INFRA,
              note="rule with timeouts.request 0s (timeout disabled): the 1s-delayed answer arrives, 200"),
     ],
+    "HTTPRouteRetry": [
+        Case(SAME, "/retry/code-500-attempts-3?responseCode=500&succeedAfter=2&uuid={uuid}", namespace=INFRA,
+             backend=V3, note="2 failures (500) then success; retry on 500, attempts 3: 200"),
+        Case(SAME, "/retry/code-500-attempts-3?responseCode=500&succeedAfter=4&uuid={uuid}", status=500,
+             note="4 failures needed, attempts 3: the last 500 goes to the client"),
+        Case(SAME, "/retry/code-500-attempts-3?responseCode=503&succeedAfter=2&uuid={uuid}", status=503,
+             note="503 is not among the rule's codes: not retried"),
+        *(c for code in (500, 502, 503, 504) for c in (
+            Case(SAME, f"/retry/code-all-attempts-2?responseCode={code}&succeedAfter=1&uuid={{uuid}}",
+                 namespace=INFRA, backend=V3, note=f"one {code} then success; attempts 2: 200"),
+            Case(SAME, f"/retry/code-all-attempts-2?responseCode={code}&succeedAfter=3&uuid={{uuid}}",
+                 status=code, note=f"3 failures needed, attempts 2: the last {code} goes to the client"))),
+    ],
+    "HTTPRouteRetryConnectionError": [
+        Case(SAME, "/retry/no-status-code-attempts-3?succeedAfter=2&uuid={uuid}", namespace=INFRA, backend=V3,
+             note="the echo resets the first 2 connections; retry with no codes (connection errors), attempts 3"),
+        Case(SAME, "/retry/no-status-code-attempts-3?succeedAfter=4&uuid={uuid}", status=503,
+             note="4 resets needed, attempts 3: upstream accepts 500 or 503 (kmesh answers 503, as Envoy)"),
+    ],
+    "HTTPRouteRetryWithTimeouts": [
+        Case(SAME, "/retry/backend-request-timeout-200ms?responseCode=500&succeedAfter=2&delayRetry=300ms"
+             "&uuid={uuid}", namespace=INFRA, backend=V3,
+             note="each failing attempt takes 300ms, over the 200ms backendRequest timeout: retried; 200"),
+        Case(SAME, "/retry/backend-request-timeout-200ms?responseCode=500&succeedAfter=3&delayRetry=300ms"
+             "&uuid={uuid}", status=504, note="3 timeouts needed, attempts 2: 504"),
+        Case(SAME, "/retry/request-timeout-200ms?responseCode=500&succeedAfter=1&uuid={uuid}", namespace=INFRA,
+             backend=V3, note="one 500 then success within the 400ms request timeout: 200"),
+        Case(SAME, "/retry/request-timeout-200ms?responseCode=500&succeedAfter=4&delayRetry=100ms&uuid={uuid}",
+             status=504, note="4 failures of 100ms each and the backoffs pass the 400ms request timeout: 504"),
+    ],
 }
 
 # (route ns/name, gateway ns/name, condition type, status, reason) as the tests assert them on the route's
@@ -552,6 +582,10 @@ STATUSES: dict[str, list[tuple[str, str, str, str, str]]] = {
         (f"{INFRA}/request-timeout", SAME, "Accepted", "True", "Accepted"),
         (f"{INFRA}/request-timeout", SAME, "ResolvedRefs", "True", "ResolvedRefs"),
     ],
+    **{test: [(f"{INFRA}/{route}", SAME, "Accepted", "True", "Accepted"),
+              (f"{INFRA}/{route}", SAME, "ResolvedRefs", "True", "ResolvedRefs")]
+       for test, route in (("HTTPRouteRetry", "retries"), ("HTTPRouteRetryConnectionError", "retries-connection-error"),
+                           ("HTTPRouteRetryWithTimeouts", "retries-with-timeouts"))},
 }
 
 MANIFESTS: dict[str, str] = {
@@ -584,4 +618,7 @@ MANIFESTS: dict[str, str] = {
     "HTTPRouteWeight": "httproute-weight.yaml",
     "HTTPRouteRequestMirror": "httproute-request-mirror.yaml",
     "HTTPRouteTimeoutRequest": "httproute-timeout-request.yaml",
+    "HTTPRouteRetry": "httproute-retry.yaml",
+    "HTTPRouteRetryConnectionError": "httproute-retry-connection-error.yaml",
+    "HTTPRouteRetryWithTimeouts": "httproute-retry-with-timeouts.yaml",
 }

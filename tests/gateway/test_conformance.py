@@ -3,6 +3,8 @@ conformance_cases.py) through kmesh's translation and L7 engine, with echo-basic
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -51,6 +53,8 @@ async def test_httproute_conformance(test: str) -> None:
         if test == "HTTPRouteReferenceGrant":  # its last case is sent once the ReferenceGrant is deleted
             cases, after = cases[:-1], cases[-1]
         for case in cases:
+            if "{uuid}" in case.path:  # the retry cases: a fresh uuid per request, as upstream's probes
+                case = dataclasses.replace(case, path=case.path.replace("{uuid}", uuid.uuid4().hex))
             if test == "HTTPRouteWeight":
                 await _weights(r, case)
                 continue

@@ -29,6 +29,9 @@ def _objects() -> list[dict[str, Any]]:
         {"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "r", "namespace": "default"},
          "spec": {"parentRefs": [{"name": "web"}, {"name": "theirs"}],
                   "rules": [{"backendRefs": [{"name": "app", "port": 8080}, {"name": "nope", "port": 80}]}]}},
+        {"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "mesh", "namespace": "default"},
+         "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "app", "port": 8080}],
+                  "rules": [{"backendRefs": [{"name": "app", "port": 8080}]}]}},
     ]
 
 
@@ -73,6 +76,12 @@ async def test_the_controller_provisions_and_writes_statuses(cluster: Cluster, n
     conds = {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]}
     assert conds == {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("False", "BackendNotFound")}
     assert parent["parentRef"]["name"] == "web" and parent["controllerName"] == "kmesh.io/gateway-controller"
+    mesh = await _until(cluster, "HTTPRoute", "mesh", lambda o: (o.get("status") or {}).get("parents"))
+    (parent,) = mesh["status"]["parents"]  # a GAMMA route: its Service parent, under the mesh's name
+    assert parent["controllerName"] == "kmesh.io/mesh-controller"
+    assert parent["parentRef"] == {"group": "", "kind": "Service", "namespace": "default", "name": "app", "port": 8080}
+    assert {c["type"]: (c["status"], c["reason"]) for c in parent["conditions"]} == {
+        "Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}
 
     # another controller's entry for its own Gateway is kept when ours is rewritten
     theirs = {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default",

@@ -56,3 +56,45 @@ def test_invalid_references_have_the_spec_reasons() -> None:
     assert reasons["httproute-listener-not-matching-section-name"]["Accepted"] == ("False", "NoMatchingParent")
     assert reasons["invalid-cross-namespace-parent-ref"]["Accepted"] == ("False", "NotAllowedByListeners")
     assert reasons["disallowed-kind"]["Accepted"] == ("False", "NotAllowedByListeners")
+
+
+def _svc(ns: str, name: str, *ports: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": ns, "name": name},
+            "spec": {"ports": [{"name": f"p{p}", "port": p} for p in ports]}}
+
+
+def _mesh_route(ns: str, name: str, parent: dict[str, Any], backend: str = "echo-v2") -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"namespace": ns, "name": name, "generation": 2},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", **parent}],
+                     "rules": [{"backendRefs": [{"name": backend, "namespace": "mesh", "port": 80}]}]}}
+
+
+def test_service_parents_get_the_mesh_controllers_status() -> None:
+    """GAMMA: a route's Service parents are accepted when the Service (and the port, if named) exists, producer
+    (same namespace) or consumer (another namespace, no ReferenceGrant needed); ResolvedRefs as for Gateways."""
+    mesh = "gateway-conformance-mesh"
+    objs = with_defaults([
+        _svc(mesh, "echo", 80, 8080), _svc(mesh, "echo-v2", 80),
+        _mesh_route(mesh, "producer", {"name": "echo", "port": 80}, "echo-v2"),
+        _mesh_route("consumer", "consumer", {"name": "echo", "namespace": mesh}, "echo-v2"),
+        _mesh_route(mesh, "no-such-service", {"name": "nope"}, "echo-v2"),
+        _mesh_route(mesh, "no-such-port", {"name": "echo", "port": 9999}, "echo-v2"),
+        _mesh_route(mesh, "bad-backend", {"name": "echo"}, "missing"),
+    ])
+    for o in objs:  # the backends name namespace "mesh" in _mesh_route: point them at the test's namespace
+        for rule in (o.get("spec") or {}).get("rules") or []:
+            for ref in rule.get("backendRefs") or []:
+                ref["namespace"] = mesh
+    t = translate(World.of(objs))
+    got = {k[1]: p for k, ps in t.route_parents.items() for p in ps}
+    assert got["producer"]["controllerName"] == "kmesh.io/mesh-controller"
+    assert got["producer"]["parentRef"] == {"group": "", "kind": "Service", "namespace": mesh, "name": "echo",
+                                            "port": 80}
+    assert _route(t, "producer", mesh) == {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}
+    assert _route(t, "consumer", "consumer")["Accepted"] == ("True", "Accepted")
+    assert _route(t, "no-such-service", mesh)["Accepted"] == ("False", "NoMatchingParent")
+    assert _route(t, "no-such-port", mesh)["Accepted"] == ("False", "NoMatchingParent")
+    assert _route(t, "bad-backend", mesh) == {"Accepted": ("True", "Accepted"),
+                                              "ResolvedRefs": ("False", "BackendNotFound")}
+    assert all(c["observedGeneration"] == 2 for p in got.values() for c in p["conditions"])

@@ -68,3 +68,15 @@ def test_round_robin_skips_the_excluded_endpoint() -> None:
     assert eps.pick(exclude=first) != first
     assert EndpointSet([Endpoint("127.0.0.1", 1)]).pick(exclude=0) == -1
     assert EndpointSet([]).pick() == -1
+
+
+def test_least_request_avoids_the_endpoint_with_requests_in_flight() -> None:
+    """The mesh's policy: of two endpoints sampled, the one with fewer requests in flight (a slow pod
+    collects in-flight requests, so it gets fewer new ones); with three, the busiest is never picked."""
+    eps = EndpointSet([Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2)], "least_request")
+    eps.active[0] = 5
+    assert {eps.pick() for _ in range(50)} == {1}
+    eps3 = EndpointSet([Endpoint("127.0.0.1", p) for p in (1, 2, 3)], "least_request")
+    eps3.active[:] = [0, 4, 9]
+    picks = [eps3.pick() for _ in range(300)]
+    assert 2 not in picks and picks.count(0) > picks.count(1)

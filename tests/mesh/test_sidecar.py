@@ -177,10 +177,10 @@ async def test_one_connection_is_balanced_per_request(rig: Rig, port: int) -> No
     with trio.fail_after(TIMEOUT):
         stream = await _connect(rig, VIP, port)
         buf = bytearray()
-        bodies = [await _get(stream, buf, "web") for _ in range(6)]
+        bodies = [await _get(stream, buf, "web") for _ in range(24)]
         await stream.aclose()
+    # least request: with nothing in flight, a random one of the two (both unseen in 24: p = 2**-23)
     assert sorted(set(bodies)) == [str(p).encode() for p in HTTP_PORTS]
-    assert bodies[0] != bodies[1]  # round robin: turns, not a random mix
     opened = rig.sidecar.tcp_connections.labels("outbound", "http", "false")._value.get()
     assert opened >= 1
 

@@ -1,4 +1,5 @@
-"""Field tables of the Gateway API kinds (``gateway.networking.k8s.io``), standard channel v1.4.1.
+"""Field tables of the Gateway API kinds (``gateway.networking.k8s.io``), standard channel v1.4.1
+(plus the experimental ``retry`` of HTTPRoute rules).
 
 kmesh serves them as built-in kinds: GatewayClass, Gateway and HTTPRoute in
 v1 (and v1beta1, the same schema), ReferenceGrant in v1beta1. The field trees, required fields and the
@@ -357,7 +358,7 @@ RULES[G + "HTTPRequestRedirectFilter"] = {'hostname': {'pattern': DNS_SUBDOMAIN,
               'maxLength': 253},
  'port': {'minimum': 1, 'maximum': 65535},
  'scheme': {'enum': ['http', 'https']},
- 'statusCode': {'enum': [301, 302], 'default': 302}}
+ 'statusCode': {'enum': [301, 302, 303, 307, 308], 'default': 302}}
 
 struct(G + "HTTPURLRewriteFilter", {
     "hostname": STRING,
@@ -456,11 +457,24 @@ struct(G + "HTTPRouteTimeouts", {
 RULES[G + "HTTPRouteTimeouts"] = {'backendRequest': {'pattern': '^([0-9]{1,5}(h|m|s|ms)){1,4}$'},
  'request': {'pattern': '^([0-9]{1,5}(h|m|s|ms)){1,4}$'}}
 
+# The experimental channel's retry policy (GEP-1731): kmesh serves it with the standard kinds, as the mesh's
+# retries are one of its experiments (docs/differences.md).
+struct(G + "HTTPRouteRetry", {
+    "attempts": INT32,
+    "backoff": STRING,
+    "codes": ListOf(INT32),
+})
+
+RULES[G + "HTTPRouteRetry"] = {'attempts': {'minimum': 1},
+ 'backoff': {'pattern': '^([0-9]{1,5}(h|m|s|ms)){1,4}$'},
+ 'codes': {'listType': 'set', 'items': {'minimum': 400, 'maximum': 599}}}
+
 struct(G + "HTTPRouteRule", {
     "backendRefs": ListOf(g("HTTPBackendRef")),
     "filters": ListOf(g("HTTPRouteFilter")),
     "matches": ListOf(g("HTTPRouteMatch")),
     "name": STRING,
+    "retry": g("HTTPRouteRetry"),
     "timeouts": g("HTTPRouteTimeouts"),
 })
 
