@@ -880,17 +880,28 @@ def _pod_netns(data_dir: Path | None, namespace: str, pod: str, command: str) ->
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_data_dir_option
 @click.option("-n", "--namespace", default="default", show_default=True, help="The pod's namespace.")
+@click.option("-c", "--container", default="", help="The container whose built-in tools COMMAND may name (default: the first).")
 @click.argument("pod")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_in_pod(data_dir: Path | None, namespace: str, pod: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND inside POD's network namespace (netns runtime): kmesh exec web-1 -- curl ..."""
+def exec_in_pod(data_dir: Path | None, namespace: str, container: str, pod: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside POD's network namespace (netns runtime): kmesh exec web-1 -- curl ...
+
+    A tool of the container's built-in image runs too: kmesh exec echo-v1-... -- client http://echo/"""
     from kmesh.net import netns
+    from kmesh.node.apps import exec_argv
 
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise click.BadParameter("give the command to run after --", param_hint="COMMAND")
     where = _pod_netns(data_dir, namespace, pod, "kmesh exec")
+    containers = (where.pod.get("spec") or {}).get("containers") or []
+    default = ((where.pod.get("metadata") or {}).get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+    by_name = {c.get("name"): c for c in containers}
+    chosen = by_name.get(container or default) or (None if container else (containers or [None])[0])
+    if container and chosen is None:
+        raise click.ClickException(f"kmesh exec: container {container} not found in pod {pod}")
+    command = tuple(exec_argv(str((chosen or {}).get("image") or ""), list(command)))
     if where.netns is None:
         os.execvp(command[0], list(command))  # host runtime, hostNetwork: the machine's own network
     if where.host_network:
@@ -1560,6 +1571,64 @@ def bench_churn(data_dir: Path | None, service: str, during: str, plot_path: Pat
         raise click.ClickException(f"the API server does not answer: {exc}") from None
     except APIError as exc:  # the change was refused (a patch, a delete): say so, no traceback
         raise click.ClickException(f"the API server refused the change: {exc}") from None
+    raise SystemExit(code)
+
+
+@bench.command("mesh")
+@_data_dir_option
+@click.argument("experiments", default="all")
+@click.option("--requests", type=int, default=1000, show_default=True, help="canary: requests to Service canary.")
+@click.option("--weights", default="90,10", show_default=True, help="canary: the route's weights for v1,v2.")
+@click.option("--concurrency", type=int, default=4, show_default=True, help="canary: concurrent requests.")
+@click.option("--retry-requests", "retry_requests", type=int, default=200, show_default=True,
+              help="retries: requests per phase (without, then with the retry rule).")
+@click.option("--retry-rate", "retry_rate", type=float, default=10.0, show_default=True,
+              help="retries: requests per second (the retry budget allows 10 retries/s or 20 % of requests).")
+@click.option("--attempts", type=int, default=2, show_default=True, help="retries: the rule's retry attempts.")
+@click.option("--fail-ratio", "fail_ratio", type=float, default=0.5, show_default=True,
+              help="retries: the share of requests the flaky endpoint answers 503.")
+@click.option("--rate", type=float, default=500.0, show_default=True, help="latency: open-loop requests per second.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: open-loop seconds per path.")
+@click.option("--closed-seconds", "closed_seconds", type=float, default=5.0, show_default=True,
+              help="latency: closed-loop (max rate) seconds per path; 0: none.")
+@click.option("--connections", type=int, default=8, show_default=True,
+              help="latency: keep-alive connections (open and closed loop).")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="latency: the paths take turns this many times (seconds split between the turns).")
+@click.option("--alpha", type=float, default=0.01, show_default=True, help="Significance of the tests.")
+@click.option("--keep", is_flag=True, help="Leave the run's namespaces and workloads in place.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG: the canary split, success rates, latency CDFs per path.")
+@click.option("--json", "json_out", is_flag=True, help="Print the results as JSON instead of the tables.")
+def bench_mesh(data_dir: Path | None, experiments: str, weights: str, plot_path: Path | None, json_out: bool,
+               **options: Any) -> None:
+    """The service mesh's experiments on a running netns lab: EXPERIMENTS is canary, retries, latency (a comma
+    list) or all.
+
+    canary: an HTTPRoute attached to Service canary splits it over canary-v1 and canary-v2 by --weights; requests
+    from a meshed client, the split judged with a chi-square test as bench lb does. retries: a flaky endpoint
+    (503 half the time), success rate without and with an HTTPRoute retry rule. latency: client to server direct,
+    through the sidecar pair with mTLS and in plaintext, open loop at --rate and closed loop; what the pair adds
+    at p50 and p99 against the goal (+1 ms, +3 ms at 500/s).
+
+    The run creates its workloads in namespaces of its own (bench-mesh-XXXX, bench-direct-XXXX) and deletes them
+    at the end, also on Ctrl-C. Exit code 0 when every experiment passed, 1 when not, 2 on bad arguments."""
+    from kmesh.bench.lb import UsageError
+    from kmesh.bench.mesh import MeshOptions, parse_experiments, parse_weights
+    from kmesh.bench.meshreport import run_mesh_command
+    from kmesh.client.api import APIUnavailable
+
+    try:
+        opts = MeshOptions(experiments=tuple(parse_experiments(experiments)), weights=parse_weights(weights),
+                           **options)
+        opts.check()
+        code = run_mesh_command(_resolve(data_dir), opts, console=console, plot_path=plot_path, json_out=json_out)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    except APIUnavailable as exc:
+        raise click.ClickException(f"the API server does not answer: {exc}") from None
+    except RuntimeError as exc:  # a workload that did not come up, a route that did not take effect
+        raise click.ClickException(str(exc)) from None
     raise SystemExit(code)
 
 

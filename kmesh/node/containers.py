@@ -282,7 +282,11 @@ async def start_container(
 async def exec_in_container(
     container: Obj, argv: list[str], env: dict[str, str], timeout: float, *, prefix: Sequence[str] = (),
 ) -> ExecResult:
-    """Run ``argv`` to completion with the container's env and working dir (when it exists): an exec into it."""
+    """Run ``argv`` to completion with the container's env and working dir (when it exists): an exec into it.
+
+    A command of the container's built-in image (``client`` of echo-advanced) runs as its module does
+    (``apps.exec_argv``), still behind ``prefix``, so inside the pod's namespace."""
+    argv = apps.exec_argv(str(container.get("image") or ""), argv)
     cwd = container.get("workingDir")
     if cwd and not os.path.isdir(cwd):
         cwd = None

@@ -71,5 +71,9 @@ async def test_explain_walks_the_fields(cluster: Cluster) -> None:
     assert "creationTimestamp\t<string>" in out and "labels\t<map[string]string>" in out
     out = (await cluster.kubectl("explain", "endpointslices.endpoints.hints")).stdout
     assert "forZones\t<[]ForZone>" in out
+    out = (await cluster.kubectl("explain", "httproute.spec.rules.retry")).stdout
+    assert "GROUP:      gateway.networking.k8s.io" in out
+    for field in ("attempts\t<integer>", "backoff\t<string>", "codes\t<[]integer>"):
+        assert field in out, out
     bad = await cluster.kubectl("explain", "pod.spec.nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stderr

@@ -10,7 +10,9 @@ up front. Extend it with ``register_app``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,10 +106,12 @@ the grace period ends is cancelled and exits 137, like a SIGKILLed process.
 
 @dataclass(frozen=True)
 class App:
-    """One built-in image: its main and the entrypoint names that mean "run the app" in ``command``."""
+    """One built-in image: its main, the entrypoint names that mean "run the app" in ``command``, and the
+    commands an exec into its containers can run (name → module, as in the image's ``$PATH``)."""
 
     main: AppMain | str
     entrypoints: tuple[str, ...] = ()
+    commands: tuple[tuple[str, str], ...] = ()
 
     def resolve(self) -> AppMain:
         """The main function (importing a lazy ``module:function`` path)."""
@@ -121,9 +125,14 @@ APPS: dict[str, App] = {}
 """Built-in images by normalized image name."""
 
 
-def register_app(image: str, main: AppMain | str, entrypoints: tuple[str, ...] = ()) -> None:
-    """Make ``image`` a built-in app (``main`` may be a lazy ``"module:function"`` path)."""
-    APPS[image_name(image)] = App(main, entrypoints)
+def register_app(
+    image: str, main: AppMain | str, entrypoints: tuple[str, ...] = (), commands: dict[str, str] | None = None,
+) -> None:
+    """Make ``image`` a built-in app (``main`` may be a lazy ``"module:function"`` path).
+
+    ``commands`` maps the names of the image's own tools to modules (``{"client": "kmesh.node.apps.x"}``): an
+    exec into a container of the image whose argv[0] is such a name runs that module (see ``exec_argv``)."""
+    APPS[image_name(image)] = App(main, entrypoints, tuple(sorted((commands or {}).items())))
 
 
 def image_name(image: str) -> str:
@@ -155,12 +164,35 @@ def app_args(app: App, container: Obj) -> list[str] | None:
     return None
 
 
+def exec_argv(image: str, argv: list[str]) -> list[str]:
+    """The argv that an exec of ``argv`` into a container of ``image`` runs on this machine.
+
+    Built-in images have no files: a command the image's app declared (``client`` of echo-advanced) becomes
+    ``python -P <the module's file> args...`` with this Python, run as a script so that the process, started
+    afresh for every exec, does not import kmesh's packages (``-P``: its own directory is not put on
+    ``sys.path``). It runs like any exec, inside the pod's namespace, as a process of its own: its sockets
+    carry no mark, so a sidecar's redirect rules apply to them as to the app's. Anything else is unchanged.
+    """
+    app = lookup(image)
+    if app is None or not app.commands or not argv:
+        return argv
+    module = dict(app.commands).get(argv[0].rsplit("/", 1)[-1])
+    if module is None:
+        return argv
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        return [sys.executable, "-m", module, *argv[1:]]
+    return [sys.executable, "-P", spec.origin, *argv[1:]]
+
+
 def _register_builtins() -> None:
     register_app("registry.k8s.io/e2e-test-images/agnhost", "kmesh.node.apps.agnhost:main", ("agnhost",))
     register_app("kmesh/echo", "kmesh.node.apps.echo:main", ("kmesh-echo",))
     register_app("kmesh/dns", "kmesh.node.apps.dns:main", ("kmesh-dns",))
     for echo_basic in ("gcr.io/k8s-staging-gateway-api/echo-basic", "registry.k8s.io/gateway-api/conformance/echo-basic"):
         register_app(echo_basic, "kmesh.node.apps.echobasic:main", ("echo-basic",))
+    register_app("registry.k8s.io/gateway-api/conformance/echo-advanced", "kmesh.node.apps.echoadvanced:main",
+                 ("server",), commands={"client": "kmesh.node.apps.echoadvanced_client"})
     register_app("kmesh/gateway", "kmesh.node.apps.gateway:gateway_main", ("kmesh-gateway",))
     register_app("kmesh/ingress-controller", "kmesh.node.apps.gateway:ingress_main", ("kmesh-ingress-controller",))
     register_app("kmesh/gateway-controller", "kmesh.node.apps.gateway:controller_main", ("kmesh-gateway-controller",))

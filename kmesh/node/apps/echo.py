@@ -12,11 +12,17 @@ gets ``200`` with a JSON body describing who answered and what was asked::
 Otherwise every byte is echoed back until the client closes. UDP datagrams
 are sent back as they came. Useful for load-balancing experiments: each
 answer names the pod and the client address the pod saw.
+
+``--fail-ratio=F`` (0..1) makes a flaky endpoint for retry experiments: each
+HTTP request, drawn on its own, is answered ``--fail-code`` (default 503)
+with probability F instead of the echo. Probe such a pod with ``tcpSocket``:
+an HTTP probe would fail as often.
 """
 
 from __future__ import annotations
 
 import json
+import random
 
 import trio
 
@@ -30,7 +36,11 @@ DEFAULT_PORT = 8080
 async def main(ctx: AppContext) -> int | None:
     """Serve echo on the container's ports until stopped."""
     try:
-        flags, _ = parse_flags(ctx.args, {"port": 0})
+        flags, _ = parse_flags(ctx.args, {"port": 0, "fail-ratio": 0.0, "fail-code": 503})
+        if not 0.0 <= flags["fail-ratio"] <= 1.0:
+            raise FlagError(f"-fail-ratio must be within 0..1, got {flags['fail-ratio']}")
+        if not 100 <= flags["fail-code"] <= 599:
+            raise FlagError(f"-fail-code must be an HTTP status (100-599), got {flags['fail-code']}")
     except FlagError as exc:
         ctx.log(f"Error: {exc}")
         return 2
@@ -43,7 +53,7 @@ async def main(ctx: AppContext) -> int | None:
     async with trio.open_nursery() as n:
         for port in tcp_ports:
             listener = await ctx.listen_tcp(port)
-            n.start_soon(_serve_tcp, ctx, listener)
+            n.start_soon(_serve_tcp, ctx, listener, flags["fail-ratio"], flags["fail-code"])
         for port in udp_ports:
             sock = await ctx.bind_udp(port)
             n.start_soon(_serve_udp, sock)
@@ -53,8 +63,11 @@ async def main(ctx: AppContext) -> int | None:
     return 0
 
 
-async def _serve_tcp(ctx: AppContext, listener: trio.SocketListener) -> None:
+async def _serve_tcp(ctx: AppContext, listener: trio.SocketListener, fail_ratio: float = 0.0,
+                     fail_code: int = 503) -> None:
     async def handler(req: Request) -> Response:
+        if fail_ratio and random.random() < fail_ratio:
+            return Response(status=fail_code, body="injected failure\n")
         md = ctx.pod.get("metadata") or {}
         doc = {
             "pod": md.get("name"), "namespace": md.get("namespace"),
