@@ -10,7 +10,9 @@ reads (an echo) cannot deadlock against the proxy.
 
 Header handling (RFC 9110 §7.6): hop-by-hop fields (``Connection`` and the
 fields it names, ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``,
-``Transfer-Encoding``, ``Upgrade``) are not forwarded; framing is redone per
+``Transfer-Encoding``, ``Upgrade``) are not forwarded (except that an upgrade
+request, a WebSocket handshake, asks the backend for the same upgrade, and a
+101 from it turns the connection into a byte tunnel); framing is redone per
 side (chunked when the length is unknown and the client speaks HTTP/1.1,
 close-delimited for HTTP/1.0). ``X-Forwarded-For`` gets the client address
 appended, ``X-Forwarded-Proto`` is set to the listener's scheme, ``Via: 1.1
@@ -224,7 +226,7 @@ class Connection:
                     ex.status = a.status
                     keep = await self._send_local(a.status, keep, method, head.version, a.extra, b"")
                 else:
-                    if rule.retry is not None and not bp.h2c and (
+                    if rule.retry is not None and not bp.h2c and not head.upgrade and (
                             END in reader.events or (head.content_length or 0) <= RETRY_BUFFER and not head.chunked):
                         keep = await self._forward_retrying(rule, head, ex, bp, eps, req, expect, mirrors,
                                                             resp_mods, keep)
@@ -266,7 +268,7 @@ class Connection:
             raise Fail(505)
         fwd: list[tuple[bytes, bytes]] = []
         host: bytes | None = None
-        xff = via = conn_tokens = None
+        xff = via = conn_tokens = upgrade = None
         expect = False
         for name, value in head.headers:
             n = name.lower()
@@ -281,6 +283,8 @@ class Connection:
                     via = value if via is None else via + b", " + value
                 elif n == b"connection":
                     conn_tokens = value if conn_tokens is None else conn_tokens + b"," + value
+                elif n == b"upgrade":
+                    upgrade = value
                 elif n == b"expect":
                     if value.lower() != b"100-continue":
                         raise Fail(417)
@@ -357,6 +361,9 @@ class Connection:
         fwd.append((b"Via", via + b", " + VIA) if via else VIA_HEADER)
         if head.chunked:
             fwd.append((b"Transfer-Encoding", b"chunked"))
+        if head.upgrade and upgrade:  # a WebSocket (or other upgrade) handshake: ask the backend for it too
+            fwd.append((b"Connection", b"upgrade"))
+            fwd.append((b"Upgrade", upgrade))
         if new_path is not None:
             target = new_path.encode("latin-1") + (b"?" + query_b if sep else b"")
         return bp, eps, (target, fwd), expect, mirrors, resp_mods, plan.rule
@@ -723,6 +730,8 @@ class Connection:
         up = conn.reader
         while isinstance(rh, Head) and rh.status < 200:
             if rh.status == 101:
+                if head.upgrade and rh.upgrade and ex.req_done:
+                    return await self._tunnel(ex, conn, rh, resp_mods)
                 raise Fail(502)
             try:
                 await up.next()  # the interim response's end
@@ -784,6 +793,43 @@ class Connection:
             conn.close()
             ex.conn = None
         return keep and ex.req_done
+
+    async def _tunnel(self, ex: Exchange, conn: UpstreamConn, rh: Head,
+                      resp_mods: tuple[HeaderModifier, ...]) -> bool:
+        """The backend granted an upgrade (101): pass the 101 on, then relay bytes both ways until either side
+        ends (a WebSocket through the proxy, as Envoy's upgrade support does). The connection ends with it."""
+        hdrs = rh.headers
+        for m in resp_mods:
+            hdrs = modify_headers(hdrs, m)
+        hdrs = [*hdrs, (b"Connection", b"Upgrade"), (b"Upgrade", rh.upgrade_to)]
+        ex.status = 101
+        ex.response_started = True
+        client, backend = self.stream, conn.stream
+        await client.send_all(serialize_response_head(101, REASONS[101], hdrs) + conn.reader.rest)
+        sent = 0
+
+        async def pipe(src: trio.abc.Stream, dst: trio.abc.Stream, first: bytes, done: trio.CancelScope) -> None:
+            nonlocal sent
+            try:
+                if first:
+                    await dst.send_all(first)
+                while data := await src.receive_some(RECV_SIZE):
+                    await dst.send_all(data)
+                    if dst is client:
+                        sent += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            done.cancel()  # one side ended: the tunnel ends (WebSocket closes in-band before the TCP close)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pipe, client, backend, self.reader.rest, nursery.cancel_scope)
+                nursery.start_soon(pipe, backend, client, b"", nursery.cancel_scope)
+        finally:
+            ex.bytes_sent = sent
+            conn.close()
+            ex.conn = None
+        return False
 
     # --- local answers ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ class Head:
     """A parsed request or response head: start line parts, raw headers, framing facts."""
 
     __slots__ = ("method", "target", "status", "headers", "version", "keep_alive", "chunked",
-                 "content_length", "has_body", "upgrade")
+                 "content_length", "has_body", "upgrade", "upgrade_to")
 
     def __init__(self) -> None:
         self.method = b""
@@ -50,6 +50,9 @@ class Head:
         self.content_length: int | None = None
         self.has_body = False
         self.upgrade = False
+        """An upgrade (``Connection: upgrade`` with ``Upgrade``): a request asking for one, a 101 granting it."""
+        self.upgrade_to = b""
+        """A response's ``Upgrade`` value (the field itself is dropped with the other hop-by-hop ones)."""
 
 
 class _Reader:
@@ -66,6 +69,8 @@ class _Reader:
         self.head_bytes = 0
         self.in_head = True
         self.upgraded = False
+        self.rest = b""
+        """After an upgrade: the bytes that followed the head (the new protocol's), not parsed."""
         self.close_delimited = False
 
     # httptools callbacks
@@ -91,6 +96,7 @@ class _Reader:
         head = self.head
         head.version = self.parser.get_http_version()
         head.keep_alive = self.parser.should_keep_alive()
+        head.upgrade = self.parser.should_upgrade()
         self.events.append(head)
         return head
 
@@ -120,9 +126,9 @@ class _Reader:
                 raise ProtocolError("head too large", 431)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as e:
             self.upgraded = True
-            self.head.upgrade = True
+            self.rest = data[e.args[0]:] if e.args else b""
         except httptools.HttpParserError as e:
             raise ProtocolError(str(e)) from None
         except ValueError as e:  # a Content-Length that is not a number
@@ -173,6 +179,8 @@ class ResponseReader(_Reader):
                 if n == b"transfer-encoding":
                     self.head.chunked = b"chunked" in value.lower()
                     self.head.has_body = True
+                elif n == b"upgrade":
+                    self.head.upgrade_to = value
                 return
             if n == b"content-length":
                 self.head.content_length = int(value)

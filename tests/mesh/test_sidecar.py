@@ -60,7 +60,8 @@ async def _serve_in(peer: str, port: int, serve: Callable[[trio.socket.SocketTyp
 
 
 async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
-    """Answers every request on a connection with ``port`` as the body (keep-alive)."""
+    """Answers every request on a connection with ``port`` as the body (keep-alive); an upgrade request gets
+    a 101 and then every byte echoed after ``port:`` (a stand-in for a WebSocket server)."""
 
     async def serve(conn: trio.socket.SocketType) -> None:
         buf = b""
@@ -71,7 +72,14 @@ async def _http_backend(peer: str, port: int, nursery: trio.Nursery) -> None:
                     if not data:
                         return
                     buf += data
-                buf = buf.split(b"\r\n\r\n", 1)[1]
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                if b"\r\nupgrade: websocket" in head.lower():
+                    await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                    b"Connection: Upgrade\r\n\r\n")
+                    while data := buf or await conn.recv(65536):
+                        buf = b""
+                        await conn.send(b"%d:%b" % (port, data))
+                    return
                 body = str(port).encode()
                 await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
 
@@ -183,6 +191,28 @@ async def test_one_connection_is_balanced_per_request(rig: Rig, port: int) -> No
     assert sorted(set(bodies)) == [str(p).encode() for p in HTTP_PORTS]
     opened = rig.sidecar.tcp_connections.labels("outbound", "http", "false")._value.get()
     assert opened >= 1
+
+
+async def test_an_upgrade_becomes_a_tunnel_to_one_endpoint(rig: Rig) -> None:
+    """A WebSocket handshake to the Service: the sidecar asks an endpoint for the upgrade, passes its 101 on
+    and then relays bytes both ways on that endpoint."""
+    with trio.fail_after(TIMEOUT):
+        stream = await _connect(rig, VIP, 80)
+        await stream.send_all(b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += await stream.receive_some(65536)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101 ") and b"\r\nUpgrade: websocket" in head, head
+        assert rest == b""
+        replies = []
+        for word in (b"one", b"two"):
+            await stream.send_all(word)
+            replies.append(await stream.receive_some(65536))
+        await stream.aclose()
+    port = replies[0].split(b":")[0]
+    assert port in {str(p).encode() for p in HTTP_PORTS} and replies == [port + b":one", port + b":two"]
 
 
 async def test_plain_tcp_is_relayed_to_an_endpoint(rig: Rig) -> None:
