@@ -102,14 +102,15 @@ def _path_modifier(p: Obj | None) -> PathModifier | None:
 
 
 def _service_ref(ref: Obj, route_ns: str, world: World, weight: int = 1,
-                 filters: tuple[Filter, ...] = ()) -> tuple[Backend, RefProblem | None]:
-    """A backendRef as a Backend; an unresolvable one is marked invalid (its requests get 500)."""
+                 filters: tuple[Filter, ...] = (), mesh: bool = False) -> tuple[Backend, RefProblem | None]:
+    """A backendRef as a Backend; an unresolvable one is marked invalid (its requests get 500). ``mesh``: the
+    route serves a Service's clients (GAMMA), where a cross-namespace backendRef needs no ReferenceGrant."""
     group, kind = ref.get("group") or "", ref.get("kind") or "Service"
     ns, name, port = ref.get("namespace") or route_ns, ref.get("name") or "", int(ref.get("port") or 0)
     problem = None
     if group != "" or kind != "Service":
         problem = RefProblem("InvalidKind", f"backendRef {name}: kind {group or 'core'}/{kind} is not supported")
-    elif not permitted(world.grants, from_group=GATEWAY_GROUP, from_kind="HTTPRoute", from_namespace=route_ns,
+    elif not mesh and not permitted(world.grants, from_group=GATEWAY_GROUP, from_kind="HTTPRoute", from_namespace=route_ns,
                        to_group="", to_kind="Service", to_namespace=ns, to_name=name):
         problem = RefProblem("RefNotPermitted", f"backendRef {ns}/{name}: no ReferenceGrant in {ns} allows "
                                                 f"HTTPRoutes from {route_ns} to refer to it")
@@ -128,7 +129,7 @@ def _service_ref(ref: Obj, route_ns: str, world: World, weight: int = 1,
                    invalid=problem.reason if problem else None), problem
 
 
-def _filters(items: Any, route_ns: str, world: World, out: CompiledRoute) -> tuple[Filter, ...]:
+def _filters(items: Any, route_ns: str, world: World, out: CompiledRoute, mesh: bool) -> tuple[Filter, ...]:
     result: list[Filter] = []
     for f in items or []:
         t = f.get("type")
@@ -149,7 +150,7 @@ def _filters(items: Any, route_ns: str, world: World, out: CompiledRoute) -> tup
             result.append(URLRewrite(hostname=r.get("hostname"), path=_path_modifier(r.get("path"))))
         else:
             r = f.get("requestMirror") or {}
-            backend, problem = _service_ref(r.get("backendRef") or {}, route_ns, world)
+            backend, problem = _service_ref(r.get("backendRef") or {}, route_ns, world, mesh=mesh)
             if problem:
                 out.problems.append(problem)
                 continue
@@ -173,16 +174,17 @@ def _retry(spec: Obj | None) -> Retry | None:
                  backoff=duration(backoff) if backoff else RETRY_BACKOFF)
 
 
-def compile_route(route: Obj, world: World) -> CompiledRoute:
-    """The rules of one HTTPRoute (defaults already applied by the API server)."""
+def compile_route(route: Obj, world: World, mesh: bool = False) -> CompiledRoute:
+    """The rules of one HTTPRoute (defaults already applied by the API server); ``mesh``: as its Service
+    parents apply it (GEP-1294: backendRefs to other namespaces need no ReferenceGrant)."""
     out = CompiledRoute()
     ns, name = meta(route).get("namespace") or "", meta(route).get("name") or ""
     for i, r in enumerate((route.get("spec") or {}).get("rules") or [{}]):
-        filters = _filters(r.get("filters"), ns, world, out)
+        filters = _filters(r.get("filters"), ns, world, out, mesh)
         backends = []
         for ref in r.get("backendRefs") or []:
-            bf = _filters(ref.get("filters"), ns, world, out)
-            b, problem = _service_ref(ref, ns, world, int(ref.get("weight", 1)), bf)
+            bf = _filters(ref.get("filters"), ns, world, out, mesh)
+            b, problem = _service_ref(ref, ns, world, int(ref.get("weight", 1)), bf, mesh)
             backends.append(b)
             if problem:
                 out.problems.append(problem)

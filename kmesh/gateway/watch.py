@@ -1,51 +1,20 @@
-"""The objects a translation reads, kept current by informers, and a wait for the next burst of changes.
+"""The objects a Gateway API or Ingress translation reads, kept current by a ``WatchSet``.
 
 Shared by the Gateway controller and the proxies' feeders: both translate the
-whole world again after changes, so changes arriving together (an apply of
-many objects) are taken in one translation.
+whole world again after each burst of changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import trio
-
-from kmesh.client.api import Client
-from kmesh.client.informer import Change, Informer
+from kmesh.client.watchset import WatchSet
 from kmesh.gateway.world import World
 
 
 @dataclass
-class WorldWatch:
-    """Informers for ``kinds``; ``world()`` is what they hold, ``changes()`` waits for the next burst."""
-
-    client: Client
-    kinds: tuple[str, ...]
-    coalesce: float = 0.02  # seconds: changes arriving within it are one burst
-    informers: dict[str, Informer] = field(default_factory=dict)
-    _dirty: trio.Event = field(default_factory=trio.Event)
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Run the informers in ``nursery``; returns once each has listed."""
-        for k in self.kinds:
-            inf = Informer(self.client, k)
-            inf.add_handler(self._changed)
-            self.informers[k] = inf
-            await nursery.start(inf.run)
-
-    async def _changed(self, _change: Change) -> None:
-        self._dirty.set()
-
-    def again(self) -> None:
-        """Make the next ``changes()`` return at once (what was done must be retried)."""
-        self._dirty.set()
-
-    async def changes(self) -> None:
-        """Return after the next burst of changes."""
-        await self._dirty.wait()
-        await trio.sleep(self.coalesce)
-        self._dirty = trio.Event()
+class WorldWatch(WatchSet):
+    """A WatchSet whose objects make a :class:`World`."""
 
     def world(self) -> World:
         """The objects the informers hold now."""

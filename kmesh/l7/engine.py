@@ -90,7 +90,8 @@ class Engine:
     seconds: ``idle_timeout`` for a client keep-alive connection between
     requests, ``drain_timeout`` for connections of a removed listener.
 
-    ``upstream_tls`` says which endpoints get TLS (the mesh's sidecars).
+    ``upstream_tls`` says which endpoints get TLS (the mesh's sidecars);
+    ``proxy_headers`` False leaves X-Forwarded-For/-Proto and Via alone (a sidecar).
     ``listen=False`` makes every listener virtual: nothing is bound, and the
     owner hands accepted connections over with ``adopt`` (the mesh sidecar
     accepts on one port and picks the listener by each connection's
@@ -113,6 +114,7 @@ class Engine:
         max_idle_upstream: int = 256,
         listen: bool = True,
         upstream_tls: TLSPolicy | None = None,
+        proxy_headers: bool = True,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown balancing policy {policy!r}")
@@ -130,6 +132,8 @@ class Engine:
         self.metrics = metrics if metrics is not None else Metrics()
         self.backlog = backlog
         self.listen = listen
+        self.proxy_headers = proxy_headers
+        """Add X-Forwarded-For/-Proto and Via to requests (a gateway's duty; a sidecar leaves them as they were)."""
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.pool = Pool(open_socket, max_idle=max_idle_upstream, connect_timeout=connect_timeout,

@@ -356,9 +356,15 @@ class Connection:
             fwd.append((b"X-Forwarded-Host", host))
         else:
             fwd.append((b"Host", host))  # empty for an HTTP/1.0 request without one (RFC 9112 §3.2)
-        fwd.append((b"X-Forwarded-For", xff + b", " + self.client_b if xff else self.client_b))
-        fwd.append(XFP_HTTPS if state.ssl_context is not None else XFP_HTTP)
-        fwd.append((b"Via", via + b", " + VIA) if via else VIA_HEADER)
+        if self.engine.proxy_headers:
+            fwd.append((b"X-Forwarded-For", xff + b", " + self.client_b if xff else self.client_b))
+            fwd.append(XFP_HTTPS if state.ssl_context is not None else XFP_HTTP)
+            fwd.append((b"Via", via + b", " + VIA) if via else VIA_HEADER)
+        else:  # a sidecar: the request goes on as the app sent it (as Istio's sidecars do)
+            if xff:
+                fwd.append((b"X-Forwarded-For", xff))
+            if via:
+                fwd.append((b"Via", via))
         if head.chunked:
             fwd.append((b"Transfer-Encoding", b"chunked"))
         if head.upgrade and upgrade:  # a WebSocket (or other upgrade) handshake: ask the backend for it too

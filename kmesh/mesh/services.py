@@ -89,7 +89,7 @@ def route_entries(routes: list[Obj], world: World) -> tuple[RouteEntry, ...]:
     for route in routes:
         md = meta(route)
         route_key = (md.get("creationTimestamp") or "", f"{md.get('namespace')}/{md.get('name')}")
-        compiled = compile_route(route, world)
+        compiled = compile_route(route, world, mesh=True)
         for cr in compiled.rules:
             for mi, m in enumerate(cr.matches):
                 keyed.append(((precedence(m), route_key, cr.index, mi), RouteEntry(HostMatch(), m, cr.rule)))

@@ -128,9 +128,10 @@ class Sidecar:
         self.detect_timeout = detect_timeout
         self.connect_timeout = connect_timeout
         self.engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
-                             policy="least_request", upstream_tls=self.tls_for, metrics=Metrics(access_log=self._outbound_done))
+                             policy="least_request", upstream_tls=self.tls_for, proxy_headers=False,
+                             metrics=Metrics(access_log=self._outbound_done))
         self.inbound_engine = Engine("0.0.0.0", self.open_marked, listen=False, connect_timeout=connect_timeout,
-                                     metrics=Metrics(access_log=self._inbound_done))
+                                     proxy_headers=False, metrics=Metrics(access_log=self._inbound_done))
         """Serves inbound HTTP to this pod's app: one virtual listener per port seen, for the metrics."""
         self._inbound_ports: set[int] = set()
         self._inbound_lock = trio.Lock()
