@@ -1328,6 +1328,64 @@ def _run_supervise(data_dir: Path) -> None:
 
 
 @main.group()
+def policy() -> None:
+    """NetworkPolicy: why a connection is allowed or dropped, and the rules a node enforces."""
+
+
+def _lab_info(data_dir: Path | None) -> Any:
+    dd = _resolve(data_dir)
+    info = dd.read_cluster()
+    if info is None:
+        raise click.ClickException(f"no lab is running in {dd.root}")
+    return info
+
+
+@policy.command("explain")
+@_data_dir_option
+@click.argument("src", metavar="FROM")
+@click.argument("dst", metavar="TO")
+@click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True, help="The destination port.")
+@click.option("--udp", is_flag=True, help="A UDP connection (default TCP).")
+@click.option("--sctp", is_flag=True, help="An SCTP connection (the model only: no probe is sent).")
+@click.option("--no-probe", is_flag=True, help="Answer from the policy model only; send nothing.")
+@click.option("--json", "json_out", is_flag=True, help="Print the answer as JSON.")
+def policy_explain(data_dir: Path | None, src: str, dst: str, port: int, udp: bool, sctp: bool, no_probe: bool,
+                   json_out: bool) -> None:
+    """Is FROM → TO:PORT allowed? Which policies isolate each end and which rule allows it (the model), and
+    what the kernel did with one real attempt (the rules' counters). FROM and TO: NS/POD, POD (namespace
+    default) or an address (TO only). Exit 0 allowed, 1 denied, 3 when the kernel disagrees with the model."""
+    import json
+
+    from kmesh.lab.policycmd import ExplainError, explain_text, run_explain
+
+    if udp and sctp:
+        raise click.BadParameter("give --udp or --sctp, not both", param_hint="--sctp")
+    protocol = "UDP" if udp else "SCTP" if sctp else "TCP"
+    try:
+        r = run_explain(_lab_info(data_dir), src, dst, port, protocol, probe=not (no_probe or sctp))
+    except ExplainError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_out:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        console.print(explain_text(r))
+    raise SystemExit(3 if r.get("agree") is False else 0 if r["allowed"] else 1)
+
+
+@policy.command("show")
+@_data_dir_option
+@click.option("--node", default=None, help="Which node (default: the first).")
+def policy_show(data_dir: Path | None, node: str | None) -> None:
+    """The NetworkPolicy rules a node enforces, as `nft list table inet kmesh-netpol` prints them (with counters)."""
+    from kmesh.lab.policycmd import ExplainError, run_show
+
+    try:
+        click.echo(run_show(_lab_info(data_dir), node), nl=False)
+    except ExplainError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
 def bench() -> None:
     """Load-balancing and performance experiments."""
 
@@ -1611,8 +1669,9 @@ def bench_mesh(data_dir: Path | None, experiments: str, weights: str, plot_path:
     through the sidecar pair with mTLS and in plaintext, open loop at --rate and closed loop; what the pair adds
     at p50 and p99 against the goal (+1 ms, +3 ms at 500/s).
 
-    The run creates its workloads in namespaces of its own (bench-mesh-XXXX, bench-direct-XXXX) and deletes them
-    at the end, also on Ctrl-C. Exit code 0 when every experiment passed, 1 when not, 2 on bad arguments."""
+    The run creates its workloads in namespaces of its own (bench-mesh-XXXX; for latency also bench-direct-XXXX
+    and bench-plain-XXXX, the latter with kmesh.io/mtls: disable) and deletes them at the end, also on Ctrl-C.
+    Exit code 0 when every experiment passed, 1 when not, 2 on bad arguments."""
     from kmesh.bench.lb import UsageError
     from kmesh.bench.mesh import MeshOptions, parse_experiments, parse_weights
     from kmesh.bench.meshreport import run_mesh_command

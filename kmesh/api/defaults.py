@@ -419,6 +419,56 @@ def _default_ingress_class(obj: Obj) -> None:
         params["scope"] = "Cluster"
 
 
+def _omit_empty(obj: Obj, *keys: str) -> None:
+    """Drop ``omitempty`` fields Go's JSON encoder leaves out: null pointers and empty lists."""
+    for key in keys:
+        if key in obj and (obj[key] is None or obj[key] == []):
+            del obj[key]
+
+
+def _items(parent: Obj, key: str) -> list[Obj]:
+    """The items of the list ``parent[key]``, a null item read as the empty struct Go decodes it to."""
+    value = parent.get(key)
+    if not isinstance(value, list):
+        return []
+    value[:] = [{} if v is None else v for v in value]
+    return [v for v in value if isinstance(v, dict)]
+
+
+def _default_network_policy_rules(spec: Obj, rules: str, peers: str) -> None:
+    for rule in _items(spec, rules):
+        for port in _items(rule, "ports"):
+            _omit_empty(port, "port", "endPort")
+            if port.get("protocol") is None:  # SetDefaults_NetworkPolicyPort
+                port["protocol"] = "TCP"
+        for peer in _items(rule, peers):
+            _omit_empty(peer, "podSelector", "namespaceSelector", "ipBlock")
+            if isinstance(peer.get("ipBlock"), dict):
+                _omit_empty(peer["ipBlock"], "except")
+        _omit_empty(rule, "ports", peers)
+
+
+def _default_network_policy(obj: Obj) -> None:
+    """SetDefaults_NetworkPolicy and SetDefaults_NetworkPolicyPort, and the JSON shape Go gives the spec.
+
+    ``policyTypes`` is defaulted only when empty: Ingress always, Egress too when there are egress rules.
+    A port's protocol defaults to TCP. ``podSelector`` is a non-pointer struct upstream, so it is always written
+    (``{}`` when absent); empty lists and null pointers are left out, as ``omitempty`` leaves them out.
+    """
+    if obj.get("spec") is None:
+        obj["spec"] = {}
+    spec = obj["spec"]
+    if not isinstance(spec, dict):
+        return
+    if spec.get("podSelector") is None:
+        spec["podSelector"] = {}
+    _default_network_policy_rules(spec, "ingress", "from")
+    _default_network_policy_rules(spec, "egress", "to")
+    _omit_empty(spec, "ingress", "egress")
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+
+
 _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Pod": _default_pod,
     "Service": _default_service,
@@ -431,4 +481,5 @@ _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Secret": _default_secret,
     "Ingress": _default_ingress,
     "IngressClass": _default_ingress_class,
+    "NetworkPolicy": _default_network_policy,
 }

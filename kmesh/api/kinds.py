@@ -79,6 +79,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", True, ("ing",), ("status",)),
     Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", False),
+    Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", True, ("netpol",)),
     Kind("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
          "certificatesigningrequest", False, ("csr",), ("status", "approval")),
     Kind(GATEWAY, "v1", "GatewayClass", "gatewayclasses", "gatewayclass", False, ("gc",), ("status",), GATEWAY_API),

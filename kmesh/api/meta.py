@@ -15,6 +15,7 @@ This module is the strategy part. Behaviour follows Kubernetes 1.32:
   Deployment, ReplicaSet (bumped on spec changes; Deployment also on
   annotation changes) and EndpointSlice (bumped on any non-metadata change
   or a label change). Pods got a generation only in 1.33, Services never.
+  A NetworkPolicy starts at 1 and is bumped on spec changes (it has no status).
 - The main resource keeps the stored ``status`` of kinds that have a status
   subresource; the status subresource keeps the stored ``spec`` (and, as
   upstream, a Deployment's labels and a Pod's ownerReferences).
@@ -52,7 +53,7 @@ GENERATED_SUFFIX_LEN = 5
 MAX_GENERATE_NAME_BASE = 63 - GENERATED_SUFFIX_LEN
 
 GENERATION_KINDS = frozenset({
-    "Deployment", "ReplicaSet", "EndpointSlice", "Ingress", "IngressClass",
+    "Deployment", "ReplicaSet", "EndpointSlice", "Ingress", "IngressClass", "NetworkPolicy",
     "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant",
 })
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -554,6 +555,7 @@ _UPDATE = {
     "Service": _update_service,
     "Ingress": _update_spec_generation,
     "IngressClass": _update_spec_generation,
+    "NetworkPolicy": _update_spec_generation,
     "GatewayClass": _update_spec_generation,
     "Gateway": _update_spec_generation,
     "HTTPRoute": _update_spec_generation,

@@ -9,7 +9,7 @@ the JSON encoding of the same Go object would have given.
 
 The decoder is driven by :data:`SPEC`, a table of the messages kmesh needs, written
 as compact strings.  Field numbers come from Kubernetes' ``generated.proto`` files
-(``k8s.io/api/{core,apps,discovery,coordination,autoscaling}/v1`` and
+(``k8s.io/api/{core,apps,discovery,coordination,networking,certificates,autoscaling}/v1`` and
 ``k8s.io/apimachinery/pkg/apis/meta/v1``).
 
 Go's protobuf marshallers always write non-pointer fields, even when they are
@@ -439,6 +439,21 @@ SPEC: dict[str, str] = {
     "networking.IngressClassParametersReference": (
         "1 apiGroup s, 2 kind s!, 3 name s!, 4 scope s, 5 namespace s"
     ),
+    # ---- NetworkPolicy. protocol and endPort are pointers, and cidr is written even when empty.
+    "networking.NetworkPolicy": "1 metadata ObjectMeta, 2 spec networking.NetworkPolicySpec",
+    "networking.NetworkPolicySpec": (
+        "1 podSelector LabelSelector, 2 ingress networking.NetworkPolicyIngressRule*,"
+        " 3 egress networking.NetworkPolicyEgressRule*, 4 policyTypes s*"
+    ),
+    "networking.NetworkPolicyIngressRule": (
+        "1 ports networking.NetworkPolicyPort*, 2 from networking.NetworkPolicyPeer*"
+    ),
+    "networking.NetworkPolicyEgressRule": "1 ports networking.NetworkPolicyPort*, 2 to networking.NetworkPolicyPeer*",
+    "networking.NetworkPolicyPeer": (
+        "1 podSelector LabelSelector, 2 namespaceSelector LabelSelector, 3 ipBlock networking.IPBlock"
+    ),
+    "networking.NetworkPolicyPort": "1 protocol s!, 2 port I, 3 endPort i!",
+    "networking.IPBlock": "1 cidr s!, 2 except s*",
     # ---- k8s.io/api/certificates/v1 (``kubectl certificate approve|deny`` send these). ``spec.extra`` is left
     # out: its values are ExtraValue messages where JSON has lists, and kmesh's users carry no extra.
     "certificates.CertificateSigningRequest": (
@@ -481,6 +496,7 @@ ROOTS: dict[tuple[str, str], str] = {
     ("coordination.k8s.io", "Lease"): "coordination.Lease",
     ("networking.k8s.io", "Ingress"): "networking.Ingress",
     ("networking.k8s.io", "IngressClass"): "networking.IngressClass",
+    ("networking.k8s.io", "NetworkPolicy"): "networking.NetworkPolicy",
     ("certificates.k8s.io", "CertificateSigningRequest"): "certificates.CertificateSigningRequest",
     ("autoscaling", "Scale"): "autoscaling.Scale",
 }

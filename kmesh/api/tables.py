@@ -447,6 +447,18 @@ _COLUMNS.update({
         _col("Parameters", "string", "The resource that configures the class."),
         _age_col(),
     ],
+    "NetworkPolicy": [
+        _name_col(),
+        _col(
+            "Pod-Selector",
+            "string",
+            "Selects the pods to which this NetworkPolicy object applies.  The array of ingress rules is applied to "
+            "any pods selected by this field. Multiple network policies can select the same set of pods.  In this "
+            "case, the ingress rules for each are combined additively. This field is NOT optional and follows "
+            "standard label selector semantics. An empty podSelector matches all pods in this namespace.",
+        ),
+        _age_col(),
+    ],
     "CertificateSigningRequest": [
         _name_col(),
         _age_col(),
@@ -975,6 +987,11 @@ def _ingress_class_row(ic: Obj, now: datetime) -> Row:
     return [_name(ic), _g(ic, "spec", "controller", default=""), shown, _age(ic, now)], None
 
 
+def _network_policy_row(np: Obj, now: datetime) -> Row:
+    """``printNetworkPolicy``: the pod selector as ``metav1.FormatLabelSelector`` writes it."""
+    return [_name(np), format_label_selector(_g(np, "spec", "podSelector") or {}), _age(np, now)], None
+
+
 def _csr_row(csr: Obj, now: datetime) -> Row:
     seconds = _g(csr, "spec", "expirationSeconds")
     duration = human_duration(seconds) if isinstance(seconds, int) and not isinstance(seconds, bool) else "<none>"
@@ -1032,6 +1049,7 @@ _PRINTERS: dict[str, Callable[[Obj, datetime], Row]] = {
     "ServiceAccount": _service_account_row,
     "Ingress": _ingress_row,
     "IngressClass": _ingress_class_row,
+    "NetworkPolicy": _network_policy_row,
     "CertificateSigningRequest": _csr_row,
     "GatewayClass": _gateway_class_row,
     "Gateway": _gateway_row,

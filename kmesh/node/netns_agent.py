@@ -10,7 +10,9 @@ Kubernetes node runs as flanneld + the flannel CNI plugin + the kubelet:
    leaving the cluster network and writes ``subnet.env``;
 2. the CNI config (``10-kmesh.conflist``: kmesh-cni → bridge + host-local,
    then portmap) in the node's CNI conf dir;
-3. the kubelet with the netns runtime, whose pods wait until 1 and 2 are done.
+3. the kubelet with the netns runtime, whose pods wait until 1 and 2 are done;
+4. kube-proxy in the chosen mode, and the NetworkPolicy agent (kmesh.policy.agent),
+   as k3s embeds a policy controller beside flannel.
 
 Files live in the node's dir ``D/nodes/<node>/``: ``run/subnet.env``,
 ``cni/net.d/``, ``cni/results/`` (ADD results for DEL), ``cni/networks/``
@@ -36,6 +38,7 @@ from kmesh.cni.overlay import OverlayConfig, run_overlay
 from kmesh.node.agent import AgentConfig, run_agent
 from kmesh.node.metrics import KUBELET_PORT
 from kmesh.node.netns_runtime import NetnsRuntime
+from kmesh.policy.agent import PolicyAgent
 from kmesh.proxy.health import HEALTHZ_PORT
 from kmesh.proxy.http import METRICS_PORT
 from kmesh.proxy.model import NodeContext
@@ -73,6 +76,7 @@ class NetnsNodeConfig:
     nodeport_addresses: tuple[str, ...] = ()  # kube-proxy's --nodeport-addresses (parsed)
     kubelet_metrics_port: int | None = KUBELET_PORT  # the kubelet's /metrics on node_ip (plain HTTP; None: off)
     labels: dict[str, str] = field(default_factory=dict)  # the kubelet's --node-labels: set on the Node it registers
+    network_policy: bool = True  # enforce NetworkPolicies for this node's pods (k3s: --disable-network-policy)
 
     @property
     def subnet_env(self) -> Path:
@@ -134,4 +138,7 @@ async def run_netns_node(client: Client, cfg: NetnsNodeConfig, *, task_status: t
             await n.start(functools.partial(run_proxy, client, mode, metrics_port=METRICS_PORT,
                                             healthz_port=HEALTHZ_PORT))
             log.info("%s: %s proxy running", cfg.node_name, cfg.proxy_mode)
+        if cfg.network_policy:
+            await n.start(PolicyAgent(client, cfg.node_name).run)
+            log.info("%s: network policy agent running", cfg.node_name)
         task_status.started()

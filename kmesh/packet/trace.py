@@ -43,6 +43,7 @@ from kmesh.packet import nftrace
 from kmesh.packet.decode import Decoded, Flow, decode
 from kmesh.packet.nftrace import TraceEvent
 from kmesh.packet.sniff import Frame, Point, Sniffer
+from kmesh.policy.nftrules import TABLE as POLICY_TABLE
 
 VERDICTS = ("delivered", "rejected", "dropped")
 PORT_RANGE = (40000, 60000)
@@ -344,6 +345,7 @@ def _int(v: str | None) -> int:
 _DNAT = re.compile(r"dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+):(\d+)")
 _REDIRECT = re.compile(r"redirect to :(\d+)")
 _VMAP = re.compile(r"vmap @([\w-]+)")
+_COMMENT = re.compile(r'comment "([^"]*)"')
 
 
 def decide(plan: Plan, outcome: str, hops: list[Hop], events: list[TraceEvent],
@@ -466,6 +468,9 @@ def _last_node(hops: list[Hop]) -> str:
 def _rule_reason(plan: Plan, events: list[TraceEvent], ev: TraceEvent) -> str:
     """``node-1: filter KUBE-SERVICES: -A … -j REJECT``; for a bare rule (nftables' ``reject-chain``), the lookup
     that sent the packet to its chain too."""
+    if ev.table == POLICY_TABLE and (m := _COMMENT.search(ev.text)):  # a NetworkPolicy drop (kmesh.policy)
+        return (f"{_node_of(plan, ev.netns)}: dropped by NetworkPolicy: {m.group(1)} (nft table inet "
+                f"{POLICY_TABLE}, chain {ev.chain}; `kmesh policy explain` says which policies select the pod)")
     text = f"{_node_of(plan, ev.netns)}: {ev.table} {ev.chain}: {ev.iptables or ev.text}"
     for e in events:
         if e.netns == ev.netns and e.verdict in (f"goto {ev.chain}", f"jump {ev.chain}") and e.kind == "rule":

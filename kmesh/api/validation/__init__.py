@@ -8,7 +8,7 @@ the 422 ``Status``.
 
 One module per API group, as ``kmesh.api.schemas``: ``pod``, ``core`` and
 ``secrets`` (core/v1), ``apps``, ``discovery`` (EndpointSlices),
-``coordination`` (Leases), ``networking`` (Ingresses), ``certificates``
+``coordination`` (Leases), ``networking`` (Ingresses, NetworkPolicies), ``certificates``
 (CertificateSigningRequests), ``gateway`` (the
 Gateway API, checked against its CRDs' schemas and CEL rules); ``meta`` checks object metadata and label selectors, ``common``
 holds the cause constructors and Go-style value printing, and the string
@@ -98,6 +98,8 @@ from kmesh.api.validation.networking import (
     validate_ingress_class_update,
     validate_ingress_status_update,
     validate_ingress_update,
+    validate_network_policy,
+    validate_network_policy_update,
 )
 from kmesh.api.validation.secrets import validate_secret, validate_secret_update, validate_service_account
 from kmesh.api.validation.meta import name_is_dns_label, name_is_dns_subdomain, validate_object_meta_update
@@ -139,6 +141,7 @@ _CREATE: dict[str, Callable[[Obj, Opts], list[Cause]]] = {
     "ServiceAccount": validate_service_account,
     "Ingress": validate_ingress,
     "IngressClass": validate_ingress_class,
+    "NetworkPolicy": validate_network_policy,
     "CertificateSigningRequest": validate_csr,
     "GatewayClass": validate_gateway_class,
     "Gateway": validate_gateway,
@@ -162,6 +165,7 @@ _UPDATE: dict[str, Callable[[Obj, Obj, Opts], list[Cause]]] = {
     "ServiceAccount": _generic_update(validate_service_account),
     "Ingress": validate_ingress_update,
     "IngressClass": validate_ingress_class_update,
+    "NetworkPolicy": validate_network_policy_update,
     "CertificateSigningRequest": validate_csr_update,
     "GatewayClass": validate_gateway_class_update,
     "Gateway": update_of(validate_gateway),

@@ -1,4 +1,4 @@
-"""networking.k8s.io/v1: Ingresses and IngressClasses, with kube-apiserver 1.32's rules and messages.
+"""networking.k8s.io/v1: Ingresses, IngressClasses and NetworkPolicies, with kube-apiserver 1.32's rules and messages.
 
 An Ingress needs ``rules`` or a ``defaultBackend``; hosts are DNS subdomains
 (a leading ``*.`` label allowed), never IP addresses; every path has a
@@ -7,10 +7,18 @@ are absolute without ``//``, ``/./``, ``/../``, ``%2f``; a backend is a
 Service (name plus exactly one of port name and number) or a resource, not
 both. An IngressClass names its controller with a domain-prefixed path that
 never changes.
+
+A NetworkPolicy's selectors are valid label selectors; each peer is an
+``ipBlock`` alone or a pod and/or namespace selector; an ``ipBlock`` has a
+CIDR and its ``except`` entries are CIDRs strictly inside it; a port has
+protocol TCP, UDP or SCTP, a number (1-65535) or an IANA service name, and an
+``endPort`` only after a numeric port it is not below; ``policyTypes`` are at
+most two of Ingress and Egress.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kmesh.api.errors import Cause
@@ -31,9 +39,11 @@ from kmesh.api.validation.common import (
     _l,
     _s,
     forbidden,
+    go_quote,
     immutable,
     invalid,
     not_supported,
+    parse_cidr,
     parse_ip,
     required,
     too_long,
@@ -43,6 +53,7 @@ from kmesh.api.validation.meta import (
     name_is_dns_label,
     name_is_dns_subdomain,
     name_is_path_segment,
+    validate_label_selector,
     validate_object_meta,
     validate_object_meta_update,
 )
@@ -53,6 +64,9 @@ INVALID_PATH_SUFFIXES = ("/..", "/.")
 INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 PARAMETER_SCOPES = ("Cluster", "Namespace")
 MAX_CONTROLLER_LEN = 250
+POLICY_TYPES = ("Ingress", "Egress")
+NETWORK_POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_SELECTOR_VALUE = re.compile(r"\.matchExpressions\[\d+\]\.values\[\d+\]$")
 
 
 def _typed_ref(ref: Obj, path: str) -> list[Cause]:
@@ -249,3 +263,104 @@ def validate_ingress_class_update(new: Obj, old: Obj, opts: Opts) -> list[Cause]
     errs += immutable("spec.controller", _s(_d(new.get("spec")).get("controller")),
                       _s(_d(old.get("spec")).get("controller")))
     return errs + validate_ingress_class(new, opts)
+
+
+# ======================================================================
+# NetworkPolicy
+# ======================================================================
+
+
+def _np_port(port: Obj, path: str) -> list[Cause]:
+    """``ValidateNetworkPolicyPort``."""
+    errs: list[Cause] = []
+    protocol = port.get("protocol")
+    if protocol is not None and protocol not in NETWORK_POLICY_PROTOCOLS:
+        errs.append(not_supported(path + ".protocol", protocol, NETWORK_POLICY_PROTOCOLS))
+    number, end = port.get("port"), port.get("endPort")
+    if number is not None:
+        if isinstance(number, int) and not isinstance(number, bool):
+            errs += [invalid(path + ".port", number, m) for m in is_valid_port_num(number)]
+            if end is not None:
+                if isinstance(end, int) and end < number:
+                    errs.append(invalid(path + ".endPort", end, "must be greater than or equal to `port`"))
+                errs += [invalid(path + ".endPort", end, m) for m in is_valid_port_num(end)]
+        else:
+            if end is not None:
+                errs.append(invalid(path + ".endPort", end, "may not be specified when `port` is non-numeric"))
+            errs += [invalid(path + ".port", _s(number), m) for m in is_valid_port_name(_s(number))]
+    elif end is not None:
+        errs.append(invalid(path + ".endPort", end, "may not be specified when `port` is not specified"))
+    return errs
+
+
+def _ip_block(block: Obj, path: str) -> list[Cause]:
+    """``ValidateIPBlock`` (1.32: the first unparsable CIDR ends the checks)."""
+    cidr = _s(block.get("cidr"))
+    if not cidr:
+        return [required(path + ".cidr")]
+    net = parse_cidr(cidr)
+    if net is None:
+        return [invalid(path + ".cidr", cidr, "not a valid CIDR")]
+    errs: list[Cause] = []
+    for i, value in enumerate(_l(block.get("except"))):
+        where, value = f"{path}.except[{i}]", _s(value)
+        inner = parse_cidr(value)
+        if inner is None:
+            return errs + [invalid(where, value, "not a valid CIDR")]
+        if inner.network_address not in net or net.prefixlen >= inner.prefixlen:
+            errs.append(invalid(where, value, "must be a strict subset of `cidr`"))
+    return errs
+
+
+def _np_peer(peer: Obj, path: str) -> list[Cause]:
+    """``ValidateNetworkPolicyPeer``: an ipBlock alone, or a pod and/or a namespace selector."""
+    errs: list[Cause] = []
+    peers = 0
+    for key in ("podSelector", "namespaceSelector"):
+        if peer.get(key) is not None:
+            peers += 1
+            errs += validate_label_selector(peer[key], f"{path}.{key}")
+    if peer.get("ipBlock") is not None:
+        peers += 1
+        errs += _ip_block(_d(peer["ipBlock"]), path + ".ipBlock")
+    if peers == 0:
+        errs.append(required(path, "must specify a peer"))
+    elif peers > 1 and peer.get("ipBlock") is not None:
+        errs.append(forbidden(path, "may not specify both ipBlock and another peer"))
+    return errs
+
+
+def validate_network_policy_spec(spec: Obj, path: str = "spec") -> list[Cause]:
+    """``ValidateNetworkPolicySpec``: the pod selector, each rule's ports then peers, then the policy types."""
+    errs = validate_label_selector(_d(spec.get("podSelector")), path + ".podSelector")
+    for rules, peers in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(_l(spec.get(rules))):
+            rule, where = _d(rule), f"{path}.{rules}[{i}]"
+            for j, port in enumerate(_l(rule.get("ports"))):
+                errs += _np_port(_d(port), f"{where}.ports[{j}]")
+            for j, peer in enumerate(_l(rule.get(peers))):
+                errs += _np_peer(_d(peer), f"{where}.{peers}[{j}]")
+    types = _l(spec.get("policyTypes"))
+    if len(types) > len(POLICY_TYPES):
+        shown = GoExpr("[]networking.PolicyType{" + ", ".join(go_quote(_s(t)) for t in types) + "}")
+        return errs + [invalid(path + ".policyTypes", shown, "may not specify more than two policyTypes")]
+    for i, ptype in enumerate(types):
+        if ptype not in POLICY_TYPES:
+            errs.append(not_supported(f"{path}.policyTypes[{i}]", ptype, POLICY_TYPES))
+    return errs
+
+
+def validate_network_policy(obj: Obj, opts: Opts) -> list[Cause]:
+    """The problems that stop a new NetworkPolicy from being created."""
+    errs = validate_object_meta(obj.get("metadata"), True, name_is_dns_subdomain)
+    return errs + validate_network_policy_spec(_d(obj.get("spec")))
+
+
+def validate_network_policy_update(new: Obj, old: Obj, opts: Opts) -> list[Cause]:
+    """The problems that stop an update of a NetworkPolicy: the create checks on the new object and the metadata
+    rules. As upstream, a stored policy whose pod selector has a value that is no valid label value may keep such
+    values in its selectors (``AllowInvalidLabelValueInSelector``)."""
+    errs = validate_network_policy(new, opts) + validate_object_meta_update(new.get("metadata"), old.get("metadata"))
+    if validate_label_selector(_d(_d(old.get("spec")).get("podSelector")), "spec.podSelector"):
+        errs = [c for c in errs if not (c["reason"] == "FieldValueInvalid" and _SELECTOR_VALUE.search(c["field"]))]
+    return errs
