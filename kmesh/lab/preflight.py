@@ -51,14 +51,15 @@ POD_COMMANDS = "running a pod's command"
 MASQ = "flannel's masquerading of pod traffic"
 PORTMAP = "the CNI portmap plugin (hostPort)"
 POD_NETWORK = "the netns runtime's pod network"
+POLICY = "the NetworkPolicy agent (kmesh.policy)"
 
 # Programs of the netns runtime whatever the mode: kmesh.net.netns (ip, nsenter),
 # kmesh.node.netns_runtime's pod wrapper (unshare, sh, hostname; mount for hostNetwork
-# pods), kmesh.cni.backends.masq (iptables-save/-restore) and portmap (iptables).
+# pods), kmesh.cni.backends.masq (iptables-save/-restore), portmap (iptables) and the policy agent (nft).
 NETNS_PROGRAMS: tuple[tuple[str, str], ...] = (
     ("ip", NETNS), ("nsenter", NETNS),
     ("unshare", POD_COMMANDS), ("sh", POD_COMMANDS), ("hostname", POD_COMMANDS), ("mount", POD_COMMANDS),
-    ("iptables-save", MASQ), ("iptables-restore", MASQ), ("iptables", PORTMAP),
+    ("iptables-save", MASQ), ("iptables-restore", MASQ), ("iptables", PORTMAP), ("nft", POLICY),
 )
 # What each kube-proxy mode runs in a netns node (kmesh.proxy.<mode>, ipsets, conntrack).
 PROXY_PROGRAMS: dict[str, tuple[str, ...]] = {

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # --- the table ----------------------------------------------------------------------------------------------
 
-NETNS_BASE = {"ip", "nsenter", "unshare", "sh", "hostname", "mount", "iptables", "iptables-save", "iptables-restore"}
+NETNS_BASE = {"ip", "nsenter", "unshare", "sh", "hostname", "mount", "iptables", "iptables-save", "iptables-restore",
+              "nft"}
 MODE_PROGRAMS = {
     "userspace": set(),
     "iptables": {"sysctl", "conntrack"},
@@ -84,6 +85,7 @@ OWNER = {
     "kmesh/proxy/iptables.py": "iptables", "kmesh/proxy/ipvs.py": "ipvs", "kmesh/proxy/ipsets.py": "ipvs",
     "kmesh/proxy/nftables.py": "nftables", "kmesh/proxy/userspace.py": "userspace",
     "kmesh/lab/etcd.py": "etcd",  # the lab's own etcd on the underlay (netns, --subnet-manager etcd)
+    "kmesh/policy/agent.py": "netns", "kmesh/policy/counters.py": "netns", "kmesh/lab/policycmd.py": "netns",
 }
 NOT_REQUIRED = {
     ("kmesh/node/containers.py", "setpriv"): "pods run without --pdeathsig when it is missing",
@@ -99,7 +101,7 @@ NOT_REQUIRED = {
 def programs_in_source() -> dict[tuple[str, str], None]:
     """(file, program) for every argv literal (``["prog", ...``) or ``which("prog")`` naming a program."""
     found: dict[tuple[str, str], None] = {}
-    for d in ("net", "proxy", "cni", "node", "lab", "store", "dns", "apiserver", "controllers", "client"):
+    for d in ("net", "proxy", "cni", "policy", "node", "lab", "store", "dns", "apiserver", "controllers", "client"):
         for f in sorted((REPO / "kmesh" / d).rglob("*.py")):
             text, rel = f.read_text(), str(f.relative_to(REPO))
             for m in re.finditer(r'\[\s*"([\w.+-]+)"\s*,|which\("([\w-]+)"\)', text):
@@ -151,8 +153,8 @@ def test_cni_plugins_are_the_chains(tmp_path: Path) -> None:
 def test_report_names_every_program_and_one_install_line() -> None:
     needs = {n.name: n for n in preflight.lab_needs(runtime="netns", proxy_mode="nftables", store="etcd")}
     one = preflight.report([preflight.Missing(needs["nft"], "not on $PATH")], "kmesh up")
-    assert one == ("kmesh up: the nftables proxy mode needs `nft` (Debian package nftables); "
-                   "install it with: apt-get install nftables")
+    assert one == ("kmesh up: the NetworkPolicy agent (kmesh.policy) and the nftables proxy mode need `nft` "
+                   "(Debian package nftables); install it with: apt-get install nftables")
     many = preflight.report([preflight.Missing(needs[p], "not on $PATH") for p in ("iptables-save", "iptables", "etcd")]
                             + [preflight.Missing(needs["vxlan"], "Operation not supported")], "kmesh up")
     lines = many.splitlines()
@@ -250,8 +252,8 @@ CASES = [
                  ["`iptables` (Debian package iptables)", "`iptables-save` (Debian package iptables)",
                   "the iptables proxy mode", "flannel's masquerading", "apt-get install iptables"], id="iptables"),
     pytest.param({"nft"}, ["--proxy-mode", "nftables"],
-                 [("kmesh up: the nftables proxy mode needs `nft` (Debian package nftables); "
-                   "install it with: apt-get install nftables")], id="nft"),
+                 [("kmesh up: the NetworkPolicy agent (kmesh.policy) and the nftables proxy mode need `nft` "
+                   "(Debian package nftables); install it with: apt-get install nftables")], id="nft"),
     pytest.param({"etcd"}, ["--subnet-manager", "etcd", "--store", "etcd"],
                  ["--store etcd and --subnet-manager etcd need `etcd` (Debian package etcd-server)",
                   "apt-get install etcd-server"], id="etcd"),
