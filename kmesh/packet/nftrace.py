@@ -81,7 +81,7 @@ class TraceEvent:
 def parse_line(ns: str, line: str) -> TraceEvent | None:
     """One event from a line of ``nft -a monitor trace`` output; None for anything else."""
     m = _EVENT.match(line.rstrip("\n"))
-    if not m or m["family"] != "ip":
+    if not m or m["family"] not in ("ip", "inet"):  # inet: the NetworkPolicy table (kmesh.policy)
         return None
     rest = m["rest"].strip()
     verdict = ""

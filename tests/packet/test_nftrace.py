@@ -30,17 +30,22 @@ SAMPLE = [
     'trace id 02f30847 ip nat PREROUTING policy accept ',
     'trace id 9e75e36f ip kmesh-trace pre packet: iif "cni0" ip saddr 10.244.1.4 ip daddr 10.100.212.112 tcp sport '
     '40002 tcp dport 80 tcp flags == syn',
+    'trace id 9e75e36f inet kmesh-netpol ing-2 rule counter packets 3 bytes 180 drop comment "shop/web-1 ingress: no '
+    'policy allows it" # handle 7 (verdict drop)',
 ]
 
 
 def test_parse_line() -> None:
-    a, b, c, d = (nftrace.parse_line("ns", line) for line in SAMPLE)
+    a, b, c, d, e = (nftrace.parse_line("ns", line) for line in SAMPLE)
     assert a is not None and (a.table, a.chain, a.kind, a.handle) == ("nat", "KUBE-SERVICES", "rule", 87)
     assert a.verdict == "jump KUBE-SVC-LOLE4ISW44XBNF3G"
     assert a.text == "meta l4proto tcp ip daddr 10.100.212.112 tcp dport 80 jump KUBE-SVC-LOLE4ISW44XBNF3G"
     assert b is not None and b.text.endswith("dnat to 10.244.0.3:8080") and b.verdict == "accept"
     assert c is not None and (c.kind, c.verdict, c.text) == ("policy", "accept", "")
     assert d is not None and d.kind == "packet" and "tcp sport 40002" in d.text
+    # the NetworkPolicy agent's table is in the inet family (kmesh trace names its drops)
+    assert e is not None and (e.table, e.chain, e.verdict) == ("kmesh-netpol", "ing-2", "drop")
+    assert 'comment "shop/web-1 ingress: no policy allows it"' in e.text
     assert nftrace.parse_line("ns", "trace id 1 ip6 filter INPUT policy accept") is None
     assert nftrace.parse_line("ns", "something else") is None
 
