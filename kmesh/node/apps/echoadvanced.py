@@ -56,7 +56,7 @@ import trio
 
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.echobasic_h1 import serve_h1
-from kmesh.node.apps.echobasic_h2 import PREFACE, serve_h2
+from kmesh.node.apps.echobasic_h2 import PREFACE, peek_preface, serve_h2
 from kmesh.node.apps.echobasic_handler import DurationError, EchoRequest, EchoResponse, canonical_header, parse_go_duration
 from kmesh.node.apps.echobasic_tls import accept_tls
 
@@ -296,16 +296,6 @@ def _peer(stream: trio.abc.Stream) -> str:
         return ""
 
 
-async def _peek(stream: trio.abc.Stream) -> bytes:
-    data = b""
-    while len(data) < len(PREFACE) and PREFACE.startswith(data):
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 # ------------------------------------------------------------ servers
 
 
@@ -320,7 +310,7 @@ async def serve_http_conn(echo: Echo, port: int, stream: trio.abc.Stream, alpn: 
         await serve_h2(stream, handle)
         return
     try:
-        first = await _peek(stream)
+        first = await peek_preface(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await trio.aclose_forcefully(stream)
         return

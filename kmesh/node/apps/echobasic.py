@@ -24,7 +24,7 @@ import trio
 from kmesh.node.apps import AppContext
 from kmesh.node.apps.echobasic_grpc import serve_grpc_mode
 from kmesh.node.apps.echobasic_h1 import Handler, serve_h1
-from kmesh.node.apps.echobasic_h2 import PREFACE, serve_h2
+from kmesh.node.apps.echobasic_h2 import PREFACE, peek_preface, serve_h2
 from kmesh.node.apps.echobasic_handler import EchoRequest, EchoResponse, EchoServer
 from kmesh.node.apps.echobasic_l4 import serve_tcp_mode, serve_udp_mode
 from kmesh.node.apps.echobasic_tls import accept_tls, server_tls_context, tls_assertions
@@ -39,17 +39,6 @@ def h2c_handler(server: EchoServer) -> Handler:
         return await server.echo(req, urlsplit(req.target).query)
 
     return handle
-
-
-async def _peek_preface(stream: trio.abc.Stream) -> bytes:
-    """The first bytes of a connection: enough to tell an HTTP/2 preface from HTTP/1."""
-    data = b""
-    while len(data) < len(PREFACE) and PREFACE.startswith(data):
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 async def main(ctx: AppContext) -> int | None:
@@ -86,7 +75,7 @@ async def main(ctx: AppContext) -> int | None:
 
     async def cleartext_h2(stream: trio.SocketStream) -> None:
         try:
-            first = await _peek_preface(stream)
+            first = await peek_preface(stream)
         except (trio.BrokenResourceError, OSError):
             await trio.aclose_forcefully(stream)
             return

@@ -120,3 +120,14 @@ async def serve_h2(stream: trio.abc.Stream, handler: Handler, *, tls: dict[str, 
         log.exception("echo-basic: HTTP/2 connection failed")
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def peek_preface(stream: trio.abc.Stream) -> bytes:
+    """The first bytes of a connection: enough to tell an HTTP/2 preface from HTTP/1."""
+    data = b""
+    while len(data) < len(PREFACE) and PREFACE.startswith(data):
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
