@@ -193,6 +193,11 @@ class PolicyWorld:
                                                         (p.get("metadata") or {}).get("name") or ""))
         self._peers: dict[tuple[str, str], Peer] = {}
         """Compiled peers by (policy namespace, peer): one scan of the pods per distinct peer."""
+        self._by_ns: dict[str, list[tuple[Obj, tuple[str, ...], LabelSelector]]] = {}
+        """Each namespace's policies with their directions and parsed pod selectors (parsed once)."""
+        for pol in self.policies:
+            self._by_ns.setdefault((pol.get("metadata") or {}).get("namespace") or "", []).append(
+                (pol, policy_types(pol), from_selector_object((pol.get("spec") or {}).get("podSelector") or {})))
 
     # --- selection -----------------------------------------------------------------------------------
 
@@ -200,14 +205,8 @@ class PolicyWorld:
         """The policies that select ``pod`` for ``direction``."""
         if pod.host_network:
             return []
-        out = []
-        for pol in self.policies:
-            md, spec = pol.get("metadata") or {}, pol.get("spec") or {}
-            if md.get("namespace") != pod.namespace or direction not in policy_types(pol):
-                continue
-            if from_selector_object(spec.get("podSelector") or {}).matches(pod.labels):
-                out.append(pol)
-        return out
+        return [pol for pol, types, sel in self._by_ns.get(pod.namespace, ())
+                if direction in types and sel.matches(pod.labels)]
 
     def _peer(self, peer: Obj, policy_ns: str) -> Peer:
         key = (policy_ns, json.dumps(peer, sort_keys=True))
