@@ -50,6 +50,7 @@ from kmesh.lab.podns import pod_netns
 from kmesh.lab.topology import LabNames
 from kmesh.net import netns
 from kmesh.policy.model import PolicyWorld
+from kmesh.policy.probe import reaches
 from tests.e2e.labdriver import KMESH, Lab, running_lab
 from tests.e2e.netpolprobe import Matrix, Target, probe_until
 from tests.policy import netpol_cases as M
@@ -309,4 +310,47 @@ def test_truth_table(nlab: NetpolLab, case: M.Case) -> None:
         if "dns" in case.tags:
             assert dns_answers(nlab.targets["x/a"].netns), "x/a's DNS queries should pass the egress-to-DNS rule"
     finally:
+        nlab.reset()
+
+
+AFTER_DNAT_POLICY = {
+    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    "metadata": {"name": "a-from-y", "namespace": "x"},
+    "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 80}]}]},
+}
+
+
+def test_policies_apply_after_dnat_and_trace_names_the_drop(nlab: NetpolLab) -> None:
+    """Through a ClusterIP (kube-proxy's DNAT to x/a, across nodes or not): y's pods get in, the others do
+    not; ``kmesh trace`` shows the drop on its hop as the policy's."""
+    nlab.wait_no_pod_chains()
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-a", "namespace": "x"},
+           "spec": {"selector": {"pod": "a"}, "ports": [{"name": "tcp", "port": 8080, "targetPort": 80}]}}
+    nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(svc))
+    try:
+        vip = nlab.lab.kubectl("-n", "x", "get", "service", "svc-a", "-o", "jsonpath={.spec.clusterIP}").strip()
+        nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(AFTER_DNAT_POLICY))
+        want = {"y/b": True, "y/c": True, "z/b": False, "x/b": False}
+
+        async def reached() -> dict[str, bool]:
+            out: dict[str, bool] = {}
+
+            async def one(pod: str) -> None:
+                out[pod] = await reaches(nlab.targets[pod].netns, vip, 8080, "TCP", PROBE_TIMEOUT)
+
+            async with trio.open_nursery() as n:
+                for pod in want:
+                    n.start_soon(one, pod)
+            return out
+
+        deadline = time.monotonic() + 12
+        while (got := trio.run(reached)) != want:  # the agents apply the policy after their informers see it
+            assert time.monotonic() < deadline, f"through the ClusterIP: {got}, expected {want}"
+        out = subprocess.run([*KMESH, "trace", "--data-dir", str(nlab.lab.dd.root), "--timeout", "1", "z/b",
+                              "svc/x/svc-a"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "dropped by NetworkPolicy: x/a ingress: no policy allows it" in " ".join(out.stdout.split()), out.stdout
+    finally:
+        nlab.lab.kubectl("delete", "service", "-n", "x", "svc-a")
         nlab.reset()
