@@ -18,6 +18,7 @@ from kmesh.api.wellknown import CLUSTER_DNS_IP
 from kmesh.client.api import Client
 
 DNS_IMAGE = "kmesh/dns"
+DNS_RETRY = 0.25  # seconds wait_cluster_dns gives one query before it sends another
 
 
 def coredns_objects(kubeconfig: Path | None, *, replicas: int = 2, allow: list[str] | None = None) -> list[dict[str, Any]]:
@@ -53,7 +54,9 @@ def coredns_objects(kubeconfig: Path | None, *, replicas: int = 2, allow: list[s
                             {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
                             {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
                         ],
-                        "readinessProbe": {"tcpSocket": {"port": 53}, "periodSeconds": 2},
+                        # every second: a lab's `kmesh up` waits for these pods, and a first probe made before
+                        # the server listens would otherwise cost it a full period
+                        "readinessProbe": {"tcpSocket": {"port": 53}, "periodSeconds": 1},
                         "livenessProbe": {"httpGet": {"path": "/metrics", "port": 9153}, "periodSeconds": 10,
                                           "failureThreshold": 5},
                     }],
@@ -114,21 +117,26 @@ async def wait_cluster_dns(namespaces: list[str | None], *, timeout: float = 90.
     query = DNSRecord.question("kubernetes.default.svc.cluster.local").pack()
 
     async def one(ns: str | None) -> None:
-        delay = 0.1
+        # No event to await: the answer needs the coredns pods ready and every proxy synced. While queries are
+        # refused (no endpoints programmed yet: the usual case) another follows DNS_RETRY / 2 later, each from a
+        # new socket (a new source port, so no conntrack entry made before the endpoints is reused); a query
+        # that gets no answer at all is given longer each time, up to a second, so a slow machine is still heard.
+        wait = DNS_RETRY
         while True:
             sock = await netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
             with sock:
                 await sock.connect((CLUSTER_DNS_IP, 53))
                 try:
                     await sock.send(query)
-                    with trio.move_on_after(1.0):
+                    with trio.move_on_after(wait) as waited:
                         reply = await sock.recv(4096)
                         if DNSRecord.parse(reply).header.rcode == 0:
                             return
+                    if waited.cancelled_caught:
+                        wait = min(wait * 2, 1.0)
                 except OSError:  # refused / unreachable while endpoints are not programmed yet
                     pass
-            await trio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await trio.sleep(DNS_RETRY / 2)
 
     try:
         with trio.fail_after(timeout):

@@ -28,24 +28,33 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 NODES = ["node-1", "node-2"]
 
 
-def web(name: str = "web", replicas: int = 2, extra_spec: str = "") -> str:
-    """A Deployment of agnhost serve-hostname and a LoadBalancer Service for it."""
-    return f"""
+def web(name: str = "web", extra_spec: str = "") -> str:
+    """agnhost serve-hostname pods ``<name>-<node>-...``, one on each node, and a LoadBalancer Service for them.
+
+    One Deployment per node, pinned by ``kubernetes.io/hostname``, not one Deployment of two replicas: the
+    scheduler puts a pod on the node with the fewest pods, and with the system pods on node-2 both replicas went
+    to node-1. When node-1 announced the address and its agent was stopped, no ready endpoint was left anywhere
+    (kmesh, like upstream within its 300 s unreachable toleration, does not evict pods from a NotReady node), so
+    no node may announce the Service and the failover never came. The failure showed as either timeout: node-2
+    "taking over" was listed only for the moment between node-1 turning NotReady and its pods turning not ready
+    (the election then still counted their endpoints), and then nobody answered ARP."""
+    return "".join(f"""---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: {name}, namespace: default}}
+metadata: {{name: {name}-{node}, namespace: default}}
 spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}, node: {node}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}}}
+    metadata: {{labels: {{app: {name}, node: {node}}}}}
     spec:
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
       containers:
       - name: web
         image: {AGNHOST}
         args: [serve-hostname, --port=8080]
         readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
----
+""" for node in NODES) + f"""---
 {lb_service(name, extra_spec)}"""
 
 
@@ -93,7 +102,8 @@ def test_pool_rules_local_policy_and_failover(tmp_path: Path) -> None:
     with running_lab(tmp_path / "lab", names, "iptables", nodes=2, flags=flags) as lab:
         lab.kubectl("apply", "-f", "-", stdin=web(extra_spec="  loadBalancerIP: 192.168.56.242"))
         lab.kubectl("apply", "-f", "-", stdin=lb_service("outside", "  loadBalancerIP: 192.168.56.100", "web"))
-        lab.kubectl("rollout", "status", "deploy/web", "--timeout=120s")
+        for node in NODES:
+            lab.kubectl("rollout", "status", f"deploy/web-{node}", "--timeout=120s")
         assert wait_until(lambda: ingress(lab, "web"), 60, "web's address") == "192.168.56.242"
         refused = wait_until(lambda: events(lab, "outside", "AllocationFailed"), 60, "outside's AllocationFailed")
         assert refused[0]["type"] == "Warning" and "192.168.56.100" in refused[0]["message"]
@@ -127,7 +137,9 @@ spec:
         assert len(pending) == 1
         assert "no available IPs" in events(lab, pending[0], "AllocationFailed")[0]["message"]
 
-        # failover: the node announcing web stops; the other takes over (gratuitous ARP) and traffic follows
+        # failover: the node announcing web stops; the other takes over (gratuitous ARP) and traffic follows.
+        # The other node must hold a ready endpoint, else no node may announce web (see web())
+        assert {p["spec"]["nodeName"] for p in lab.pods("app=web")} == set(NODES)
         web_entry = wait_until(lambda: listed(lab, "web"), 30, "web in cluster.json")
         first = web_entry["node"]
         other = next(n for n in NODES if n != first)

@@ -2,7 +2,9 @@
 
 kubectl creates the workloads and Services; `kmesh exec` runs curl/dig in
 pods; `kmesh bench lb` measures the split; `ip netns exec` reaches NodePorts
-from the control-plane namespace on the underlay.
+from the control-plane namespace on the underlay. Topology-aware routing
+(tests/e2e/topology_scenario.py) runs last in the same labs, with Services of
+its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from kmesh.net import netns
 from kmesh.lab.topology import LabNames
 from tests.e2e.labdriver import AGNHOST, KMESH, Lab, client_pods, running_lab
+from tests.e2e.topology_scenario import prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -263,7 +266,7 @@ for i, s in enumerate(conns):
 
 
 def test_scaling_keeps_survivors_and_moves_new_connections_within_a_second(lab: Lab) -> None:
-    """Last: it changes the Deployment. Keep-alive connections opened before the scale-down keep
+    """Last of web's tests: it changes the Deployment. Keep-alive connections opened before the scale-down keep
     working when their endpoint survives; new connections go only to the survivor."""
     web = lab.cluster_ip("web")
     client = lab.pods("app=client")[0]["metadata"]["name"]
@@ -297,3 +300,8 @@ def test_scaling_keeps_survivors_and_moves_new_connections_within_a_second(lab: 
     finally:
         held.kill()
         held.wait()
+
+
+def test_prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab: Lab) -> None:
+    """Topology-aware routing: PreferClose, its fallbacks and topology-mode Auto (see topology_scenario)."""
+    prefer_close_keeps_traffic_in_the_zone_until_hints_cannot_be_used(lab)
