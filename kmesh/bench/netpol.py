@@ -604,14 +604,26 @@ async def _fan_out(items: Sequence[Any], worker: Callable[[Any], Any], step: str
             n.start_soon(run)
 
 
+
+async def _until_enforced(client: Any, agents: dict[str, Any], nodes: Sequence[str]) -> None:
+    """Return once every node's agent has installed what the API's objects say now (polling its text)."""
+    from kmesh.policy.agent import local_pods
+    from kmesh.policy.nftrules import render
+
+    items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
+    truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
+    want = {node: render(truth, local_pods(truth, node))[0] for node in nodes}
+    with trio.fail_after(120):
+        while any(agents[n].installed != want[n] for n in nodes):
+            await trio.sleep(0.005)
+
 async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any]:
     """The whole benchmark; returns the report (see ``benchmarks/netpol.py`` for how it is printed)."""
     from kmesh.api.errors import APIError
     from kmesh.apiserver.server import ServerConfig, run_server
     from kmesh.client.api import Client
     from kmesh.client.kubeconfig import Credentials
-    from kmesh.policy.agent import PolicyAgent, local_pods
-    from kmesh.policy.nftrules import render
+    from kmesh.policy.agent import PolicyAgent
 
     world = plan_world(opts.nodes, opts.pods, opts.policies)
     changes = change_plan(opts.changes)
@@ -670,12 +682,7 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                 t0 = time.monotonic()
                 await _fan_out(world.policies, client.create, "policies", progress)
                 written = time.monotonic()
-                items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
-                truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
-                want = {node: render(truth, local_pods(truth, node))[0] for node in world.nodes}
-                with trio.fail_after(120):
-                    while any(agents[n].installed != want[n] for n in world.nodes):
-                        await trio.sleep(0.005)
+                await _until_enforced(client, agents, world.nodes)
                 report["bulk"] = {"create_seconds": written - t0, "enforced_seconds": time.monotonic() - t0}
                 report["rules"] = {node: agents[node].rules for node in world.nodes}
                 server_node = agents[far.node].installed
@@ -711,12 +718,7 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                     await client.delete("NetworkPolicy", p["metadata"]["name"], p["metadata"]["namespace"])
 
                 await _fan_out(world.policies, remove, "policies deleted", progress)
-                items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
-                truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
-                want = {node: render(truth, local_pods(truth, node))[0] for node in world.nodes}
-                with trio.fail_after(120):
-                    while any(agents[n].installed != want[n] for n in world.nodes):
-                        await trio.sleep(0.005)
+                await _until_enforced(client, agents, world.nodes)
                 for name in pairs:
                     lat[name]["after"] = []
                 for _ in range(2):
