@@ -419,8 +419,7 @@ class Connection:
         ex.req_done = take_queued(reader, out, head.chunked)
         payload = b"".join(out)
         if mirrors:
-            self._mirror(tuple(m for m in mirrors if m.percent >= 100 or random.random() * 100 < m.percent),
-                         [payload])
+            self._mirror(_sampled(mirrors), [payload])
         is_head = head.method == b"HEAD"
         whole = trio.CancelScope(deadline=trio.current_time() + rule.request_timeout if rule.request_timeout
                                  else INF)
@@ -545,7 +544,7 @@ class Connection:
             payload = b"".join(out)
         copy: list[bytes] | None = None
         if mirrors:
-            mirrors = tuple(m for m in mirrors if m.percent >= 100 or random.random() * 100 < m.percent)
+            mirrors = _sampled(mirrors)
             if ex.req_done:
                 self._mirror(mirrors, [payload])
             elif mirrors:
@@ -891,6 +890,11 @@ def _rewrite(f: URLRewrite, path: str, matched: object, host: bytes | None,
     if f.path is not None:
         new_path = rewrite_path(path, f.path, matched)  # type: ignore[arg-type]
     return host, new_path
+
+
+def _sampled(mirrors: tuple[RequestMirror, ...]) -> tuple[RequestMirror, ...]:
+    """The mirrors this request goes to: each with its ``percent`` chance."""
+    return tuple(m for m in mirrors if m.percent >= 100 or random.random() * 100 < m.percent)
 
 
 def _host_of(head: Head) -> str:

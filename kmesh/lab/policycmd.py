@@ -20,10 +20,8 @@ import trio
 
 from kmesh.client.api import Client
 from kmesh.lab.podns import PodNetnsError, pod_netns
-from kmesh.net import netns
 from kmesh.policy import counters
 from kmesh.policy.model import PolicyWorld, Side
-from kmesh.policy.nftrules import FAMILY, TABLE
 from kmesh.policy.probe import reaches
 
 
@@ -168,7 +166,7 @@ async def show(info: Any, node: str | None) -> str:
         raise ExplainError(f"no node {node}; nodes: {', '.join(nodes)}")
     if info.runtime == "sim":
         raise ExplainError("the sim runtime enforces no network policy (its pods share this machine's network)")
-    proc = await netns.run(target.netns, ["nft", "list", "table", FAMILY, TABLE], check=False)
+    proc = await counters.list_table(target.netns)
     if proc.returncode != 0:
         raise ExplainError(f"node {target.name} has no policy table: {proc.stderr.decode().strip()}")
     return proc.stdout.decode()

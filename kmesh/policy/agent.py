@@ -18,11 +18,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kmesh.client.api import Client
 from kmesh.client.watchset import WatchSet
 from kmesh.net import netns
+from kmesh.policy.counters import list_table
 from kmesh.policy.model import PodInfo, PolicyWorld
 from kmesh.policy.nftrules import FAMILY, TABLE, render
 
@@ -55,23 +55,12 @@ class PolicyAgent:
     node: str
     netns: str | None = None
     coalesce: float = 0.02
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     installed: str = ""
     """The transaction last applied ("" before the first)."""
     rules: int = 0
-    syncs: int = 0
     watch: WatchSet | None = None
     timings: deque[SyncTiming] = field(default_factory=lambda: deque(maxlen=1000))
     """The last syncs' timings, oldest first."""
-    _synced: trio.Condition = field(default_factory=trio.Condition)
-
-    def __post_init__(self) -> None:
-        self.sync_seconds = Histogram("kmesh_netpol_sync_duration_seconds",
-                                      "Time to render and install the node's NetworkPolicy rules.",
-                                      registry=self.registry, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-        self.rule_gauge = Gauge("kmesh_netpol_rules", "nftables rules installed for the node's pods.",
-                                registry=self.registry)
-        self.sync_errors = Counter("kmesh_netpol_sync_errors", "Syncs nft refused.", registry=self.registry)
 
     def world(self) -> PolicyWorld:
         """The policy model of what the informers hold now."""
@@ -89,23 +78,10 @@ class PolicyAgent:
         if text != self.installed:
             proc = await netns.run(self.netns, ["nft", "-f", "-"], input=text.encode(), check=False)
             if proc.returncode != 0:
-                self.sync_errors.inc()
                 raise PolicyError(proc.stderr.decode(errors="replace").strip() or f"nft exited {proc.returncode}")
             self.installed = text
             self.rules = count
-            self.rule_gauge.set(count)
-        t2 = time.perf_counter()
-        self.sync_seconds.observe(t2 - t0)
-        self.timings.append(SyncTiming(started, t1 - t0, t2 - t1, self.rules))
-        async with self._synced:
-            self.syncs += 1
-            self._synced.notify_all()
-
-    async def wait_syncs(self, count: int) -> None:
-        """Return once ``count`` syncs have completed (for tests and benchmarks)."""
-        async with self._synced:
-            while self.syncs < count:
-                await self._synced.wait()
+        self.timings.append(SyncTiming(started, t1 - t0, time.perf_counter() - t1, self.rules))
 
     async def run(self, *, task_status: trio.TaskStatus[PolicyAgent] = trio.TASK_STATUS_IGNORED) -> None:
         """Enforce until cancelled; started once the first rules are in."""
@@ -133,7 +109,7 @@ class PolicyAgent:
 
     async def listing(self) -> str:
         """The installed table as ``nft list table`` prints it, with counters ("" when absent)."""
-        proc = await netns.run(self.netns, ["nft", "list", "table", FAMILY, TABLE], check=False)
+        proc = await list_table(self.netns)
         return proc.stdout.decode() if proc.returncode == 0 else ""
 
 

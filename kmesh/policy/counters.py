@@ -9,6 +9,7 @@ it``). Comparing two readings says which rules a packet went through.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -53,7 +54,12 @@ def parse(listing: str) -> Reading:
     return reading
 
 
+async def list_table(ns: str | None, *flags: str) -> subprocess.CompletedProcess[bytes]:
+    """``nft [flags] list table inet kmesh-netpol`` in namespace ``ns`` (None: this one); fails when absent."""
+    return await netns.run(ns, ["nft", *flags, "list", "table", FAMILY, TABLE], check=False)
+
+
 async def read(ns: str | None) -> Reading:
     """The counters of the policy table in namespace ``ns`` (None: this one)."""
-    proc = await netns.run(ns, ["nft", "-j", "list", "table", FAMILY, TABLE], check=False)
+    proc = await list_table(ns, "-j")
     return parse(proc.stdout.decode() if proc.returncode == 0 else "")

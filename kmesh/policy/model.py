@@ -25,7 +25,7 @@ Semantics (``networking.k8s.io/v1``):
 
 :class:`PolicyWorld` holds the objects; :meth:`PolicyWorld.evaluate` answers
 for one connection and says which policies and rules decided;
-:meth:`PolicyWorld.ingress_rules` / :meth:`PolicyWorld.egress_rules` compile a
+:meth:`PolicyWorld.rules` compiles a
 pod's rules into address and port sets for the node agents.
 """
 
@@ -179,8 +179,7 @@ class PolicyWorld:
     """Pods, namespaces and policies at one moment, with the questions the agents and ``explain`` ask."""
 
     def __init__(self, pods: list[Obj], namespaces: list[Obj], policies: list[Obj]) -> None:
-        self.pods = [PodInfo.of(p) for p in pods]
-        self.pods = [p for p in self.pods if p.ips or p.host_network]
+        self.pods = [info for info in map(PodInfo.of, pods) if info.ips or info.host_network]
         self.by_ip = {ip: p for p in self.pods if not p.host_network for ip in p.ips}
         self.by_key = {p.key: p for p in self.pods}
         self.namespaces = {(n.get("metadata") or {}).get("name") or "": dict((n.get("metadata") or {}).get("labels")
@@ -272,15 +271,10 @@ class PolicyWorld:
                                     no_ports=bool(listed) and not ranges and not named))
         return out
 
-    def ingress_rules(self, pod: PodInfo) -> list[CompiledRule] | None:
-        """The compiled ingress rules of every policy selecting ``pod``; None when it is not isolated."""
-        pols = self.selecting(pod, INGRESS)
-        return [r for pol in pols for r in self._compile(pol, pod, INGRESS)] if pols else None
-
-    def egress_rules(self, pod: PodInfo) -> list[CompiledRule] | None:
-        """The compiled egress rules of every policy selecting ``pod``; None when it is not isolated."""
-        pols = self.selecting(pod, EGRESS)
-        return [r for pol in pols for r in self._compile(pol, pod, EGRESS)] if pols else None
+    def rules(self, pod: PodInfo, direction: str) -> list[CompiledRule] | None:
+        """The compiled rules for ``direction`` of every policy selecting ``pod``; None when it is not isolated."""
+        pols = self.selecting(pod, direction)
+        return [r for pol in pols for r in self._compile(pol, pod, direction)] if pols else None
 
     # --- one connection -------------------------------------------------------------------------------
 

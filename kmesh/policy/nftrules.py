@@ -24,7 +24,7 @@ sets and ranges are native.
 
 from __future__ import annotations
 
-from kmesh.policy.model import CompiledRule, Peer, PodInfo, PolicyWorld, PortRange
+from kmesh.policy.model import EGRESS, INGRESS, CompiledRule, Peer, PodInfo, PolicyWorld, PortRange
 
 FAMILY = "inet"
 TABLE = "kmesh-netpol"
@@ -111,8 +111,8 @@ def render(world: PolicyWorld, local: list[PodInfo]) -> tuple[str, int]:
     for n, pod in enumerate(sorted(local, key=lambda p: p.key)):
         if pod.host_network or not pod.ips:
             continue
-        for direction, rules, vmap, prefix in (("ingress", world.ingress_rules(pod), ingress_map, "ing"),
-                                                ("egress", world.egress_rules(pod), egress_map, "egr")):
+        for direction, rules, vmap, prefix in (("ingress", world.rules(pod, INGRESS), ingress_map, "ing"),
+                                                ("egress", world.rules(pod, EGRESS), egress_map, "egr")):
             if rules is None:
                 continue
             name = f"{prefix}-{n}"

@@ -85,7 +85,7 @@ OWNER = {
     "kmesh/proxy/iptables.py": "iptables", "kmesh/proxy/ipvs.py": "ipvs", "kmesh/proxy/ipsets.py": "ipvs",
     "kmesh/proxy/nftables.py": "nftables", "kmesh/proxy/userspace.py": "userspace",
     "kmesh/lab/etcd.py": "etcd",  # the lab's own etcd on the underlay (netns, --subnet-manager etcd)
-    "kmesh/policy/agent.py": "netns", "kmesh/policy/counters.py": "netns", "kmesh/lab/policycmd.py": "netns",
+    "kmesh/policy/agent.py": "netns", "kmesh/policy/counters.py": "netns",
 }
 NOT_REQUIRED = {
     ("kmesh/node/containers.py", "setpriv"): "pods run without --pdeathsig when it is missing",
