@@ -20,8 +20,9 @@ through its sidecar. The namespaces are deleted at the end, also on Ctrl-C.
   it, first without and then with ``retry: {codes: [503], attempts: 2}``;
   each phase sends N requests at a fixed rate and counts successes. With a
   failure probability p and ``attempts`` retries the success rate can reach
-  1 - p^(attempts+1); the Service's retry budget (20 % of requests, at least
-  10 retries per second) caps it when retries would be more than that.
+  1 - p^(attempts+1); the Service's retry budget (retries in flight at most
+  20 % of the requests in flight, 3 always allowed) caps it when more retries
+  would be in flight than that (at a few hundred requests per second here).
 - **latency**: one client → server exchange (agnhost netexec ``/hostname``,
   one keep-alive connection at a time per request) on three paths: direct
   (un-meshed client and server), through the sidecar pair with mutual TLS,
@@ -62,6 +63,8 @@ from kmesh.bench.lb import (
     service_shares,
 )
 from kmesh.bench.meshload import ClosedLoop, OpenLoop, Target
+from kmesh.gateway.httproute import RETRY_BACKOFF
+from kmesh.l7.retrybudget import DEFAULT_MIN_CONCURRENCY, DEFAULT_PERCENT
 from kmesh.lab.datadir import ClusterInfo
 
 EXPERIMENTS = ("canary", "retries", "latency")
@@ -106,15 +109,20 @@ def ideal_success(p: float, attempts: int) -> float:
     return 1.0 - p ** (attempts + 1)
 
 
-def budget_success(p: float, attempts: int, rate: float, percent: float = 20.0, min_per_second: float = 10.0) -> float:
-    """The success rate a retry budget allows in a steady state (an estimate): retries wanted per second are
-    ``rate * (p + p² + ... + p^attempts)``; the budget allows ``max(min_per_second, percent % of rate)``; each
-    retry sent succeeds with 1 - p. Without a binding budget it is ``ideal_success``."""
-    wanted = rate * sum(p ** k for k in range(1, attempts + 1))
-    allowed = max(min_per_second, rate * percent / 100.0)
-    if wanted <= allowed:
+def budget_success(p: float, attempts: int, rate: float, latency: float, backoff: float = RETRY_BACKOFF,
+                   percent: float = DEFAULT_PERCENT, min_concurrency: int = DEFAULT_MIN_CONCURRENCY) -> float:
+    """The success rate the engine's retry budget (``kmesh.l7.retrybudget``: retries in flight at most
+    ``percent`` % of the requests in flight, ``min_concurrency`` always allowed) leaves in a steady state, an
+    estimate by Little's law: a request whose first try failed holds a retry for its backoffs and retried
+    tries (each ``latency`` long), so about ``rate * p * hold`` retries are in flight, beside
+    ``rate * (latency + p * hold)`` requests. When more retries would be in flight than allowed, only that
+    share of failed requests retries. Without a binding budget it is ``ideal_success``."""
+    hold = sum(p ** (k - 1) * (min(backoff * 2 ** (k - 1), backoff * 10) + latency) for k in range(1, attempts + 1))
+    retrying = rate * p * hold
+    allowed = max(min_concurrency, percent / 100.0 * rate * (latency + p * hold))
+    if retrying <= allowed:
         return ideal_success(p, attempts)
-    return min(1.0, (1 - p) * (rate + allowed) / rate)
+    return (1 - p) + p * (allowed / retrying) * (1 - p ** attempts)
 
 
 def two_proportions(ok_a: int, n_a: int, ok_b: int, n_b: int) -> tuple[float, float]:
@@ -148,6 +156,12 @@ class RetryPhase:
     @property
     def success(self) -> float:
         return self.ok / len(self.samples) if self.samples else math.nan
+
+    @property
+    def median_latency(self) -> float:
+        """The median seconds to an answer (0 when nothing was sent)."""
+        values = sorted(s.latency for s in self.samples)
+        return values[len(values) // 2] if values else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"phase": self.name, "requests": len(self.samples), "succeeded": self.ok,
@@ -193,7 +207,8 @@ class RetriesResult:
                 "phases": [self.without.as_dict(), self.with_retry.as_dict()],
                 "expected": {"without": round(1 - self.fail_ratio, 4),
                              "with_retry_no_budget": round(ideal_success(self.fail_ratio, self.attempts), 4),
-                             "with_retry_budget": round(budget_success(self.fail_ratio, self.attempts, self.rate), 4)},
+                             "with_retry_budget": round(budget_success(self.fail_ratio, self.attempts, self.rate,
+                                                                       self.without.median_latency), 4)},
                 "z": None if math.isnan(z) or math.isinf(z) else round(z, 3),
                 "p_value": None if math.isnan(p) else p, "alpha": self.alpha, "passed": self.passed,
                 "reason": self.reason(), "unsupported": self.unsupported or None}

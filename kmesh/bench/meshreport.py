@@ -83,8 +83,8 @@ def retries_summary(res: RetriesResult) -> Group:
     lines = []
     if res.with_retry.note:
         lines.append(Text(res.with_retry.note, style="yellow"))
-    lines.append(Text("retry budget: 20 % of requests, at least 10 retries per second (GEP-3388 / Linkerd defaults)",
-                      style="dim"))
+    lines.append(Text("retry budget: retries in flight at most 20 % of the requests in flight, 3 always allowed "
+                      "(Envoy's)", style="dim"))
     lines.append(Text(("PASS: " if res.passed else "FAIL: ") + res.reason(),
                       style="bold green" if res.passed else "bold red"))
     return Group(*lines)

@@ -144,12 +144,14 @@ def test_added_and_goal() -> None:
 def test_ideal_and_budget_success() -> None:
     assert ideal_success(0.5, 2) == pytest.approx(0.875)
     assert ideal_success(0.5, 1) == pytest.approx(0.75)
-    # 10/s: 7.5 retries/s wanted, 10/s allowed: the budget does not bind.
-    assert budget_success(0.5, 2, 10) == pytest.approx(0.875)
-    # 100/s: 75 wanted, 20 allowed (20 %): each allowed retry succeeds half the time.
-    assert budget_success(0.5, 2, 100) == pytest.approx(0.6)
-    assert budget_success(0.5, 2, 20) == pytest.approx(0.75)  # 15 wanted, the 10/s minimum allowed
-    assert budget_success(0.0, 2, 1000) == 1.0
+    # 2 ms answers, backoffs 25 and 50 ms: a failed request holds a retry 0.027 + 0.5 * 0.052 = 0.053 s.
+    # 10/s: 0.265 retries in flight, 3 always allowed: the budget does not bind.
+    assert budget_success(0.5, 2, 10, 0.002) == pytest.approx(0.875)
+    # 1000/s: 26.5 retries in flight, 5.7 allowed (20 % of 28.5 requests): that share of failures retries.
+    assert budget_success(0.5, 2, 1000, 0.002) == pytest.approx(0.5 + 0.5 * (5.7 / 26.5) * 0.75)
+    # 300/s: 7.95 in flight, the 3 always allowed bind.
+    assert budget_success(0.5, 2, 300, 0.002) == pytest.approx(0.5 + 0.5 * (3 / 7.95) * 0.75)
+    assert budget_success(0.0, 2, 1000, 0.002) == 1.0
 
 
 def test_two_proportions() -> None:
