@@ -254,7 +254,7 @@ def translate(world: World, addresses: dict[tuple[str, str], list[str]] | None =
                 "conditions": [condition("Accepted", accepted[0], accepted[1], accepted[2], gen, old),
                                condition("ResolvedRefs", resolved[0], resolved[1], resolved[2], gen, old)],
             })
-        out.route_parents[rkey] = parents + mesh_parents(world, route, compile_route(route, world, mesh=True))
+        out.route_parents[rkey] = parents + mesh_parents(world, route)
     for gkey, gw in gateways.items():
         out.gateways[gkey] = _gateway_result(gkey, gw, states[gkey], attachments[gkey], addresses.get(gkey) or [])
     return out

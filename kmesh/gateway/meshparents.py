@@ -10,7 +10,7 @@ whether its backendRefs resolved, as for Gateway parents. Pure: objects in, stat
 from __future__ import annotations
 
 from kmesh.gateway.conditions import condition
-from kmesh.gateway.httproute import CompiledRoute
+from kmesh.gateway.httproute import compile_route
 from kmesh.gateway.world import Obj, World, meta
 
 MESH_CONTROLLER_NAME = "kmesh.io/mesh-controller"
@@ -31,16 +31,18 @@ def service_parent_ref(ref: Obj, route_ns: str) -> Obj:
     return out
 
 
-def mesh_parents(world: World, route: Obj, compiled: CompiledRoute) -> list[Obj]:
-    """The ``status.parents`` entries of ``route``'s Service parents."""
+def mesh_parents(world: World, route: Obj) -> list[Obj]:
+    """The ``status.parents`` entries of ``route``'s Service parents (none: no work)."""
+    refs = [ref for ref in (route.get("spec") or {}).get("parentRefs") or [] if is_service_ref(ref)]
+    if not refs:
+        return []
+    compiled = compile_route(route, world, mesh=True)
     route_ns = meta(route).get("namespace") or ""
     gen = int(meta(route).get("generation") or 1)
     old_parents = [p for p in (route.get("status") or {}).get("parents") or []
                    if p.get("controllerName") == MESH_CONTROLLER_NAME]
     out: list[Obj] = []
-    for ref in (route.get("spec") or {}).get("parentRefs") or []:
-        if not is_service_ref(ref):
-            continue
+    for ref in refs:
         parent = service_parent_ref(ref, route_ns)
         svc = world.services.get((parent["namespace"], parent["name"]))
         ports = [int(p.get("port") or 0) for p in ((svc or {}).get("spec") or {}).get("ports") or []]
