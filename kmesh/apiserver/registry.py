@@ -439,6 +439,7 @@ class Registry:
             doc = codec.loads_json(body or b"null")
         except codec.DecodeError as exc:
             raise E.bad_request(f"error decoding patch: {exc}") from None
+        names_rv = _patch_names_resource_version(doc)  # a precondition: its conflicts are not retried
         deadline = trio.current_time() + PATCH_RETRY_SECONDS
         while True:
             old = await self._get_raw(kind, namespace, name)
@@ -448,7 +449,7 @@ class Registry:
             if subresource == "scale":
                 return await self._write_scale(kind, namespace, name, patched, old, dry_run)
             pmd = patched.get("metadata") or {}
-            expected = _parse_rv(pmd.get("resourceVersion"))
+            expected = _parse_rv(pmd.get("resourceVersion")) if names_rv else None
             if expected is not None and pmd.get("resourceVersion") != old["metadata"]["resourceVersion"]:
                 raise E.conflict(kind.plural, name, kind.group)
             try:
@@ -860,6 +861,17 @@ def parse_resource_version(value: str) -> int:
         why = "invalid syntax"
     raise E.bad_request(
         f'invalid resource version: resourceVersion: Invalid value: "{value}": strconv.ParseUint: parsing "{value}": {why}')
+
+
+def _patch_names_resource_version(doc: Any) -> bool:
+    """Whether a patch sets ``metadata.resourceVersion`` (a JSON patch's op on that path, or a merge patch's
+    field): then the object must still be at that version, else the patch is applied to the newer one. (The
+    patched object always carries a version, the stored one's when the patch did not name one.)"""
+    if isinstance(doc, list):
+        return any(isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion"
+                   and op.get("op") in ("add", "replace", "test") for op in doc)
+    md = doc.get("metadata") if isinstance(doc, dict) else None
+    return isinstance(md, dict) and md.get("resourceVersion") not in (None, "")
 
 
 def _parse_rv(value: Any) -> int | None:
