@@ -183,8 +183,10 @@ def test_kernel_probe_leaves_nothing_and_agrees_with_ip() -> None:
     require(netns_usable(), "root and network namespaces")
     before, spaces = root_links(), set(netns.names())
     failed = preflight.probe_kernel(preflight.KERNEL)
+    # other test files' labs run beside this one (make test runs two files at a time), so only what
+    # the probe could have made is looked for: its links and any named namespace of its own
     assert not {n for n in root_links() - before if n.startswith("kmesh-pf")}
-    assert set(netns.names()) == spaces
+    assert not {n for n in set(netns.names()) - spaces if n.startswith("kmesh-pf")}
     # the probe's verdict on a link type matches what `ip` gets in a namespace of our own
     ns = f"kmt-pf-{uuid.uuid4().hex[:6]}"
     try:
