@@ -419,6 +419,16 @@ def latency_verdict(baseline_rounds: Sequence[Sequence[float]], policy_rounds: S
                           max(spread(baseline_rounds), spread(policy_rounds)))
 
 
+def latency_report(rounds: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """One pair's latency rounds summarised: kmesh's rules and the anchor's each against the rounds without
+    policies, and kmesh's added p50 over the anchor's (below 1: kmesh adds less)."""
+    base = rounds["baseline"] + rounds["after"]
+    ours, theirs = latency_verdict(base, rounds["policies"]), latency_verdict(base, rounds["anchor"])
+    return {"rounds": {k: [summary(x).json() for x in v] for k, v in rounds.items()},
+            "verdict": ours.json(), "anchor": theirs.json(),
+            "added_vs_anchor": ours.diff / theirs.diff if theirs.diff > 0 else math.nan}
+
+
 def rule_position(installed: str, pod_key: str, direction: str, label: str) -> tuple[int, int] | None:
     """(1-based position of the first rule whose comment is ``label``, rules in the chain) in the
     ``direction`` chain of ``pod_key`` in an agent's nft text; None when there is no such rule."""
@@ -617,6 +627,27 @@ async def _until_enforced(client: Any, agents: dict[str, Any], nodes: Sequence[s
         while any(agents[n].installed != want[n] for n in nodes):
             await trio.sleep(0.005)
 
+async def _anchor_in(ns: str, world: PolicyWorld, node: str) -> Any:
+    """Swap kmesh's table on node namespace ``ns`` for the anchor's rules (kube-router's, from ``world``)."""
+    from kmesh.bench import kuberouter
+    from kmesh.policy.agent import local_pods
+    from kmesh.policy.nftrules import FAMILY, TABLE
+
+    rendered = kuberouter.render(world, local_pods(world, node))
+    await netns.run(ns, ["nft", "delete", "table", FAMILY, TABLE])
+    await netns.run(ns, ["ipset", "restore"], input=rendered.ipsets.encode())
+    await netns.run(ns, ["iptables-restore", "--noflush"], input=rendered.iptables.encode())
+    return rendered
+
+
+async def _anchor_out(ns: str, rendered: Any, installed: str) -> None:
+    """Take the anchor's rules out of ``ns`` and put kmesh's table (the agent's ``installed`` text) back."""
+    await netns.run(ns, ["iptables-restore", "--noflush"], input=rendered.removal().encode(), check=False)
+    for name in rendered.sets:
+        await netns.run(ns, ["ipset", "destroy", name], check=False)
+    await netns.run(ns, ["nft", "-f", "-"], input=installed.encode())
+
+
 async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any]:
     """The whole benchmark; returns the report (see ``benchmarks/netpol.py`` for how it is printed)."""
     from kmesh.api.errors import APIError
@@ -694,6 +725,26 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                         lat[name]["policies"].append(await prober.latency(ip, opts.connects))
                         progress("connect latency, with policies", sum(len(d["policies"]) for d in lat.values()),
                                  2 * len(pairs))
+
+                # The anchor: the same policies as k3s's agent (kube-router) writes them, in place of kmesh's table.
+                items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
+                truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
+                anchor = {node: await _anchor_in(bed.nodes[node], truth, node) for node in world.nodes}
+                report["anchor_rules"] = {node: r.rules for node, r in anchor.items()}
+                try:
+                    for name in pairs:
+                        lat[name]["anchor"] = []
+                    for _ in range(2):
+                        for name, ip in pairs.items():
+                            lat[name]["anchor"].append(await prober.latency(ip, opts.connects))
+                            progress("connect latency, kube-router's rules", sum(len(d["anchor"]) for d in lat.values()),
+                                     2 * len(pairs))
+                    if not all(lat[k]["anchor"][0] for k in pairs):
+                        raise RuntimeError("the client does not reach the servers through the anchor's rules")
+                finally:
+                    with trio.CancelScope(shield=True):
+                        for node, rendered in anchor.items():
+                            await _anchor_out(bed.nodes[node], rendered, agents[node].installed)
                 samples = []
                 for i, change in enumerate(changes):
                     samples.append(await _one_change(client, prober, agents, world, change, far, opts))
@@ -726,12 +777,10 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                         lat[name]["after"].append(await prober.latency(ip, opts.connects))
                         progress("connect latency, policies deleted", sum(len(d["after"]) for d in lat.values()),
                                  2 * len(pairs))
-                report["latency"] = {name: {"rounds": {k: [summary(x).json() for x in v] for k, v in d.items()},
-                                            "verdict": latency_verdict(d["baseline"] + d["after"],
-                                                                       d["policies"]).json()}
-                                     for name, d in lat.items()}
+                report["latency"] = {name: latency_report(d) for name, d in lat.items()}
                 report["latency_samples"] = {name: {"baseline": [x for rr in d["baseline"] + d["after"] for x in rr],
-                                                    "policies": [x for rr in d["policies"] for x in rr]}
+                                                    "policies": [x for rr in d["policies"] for x in rr],
+                                                    "anchor": [x for rr in d["anchor"] for x in rr]}
                                              for name, d in lat.items()}
                 agent_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()

@@ -236,7 +236,8 @@ class PolicyWorld:
             ips.update(p.ips)
         return Peer(ips=frozenset(ips))
 
-    def _compile(self, pol: Obj, pod: PodInfo, direction: str) -> list[CompiledRule]:
+    def compile(self, pol: Obj, pod: PodInfo, direction: str) -> list[CompiledRule]:
+        """The rules of policy ``pol`` for ``direction`` as they apply to ``pod`` (named ports resolved)."""
         md, spec = pol.get("metadata") or {}, pol.get("spec") or {}
         ns = md.get("namespace") or ""
         name = f"{ns}/{md.get('name') or ''}"
@@ -274,7 +275,7 @@ class PolicyWorld:
     def rules(self, pod: PodInfo, direction: str) -> list[CompiledRule] | None:
         """The compiled rules for ``direction`` of every policy selecting ``pod``; None when it is not isolated."""
         pols = self.selecting(pod, direction)
-        return [r for pol in pols for r in self._compile(pol, pod, direction)] if pols else None
+        return [r for pol in pols for r in self.compile(pol, pod, direction)] if pols else None
 
     # --- one connection -------------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class PolicyWorld:
         names = tuple(f"{(p.get('metadata') or {}).get('namespace')}/{(p.get('metadata') or {}).get('name')}"
                       for p in pols)
         for pol in pols:
-            for rule in self._compile(pol, pod, direction):
+            for rule in self.compile(pol, pod, direction):
                 if rule.matches(other_ip, protocol, port, dst_ip):
                     return Side(True, names, rule.label)
         return Side(True, names, None)

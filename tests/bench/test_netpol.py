@@ -23,6 +23,7 @@ from kmesh.bench.netpol import (
     SERVER_NS,
     _check_plan,
     change_plan,
+    latency_report,
     latency_verdict,
     lock_policy,
     plan_world,
@@ -147,6 +148,17 @@ def test_latency_verdict_and_summary() -> None:
     assert s.count == 10 and s.p50 == pytest.approx(0.55) and s.max == pytest.approx(1.0)
     empty = summary([])
     assert empty.count == 0 and math.isnan(empty.p50) and math.isnan(empty.max)
+
+
+def test_latency_report_puts_kmesh_beside_the_anchor() -> None:
+    rounds = {"baseline": [[40e-6] * 100], "after": [[40e-6] * 100], "policies": [[41e-6] * 100],
+              "anchor": [[50e-6] * 100]}
+    r = latency_report(rounds)
+    assert r["verdict"]["p50_diff"] == pytest.approx(1e-6) and r["anchor"]["p50_diff"] == pytest.approx(10e-6)
+    assert r["added_vs_anchor"] == pytest.approx(0.1)
+    assert [x["count"] for x in r["rounds"]["anchor"]] == [100]
+    free = latency_report({**rounds, "anchor": [[40e-6] * 100]})  # an anchor that adds nothing: no ratio
+    assert math.isnan(free["added_vs_anchor"])
 
 
 @pytest.fixture

@@ -20,13 +20,9 @@ dataplane polices and the model allows); ``explain`` itself (model only) is
 asked about a sample of cells of each case's last step, and the CLI, with its kernel probe, about one
 denied and one allowed cell of the smoke cases.
 
-The first variant (iptables, vxlan) runs the cases in FIRST_VARIANT (the
-issue's list and a few more: 26 of the 46; every case is checked against the
-policy model in tests/policy/test_truth_tables.py); the second (nftables,
-host-gw) those in SECOND_VARIANT (a deny each way, selectors, named ports,
-both ends, ipBlock, a relabel), to keep the cost down: the
-probes go to pod addresses, where the proxy mode plays no part, and the
-backend only changes how packets cross nodes.
+Both variants (iptables + vxlan, nftables + host-gw) probe the cases in PROBED
+(the issue's list and a few more: 26 of the 46; every case is checked against
+the policy model in tests/policy/test_truth_tables.py).
 
 Between cases the policies and labels a case added are removed, and the next
 case starts once every node's policy table holds no pod chain (read with
@@ -63,14 +59,12 @@ VARIANTS = (("iptables", "vxlan"), ("nftables", "host-gw"))
 NODES = ("node-1", "node-2")
 EXPLAIN_SAMPLE = 12  # cells per step that `explain` (model only) is asked about in-process
 PROBE_TIMEOUT = 0.3  # s: a probe inside the lab is answered in well under a millisecond, or dropped
-FIRST_VARIANT = (  # the issue's list, and a few more; every case of netpol_cases runs against the model
+PROBED = (  # the issue's list, and a few more; every case of netpol_cases runs against the model
     "default-deny-ingress", "default-deny-egress", "default-deny-all", "allow-all", "namespace-selector",
     "pod-and-namespace-selector", "pod-or-namespace-selector", "deny-other-namespaces", "ports", "named-port-ingress",
     "named-port-egress", "endport", "endport-egress", "ipblock", "ipblock-except", "egress-dns-only", "both-ends",
     "ingress-and-egress", "stacked-policies", "updated-policy", "policy-deleted", "updated-pod", "updated-target-pod",
     "updated-namespace", "udp-only", "protocol-only")
-SECOND_VARIANT = ("default-deny-ingress", "default-deny-egress", "namespace-selector", "named-port-ingress",
-                  "both-ends", "ipblock-except", "updated-pod")
 DNS_IP = "10.96.0.10"
 
 
@@ -89,10 +83,6 @@ class NetpolLab:
         self.targets: dict[str, Target] = {}
         self.ips: dict[str, str] = {}
         self.added: set[tuple[str, str, str]] = set()  # ("pod"|"namespace", object, label key) set by a case
-
-    @property
-    def full(self) -> bool:
-        return self.variant == VARIANTS[0]
 
     def setup(self) -> None:
         items = [M.namespace_manifest(ns) for ns in M.NAMESPACES]
@@ -297,9 +287,8 @@ ALLOWED = {key: M.ALL.matrix() for key in M.PROBES}
 
 @pytest.mark.parametrize("case", M.CASES, ids=[c.name for c in M.CASES])
 def test_truth_table(nlab: NetpolLab, case: M.Case) -> None:
-    if case.name not in (FIRST_VARIANT if nlab.full else SECOND_VARIANT):
-        pytest.skip("checked against the policy model only (tests/policy/test_truth_tables.py)" if nlab.full else
-                    "runs on the first variant only (the second runs SECOND_VARIANT)")
+    if case.name not in PROBED:
+        pytest.skip("checked against the policy model only (tests/policy/test_truth_tables.py)")
     nlab.wait_no_pod_chains()
     try:
         got = probe(nlab, ALLOWED, f"{case.name}: before (no policies)")
@@ -362,4 +351,54 @@ def test_policies_apply_after_dnat_and_trace_names_the_drop(nlab: NetpolLab) -> 
         assert "dropped by NetworkPolicy: x/a ingress: no policy allows it" in " ".join(out.stdout.split()), out.stdout
     finally:
         nlab.lab.kubectl("delete", "service", "-n", "x", "svc-a")
+        nlab.reset()
+
+
+OUTSIDE_IP = "192.168.56.1"  # the underlay's "host": a client outside the cluster
+NODEPORT = 30480
+
+
+def _nodeport_policy(name: str, peer: dict[str, Any] | None) -> dict[str, Any]:
+    """x/a's ingress: from ``peer`` only on port 80 (None: from anyone)."""
+    rule: dict[str, Any] = {"ports": [{"port": 80}]}
+    if peer is not None:
+        rule["from"] = [peer]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [rule]}}
+
+
+def test_policies_apply_to_nodeports_from_outside(nlab: NetpolLab) -> None:
+    """A NodePort reached from outside the cluster (the underlay's host): with ``externalTrafficPolicy: Local``
+    the client's address reaches the pod and an ipBlock decides, as on a real cluster; with ``Cluster`` through
+    the other node the source is that node's after SNAT, so only a rule allowing it (here: anyone) lets it in."""
+    nlab.wait_no_pod_chains()
+    home = next(n for n in nlab.info.nodes if n.name == node_of("x/a"))
+    other = next(n for n in nlab.info.nodes if n.name != home.name)
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np-a", "namespace": "x"},
+           "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"pod": "a"},
+                    "ports": [{"name": "tcp", "port": 80, "targetPort": 80, "nodePort": NODEPORT}]}}
+    outside = nlab.lab.names.underlay
+
+    def until(node_ip: str, want: bool, what: str) -> None:
+        deadline = time.monotonic() + 12
+        while trio.run(reaches, outside, node_ip, NODEPORT, "TCP", PROBE_TIMEOUT) != want:
+            assert time.monotonic() < deadline, f"NodePort {node_ip}:{NODEPORT} from outside: {what}"
+
+    nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(svc))
+    try:
+        until(home.ip, True, "should answer with no policy")
+        nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(
+            _nodeport_policy("from-elsewhere", {"ipBlock": {"cidr": "10.99.0.0/16"}})))
+        until(home.ip, False, "x/a admits only 10.99.0.0/16: the outside client is dropped")
+        nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(
+            _nodeport_policy("from-outside", {"ipBlock": {"cidr": f"{OUTSIDE_IP}/32"}})))
+        until(home.ip, True, "an ipBlock of the outside client's own address lets it in (Local keeps the source)")
+
+        svc["spec"]["externalTrafficPolicy"] = "Cluster"
+        nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(svc))
+        until(other.ip, False, "through the other node the source is that node's (SNAT): the ipBlock does not match")
+        nlab.lab.kubectl("apply", "-f", "-", stdin=json.dumps(_nodeport_policy("from-anyone", None)))
+        until(other.ip, True, "a rule allowing anyone lets the SNATed connection in")
+    finally:
+        nlab.lab.kubectl("delete", "service", "-n", "x", "np-a")
         nlab.reset()
