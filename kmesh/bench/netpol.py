@@ -21,12 +21,15 @@ Measured:
 - the agents' syncs during the changes (model + render vs ``nft``) and their
   rule counts per node;
 - connect latency client→server (same node and across nodes), 2 000 connects
-  per round: two rounds with no policies (the agents running, their tables
-  empty), two with every policy installed, two more after deleting them all
-  (the baseline's drift). The prober and the servers share one CPU (else the
-  times jump between modes as the scheduler places them). "Measurable" means:
-  the p50 difference between the two conditions is larger than the largest
-  spread of the p50 between rounds of one condition.
+  per round, in 8 rounds, each with three conditions in rotating order: no
+  policy (the agents' empty table), kmesh's table with every policy, and the
+  anchor: the same policies as k3s's embedded agent (kube-router) writes them
+  with iptables and ipset (``kmesh.bench.kuberouter``), in place of kmesh's
+  table. Interleaving keeps the machine's drift out of the differences. The
+  prober and the servers share one CPU (else the times jump between modes as
+  the scheduler places them). A condition's added latency is the median of
+  its per-round p50 differences to "no policy"; "measurable" means a
+  two-sided sign test on those differences gives p < 0.05.
 
 ``plan_world``, ``change_plan``, ``transition``, ``latency_verdict``,
 ``rule_position`` and ``summary`` are pure (tests); ``run_bench`` runs it.
@@ -376,18 +379,20 @@ def summary(values: Sequence[float]) -> Summary:
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """Connect latency without vs with policies: pooled p50/p99 of each, their ratio, and whether the p50
-    difference is larger than the run-to-run spread within a condition (``noise``)."""
+    """Connect latency without vs with rules, over interleaved rounds: pooled p50/p99 of each, the per-round
+    p50 differences (with − without, paired by round), and whether they differ from zero by a two-sided sign
+    test (``p_value`` < 0.05: measurable; 6 rounds all one way give 0.031)."""
 
     base_p50: float
     base_p99: float
     pol_p50: float
     pol_p99: float
-    noise: float
+    diffs: tuple[float, ...]
 
     @property
     def diff(self) -> float:
-        return self.pol_p50 - self.base_p50
+        """The median of the per-round p50 differences."""
+        return percentile(list(self.diffs), 50) if self.diffs else math.nan
 
     @property
     def ratio_p50(self) -> float:
@@ -398,32 +403,42 @@ class LatencyVerdict:
         return self.pol_p99 / self.base_p99 if self.base_p99 else math.nan
 
     @property
+    def p_value(self) -> float:
+        return sign_test(self.diffs)
+
+    @property
     def measurable(self) -> bool:
-        return abs(self.diff) > self.noise
+        return self.p_value < 0.05
 
     def json(self) -> dict[str, Any]:
         return {"baseline_p50": self.base_p50, "baseline_p99": self.base_p99, "policies_p50": self.pol_p50,
                 "policies_p99": self.pol_p99, "ratio_p50": self.ratio_p50, "ratio_p99": self.ratio_p99,
-                "p50_diff": self.diff, "noise": self.noise, "measurable": self.measurable}
+                "p50_diff": self.diff, "round_diffs": list(self.diffs), "p_value": self.p_value,
+                "measurable": self.measurable}
+
+
+def sign_test(diffs: Sequence[float]) -> float:
+    """Two-sided sign test of ``diffs`` against zero (zeros dropped); 1.0 when there is nothing to test."""
+    signs = [d for d in diffs if d != 0]
+    n = len(signs)
+    if not n:
+        return 1.0
+    k = min(sum(1 for d in signs if d > 0), sum(1 for d in signs if d < 0))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def latency_verdict(baseline_rounds: Sequence[Sequence[float]], policy_rounds: Sequence[Sequence[float]]) -> LatencyVerdict:
-    """Compare rounds of connect times; noise = the largest p50 spread among the rounds of one condition."""
-    def spread(rounds: Sequence[Sequence[float]]) -> float:
-        p50s = [percentile(r, 50) for r in rounds if r]
-        return max(p50s) - min(p50s) if len(p50s) > 1 else 0.0
-
+    """Compare interleaved rounds of connect times, round i of one with round i of the other."""
     base = [x for r in baseline_rounds for x in r]
     pol = [x for r in policy_rounds for x in r]
-    return LatencyVerdict(percentile(base, 50), percentile(base, 99), percentile(pol, 50), percentile(pol, 99),
-                          max(spread(baseline_rounds), spread(policy_rounds)))
+    diffs = tuple(percentile(p, 50) - percentile(b, 50) for b, p in zip(baseline_rounds, policy_rounds) if b and p)
+    return LatencyVerdict(percentile(base, 50), percentile(base, 99), percentile(pol, 50), percentile(pol, 99), diffs)
 
 
 def latency_report(rounds: dict[str, list[list[float]]]) -> dict[str, Any]:
-    """One pair's latency rounds summarised: kmesh's rules and the anchor's each against the rounds without
-    policies, and kmesh's added p50 over the anchor's (below 1: kmesh adds less)."""
-    base = rounds["baseline"] + rounds["after"]
-    ours, theirs = latency_verdict(base, rounds["policies"]), latency_verdict(base, rounds["anchor"])
+    """One pair's interleaved rounds (``none``, ``kmesh``, ``anchor``) summarised: kmesh's rules and the
+    anchor's each against no rules, and kmesh's added p50 over the anchor's (below 1: kmesh adds less)."""
+    ours, theirs = latency_verdict(rounds["none"], rounds["kmesh"]), latency_verdict(rounds["none"], rounds["anchor"])
     return {"rounds": {k: [summary(x).json() for x in v] for k, v in rounds.items()},
             "verdict": ours.json(), "anchor": theirs.json(),
             "added_vs_anchor": ours.diff / theirs.diff if theirs.diff > 0 else math.nan}
@@ -586,6 +601,7 @@ class Options:
     policies: int = 100
     changes: int = 32
     connects: int = 2000
+    rounds: int = 8
     interval: float = 0.001
     timeout: float = 0.1
 
@@ -648,6 +664,48 @@ async def _anchor_out(ns: str, rendered: Any, installed: str) -> None:
     await netns.run(ns, ["nft", "-f", "-"], input=installed.encode())
 
 
+CONDITIONS = ("none", "kmesh", "anchor")
+
+
+async def _latency_rounds(bed: Bed, agents: dict[str, Any], no_rules: dict[str, str], truth: PolicyWorld,
+                          prober: Prober, pairs: dict[str, str], opts: Options, progress: Progress,
+                          report: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
+    """Rounds of connects to each pair under each condition, interleaved (the order rotating each round, so
+    neither drift nor position favours one): no policy (the agents' empty table), kmesh's table with every
+    policy, and the anchor's rules for the same policies. kmesh's table is back in place on return."""
+    lat: dict[str, dict[str, list[list[float]]]] = {k: {c: [] for c in CONDITIONS} for k in pairs}
+    total, done = opts.rounds * len(CONDITIONS) * len(pairs), 0
+    for node, ns in bed.nodes.items():  # a round to warm up (not counted): the first is slow whatever it runs
+        await netns.run(ns, ["nft", "-f", "-"], input=no_rules[node].encode())
+    for ip in pairs.values():
+        await prober.latency(ip, opts.connects)
+    for r in range(opts.rounds):
+        for cond in CONDITIONS[r % 3:] + CONDITIONS[: r % 3]:
+            anchor = {}
+            try:
+                for node, ns in bed.nodes.items():
+                    if cond == "anchor":
+                        anchor[node] = await _anchor_in(ns, truth, node)
+                    else:
+                        text = no_rules[node] if cond == "none" else agents[node].installed
+                        await netns.run(ns, ["nft", "-f", "-"], input=text.encode())
+                report["anchor_rules"] = report.get("anchor_rules") or {n: a.rules for n, a in anchor.items()}
+                for name, ip in pairs.items():
+                    got = await prober.latency(ip, opts.connects)
+                    if not got:
+                        raise RuntimeError(f"{name}: the client does not reach the server under '{cond}'")
+                    lat[name][cond].append(got)
+                    done += 1
+                    progress("connect latency (no policy, kmesh, kube-router's rules)", done, total)
+            finally:
+                with trio.CancelScope(shield=True):
+                    for node, rendered in anchor.items():
+                        await _anchor_out(bed.nodes[node], rendered, agents[node].installed)
+    for node, ns in bed.nodes.items():
+        await netns.run(ns, ["nft", "-f", "-"], input=agents[node].installed.encode())
+    return lat
+
+
 async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any]:
     """The whole benchmark; returns the report (see ``benchmarks/netpol.py`` for how it is printed)."""
     from kmesh.api.errors import APIError
@@ -700,14 +758,9 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                     progress("agents", i + 1, len(world.nodes))
 
                 pairs = {"same node": near.ip, "across nodes": far.ip}
-                lat: dict[str, dict[str, list[list[float]]]] = {k: {"baseline": [], "policies": []} for k in pairs}
-                for _ in range(2):
-                    for name, ip in pairs.items():
-                        lat[name]["baseline"].append(await prober.latency(ip, opts.connects))
-                        progress("connect latency, no policies", sum(len(d["baseline"]) for d in lat.values()),
-                                 2 * len(pairs))
-                if not all(lat[k]["baseline"][0] for k in pairs):
+                if not all([await prober.latency(ip, 100) for ip in pairs.values()]):
                     raise RuntimeError("the probe client does not reach the servers without policies")
+                no_rules = {node: agents[node].installed for node in world.nodes}  # the table with no policy
 
                 # All policies at once (as `kubectl apply -f dir/` would), then until every agent enforces them.
                 t0 = time.monotonic()
@@ -720,31 +773,9 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                 report["allow_rule_position"] = rule_position(
                     server_node, f"{SERVER_NS}/{far.name}", "ingress", f"{SERVER_NS}/{ALLOW_POLICY} ingress rule 0")
 
-                for _ in range(2):
-                    for name, ip in pairs.items():
-                        lat[name]["policies"].append(await prober.latency(ip, opts.connects))
-                        progress("connect latency, with policies", sum(len(d["policies"]) for d in lat.values()),
-                                 2 * len(pairs))
-
-                # The anchor: the same policies as k3s's agent (kube-router) writes them, in place of kmesh's table.
                 items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
                 truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
-                anchor = {node: await _anchor_in(bed.nodes[node], truth, node) for node in world.nodes}
-                report["anchor_rules"] = {node: r.rules for node, r in anchor.items()}
-                try:
-                    for name in pairs:
-                        lat[name]["anchor"] = []
-                    for _ in range(2):
-                        for name, ip in pairs.items():
-                            lat[name]["anchor"].append(await prober.latency(ip, opts.connects))
-                            progress("connect latency, kube-router's rules", sum(len(d["anchor"]) for d in lat.values()),
-                                     2 * len(pairs))
-                    if not all(lat[k]["anchor"][0] for k in pairs):
-                        raise RuntimeError("the client does not reach the servers through the anchor's rules")
-                finally:
-                    with trio.CancelScope(shield=True):
-                        for node, rendered in anchor.items():
-                            await _anchor_out(bed.nodes[node], rendered, agents[node].installed)
+                lat = await _latency_rounds(bed, agents, no_rules, truth, prober, pairs, opts, progress, report)
                 samples = []
                 for i, change in enumerate(changes):
                     samples.append(await _one_change(client, prober, agents, world, change, far, opts))
@@ -764,23 +795,8 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                                    "rules": agent.rules, "applied": len(applied)}
                 report["syncs"] = syncs
 
-                # The policies gone again, two more rounds without: the baseline's drift over the run.
-                async def remove(p: Obj) -> None:
-                    await client.delete("NetworkPolicy", p["metadata"]["name"], p["metadata"]["namespace"])
-
-                await _fan_out(world.policies, remove, "policies deleted", progress)
-                await _until_enforced(client, agents, world.nodes)
-                for name in pairs:
-                    lat[name]["after"] = []
-                for _ in range(2):
-                    for name, ip in pairs.items():
-                        lat[name]["after"].append(await prober.latency(ip, opts.connects))
-                        progress("connect latency, policies deleted", sum(len(d["after"]) for d in lat.values()),
-                                 2 * len(pairs))
                 report["latency"] = {name: latency_report(d) for name, d in lat.items()}
-                report["latency_samples"] = {name: {"baseline": [x for rr in d["baseline"] + d["after"] for x in rr],
-                                                    "policies": [x for rr in d["policies"] for x in rr],
-                                                    "anchor": [x for rr in d["anchor"] for x in rr]}
+                report["latency_samples"] = {name: {k: [x for rr in v for x in rr] for k, v in d.items()}
                                              for name, d in lat.items()}
                 agent_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()

@@ -25,6 +25,7 @@ from kmesh.bench.netpol import (
     change_plan,
     latency_report,
     latency_verdict,
+    sign_test,
     lock_policy,
     plan_world,
     policies_after,
@@ -135,15 +136,18 @@ def test_transition_reads_the_switch() -> None:
     assert already.seconds == pytest.approx(-0.5) and already.lower is None
 
 
-def test_latency_verdict_and_summary() -> None:
-    base = [[40e-6] * 50 + [41e-6] * 50, [40.5e-6] * 100]
-    same = [[40.6e-6] * 100, [40.2e-6] * 100]
-    v = latency_verdict(base, same)
-    assert not v.measurable and v.noise == pytest.approx(0.4e-6, rel=1e-6)  # the policy rounds spread most
-    assert v.ratio_p50 == pytest.approx(40.4 / 40.5, rel=1e-3)
-    slower = latency_verdict(base, [[45e-6] * 100, [45.1e-6] * 100])
-    assert slower.measurable and slower.diff == pytest.approx(4.55e-6, rel=1e-3)
+def test_latency_verdict_sign_test_and_summary() -> None:
+    base = [[40e-6] * 50 + [41e-6] * 50, [40.5e-6] * 100, [40.2e-6] * 100]
+    mixed = [[40.6e-6] * 100, [40.2e-6] * 100, [40.3e-6] * 100]  # +0.1, -0.3, +0.1 per round: no pattern
+    v = latency_verdict(base, mixed)
+    assert v.diffs == pytest.approx((0.1e-6, -0.3e-6, 0.1e-6)) and v.diff == pytest.approx(0.1e-6)
+    assert not v.measurable and v.p_value == 1.0
+    slower = latency_verdict(base * 2, [[45e-6] * 100] * 6)  # six rounds all slower: p = 2/64
+    assert slower.measurable and slower.p_value == pytest.approx(0.03125) and slower.diff == pytest.approx(4.5e-6)
+    assert not latency_verdict(base, [[45e-6] * 100] * 3).measurable  # three rounds cannot show it (p = 0.25)
     assert json.loads(json.dumps(slower.json()))["measurable"] is True
+    assert sign_test([]) == 1.0 and sign_test([0.0, 0.0]) == 1.0
+    assert sign_test([1, 1, 1, 1, 1, -1]) == pytest.approx(14 / 64)
     s = summary([0.1 * i for i in range(1, 11)])
     assert s.count == 10 and s.p50 == pytest.approx(0.55) and s.max == pytest.approx(1.0)
     empty = summary([])
@@ -151,13 +155,12 @@ def test_latency_verdict_and_summary() -> None:
 
 
 def test_latency_report_puts_kmesh_beside_the_anchor() -> None:
-    rounds = {"baseline": [[40e-6] * 100], "after": [[40e-6] * 100], "policies": [[41e-6] * 100],
-              "anchor": [[50e-6] * 100]}
+    rounds = {"none": [[40e-6] * 100] * 2, "kmesh": [[41e-6] * 100] * 2, "anchor": [[50e-6] * 100] * 2}
     r = latency_report(rounds)
     assert r["verdict"]["p50_diff"] == pytest.approx(1e-6) and r["anchor"]["p50_diff"] == pytest.approx(10e-6)
     assert r["added_vs_anchor"] == pytest.approx(0.1)
-    assert [x["count"] for x in r["rounds"]["anchor"]] == [100]
-    free = latency_report({**rounds, "anchor": [[40e-6] * 100]})  # an anchor that adds nothing: no ratio
+    assert [x["count"] for x in r["rounds"]["anchor"]] == [100, 100]
+    free = latency_report({**rounds, "anchor": rounds["none"]})  # an anchor that adds nothing: no ratio
     assert math.isnan(free["added_vs_anchor"])
 
 
