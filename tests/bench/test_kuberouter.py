@@ -15,6 +15,7 @@ from kmesh.bench.kuberouter import render
 from kmesh.net import netns
 from kmesh.policy.model import PolicyWorld
 from tests.proxy.traffic_lab import CLIENT_NET, NODE, TCP_PORT, Lab, namespace_factory
+from tests.support.connects import connects
 
 pytestmark = pytest.mark.netns
 
@@ -42,18 +43,6 @@ spec:
   egress:
   - to: [{ipBlock: {cidr: 0.0.0.0/0, except: [%s/32]}}]
 """ % (TCP_PORT, "PLACEHOLDER")
-
-
-async def _reaches(ns: str, ip: str, port: int, timeout: float = 0.5) -> bool:
-    sock = await netns.open_socket(ns)
-    with sock:
-        with trio.move_on_after(timeout):
-            try:
-                await sock.connect((ip, port))
-                return True
-            except OSError:
-                return False
-    return False
 
 
 def _pod(ns: str, name: str, ip: str) -> dict:
@@ -97,11 +86,11 @@ async def test_anchor_rules_load_and_enforce_what_the_model_says(lab: Lab) -> No
         (lab.pods["pod2"], pod1, TCP_PORT), (lab.client, pod3, TCP_PORT),  # its ingress allows it, the client's egress does not
     ]
     src_ip = {lab.client: client, lab.pods["pod2"]: pod2}
-    got = [await _reaches(ns, ip, port) for ns, ip, port in cases]
+    got = [await connects(ns, ip, port) for ns, ip, port in cases]
     want = [world.evaluate(src_ip[ns], ip, port).allowed for ns, ip, port in cases]
     assert want == [True, False, False, False, False]
     assert got == want
-    assert await _reaches(lab.node, pod2, TCP_PORT)  # the node's own traffic to its pods passes
+    assert await connects(lab.node, pod2, TCP_PORT)  # the node's own traffic to its pods passes
 
     # taken out again: nothing of it is left, and everything passes
     await netns.run(lab.node, ["iptables-restore", "--noflush"], input=out.removal().encode())
@@ -109,4 +98,4 @@ async def test_anchor_rules_load_and_enforce_what_the_model_says(lab: Lab) -> No
         await netns.run(lab.node, ["ipset", "destroy", name])
     saved = (await netns.run(lab.node, ["iptables-save", "-t", "filter"])).stdout.decode()
     assert "KUBE-" not in saved and not (await netns.run(lab.node, ["ipset", "list", "-n"])).stdout.strip()
-    assert [await _reaches(ns, ip, port) for ns, ip, port in cases] == [True] * len(cases)
+    assert [await connects(ns, ip, port) for ns, ip, port in cases] == [True] * len(cases)

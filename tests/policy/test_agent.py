@@ -20,6 +20,7 @@ from kmesh.net import netns
 from kmesh.policy.agent import PolicyAgent
 from tests.proxy.traffic_lab import CLIENT_NET, NODE, TCP_PORT, Lab, namespace_factory
 from tests.support.cluster import Cluster, start_cluster
+from tests.support.connects import connects
 
 pytestmark = pytest.mark.netns
 
@@ -42,23 +43,10 @@ spec:
 """ % TCP_PORT
 
 
-async def _reaches(ns: str, ip: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether a TCP connection from namespace ``ns`` to ip:port is answered within ``timeout`` (a drop: not)."""
-    sock = await netns.open_socket(ns)
-    with sock:
-        with trio.move_on_after(timeout):
-            try:
-                await sock.connect((ip, port))
-                return True
-            except OSError:
-                return False
-    return False
-
-
 async def _until(ns: str, ip: str, port: int, want: bool) -> None:
     """Probe until the answer is ``want`` (the agent applies a change after its informers see it)."""
     with trio.fail_after(10):
-        while await _reaches(ns, ip, port) != want:
+        while await connects(ns, ip, port) != want:
             pass
 
 
@@ -111,7 +99,7 @@ async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[tuple[Lab,
 async def test_policies_are_enforced_on_the_node(rig: tuple[Lab, Cluster, PolicyAgent]) -> None:
     lab, cluster, agent = rig
     pod1, pod2, pod3 = (lab.ips[p] for p in ("pod1", "pod2", "pod3"))
-    assert await _reaches(lab.client, pod1, TCP_PORT) and await _reaches(lab.pods["pod2"], pod1, TCP_PORT)
+    assert await connects(lab.client, pod1, TCP_PORT) and await connects(lab.pods["pod2"], pod1, TCP_PORT)
 
     # A connection opened before the deny: it keeps working after (established packets pass).
     held = trio.SocketStream(await netns.open_socket(lab.client))
@@ -119,8 +107,8 @@ async def test_policies_are_enforced_on_the_node(rig: tuple[Lab, Cluster, Policy
 
     await cluster.kubectl("apply", "-f", "-", stdin=DENY)
     await _until(lab.client, pod1, TCP_PORT, False)  # routed: dropped
-    assert not await _reaches(lab.pods["pod2"], pod1, TCP_PORT)  # bridged, same subnet: dropped too
-    assert await _reaches(lab.node, pod1, TCP_PORT)  # the node itself (the kubelet's probes) still gets in
+    assert not await connects(lab.pods["pod2"], pod1, TCP_PORT)  # bridged, same subnet: dropped too
+    assert await connects(lab.node, pod1, TCP_PORT)  # the node itself (the kubelet's probes) still gets in
     with trio.fail_after(5):
         await held.send_all(b"still there")
         assert await held.receive_some(100) == b"still there"
@@ -128,9 +116,9 @@ async def test_policies_are_enforced_on_the_node(rig: tuple[Lab, Cluster, Policy
 
     await cluster.kubectl("apply", "-f", "-", stdin=ALLOW_Y)
     await _until(lab.client, pod1, TCP_PORT, True)  # namespace y, the allowed port
-    assert not await _reaches(lab.client, pod1, ECHO_PORT)  # another port
-    assert not await _reaches(lab.client, pod2, TCP_PORT)  # another pod
-    assert not await _reaches(lab.pods["pod2"], pod1, TCP_PORT)  # namespace x is not y
+    assert not await connects(lab.client, pod1, ECHO_PORT)  # another port
+    assert not await connects(lab.client, pod2, TCP_PORT)  # another pod
+    assert not await connects(lab.pods["pod2"], pod1, TCP_PORT)  # namespace x is not y
 
     listing = await agent.listing()
     drops = [line for line in listing.splitlines() if "x/pod2 ingress: no policy allows it" in line]
@@ -139,4 +127,4 @@ async def test_policies_are_enforced_on_the_node(rig: tuple[Lab, Cluster, Policy
 
     await cluster.kubectl("delete", "networkpolicy", "-n", "x", "deny", "allow-y")
     await _until(lab.client, pod2, TCP_PORT, True)
-    assert await _reaches(lab.pods["pod2"], pod1, TCP_PORT)
+    assert await connects(lab.pods["pod2"], pod1, TCP_PORT)
