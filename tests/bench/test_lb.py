@@ -504,7 +504,8 @@ def test_cli_bench_lb_on_demo(sim_lab: Path) -> None:
                            "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}}  # ≥ 1024: plain users too
     trio.run(_apply_and_wait, sim_lab / "kubeconfig.yaml", [sticky_svc], "web-sticky", 3)
     res = _kmesh("bench", "lb", "web-sticky", "--requests", "60", "--expect", "sticky", "--data-dir", str(sim_lab))
-    assert res.returncode == 0 and "PASS: sticky: all 60 answers from web-" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0 and "PASS: sticky: all 60 answers from web-" in " ".join(res.stdout.split()), \
+        res.stdout + res.stderr
 
 
 UDP_APP = [
@@ -591,13 +592,15 @@ def test_cli_bench_lb_netns_lab(netns_lab: NetnsLab) -> None:
     lab, d, web = netns_lab.name, netns_lab.root, netns_lab.web
     res = _kmesh("bench", "lb", "web", "--requests", "300", "--alpha", "0.0001", "--data-dir", str(d))  # random split: 1 in 10000 false alarms
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"netns kmesh-{lab}-node-" in res.stdout and "errors: none" in res.stdout
+    said = " ".join(res.stdout.split())  # the console wraps long lines (a long pod name moves the break)
+    assert f"netns kmesh-{lab}-node-" in said and "errors: none" in said, res.stdout
     assert all(name in res.stdout for name in web)
     res = _kmesh("bench", "lb", "web", "--requests", "100", "--from", web[0], "--expect", "sticky", "--data-dir", str(d))
-    assert res.returncode == 1 and f"from pod default/{web[0]}" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1 and f"from pod default/{web[0]}" in " ".join(res.stdout.split()), res.stdout + res.stderr
     res = _kmesh("bench", "lb", "udp", "--udp", "--requests", "100", "--from", web[1], "--expect", "sticky",
                  "--data-dir", str(d))
-    assert res.returncode == 0 and "PASS: sticky: all 100 answers from udp-" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0 and "PASS: sticky: all 100 answers from udp-" in " ".join(res.stdout.split()), \
+        res.stdout + res.stderr
 
 
 @pytest.mark.netns
