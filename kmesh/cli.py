@@ -21,8 +21,8 @@ from rich.table import Table
 from kmesh.api.wellknown import CLUSTER_CIDR, CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR
 from kmesh.lab.datadir import DataDir, default_data_dir
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # whole lines, as kubectl prints them: a pipe or grep sees each on one line
+err_console = Console(stderr=True, soft_wrap=True)
 
 RUNTIMES = ("netns", "sim", "host")
 PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(soft_wrap=True)  # whole lines, as kubectl prints them: a pipe or grep sees each on one line
 
 _SEMANTICS = ("Every packet in each direction of the link gets the settings (Mininet's TCLink): a link with "
               "--delay 50ms adds 100 ms to a round trip through it.")

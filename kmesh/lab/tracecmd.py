@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from kmesh.lab.linkcmd import _data_dir_option
 
-console = Console()
+console = Console(soft_wrap=True)  # whole lines, as kubectl prints them: a pipe or grep sees each on one line
 
 _HELP = """Follow one probe from FROM to TO and show what happened to it, hop by hop.
 

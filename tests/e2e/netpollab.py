@@ -1,6 +1,8 @@
 """Upstream's NetworkPolicy e2e in a netns lab: the 9×9 truth tables probed from inside the pods.
 
-One lab per (proxy mode, backend) for the module, two nodes, no ingress/gateway
+The tests of ``test_netpol_lab_iptables_vxlan.py`` and
+``test_netpol_lab_nftables_hostgw.py``: one lab each (a file of its own, so
+``make test`` runs the two labs side by side), two nodes, no ingress/gateway
 add-ons. Namespaces x, y, z (labelled ns=<name>) hold pods a, b, c (pod=<name>)
 spread over the nodes, each with agnhost ``serve-hostname`` on TCP and UDP 80
 and 81 in four containers with named ports, as upstream's model has them
@@ -52,8 +54,6 @@ from kmesh.policy.probe import reaches
 from tests.e2e.labdriver import KMESH, Lab, running_lab
 from tests.e2e.netpolprobe import Matrix, Target, probe_until
 from tests.policy import netpol_cases as M
-
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 VARIANTS = (("iptables", "vxlan"), ("nftables", "host-gw"))
 NODES = ("node-1", "node-2")
@@ -175,16 +175,21 @@ class NetpolLab:
         return PolicyWorld(of("Pod"), of("Namespace"), of("NetworkPolicy"))
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=[f"{m}-{b}" for m, b in VARIANTS])
-def nlab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetpolLab]:
-    mode, backend = request.param
-    root = tmp_path_factory.mktemp(f"netpol-{mode}-{backend}")
-    names = LabNames(f"km{uuid.uuid4().hex[:4]}")
-    with running_lab(Path(root), names, mode, nodes=2,
-                     flags=["--disable", "ingress,gateway", "--backend", backend]) as lab:
-        nl = NetpolLab(lab, (mode, backend))
-        nl.setup()
-        yield nl
+def lab_fixture(variant: tuple[str, str]) -> Any:
+    """The module-scoped ``nlab`` fixture of one test file: the lab of ``variant`` (proxy mode, backend)."""
+
+    @pytest.fixture(scope="module")
+    def nlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetpolLab]:
+        mode, backend = variant
+        root = tmp_path_factory.mktemp(f"netpol-{mode}-{backend}")
+        names = LabNames(f"km{uuid.uuid4().hex[:4]}")
+        with running_lab(Path(root), names, mode, nodes=2,
+                         flags=["--disable", "ingress,gateway", "--backend", backend]) as lab:
+            nl = NetpolLab(lab, variant)
+            nl.setup()
+            yield nl
+
+    return nlab
 
 
 # --- printing (upstream's truth tables) -----------------------------------------------------------------
