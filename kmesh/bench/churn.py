@@ -37,6 +37,7 @@ The accounting (``parse_change``, ``PodTimes``, ``served_by_terminating``,
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import socket
 import time
@@ -71,7 +72,7 @@ from kmesh.bench.load import (
     errors_by_kind,
     leaves,
     longest,
-    quiet_since,
+    quiet_started,
     steady_load,
     timeline,
 )
@@ -769,6 +770,8 @@ async def run_churn(
     changed_at: float | None = None
     completed_at: float | None = None
     end_at = None if options.duration is None else began + options.duration
+    lag = plan.probe.timeout + 0.5  # by then a request that started has ended (answered or timed out)
+    stopped_at = math.inf
     try:
         async with trio.open_nursery() as n:
             await n.start(watch.run)
@@ -790,10 +793,13 @@ async def run_churn(
                         break
                     with trio.move_on_after(0.25):
                         await watch.changed.wait()
-                while end_at is None and not quiet_since(records, changed_at, clock(), options.settle):
+                # Quiet: the requests started in the last `settle` seconds before `lag` ago all succeeded; every
+                # request started by then has ended (each within its timeout), so the verdict below agrees.
+                while end_at is None and not quiet_started(records, changed_at, clock() - lag, options.settle):
                     await trio.sleep(0.1)
             if end_at is not None:
                 await trio.sleep_until(end_at)
+            stopped_at = clock()
             stop.set()
             with trio.move_on_after(plan.probe.timeout + 1.0):
                 await done.wait()  # the requests in flight end (each within its timeout)
@@ -806,7 +812,8 @@ async def run_churn(
     finally:
         await sender.aclose()
     duration = clock()
-    settled = changed_at is not None and quiet_since(records, changed_at, duration, options.settle)
+    settled = changed_at is not None and quiet_started(records, changed_at, min(duration, stopped_at) - lag,
+                                                       options.settle)
     stale = None
     if plan.probe.protocol == "udp":
         stale = await check_conntrack(info, plan, watch.live_ips, watch.pods)

@@ -157,6 +157,16 @@ def quiet_since(records: Sequence[Record], since: float, now: float, settle: flo
     return ok_after and now - last_fail >= settle
 
 
+def quiet_started(records: Sequence[Record], since: float, until: float, settle: float) -> bool:
+    """The requests that started in the ``settle`` seconds up to ``until`` (all after ``since``) all succeeded,
+    and there was one. Judged by start time, so it can be asked once every request started by ``until`` has
+    ended (``until`` a request timeout in the past): the answer does not change when later ones end."""
+    if until - settle < since:
+        return False
+    window = [r for r in records if until - settle <= r.start <= until]
+    return bool(window) and not any(r.failed for r in window)
+
+
 def leaves(eg: BaseExceptionGroup) -> list[BaseException]:
     """The exceptions of a (nested) group, flattened."""
     out: list[BaseException] = []

@@ -15,6 +15,7 @@ import pytest
 from kmesh.bench.lb import UsageError
 from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, timeline
 from kmesh.bench.load import quiet_since as _quiet_since
+from kmesh.bench.load import quiet_started
 from kmesh.bench.partition import DEFAULT_GRACE, During, grace_in_force, parse_during
 from kmesh.lab.datadir import DataDir
 
@@ -77,6 +78,18 @@ def test_quiet_since() -> None:
     assert _quiet_since(recs, since=0.0, now=8.0, settle=5.0)
     assert _quiet_since(recs, since=2.0, now=7.1, settle=5.0)  # the failure is from before `since`
     assert not _quiet_since([_r(1.0, "timeout")], since=0.0, now=60.0, settle=5.0)  # nothing answered after it
+
+
+def test_quiet_started_judges_by_start_and_does_not_change_later() -> None:
+    recs = [_r(1.0, "timeout", 2.0), _r(2.0), _r(4.0)]
+    assert quiet_started(recs, since=0.0, until=4.0, settle=2.0)  # 2.0 and 4.0 started in [2, 4]: both answered
+    assert not quiet_started(recs, since=0.0, until=3.0, settle=2.5)  # the timeout started at 1.0, in [0.5, 3]
+    assert not quiet_started(recs, since=3.0, until=4.0, settle=2.0)  # the window reaches before the change
+    assert not quiet_started([_r(1.0)], since=0.0, until=9.0, settle=2.0)  # nothing started in [7, 9]
+    # a request that started in the window and fails after the question was asked turns the answer, as it must;
+    # asked a timeout late (as churn does), every such request has already ended
+    late = recs + [_r(3.5, "timeout", 4.5)]
+    assert not quiet_started(late, since=0.0, until=4.0, settle=2.0)
 
 
 def test_grace_in_force(tmp_path: Path) -> None:
