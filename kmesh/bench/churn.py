@@ -812,8 +812,7 @@ async def run_churn(
     finally:
         await sender.aclose()
     duration = clock()
-    settled = changed_at is not None and quiet_started(records, changed_at, min(duration, stopped_at) - lag,
-                                                       options.settle)
+    settled = changed_at is not None and quiet_started(records, changed_at, stopped_at - lag, options.settle)
     stale = None
     if plan.probe.protocol == "udp":
         stale = await check_conntrack(info, plan, watch.live_ips, watch.pods)

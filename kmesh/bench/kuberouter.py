@@ -49,7 +49,7 @@ class Rendered:
     sets: list[str]
     iptables: str
     rules: int
-    chains: list[str] = field(default_factory=list)
+    chains: list[str]
 
     def removal(self) -> str:
         """``iptables-restore --noflush`` input that takes the rules out again (the sets go after it)."""
@@ -128,9 +128,10 @@ def render(world: PolicyWorld, local: list[PodInfo]) -> Rendered:
     # the compiled rules of each (policy, direction) for each local target pod, grouped by what they compile to
     groups: dict[tuple[str, str], dict[CompiledRule, list[str]]] = {}
     pods = [p for p in sorted(local, key=lambda p: p.key) if p.ips and not p.host_network]
+    selecting = {(pod.key, d): world.selecting(pod, d) for pod in pods for d in (INGRESS, EGRESS)}
     for pod in pods:
         for direction in (INGRESS, EGRESS):
-            for pol in world.selecting(pod, direction):
+            for pol in selecting[(pod.key, direction)]:
                 name = _policy_name(pol)
                 policy_chains.setdefault((name, direction), _hash("KUBE-NWPLCY-", name))
                 b.chain(policy_chains[(name, direction)])  # declared even when it has no rule (a deny)
@@ -142,7 +143,7 @@ def render(world: PolicyWorld, local: list[PodInfo]) -> Rendered:
             _policy_rules(b, chain, name, rule, targets)
 
     for pod in pods:
-        ingress, egress = world.selecting(pod, INGRESS), world.selecting(pod, EGRESS)
+        ingress, egress = selecting[(pod.key, INGRESS)], selecting[(pod.key, EGRESS)]
         if not ingress and not egress:
             continue
         fw = _hash("KUBE-POD-FW-", pod.key)

@@ -63,6 +63,7 @@ from kmesh.bench.lb import (
     service_shares,
 )
 from kmesh.bench.meshload import ClosedLoop, OpenLoop, Target
+from kmesh.bench.stats import percentile
 from kmesh.gateway.httproute import RETRY_BACKOFF
 from kmesh.l7.retrybudget import DEFAULT_MIN_CONCURRENCY, DEFAULT_PERCENT
 from kmesh.lab.datadir import ClusterInfo
@@ -160,8 +161,7 @@ class RetryPhase:
     @property
     def median_latency(self) -> float:
         """The median seconds to an answer (0 when nothing was sent)."""
-        values = sorted(s.latency for s in self.samples)
-        return values[len(values) // 2] if values else 0.0
+        return percentile([s.latency for s in self.samples], 50) if self.samples else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"phase": self.name, "requests": len(self.samples), "succeeded": self.ok,

@@ -53,6 +53,7 @@ from typing import Any
 
 import trio
 
+from kmesh.bench.kuberouter import Rendered
 from kmesh.bench.stats import percentile
 from kmesh.net import netns
 from kmesh.policy.model import PolicyWorld
@@ -630,9 +631,9 @@ async def _fan_out(items: Sequence[Any], worker: Callable[[Any], Any], step: str
             n.start_soon(run)
 
 
-
-async def _until_enforced(client: Any, agents: dict[str, Any], nodes: Sequence[str]) -> None:
-    """Return once every node's agent has installed what the API's objects say now (polling its text)."""
+async def _until_enforced(client: Any, agents: dict[str, Any], nodes: Sequence[str]) -> PolicyWorld:
+    """Return, once every node's agent has installed what the API's objects say now (polling its text), the
+    policy model of those objects."""
     from kmesh.policy.agent import local_pods
     from kmesh.policy.nftrules import render
 
@@ -642,21 +643,19 @@ async def _until_enforced(client: Any, agents: dict[str, Any], nodes: Sequence[s
     with trio.fail_after(120):
         while any(agents[n].installed != want[n] for n in nodes):
             await trio.sleep(0.005)
+    return truth
 
-async def _anchor_in(ns: str, world: PolicyWorld, node: str) -> Any:
-    """Swap kmesh's table on node namespace ``ns`` for the anchor's rules (kube-router's, from ``world``)."""
-    from kmesh.bench import kuberouter
-    from kmesh.policy.agent import local_pods
+
+async def _anchor_in(ns: str, rendered: Rendered) -> None:
+    """Swap kmesh's table on node namespace ``ns`` for the anchor's rules (kube-router's)."""
     from kmesh.policy.nftrules import FAMILY, TABLE
 
-    rendered = kuberouter.render(world, local_pods(world, node))
     await netns.run(ns, ["nft", "delete", "table", FAMILY, TABLE])
     await netns.run(ns, ["ipset", "restore"], input=rendered.ipsets.encode())
     await netns.run(ns, ["iptables-restore", "--noflush"], input=rendered.iptables.encode())
-    return rendered
 
 
-async def _anchor_out(ns: str, rendered: Any, installed: str) -> None:
+async def _anchor_out(ns: str, rendered: Rendered, installed: str) -> None:
     """Take the anchor's rules out of ``ns`` and put kmesh's table (the agent's ``installed`` text) back."""
     await netns.run(ns, ["iptables-restore", "--noflush"], input=rendered.removal().encode(), check=False)
     for name in rendered.sets:
@@ -673,6 +672,11 @@ async def _latency_rounds(bed: Bed, agents: dict[str, Any], no_rules: dict[str, 
     """Rounds of connects to each pair under each condition, interleaved (the order rotating each round, so
     neither drift nor position favours one): no policy (the agents' empty table), kmesh's table with every
     policy, and the anchor's rules for the same policies. kmesh's table is back in place on return."""
+    from kmesh.bench import kuberouter
+    from kmesh.policy.agent import local_pods
+
+    anchor = {node: kuberouter.render(truth, local_pods(truth, node)) for node in bed.nodes}
+    report["anchor_rules"] = {node: r.rules for node, r in anchor.items()}
     lat: dict[str, dict[str, list[list[float]]]] = {k: {c: [] for c in CONDITIONS} for k in pairs}
     total, done = opts.rounds * len(CONDITIONS) * len(pairs), 0
     for node, ns in bed.nodes.items():  # a round to warm up (not counted): the first is slow whatever it runs
@@ -681,15 +685,15 @@ async def _latency_rounds(bed: Bed, agents: dict[str, Any], no_rules: dict[str, 
         await prober.latency(ip, opts.connects)
     for r in range(opts.rounds):
         for cond in CONDITIONS[r % 3:] + CONDITIONS[: r % 3]:
-            anchor = {}
+            swapped = []  # the nodes with the anchor's rules in place of kmesh's table
             try:
                 for node, ns in bed.nodes.items():
                     if cond == "anchor":
-                        anchor[node] = await _anchor_in(ns, truth, node)
+                        swapped.append(node)
+                        await _anchor_in(ns, anchor[node])
                     else:
                         text = no_rules[node] if cond == "none" else agents[node].installed
                         await netns.run(ns, ["nft", "-f", "-"], input=text.encode())
-                report["anchor_rules"] = report.get("anchor_rules") or {n: a.rules for n, a in anchor.items()}
                 for name, ip in pairs.items():
                     got = await prober.latency(ip, opts.connects)
                     if not got:
@@ -699,8 +703,8 @@ async def _latency_rounds(bed: Bed, agents: dict[str, Any], no_rules: dict[str, 
                     progress("connect latency (no policy, kmesh, kube-router's rules)", done, total)
             finally:
                 with trio.CancelScope(shield=True):
-                    for node, rendered in anchor.items():
-                        await _anchor_out(bed.nodes[node], rendered, agents[node].installed)
+                    for node in swapped:
+                        await _anchor_out(bed.nodes[node], anchor[node], agents[node].installed)
     for node, ns in bed.nodes.items():
         await netns.run(ns, ["nft", "-f", "-"], input=agents[node].installed.encode())
     return lat
@@ -766,15 +770,13 @@ async def run_bench(opts: Options, progress: Progress = _quiet) -> dict[str, Any
                 t0 = time.monotonic()
                 await _fan_out(world.policies, client.create, "policies", progress)
                 written = time.monotonic()
-                await _until_enforced(client, agents, world.nodes)
+                truth = await _until_enforced(client, agents, world.nodes)
                 report["bulk"] = {"create_seconds": written - t0, "enforced_seconds": time.monotonic() - t0}
                 report["rules"] = {node: agents[node].rules for node in world.nodes}
                 server_node = agents[far.node].installed
                 report["allow_rule_position"] = rule_position(
                     server_node, f"{SERVER_NS}/{far.name}", "ingress", f"{SERVER_NS}/{ALLOW_POLICY} ingress rule 0")
 
-                items = {k: (await client.list_all(k))[0] for k in ("Pod", "Namespace", "NetworkPolicy")}
-                truth = PolicyWorld(items["Pod"], items["Namespace"], items["NetworkPolicy"])
                 lat = await _latency_rounds(bed, agents, no_rules, truth, prober, pairs, opts, progress, report)
                 samples = []
                 for i, change in enumerate(changes):

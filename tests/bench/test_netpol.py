@@ -25,11 +25,11 @@ from kmesh.bench.netpol import (
     change_plan,
     latency_report,
     latency_verdict,
-    sign_test,
     lock_policy,
     plan_world,
     policies_after,
     rule_position,
+    sign_test,
     summary,
     transition,
 )

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from kmesh.bench.lb import UsageError
-from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, timeline
+from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, quiet_started, timeline
 from kmesh.bench.load import quiet_since as _quiet_since
-from kmesh.bench.load import quiet_started
 from kmesh.bench.partition import DEFAULT_GRACE, During, grace_in_force, parse_during
 from kmesh.lab.datadir import DataDir
 
