@@ -62,6 +62,7 @@ from kmesh.bench.lb import (
     _read_all,
     _running,
     backends_from_slices,
+    connect,
     pod_of_http,
     probe_once,
 )
@@ -334,7 +335,8 @@ async def check_conntrack(info: ClusterInfo, plan: Plan, live: set[str], pods: d
 
 
 class Sender:
-    """One request at a time, as the load makes them: ``(answer, error)``, never raising for network trouble.
+    """One request at a time, as the load makes them: ``(answer, error, source port)``, never raising for
+    network trouble.
 
     A new connection (datagram socket) per request, or with ``keepalive`` one kept open across requests
     (HTTP/1.1 keep-alive; for UDP one socket, so one source port: one conntrack flow) and opened again
@@ -345,27 +347,29 @@ class Sender:
         self.path = path
         self.keepalive = keepalive
         self.sock: trio.socket.SocketType | None = None
+        self.port: int | None = None  # the source port of the last connection
         self.connections = 0
 
-    async def __call__(self) -> tuple[str | None, str | None]:
+    async def __call__(self) -> tuple[str | None, str | None, int | None]:
         p = self.probe
         if p.protocol == "tcp" or (p.protocol == "udp" and not self.keepalive):
             out = await probe_once(p)
-            return out.answer, out.error
+            return out.answer, out.error, out.port
+        ports: list[int] = []
         try:
             with trio.fail_after(p.timeout):
-                answer = (await (self._udp() if p.protocol == "udp" else self._http())).strip()
+                answer = (await (self._udp(ports) if p.protocol == "udp" else self._http(ports))).strip()
         except _BadAnswer as exc:
             self._drop()
-            return None, str(exc)
+            return None, str(exc), self.port
         except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             if p.protocol != "udp":  # a lost datagram leaves the UDP socket as it was (one flow, as a client keeps)
                 self._drop()
-            return None, _error_name(exc)
+            return None, _error_name(exc), ports[0] if ports else self.port
         except BaseException:
             self._drop()
             raise
-        return (answer, None) if answer else (None, "empty")
+        return (answer, None, self.port) if answer else (None, "empty", self.port)
 
     def _drop(self) -> None:
         if self.sock is not None:
@@ -375,28 +379,24 @@ class Sender:
     async def aclose(self) -> None:
         self._drop()
 
-    async def _connected(self, kind: int) -> tuple[trio.socket.SocketType, bool]:
-        """The open socket (reused: True) or a new one connected to the Service."""
+    async def _connected(self, kind: int, ports: list[int]) -> tuple[trio.socket.SocketType, bool]:
+        """The open socket (reused: True) or a new one connected to the Service (its port put in ``ports``)."""
         if self.sock is not None:
             return self.sock, True
-        sock = await _open(self.probe, kind)
-        try:
-            await sock.connect((self.probe.host, self.probe.port))
-        except BaseException:
-            sock.close()
-            raise
+        sock = await connect(await _open(self.probe, kind), (self.probe.host, self.probe.port), ports)
+        self.port = ports[0] if ports else None
         self.connections += 1
         if self.keepalive:
             self.sock = sock
         return sock, False
 
-    async def _udp(self) -> str:
-        sock, _ = await self._connected(socket.SOCK_DGRAM)
+    async def _udp(self, ports: list[int]) -> str:
+        sock, _ = await self._connected(socket.SOCK_DGRAM, ports)
         await sock.send(UDP_PAYLOAD)
         return (await sock.recv(65535)).decode(errors="replace")
 
-    async def _http(self) -> str:
-        sock, reused = await self._connected(socket.SOCK_STREAM)
+    async def _http(self, ports: list[int]) -> str:
+        sock, reused = await self._connected(socket.SOCK_STREAM, ports)
         try:
             host = self.probe.http_host or self.probe.host
             conn = "keep-alive" if self.keepalive else "close"

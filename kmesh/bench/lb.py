@@ -354,6 +354,7 @@ class Outcome:
     answer: str | None
     error: str | None
     latency: float
+    port: int | None = None  # the source port it left from (None: not known)
 
 
 def _error_name(exc: BaseException) -> str:
@@ -424,16 +425,35 @@ def parse_http_answer(data: bytes) -> tuple[int, str]:
     return int(status_line[1]), body.decode(errors="replace")
 
 
-async def _exchange(probe: Probe) -> str:
-    if probe.protocol == "udp":
-        sock = await _open(probe, socket.SOCK_DGRAM)
-        with sock:
-            await sock.connect((probe.host, probe.port))
+async def connect(sock: trio.socket.SocketType, address: tuple[str, int],
+                  ports: list[int]) -> trio.socket.SocketType:
+    """``sock`` (consumed) connected to ``address``; the source port goes into ``ports`` as soon as the kernel
+    has picked it, so a connect that times out still names the port it left from (trio's own ``connect``
+    closes the socket when cancelled, port and all). That port is what a later request on the same port
+    meets in conntrack."""
+    raw = socket.socket(fileno=sock.detach())
+    try:
+        raw.setblocking(False)
+        err = raw.connect_ex(address)
+        if port := raw.getsockname()[1]:
+            ports.append(port)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            await trio.lowlevel.wait_writable(raw)
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        raw.close()
+        raise
+    return trio.socket.from_stdlib_socket(raw)
+
+
+async def _exchange(probe: Probe, ports: list[int]) -> str:
+    kind = socket.SOCK_DGRAM if probe.protocol == "udp" else socket.SOCK_STREAM
+    with await connect(await _open(probe, kind), (probe.host, probe.port), ports) as sock:
+        if probe.protocol == "udp":
             await sock.send(UDP_PAYLOAD)
             return (await sock.recv(65535)).decode(errors="replace")
-    sock = await _open(probe, socket.SOCK_STREAM)
-    with sock:
-        await sock.connect((probe.host, probe.port))
         if probe.protocol == "tcp":
             return (await _read_all(sock)).decode(errors="replace")
         host = probe.http_host or probe.host
@@ -475,16 +495,19 @@ class _BadAnswer(Exception):
 async def probe_once(probe: Probe) -> Outcome:
     """Make one request; never raises for network trouble (it is the error of the ``Outcome``)."""
     start = time.perf_counter()
+    ports: list[int] = []
+
+    def out(answer: str | None, error: str | None) -> Outcome:
+        return Outcome(answer, error, time.perf_counter() - start, ports[0] if ports else None)
+
     try:
         with trio.fail_after(probe.timeout):
-            answer = (await _exchange(probe)).strip()
+            answer = (await _exchange(probe, ports)).strip()
     except _BadAnswer as exc:
-        return Outcome(None, str(exc), time.perf_counter() - start)
+        return out(None, str(exc))
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        return Outcome(None, _error_name(exc), time.perf_counter() - start)
-    if not answer:
-        return Outcome(None, "empty", time.perf_counter() - start)
-    return Outcome(answer, None, time.perf_counter() - start)
+        return out(None, _error_name(exc))
+    return out(answer, None) if answer else out(None, "empty")
 
 
 async def send_requests(

@@ -33,6 +33,7 @@ class Record:
     end: float
     answer: str | None
     error: str | None
+    port: int | None = None  # the client's source port (None: not known)
 
     @property
     def failed(self) -> bool:
@@ -40,7 +41,7 @@ class Record:
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": round(self.start, 4), "end": round(self.end, 4), "answer": self.answer,
-                "error": self.error}
+                "error": self.error, "port": self.port}
 
 
 @dataclass(frozen=True)
@@ -149,14 +150,6 @@ def errors_by_class(records: Sequence[Record]) -> dict[str, int]:
     return out
 
 
-def quiet_since(records: Sequence[Record], since: float, now: float, settle: float) -> bool:
-    """No request that started after ``since`` failed in the last ``settle`` seconds, and one succeeded."""
-    recent = [r for r in records if r.start >= since]
-    last_fail = max((r.end for r in recent if r.failed), default=since)
-    ok_after = any(not r.failed and r.start >= last_fail for r in recent)
-    return ok_after and now - last_fail >= settle
-
-
 def quiet_started(records: Sequence[Record], since: float, until: float, settle: float) -> bool:
     """The requests that started in the ``settle`` seconds up to ``until`` (all after ``since``) all succeeded,
     and there was one. Judged by start time, so it can be asked once every request started by ``until`` has
@@ -167,6 +160,28 @@ def quiet_started(records: Sequence[Record], since: float, until: float, settle:
     return bool(window) and not any(r.failed for r in window)
 
 
+# How long conntrack keeps a connection whose SYN was never answered (nf_conntrack_tcp_timeout_syn_sent).
+SYN_SENT_TIMEOUT = 120.0
+
+
+def port_reused(records: Sequence[Record], lifetime: float = SYN_SENT_TIMEOUT) -> list[Record]:
+    """The failed requests that left from the source port of an earlier failed request started less than
+    ``lifetime`` seconds before. Conntrack still held that one's entry (unanswered, its NAT to the endpoint
+    then chosen), so the new SYN was taken for a retransmission and sent the same way: a stale entry, not the
+    proxy's rules, decided where it went. kube-proxy clears stale conntrack entries of UDP only, as upstream
+    (kubernetes#101607); the kernel reuses ports sooner than one might think."""
+    last: dict[int, float] = {}
+    out: list[Record] = []
+    for r in sorted(records, key=lambda r: r.start):
+        if not r.failed or r.port is None:
+            continue
+        before = last.get(r.port)
+        if before is not None and r.start - before < lifetime:
+            out.append(r)
+        last[r.port] = r.start
+    return out
+
+
 def leaves(eg: BaseExceptionGroup) -> list[BaseException]:
     """The exceptions of a (nested) group, flattened."""
     out: list[BaseException] = []
@@ -175,7 +190,7 @@ def leaves(eg: BaseExceptionGroup) -> list[BaseException]:
     return out
 
 
-Send = Callable[[], Awaitable[tuple[str | None, str | None]]]  # one request: (answer, error)
+Send = Callable[[], Awaitable[tuple[str | None, str | None, int | None]]]  # one request: (answer, error, port)
 
 
 async def steady_load(send: Send, rate: float, clock: Callable[[], float], records: list[Record],
@@ -190,8 +205,8 @@ async def steady_load(send: Send, rate: float, clock: Callable[[], float], recor
 
     async def one() -> None:
         t0 = clock()
-        answer, error = await send()
-        r = Record(t0, clock(), answer, error)
+        answer, error, port = await send()
+        r = Record(t0, clock(), answer, error, port)
         records.append(r)
         if on_record is not None:
             on_record(r)

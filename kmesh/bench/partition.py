@@ -20,6 +20,13 @@ are ready again, and ``settle`` seconds more.
 ``parse_during`` is pure, for tests (the load and its accounting —
 ``Record``, ``error_windows``, ``timeline`` — are kmesh.bench.load's, shared
 with ``bench churn``); ``run_partition`` does the experiment.
+
+Not every failure after the endpoints turned not ready is the proxy's: a
+new connection that leaves from the source port of one that failed during
+the cut meets that one's conntrack entry (unanswered, still NATed to the
+cut node's endpoint) and follows it, as on a real cluster, where kube-proxy
+clears stale conntrack entries of UDP only. Each record keeps its source
+port; ``portReused`` counts those failures.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from kmesh.bench.load import (
     errors_by_kind,
     leaves,
     longest,
-    quiet_since,
+    port_reused,
+    quiet_started,
     steady_load,
     timeline,
 )
@@ -199,6 +207,7 @@ class PartitionResult(LoadRecords):
             "endpointsReadyAfterRestore": self.since_restore(ev.endpoints_ready),
             "events": self.events_list(),
             "requests": len(self.records), "failed": self.failed, "errors": errors_by_kind(self.records),
+            "portReused": len(port_reused(self.records)),
             "errorWindow": None if w is None else w.as_dict(),
             "windows": [x.as_dict() for x in self.windows],
             "converged": self.converged, "back": self.back, "passed": self.passed, "reason": self.reason(),
@@ -333,9 +342,9 @@ async def run_partition(
         async with trio.open_nursery() as n:
             await n.start(watch.run)
             endpoints_on_node = watch.eps[1]
-            async def send() -> tuple[str | None, str | None]:
+            async def send() -> tuple[str | None, str | None, int | None]:
                 out = await probe_once(plan.probe)
-                return out.answer, out.error
+                return out.answer, out.error, out.port
 
             n.start_soon(steady_load, send, options.rate, clock, records, on_record, stop, done)
             await trio.sleep(options.after)  # the baseline: a span of time, not an event
@@ -348,14 +357,14 @@ async def run_partition(
             if renewed is not None:
                 events.lease_renewed = events.cut - (wall_cut - renewed)
             watch.refresh()
-            converged = await _converge(watch, records, events, options, before_restore=True)
+            converged = await _converge(watch, records, events, options, plan.probe.timeout, before_restore=True)
             if options.restore:
                 say(f"link up {node}")
                 await trio.to_thread.run_sync(partition, lab, node, True)
                 cut_done = False
                 events.restored = clock()
                 watch.refresh()
-                back = await _converge(watch, records, events, options, before_restore=False)
+                back = await _converge(watch, records, events, options, plan.probe.timeout, before_restore=False)
             stop.set()
             with trio.move_on_after(plan.probe.timeout + 1.0):
                 await done.wait()  # the requests in flight end (each within its timeout)
@@ -373,9 +382,11 @@ async def run_partition(
                            endpoints_on_node, converged, back, clock())
 
 
-async def _converge(watch: _Watch, records: list[Record], events: Events, options: PartitionOptions, *,
-                    before_restore: bool) -> bool:
-    """Wait (at most ``max_wait``) until the phase's events were seen and errors stopped for ``settle`` s."""
+async def _converge(watch: _Watch, records: list[Record], events: Events, options: PartitionOptions, timeout: float,
+                    *, before_restore: bool) -> bool:
+    """Wait (at most ``max_wait``) until the phase's events were seen and the requests of ``settle`` seconds
+    all succeeded — judged once every one of them has ended (``timeout`` after the last started), so a
+    request still in flight cannot fail after the verdict."""
     since = events.cut if before_restore else events.restored
     assert since is not None
     with trio.move_on_after(options.max_wait):
@@ -385,8 +396,8 @@ async def _converge(watch: _Watch, records: list[Record], events: Events, option
                     events.endpoints_not_ready is not None or watch.eps[1] == 0)
             else:
                 seen = events.node_ready is not None and events.endpoints_ready is not None
-            now = watch.clock()
-            if seen and quiet_since(records, since, now, options.settle):
+            until = watch.clock() - (timeout + 0.5)  # every request started by then has ended
+            if seen and quiet_started(records, since, until, options.settle):
                 return True
             # woken by a watch event, else checked again soon (the errors' quiet span is a matter of time)
             with trio.move_on_after(0.25):

@@ -436,6 +436,10 @@ def partition_summary(result: Any) -> Group:
         cut = result.events.cut or 0.0
         lines.append(Text(f"longest error window: {w.seconds:.1f} s (first failure {w.start - cut:+.1f} s, last "
                           f"{w.end - cut:+.1f} s from the cut; {w.failed} failed)", style="bold"))
+    if d["portReused"]:
+        lines.append(Text(f"  {d['portReused']} of the failed requests left from the source port of an earlier failed "
+                          "one: its conntrack entry (never answered) still sent them to the cut node, whatever the "
+                          "proxy's rules said (kube-proxy clears stale conntrack entries of UDP only)"))
     lease = d["leaseRenewedBeforeCut"]
     lines.append(Text(f"node grace period {result.grace:g} s ({result.grace_source}) decides the window: "
                       "a cut-off node goes NotReady that long after its Lease's last renewal"))

@@ -271,13 +271,15 @@ def test_sender_http_new_connection_each_or_one_kept() -> None:
         async with trio.open_nursery() as n:
             port, per_conn = await _http_server(n)
             each = Sender(Probe("127.0.0.1", port, "http", timeout=2.0), "/hostname")
-            assert [await each() for _ in range(3)] == [("web-a", None)] * 3
-            assert per_conn == [1, 1, 1] and each.connections == 3
+            outs = [await each() for _ in range(3)]
+            assert [o[:2] for o in outs] == [("web-a", None)] * 3
+            assert per_conn == [1, 1, 1] and each.connections == 3 and len({o[2] for o in outs}) == 3
             kept = Sender(Probe("127.0.0.1", port, "http", timeout=2.0), "/hostname", keepalive=True)
-            assert [await kept() for _ in range(4)] == [("web-a", None)] * 4
-            assert per_conn[3:] == [4] and kept.connections == 1
+            outs = [await kept() for _ in range(4)]
+            assert [o[:2] for o in outs] == [("web-a", None)] * 4
+            assert per_conn[3:] == [4] and kept.connections == 1 and len({o[2] for o in outs}) == 1
             bad = Sender(Probe("127.0.0.1", port, "http", timeout=2.0), "/nope", keepalive=True)
-            assert await bad() == (None, "http 404")
+            assert (await bad())[:2] == (None, "http 404")
             await kept.aclose()
             n.cancel_scope.cancel()
 
@@ -290,7 +292,8 @@ def test_sender_keepalive_follows_a_server_that_closes() -> None:
             port, per_conn = await _http_server(n, close_after=2)
             kept = Sender(Probe("127.0.0.1", port, "http", timeout=2.0), "/hostname", keepalive=True)
             outs = [await kept() for _ in range(5)]
-            assert outs == [("web-a", None)] * 5  # "Connection: close" is heeded: a new connection, no error
+            assert [o[:2] for o in outs] == [("web-a", None)] * 5  # "Connection: close" heeded: a new connection
+            assert len({o[2] for o in outs}) == 3  # each connection its own source port
             assert kept.connections == 3 and per_conn == [2, 2, 1]
             await kept.aclose()
             n.cancel_scope.cancel()
@@ -306,7 +309,8 @@ def test_sender_refused_and_udp() -> None:
         probe_sock.close()  # nothing listens there now
         for keepalive in (False, True):
             s = Sender(Probe("127.0.0.1", free, "http", timeout=2.0), keepalive=keepalive)
-            assert await s() == (None, "refused")
+            answer, error, port = await s()
+            assert (answer, error) == (None, "refused") and isinstance(port, int)
         udp = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
         await udp.bind(("127.0.0.1", 0))
         sources: list[int] = []
@@ -321,10 +325,10 @@ def test_sender_refused_and_udp() -> None:
             n.start_soon(echo)
             port = udp.getsockname()[1]
             kept = Sender(Probe("127.0.0.1", port, "udp", timeout=2.0), keepalive=True)
-            assert [await kept() for _ in range(3)] == [("web-u hostname", None)] * 3
+            assert [await kept() for _ in range(3)] == [("web-u hostname", None, sources[0])] * 3
             assert len(set(sources)) == 1  # one socket, one source port: one conntrack flow
             each = Sender(Probe("127.0.0.1", port, "udp", timeout=2.0))
-            assert [await each() for _ in range(3)] == [("web-u hostname", None)] * 3
+            assert [await each() for _ in range(3)] == [("web-u hostname", None, p) for p in sources[3:]]
             assert len(set(sources[3:])) == 3
             await kept.aclose()
             n.cancel_scope.cancel()
@@ -338,9 +342,9 @@ def test_steady_load_keeps_the_rate_on_a_mock_clock() -> None:
         stop, done = trio.Event(), trio.Event()
         began = trio.current_time()
 
-        async def send() -> tuple[str | None, str | None]:
+        async def send() -> tuple[str | None, str | None, int | None]:
             await trio.sleep(took)
-            return "web-a", None
+            return "web-a", None, None
 
         async with trio.open_nursery() as n:
             n.start_soon(partial(steady_load, send, 10.0, lambda: trio.current_time() - began, records, None, stop,

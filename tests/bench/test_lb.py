@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -31,6 +32,7 @@ from kmesh.bench.lb import (
     parse_expect,
     parse_http_answer,
     plan_lb,
+    probe_once,
     resolve_source,
     send_requests,
     tally,
@@ -260,6 +262,43 @@ async def test_errors_are_counted_not_raised(nursery: trio.Nursery) -> None:
     # an HTTP request to a raw name server: the answer is not HTTP
     outs = await send_requests(Probe(srv.ips["web-a"], srv.port, "http"), 1)
     assert outs[0].error in ("not HTTP", "reset")
+
+
+async def test_outcomes_name_their_source_port(nursery: trio.Nursery) -> None:
+    """The port an outcome names is the one the server saw; a connect that timed out still names its port."""
+    seen: list[int] = []
+    lsock = trio.socket.socket()
+    await lsock.bind((f"{SERVER_NET}.70", 0))
+    lsock.listen(8)
+
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            seen.append(stream.socket.getpeername()[1])
+            await stream.send_all(b"web-a")
+
+    nursery.start_soon(trio.serve_listeners, answer, [trio.SocketListener(lsock)])
+    outs = await send_requests(Probe(f"{SERVER_NET}.70", lsock.getsockname()[1], "tcp"), 4, 2)
+    assert [o.answer for o in outs] == ["web-a"] * 4
+    assert sorted(o.port for o in outs if o.port is not None) == sorted(seen) and len(seen) == 4
+    # a listener whose accept queue is full drops SYNs: the connect times out, and its port is known
+    full = socket.socket()
+    full.bind((f"{SERVER_NET}.71", 0))
+    full.listen(0)
+    fillers = [socket.socket() for _ in range(2)]
+    try:
+        for f in fillers:
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+        out = await probe_once(Probe(f"{SERVER_NET}.71", full.getsockname()[1], "tcp", timeout=0.3))
+    finally:
+        for f in [*fillers, full]:
+            f.close()
+    assert out.error == "timeout" and isinstance(out.port, int) and out.port > 0
+    assert out.port not in seen
+    # UDP names the port too
+    udp = await start_servers(nursery, udp=True, base=72)
+    got = await probe_once(Probe(udp.ips["web-a"], udp.port, "udp"))
+    assert got.answer == "web-a" and isinstance(got.port, int) and got.port > 0
 
 
 async def test_warm_up_waits_for_a_first_answer(nursery: trio.Nursery) -> None:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from kmesh.bench.lb import UsageError
-from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, quiet_started, timeline
-from kmesh.bench.load import quiet_since as _quiet_since
+from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, port_reused, quiet_started, timeline
 from kmesh.bench.partition import DEFAULT_GRACE, During, grace_in_force, parse_during
 from kmesh.lab.datadir import DataDir
 
@@ -71,12 +70,17 @@ def test_timeline_buckets_by_start() -> None:
         timeline(recs, bucket=0)
 
 
-def test_quiet_since() -> None:
-    recs = [_r(1.0, "timeout", 2.0), _r(2.0), _r(4.0)]
-    assert not _quiet_since(recs, since=0.0, now=5.0, settle=5.0)  # the failure ended at 3.0: 2 s ago
-    assert _quiet_since(recs, since=0.0, now=8.0, settle=5.0)
-    assert _quiet_since(recs, since=2.0, now=7.1, settle=5.0)  # the failure is from before `since`
-    assert not _quiet_since([_r(1.0, "timeout")], since=0.0, now=60.0, settle=5.0)  # nothing answered after it
+def test_port_reused_names_failures_on_a_failed_port() -> None:
+    def r(start: float, port: int, error: str | None = None) -> Record:
+        return Record(start, start + 1.0, None if error else "web-a", error, port)
+
+    first = r(1.0, 40000, "timeout")
+    again = r(9.0, 40000, "timeout")  # the port of a failed request: conntrack's entry sent it the same way
+    recs = [first, r(2.0, 40002), r(3.0, 40002, "timeout"),  # a port that succeeded before is not stale
+            again, r(10.0, 40004, "timeout"), r(200.0, 40004, "timeout"),  # the entry timed out (120 s) meanwhile
+            r(11.0, 40000), Record(12.0, 13.0, None, "timeout")]  # a success on it; a failure without a port
+    assert port_reused(recs) == [again]
+    assert port_reused(recs, lifetime=500.0) == [again, recs[5]]
 
 
 def test_quiet_started_judges_by_start_and_does_not_change_later() -> None:
@@ -130,7 +134,8 @@ def _result() -> object:
     plan = Plan(target, Source("ns", None, "pod default/client-1", "node-1"), Probe("10.96.0.20", 80, "http", timeout=1.0),
                 Expectation("uniform"), {}, 1, 1)
     recs = [_r(t / 10) for t in range(0, 600)]
-    recs += [_r(5.0 + i, "timeout", 1.0) for i in range(0, 30, 2)]  # every other second from 5 s to 33 s
+    recs += [Record(5.0 + i, 6.0 + i, None, "timeout", 40000 + i) for i in range(0, 30, 2)]  # every other s, 5-33
+    recs.append(Record(36.0, 37.0, None, "timeout", 40000))  # after the endpoint left: the port of the first failure
     ev = Events(cut=5.0, node_not_ready=33.0, endpoints_not_ready=33.4, restored=45.0, node_ready=46.0,
                 endpoints_ready=47.5, lease_renewed=-6.0)
     return PartitionResult(plan, PartitionOptions(During("down", "node-2"), settle=3.0), sorted(recs, key=lambda r: r.start),
@@ -150,16 +155,18 @@ def test_result_json_table_and_plot(tmp_path: Path) -> None:
     assert d["nodeNotReadyAfter"] == 28.0 and d["endpointsNotReadyAfter"] == 28.4
     assert d["nodeReadyAfterRestore"] == 1.0 and d["endpointsReadyAfterRestore"] == 2.5
     assert d["leaseRenewedBeforeCut"] == -11.0 and d["restoredAfter"] == 40.0
-    assert d["failed"] == 15 == len([r for r in d["records"] if r["error"]]) == d["errors"]["timeout"]
-    assert d["errorWindow"] == {"start": 5.0, "end": 34.0, "seconds": 29.0, "failed": 15, "errors": {"timeout": 15}}
+    assert d["failed"] == 16 == len([r for r in d["records"] if r["error"]]) == d["errors"]["timeout"]
+    assert d["errorWindow"] == {"start": 5.0, "end": 37.0, "seconds": 32.0, "failed": 16, "errors": {"timeout": 16}}
+    assert d["portReused"] == 1 and [r["port"] for r in d["records"] if r["error"]][-1] == 40000
     assert [e["event"] for e in d["events"]] == ["cut", "nodeNotReady", "endpointsNotReady", "restored",
                                                  "nodeReady", "endpointsReady"]
-    assert d["passed"] and d["reason"].startswith("converged: errors for 29.0 s, node NotReady 28.0 s after the cut")
+    assert d["passed"] and d["reason"].startswith("converged: errors for 32.0 s, node NotReady 28.0 s after the cut")
     con = Console(record=True, width=200)
     con.print(partition_table(res))
     con.print(partition_summary(res))
     text = con.export_text()
-    assert "longest error window: 29.0 s" in text and "node grace period 40 s" in text
+    assert "longest error window: 32.0 s" in text and "node grace period 40 s" in text
+    assert "1 of the failed requests left from the source port of an earlier failed one" in text
     assert "node-2's Lease was last renewed 11.0 s before the cut" in text and "PASS" in text
     assert "Node node-2 NotReady" in text and "2.5 s after link up" in text
     if importlib.util.find_spec("matplotlib") is not None:
