@@ -164,12 +164,16 @@ def quiet_started(records: Sequence[Record], since: float, until: float, settle:
 SYN_SENT_TIMEOUT = 120.0
 
 
+UNANSWERED = ("timeout", "unreachable")  # the errors of a request whose SYN the endpoint never answered
+
+
 def port_reused(records: Sequence[Record], lifetime: float = SYN_SENT_TIMEOUT) -> list[Record]:
-    """The failed requests that left from the source port of an earlier failed request started less than
-    ``lifetime`` seconds before. Conntrack still held that one's entry (unanswered, its NAT to the endpoint
-    then chosen), so the new SYN was taken for a retransmission and sent the same way: a stale entry, not the
-    proxy's rules, decided where it went. kube-proxy clears stale conntrack entries of UDP only, as upstream
-    (kubernetes#101607); the kernel reuses ports sooner than one might think."""
+    """The failed requests that left from the source port of an earlier unanswered request (a timeout or
+    unreachable) started less than ``lifetime`` seconds before. Conntrack still held that one's entry
+    (``SYN_SENT``, its NAT to the endpoint then chosen), so the new SYN was taken for a retransmission and
+    sent the same way: a stale entry, not the proxy's rules, decided where it went. kube-proxy clears stale
+    conntrack entries of UDP only, as upstream (kubernetes#101607); the kernel reuses ports sooner than one
+    might think. (A refused request's entry was closed by the RST: a new SYN on it is NATed afresh.)"""
     last: dict[int, float] = {}
     out: list[Record] = []
     for r in sorted(records, key=lambda r: r.start):
@@ -178,7 +182,10 @@ def port_reused(records: Sequence[Record], lifetime: float = SYN_SENT_TIMEOUT) -
         before = last.get(r.port)
         if before is not None and r.start - before < lifetime:
             out.append(r)
-        last[r.port] = r.start
+        if r.error in UNANSWERED:
+            last[r.port] = r.start
+        else:
+            last.pop(r.port, None)
     return out
 
 

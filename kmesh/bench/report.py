@@ -405,6 +405,15 @@ def _report(result: Any, json_out: bool, out_console: Console, console: Console,
 # ------------------------------------------------------------------ --during 'link down NODE'
 
 
+def port_reused_lines(n: int) -> list[Text]:
+    """The summary's word on failures that stale conntrack entries decided (none when ``n`` is 0)."""
+    if not n:
+        return []
+    return [Text(f"  {n} of the failed requests left from the source port of an earlier failed one: its conntrack "
+                 "entry (never answered) still sent them where that one went, whatever the proxy's rules said "
+                 "(kube-proxy clears stale conntrack entries of UDP only)")]
+
+
 def partition_table(result: Any) -> Table:
     """The partition's events in order: when, and how long after the cut (and after the restore)."""
     table = Table(title=f"Service {result.plan.target} — {result.options.during} under "
@@ -436,10 +445,7 @@ def partition_summary(result: Any) -> Group:
         cut = result.events.cut or 0.0
         lines.append(Text(f"longest error window: {w.seconds:.1f} s (first failure {w.start - cut:+.1f} s, last "
                           f"{w.end - cut:+.1f} s from the cut; {w.failed} failed)", style="bold"))
-    if d["portReused"]:
-        lines.append(Text(f"  {d['portReused']} of the failed requests left from the source port of an earlier failed "
-                          "one: its conntrack entry (never answered) still sent them to the cut node, whatever the "
-                          "proxy's rules said (kube-proxy clears stale conntrack entries of UDP only)"))
+    lines.extend(port_reused_lines(d["portReused"]))
     lease = d["leaseRenewedBeforeCut"]
     lines.append(Text(f"node grace period {result.grace:g} s ({result.grace_source}) decides the window: "
                       "a cut-off node goes NotReady that long after its Lease's last renewal"))
@@ -642,6 +648,7 @@ def churn_summary(result: Any) -> Group:
     else:
         lines.append(Text(f"longest error window: {w.seconds:.1f} s (first failure {w.start - change:+.1f} s, last "
                           f"{w.end - change:+.1f} s from the change; {w.failed} failed)", style="bold"))
+    lines.extend(port_reused_lines(d["portReused"]))
     sbt = d["served_by_terminating"]
     if sbt["requests"]:
         who = ", ".join(f"{p['pod']} {p['requests']}" for p in sbt["pods"])

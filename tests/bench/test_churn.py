@@ -230,6 +230,17 @@ def test_result_json_adds_up_and_the_views_render(tmp_path: Path) -> None:
     text = console.export_text()
     assert "web-old-abcde" in text and "served by terminating pods: 2 (web-old-abcde 2)" in text
     assert "refused 2" in text and "unreachable 1" in text and "PASS" in text
+    assert d["portReused"] == 0 and "source port of an earlier failed one" not in text
+    # a timed-out request's port, used again by a later one that failed: conntrack's entry, not the rules
+    recs = _records()
+    recs[recs.index(next(r for r in recs if r.error == "timeout"))] = Record(11.0, 12.0, None, "timeout", 41000)
+    recs[recs.index(next(r for r in recs if r.error == "unreachable"))] = Record(11.5, 11.6, None, "unreachable",
+                                                                                41000)
+    again = _result(recs)
+    assert again.as_dict()["portReused"] == 1
+    console = Console(record=True, width=200)
+    console.print(churn_summary(again))
+    assert "1 of the failed requests left from the source port of an earlier failed one" in console.export_text()
     if importlib.util.find_spec("matplotlib") is not None:
         png = plot_churn(res, tmp_path / "churn.png")
         assert png.read_bytes()[:4] == b"\x89PNG"

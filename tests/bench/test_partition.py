@@ -70,7 +70,7 @@ def test_timeline_buckets_by_start() -> None:
         timeline(recs, bucket=0)
 
 
-def test_port_reused_names_failures_on_a_failed_port() -> None:
+def test_port_reused_names_failures_on_an_unanswered_port() -> None:
     def r(start: float, port: int, error: str | None = None) -> Record:
         return Record(start, start + 1.0, None if error else "web-a", error, port)
 
@@ -78,9 +78,11 @@ def test_port_reused_names_failures_on_a_failed_port() -> None:
     again = r(9.0, 40000, "timeout")  # the port of a failed request: conntrack's entry sent it the same way
     recs = [first, r(2.0, 40002), r(3.0, 40002, "timeout"),  # a port that succeeded before is not stale
             again, r(10.0, 40004, "timeout"), r(200.0, 40004, "timeout"),  # the entry timed out (120 s) meanwhile
-            r(11.0, 40000), Record(12.0, 13.0, None, "timeout")]  # a success on it; a failure without a port
-    assert port_reused(recs) == [again]
-    assert port_reused(recs, lifetime=500.0) == [again, recs[5]]
+            r(11.0, 40000), Record(12.0, 13.0, None, "timeout"),  # a success on it; a failure without a port
+            r(20.0, 40006, "refused"), r(21.0, 40006, "timeout"),  # a refused one's entry was closed by the RST
+            r(22.0, 40008, "unreachable"), r(23.0, 40008, "refused")]  # ICMP left the entry unanswered
+    assert port_reused(recs) == [again, recs[-1]]
+    assert port_reused(recs, lifetime=500.0) == [again, recs[-1], recs[5]]  # in order of start
 
 
 def test_quiet_started_judges_by_start_and_does_not_change_later() -> None:
