@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,18 @@ async def set_pod_cidr(client: Client, node: str, cidr: str) -> None:
     await client.patch("Node", node, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
 
 
+def node1_cidr() -> str:
+    """node-1's podCIDR: one per pytest-xdist worker (127.244.201.0/24 for the first), so pods of tests
+    running at once on two workers never share an address, and a port on it."""
+    n = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return "127.244.201.0/24" if not n.isdigit() or n == "0" else f"127.244.{230 + int(n) % 25}.0/24"
+
+
 @pytest.fixture
 async def node1(api: Cluster, nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningAgent]:
-    """One agent (node-1, podCIDR 127.244.201.0/24)."""
+    """One agent (node-1, podCIDR ``node1_cidr()``)."""
     ra = await start_agent(nursery, api.client, agent_config(tmp_path))
-    await set_pod_cidr(api.client, "node-1", "127.244.201.0/24")
+    await set_pod_cidr(api.client, "node-1", node1_cidr())
     try:
         yield ra
     finally:

@@ -16,6 +16,7 @@ from tests.node.conftest import (
     condition,
     create_bound,
     cstatus,
+    node1_cidr,
     pod,
     running_ready,
     wait_pod,
@@ -31,8 +32,9 @@ async def test_pod_runs_and_reports_full_status(api, node1, pods) -> None:
     await create_bound(api.client, pod("web", agnhost("app", "serve-hostname", ports=[{"containerPort": 9376}])))
     p = await wait_pod(pods, "web", running_ready)
     st = p["status"]
-    assert ipaddress.ip_address(st["podIP"]) in ipaddress.ip_network("127.244.201.0/24")
-    assert st["podIP"] != "127.244.201.1"  # the gateway address is never handed out
+    net = ipaddress.ip_network(node1_cidr())
+    assert ipaddress.ip_address(st["podIP"]) in net
+    assert st["podIP"] != str(net.network_address + 1)  # the gateway address is never handed out
     assert st["podIPs"] == [{"ip": st["podIP"]}]
     assert st["hostIP"] == "127.0.0.1" and st["hostIPs"] == [{"ip": "127.0.0.1"}]
     assert st["startTime"]

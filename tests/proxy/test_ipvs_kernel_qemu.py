@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import require, require_binary
 from tests.proxy import vm_ipvs_script as script
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.vm]  # it boots a VM: make test runs it with the VMs
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ("crc32c_generic", "ip_vs", "ip_vs_rr", "veth", "dummy")
