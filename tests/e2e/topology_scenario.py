@@ -1,4 +1,4 @@
-"""Topology-aware routing, a scenario run in each of test_proxy_lab's 3-node labs (one per proxy mode).
+"""Topology-aware routing, a scenario run in test_proxy_lab's 3-node iptables and nftables labs.
 
 It shares that module's lab, not one of its own: a lab takes longer to bring
 up than the scenario to run. Its Deployment and Service are ``zoned``, its
