@@ -69,6 +69,7 @@ from kmesh.bench.lb import (
 from kmesh.bench.load import (
     LoadRecords,
     Record,
+    ended_by,
     errors_by_class,
     errors_by_kind,
     leaves,
@@ -772,7 +773,6 @@ async def run_churn(
     changed_at: float | None = None
     completed_at: float | None = None
     end_at = None if options.duration is None else began + options.duration
-    lag = plan.probe.timeout + 0.5  # by then a request that started has ended (answered or timed out)
     stopped_at = math.inf
     try:
         async with trio.open_nursery() as n:
@@ -795,9 +795,10 @@ async def run_churn(
                         break
                     with trio.move_on_after(0.25):
                         await watch.changed.wait()
-                # Quiet: the requests started in the last `settle` seconds before `lag` ago all succeeded; every
+                # Quiet: the requests started in the last `settle` seconds up to `ended_by` all succeeded; every
                 # request started by then has ended (each within its timeout), so the verdict below agrees.
-                while end_at is None and not quiet_started(records, changed_at, clock() - lag, options.settle):
+                while end_at is None and not quiet_started(records, changed_at, ended_by(clock(), plan.probe.timeout),
+                                                            options.settle):
                     await trio.sleep(0.1)
             if end_at is not None:
                 await trio.sleep_until(end_at)
@@ -814,7 +815,8 @@ async def run_churn(
     finally:
         await sender.aclose()
     duration = clock()
-    settled = changed_at is not None and quiet_started(records, changed_at, stopped_at - lag, options.settle)
+    settled = changed_at is not None and quiet_started(records, changed_at, ended_by(stopped_at, plan.probe.timeout),
+                                                       options.settle)
     stale = None
     if plan.probe.protocol == "udp":
         stale = await check_conntrack(info, plan, watch.live_ips, watch.pods)

@@ -160,6 +160,13 @@ def quiet_started(records: Sequence[Record], since: float, until: float, settle:
     return bool(window) and not any(r.failed for r in window)
 
 
+def ended_by(now: float, timeout: float) -> float:
+    """The latest start time whose requests have all ended by ``now`` (answered or timed out after
+    ``timeout`` seconds, with a margin): where ``quiet_started`` can be asked without a request still in
+    flight turning its answer later."""
+    return now - (timeout + 0.5)
+
+
 # How long conntrack keeps a connection whose SYN was never answered (nf_conntrack_tcp_timeout_syn_sent).
 SYN_SENT_TIMEOUT = 120.0
 

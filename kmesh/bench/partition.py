@@ -43,6 +43,7 @@ from kmesh.bench.lb import Plan, UsageError, backends_from_slices, probe_once
 from kmesh.bench.load import (
     LoadRecords,
     Record,
+    ended_by,
     errors_by_kind,
     leaves,
     longest,
@@ -396,8 +397,7 @@ async def _converge(watch: _Watch, records: list[Record], events: Events, option
                     events.endpoints_not_ready is not None or watch.eps[1] == 0)
             else:
                 seen = events.node_ready is not None and events.endpoints_ready is not None
-            until = watch.clock() - (timeout + 0.5)  # every request started by then has ended
-            if seen and quiet_started(records, since, until, options.settle):
+            if seen and quiet_started(records, since, ended_by(watch.clock(), timeout), options.settle):
                 return True
             # woken by a watch event, else checked again soon (the errors' quiet span is a matter of time)
             with trio.move_on_after(0.25):

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from kmesh.bench.lb import UsageError
-from kmesh.bench.load import Record, error_windows, errors_by_kind, longest, port_reused, quiet_started, timeline
+from kmesh.bench.load import (
+    Record,
+    ended_by,
+    error_windows,
+    errors_by_kind,
+    longest,
+    port_reused,
+    quiet_started,
+    timeline,
+)
 from kmesh.bench.partition import DEFAULT_GRACE, During, grace_in_force, parse_during
 from kmesh.lab.datadir import DataDir
 
@@ -95,6 +104,8 @@ def test_quiet_started_judges_by_start_and_does_not_change_later() -> None:
     # asked a timeout late (as churn does), every such request has already ended
     late = recs + [_r(3.5, "timeout", 4.5)]
     assert not quiet_started(late, since=0.0, until=4.0, settle=2.0)
+    # asked at 5.5 with a 1 s timeout, it judges up to 4.0: every request started by then has ended
+    assert ended_by(5.5, 1.0) == 4.0 and not quiet_started(late, 0.0, ended_by(5.5, 1.0), 2.0)
 
 
 def test_grace_in_force(tmp_path: Path) -> None:

@@ -120,9 +120,11 @@ def test_link_down_under_load(lab: Lab) -> None:
     stale = {(x.start, x.port) for x in port_reused([Record(**r) for r in recs])}
     assert doc["portReused"] == len(stale)
     fresh = [r for r in failed if (r["start"], r["port"]) not in stale]
-    assert fresh and max(r["end"] for r in fresh) < restored
+    assert fresh
+    fresh_end = max(r["end"] for r in fresh)
+    assert fresh_end < restored
     assert max(r["start"] for r in fresh) <= doc["cutAt"] + eps + 2.0  # a proxy sync's lag at most
-    tail = [r for r in recs if max(r["end"] for r in fresh) < r["start"] < restored]
+    tail = [r for r in recs if fresh_end < r["start"] < restored]
     assert tail and all(r["answer"] == "web-3" for r in tail if r["error"] is None)
     # back: Ready, endpoint ready, and the events in order
     assert doc["nodeReadyAfterRestore"] is not None and doc["endpointsReadyAfterRestore"] is not None
